@@ -1,0 +1,790 @@
+//! The CSTA messages of SPEC section 5, written strictly and read tolerantly.
+//!
+//! # What we write
+//!
+//! Every document is compact: `<?xml version="1.0" encoding="UTF-8"?>`, then the root element
+//! with `xmlns` = the dialect's CSTA namespace, then the children below in exactly this order,
+//! with no whitespace between elements. Optional values are left out when absent. Texts are
+//! XML-escaped.
+//!
+//! | message | children |
+//! |---|---|
+//! | `RequestSystemStatus`, `SystemStatusResponse`, `MonitorStopResponse`, `AssociateDataResponse`, `EscapeResponse` | none: written as `<Root xmlns="…"/>` |
+//! | `RequestSystemStatusResponse`, `SystemStatus` | `systemStatus` |
+//! | `MonitorStart` | `monitorObject/deviceObject` |
+//! | `MonitorStartResponse` | `monitorCrossRefID` |
+//! | `MonitorStop` | `monitorCrossRefID` |
+//! | `Escape` (root from the dialect) | `privateData/private/guestAssociatedExtension` (`xmlns` = hot-desk namespace) with `action`, `guestDevice`, `hostDevice`; under `extensions/` when the dialect says so |
+//! | `PrivateEvent` | `monitorCrossRefID`, then `privateData/private/guestAssociatedEvent` (`xmlns` = hot-desk namespace) with `state`, `guestDevice`, `hostDevice` |
+//! | call events | `monitorCrossRefID`, the connection (`callID`, `deviceID`), the subject device and the other device (each as `<x><deviceIdentifier>…</deviceIdentifier></x>`), `cause` — see [`CallEventKind`] |
+//! | `CallInformationEvent` | `monitorCrossRefID`, `connection` (`callID`, `deviceID`), `device/deviceIdentifier`, `accountInfo` |
+//! | `AssociateData` | `existingCall` (`callID`, `deviceID`), `accountCode` |
+//! | `CSTAErrorCode` | one element named by the category, whose text is the value |
+//!
+//! # What we read
+//!
+//! Elements by local name whatever the namespace or prefix; unknown elements ignored; the
+//! escape root `Escape` or `EscapeService` (and their responses), with `privateData` under the
+//! root or under `extensions`; both spellings of `systemResourceAvailability`; device values
+//! either as text or wrapped (`deviceIdentifier`). A well-formed document whose root we do not
+//! use is [`Message::Other`], never an error.
+
+use super::dialect::Dialect;
+use super::xml::{Element, XmlError, XmlWriter};
+
+/// A connection: a call at a device. Both parts are opaque strings chosen by the switch and
+/// both are optional in the schema.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct Connection {
+    /// The switch's call ID.
+    pub call_id: Option<String>,
+    /// The device of this connection.
+    pub device_id: Option<String>,
+}
+
+impl Connection {
+    /// A connection with both parts present.
+    pub fn new(call_id: impl Into<String>, device_id: impl Into<String>) -> Connection {
+        Connection {
+            call_id: Some(call_id.into()),
+            device_id: Some(device_id.into()),
+        }
+    }
+
+    fn read(e: &Element) -> Connection {
+        Connection {
+            call_id: e.child_value("callID").map(str::to_owned),
+            device_id: e.child_value("deviceID").map(str::to_owned),
+        }
+    }
+
+    fn write(&self, w: &mut XmlWriter, name: &str) {
+        w.open(name);
+        w.opt_leaf("callID", self.call_id.as_deref());
+        w.opt_leaf("deviceID", self.device_id.as_deref());
+        w.close(name);
+    }
+}
+
+/// What a hot-desk escape asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotDeskAction {
+    /// Associate the guest with this host.
+    Associate {
+        /// The host device.
+        host: String,
+    },
+    /// End the guest's association.
+    Cancel,
+}
+
+/// The `guestAssociatedExtension` payload of an escape (private services 1 and 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotDeskRequest {
+    /// The guest extension.
+    pub guest: String,
+    /// Associate or cancel.
+    pub action: HotDeskAction,
+}
+
+/// The state reported by a `guestAssociatedEvent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HotDeskState {
+    /// The association exists (private event 1).
+    Established,
+    /// The association ended (private event 2).
+    Cancelled,
+}
+
+/// The `guestAssociatedEvent` payload of a private event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotDeskEvent {
+    /// Established or cancelled.
+    pub state: HotDeskState,
+    /// The guest extension.
+    pub guest: String,
+    /// The host, when the switch says which.
+    pub host: Option<String>,
+}
+
+/// The kinds of call event that maintain a device's list of active calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallEventKind {
+    /// `ServiceInitiatedEvent`: `initiatedConnection`, `initiatingDevice`.
+    ServiceInitiated,
+    /// `OriginatedEvent`: `originatedConnection`, `callingDevice`, `calledDevice`.
+    Originated,
+    /// `DeliveredEvent`: `connection`, `alertingDevice`, `callingDevice`.
+    Delivered,
+    /// `EstablishedEvent`: `establishedConnection`, `answeringDevice`, `callingDevice`.
+    Established,
+    /// `ConnectionClearedEvent`: `droppedConnection`, `releasingDevice`.
+    ConnectionCleared,
+    /// `CallClearedEvent`: `clearedCall`.
+    CallCleared,
+    /// `HeldEvent`: `heldConnection`, `holdingDevice`.
+    Held,
+    /// `RetrievedEvent`: `retrievedConnection`, `retrievingDevice`.
+    Retrieved,
+    /// `TransferedEvent` (ECMA-323's spelling): `primaryOldCall`, `transferringDevice`,
+    /// `transferredToDevice`.
+    Transferred,
+    /// `DivertedEvent`: `connection`, `divertingDevice`, `newDestination`.
+    Diverted,
+}
+
+impl CallEventKind {
+    /// Every kind, for tests and metrics.
+    pub const ALL: [CallEventKind; 10] = [
+        CallEventKind::ServiceInitiated,
+        CallEventKind::Originated,
+        CallEventKind::Delivered,
+        CallEventKind::Established,
+        CallEventKind::ConnectionCleared,
+        CallEventKind::CallCleared,
+        CallEventKind::Held,
+        CallEventKind::Retrieved,
+        CallEventKind::Transferred,
+        CallEventKind::Diverted,
+    ];
+
+    /// (root, connection element, subject device element, other device element, cause)
+    fn layout(
+        self,
+    ) -> (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+    ) {
+        use CallEventKind::*;
+        match self {
+            ServiceInitiated => (
+                "ServiceInitiatedEvent",
+                "initiatedConnection",
+                Some("initiatingDevice"),
+                None,
+                "newCall",
+            ),
+            Originated => (
+                "OriginatedEvent",
+                "originatedConnection",
+                Some("callingDevice"),
+                Some("calledDevice"),
+                "newCall",
+            ),
+            Delivered => (
+                "DeliveredEvent",
+                "connection",
+                Some("alertingDevice"),
+                Some("callingDevice"),
+                "newCall",
+            ),
+            Established => (
+                "EstablishedEvent",
+                "establishedConnection",
+                Some("answeringDevice"),
+                Some("callingDevice"),
+                "newCall",
+            ),
+            ConnectionCleared => (
+                "ConnectionClearedEvent",
+                "droppedConnection",
+                Some("releasingDevice"),
+                None,
+                "normalClearing",
+            ),
+            CallCleared => (
+                "CallClearedEvent",
+                "clearedCall",
+                None,
+                None,
+                "normalClearing",
+            ),
+            Held => (
+                "HeldEvent",
+                "heldConnection",
+                Some("holdingDevice"),
+                None,
+                "normal",
+            ),
+            Retrieved => (
+                "RetrievedEvent",
+                "retrievedConnection",
+                Some("retrievingDevice"),
+                None,
+                "normal",
+            ),
+            Transferred => (
+                "TransferedEvent",
+                "primaryOldCall",
+                Some("transferringDevice"),
+                Some("transferredToDevice"),
+                "transfer",
+            ),
+            Diverted => (
+                "DivertedEvent",
+                "connection",
+                Some("divertingDevice"),
+                Some("newDestination"),
+                "redirected",
+            ),
+        }
+    }
+
+    /// The root element name of this event.
+    pub fn root(self) -> &'static str {
+        self.layout().0
+    }
+
+    fn from_root(root: &str) -> Option<CallEventKind> {
+        // "TransferredEvent" is read too: some switches correct ECMA's spelling.
+        if root == "TransferredEvent" {
+            return Some(CallEventKind::Transferred);
+        }
+        CallEventKind::ALL.into_iter().find(|k| k.root() == root)
+    }
+}
+
+/// A call event (see [`CallEventKind`] for the elements of each kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEvent {
+    /// Which event.
+    pub kind: CallEventKind,
+    /// The monitor it was sent on.
+    pub cross_ref: Option<String>,
+    /// The connection the event is about.
+    pub connection: Connection,
+    /// The subject device (initiating, calling, alerting, answering, releasing, holding,
+    /// retrieving, transferring or diverting device).
+    pub device: Option<String>,
+    /// The other device (called, calling, transferred-to device or new destination).
+    pub other_device: Option<String>,
+}
+
+/// A negative response (`CSTAErrorCode`): a category and a value, both as the switch wrote them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CstaError {
+    /// The category element's local name, e.g. `operation`, `systemResourceAvailibility`.
+    pub category: String,
+    /// The value, e.g. `invalidDeviceID`.
+    pub value: String,
+}
+
+impl CstaError {
+    /// An error from its parts.
+    pub fn new(category: impl Into<String>, value: impl Into<String>) -> CstaError {
+        CstaError {
+            category: category.into(),
+            value: value.into(),
+        }
+    }
+
+    /// The category with the schema's misspelling `systemResourceAvailibility` corrected, so
+    /// that code matching on categories sees one spelling.
+    pub fn canonical_category(&self) -> &str {
+        if self.category == "systemResourceAvailibility" {
+            "systemResourceAvailability"
+        } else {
+            &self.category
+        }
+    }
+}
+
+impl std::fmt::Display for CstaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.canonical_category(), self.value)
+    }
+}
+
+/// One CSTA message, either direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Asks the switch for its status (link start and keep-alive).
+    RequestSystemStatus,
+    /// The switch's status: `normal` or `enabled` means operational.
+    RequestSystemStatusResponse {
+        /// The `systemStatus` value.
+        status: String,
+    },
+    /// The switch tells its status (a request from the switch; some send it on connect).
+    SystemStatus {
+        /// The `systemStatus` value.
+        status: String,
+    },
+    /// Our answer to [`Message::SystemStatus`].
+    SystemStatusResponse,
+    /// Start monitoring a device.
+    MonitorStart {
+        /// The device.
+        device: String,
+    },
+    /// The monitor started; events on it carry this cross-reference ID.
+    MonitorStartResponse {
+        /// The opaque `monitorCrossRefID`.
+        cross_ref: String,
+    },
+    /// Stop a monitor.
+    MonitorStop {
+        /// The monitor's cross-reference ID.
+        cross_ref: String,
+    },
+    /// The monitor stopped.
+    MonitorStopResponse,
+    /// A hot-desk escape (private services 1 and 2).
+    Escape(HotDeskRequest),
+    /// The switch accepted an escape.
+    EscapeResponse,
+    /// A hot-desk private event (private events 1 and 2).
+    PrivateEvent {
+        /// The monitor it was sent on.
+        cross_ref: Option<String>,
+        /// The payload.
+        event: HotDeskEvent,
+    },
+    /// A call event.
+    Call(CallEvent),
+    /// An account code was entered at a device (private event 501).
+    CallInformation {
+        /// The monitor it was sent on.
+        cross_ref: Option<String>,
+        /// The call.
+        connection: Connection,
+        /// The device where the code was entered.
+        device: Option<String>,
+        /// The code, decoded per the dialect's `accode-encoding`.
+        account_code: String,
+    },
+    /// Set an account code on a call (private service 501).
+    AssociateData {
+        /// The call.
+        call: Connection,
+        /// The code (encoded per the dialect on the wire).
+        account_code: String,
+    },
+    /// The switch accepted `AssociateData`.
+    AssociateDataResponse,
+    /// A negative response.
+    Error(CstaError),
+    /// A well-formed message we have no use for, named by its root.
+    Other {
+        /// The root element's local name.
+        name: String,
+    },
+}
+
+/// Why a frame's XML is not a message we can use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The XML itself is broken.
+    #[error(transparent)]
+    Xml(#[from] XmlError),
+    /// A message we know lacks a part we need.
+    #[error("{message} lacks {missing}")]
+    Missing {
+        /// The root element.
+        message: &'static str,
+        /// What is missing.
+        missing: &'static str,
+    },
+    /// A value is not one we understand.
+    #[error("{message} has an invalid {field}: {value:?}")]
+    Invalid {
+        /// The root element.
+        message: &'static str,
+        /// The element.
+        field: &'static str,
+        /// What it said.
+        value: String,
+    },
+}
+
+const ERROR_CATEGORIES: [&str; 10] = [
+    "operation",
+    "security",
+    "stateIncompatibility",
+    "systemResourceAvailability",
+    "systemResourceAvailibility",
+    "subscribedResourceAvailability",
+    "performanceManagement",
+    "privateData",
+    "unspecified",
+    "privateErrorCode",
+];
+
+impl Message {
+    /// A short name for logs and metrics (the root element we write, or would write with the
+    /// default dialect).
+    pub fn name(&self) -> &str {
+        match self {
+            Message::RequestSystemStatus => "RequestSystemStatus",
+            Message::RequestSystemStatusResponse { .. } => "RequestSystemStatusResponse",
+            Message::SystemStatus { .. } => "SystemStatus",
+            Message::SystemStatusResponse => "SystemStatusResponse",
+            Message::MonitorStart { .. } => "MonitorStart",
+            Message::MonitorStartResponse { .. } => "MonitorStartResponse",
+            Message::MonitorStop { .. } => "MonitorStop",
+            Message::MonitorStopResponse => "MonitorStopResponse",
+            Message::Escape(_) => "Escape",
+            Message::EscapeResponse => "EscapeResponse",
+            Message::PrivateEvent { .. } => "PrivateEvent",
+            Message::Call(c) => c.kind.root(),
+            Message::CallInformation { .. } => "CallInformationEvent",
+            Message::AssociateData { .. } => "AssociateData",
+            Message::AssociateDataResponse => "AssociateDataResponse",
+            Message::Error(_) => "CSTAErrorCode",
+            Message::Other { name } => name,
+        }
+    }
+
+    /// The monitor cross-reference ID of an event, if it is one that carries it.
+    pub fn cross_ref(&self) -> Option<&str> {
+        match self {
+            Message::PrivateEvent { cross_ref, .. }
+            | Message::CallInformation { cross_ref, .. } => cross_ref.as_deref(),
+            Message::Call(c) => c.cross_ref.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Write the message as an XML document in the given dialect.
+    pub fn encode(&self, d: &Dialect) -> String {
+        let ns = d.csta_namespace.as_str();
+        match self {
+            Message::RequestSystemStatus => XmlWriter::empty("RequestSystemStatus", ns),
+            Message::SystemStatusResponse => XmlWriter::empty("SystemStatusResponse", ns),
+            Message::MonitorStopResponse => XmlWriter::empty("MonitorStopResponse", ns),
+            Message::AssociateDataResponse => XmlWriter::empty("AssociateDataResponse", ns),
+            Message::EscapeResponse => XmlWriter::empty(d.escape_root.response(), ns),
+            Message::RequestSystemStatusResponse { status } => {
+                let mut w = XmlWriter::new("RequestSystemStatusResponse", ns);
+                w.leaf("systemStatus", status);
+                w.finish("RequestSystemStatusResponse")
+            }
+            Message::SystemStatus { status } => {
+                let mut w = XmlWriter::new("SystemStatus", ns);
+                w.leaf("systemStatus", status);
+                w.finish("SystemStatus")
+            }
+            Message::MonitorStart { device } => {
+                let mut w = XmlWriter::new("MonitorStart", ns);
+                w.open("monitorObject")
+                    .leaf("deviceObject", device)
+                    .close("monitorObject");
+                w.finish("MonitorStart")
+            }
+            Message::MonitorStartResponse { cross_ref } => {
+                let mut w = XmlWriter::new("MonitorStartResponse", ns);
+                w.leaf("monitorCrossRefID", cross_ref);
+                w.finish("MonitorStartResponse")
+            }
+            Message::MonitorStop { cross_ref } => {
+                let mut w = XmlWriter::new("MonitorStop", ns);
+                w.leaf("monitorCrossRefID", cross_ref);
+                w.finish("MonitorStop")
+            }
+            Message::Escape(req) => {
+                let root = d.escape_root.request();
+                let mut w = XmlWriter::new(root, ns);
+                open_private(&mut w, d);
+                w.open_ns("guestAssociatedExtension", &d.hotdesk_namespace);
+                match &req.action {
+                    HotDeskAction::Associate { host } => {
+                        w.leaf("action", "associate")
+                            .leaf("guestDevice", &req.guest)
+                            .leaf("hostDevice", host);
+                    }
+                    HotDeskAction::Cancel => {
+                        w.leaf("action", "cancel").leaf("guestDevice", &req.guest);
+                    }
+                }
+                w.close("guestAssociatedExtension");
+                close_private(&mut w, d);
+                w.finish(root)
+            }
+            Message::PrivateEvent { cross_ref, event } => {
+                let mut w = XmlWriter::new("PrivateEvent", ns);
+                w.opt_leaf("monitorCrossRefID", cross_ref.as_deref());
+                open_private(&mut w, d);
+                w.open_ns("guestAssociatedEvent", &d.hotdesk_namespace);
+                w.leaf(
+                    "state",
+                    match event.state {
+                        HotDeskState::Established => "established",
+                        HotDeskState::Cancelled => "cancelled",
+                    },
+                );
+                w.leaf("guestDevice", &event.guest);
+                w.opt_leaf("hostDevice", event.host.as_deref());
+                w.close("guestAssociatedEvent");
+                close_private(&mut w, d);
+                w.finish("PrivateEvent")
+            }
+            Message::Call(c) => {
+                let (root, conn, dev, other, cause) = c.kind.layout();
+                let mut w = XmlWriter::new(root, ns);
+                w.opt_leaf("monitorCrossRefID", c.cross_ref.as_deref());
+                c.connection.write(&mut w, conn);
+                for (name, value) in [(dev, &c.device), (other, &c.other_device)] {
+                    if let (Some(name), Some(value)) = (name, value) {
+                        w.open(name).leaf("deviceIdentifier", value).close(name);
+                    }
+                }
+                w.leaf("cause", cause);
+                w.finish(root)
+            }
+            Message::CallInformation {
+                cross_ref,
+                connection,
+                device,
+                account_code,
+            } => {
+                let mut w = XmlWriter::new("CallInformationEvent", ns);
+                w.opt_leaf("monitorCrossRefID", cross_ref.as_deref());
+                connection.write(&mut w, "connection");
+                if let Some(device) = device {
+                    w.open("device")
+                        .leaf("deviceIdentifier", device)
+                        .close("device");
+                }
+                w.leaf("accountInfo", &d.accode_encoding.encode(account_code));
+                w.finish("CallInformationEvent")
+            }
+            Message::AssociateData { call, account_code } => {
+                let mut w = XmlWriter::new("AssociateData", ns);
+                call.write(&mut w, "existingCall");
+                w.leaf("accountCode", &d.accode_encoding.encode(account_code));
+                w.finish("AssociateData")
+            }
+            Message::Error(e) => {
+                let mut w = XmlWriter::new("CSTAErrorCode", ns);
+                w.leaf(&e.category, &e.value);
+                w.finish("CSTAErrorCode")
+            }
+            Message::Other { name } => XmlWriter::empty(name, ns),
+        }
+    }
+
+    /// Read a message from an XML document. The namespace and prefixes are ignored; only the
+    /// account-code encoding is taken from the dialect.
+    pub fn decode(bytes: &[u8], d: &Dialect) -> Result<Message, DecodeError> {
+        let root = Element::parse(bytes)?;
+        Message::from_element(&root, d)
+    }
+
+    fn from_element(root: &Element, d: &Dialect) -> Result<Message, DecodeError> {
+        let status = |message: &'static str| {
+            root.child_value("systemStatus")
+                .map(str::to_owned)
+                .ok_or(DecodeError::Missing {
+                    message,
+                    missing: "systemStatus",
+                })
+        };
+        let cross_ref = || root.child_value("monitorCrossRefID").map(str::to_owned);
+        Ok(match root.name.as_str() {
+            "RequestSystemStatus" => Message::RequestSystemStatus,
+            "RequestSystemStatusResponse" => Message::RequestSystemStatusResponse {
+                status: status("RequestSystemStatusResponse")?,
+            },
+            "SystemStatus" => Message::SystemStatus {
+                status: status("SystemStatus")?,
+            },
+            "SystemStatusResponse" => Message::SystemStatusResponse,
+            "MonitorStart" => Message::MonitorStart {
+                device: root
+                    .child("monitorObject")
+                    .and_then(Element::value)
+                    .map(str::to_owned)
+                    .ok_or(DecodeError::Missing {
+                        message: "MonitorStart",
+                        missing: "monitorObject/deviceObject",
+                    })?,
+            },
+            "MonitorStartResponse" => Message::MonitorStartResponse {
+                cross_ref: cross_ref().ok_or(DecodeError::Missing {
+                    message: "MonitorStartResponse",
+                    missing: "monitorCrossRefID",
+                })?,
+            },
+            "MonitorStop" => Message::MonitorStop {
+                cross_ref: cross_ref().ok_or(DecodeError::Missing {
+                    message: "MonitorStop",
+                    missing: "monitorCrossRefID",
+                })?,
+            },
+            "MonitorStopResponse" => Message::MonitorStopResponse,
+            "Escape" | "EscapeService" => {
+                let payload = private_payload(root, "guestAssociatedExtension").ok_or(
+                    DecodeError::Missing {
+                        message: "Escape",
+                        missing: "privateData/private/guestAssociatedExtension",
+                    },
+                )?;
+                let guest = payload
+                    .child_value("guestDevice")
+                    .ok_or(DecodeError::Missing {
+                        message: "Escape",
+                        missing: "guestDevice",
+                    })?
+                    .to_owned();
+                let action = match payload.child_value("action") {
+                    Some("associate") => HotDeskAction::Associate {
+                        host: payload
+                            .child_value("hostDevice")
+                            .ok_or(DecodeError::Missing {
+                                message: "Escape",
+                                missing: "hostDevice",
+                            })?
+                            .to_owned(),
+                    },
+                    Some("cancel") => HotDeskAction::Cancel,
+                    other => {
+                        return Err(DecodeError::Invalid {
+                            message: "Escape",
+                            field: "action",
+                            value: other.unwrap_or_default().to_owned(),
+                        })
+                    }
+                };
+                Message::Escape(HotDeskRequest { guest, action })
+            }
+            "EscapeResponse" | "EscapeServiceResponse" => Message::EscapeResponse,
+            "PrivateEvent" => match private_payload(root, "guestAssociatedEvent") {
+                // A private event of another vendor feature: not ours.
+                None => Message::Other {
+                    name: root.name.clone(),
+                },
+                Some(payload) => {
+                    let state = match payload.child_value("state") {
+                        Some("established") => HotDeskState::Established,
+                        Some("cancelled") | Some("canceled") => HotDeskState::Cancelled,
+                        other => {
+                            return Err(DecodeError::Invalid {
+                                message: "PrivateEvent",
+                                field: "state",
+                                value: other.unwrap_or_default().to_owned(),
+                            })
+                        }
+                    };
+                    let guest = payload
+                        .child_value("guestDevice")
+                        .ok_or(DecodeError::Missing {
+                            message: "PrivateEvent",
+                            missing: "guestDevice",
+                        })?
+                        .to_owned();
+                    Message::PrivateEvent {
+                        cross_ref: cross_ref(),
+                        event: HotDeskEvent {
+                            state,
+                            guest,
+                            host: payload.child_value("hostDevice").map(str::to_owned),
+                        },
+                    }
+                }
+            },
+            "CallInformationEvent" => {
+                let wire = root
+                    .child_value("accountInfo")
+                    .ok_or(DecodeError::Missing {
+                        message: "CallInformationEvent",
+                        missing: "accountInfo",
+                    })?;
+                Message::CallInformation {
+                    cross_ref: cross_ref(),
+                    connection: root
+                        .child("connection")
+                        .map(Connection::read)
+                        .unwrap_or_default(),
+                    device: root.child_value("device").map(str::to_owned),
+                    account_code: d.accode_encoding.decode(wire).ok_or_else(|| {
+                        DecodeError::Invalid {
+                            message: "CallInformationEvent",
+                            field: "accountInfo",
+                            value: wire.to_owned(),
+                        }
+                    })?,
+                }
+            }
+            "AssociateData" => {
+                let wire = root
+                    .child_value("accountCode")
+                    .ok_or(DecodeError::Missing {
+                        message: "AssociateData",
+                        missing: "accountCode",
+                    })?;
+                Message::AssociateData {
+                    call: root
+                        .child("existingCall")
+                        .map(Connection::read)
+                        .unwrap_or_default(),
+                    account_code: d.accode_encoding.decode(wire).ok_or_else(|| {
+                        DecodeError::Invalid {
+                            message: "AssociateData",
+                            field: "accountCode",
+                            value: wire.to_owned(),
+                        }
+                    })?,
+                }
+            }
+            "AssociateDataResponse" => Message::AssociateDataResponse,
+            "CSTAErrorCode" => {
+                let e = root
+                    .children
+                    .iter()
+                    .find(|c| ERROR_CATEGORIES.contains(&c.name.as_str()))
+                    .ok_or(DecodeError::Missing {
+                        message: "CSTAErrorCode",
+                        missing: "an error category",
+                    })?;
+                Message::Error(CstaError {
+                    category: e.name.clone(),
+                    value: e.value().unwrap_or_default().to_owned(),
+                })
+            }
+            name => match CallEventKind::from_root(name) {
+                Some(kind) => {
+                    let (_, conn, dev, other, _) = kind.layout();
+                    Message::Call(CallEvent {
+                        kind,
+                        cross_ref: cross_ref(),
+                        connection: root.child(conn).map(Connection::read).unwrap_or_default(),
+                        device: dev.and_then(|n| root.child_value(n)).map(str::to_owned),
+                        other_device: other.and_then(|n| root.child_value(n)).map(str::to_owned),
+                    })
+                }
+                None => Message::Other {
+                    name: name.to_owned(),
+                },
+            },
+        })
+    }
+}
+
+/// The named payload under `privateData/private`, directly under the root or under
+/// `extensions`, whichever the switch used.
+fn private_payload<'a>(root: &'a Element, payload: &str) -> Option<&'a Element> {
+    [
+        root.path(&["privateData", "private"]),
+        root.path(&["extensions", "privateData", "private"]),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|p| p.child(payload))
+}
+
+fn open_private(w: &mut XmlWriter, d: &Dialect) {
+    if d.private_data == super::dialect::PrivateDataPosition::Extensions {
+        w.open("extensions");
+    }
+    w.open("privateData").open("private");
+}
+
+fn close_private(w: &mut XmlWriter, d: &Dialect) {
+    w.close("private").close("privateData");
+    if d.private_data == super::dialect::PrivateDataPosition::Extensions {
+        w.close("extensions");
+    }
+}
