@@ -1,1 +1,196 @@
-//! The link layer.
+//! The router's side of the CSTA links to a switch.
+//!
+//! ```text
+//!              requests, monitors                       frames over TCP
+//!  router ──────────────────────► Switch ──► LinkActor ◄─────────────► PBX link 1 (priority 1)
+//!    ▲                            (which      LinkActor ◄─────────────► PBX link 2 (priority 2)
+//!    │   SwitchEvent              link is
+//!    └─────────────────────────── active)
+//! ```
+//!
+//! - [`LinkActor`] (one per PBX link, each on an Arbiter of its own choosing): connects,
+//!   does the `RequestSystemStatus` handshake, answers the switch's `SystemStatus`, allocates
+//!   invoke IDs, matches answers to requests, enforces `request-timeout`, runs the keep-alive,
+//!   reconnects with back-off, and turns monitor events into [`SwitchEvent::Csta`] for the DN
+//!   the monitor belongs to. It never waits on anyone: answers go back through one-shot
+//!   channels and events are handed to the subscriber's mailbox.
+//! - [`Switch`] (one per switch): keeps the highest-priority operational link active, fails
+//!   over without failing back, keeps the set of monitored DNs and restores them on whichever
+//!   link becomes active, and is the one place that answers "which link serves this switch".
+//!
+//! Failures are [`LinkError`]s, each naming the client-visible error code it maps to.
+
+mod actor;
+mod backoff;
+mod invoke;
+mod switch;
+
+pub use actor::{LinkActor, LinkRequest, LinkStats, ResetLink};
+pub use backoff::Backoff;
+pub use invoke::InvokeAllocator;
+pub use switch::{
+    LinkState, LinkStatusChanged, MonitorOutcome, ResetLinkRequest, StartMonitor, StopMonitor,
+    Switch, SwitchHandle, SwitchRequest, SwitchStatus, SwitchStatusQuery,
+};
+
+use crate::csta::{CstaError, Dialect, Message};
+use actix::Message as ActixMessage;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a request to a switch did not get a positive answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// No operational link: the request was not sent.
+    #[error("switch {switch} has no operational CTI link; try again once it is back")]
+    NoSwitch {
+        /// The switch.
+        switch: Arc<str>,
+    },
+    /// The link was lost while the request was in flight.
+    #[error("the CTI link to switch {switch} was lost while the request was in flight; the switch may or may not have acted")]
+    LinkLost {
+        /// The switch.
+        switch: Arc<str>,
+    },
+    /// The switch did not answer within `request-timeout`.
+    #[error(
+        "switch {switch} did not answer within {timeout:?}; the switch may or may not have acted"
+    )]
+    Timeout {
+        /// The switch.
+        switch: Arc<str>,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// Too many requests in flight on the link (invoke IDs exhausted, or the outbound queue
+    /// to the switch full).
+    #[error("too many requests in flight on the CTI link to switch {switch}; retry shortly")]
+    Overload {
+        /// The switch.
+        switch: Arc<str>,
+    },
+    /// The switch answered with `CSTAErrorCode`.
+    #[error("switch {switch} rejected the request: {error}")]
+    Rejected {
+        /// The switch.
+        switch: Arc<str>,
+        /// What it said.
+        error: CstaError,
+    },
+    /// The switch answered with something that is not an answer to this request.
+    #[error("switch {switch} sent an answer the router cannot read ({detail}); the switch may or may not have acted")]
+    BadAnswer {
+        /// The switch.
+        switch: Arc<str>,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Timers and limits of a switch's links. Every duration can be milliseconds so tests run
+/// fast.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// How long a request may wait for its answer (`request-timeout`).
+    pub request_timeout: Duration,
+    /// Silence from the switch after which a keep-alive is sent (`kpl-interval`; zero
+    /// disables keep-alives).
+    pub kpl_interval: Duration,
+    /// Unanswered keep-alives in a row after which the link is lost (`kpl-tolerance`).
+    pub kpl_tolerance: u32,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Largest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How long a TCP connect may take.
+    pub connect_timeout: Duration,
+    /// Frames queued towards the switch before requests are refused as overload.
+    pub write_queue: usize,
+    /// MonitorStarts in flight at once while restoring monitors on a new active link.
+    pub remonitor_in_flight: usize,
+    /// The first invoke ID used (tests start near the wrap-around).
+    pub first_invoke_id: u16,
+    /// Log every CSTA frame in and out (target `csta_wire`).
+    pub wire_trace: bool,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            request_timeout: Duration::from_secs(4),
+            kpl_interval: Duration::from_secs(10),
+            kpl_tolerance: 3,
+            reconnect_min: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(4),
+            write_queue: 16_384,
+            remonitor_in_flight: 32,
+            first_invoke_id: 1,
+            wire_trace: false,
+        }
+    }
+}
+
+/// One link of a switch, as configured.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Where the switch listens.
+    pub address: SocketAddr,
+    /// Lower numbers are preferred.
+    pub priority: u32,
+}
+
+/// A switch's links, as configured.
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    /// The switch's name (used in events, errors and metrics).
+    pub name: Arc<str>,
+    /// Its links; at least one.
+    pub links: Vec<LinkConfig>,
+    /// Its dialect.
+    pub dialect: Dialect,
+    /// Timers and limits.
+    pub settings: LinkSettings,
+}
+
+/// What a switch tells its subscriber (the router).
+#[derive(Debug, Clone, ActixMessage)]
+#[rtype(result = "()")]
+pub enum SwitchEvent {
+    /// A link became the active link and every monitored DN has been restored on it.
+    LinkUp {
+        /// The switch.
+        switch: Arc<str>,
+        /// Index of the link in the configuration.
+        link: usize,
+    },
+    /// The switch lost its active link (and has no other operational one yet).
+    LinkDown {
+        /// The switch.
+        switch: Arc<str>,
+        /// Index of the link that was lost.
+        link: usize,
+    },
+    /// A CSTA event arrived on the monitor of `dn`.
+    Csta {
+        /// The switch.
+        switch: Arc<str>,
+        /// Strictly increasing per switch for the life of the process.
+        seq: u64,
+        /// The monitored DN whose monitor carried the event.
+        dn: Arc<str>,
+        /// The event.
+        message: Arc<Message>,
+    },
+    /// The switch refused to restore the monitor of `dn` on a new link.
+    MonitorLost {
+        /// The switch.
+        switch: Arc<str>,
+        /// The DN no longer monitored.
+        dn: Arc<str>,
+        /// Why.
+        error: LinkError,
+    },
+}

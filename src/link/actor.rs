@@ -1,0 +1,622 @@
+//! The link actor: one TCP connection to one PBX link, kept alive for the life of the router.
+
+use super::switch::{LinkState, LinkStatusChanged};
+use super::{Backoff, InvokeAllocator, LinkError, LinkSettings, SwitchEvent};
+use crate::csta::{encode_frame, CstaCodec, Dialect, Frame, FrameError, InvokeId, Message};
+use actix::prelude::*;
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+/// Counters of one link, shared with whoever wants to read them (metrics, tests).
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Frames whose XML could not be read (counted and skipped).
+    pub decode_errors: AtomicU64,
+    /// Answers that arrived after their request had timed out (counted and dropped).
+    pub late_answers: AtomicU64,
+    /// Answers to no request we know of.
+    pub unmatched_answers: AtomicU64,
+    /// Successful handshakes after the first one.
+    pub reconnects: AtomicU64,
+    /// Times the link was reset because the byte stream lost its framing.
+    pub framing_resets: AtomicU64,
+    /// Keep-alives that went unanswered.
+    pub keepalive_misses: AtomicU64,
+    /// Requests in flight right now (timed-out ones excluded).
+    pub in_flight: AtomicU64,
+}
+
+/// A request to a link. Answered with the switch's positive answer, or a [`LinkError`]
+/// (a `CSTAErrorCode` answer becomes [`LinkError::Rejected`]).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Message, LinkError>")]
+pub enum LinkRequest {
+    /// Send this service request and return its answer.
+    Service(Message),
+    /// Start a monitor on this DN; events on it are then reported for the DN.
+    Monitor(Arc<str>),
+    /// Stop this DN's monitor, if it has one on this link.
+    Unmonitor(Arc<str>),
+}
+
+#[derive(Debug)]
+enum Waiting {
+    /// Someone awaits the answer.
+    Caller(oneshot::Sender<Result<Message, LinkError>>),
+    /// A monitor start: the cross-reference is recorded before the caller hears of it.
+    Monitor(Arc<str>, oneshot::Sender<Result<Message, LinkError>>),
+    /// The link's own handshake.
+    Handshake,
+    /// The link's own keep-alive.
+    Keepalive,
+    /// Timed out: the ID stays reserved until the answer arrives or the link resets.
+    Expired,
+}
+
+#[derive(Debug)]
+struct Pending {
+    waiting: Waiting,
+    name: &'static str,
+    /// Tells this request from a later one that reuses its invoke ID.
+    serial: u64,
+}
+
+struct Connection {
+    generation: u64,
+    writer: mpsc::Sender<Frame>,
+    reader: SpawnHandle,
+}
+
+/// One CSTA link (see the [module docs](super)).
+pub struct LinkActor {
+    switch: Arc<str>,
+    index: usize,
+    address: SocketAddr,
+    settings: Arc<LinkSettings>,
+    dialect: Arc<Dialect>,
+    owner: Recipient<LinkStatusChanged>,
+    events: Recipient<SwitchEvent>,
+    seq: Arc<AtomicU64>,
+    stats: Arc<LinkStats>,
+    state: LinkState,
+    generation: u64,
+    connection: Option<Connection>,
+    invokes: InvokeAllocator,
+    pending: HashMap<u16, Pending>,
+    monitors: HashMap<String, Arc<str>>,
+    dn_monitors: HashMap<Arc<str>, String>,
+    last_rx: Instant,
+    keepalive_outstanding: bool,
+    keepalive_misses: u32,
+    backoff: Backoff,
+    handshakes: u64,
+    serial: u64,
+}
+
+impl LinkActor {
+    /// A link actor for link `index` of `switch`. It starts connecting as soon as it runs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        switch: Arc<str>,
+        index: usize,
+        address: SocketAddr,
+        settings: Arc<LinkSettings>,
+        dialect: Arc<Dialect>,
+        owner: Recipient<LinkStatusChanged>,
+        events: Recipient<SwitchEvent>,
+        seq: Arc<AtomicU64>,
+        stats: Arc<LinkStats>,
+    ) -> LinkActor {
+        LinkActor {
+            invokes: InvokeAllocator::new(settings.first_invoke_id),
+            backoff: Backoff::new(settings.reconnect_min, settings.reconnect_max),
+            switch,
+            index,
+            address,
+            settings,
+            dialect,
+            owner,
+            events,
+            seq,
+            stats,
+            state: LinkState::Starting,
+            generation: 0,
+            connection: None,
+            pending: HashMap::new(),
+            monitors: HashMap::new(),
+            dn_monitors: HashMap::new(),
+            last_rx: Instant::now(),
+            keepalive_outstanding: false,
+            keepalive_misses: 0,
+            handshakes: 0,
+            serial: 0,
+        }
+    }
+
+    fn set_state(&mut self, state: LinkState) {
+        if self.state != state {
+            self.state = state;
+            self.owner.do_send(LinkStatusChanged {
+                link: self.index,
+                state,
+            });
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let address = self.address;
+        let timeout = self.settings.connect_timeout;
+        debug!(switch = %self.switch, link = self.index, %address, "connecting");
+        let fut = async move { tokio::time::timeout(timeout, TcpStream::connect(address)).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            if act.generation != generation {
+                return;
+            }
+            match res {
+                Ok(Ok(stream)) => act.connected(stream, ctx),
+                Ok(Err(e)) => act.lost(&format!("connect failed: {e}"), ctx),
+                Err(_) => act.lost("connect timed out", ctx),
+            }
+        }));
+    }
+
+    fn connected(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
+        let _ = stream.set_nodelay(true);
+        let generation = self.generation;
+        let (read, mut write) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Frame>(self.settings.write_queue.max(1));
+        // The writer drains the queue in batches; the actor never waits on the socket.
+        actix_rt::spawn(async move {
+            let mut buf = BytesMut::with_capacity(8192);
+            while let Some(frame) = rx.recv().await {
+                let mut next = Some(frame);
+                while let Some(f) = next {
+                    if let Err(e) = tokio_util::codec::Encoder::encode(&mut CstaCodec, f, &mut buf)
+                    {
+                        warn!("dropping an unencodable frame: {e}");
+                    }
+                    next = if buf.len() < 64 * 1024 {
+                        rx.try_recv().ok()
+                    } else {
+                        None
+                    };
+                }
+                if write.write_all(&buf).await.is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+            let _ = write.shutdown().await;
+        });
+        let frames = FramedRead::new(read, CstaCodec)
+            .map(move |item| (generation, Some(item)))
+            .chain(futures_util::stream::once(
+                async move { (generation, None) },
+            ));
+        let reader = ctx.add_stream(frames);
+        self.connection = Some(Connection {
+            generation,
+            writer: tx,
+            reader,
+        });
+        self.last_rx = Instant::now();
+        self.set_state(LinkState::Handshaking);
+        self.handshake(ctx);
+    }
+
+    fn handshake(&mut self, ctx: &mut Context<Self>) {
+        if let Err(e) = self.send_request(Message::RequestSystemStatus, Waiting::Handshake, ctx) {
+            let reason = e.to_string();
+            self.lost(&reason, ctx);
+        }
+    }
+
+    /// Encode and queue a request; the answer is delivered to `waiting`.
+    fn send_request(
+        &mut self,
+        message: Message,
+        waiting: Waiting,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), LinkError> {
+        let Some(conn) = &self.connection else {
+            return Err(self.no_switch());
+        };
+        let id = self.invokes.allocate().ok_or_else(|| LinkError::Overload {
+            switch: self.switch.clone(),
+        })?;
+        let frame = match encode_frame(id, &message, &self.dialect) {
+            Ok(f) => f,
+            Err(e) => {
+                self.invokes.release(id);
+                return Err(LinkError::BadAnswer {
+                    switch: self.switch.clone(),
+                    detail: format!("the request could not be encoded: {e}"),
+                });
+            }
+        };
+        self.trace("out", &frame);
+        if conn.writer.try_send(frame).is_err() {
+            self.invokes.release(id);
+            return Err(LinkError::Overload {
+                switch: self.switch.clone(),
+            });
+        }
+        let name = static_name(&message);
+        self.serial += 1;
+        let serial = self.serial;
+        self.pending.insert(
+            id.get(),
+            Pending {
+                waiting,
+                name,
+                serial,
+            },
+        );
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        ctx.run_later(self.settings.request_timeout, move |act, ctx| {
+            act.expire(id, serial, ctx);
+        });
+        Ok(())
+    }
+
+    fn expire(&mut self, id: InvokeId, serial: u64, ctx: &mut Context<Self>) {
+        let Some(p) = self.pending.get_mut(&id.get()) else {
+            return;
+        };
+        if p.serial != serial {
+            return;
+        }
+        let waiting = std::mem::replace(&mut p.waiting, Waiting::Expired);
+        if !matches!(waiting, Waiting::Expired) {
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        let err = LinkError::Timeout {
+            switch: self.switch.clone(),
+            timeout: self.settings.request_timeout,
+        };
+        match waiting {
+            Waiting::Caller(tx) | Waiting::Monitor(_, tx) => {
+                let _ = tx.send(Err(err));
+            }
+            Waiting::Handshake => self.lost("the switch did not answer RequestSystemStatus", ctx),
+            Waiting::Keepalive => {
+                self.keepalive_outstanding = false;
+                self.keepalive_misses += 1;
+                self.stats.keepalive_misses.fetch_add(1, Ordering::Relaxed);
+                if self.keepalive_misses >= self.settings.kpl_tolerance.max(1) {
+                    let why = format!("{} keep-alives unanswered", self.keepalive_misses);
+                    self.lost(&why, ctx);
+                }
+            }
+            Waiting::Expired => {}
+        }
+    }
+
+    fn no_switch(&self) -> LinkError {
+        LinkError::NoSwitch {
+            switch: self.switch.clone(),
+        }
+    }
+
+    /// The connection is gone (or never came): fail everything in flight and try again later.
+    fn lost(&mut self, why: &str, ctx: &mut Context<Self>) {
+        let was_up = self.state == LinkState::Up;
+        if let Some(conn) = self.connection.take() {
+            ctx.cancel_future(conn.reader);
+            drop(conn.writer);
+        }
+        self.generation += 1;
+        for (_, p) in self.pending.drain() {
+            let err = LinkError::LinkLost {
+                switch: self.switch.clone(),
+            };
+            match p.waiting {
+                Waiting::Caller(tx) | Waiting::Monitor(_, tx) => {
+                    let _ = tx.send(Err(err));
+                    self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+                Waiting::Handshake | Waiting::Keepalive => {
+                    self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+                Waiting::Expired => {}
+            }
+        }
+        self.invokes.release_all();
+        self.monitors.clear();
+        self.dn_monitors.clear();
+        self.keepalive_outstanding = false;
+        self.keepalive_misses = 0;
+        if was_up {
+            warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link lost: {why}");
+        } else {
+            debug!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link not up: {why}");
+        }
+        self.set_state(LinkState::Down);
+        let delay = self.backoff.next_delay();
+        let generation = self.generation;
+        ctx.run_later(delay, move |act, ctx| {
+            if act.generation == generation && act.connection.is_none() {
+                act.connect(ctx);
+            }
+        });
+    }
+
+    fn trace(&self, direction: &str, frame: &Frame) {
+        if self.settings.wire_trace {
+            info!(target: "csta_wire", switch = %self.switch, link = self.index, invoke = %frame.invoke_id, "{direction} {}", String::from_utf8_lossy(&frame.body));
+        }
+    }
+
+    fn send_frame(&mut self, frame: Frame) {
+        self.trace("out", &frame);
+        if let Some(conn) = &self.connection {
+            if conn.writer.try_send(frame).is_err() {
+                warn!(switch = %self.switch, link = self.index, "outbound queue to the switch is full; an answer to the switch was dropped");
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        self.trace("in", &frame);
+        self.last_rx = Instant::now();
+        self.keepalive_misses = 0;
+        let message = match Message::decode(&frame.body, &self.dialect) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(switch = %self.switch, link = self.index, invoke = %frame.invoke_id, "skipping a CSTA frame that cannot be read: {e}");
+                if frame.invoke_id != InvokeId::EVENT {
+                    self.answer(
+                        frame.invoke_id,
+                        Err(LinkError::BadAnswer {
+                            switch: self.switch.clone(),
+                            detail: e.to_string(),
+                        }),
+                        ctx,
+                    );
+                }
+                return;
+            }
+        };
+        match message {
+            // Requests from the switch: answered with the switch's own invoke ID.
+            Message::SystemStatus { status } => {
+                let reply = Message::SystemStatusResponse;
+                match encode_frame(frame.invoke_id, &reply, &self.dialect) {
+                    Ok(f) => self.send_frame(f),
+                    Err(e) => warn!("cannot encode SystemStatusResponse: {e}"),
+                }
+                if self.state == LinkState::Up && !is_operational(&status) {
+                    self.lost(&format!("the switch reports systemStatus {status}"), ctx);
+                }
+            }
+            Message::RequestSystemStatus => {
+                let reply = Message::RequestSystemStatusResponse {
+                    status: "normal".into(),
+                };
+                match encode_frame(frame.invoke_id, &reply, &self.dialect) {
+                    Ok(f) => self.send_frame(f),
+                    Err(e) => warn!("cannot encode RequestSystemStatusResponse: {e}"),
+                }
+            }
+            m if frame.invoke_id == InvokeId::EVENT => self.on_event(m),
+            Message::Error(error) => self.answer(
+                frame.invoke_id,
+                Err(LinkError::Rejected {
+                    switch: self.switch.clone(),
+                    error,
+                }),
+                ctx,
+            ),
+            m => self.answer(frame.invoke_id, Ok(m), ctx),
+        }
+    }
+
+    fn on_event(&mut self, message: Message) {
+        let Some(cross_ref) = message.cross_ref() else {
+            debug!(switch = %self.switch, "event {} without monitorCrossRefID ignored", message.name());
+            return;
+        };
+        let Some(dn) = self.monitors.get(cross_ref) else {
+            debug!(switch = %self.switch, cross_ref, "event {} for an unknown monitor ignored", message.name());
+            return;
+        };
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.events.do_send(SwitchEvent::Csta {
+            switch: self.switch.clone(),
+            seq,
+            dn: dn.clone(),
+            message: Arc::new(message),
+        });
+    }
+
+    fn answer(
+        &mut self,
+        id: InvokeId,
+        result: Result<Message, LinkError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(p) = self.pending.remove(&id.get()) else {
+            self.stats.unmatched_answers.fetch_add(1, Ordering::Relaxed);
+            debug!(switch = %self.switch, invoke = %id, "answer to no request in flight ignored");
+            return;
+        };
+        self.invokes.release(id);
+        if !matches!(p.waiting, Waiting::Expired) {
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        match p.waiting {
+            Waiting::Caller(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiting::Monitor(dn, tx) => {
+                if let Ok(Message::MonitorStartResponse { cross_ref }) = &result {
+                    if let Some(old) = self.dn_monitors.insert(dn.clone(), cross_ref.clone()) {
+                        self.monitors.remove(&old);
+                    }
+                    self.monitors.insert(cross_ref.clone(), dn);
+                }
+                let _ = tx.send(result);
+            }
+            Waiting::Handshake => match result {
+                Ok(Message::RequestSystemStatusResponse { status }) if is_operational(&status) => {
+                    self.handshakes += 1;
+                    if self.handshakes > 1 {
+                        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.backoff.reset();
+                    info!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link up (systemStatus {status})");
+                    self.set_state(LinkState::Up);
+                }
+                Ok(Message::RequestSystemStatusResponse { status }) => {
+                    debug!(switch = %self.switch, link = self.index, "switch not ready (systemStatus {status}); asking again");
+                    let delay = self.settings.reconnect_min;
+                    let generation = self.generation;
+                    ctx.run_later(delay, move |act, ctx| {
+                        if act.generation == generation {
+                            act.handshake(ctx);
+                        }
+                    });
+                }
+                other => {
+                    let why = format!("unexpected answer to RequestSystemStatus: {other:?}");
+                    self.lost(&why, ctx);
+                }
+            },
+            Waiting::Keepalive => {
+                self.keepalive_outstanding = false;
+            }
+            Waiting::Expired => {
+                self.stats.late_answers.fetch_add(1, Ordering::Relaxed);
+                debug!(switch = %self.switch, invoke = %id, request = p.name, "late answer dropped");
+            }
+        }
+    }
+
+    fn keepalive_tick(&mut self, ctx: &mut Context<Self>) {
+        let interval = self.settings.kpl_interval;
+        if self.state != LinkState::Up || self.keepalive_outstanding || interval.is_zero() {
+            return;
+        }
+        if self.last_rx.elapsed() >= interval {
+            match self.send_request(Message::RequestSystemStatus, Waiting::Keepalive, ctx) {
+                Ok(()) => self.keepalive_outstanding = true,
+                Err(e) => debug!(switch = %self.switch, "keep-alive not sent: {e}"),
+            }
+        }
+    }
+}
+
+fn is_operational(status: &str) -> bool {
+    matches!(status, "normal" | "enabled")
+}
+
+fn static_name(m: &Message) -> &'static str {
+    match m {
+        Message::RequestSystemStatus => "RequestSystemStatus",
+        Message::MonitorStart { .. } => "MonitorStart",
+        Message::MonitorStop { .. } => "MonitorStop",
+        Message::Escape(_) => "Escape",
+        Message::AssociateData { .. } => "AssociateData",
+        _ => "other",
+    }
+}
+
+impl Actor for LinkActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.connect(ctx);
+        if !self.settings.kpl_interval.is_zero() {
+            let tick = (self.settings.kpl_interval / 4).max(Duration::from_millis(5));
+            ctx.run_interval(tick, |act, ctx| act.keepalive_tick(ctx));
+        }
+    }
+}
+
+impl StreamHandler<(u64, Option<Result<Frame, FrameError>>)> for LinkActor {
+    fn handle(
+        &mut self,
+        (generation, item): (u64, Option<Result<Frame, FrameError>>),
+        ctx: &mut Self::Context,
+    ) {
+        if self.connection.as_ref().map(|c| c.generation) != Some(generation) {
+            return;
+        }
+        match item {
+            Some(Ok(frame)) => self.on_frame(frame, ctx),
+            Some(Err(FrameError::Io(e))) => self.lost(&format!("read failed: {e}"), ctx),
+            Some(Err(e)) => {
+                self.stats.framing_resets.fetch_add(1, Ordering::Relaxed);
+                self.lost(&format!("framing broken, resetting the link: {e}"), ctx);
+            }
+            None => self.lost("the switch closed the connection", ctx),
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // End of stream is signalled by the `None` item; the actor lives on to reconnect.
+    }
+}
+
+impl Handler<LinkRequest> for LinkActor {
+    type Result = ResponseFuture<Result<Message, LinkError>>;
+
+    fn handle(&mut self, req: LinkRequest, ctx: &mut Self::Context) -> Self::Result {
+        if self.state != LinkState::Up {
+            let err = self.no_switch();
+            return Box::pin(async move { Err(err) });
+        }
+        let (tx, rx) = oneshot::channel();
+        let sent = match req {
+            LinkRequest::Service(m) => self.send_request(m, Waiting::Caller(tx), ctx),
+            LinkRequest::Monitor(dn) => self.send_request(
+                Message::MonitorStart {
+                    device: dn.to_string(),
+                },
+                Waiting::Monitor(dn, tx),
+                ctx,
+            ),
+            LinkRequest::Unmonitor(dn) => match self.dn_monitors.remove(&dn) {
+                None => return Box::pin(async { Ok(Message::MonitorStopResponse) }),
+                Some(cross_ref) => {
+                    // Events after this point are not reported for the DN any more.
+                    self.monitors.remove(&cross_ref);
+                    self.send_request(Message::MonitorStop { cross_ref }, Waiting::Caller(tx), ctx)
+                }
+            },
+        };
+        let switch = self.switch.clone();
+        Box::pin(async move {
+            sent?;
+            rx.await.unwrap_or(Err(LinkError::LinkLost { switch }))
+        })
+    }
+}
+
+/// Ask the link to drop its connection and reconnect (used at shutdown and by tests).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ResetLink;
+
+impl Handler<ResetLink> for LinkActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ResetLink, ctx: &mut Self::Context) {
+        if self.connection.is_some() {
+            self.lost("reset requested", ctx);
+        }
+    }
+}

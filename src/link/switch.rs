@@ -1,0 +1,380 @@
+//! The switch actor: which of a switch's links is active, and which DNs are monitored.
+//!
+//! This is the one place that answers "which link serves this switch". Everything above it
+//! (the router, the extension actors) talks to a [`SwitchHandle`] and never to a link, so
+//! moving link ownership elsewhere (another router node, say) changes only this module.
+
+use super::actor::{LinkActor, LinkRequest, LinkStats, ResetLink};
+use super::{LinkError, SwitchConfig, SwitchEvent};
+use crate::csta::Message;
+use actix::prelude::*;
+use futures_util::StreamExt;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Where a link is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not yet tried.
+    Starting,
+    /// TCP connected, waiting for the switch to say it is operational.
+    Handshaking,
+    /// Operational.
+    Up,
+    /// Not connected; a reconnect is scheduled.
+    Down,
+}
+
+/// A link tells its switch actor that its state changed.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct LinkStatusChanged {
+    /// Index of the link.
+    pub link: usize,
+    /// Its new state.
+    pub state: LinkState,
+}
+
+/// Send a service request over the switch's active link.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Message, LinkError>")]
+pub struct SwitchRequest(pub Message);
+
+/// Start monitoring a DN: now if a link is active, else as soon as one is.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<MonitorOutcome, LinkError>")]
+pub struct StartMonitor(pub Arc<str>);
+
+/// Stop monitoring a DN.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct StopMonitor(pub Arc<str>);
+
+/// How a [`StartMonitor`] went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MonitorOutcome {
+    /// The switch accepted the MonitorStart.
+    Started,
+    /// No operational link now: the monitor will be started when one comes up.
+    Pending,
+}
+
+/// Ask for the switch's link states.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "SwitchStatus")]
+pub struct SwitchStatusQuery;
+
+/// A snapshot of a switch's links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchStatus {
+    /// The active link, if any.
+    pub active: Option<usize>,
+    /// Whether the active link has its monitors restored and clients were told it is up.
+    pub ready: bool,
+    /// Each link's state, in configuration order.
+    pub links: Vec<LinkState>,
+    /// How many DNs are to be monitored.
+    pub monitored: usize,
+}
+
+/// Drop and reconnect one link (tests and operators use it to force a failover).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ResetLinkRequest(pub usize);
+
+struct Slot {
+    addr: Addr<LinkActor>,
+    priority: u32,
+    state: LinkState,
+    /// The link has finished its first connection attempt (up or down).
+    settled: bool,
+}
+
+/// The switch actor (see the [module docs](self)).
+pub struct Switch {
+    config: SwitchConfig,
+    links: Vec<Slot>,
+    active: Option<usize>,
+    announced_up: bool,
+    epoch: u64,
+    monitored: HashSet<Arc<str>>,
+    events: Recipient<SwitchEvent>,
+}
+
+/// A cheap, cloneable handle on a running switch.
+#[derive(Clone)]
+pub struct SwitchHandle {
+    /// The switch's name.
+    pub name: Arc<str>,
+    /// The switch actor.
+    pub addr: Addr<Switch>,
+    /// Counters of each link, in configuration order.
+    pub link_stats: Vec<Arc<LinkStats>>,
+}
+
+impl Switch {
+    /// Start a switch actor on the current Arbiter and its link actors spread over
+    /// `arbiters` (round-robin; the current Arbiter when empty). Events go to `events`.
+    pub fn start(
+        config: SwitchConfig,
+        events: Recipient<SwitchEvent>,
+        arbiters: &[actix::ArbiterHandle],
+    ) -> SwitchHandle {
+        let name = config.name.clone();
+        let stats: Vec<Arc<LinkStats>> = config
+            .links
+            .iter()
+            .map(|_| Arc::new(LinkStats::default()))
+            .collect();
+        let link_stats = stats.clone();
+        let arbiters = arbiters.to_vec();
+        let addr = Switch::create(move |ctx| {
+            let me = ctx.address().recipient::<LinkStatusChanged>();
+            let seq = Arc::new(AtomicU64::new(0));
+            let settings = Arc::new(config.settings.clone());
+            let dialect = Arc::new(config.dialect.clone());
+            let links = config
+                .links
+                .iter()
+                .enumerate()
+                .map(|(i, link)| {
+                    let actor = {
+                        let (switch, address) = (config.name.clone(), link.address);
+                        let (settings, dialect) = (settings.clone(), dialect.clone());
+                        let (owner, events, seq) = (me.clone(), events.clone(), seq.clone());
+                        let stats = stats[i].clone();
+                        move || {
+                            LinkActor::new(
+                                switch, i, address, settings, dialect, owner, events, seq, stats,
+                            )
+                        }
+                    };
+                    let addr = match arbiters.get(i % arbiters.len().max(1)) {
+                        Some(arbiter) => LinkActor::start_in_arbiter(arbiter, move |_| actor()),
+                        None => actor().start(),
+                    };
+                    Slot {
+                        addr,
+                        priority: link.priority,
+                        state: LinkState::Starting,
+                        settled: false,
+                    }
+                })
+                .collect();
+            Switch {
+                config,
+                links,
+                active: None,
+                announced_up: false,
+                epoch: 0,
+                monitored: HashSet::new(),
+                events,
+            }
+        });
+        SwitchHandle {
+            name,
+            addr,
+            link_stats,
+        }
+    }
+
+    /// Keep the active link while it is up; otherwise pick the best operational one, but
+    /// give a preferred link its first chance to connect before settling for a lesser one.
+    fn elect(&mut self, ctx: &mut Context<Self>) {
+        if let Some(i) = self.active {
+            if self.links[i].state == LinkState::Up {
+                return;
+            }
+        }
+        let best = self
+            .links
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == LinkState::Up)
+            .min_by_key(|(i, s)| (s.priority, *i))
+            .map(|(i, s)| (i, s.priority));
+        let Some((best, priority)) = best else {
+            return;
+        };
+        let better_still_trying = self
+            .links
+            .iter()
+            .any(|s| !s.settled && s.priority < priority);
+        if better_still_trying {
+            return;
+        }
+        self.activate(best, ctx);
+    }
+
+    fn activate(&mut self, link: usize, ctx: &mut Context<Self>) {
+        self.active = Some(link);
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let addr = self.links[link].addr.clone();
+        let dns: Vec<Arc<str>> = self.monitored.iter().cloned().collect();
+        info!(switch = %self.config.name, link, monitors = dns.len(), "link active; restoring monitors");
+        let in_flight = self.config.settings.remonitor_in_flight.max(1);
+        let restore = async move {
+            futures_util::stream::iter(dns)
+                .map(move |dn| {
+                    let addr = addr.clone();
+                    async move {
+                        let r = addr.send(LinkRequest::Monitor(dn.clone())).await;
+                        (dn, r)
+                    }
+                })
+                .buffer_unordered(in_flight)
+                .collect::<Vec<_>>()
+                .await
+        };
+        ctx.spawn(restore.into_actor(self).map(move |results, act, _| {
+            if act.epoch != epoch {
+                return;
+            }
+            for (dn, result) in results {
+                match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error @ (LinkError::Rejected { .. } | LinkError::Timeout { .. })))
+                    | Ok(Err(error @ LinkError::BadAnswer { .. })) => {
+                        if act.monitored.remove(&dn) {
+                            warn!(switch = %act.config.name, dn = %dn, "monitor not restored: {error}");
+                            act.events.do_send(SwitchEvent::MonitorLost {
+                                switch: act.config.name.clone(),
+                                dn,
+                                error,
+                            });
+                        }
+                    }
+                    // The link went away again: a new election restores monitors.
+                    _ => {}
+                }
+            }
+            act.announced_up = true;
+            info!(switch = %act.config.name, link, "switch operational");
+            act.events.do_send(SwitchEvent::LinkUp {
+                switch: act.config.name.clone(),
+                link,
+            });
+        }));
+    }
+
+    fn active_link(&self) -> Option<Addr<LinkActor>> {
+        self.active.map(|i| self.links[i].addr.clone())
+    }
+}
+
+impl Actor for Switch {
+    type Context = Context<Self>;
+}
+
+impl Handler<LinkStatusChanged> for Switch {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkStatusChanged, ctx: &mut Self::Context) {
+        let Some(slot) = self.links.get_mut(msg.link) else {
+            return;
+        };
+        slot.state = msg.state;
+        if matches!(msg.state, LinkState::Up | LinkState::Down) {
+            slot.settled = true;
+        }
+        if self.active == Some(msg.link) && msg.state != LinkState::Up {
+            self.active = None;
+            self.epoch += 1;
+            if std::mem::take(&mut self.announced_up) {
+                self.events.do_send(SwitchEvent::LinkDown {
+                    switch: self.config.name.clone(),
+                    link: msg.link,
+                });
+            }
+        }
+        self.elect(ctx);
+    }
+}
+
+impl Handler<SwitchRequest> for Switch {
+    type Result = ResponseFuture<Result<Message, LinkError>>;
+
+    fn handle(&mut self, msg: SwitchRequest, _: &mut Self::Context) -> Self::Result {
+        let switch = self.config.name.clone();
+        let Some(link) = self.active_link() else {
+            return Box::pin(async move { Err(LinkError::NoSwitch { switch }) });
+        };
+        Box::pin(async move {
+            link.send(LinkRequest::Service(msg.0))
+                .await
+                .unwrap_or(Err(LinkError::LinkLost { switch }))
+        })
+    }
+}
+
+impl Handler<StartMonitor> for Switch {
+    type Result = ResponseActFuture<Self, Result<MonitorOutcome, LinkError>>;
+
+    fn handle(&mut self, msg: StartMonitor, _: &mut Self::Context) -> Self::Result {
+        let dn = msg.0;
+        self.monitored.insert(dn.clone());
+        let Some(link) = self.active_link() else {
+            return Box::pin(actix::fut::ready(Ok(MonitorOutcome::Pending)));
+        };
+        let epoch = self.epoch;
+        let fut = async move {
+            link.send(LinkRequest::Monitor(dn.clone()))
+                .await
+                .map(|r| (dn, r))
+        };
+        Box::pin(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok((_, Ok(_))) => Ok(MonitorOutcome::Started),
+            // The link went away meanwhile: the monitor is restored with the others.
+            Ok((_, Err(LinkError::LinkLost { .. } | LinkError::NoSwitch { .. }))) | Err(_)
+                if act.epoch != epoch || act.active.is_none() =>
+            {
+                Ok(MonitorOutcome::Pending)
+            }
+            Ok((dn, Err(e))) => {
+                act.monitored.remove(&dn);
+                Err(e)
+            }
+            Err(_) => Err(LinkError::LinkLost {
+                switch: act.config.name.clone(),
+            }),
+        }))
+    }
+}
+
+impl Handler<StopMonitor> for Switch {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopMonitor, _: &mut Self::Context) {
+        if self.monitored.remove(&msg.0) {
+            if let Some(link) = self.active_link() {
+                link.do_send(LinkRequest::Unmonitor(msg.0));
+            }
+        }
+    }
+}
+
+impl Handler<SwitchStatusQuery> for Switch {
+    type Result = MessageResult<SwitchStatusQuery>;
+
+    fn handle(&mut self, _: SwitchStatusQuery, _: &mut Self::Context) -> Self::Result {
+        MessageResult(SwitchStatus {
+            active: self.active,
+            ready: self.announced_up,
+            links: self.links.iter().map(|s| s.state).collect(),
+            monitored: self.monitored.len(),
+        })
+    }
+}
+
+impl Handler<ResetLinkRequest> for Switch {
+    type Result = ();
+
+    fn handle(&mut self, msg: ResetLinkRequest, _: &mut Self::Context) {
+        if let Some(slot) = self.links.get(msg.0) {
+            slot.addr.do_send(ResetLink);
+        }
+    }
+}
