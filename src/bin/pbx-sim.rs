@@ -1,1 +1,157 @@
-fn main() {}
+//! `pbx-sim`: the switch simulator as a standalone process (SPEC section 2).
+//!
+//! Once every address is bound it prints one JSON line on stdout,
+//! `{"links":["127.0.0.1:P",...],"control":"127.0.0.1:P"}`, so that a script or test started with
+//! port 0 learns where to connect. Logs go to stderr (`RUST_LOG`). SIGTERM or ctrl-c stops it
+//! with exit status 0.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use csta_router::csta::{AccodeEncoding, Dialect, EscapeRoot, PrivateDataPosition};
+use csta_router::dnplan::DnPlan;
+use csta_router::sim::{SimConfig, Simulator};
+
+/// A simulated PBX speaking CSTA Phase III XML, with an HTTP control API.
+#[derive(Parser, Debug)]
+#[command(name = "pbx-sim", version, about)]
+struct Args {
+    /// The switch's name.
+    #[arg(long, default_value = "sw1")]
+    name: String,
+    /// A DN or range of DNs the switch owns, e.g. 4000-4999 (repeat for more).
+    #[arg(long = "dns", required = true, value_name = "DNS")]
+    dns: Vec<String>,
+    /// An address to listen on for CSTA links (repeat for more links; port 0: any free port).
+    #[arg(long = "link", required = true, value_name = "ADDR")]
+    links: Vec<SocketAddr>,
+    /// The address of the HTTP control API (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    control: Option<SocketAddr>,
+    /// The CSTA namespace written on every message.
+    #[arg(long, value_name = "NS")]
+    csta_namespace: Option<String>,
+    /// The namespace of the hot-desking private payload.
+    #[arg(long, value_name = "NS")]
+    hotdesk_namespace: Option<String>,
+    /// The escape root element: Escape or EscapeService.
+    #[arg(long, default_value = "Escape", value_parser = parse_escape_root)]
+    escape_root: EscapeRoot,
+    /// Where privateData sits in escapes and private events: root or extensions.
+    #[arg(long, default_value = "root", value_parser = parse_private_data)]
+    private_data: PrivateDataPosition,
+    /// How account codes are written: text or hex.
+    #[arg(long, default_value = "text", value_parser = parse_accode)]
+    accode_encoding: AccodeEncoding,
+}
+
+fn parse_escape_root(s: &str) -> Result<EscapeRoot, String> {
+    match s {
+        "Escape" => Ok(EscapeRoot::Escape),
+        "EscapeService" => Ok(EscapeRoot::EscapeService),
+        _ => Err("expected Escape or EscapeService".to_owned()),
+    }
+}
+
+fn parse_private_data(s: &str) -> Result<PrivateDataPosition, String> {
+    match s {
+        "root" => Ok(PrivateDataPosition::Root),
+        "extensions" => Ok(PrivateDataPosition::Extensions),
+        _ => Err("expected root or extensions".to_owned()),
+    }
+}
+
+fn parse_accode(s: &str) -> Result<AccodeEncoding, String> {
+    match s {
+        "text" => Ok(AccodeEncoding::Text),
+        "hex" => Ok(AccodeEncoding::Hex),
+        _ => Err("expected text or hex".to_owned()),
+    }
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let dns = match DnPlan::parse(&args.dns) {
+        Ok(dns) => dns,
+        Err(e) => {
+            eprintln!("pbx-sim: --dns {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut dialect = Dialect::default();
+    if let Some(ns) = args.csta_namespace {
+        dialect.csta_namespace = ns;
+    }
+    if let Some(ns) = args.hotdesk_namespace {
+        dialect.hotdesk_namespace = ns;
+    }
+    dialect.escape_root = args.escape_root;
+    dialect.private_data = args.private_data;
+    dialect.accode_encoding = args.accode_encoding;
+
+    let sim = match Simulator::start(SimConfig {
+        name: args.name,
+        dns,
+        links: args.links,
+        control: args.control,
+        dialect,
+    })
+    .await
+    {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("pbx-sim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // Written by hand to keep the documented key order ("links" first).
+    let links: Vec<String> = sim.link_addrs().iter().map(ToString::to_string).collect();
+    let control = sim.control_addr().map(|a| a.to_string());
+    let line = format!(
+        "{{\"links\":{},\"control\":{}}}",
+        serde_json::Value::from(links),
+        serde_json::Value::from(control)
+    );
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        tracing::warn!("cannot write the address line to stdout: {e}");
+    }
+    drop(out);
+
+    if let Err(e) = wait_for_signal().await {
+        eprintln!("pbx-sim: cannot wait for signals: {e}");
+        sim.shutdown();
+        return ExitCode::FAILURE;
+    }
+    tracing::info!("signal received, stopping");
+    sim.shutdown();
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}

@@ -115,7 +115,7 @@ impl AccodeEncoding {
             AccodeEncoding::Text => Some(wire.to_owned()),
             AccodeEncoding::Hex => {
                 let wire = wire.as_bytes();
-                if wire.len() % 2 != 0 {
+                if !wire.len().is_multiple_of(2) {
                     return None;
                 }
                 let mut bytes = Vec::with_capacity(wire.len() / 2);

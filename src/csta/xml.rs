@@ -275,6 +275,8 @@ pub fn escape_into(out: &mut String, text: &str) {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            // A literal CR would be read back as LF (XML end-of-line handling).
+            '\r' => out.push_str("&#xD;"),
             c => out.push(c),
         }
     }

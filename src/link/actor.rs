@@ -6,7 +6,7 @@ use crate::csta::{encode_frame, CstaCodec, Dialect, Frame, FrameError, InvokeId,
 use actix::prelude::*;
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,10 +49,26 @@ pub enum LinkRequest {
     Unmonitor(Arc<str>),
 }
 
+/// A service request whose answer (or failure) is delivered as [`SwitchEvent::Answer`] through
+/// the same path as the switch's events, so that whoever receives both sees them in the order
+/// the frames were read (a reply before the event it caused).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), LinkError>")]
+pub struct RoutedRequest {
+    /// The request.
+    pub message: Message,
+    /// The DN the answer is for.
+    pub dn: Arc<str>,
+    /// The requester's tag, returned with the answer.
+    pub tag: u64,
+}
+
 #[derive(Debug)]
 enum Waiting {
     /// Someone awaits the answer.
     Caller(oneshot::Sender<Result<Message, LinkError>>),
+    /// The answer goes to the event subscriber.
+    Routed(Arc<str>, u64),
     /// A monitor start: the cross-reference is recorded before the caller hears of it.
     Monitor(Arc<str>, oneshot::Sender<Result<Message, LinkError>>),
     /// The link's own handshake.
@@ -77,7 +93,7 @@ struct Connection {
     reader: SpawnHandle,
 }
 
-/// One CSTA link (see the [module docs](super)).
+/// One CSTA link (see the [link module docs](super)).
 pub struct LinkActor {
     switch: Arc<str>,
     index: usize,
@@ -101,6 +117,7 @@ pub struct LinkActor {
     backoff: Backoff,
     handshakes: u64,
     serial: u64,
+    deadlines: VecDeque<(Instant, InvokeId, u64)>,
 }
 
 impl LinkActor {
@@ -140,6 +157,7 @@ impl LinkActor {
             keepalive_misses: 0,
             handshakes: 0,
             serial: 0,
+            deadlines: VecDeque::new(),
         }
     }
 
@@ -228,7 +246,7 @@ impl LinkActor {
         &mut self,
         message: Message,
         waiting: Waiting,
-        ctx: &mut Context<Self>,
+        _ctx: &mut Context<Self>,
     ) -> Result<(), LinkError> {
         let Some(conn) = &self.connection else {
             return Err(self.no_switch());
@@ -265,9 +283,11 @@ impl LinkActor {
             },
         );
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        ctx.run_later(self.settings.request_timeout, move |act, ctx| {
-            act.expire(id, serial, ctx);
-        });
+        // The timeout is the same for every request, so deadlines come in order: one queue and
+        // one periodic check instead of a timer per request (actix polls every spawned timer of
+        // an actor on each wake-up, which would make many requests in flight quadratic).
+        self.deadlines
+            .push_back((Instant::now() + self.settings.request_timeout, id, serial));
         Ok(())
     }
 
@@ -290,6 +310,7 @@ impl LinkActor {
             Waiting::Caller(tx) | Waiting::Monitor(_, tx) => {
                 let _ = tx.send(Err(err));
             }
+            Waiting::Routed(dn, tag) => self.route_answer(dn, tag, Err(err)),
             Waiting::Handshake => self.lost("the switch did not answer RequestSystemStatus", ctx),
             Waiting::Keepalive => {
                 self.keepalive_outstanding = false;
@@ -301,6 +322,17 @@ impl LinkActor {
                 }
             }
             Waiting::Expired => {}
+        }
+    }
+
+    fn expire_due(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        while let Some(&(deadline, id, serial)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            self.expire(id, serial, ctx);
         }
     }
 
@@ -318,13 +350,17 @@ impl LinkActor {
             drop(conn.writer);
         }
         self.generation += 1;
-        for (_, p) in self.pending.drain() {
+        for (_, p) in std::mem::take(&mut self.pending) {
             let err = LinkError::LinkLost {
                 switch: self.switch.clone(),
             };
             match p.waiting {
                 Waiting::Caller(tx) | Waiting::Monitor(_, tx) => {
                     let _ = tx.send(Err(err));
+                    self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+                Waiting::Routed(dn, tag) => {
+                    self.route_answer(dn, tag, Err(err));
                     self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                 }
                 Waiting::Handshake | Waiting::Keepalive => {
@@ -334,6 +370,7 @@ impl LinkActor {
             }
         }
         self.invokes.release_all();
+        self.deadlines.clear();
         self.monitors.clear();
         self.dn_monitors.clear();
         self.keepalive_outstanding = false;
@@ -461,6 +498,7 @@ impl LinkActor {
             Waiting::Caller(tx) => {
                 let _ = tx.send(result);
             }
+            Waiting::Routed(dn, tag) => self.route_answer(dn, tag, result),
             Waiting::Monitor(dn, tx) => {
                 if let Ok(Message::MonitorStartResponse { cross_ref }) = &result {
                     if let Some(old) = self.dn_monitors.insert(dn.clone(), cross_ref.clone()) {
@@ -505,6 +543,15 @@ impl LinkActor {
         }
     }
 
+    fn route_answer(&self, dn: Arc<str>, tag: u64, result: Result<Message, LinkError>) {
+        self.events.do_send(SwitchEvent::Answer {
+            switch: self.switch.clone(),
+            dn,
+            tag,
+            result,
+        });
+    }
+
     fn keepalive_tick(&mut self, ctx: &mut Context<Self>) {
         let interval = self.settings.kpl_interval;
         if self.state != LinkState::Up || self.keepalive_outstanding || interval.is_zero() {
@@ -539,6 +586,9 @@ impl Actor for LinkActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.connect(ctx);
+        let tick = (self.settings.request_timeout / 50)
+            .clamp(Duration::from_millis(1), Duration::from_millis(20));
+        ctx.run_interval(tick, |act, ctx| act.expire_due(ctx));
         if !self.settings.kpl_interval.is_zero() {
             let tick = (self.settings.kpl_interval / 4).max(Duration::from_millis(5));
             ctx.run_interval(tick, |act, ctx| act.keepalive_tick(ctx));
@@ -603,6 +653,17 @@ impl Handler<LinkRequest> for LinkActor {
             sent?;
             rx.await.unwrap_or(Err(LinkError::LinkLost { switch }))
         })
+    }
+}
+
+impl Handler<RoutedRequest> for LinkActor {
+    type Result = Result<(), LinkError>;
+
+    fn handle(&mut self, req: RoutedRequest, ctx: &mut Self::Context) -> Self::Result {
+        if self.state != LinkState::Up {
+            return Err(self.no_switch());
+        }
+        self.send_request(req.message, Waiting::Routed(req.dn, req.tag), ctx)
     }
 }
 

@@ -71,8 +71,12 @@ mod tests {
         let mut a = InvokeAllocator::new(9997);
         let first = a.allocate().unwrap();
         assert_eq!(first.get(), 9997);
-        assert_eq!(a.allocate().unwrap().get(), 9998);
-        assert_eq!(a.allocate().unwrap().get(), 1);
+        let second = a.allocate().unwrap();
+        assert_eq!(second.get(), 9998);
+        let third = a.allocate().unwrap();
+        assert_eq!(third.get(), 1, "wraps after 9998");
+        a.release(second);
+        a.release(third);
         // Burn through the rest of the range; 9997 is still reserved and must be skipped.
         let mut last = 0;
         for _ in 0..9995 {

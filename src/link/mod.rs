@@ -25,7 +25,7 @@ mod backoff;
 mod invoke;
 mod switch;
 
-pub use actor::{LinkActor, LinkRequest, LinkStats, ResetLink};
+pub use actor::{LinkActor, LinkRequest, LinkStats, ResetLink, RoutedRequest};
 pub use backoff::Backoff;
 pub use invoke::InvokeAllocator;
 pub use switch::{
@@ -183,6 +183,17 @@ pub enum SwitchEvent {
         dn: Arc<str>,
         /// The event.
         message: Arc<Message>,
+    },
+    /// The answer to a [`RoutedRequest`]: exactly one per request the link accepted.
+    Answer {
+        /// The switch.
+        switch: Arc<str>,
+        /// The DN the request was for.
+        dn: Arc<str>,
+        /// The requester's tag.
+        tag: u64,
+        /// The switch's positive answer, or why there is none.
+        result: Result<Message, LinkError>,
     },
     /// The switch refused to restore the monitor of `dn` on a new link.
     MonitorLost {

@@ -4,7 +4,7 @@
 //! (the router, the extension actors) talks to a [`SwitchHandle`] and never to a link, so
 //! moving link ownership elsewhere (another router node, say) changes only this module.
 
-use super::actor::{LinkActor, LinkRequest, LinkStats, ResetLink};
+use super::actor::{LinkActor, LinkRequest, LinkStats, ResetLink, RoutedRequest};
 use super::{LinkError, SwitchConfig, SwitchEvent};
 use crate::csta::Message;
 use actix::prelude::*;
@@ -92,7 +92,7 @@ struct Slot {
     settled: bool,
 }
 
-/// The switch actor (see the [module docs](self)).
+/// The switch actor (see the [link module docs](super)).
 pub struct Switch {
     config: SwitchConfig,
     links: Vec<Slot>,
@@ -236,16 +236,17 @@ impl Switch {
             for (dn, result) in results {
                 match result {
                     Ok(Ok(_)) => {}
-                    Ok(Err(error @ (LinkError::Rejected { .. } | LinkError::Timeout { .. })))
-                    | Ok(Err(error @ LinkError::BadAnswer { .. })) => {
-                        if act.monitored.remove(&dn) {
-                            warn!(switch = %act.config.name, dn = %dn, "monitor not restored: {error}");
-                            act.events.do_send(SwitchEvent::MonitorLost {
-                                switch: act.config.name.clone(),
-                                dn,
-                                error,
-                            });
-                        }
+                    Ok(Err(
+                        error @ (LinkError::Rejected { .. }
+                        | LinkError::Timeout { .. }
+                        | LinkError::BadAnswer { .. }),
+                    )) if act.monitored.remove(&dn) => {
+                        warn!(switch = %act.config.name, dn = %dn, "monitor not restored: {error}");
+                        act.events.do_send(SwitchEvent::MonitorLost {
+                            switch: act.config.name.clone(),
+                            dn,
+                            error,
+                        });
                     }
                     // The link went away again: a new election restores monitors.
                     _ => {}
@@ -304,6 +305,22 @@ impl Handler<SwitchRequest> for Switch {
         };
         Box::pin(async move {
             link.send(LinkRequest::Service(msg.0))
+                .await
+                .unwrap_or(Err(LinkError::LinkLost { switch }))
+        })
+    }
+}
+
+impl Handler<RoutedRequest> for Switch {
+    type Result = ResponseFuture<Result<(), LinkError>>;
+
+    fn handle(&mut self, msg: RoutedRequest, _: &mut Self::Context) -> Self::Result {
+        let switch = self.config.name.clone();
+        let Some(link) = self.active_link() else {
+            return Box::pin(async move { Err(LinkError::NoSwitch { switch }) });
+        };
+        Box::pin(async move {
+            link.send(msg)
                 .await
                 .unwrap_or(Err(LinkError::LinkLost { switch }))
         })

@@ -1,1 +1,171 @@
-//! The PBX simulator.
+//! The PBX simulator: a real, independent CSTA peer over TCP (SPEC sections 2 and 5).
+//!
+//! It exists so the router can be run and tested without a PBX: the router starts one per
+//! configured simulated switch (embedded, on the router's own runtime), and the `pbx-sim`
+//! binary runs one as a separate process. Either way it is reached only over loopback TCP, like a
+//! real switch, and the router learns its state only from CSTA.
+//!
+//! One switch state (associations, calls, monitors, fault modes) is shared by all the switch's
+//! links. Each link connection gets the `SystemStatus enabled` greeting on invoke `0000`, may
+//! start monitors (owned by the connection), and asks for hot-desking (`Escape`) and account
+//! codes (`AssociateData`). An HTTP control API (documented in the README) makes it act like a
+//! phone or like a faulty switch.
+//!
+//! Submodules: `state` (the switch's state and rules), `server` (the CSTA links), `control`
+//! (the HTTP control API).
+
+mod control;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use actix_web::dev::ServerHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::csta::Dialect;
+use crate::dnplan::DnPlan;
+use state::SwitchState;
+
+/// What a simulated switch is: its name, devices, CSTA links, control API and dialect.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The switch's name (reported by `GET /state` and in logs).
+    pub name: String,
+    /// The devices the switch knows; anything else is `invalidDeviceID`.
+    pub dns: DnPlan,
+    /// The addresses to listen on for CSTA links, in link order (port 0: any free port).
+    pub links: Vec<SocketAddr>,
+    /// The address of the HTTP control API, if one is wanted (port 0: any free port).
+    pub control: Option<SocketAddr>,
+    /// How the switch writes CSTA (and decodes account codes).
+    pub dialect: Dialect,
+}
+
+/// The state shared by the link tasks and the control API.
+pub(crate) struct Switch {
+    name: String,
+    dialect: Dialect,
+    state: Mutex<SwitchState>,
+    shutdown: CancellationToken,
+}
+
+impl Switch {
+    /// Lock the state (a poisoned lock is still usable: every change is applied whole).
+    fn lock(&self) -> MutexGuard<'_, SwitchState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running simulated switch. Cloning gives another handle to the same switch; dropping every
+/// handle leaves it running until its runtime ends, so call [`Simulator::shutdown`] to stop it.
+#[derive(Clone)]
+pub struct Simulator {
+    switch: Arc<Switch>,
+    link_addrs: Vec<SocketAddr>,
+    control_addr: Option<SocketAddr>,
+    http: Option<ServerHandle>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("name", &self.switch.name)
+            .field("link_addrs", &self.link_addrs)
+            .field("control_addr", &self.control_addr)
+            .finish()
+    }
+}
+
+impl Simulator {
+    /// Bind every link listener and the control API, then serve them on the current tokio
+    /// runtime (an actix `System` included). Fails if any address cannot be bound.
+    pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
+        let mut listeners = Vec::with_capacity(config.links.len());
+        let mut link_addrs = Vec::with_capacity(config.links.len());
+        for addr in &config.links {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "simulated switch {}: cannot listen on {addr}: {e}",
+                        config.name
+                    ),
+                )
+            })?;
+            link_addrs.push(listener.local_addr()?);
+            listeners.push(listener);
+        }
+        let switch = Arc::new(Switch {
+            name: config.name.clone(),
+            dialect: config.dialect.clone(),
+            state: Mutex::new(SwitchState::new(
+                config.name.clone(),
+                config.dns,
+                config.dialect,
+                &link_addrs,
+            )),
+            shutdown: CancellationToken::new(),
+        });
+        let (control_addr, http) = match config.control {
+            Some(addr) => {
+                let (bound, handle) = control::start(switch.clone(), addr).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "simulated switch {}: cannot serve the control API on {addr}: {e}",
+                            config.name
+                        ),
+                    )
+                })?;
+                (Some(bound), Some(handle))
+            }
+            None => (None, None),
+        };
+        for (link, listener) in listeners.into_iter().enumerate() {
+            tokio::spawn(server::accept_loop(switch.clone(), link, listener));
+        }
+        tracing::info!(
+            switch = %config.name,
+            links = ?link_addrs,
+            control = ?control_addr,
+            "simulated switch listening"
+        );
+        Ok(Simulator {
+            switch,
+            link_addrs,
+            control_addr,
+            http,
+        })
+    }
+
+    /// The addresses the CSTA links listen on, in configuration order (ports resolved).
+    pub fn link_addrs(&self) -> Vec<SocketAddr> {
+        self.link_addrs.clone()
+    }
+
+    /// The address of the control API, if it was configured.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control_addr
+    }
+
+    /// The switch's name.
+    pub fn name(&self) -> &str {
+        &self.switch.name
+    }
+
+    /// Stop the switch: close the listeners, every link connection and the control API.
+    /// Returns at once; the tasks finish shortly after.
+    pub fn shutdown(&self) {
+        self.switch.lock().close();
+        self.switch.shutdown.cancel();
+        if let Some(http) = &self.http {
+            // The stop command is sent when `stop` is called; the returned future only waits
+            // for completion, which nobody needs here.
+            drop(http.stop(false));
+        }
+        tracing::info!(switch = %self.switch.name, "simulated switch stopped");
+    }
+}

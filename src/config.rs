@@ -1,0 +1,468 @@
+//! Configuration (SPEC section 6): TOML with kebab-case keys, read once at start.
+//!
+//! Unknown keys and invalid values are refused with a message that names the file and the
+//! key. Every timer is a string with a unit (`"250ms"`, `"4s"`, `"2m"`, `"2h"`), so tests can run
+//! with millisecond timers. The shipped default is embedded in the binary
+//! ([`EMBEDDED_DEFAULT`]) and is the same file as `config/csta-router.toml`.
+
+use crate::csta::{AccodeEncoding, Dialect, EscapeRoot, PrivateDataPosition};
+use crate::dnplan::DnPlan;
+use crate::link::{LinkConfig, LinkSettings, SwitchConfig};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The shipped configuration, compiled in so the router starts even without the file.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/csta-router.toml");
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid, or a key unknown, or a value of the wrong form.
+    #[error("invalid configuration in {file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// The parser's message (it names the key and the line).
+        message: String,
+    },
+    /// The values are individually valid but do not make a usable configuration.
+    #[error("invalid configuration in {file}: key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// The key, as a path (`switch[1].dns`).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A duration written with a unit: `"250ms"`, `"4s"`, `"2m"`, `"2h"` (`"0s"` allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Parse `"<number><unit>"`.
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+            format!("{s:?} has no unit; write e.g. \"250ms\", \"4s\", \"2m\" or \"2h\"")
+        })?;
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} does not start with a whole number"))?;
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => {
+                return Err(format!(
+                    "{s:?} has an unknown unit {unit:?}; use ms, s, m or h"
+                ))
+            }
+        };
+        Ok(Dur(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// `[server]`: the client side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerConfig {
+    /// WebSocket listen address (`ws://…/v1`).
+    pub client_listen: SocketAddr,
+    /// Metrics and health listen address.
+    pub metrics_listen: SocketAddr,
+    /// Connections beyond this are closed with 1013.
+    pub max_clients: usize,
+    /// Outbound messages queued per client before it is closed with 4008.
+    pub client_queue: usize,
+    /// How often each client is pinged.
+    pub client_ping_interval: Dur,
+    /// Missed pongs in a row before a client is closed.
+    pub client_ping_tolerance: u32,
+    /// Largest accepted client frame in bytes (larger closes with 1009).
+    pub max_frame_size: usize,
+    /// Requests one client may have in flight before the excess gets 111.
+    pub client_max_in_flight: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            client_listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            max_clients: 10_000,
+            client_queue: 4096,
+            client_ping_interval: Dur(Duration::from_secs(10)),
+            client_ping_tolerance: 3,
+            max_frame_size: 64 * 1024,
+            client_max_in_flight: 256,
+        }
+    }
+}
+
+/// `[options]`: T-Server options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct OptionsConfig {
+    /// The extension key that carries account codes.
+    pub accode_name: String,
+    /// Whether private service and event 501 are enabled.
+    pub accode_privateservice: bool,
+    /// How long a request to a switch may take.
+    pub request_timeout: Dur,
+    /// Silence after which a keep-alive is sent ("0s" disables).
+    pub kpl_interval: Dur,
+    /// Missed keep-alives in a row before the link is lost.
+    pub kpl_tolerance: u32,
+    /// How long a call ID seen again after a link loss keeps its connId.
+    pub call_grace: Dur,
+    /// Calls idle longer than this are swept.
+    pub call_cleanup_idle: Dur,
+    /// First reconnect delay of a link.
+    pub reconnect_min: Dur,
+    /// Largest reconnect delay of a link.
+    pub reconnect_max: Dur,
+}
+
+impl Default for OptionsConfig {
+    fn default() -> Self {
+        OptionsConfig {
+            accode_name: "AccountCode".into(),
+            accode_privateservice: true,
+            request_timeout: Dur(Duration::from_secs(4)),
+            kpl_interval: Dur(Duration::from_secs(10)),
+            kpl_tolerance: 3,
+            call_grace: Dur(Duration::from_secs(60)),
+            call_cleanup_idle: Dur(Duration::from_secs(7200)),
+            reconnect_min: Dur(Duration::from_millis(250)),
+            reconnect_max: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// What an application may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Register in any mode and request private services.
+    Control,
+    /// Register in monitor mode only.
+    Monitor,
+}
+
+/// `[[application]]`: a client application allowed to connect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApplicationConfig {
+    /// The application's name (as sent in `RequestOpen`).
+    pub name: String,
+    /// Its secret token.
+    pub token: String,
+    /// What it may do.
+    #[serde(default = "default_access")]
+    pub access: Access,
+}
+
+fn default_access() -> Access {
+    Access::Control
+}
+
+/// `[[switch.link]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LinkEntry {
+    /// Where the switch listens for CSTA.
+    pub address: SocketAddr,
+    /// Lower is preferred.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+fn default_priority() -> u32 {
+    1
+}
+
+/// `[[switch]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SwitchEntry {
+    /// The switch's name.
+    pub name: String,
+    /// Its DN plan.
+    pub dns: Vec<String>,
+    /// Start an embedded simulator on the link addresses.
+    #[serde(default)]
+    pub simulated: bool,
+    /// HTTP control API of the embedded simulator, if wanted.
+    #[serde(default)]
+    pub simulator_control: Option<SocketAddr>,
+    /// CSTA namespace written on every message.
+    #[serde(default = "default_csta_ns")]
+    pub csta_namespace: String,
+    /// Namespace of the hot-desk payload.
+    #[serde(default = "default_hotdesk_ns")]
+    pub hotdesk_namespace: String,
+    /// `"Escape"` or `"EscapeService"`.
+    #[serde(default)]
+    pub escape_root: EscapeRoot,
+    /// `"root"` or `"extensions"`.
+    #[serde(default)]
+    pub private_data: PrivateDataPosition,
+    /// `"text"` or `"hex"`.
+    #[serde(default)]
+    pub accode_encoding: AccodeEncoding,
+    /// Log every CSTA frame of this switch.
+    #[serde(default)]
+    pub wire_trace: bool,
+    /// The links, at least one.
+    #[serde(default)]
+    pub link: Vec<LinkEntry>,
+}
+
+fn default_csta_ns() -> String {
+    crate::csta::dialect::CSTA_ED3_NAMESPACE.to_owned()
+}
+
+fn default_hotdesk_ns() -> String {
+    crate::csta::dialect::HOTDESK_NAMESPACE.to_owned()
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[options]`.
+    #[serde(default)]
+    pub options: OptionsConfig,
+    /// `[[application]]`; empty means no tokens are required.
+    #[serde(default)]
+    pub application: Vec<ApplicationConfig>,
+    /// `[[switch]]`.
+    #[serde(default)]
+    pub switch: Vec<SwitchEntry>,
+    /// The DN plans, parsed and checked (same order as `switch`).
+    #[serde(skip)]
+    pub plans: Vec<DnPlan>,
+}
+
+impl Config {
+    /// Read and check a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parse and check a configuration; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.check(file)?;
+        Ok(config)
+    }
+
+    fn check(&mut self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            message,
+        };
+        if self.switch.is_empty() {
+            return Err(invalid(
+                "switch".into(),
+                "at least one [[switch]] is needed".into(),
+            ));
+        }
+        if self.options.accode_name.trim().is_empty() {
+            return Err(invalid(
+                "options.accode-name".into(),
+                "must not be empty".into(),
+            ));
+        }
+        if self.options.request_timeout.0.is_zero() {
+            return Err(invalid(
+                "options.request-timeout".into(),
+                "must be more than 0".into(),
+            ));
+        }
+        if self.server.client_queue == 0 {
+            return Err(invalid(
+                "server.client-queue".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let mut plans = Vec::new();
+        for (i, sw) in self.switch.iter().enumerate() {
+            if sw.name.trim().is_empty() {
+                return Err(invalid(
+                    format!("switch[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            if self.switch[..i].iter().any(|o| o.name == sw.name) {
+                return Err(invalid(
+                    format!("switch[{i}].name"),
+                    format!("two switches are named {:?}", sw.name),
+                ));
+            }
+            if sw.link.is_empty() {
+                return Err(invalid(
+                    format!("switch[{i}].link"),
+                    format!("switch {:?} needs at least one [[switch.link]]", sw.name),
+                ));
+            }
+            if sw.dns.is_empty() {
+                return Err(invalid(
+                    format!("switch[{i}].dns"),
+                    format!("switch {:?} owns no DN", sw.name),
+                ));
+            }
+            let plan = DnPlan::parse(&sw.dns)
+                .map_err(|e| invalid(format!("switch[{i}].dns"), e.to_string()))?;
+            for (j, other) in plans.iter().enumerate() {
+                if let Some((a, b)) = plan.overlap(other) {
+                    return Err(invalid(
+                        format!("switch[{i}].dns"),
+                        format!(
+                            "switch {:?} claims {a}, which overlaps {b} of switch {:?}: a DN belongs to exactly one switch",
+                            sw.name, self.switch[j].name
+                        ),
+                    ));
+                }
+            }
+            plans.push(plan);
+        }
+        for (i, app) in self.application.iter().enumerate() {
+            if app.token.len() < 8 {
+                return Err(invalid(
+                    format!("application[{i}].token"),
+                    "tokens must be at least 8 characters".into(),
+                ));
+            }
+        }
+        self.plans = plans;
+        Ok(())
+    }
+
+    /// The link-layer timers derived from `[options]`.
+    pub fn link_settings(&self, wire_trace: bool) -> LinkSettings {
+        LinkSettings {
+            request_timeout: self.options.request_timeout.0,
+            kpl_interval: self.options.kpl_interval.0,
+            kpl_tolerance: self.options.kpl_tolerance,
+            reconnect_min: self.options.reconnect_min.0,
+            reconnect_max: self.options.reconnect_max.0,
+            connect_timeout: self.options.request_timeout.0,
+            wire_trace,
+            ..LinkSettings::default()
+        }
+    }
+
+    /// The switches as the link layer wants them.
+    pub fn switch_configs(&self) -> Vec<SwitchConfig> {
+        self.switch
+            .iter()
+            .map(|sw| SwitchConfig {
+                name: Arc::from(sw.name.as_str()),
+                links: sw
+                    .link
+                    .iter()
+                    .map(|l| LinkConfig {
+                        address: l.address,
+                        priority: l.priority,
+                    })
+                    .collect(),
+                dialect: sw.dialect(),
+                settings: self.link_settings(sw.wire_trace),
+            })
+            .collect()
+    }
+}
+
+impl SwitchEntry {
+    /// The switch's dialect.
+    pub fn dialect(&self) -> Dialect {
+        Dialect {
+            csta_namespace: self.csta_namespace.clone(),
+            hotdesk_namespace: self.hotdesk_namespace.clone(),
+            escape_root: self.escape_root,
+            private_data: self.private_data,
+            accode_encoding: self.accode_encoding,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        assert_eq!(c.switch.len(), 2);
+        assert!(c.switch.iter().all(|s| s.simulated));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(Dur::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(Dur::parse("2h").unwrap().0, Duration::from_secs(7200));
+        assert!(Dur::parse("4").is_err());
+        assert!(Dur::parse("4x").is_err());
+        assert!(Dur::parse("-4s").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let base = "[[switch]]\nname = \"a\"\ndns = [\"5000-5999\"]\n[[switch.link]]\naddress = \"127.0.0.1:1\"\n";
+        let e = Config::parse(&format!("[options]\nbogus-key = 1\n{base}"), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml") && e.contains("bogus-key"), "{e}");
+        let e = Config::parse(
+            &format!("[options]\nrequest-timeout = \"4y\"\n{base}"),
+            "x.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("request-timeout") && e.contains("unknown unit"),
+            "{e}"
+        );
+        let two = format!("{base}[[switch]]\nname = \"b\"\ndns = [\"5500\"]\n[[switch.link]]\naddress = \"127.0.0.1:2\"\n");
+        let e = Config::parse(&two, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("switch[1].dns") && e.contains("overlaps"), "{e}");
+    }
+}

@@ -1,0 +1,876 @@
+//! The extension actor: one per DN in use, holding everything the router knows of the DN.
+//!
+//! State: the clients registered on the DN (and their modes), the MonitorStart shared by their
+//! registrations, the hot-desk association last reported by the switch (and whether it is
+//! known at all), the DN's active calls with their connIds, and the last account code. Work:
+//! private-service requests on the DN go to the switch one at a time, in arrival order; every
+//! event from the DN's monitor updates the state and, for private events, is serialized once
+//! and the same bytes queued to every registered client.
+//!
+//! Answers to the DN's requests arrive through the same path as its events (link → router →
+//! here, FIFO all the way), so a client sees the reply to its request before the event the
+//! request caused, and events in the order the switch sent them.
+
+use crate::config::Access;
+use crate::csta::{
+    CallEvent, CallEventKind, Connection, HotDeskAction, HotDeskRequest, HotDeskState, Message,
+};
+use crate::errors::{self, Service};
+use crate::link::{LinkError, MonitorOutcome, RoutedRequest, StartMonitor, StopMonitor};
+use crate::protocol::{event_error, ErrorCode, Outgoing, ProtocolError, RegisterMode};
+use crate::router::{Bounce, DnOp, Retiring, Router, Shared, SwitchCtx, ToDn};
+use crate::session::ClientHandle;
+use actix::prelude::*;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info};
+
+/// A request about this DN from a client (forwarded by the router).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ExtensionOp(pub DnOp);
+
+/// A CSTA event from this DN's monitor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CstaEvent {
+    /// The switch-wide event sequence number.
+    pub seq: u64,
+    /// The event.
+    pub message: Arc<Message>,
+}
+
+/// The switch's answer to this DN's request `tag`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Answer {
+    /// The request's tag.
+    pub tag: u64,
+    /// The answer.
+    pub result: Result<Message, LinkError>,
+}
+
+/// The switch's link went down or came back (with monitors restored).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LinkChange {
+    /// Whether the switch is operational now.
+    pub up: bool,
+}
+
+/// The switch refused to restore this DN's monitor on a new link.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct MonitorLost {
+    /// Why.
+    pub error: LinkError,
+}
+
+/// The router has forgotten this actor; everything it forwarded has arrived.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RetireAck;
+
+#[derive(Debug)]
+struct Subscriber {
+    client: ClientHandle,
+    mode: RegisterMode,
+}
+
+#[derive(Debug)]
+enum MonitorState {
+    /// No monitor.
+    Idle,
+    /// A MonitorStart is in flight; these registrations wait for it.
+    Starting(Vec<(ClientHandle, u64, RegisterMode)>),
+    /// Monitored (or to be monitored as soon as the link is up).
+    Active,
+}
+
+#[derive(Debug)]
+struct Call {
+    call_id: String,
+    conn_id: String,
+    /// When it was added (ordering for "most recent").
+    added: u64,
+    /// When it was last established or retrieved at the device (0: never).
+    activated: u64,
+    last_event: Instant,
+}
+
+#[derive(Debug)]
+struct PendingRequest {
+    client: ClientHandle,
+    reference_id: u64,
+    service: Service,
+    message: Message,
+    other_dn: Option<String>,
+    conn_id: Option<String>,
+    extensions: BTreeMap<String, String>,
+    received: Instant,
+}
+
+/// The extension actor (see the [module docs](self)).
+pub struct Extension {
+    dn: Arc<str>,
+    id: u64,
+    shared: Arc<Shared>,
+    switch: Arc<SwitchCtx>,
+    router: Addr<Router>,
+    subscribers: Vec<Subscriber>,
+    monitor: MonitorState,
+    hotdesk: Option<(String, String)>,
+    hotdesk_known: bool,
+    calls: Vec<Call>,
+    counter: u64,
+    last_account_code: Option<String>,
+    queue: VecDeque<PendingRequest>,
+    in_flight: Option<(u64, PendingRequest)>,
+    next_tag: u64,
+    retiring: bool,
+}
+
+impl Extension {
+    /// The actor for `dn` on `switch`.
+    pub fn new(
+        dn: Arc<str>,
+        id: u64,
+        shared: Arc<Shared>,
+        switch: Arc<SwitchCtx>,
+        router: Addr<Router>,
+    ) -> Extension {
+        Extension {
+            dn,
+            id,
+            shared,
+            switch,
+            router,
+            subscribers: Vec::new(),
+            monitor: MonitorState::Idle,
+            hotdesk: None,
+            hotdesk_known: false,
+            calls: Vec::new(),
+            counter: 0,
+            last_account_code: None,
+            queue: VecDeque::new(),
+            in_flight: None,
+            next_tag: 0,
+            retiring: false,
+        }
+    }
+
+    fn error(&self, reference_id: u64, code: ErrorCode, message: String) -> ProtocolError {
+        ProtocolError::new(reference_id, code, message).dn(&self.dn)
+    }
+
+    fn reply_error(
+        &self,
+        client: &ClientHandle,
+        e: &ProtocolError,
+        extensions: Option<Map<String, Value>>,
+    ) {
+        client.reply(event_error(e, Some(&self.switch.name), extensions));
+    }
+
+    fn hotdesk_json(&self) -> Value {
+        match &self.hotdesk {
+            Some((guest, host)) => serde_json::json!({"guestDn": guest, "hostDn": host}),
+            None => Value::Null,
+        }
+    }
+
+    fn link_state(&self) -> &'static str {
+        if self.switch.link_up.load(Ordering::Relaxed) {
+            "connected"
+        } else {
+            "disconnected"
+        }
+    }
+
+    fn registered(&self, client: &ClientHandle, reference_id: u64, mode: RegisterMode) {
+        client.reply(
+            Outgoing::new("EventRegistered")
+                .reference(reference_id)
+                .with("thisDn", &*self.dn)
+                .with("switch", &*self.switch.name)
+                .with("registerMode", mode.as_str())
+                .with("linkState", self.link_state())
+                .with("hotDesk", self.hotdesk_json())
+                .with("hotDeskKnown", self.hotdesk_known)
+                .finish(),
+        );
+    }
+
+    fn subscribe(&mut self, client: ClientHandle, mode: RegisterMode) {
+        match self
+            .subscribers
+            .iter_mut()
+            .find(|s| s.client.id == client.id)
+        {
+            Some(s) => s.mode = mode,
+            None => self.subscribers.push(Subscriber { client, mode }),
+        }
+    }
+
+    fn on_register(
+        &mut self,
+        client: ClientHandle,
+        reference_id: u64,
+        mode: RegisterMode,
+        ctx: &mut Context<Self>,
+    ) {
+        match &mut self.monitor {
+            MonitorState::Active => {
+                self.subscribe(client.clone(), mode);
+                self.registered(&client, reference_id, mode);
+            }
+            MonitorState::Starting(waiters) => waiters.push((client, reference_id, mode)),
+            MonitorState::Idle => {
+                self.monitor = MonitorState::Starting(vec![(client, reference_id, mode)]);
+                self.hotdesk_known = false;
+                let fut = self.switch.handle.addr.send(StartMonitor(self.dn.clone()));
+                ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+                    let waiters = match std::mem::replace(&mut act.monitor, MonitorState::Idle) {
+                        MonitorState::Starting(w) => w,
+                        other => {
+                            act.monitor = other;
+                            return;
+                        }
+                    };
+                    let res = res.unwrap_or_else(|_| {
+                        Err(LinkError::LinkLost {
+                            switch: act.switch.name.clone(),
+                        })
+                    });
+                    match res {
+                        Ok(MonitorOutcome::Started) | Ok(MonitorOutcome::Pending) => {
+                            act.monitor = MonitorState::Active;
+                            for (client, reference_id, mode) in waiters {
+                                if client.is_open() {
+                                    act.subscribe(client.clone(), mode);
+                                }
+                                act.registered(&client, reference_id, mode);
+                            }
+                        }
+                        Err(e) => {
+                            let (code, message) = errors::link_error(&e, Service::Monitor, &act.dn);
+                            let message = format!("{} could not be registered: {message}", act.dn);
+                            for (client, reference_id, _) in waiters {
+                                let err = act.error(reference_id, code, message.clone());
+                                act.reply_error(&client, &err, csta_extension(&e));
+                            }
+                        }
+                    }
+                    act.maybe_retire(ctx);
+                }));
+            }
+        }
+    }
+
+    fn on_unregister(
+        &mut self,
+        client: ClientHandle,
+        reference_id: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) {
+        let before = self.subscribers.len();
+        self.subscribers.retain(|s| s.client.id != client.id);
+        let removed = self.subscribers.len() != before;
+        if let MonitorState::Starting(waiters) = &mut self.monitor {
+            waiters.retain(|(c, _, _)| c.id != client.id || reference_id.is_some());
+        }
+        if let Some(reference_id) = reference_id {
+            if removed {
+                client.reply(
+                    Outgoing::new("EventUnregistered")
+                        .reference(reference_id)
+                        .with("thisDn", &*self.dn)
+                        .finish(),
+                );
+            } else {
+                let e = self.error(
+                    reference_id,
+                    ErrorCode::NotRegistered,
+                    format!(
+                        "{} is not registered by this client, so there is nothing to unregister.",
+                        self.dn
+                    ),
+                );
+                self.reply_error(&client, &e, None);
+            }
+        }
+        self.maybe_retire(ctx);
+    }
+
+    fn on_query(&mut self, client: ClientHandle, reference_id: u64) {
+        let mut calls: Vec<&Call> = self.calls.iter().collect();
+        calls.sort_by_key(|c| c.added);
+        client.reply(
+            Outgoing::new("EventAddressInfo")
+                .reference(reference_id)
+                .with("thisDn", &*self.dn)
+                .with("switch", &*self.switch.name)
+                .with("hotDesk", self.hotdesk_json())
+                .with("hotDeskKnown", self.hotdesk_known)
+                .with(
+                    "calls",
+                    calls
+                        .iter()
+                        .map(|c| Value::from(c.conn_id.as_str()))
+                        .collect::<Vec<_>>(),
+                )
+                .finish(),
+        );
+    }
+
+    fn on_private_service(
+        &mut self,
+        client: ClientHandle,
+        reference_id: u64,
+        msg_id: u64,
+        conn_id: Option<String>,
+        extensions: BTreeMap<String, String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let refuse = |act: &Self, code: ErrorCode, message: String| {
+            let e = act.error(reference_id, code, message);
+            act.reply_error(&client, &e, None);
+        };
+        match self.subscribers.iter().find(|s| s.client.id == client.id) {
+            None => {
+                return refuse(self, ErrorCode::NotRegistered, format!(
+                    "{} is not registered by this client; send RequestRegisterAddress with \"registerMode\": \"share\" first.", self.dn));
+            }
+            Some(s) if s.mode == RegisterMode::Monitor || client.access == Access::Monitor => {
+                return refuse(self, ErrorCode::NotRegistered, format!(
+                    "{} is registered in monitor mode, which cannot request private services; register it in share mode.", self.dn));
+            }
+            Some(_) => {}
+        }
+        let dn = self.dn.to_string();
+        let (service, message, other_dn, conn) = match msg_id {
+            1 => {
+                let Some(host) = extensions.get("HOST_DN") else {
+                    return refuse(self, ErrorCode::InvalidAttr, "Private service 1 needs extensions.HOST_DN: the host DN to associate the guest with.".into());
+                };
+                if host == &dn {
+                    return refuse(
+                        self,
+                        ErrorCode::InvalidAttr,
+                        format!("HOST_DN {host} is the guest itself; give the host device's DN."),
+                    );
+                }
+                if !self.switch.plan.contains(host) {
+                    return match self.shared.switch_of(host) {
+                        Some(other) => refuse(self, ErrorCode::InvalidAttr, format!(
+                            "Host {host} is on switch {}, guest {dn} on switch {}; hot-desking needs both on the same switch.", other.name, self.switch.name)),
+                        None => refuse(self, ErrorCode::NotConfigured, format!(
+                            "Host {host} is in no switch's DN plan; check the number.")),
+                    };
+                }
+                (
+                    Service::HotdeskInitiate,
+                    Message::Escape(HotDeskRequest {
+                        guest: dn.clone(),
+                        action: HotDeskAction::Associate { host: host.clone() },
+                    }),
+                    Some(host.clone()),
+                    None,
+                )
+            }
+            2 => (
+                Service::HotdeskCancel,
+                Message::Escape(HotDeskRequest {
+                    guest: dn.clone(),
+                    action: HotDeskAction::Cancel,
+                }),
+                self.hotdesk
+                    .as_ref()
+                    .filter(|(g, _)| g == &dn)
+                    .map(|(_, h)| h.clone()),
+                None,
+            ),
+            501 => {
+                if !self.shared.config.options.accode_privateservice {
+                    return refuse(self, ErrorCode::UnsupOper, "Account codes (private service 501) are switched off on this router (accode-privateservice = false).".into());
+                }
+                let name = &self.shared.config.options.accode_name;
+                let Some(code) = extensions.get(name) else {
+                    return refuse(
+                        self,
+                        ErrorCode::InvalidAttr,
+                        format!("Private service 501 needs extensions.{name}: the account code."),
+                    );
+                };
+                if code.is_empty()
+                    || code.chars().count() > 32
+                    || !code.chars().all(|c| {
+                        !c.is_control() && (c.is_alphanumeric() || c.is_ascii_graphic() || c == ' ')
+                    })
+                {
+                    return refuse(self, ErrorCode::InvalidAttr, format!("The account code must be 1 to 32 printable characters; got {} characters.", code.chars().count()));
+                }
+                let call = match &conn_id {
+                    Some(cid) => match self.calls.iter().find(|c| &c.conn_id == cid) {
+                        Some(c) => c,
+                        None => return refuse(self, ErrorCode::InvConnId, format!("connId {cid} is not an active call of {dn}; query the address for its calls.")),
+                    },
+                    None => match self.most_recent_call() {
+                        Some(c) => c,
+                        None => return refuse(self, ErrorCode::InvConnId, format!("{dn} has no active call to set an account code on.")),
+                    },
+                };
+                let conn = call.conn_id.clone();
+                (
+                    Service::SetAccountCode,
+                    Message::AssociateData {
+                        call: Connection::new(call.call_id.clone(), dn.clone()),
+                        account_code: code.clone(),
+                    },
+                    None,
+                    Some(conn),
+                )
+            }
+            other => {
+                return refuse(
+                    self,
+                    ErrorCode::UnsupOper,
+                    format!(
+                        "Private service {other} is not supported; this router offers {:?}.",
+                        self.shared.private_services()
+                    ),
+                );
+            }
+        };
+        self.queue.push_back(PendingRequest {
+            client,
+            reference_id,
+            service,
+            message,
+            other_dn,
+            conn_id: conn,
+            extensions,
+            received: Instant::now(),
+        });
+        self.next_request(ctx);
+    }
+
+    fn most_recent_call(&self) -> Option<&Call> {
+        self.calls.iter().max_by_key(|c| (c.activated, c.added))
+    }
+
+    /// Send the next queued request if none is in flight.
+    fn next_request(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some(req) = self.queue.pop_front() else {
+            self.maybe_retire(ctx);
+            return;
+        };
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        let routed = RoutedRequest {
+            message: req.message.clone(),
+            dn: self.dn.clone(),
+            tag,
+        };
+        self.in_flight = Some((tag, req));
+        let fut = self.switch.handle.addr.send(routed);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            let res = res.unwrap_or_else(|_| {
+                Err(LinkError::LinkLost {
+                    switch: act.switch.name.clone(),
+                })
+            });
+            if let Err(e) = res {
+                // Not sent: no answer will come for this tag.
+                if act.in_flight.as_ref().is_some_and(|(t, _)| *t == tag) {
+                    if let Some((_, req)) = act.in_flight.take() {
+                        act.finish(req, Err(e));
+                    }
+                    act.next_request(ctx);
+                }
+            }
+        }));
+    }
+
+    fn finish(&mut self, req: PendingRequest, result: Result<Message, LinkError>) {
+        let elapsed = req.received.elapsed();
+        let outcome: Result<(), Failure> = match &result {
+            Ok(Message::EscapeResponse) if matches!(req.service, Service::HotdeskInitiate | Service::HotdeskCancel) => Ok(()),
+            Ok(Message::AssociateDataResponse) if req.service == Service::SetAccountCode => Ok(()),
+            Ok(other) => Err((ErrorCode::UnknownError, format!(
+                "Switch {} answered {} to a {} request; the switch may or may not have acted, so query {} before retrying.",
+                self.switch.name, other.name(), req.service.label(), self.dn), None)),
+            Err(e) => {
+                let (code, message) = errors::link_error(e, req.service, &self.dn);
+                Err((code, message, csta_extension(e)))
+            }
+        };
+        let result_label = match &outcome {
+            Ok(()) => "ok".to_owned(),
+            Err((code, _, _)) => code.code().to_string(),
+        };
+        info!(target: "audit", application = %req.client.application, dn = %self.dn, service = req.service.label(), result = %result_label, ms = elapsed.as_millis() as u64, "private service");
+        match outcome {
+            Ok(()) => {
+                let msg_id = match req.service {
+                    Service::HotdeskInitiate => 1,
+                    Service::HotdeskCancel => 2,
+                    _ => 501,
+                };
+                let mut out = Outgoing::new("EventPrivateInfo")
+                    .reference(req.reference_id)
+                    .with("privateMsgId", msg_id)
+                    .with("thisDn", &*self.dn)
+                    .with("switch", &*self.switch.name)
+                    .with(
+                        "extensions",
+                        req.extensions
+                            .clone()
+                            .into_iter()
+                            .map(|(k, v)| (k, Value::from(v)))
+                            .collect::<Map<_, _>>(),
+                    );
+                if let Some(other) = &req.other_dn {
+                    out = out.with("otherDn", other.as_str());
+                }
+                if let Some(conn) = &req.conn_id {
+                    out = out.with("connId", conn.as_str());
+                }
+                req.client.reply(out.finish());
+            }
+            Err((code, message, ext)) => {
+                let e = self.error(req.reference_id, code, message);
+                self.reply_error(&req.client, &e, ext);
+            }
+        }
+    }
+
+    fn on_answer(&mut self, tag: u64, result: Result<Message, LinkError>, ctx: &mut Context<Self>) {
+        if self.in_flight.as_ref().is_none_or(|(t, _)| *t != tag) {
+            debug!(dn = %self.dn, tag, "answer for a request no longer in flight ignored");
+            return;
+        }
+        if let Some((_, req)) = self.in_flight.take() {
+            self.finish(req, result);
+        }
+        self.next_request(ctx);
+    }
+
+    /// Queue one serialized event to every subscriber.
+    fn deliver(&mut self, text: crate::protocol::SharedText) {
+        let mut gone = false;
+        for s in &self.subscribers {
+            if !s.client.push(text.clone(), false) {
+                gone = true;
+            }
+        }
+        if gone {
+            // Slow or closed clients: their sessions release them; stop feeding them now.
+            self.subscribers.retain(|s| s.client.is_open());
+        }
+    }
+
+    fn event_base(&self, seq: u64, msg_id: u32) -> Outgoing {
+        Outgoing::new("EventPrivateInfo")
+            .with("privateMsgId", msg_id)
+            .with("monitoredDn", &*self.dn)
+            .with("switch", &*self.switch.name)
+            .with("eventSeq", seq)
+    }
+
+    fn on_event(&mut self, seq: u64, message: &Message) {
+        match message {
+            Message::PrivateEvent { event, .. } => {
+                self.hotdesk_known = true;
+                let msg_id = match event.state {
+                    HotDeskState::Established => {
+                        self.hotdesk = event.host.clone().map(|h| (event.guest.clone(), h));
+                        1
+                    }
+                    HotDeskState::Cancelled => {
+                        self.hotdesk = None;
+                        2
+                    }
+                };
+                let mut out = self
+                    .event_base(seq, msg_id)
+                    .with("thisDn", event.guest.as_str());
+                if let Some(host) = &event.host {
+                    out = out.with("otherDn", host.as_str());
+                }
+                self.deliver(out.finish());
+            }
+            Message::Call(call) => self.on_call_event(call),
+            Message::CallInformation {
+                connection,
+                device,
+                account_code,
+                ..
+            } => {
+                let at = device.as_deref().or(connection.device_id.as_deref());
+                if at != Some(&*self.dn) {
+                    // Reported on every party's monitor; delivered from the named device's only.
+                    return;
+                }
+                let Some(call_id) = connection.call_id.as_deref() else {
+                    return;
+                };
+                let conn_id = self.touch_call(call_id, false);
+                self.last_account_code = Some(account_code.clone());
+                if !self.shared.config.options.accode_privateservice {
+                    return;
+                }
+                let mut ext = Map::new();
+                ext.insert(
+                    self.shared.config.options.accode_name.clone(),
+                    Value::from(account_code.as_str()),
+                );
+                let out = self
+                    .event_base(seq, 501)
+                    .with("thisDn", &*self.dn)
+                    .with("connId", conn_id)
+                    .with("extensions", ext);
+                self.deliver(out.finish());
+            }
+            _ => {}
+        }
+    }
+
+    /// Add the call if new; mark it active if asked. Returns its connId.
+    fn touch_call(&mut self, call_id: &str, activated: bool) -> String {
+        self.counter += 1;
+        let now = self.counter;
+        if let Some(c) = self.calls.iter_mut().find(|c| c.call_id == call_id) {
+            c.last_event = Instant::now();
+            if activated {
+                c.activated = now;
+            }
+            return c.conn_id.clone();
+        }
+        let conn_id = self.switch.calls.hold(call_id);
+        self.calls.push(Call {
+            call_id: call_id.to_owned(),
+            conn_id: conn_id.clone(),
+            added: now,
+            activated: if activated { now } else { 0 },
+            last_event: Instant::now(),
+        });
+        conn_id
+    }
+
+    fn drop_call(&mut self, call_id: &str) {
+        let before = self.calls.len();
+        self.calls.retain(|c| c.call_id != call_id);
+        if self.calls.len() != before {
+            self.switch.calls.release(call_id);
+        }
+    }
+
+    fn on_call_event(&mut self, ev: &CallEvent) {
+        let Some(call_id) = ev.connection.call_id.as_deref() else {
+            return;
+        };
+        let here = |d: Option<&str>| d == Some(&*self.dn);
+        match ev.kind {
+            CallEventKind::ServiceInitiated
+            | CallEventKind::Originated
+            | CallEventKind::Delivered => {
+                self.touch_call(call_id, false);
+            }
+            CallEventKind::Established => {
+                self.touch_call(call_id, true);
+            }
+            CallEventKind::Retrieved => {
+                let mine = here(ev.device.as_deref()) || here(ev.connection.device_id.as_deref());
+                self.touch_call(call_id, mine);
+            }
+            CallEventKind::Held => {
+                self.touch_call(call_id, false);
+            }
+            CallEventKind::ConnectionCleared => {
+                if here(ev.connection.device_id.as_deref()) {
+                    self.drop_call(call_id);
+                } else if let Some(c) = self.calls.iter_mut().find(|c| c.call_id == call_id) {
+                    c.last_event = Instant::now();
+                }
+            }
+            CallEventKind::CallCleared => self.drop_call(call_id),
+            CallEventKind::Transferred | CallEventKind::Diverted => {
+                if here(ev.device.as_deref()) || here(ev.connection.device_id.as_deref()) {
+                    self.drop_call(call_id);
+                } else {
+                    self.touch_call(call_id, false);
+                }
+            }
+        }
+    }
+
+    fn sweep_calls(&mut self) {
+        let idle = self.shared.config.options.call_cleanup_idle.0;
+        let stale: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|c| c.last_event.elapsed() > idle)
+            .map(|c| c.call_id.clone())
+            .collect();
+        for call_id in stale {
+            self.drop_call(&call_id);
+        }
+    }
+
+    fn maybe_retire(&mut self, ctx: &mut Context<Self>) {
+        if self.retiring
+            || !self.subscribers.is_empty()
+            || !matches!(self.monitor, MonitorState::Idle | MonitorState::Active)
+            || self.in_flight.is_some()
+            || !self.queue.is_empty()
+        {
+            return;
+        }
+        if matches!(self.monitor, MonitorState::Active) {
+            self.switch
+                .handle
+                .addr
+                .do_send(StopMonitor(self.dn.clone()));
+            self.monitor = MonitorState::Idle;
+        }
+        for c in std::mem::take(&mut self.calls) {
+            self.switch.calls.release(&c.call_id);
+        }
+        self.retiring = true;
+        self.router.do_send(Retiring {
+            dn: self.dn.clone(),
+            id: self.id,
+        });
+        let _ = ctx;
+    }
+}
+
+/// Why a request failed: code, sentence, and `extensions` for the `EventError`.
+type Failure = (ErrorCode, String, Option<Map<String, Value>>);
+
+/// `extensions.CSTAError` for a switch rejection.
+fn csta_extension(e: &LinkError) -> Option<Map<String, Value>> {
+    match e {
+        LinkError::Rejected { error, .. } => {
+            let mut m = Map::new();
+            m.insert("CSTAError".into(), Value::from(error.to_string()));
+            Some(m)
+        }
+        _ => None,
+    }
+}
+
+impl Actor for Extension {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let idle = self.shared.config.options.call_cleanup_idle.0;
+        let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
+        ctx.run_interval(every, |act, _| act.sweep_calls());
+    }
+}
+
+impl Handler<ExtensionOp> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, ExtensionOp(op): ExtensionOp, ctx: &mut Self::Context) {
+        if self.retiring {
+            self.router.do_send(Bounce(ToDn {
+                dn: self.dn.clone(),
+                op,
+            }));
+            return;
+        }
+        match op {
+            DnOp::Register {
+                client,
+                reference_id,
+                mode,
+            } => self.on_register(client, reference_id, mode, ctx),
+            DnOp::Unregister {
+                client,
+                reference_id,
+            } => self.on_unregister(client, reference_id, ctx),
+            DnOp::QueryAddress {
+                client,
+                reference_id,
+            } => {
+                self.on_query(client, reference_id);
+                self.maybe_retire(ctx);
+            }
+            DnOp::PrivateService {
+                client,
+                reference_id,
+                msg_id,
+                conn_id,
+                extensions,
+            } => {
+                self.on_private_service(client, reference_id, msg_id, conn_id, extensions, ctx);
+                self.maybe_retire(ctx);
+            }
+        }
+    }
+}
+
+impl Handler<CstaEvent> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, ev: CstaEvent, _: &mut Self::Context) {
+        if !self.retiring {
+            self.on_event(ev.seq, &ev.message);
+        }
+    }
+}
+
+impl Handler<Answer> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, a: Answer, ctx: &mut Self::Context) {
+        self.on_answer(a.tag, a.result, ctx);
+    }
+}
+
+impl Handler<LinkChange> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, change: LinkChange, _: &mut Self::Context) {
+        if !change.up {
+            // The switch is the authority and we may have missed events: forget what we knew.
+            self.hotdesk_known = false;
+            self.calls.clear();
+        }
+    }
+}
+
+impl Handler<MonitorLost> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, lost: MonitorLost, ctx: &mut Self::Context) {
+        let (code, message) = errors::link_error(&lost.error, Service::Monitor, &self.dn);
+        let text = Outgoing::new("EventUnregistered")
+            .with("thisDn", &*self.dn)
+            .with("switch", &*self.switch.name)
+            .with("errorCode", code.code())
+            .with("errorMessage", format!("The switch refused to monitor {} again after the link was restored, so it is no longer registered: {message}", self.dn))
+            .finish();
+        self.deliver(text);
+        self.subscribers.clear();
+        self.monitor = MonitorState::Idle;
+        self.maybe_retire(ctx);
+    }
+}
+
+impl Handler<RetireAck> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, _: RetireAck, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,351 @@
+//! The simulator's HTTP control API (actix-web): act like a phone (calls, account codes,
+//! hot-desking from the set) or like a faulty switch (stall, delay, reject, drop, garbage).
+//!
+//! Bodies and replies are JSON with camelCase keys; an empty body counts as `{}`. Errors are
+//! HTTP 4xx with `{"error": "<sentence>", "csta": "<category>/<value>"}` (`csta` only when the
+//! refusal is one the switch would also give on a link).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::state::{Garbage, SimError, ERROR_CATEGORIES};
+use super::Switch;
+use crate::csta::{CstaError, HotDeskAction, HotDeskRequest};
+
+/// Bind the control API and spawn it on the current runtime; returns the bound address and the
+/// handle that stops it.
+pub(crate) fn start(
+    switch: Arc<Switch>,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let data = web::Data::from(switch.clone());
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(addr)?;
+    let bound = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("the control API bound no address"))?;
+    let server = server.run();
+    let handle = server.handle();
+    let name = switch.name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::warn!(switch = %name, "control API stopped: {e}");
+        }
+    });
+    Ok((bound, handle))
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/state", web::get().to(get_state))
+        .route("/calls", web::post().to(post_call))
+        .route("/calls/{call_id}/{action}", web::post().to(call_action))
+        .route("/hotdesk", web::post().to(hotdesk))
+        .route("/hotdesk/cancel", web::post().to(hotdesk_cancel))
+        .route("/faults/{fault}", web::post().to(fault))
+        .default_service(web::to(not_found));
+}
+
+type Reply = Result<Value, SimError>;
+
+fn respond(reply: Reply) -> HttpResponse {
+    match reply {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut body = json!({ "error": e.message });
+            if e.from_switch {
+                body["csta"] = Value::String(e.csta.to_string());
+            }
+            HttpResponse::build(status).json(body)
+        }
+    }
+}
+
+/// Read a JSON body; empty counts as `{}`.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, SimError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        SimError::bad_request(format!(
+            "the request body is not what this endpoint takes: {e}"
+        ))
+    })
+}
+
+async fn not_found() -> HttpResponse {
+    respond(Err(SimError::http(
+        404,
+        "no such endpoint; see the README's pbx-sim control API section",
+    )))
+}
+
+async fn get_state(sw: web::Data<Switch>) -> HttpResponse {
+    HttpResponse::Ok().json(sw.lock().state_json())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewCall {
+    from: String,
+    to: String,
+    call_id: Option<String>,
+    answer: Option<bool>,
+}
+
+async fn post_call(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
+    respond((|| {
+        let b: NewCall = parse(&body)?;
+        let mut st = sw.lock();
+        let id = st.call_new(&b.from, &b.to, b.call_id, b.answer.unwrap_or(true))?;
+        Ok(st.call_json(&id))
+    })())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CallBody {
+    device: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    code: Option<String>,
+}
+
+fn need(value: Option<String>, name: &str) -> Result<String, SimError> {
+    value.ok_or_else(|| SimError::bad_request(format!("the body needs \"{name}\"")))
+}
+
+async fn call_action(
+    sw: web::Data<Switch>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (call_id, action) = path.into_inner();
+    respond((|| {
+        let b: CallBody = parse(&body)?;
+        let mut st = sw.lock();
+        match action.as_str() {
+            "answer" => st.call_answer(&call_id, b.device.as_deref())?,
+            "hold" => st.call_hold(&call_id, &need(b.device, "device")?, true)?,
+            "retrieve" => st.call_hold(&call_id, &need(b.device, "device")?, false)?,
+            "transfer" => st.call_transfer(&call_id, &need(b.from, "from")?, &need(b.to, "to")?)?,
+            "divert" => st.call_divert(&call_id, &need(b.from, "from")?, &need(b.to, "to")?)?,
+            "clear" => st.call_clear(&call_id, b.device.as_deref())?,
+            "account-code" => {
+                let device = need(b.device, "device")?;
+                let code = need(b.code, "code")?;
+                st.set_account_code(&call_id, &device, &code)?;
+                st.emit_account_code(&call_id, &device, &code);
+            }
+            other => {
+                return Err(SimError::http(
+                    404,
+                    format!(
+                        "{other:?} is not a call action (answer, hold, retrieve, transfer, divert, clear, account-code)"
+                    ),
+                ))
+            }
+        }
+        Ok(st.call_json(&call_id))
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HotDeskBody {
+    guest: String,
+    host: Option<String>,
+}
+
+fn hotdesk_reply(sw: &Switch, guest: String, action: HotDeskAction) -> Reply {
+    let mut st = sw.lock();
+    let event = st.hotdesk(&HotDeskRequest { guest, action })?;
+    st.emit_hotdesk(&event);
+    Ok(json!({ "guest": event.guest, "host": event.host }))
+}
+
+async fn hotdesk(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
+    respond((|| {
+        let b: HotDeskBody = parse(&body)?;
+        let host = need(b.host, "host")?;
+        hotdesk_reply(&sw, b.guest, HotDeskAction::Associate { host })
+    })())
+}
+
+async fn hotdesk_cancel(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
+    respond((|| {
+        let b: HotDeskBody = parse(&body)?;
+        hotdesk_reply(&sw, b.guest, HotDeskAction::Cancel)
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StallBody {
+    on: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DelayBody {
+    ms: Option<u64>,
+    min_ms: Option<u64>,
+    max_ms: Option<u64>,
+    seed: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RejectBody {
+    count: u64,
+    category: Option<String>,
+    value: Option<String>,
+    request: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DropBody {
+    link: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    link: usize,
+    up: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum GarbageKind {
+    Frame,
+    Xml,
+    Truncated,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GarbageBody {
+    kind: GarbageKind,
+    link: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: String,
+}
+
+/// XML element content must not be able to break the document: the values the control API
+/// puts on the wire are restricted to a safe alphabet.
+fn xml_safe(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+}
+
+async fn fault(sw: web::Data<Switch>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let fault = path.into_inner();
+    respond((|| {
+        let mut extra = json!({});
+        match fault.as_str() {
+            "stall" => {
+                let b: StallBody = parse(&body)?;
+                sw.lock().set_stall(b.on);
+            }
+            "delay" => {
+                let b: DelayBody = parse(&body)?;
+                match (b.ms, b.min_ms, b.max_ms) {
+                    (Some(ms), None, None) if b.seed.is_none() => sw.lock().set_delay_fixed(ms),
+                    (None, Some(min), Some(max)) if min <= max => {
+                        sw.lock().set_delay_random(min, max, b.seed.unwrap_or(0))
+                    }
+                    _ => {
+                        return Err(SimError::bad_request(
+                            "give either {\"ms\": N} or {\"minMs\": A, \"maxMs\": B, \"seed\": S} with A <= B",
+                        ))
+                    }
+                }
+            }
+            "reject" => {
+                let b: RejectBody = parse(&body)?;
+                let category = b.category.unwrap_or_else(|| "operation".to_owned());
+                let value = b.value.unwrap_or_else(|| "generic".to_owned());
+                if !ERROR_CATEGORIES.contains(&category.as_str()) {
+                    return Err(SimError::bad_request(format!(
+                        "{category:?} is not a CSTA error category (one of {})",
+                        ERROR_CATEGORIES.join(", ")
+                    )));
+                }
+                if !xml_safe(&value) {
+                    return Err(SimError::bad_request(
+                        "the error value must be letters, digits, '_', '-', '.' or ':'",
+                    ));
+                }
+                sw.lock()
+                    .set_reject(b.count, CstaError::new(category, value), b.request);
+            }
+            "drop" => {
+                let b: DropBody = parse(&body)?;
+                let n = sw.lock().drop_connections(b.link)?;
+                extra = json!({ "dropped": n });
+            }
+            "link" => {
+                let b: LinkBody = parse(&body)?;
+                sw.lock().set_link(b.link, b.up)?;
+            }
+            "garbage" => {
+                let b: GarbageBody = parse(&body)?;
+                let kind = match b.kind {
+                    GarbageKind::Frame => Garbage::Frame,
+                    GarbageKind::Xml => Garbage::Xml,
+                    GarbageKind::Truncated => Garbage::Truncated,
+                };
+                let n = sw.lock().garbage(kind, b.link)?;
+                extra = json!({ "sent": n });
+            }
+            "status" => {
+                let b: StatusBody = parse(&body)?;
+                if !xml_safe(&b.status) {
+                    return Err(SimError::bad_request(
+                        "the status must be letters, digits, '_', '-', '.' or ':'",
+                    ));
+                }
+                sw.lock().set_status(b.status);
+            }
+            "clear" => {
+                let _: Value = parse(&body)?;
+                sw.lock().clear_faults();
+            }
+            other => {
+                return Err(SimError::http(
+                    404,
+                    format!(
+                        "{other:?} is not a fault (stall, delay, reject, drop, link, garbage, status, clear)"
+                    ),
+                ))
+            }
+        }
+        let mut reply = json!({ "faults": sw.lock().faults_json() });
+        if let (Some(r), Some(e)) = (reply.as_object_mut(), extra.as_object()) {
+            r.extend(e.clone());
+        }
+        Ok(reply)
+    })())
+}
