@@ -231,7 +231,10 @@ impl Extension {
             MonitorState::Idle => {
                 self.monitor = MonitorState::Starting(vec![(client, reference_id, mode)]);
                 self.hotdesk_known = false;
-                let fut = self.switch.handle.addr.send(StartMonitor(self.dn.clone()));
+                let Some(link) = self.switch.link().cloned() else {
+                    return self.not_started(ctx);
+                };
+                let fut = link.send(StartMonitor(self.dn.clone()));
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
                     let waiters = match std::mem::replace(&mut act.monitor, MonitorState::Idle) {
                         MonitorState::Starting(w) => w,
@@ -268,6 +271,23 @@ impl Extension {
                 }));
             }
         }
+    }
+
+    /// The switch's link layer is not started yet (only possible during start-up).
+    fn not_started(&mut self, ctx: &mut Context<Self>) {
+        if let MonitorState::Starting(waiters) =
+            std::mem::replace(&mut self.monitor, MonitorState::Idle)
+        {
+            for (client, reference_id, _) in waiters {
+                let e = self.error(
+                    reference_id,
+                    ErrorCode::Internal,
+                    "The router is still starting; retry in a moment.".into(),
+                );
+                self.reply_error(&client, &e, None);
+            }
+        }
+        self.maybe_retire(ctx);
     }
 
     fn on_unregister(
@@ -479,7 +499,18 @@ impl Extension {
             tag,
         };
         self.in_flight = Some((tag, req));
-        let fut = self.switch.handle.addr.send(routed);
+        let Some(link) = self.switch.link().cloned() else {
+            if let Some((_, req)) = self.in_flight.take() {
+                self.finish(
+                    req,
+                    Err(LinkError::NoSwitch {
+                        switch: self.switch.name.clone(),
+                    }),
+                );
+            }
+            return;
+        };
+        let fut = link.send(routed);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let res = res.unwrap_or_else(|_| {
                 Err(LinkError::LinkLost {
@@ -734,10 +765,9 @@ impl Extension {
             return;
         }
         if matches!(self.monitor, MonitorState::Active) {
-            self.switch
-                .handle
-                .addr
-                .do_send(StopMonitor(self.dn.clone()));
+            if let Some(link) = self.switch.link() {
+                link.do_send(StopMonitor(self.dn.clone()));
+            }
             self.monitor = MonitorState::Idle;
         }
         for c in std::mem::take(&mut self.calls) {

@@ -36,8 +36,8 @@ pub struct SwitchCtx {
     pub plan: DnPlan,
     /// Whether it is an embedded simulator.
     pub simulated: bool,
-    /// The link layer.
-    pub handle: SwitchHandle,
+    /// The link layer (set once at start, before any client can connect).
+    pub handle: OnceLock<SwitchHandle>,
     /// Whether the switch has an operational, announced link.
     pub link_up: AtomicBool,
     /// The active link's index (meaningful while `link_up`).
@@ -60,6 +60,13 @@ pub struct Shared {
     pub arbiters: Vec<ArbiterHandle>,
     /// Round-robin position in `arbiters`.
     pub next_arbiter: AtomicUsize,
+}
+
+impl SwitchCtx {
+    /// The switch actor, once started.
+    pub fn link(&self) -> Option<&Addr<crate::link::Switch>> {
+        self.handle.get().map(|h| &h.addr)
+    }
 }
 
 impl Shared {

@@ -1,76 +1,247 @@
-//! Process wiring: start the embedded simulators, the switches and their links, and run until
-//! SIGTERM or Ctrl-C.
+//! Process wiring: embedded simulators, switches and their links, router shards, the WebSocket
+//! endpoint and the health endpoints; then run until SIGTERM or Ctrl-C.
 
+use crate::calls::CallTable;
 use crate::config::Config;
-use crate::link::{Switch, SwitchEvent, SwitchHandle};
+use crate::link::Switch;
+use crate::router::{Router, Shared, SwitchCtx};
+use crate::session::{self, Hub};
 use crate::sim::{SimConfig, Simulator};
 use actix::prelude::*;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Why the router could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The runtime or a listener failed.
+    /// A listener could not be bound, or the runtime failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Logs link changes until the router actor exists to act on them.
-struct LinkLog;
-
-impl Actor for LinkLog {
-    type Context = Context<Self>;
+/// A running router: what tests and the binary need to reach it.
+pub struct Running {
+    /// The shared state (switches, configuration, clients).
+    pub shared: Arc<Shared>,
+    /// Where the WebSocket endpoint listens.
+    pub client_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    pub metrics_addr: SocketAddr,
+    /// The embedded simulators.
+    pub simulators: Vec<Simulator>,
+    http: Vec<actix_web::dev::ServerHandle>,
+    sessions: CancellationToken,
 }
 
-impl Handler<SwitchEvent> for LinkLog {
-    type Result = ();
-
-    fn handle(&mut self, ev: SwitchEvent, _: &mut Self::Context) {
-        match ev {
-            SwitchEvent::LinkUp { switch, link } => info!(%switch, link, "switch operational"),
-            SwitchEvent::LinkDown { switch, link } => warn!(%switch, link, "switch lost its link"),
-            _ => {}
+impl Running {
+    /// Stop accepting, close every client with 1001, stop monitors and simulators.
+    pub async fn stop(self) {
+        for h in &self.http {
+            h.pause().await;
+        }
+        self.sessions.cancel();
+        // Give sessions a moment to send their close frames and release registrations.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !self.shared.hub.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for h in &self.http {
+            h.stop(true).await;
+        }
+        for sim in &self.simulators {
+            sim.shutdown();
         }
     }
 }
 
-/// Start everything the configuration describes and run until a termination signal.
+/// Start everything the configuration describes on the current actix System.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    let mut simulators = Vec::new();
+    for sw in config.switch.iter().filter(|s| s.simulated) {
+        let sim = Simulator::start(SimConfig {
+            name: sw.name.clone(),
+            dns: crate::dnplan::DnPlan::parse(&sw.dns).unwrap_or_default(),
+            links: sw.link.iter().map(|l| l.address).collect(),
+            control: sw.simulator_control,
+            dialect: sw.dialect(),
+        })
+        .await?;
+        warn!(
+            switch = %sw.name,
+            links = ?sim.link_addrs(),
+            control = ?sim.control_addr(),
+            "switch {} is SIMULATED (embedded pbx-sim), not a real PBX",
+            sw.name
+        );
+        simulators.push(sim);
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
+    let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
+    let mut switch_configs = config.switch_configs();
+    // Simulators bound to port 0 tell us their real addresses.
+    let mut sims = simulators.iter();
+    for (entry, sc) in config.switch.iter().zip(switch_configs.iter_mut()) {
+        if entry.simulated {
+            if let Some(sim) = sims.next() {
+                for (link, addr) in sc.links.iter_mut().zip(sim.link_addrs()) {
+                    link.address = addr;
+                }
+            }
+        }
+    }
+    let switches: Vec<Arc<SwitchCtx>> = config
+        .switch
+        .iter()
+        .zip(config.plans.iter())
+        .enumerate()
+        .map(|(index, (sw, plan))| {
+            Arc::new(SwitchCtx {
+                index,
+                name: Arc::from(sw.name.as_str()),
+                plan: plan.clone(),
+                simulated: sw.simulated,
+                handle: OnceLock::new(),
+                link_up: AtomicBool::new(false),
+                active_link: AtomicUsize::new(0),
+                calls: CallTable::default(),
+                router: OnceLock::new(),
+            })
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        config,
+        switches,
+        hub: Hub::default(),
+        arbiters: arbiters.clone(),
+        next_arbiter: AtomicUsize::new(0),
+    });
+    for (sw, sc) in shared.switches.iter().zip(switch_configs) {
+        let router = {
+            let (shared, sw) = (shared.clone(), sw.clone());
+            let arbiter = &arbiters[sw.index % arbiters.len()];
+            Router::start_in_arbiter(arbiter, move |_| Router::new(shared, sw))
+        };
+        let _ = sw.router.set(router.clone());
+        let handle = Switch::start(sc, router.recipient(), &arbiters);
+        let _ = sw.handle.set(handle);
+    }
+
+    let sessions = CancellationToken::new();
+    let server = &shared.config.server;
+    let ws_state = (shared.clone(), sessions.clone());
+    let client_server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(ws_state.clone()))
+            .route("/v1", web::get().to(ws_endpoint))
+    })
+    .workers(threads)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .bind(server.client_listen)
+    .map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen for clients on {} (server.client-listen): {e}",
+                server.client_listen
+            ),
+        )
+    })?;
+    let client_addr = client_server
+        .addrs()
+        .first()
+        .copied()
+        .unwrap_or(server.client_listen);
+    let metrics_state = shared.clone();
+    let metrics_server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(metrics_state.clone()))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(server.metrics_listen)
+    .map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen for metrics on {} (server.metrics-listen): {e}",
+                server.metrics_listen
+            ),
+        )
+    })?;
+    let metrics_addr = metrics_server
+        .addrs()
+        .first()
+        .copied()
+        .unwrap_or(server.metrics_listen);
+    let client_server = client_server.run();
+    let metrics_server = metrics_server.run();
+    let http = vec![client_server.handle(), metrics_server.handle()];
+    actix_rt::spawn(client_server);
+    actix_rt::spawn(metrics_server);
+    info!(%client_addr, "clients: ws://{client_addr}/v1");
+    info!(%metrics_addr, "metrics: http://{metrics_addr}/metrics (health: /healthz, /readyz)");
+    Ok(Running {
+        shared,
+        client_addr,
+        metrics_addr,
+        simulators,
+        http,
+        sessions,
+    })
+}
+
+async fn ws_endpoint(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<(Arc<Shared>, CancellationToken)>,
+) -> actix_web::Result<HttpResponse> {
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (shared, shutdown) = (state.0.clone(), state.1.clone());
+    actix_web::rt::spawn(session::run(shared, session, stream, shutdown));
+    Ok(response)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    let mut body = String::from("ready\n");
+    for s in &shared.switches {
+        let up = s.link_up.load(Ordering::Relaxed);
+        body.push_str(&format!(
+            "switch {} link {}\n",
+            s.name,
+            if up { "connected" } else { "disconnected" }
+        ));
+    }
+    HttpResponse::Ok().content_type("text/plain").body(body)
+}
+
+/// Run the router until a termination signal, then stop it cleanly.
 pub fn run(config: Config) -> Result<(), ServerError> {
     let system = actix::System::new();
     system.block_on(async move {
-        let mut sims = Vec::new();
-        for sw in config.switch.iter().filter(|s| s.simulated) {
-            let sim = Simulator::start(SimConfig {
-                name: sw.name.clone(),
-                dns: crate::dnplan::DnPlan::parse(&sw.dns).unwrap_or_default(),
-                links: sw.link.iter().map(|l| l.address).collect(),
-                control: sw.simulator_control,
-                dialect: sw.dialect(),
-            })
-            .await?;
-            warn!(
-                switch = %sw.name,
-                links = ?sim.link_addrs(),
-                control = ?sim.control_addr(),
-                "switch {} is SIMULATED (embedded pbx-sim): not a real PBX",
-                sw.name
-            );
-            sims.push(sim);
-        }
-        let log = LinkLog.start().recipient();
-        let arbiters: Vec<actix::ArbiterHandle> =
-            (0..2).map(|_| actix::Arbiter::new().handle()).collect();
-        let switches: Vec<SwitchHandle> = config
-            .switch_configs()
-            .into_iter()
-            .map(|c| Switch::start(c, log.clone(), &arbiters))
-            .collect();
-        info!(switches = switches.len(), "csta-router running");
+        let running = start(config).await?;
+        info!(
+            switches = running.shared.switches.len(),
+            "csta-router running"
+        );
         shutdown_signal().await;
-        info!("shutting down");
-        for sim in &sims {
-            sim.shutdown();
-        }
+        info!("shutting down: closing clients with 1001");
+        running.stop().await;
         Ok::<(), ServerError>(())
     })?;
     Ok(())

@@ -1,0 +1,300 @@
+//! Harness for end-to-end tests: the real router (its `server::start`, the same code the binary
+//! runs) with two embedded simulated switches on ephemeral loopback ports, real WebSocket
+//! clients, and the simulators' HTTP control API to act as phones and faulty switches.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use super::sim_control::SimControl;
+use csta_router::config::Config;
+use csta_router::server::{start, Running};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Once;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+static PANICKED: AtomicBool = AtomicBool::new(false);
+static HOOK: Once = Once::new();
+
+/// Record any panic of product code anywhere in the process (an actor thread, a spawned task),
+/// so that a test fails when the router or the simulator panicked even if the panic was caught
+/// and the test's own assertions passed. Panics raised by test code (failed assertions, in
+/// `tests/`) are left to the test harness.
+pub fn watch_panics() {
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_tests = info
+                .location()
+                .is_some_and(|l| l.file().starts_with("tests/") || l.file().contains("/tests/"));
+            if !in_tests {
+                PANICKED.store(true, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Fail if anything panicked so far.
+pub fn assert_no_panic() {
+    assert!(
+        !PANICKED.load(Ordering::SeqCst),
+        "the router or the simulator panicked at some point (see \"panicked at\" in the output)"
+    );
+}
+
+/// The second dialect, applied to both switches and their simulators.
+pub const SECOND_DIALECT: &str = r#"
+csta-namespace = "http://www.ecma-international.org/standards/ecma-323/csta/ed6"
+hotdesk-namespace = "urn:example:hotdesk"
+escape-root = "EscapeService"
+private-data = "extensions"
+accode-encoding = "hex"
+"#;
+
+/// Whether `CSTA_DIALECT=second` asks for the whole suite in the second dialect.
+pub fn dialect_from_env() -> &'static str {
+    match std::env::var("CSTA_DIALECT").as_deref() {
+        Ok("second") => SECOND_DIALECT,
+        _ => "",
+    }
+}
+
+/// A test configuration: two simulated switches, everything on port 0, fast timers.
+pub fn config_text(extra_options: &str, dialect: &str) -> String {
+    format!(
+        r#"
+[server]
+client-listen = "127.0.0.1:0"
+metrics-listen = "127.0.0.1:0"
+client-queue = 64
+client-ping-interval = "10s"
+
+[options]
+request-timeout = "800ms"
+kpl-interval = "0s"
+reconnect-min = "20ms"
+reconnect-max = "200ms"
+{extra_options}
+
+[[switch]]
+name = "sw1"
+dns = ["4000-4999", "5000-5999"]
+simulated = true
+simulator-control = "127.0.0.1:0"
+{dialect}
+[[switch.link]]
+address = "127.0.0.1:0"
+priority = 1
+
+[[switch]]
+name = "sw2"
+dns = ["6000-6999", "7000-7999"]
+simulated = true
+simulator-control = "127.0.0.1:0"
+{dialect}
+[[switch.link]]
+address = "127.0.0.1:0"
+priority = 1
+"#
+    )
+}
+
+/// A running router with its simulators.
+pub struct Router {
+    /// The router.
+    pub running: Running,
+    /// Control API of sw1's simulator.
+    pub sw1: SimControl,
+    /// Control API of sw2's simulator.
+    pub sw2: SimControl,
+}
+
+impl Router {
+    /// Start with the default test configuration (in the dialect `CSTA_DIALECT` asks for).
+    pub async fn start() -> Router {
+        Router::with(&config_text("", dialect_from_env())).await
+    }
+
+    /// Start with a configuration text.
+    pub async fn with(text: &str) -> Router {
+        watch_panics();
+        let config = Config::parse(text, "test configuration").unwrap();
+        let running = start(config).await.unwrap();
+        let sw1 = SimControl {
+            addr: running.simulators[0].control_addr().unwrap(),
+        };
+        let sw2 = SimControl {
+            addr: running.simulators[1].control_addr().unwrap(),
+        };
+        let r = Router { running, sw1, sw2 };
+        r.wait_links_up().await;
+        r
+    }
+
+    /// Wait until every switch has announced its link.
+    pub async fn wait_links_up(&self) {
+        for _ in 0..500 {
+            if self
+                .running
+                .shared
+                .switches
+                .iter()
+                .all(|s| s.link_up.load(Ordering::Relaxed))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the switches' links did not come up");
+    }
+
+    /// The WebSocket URL.
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1", self.running.client_addr)
+    }
+
+    /// A connected client that has sent `RequestOpen` and read `EventServerConnected` and the
+    /// link events.
+    pub async fn client(&self) -> Client {
+        let mut c = Client::connect(&self.url()).await;
+        let reply = c
+            .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "test"}))
+            .await;
+        assert_eq!(reply["message"], "EventServerConnected", "{reply}");
+        for _ in 0..self.running.shared.switches.len() {
+            let ev = c.recv().await;
+            assert!(
+                ev["message"].as_str().unwrap().starts_with("EventLink"),
+                "{ev}"
+            );
+        }
+        c
+    }
+
+    /// Stop the router and check nothing panicked.
+    pub async fn stop(self) {
+        self.running.stop().await;
+        assert_no_panic();
+    }
+}
+
+static NEXT_REF: AtomicU64 = AtomicU64::new(1);
+
+/// A WebSocket client speaking the client protocol.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    /// Connect (no RequestOpen yet).
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client { ws }
+    }
+
+    /// Send a JSON value as a text frame.
+    pub async fn send(&mut self, v: &Value) {
+        self.ws.send(Ws::text(v.to_string())).await.unwrap();
+    }
+
+    /// Send raw text.
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws.send(Ws::text(t.to_owned())).await.unwrap();
+    }
+
+    /// The next JSON message (pings answered by the library), within 5 s.
+    pub async fn recv(&mut self) -> Value {
+        match self.next(Duration::from_secs(5)).await {
+            Some(v) => v,
+            None => panic!("no message within 5 s"),
+        }
+    }
+
+    /// The next JSON message within `within`, or `None`.
+    pub async fn next(&mut self, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None) => panic!("the connection closed"),
+                Ok(Some(Err(e))) => panic!("WebSocket error: {e}"),
+                Ok(Some(Ok(Ws::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    check_time(&v);
+                    return Some(v);
+                }
+                Ok(Some(Ok(Ws::Close(c)))) => panic!("closed by the router: {c:?}"),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Assert nothing arrives within 200 ms.
+    pub async fn expect_nothing(&mut self) {
+        if let Some(v) = self.next(Duration::from_millis(200)).await {
+            panic!("unexpected message {v}");
+        }
+    }
+
+    /// Send a request with a fresh referenceId and return the reply (the next message).
+    pub async fn request(&mut self, mut v: Value) -> Value {
+        let id = NEXT_REF.fetch_add(1, Ordering::Relaxed);
+        v["referenceId"] = json!(id);
+        self.send(&v).await;
+        let reply = self.recv().await;
+        assert_eq!(reply["referenceId"], json!(id), "reply to {v}: {reply}");
+        reply
+    }
+
+    /// Register a DN (share mode) and check `EventRegistered`.
+    pub async fn register(&mut self, dn: &str) -> Value {
+        let r = self
+            .request(json!({"message": "RequestRegisterAddress", "thisDn": dn}))
+            .await;
+        assert_eq!(r["message"], "EventRegistered", "{r}");
+        r
+    }
+
+    /// Wait for the close frame and return its code.
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.ws.next()).await {
+                Err(_) => panic!("not closed within 5 s"),
+                Ok(None) => panic!("connection ended without a close frame"),
+                Ok(Some(Ok(Ws::Close(Some(frame))))) => return u16::from(frame.code),
+                Ok(Some(Ok(Ws::Close(None)))) => return u16::from(CloseCode::Status),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("WebSocket error before the close frame: {e}"),
+            }
+        }
+    }
+}
+
+/// Every message from the router carries `time`: RFC 3339, UTC, milliseconds.
+pub fn check_time(v: &Value) {
+    let t = v["time"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no time in {v}"));
+    assert!(
+        t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T' && t.as_bytes()[19] == b'.',
+        "time {t:?} is not RFC 3339 UTC with milliseconds"
+    );
+}
+
+/// The message without its `time` (checked on receipt) and, for events, with `eventSeq`
+/// replaced by `"<seq>"` after checking it is a positive integer.
+pub fn normalized(v: &Value) -> Value {
+    let mut v = v.clone();
+    let obj = v.as_object_mut().unwrap();
+    obj.remove("time");
+    if let Some(seq) = obj.get("eventSeq") {
+        assert!(seq.as_u64().is_some_and(|s| s > 0), "eventSeq {seq}");
+        obj.insert("eventSeq".into(), json!("<seq>"));
+    }
+    v
+}
