@@ -481,7 +481,7 @@ async fn timeouts_and_link_loss() {
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     r.sw1.post_ok("/faults/drop", json!({})).await;
-    let mut got = vec![c.recv().await, c.recv().await];
+    let mut got = [c.recv().await, c.recv().await];
     got.sort_by_key(|v| v["message"].as_str().unwrap().to_owned());
     assert_eq!(got[0]["referenceId"], 777);
     assert_error(&got[0], 54, json!({"thisDn": "5001", "switch": "sw1"}));
@@ -565,7 +565,7 @@ async fn phone_hotdesk_reaches_guest_and_host_clients() {
     r.sw1
         .post_ok("/hotdesk", json!({"guest": "5003", "host": "4003"}))
         .await;
-    let mut copies = vec![both.recv().await, both.recv().await];
+    let mut copies = [both.recv().await, both.recv().await];
     copies.sort_by_key(|v| v["monitoredDn"].as_str().unwrap().to_owned());
     for (copy, monitored) in copies.iter().zip(["4003", "5003"]) {
         assert_eq!(
