@@ -235,6 +235,20 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let system = actix::System::new();
     system.block_on(async move {
         let running = start(config).await?;
+        // One machine-readable line on stdout, so that scripts and tests that asked for port 0
+        // learn where to connect.
+        println!(
+            "{}",
+            serde_json::json!({
+                "clients": running.client_addr.to_string(),
+                "metrics": running.metrics_addr.to_string(),
+                "simulators": running.simulators.iter().map(|s| serde_json::json!({
+                    "name": s.name(),
+                    "links": s.link_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "control": s.control_addr().map(|a| a.to_string()),
+                })).collect::<Vec<_>>(),
+            })
+        );
         info!(
             switches = running.shared.switches.len(),
             "csta-router running"

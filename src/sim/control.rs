@@ -53,6 +53,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/calls/{call_id}/{action}", web::post().to(call_action))
         .route("/hotdesk", web::post().to(hotdesk))
         .route("/hotdesk/cancel", web::post().to(hotdesk_cancel))
+        .route("/burst", web::post().to(burst))
         .route("/faults/{fault}", web::post().to(fault))
         .default_service(web::to(not_found));
 }
@@ -190,6 +191,60 @@ async fn hotdesk_cancel(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse
     respond((|| {
         let b: HotDeskBody = parse(&body)?;
         hotdesk_reply(&sw, b.guest, HotDeskAction::Cancel)
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BurstBody {
+    guest: String,
+    host: String,
+    #[serde(default = "one")]
+    pairs: u64,
+    #[serde(default = "one")]
+    count: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// `count` rounds of hot-desk associate + cancel from the phone, on `pairs` consecutive
+/// guest/host pairs starting at `guest`/`host` (numbers incremented, width kept): a burst of
+/// events for load and slow-consumer tests, generated inside the switch as fast as it can send.
+async fn burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
+    respond((|| {
+        let b: BurstBody = parse(&body)?;
+        let nth = |base: &str, i: u64| -> Result<String, SimError> {
+            let n: u64 = base
+                .parse()
+                .map_err(|_| SimError::bad_request(format!("{base:?} is not a number")))?;
+            Ok(format!("{:0width$}", n + i, width = base.len()))
+        };
+        if b.pairs.saturating_mul(b.count) > 1_000_000 {
+            return Err(SimError::bad_request("at most 1,000,000 rounds per burst"));
+        }
+        let pairs: Vec<(String, String)> = (0..b.pairs)
+            .map(|i| Ok((nth(&b.guest, i)?, nth(&b.host, i)?)))
+            .collect::<Result<_, SimError>>()?;
+        let mut events = 0u64;
+        for _ in 0..b.count {
+            for (guest, host) in &pairs {
+                for action in [
+                    HotDeskAction::Associate { host: host.clone() },
+                    HotDeskAction::Cancel,
+                ] {
+                    let mut st = sw.lock();
+                    let event = st.hotdesk(&HotDeskRequest {
+                        guest: guest.clone(),
+                        action,
+                    })?;
+                    st.emit_hotdesk(&event);
+                    events += 1;
+                }
+            }
+        }
+        Ok(json!({ "hotdeskEvents": events }))
     })())
 }
 
