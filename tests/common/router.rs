@@ -70,7 +70,6 @@ pub fn config_text(extra_options: &str, dialect: &str) -> String {
 [server]
 client-listen = "127.0.0.1:0"
 metrics-listen = "127.0.0.1:0"
-client-queue = 64
 client-ping-interval = "10s"
 
 [options]

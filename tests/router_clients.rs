@@ -1,0 +1,393 @@
+//! Client life cycles end to end: slow consumers, liveness, disconnects releasing monitors,
+//! monitors lost across a reconnect, connIds kept within the grace period, and the binary on its
+//! embedded default configuration.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/router.rs"]
+mod router;
+#[path = "common/sim_control.rs"]
+mod sim_control;
+
+use csta_router::router::CountExtensions;
+use futures_util::StreamExt;
+use router::{config_text, dialect_from_env, normalized, Client, Router};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpSocket;
+
+/// A client whose socket has a tiny receive buffer, so that not reading fills up quickly.
+async fn tiny_buffer_client(r: &Router) -> Client {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(r.running.client_addr).await.unwrap();
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (ws, _) = tokio_tungstenite::client_async(r.url(), stream)
+        .await
+        .unwrap();
+    let mut c = Client { ws };
+    let reply = c
+        .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "slow"}))
+        .await;
+    assert_eq!(reply["message"], "EventServerConnected");
+    c.recv().await;
+    c.recv().await;
+    c
+}
+
+async fn extension_actors(r: &Router) -> usize {
+    let mut n = 0;
+    for s in &r.running.shared.switches {
+        n += s.router.get().unwrap().send(CountExtensions).await.unwrap();
+    }
+    n
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_client_that_stops_reading_is_closed_with_4008_and_others_get_every_event() {
+    let r = Router::start().await;
+    let mut good = r.client().await;
+    good.register("5041").await;
+    let mut slow = tiny_buffer_client(&r).await;
+    slow.register("5041").await;
+    // The slow client never reads again; the switch sends 50,000 events on 5041's monitor
+    // (more than the shipped queue of 4096 plus socket buffers), in chunks the good client
+    // reads as they come.
+    let rounds = 1000;
+    let mut last_seq = 0;
+    for _chunk in 0..25 {
+        let burst = r
+            .sw1
+            .post_ok(
+                "/burst",
+                json!({"guest": "5041", "host": "4041", "count": rounds}),
+            )
+            .await;
+        assert_eq!(burst["hotdeskEvents"], json!(2 * rounds));
+        for i in 0..2 * rounds {
+            let ev = good.recv().await;
+            assert_eq!(ev["monitoredDn"], "5041");
+            assert_eq!(
+                ev["privateMsgId"],
+                json!(if i % 2 == 0 { 1 } else { 2 }),
+                "event {i}"
+            );
+            let seq = ev["eventSeq"].as_u64().unwrap();
+            assert!(seq > last_seq, "in order");
+            last_seq = seq;
+        }
+    }
+    good.expect_nothing().await;
+    // The slow client was cut off: reading now shows what had been sent, then close 4008.
+    assert_eq!(slow.closed().await, 4008);
+    // Its registration was released; the good client's remains.
+    let q = good
+        .request(json!({"message": "RequestQueryAddress", "thisDn": "5041"}))
+        .await;
+    assert_eq!(q["message"], "EventAddressInfo");
+    assert_eq!(r.sw1.state().await["monitors"].as_array().unwrap().len(), 1);
+    r.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_client_that_does_not_answer_pings_is_closed() {
+    let text = config_text("", dialect_from_env()).replace(
+        "client-ping-interval = \"10s\"",
+        "client-ping-interval = \"50ms\"\nclient-ping-tolerance = 2",
+    );
+    let r = Router::with(&text).await;
+    let mut alive = r.client().await;
+    alive.register("5045").await;
+    let mut mute = r.client().await;
+    mute.register("5045").await;
+    // `mute` does not read (so does not answer pings) for a while; `alive` keeps reading.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(600) {
+        assert!(alive.next(Duration::from_millis(50)).await.is_none());
+    }
+    assert_eq!(mute.closed().await, 1000);
+    // Its registration is gone: one client left on 5045, and events still reach the other.
+    r.sw1
+        .post_ok("/hotdesk", json!({"guest": "5045", "host": "4045"}))
+        .await;
+    assert_eq!(alive.recv().await["privateMsgId"], 1);
+    r.stop().await;
+}
+
+#[actix_rt::test]
+async fn monitors_are_reference_counted_and_released_on_disconnect() {
+    let r = Router::start().await;
+    let mut a = r.client().await;
+    let mut b = r.client().await;
+    a.register("5051").await;
+    b.register("5051").await;
+    b.request(
+        json!({"message": "RequestRegisterAddress", "thisDn": "6051", "registerMode": "monitor"}),
+    )
+    .await;
+    assert_eq!(r.sw1.state().await["monitors"].as_array().unwrap().len(), 1);
+    assert_eq!(r.sw2.state().await["monitors"].as_array().unwrap().len(), 1);
+    assert_eq!(extension_actors(&r).await, 2);
+    a.ws.close(None).await.unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(r.sw1.state().await["monitors"].as_array().unwrap().len(), 1);
+    drop(b);
+    eventually("monitors stopped", async || {
+        r.sw1.state().await["monitors"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+            && r.sw2.state().await["monitors"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+    })
+    .await;
+    eventually("extension actors retired", async || {
+        extension_actors(&r).await == 0
+    })
+    .await;
+    // A DN can be registered again afterwards (a new actor, a new monitor).
+    let mut c = r.client().await;
+    c.register("5051").await;
+    assert_eq!(r.sw1.state().await["monitors"].as_array().unwrap().len(), 1);
+    r.stop().await;
+}
+
+#[actix_rt::test]
+async fn concurrent_registrations_share_one_monitor_start() {
+    let r = Router::start().await;
+    r.sw1.post_ok("/faults/delay", json!({"ms": 150})).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(r.client().await);
+    }
+    for c in clients.iter_mut() {
+        c.send(&json!({"message": "RequestRegisterAddress", "referenceId": 9, "thisDn": "5055"}))
+            .await;
+    }
+    for c in clients.iter_mut() {
+        assert_eq!(c.recv().await["message"], "EventRegistered");
+    }
+    let state = r.sw1.state().await;
+    assert_eq!(state["monitors"].as_array().unwrap().len(), 1, "{state}");
+    r.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_monitor_refused_after_reconnect_unregisters_the_dn() {
+    let r = Router::start().await;
+    let mut c = r.client().await;
+    c.register("5061").await;
+    c.register("5062").await;
+    r.sw1
+        .post_ok("/faults/reject", json!({"count": 1, "category": "operation", "value": "invalidDeviceID", "request": "MonitorStart"}))
+        .await;
+    r.sw1.post_ok("/faults/drop", json!({})).await;
+    let mut got: Vec<Value> = Vec::new();
+    for _ in 0..3 {
+        got.push(normalized(&c.recv().await));
+    }
+    assert_eq!(
+        got[0],
+        json!({"message": "EventLinkDisconnected", "switch": "sw1", "link": 0})
+    );
+    let unregistered = got
+        .iter()
+        .find(|m| m["message"] == "EventUnregistered")
+        .unwrap()
+        .clone();
+    let lost_dn = unregistered["thisDn"].as_str().unwrap().to_owned();
+    assert!(lost_dn == "5061" || lost_dn == "5062");
+    assert_eq!(unregistered["errorCode"], 59);
+    assert_eq!(unregistered["switch"], "sw1");
+    assert!(unregistered.get("referenceId").is_none());
+    assert!(unregistered["errorMessage"].as_str().unwrap().len() > 20);
+    assert!(got
+        .iter()
+        .any(|m| m == &json!({"message": "EventLinkConnected", "switch": "sw1", "link": 0})));
+    // The other DN is monitored again; the lost one is not registered any more.
+    let kept = if lost_dn == "5061" { "5062" } else { "5061" };
+    let monitors = r.sw1.state().await["monitors"].clone();
+    assert_eq!(monitors.as_array().unwrap().len(), 1);
+    assert_eq!(monitors[0]["device"], kept);
+    let reply = c
+        .request(json!({"message": "RequestPrivateService", "thisDn": lost_dn, "privateMsgId": 2}))
+        .await;
+    assert_eq!(reply["errorCode"], 41);
+    c.expect_nothing().await;
+    r.stop().await;
+}
+
+#[actix_rt::test]
+async fn conn_ids_survive_a_link_loss_within_the_grace_period() {
+    let r = Router::start().await;
+    let mut c = r.client().await;
+    c.register("5071").await;
+    let call = r
+        .sw1
+        .post_ok("/calls", json!({"from": "5071", "to": "5072"}))
+        .await;
+    let call_id = call["callId"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let q = c
+        .request(json!({"message": "RequestQueryAddress", "thisDn": "5071"}))
+        .await;
+    let conn_id = q["calls"][0].as_str().unwrap().to_owned();
+
+    r.sw1.post_ok("/faults/drop", json!({})).await;
+    assert_eq!(c.recv().await["message"], "EventLinkDisconnected");
+    assert_eq!(c.recv().await["message"], "EventLinkConnected");
+    let q = c
+        .request(json!({"message": "RequestQueryAddress", "thisDn": "5071"}))
+        .await;
+    assert_eq!(q["calls"], json!([]), "call lists are cleared on link loss");
+    r.sw1
+        .post_ok(
+            &format!("/calls/{call_id}/account-code"),
+            json!({"device": "5071", "code": "55"}),
+        )
+        .await;
+    let ev = c.recv().await;
+    assert_eq!(
+        ev["connId"],
+        json!(conn_id),
+        "same call ID within call-grace: same connId"
+    );
+
+    // After the call clears, the switch may reuse its ID: that is a new call.
+    r.sw1
+        .post_ok(&format!("/calls/{call_id}/clear"), json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.sw1
+        .post_ok(
+            "/calls",
+            json!({"from": "5071", "to": "5073", "callId": call_id}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let q = c
+        .request(json!({"message": "RequestQueryAddress", "thisDn": "5071"}))
+        .await;
+    assert_eq!(q["calls"].as_array().unwrap().len(), 1);
+    assert_ne!(
+        q["calls"][0],
+        json!(conn_id),
+        "a reused call ID is a new connId"
+    );
+    r.stop().await;
+}
+
+#[test]
+fn the_binary_runs_out_of_the_box_on_the_embedded_default() {
+    let dir = std::env::temp_dir().join(format!("csta-router-default-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // No config/ here: the embedded default (two simulated switches) is used.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_csta-router"))
+        .current_dir(&dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let ready: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ready["clients"], "127.0.0.1:7700");
+    assert_eq!(ready["metrics"], "127.0.0.1:9464");
+    assert_eq!(ready["simulators"].as_array().unwrap().len(), 2);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let close_code = rt.block_on(async {
+        let mut c = Client::connect("ws://127.0.0.1:7700/v1").await;
+        let reply = c
+            .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "readme"}))
+            .await;
+        assert_eq!(reply["message"], "EventServerConnected");
+        assert!(reply["switches"].as_array().unwrap().iter().all(|s| s["simulated"] == true));
+        // Wait for both switches to be connected.
+        let mut connected = 0;
+        for _ in 0..2 {
+            if c.recv().await["message"] == "EventLinkConnected" {
+                connected += 1;
+            }
+        }
+        while connected < 2 {
+            if c.recv().await["message"] == "EventLinkConnected" {
+                connected += 1;
+            }
+        }
+        c.register("5001").await;
+        let reply = c
+            .request(json!({"message": "RequestPrivateService", "thisDn": "5001", "privateMsgId": 1, "extensions": {"HOST_DN": "4001"}}))
+            .await;
+        assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
+        assert_eq!(c.recv().await["privateMsgId"], 1);
+        let reply = c
+            .request(json!({"message": "RequestPrivateService", "thisDn": "5001", "privateMsgId": 2}))
+            .await;
+        assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
+        assert_eq!(c.recv().await["privateMsgId"], 2);
+        // SIGTERM: clients are closed with 1001 and the process exits 0.
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let code = c.closed().await;
+        let _ = c.ws.next().await;
+        code
+    });
+    assert_eq!(close_code, 1001);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}\n{stderr}");
+    assert!(
+        stderr.contains("SIMULATED"),
+        "warns that the switches are simulated:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("ws://127.0.0.1:7700/v1"),
+        "logs where it listens:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("private service"),
+        "audit line per private service:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the router did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
