@@ -17,8 +17,9 @@ use crate::csta::{
 };
 use crate::errors::{self, Service};
 use crate::link::{LinkError, MonitorOutcome, RoutedRequest, StartMonitor, StopMonitor};
-use crate::protocol::{event_error, ErrorCode, Outgoing, ProtocolError, RegisterMode};
-use crate::router::{Bounce, DnOp, Retiring, Router, Shared, SwitchCtx, ToDn};
+use crate::protocol::Outgoing as Json;
+use crate::protocol::{event_error, ErrorCode, ProtocolError, RegisterMode, SharedText};
+use crate::router::{Bounce, Delivery, DnOp, Outgoing, Retiring, Router, Shared, SwitchCtx, ToDn};
 use crate::session::ClientHandle;
 use actix::prelude::*;
 use serde_json::{Map, Value};
@@ -47,6 +48,8 @@ pub struct CstaEvent {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Answer {
+    /// The answer's position in the switch's stream (for ordered delivery).
+    pub seq: u64,
     /// The request's tag.
     pub tag: u64,
     /// The answer.
@@ -131,6 +134,9 @@ pub struct Extension {
     in_flight: Option<(u64, PendingRequest)>,
     next_tag: u64,
     retiring: bool,
+    /// While handling an event or answer: what it makes clients receive, handed to the router
+    /// to be queued in order (see `router::Delivery`).
+    outbox: Option<Vec<Outgoing>>,
 }
 
 impl Extension {
@@ -159,6 +165,7 @@ impl Extension {
             in_flight: None,
             next_tag: 0,
             retiring: false,
+            outbox: None,
         }
     }
 
@@ -192,7 +199,7 @@ impl Extension {
 
     fn registered(&self, client: &ClientHandle, reference_id: u64, mode: RegisterMode) {
         client.reply(
-            Outgoing::new("EventRegistered")
+            Json::new("EventRegistered")
                 .reference(reference_id)
                 .with("thisDn", &*self.dn)
                 .with("switch", &*self.switch.name)
@@ -305,7 +312,7 @@ impl Extension {
         if let Some(reference_id) = reference_id {
             if removed {
                 client.reply(
-                    Outgoing::new("EventUnregistered")
+                    Json::new("EventUnregistered")
                         .reference(reference_id)
                         .with("thisDn", &*self.dn)
                         .finish(),
@@ -329,7 +336,7 @@ impl Extension {
         let mut calls: Vec<&Call> = self.calls.iter().collect();
         calls.sort_by_key(|c| c.added);
         client.reply(
-            Outgoing::new("EventAddressInfo")
+            Json::new("EventAddressInfo")
                 .reference(reference_id)
                 .with("thisDn", &*self.dn)
                 .with("switch", &*self.switch.name)
@@ -554,7 +561,7 @@ impl Extension {
                     Service::HotdeskCancel => 2,
                     _ => 501,
                 };
-                let mut out = Outgoing::new("EventPrivateInfo")
+                let mut out = Json::new("EventPrivateInfo")
                     .reference(req.reference_id)
                     .with("privateMsgId", msg_id)
                     .with("thisDn", &*self.dn)
@@ -573,11 +580,12 @@ impl Extension {
                 if let Some(conn) = &req.conn_id {
                     out = out.with("connId", conn.as_str());
                 }
-                req.client.reply(out.finish());
+                self.emit(vec![req.client.clone()], out.finish(), true);
             }
             Err((code, message, ext)) => {
                 let e = self.error(req.reference_id, code, message);
-                self.reply_error(&req.client, &e, ext);
+                let text = event_error(&e, Some(&self.switch.name), ext);
+                self.emit(vec![req.client.clone()], text, true);
             }
         }
     }
@@ -593,22 +601,36 @@ impl Extension {
         self.next_request(ctx);
     }
 
-    /// Queue one serialized event to every subscriber.
-    fn deliver(&mut self, text: crate::protocol::SharedText) {
-        let mut gone = false;
-        for s in &self.subscribers {
-            if !s.client.push(text.clone(), false) {
-                gone = true;
+    /// Queue a message to some clients: through the router's reorder buffer while handling an
+    /// event or answer, directly otherwise.
+    fn emit(&mut self, to: Vec<ClientHandle>, text: SharedText, reply: bool) {
+        match &mut self.outbox {
+            Some(out) => out.push(Outgoing { text, to, reply }),
+            None => {
+                for c in &to {
+                    c.push(text.clone(), reply);
+                }
             }
-        }
-        if gone {
-            // Slow or closed clients: their sessions release them; stop feeding them now.
-            self.subscribers.retain(|s| s.client.is_open());
         }
     }
 
-    fn event_base(&self, seq: u64, msg_id: u32) -> Outgoing {
-        Outgoing::new("EventPrivateInfo")
+    /// Queue one serialized event to every subscriber still there.
+    fn deliver(&mut self, text: SharedText) {
+        self.subscribers.retain(|s| s.client.is_open());
+        let to = self.subscribers.iter().map(|s| s.client.clone()).collect();
+        self.emit(to, text, false);
+    }
+
+    /// Run `f` collecting what it sends, and hand that to the router for ordered delivery.
+    fn ordered(&mut self, seq: u64, f: impl FnOnce(&mut Self)) {
+        self.outbox = Some(Vec::new());
+        f(self);
+        let out = self.outbox.take().unwrap_or_default();
+        self.router.do_send(Delivery { seq, out });
+    }
+
+    fn event_base(&self, seq: u64, msg_id: u32) -> Json {
+        Json::new("EventPrivateInfo")
             .with("privateMsgId", msg_id)
             .with("monitoredDn", &*self.dn)
             .with("switch", &*self.switch.name)
@@ -853,9 +875,11 @@ impl Handler<CstaEvent> for Extension {
     type Result = ();
 
     fn handle(&mut self, ev: CstaEvent, _: &mut Self::Context) {
-        if !self.retiring {
-            self.on_event(ev.seq, &ev.message);
-        }
+        self.ordered(ev.seq, |act| {
+            if !act.retiring {
+                act.on_event(ev.seq, &ev.message);
+            }
+        });
     }
 }
 
@@ -863,7 +887,7 @@ impl Handler<Answer> for Extension {
     type Result = ();
 
     fn handle(&mut self, a: Answer, ctx: &mut Self::Context) {
-        self.on_answer(a.tag, a.result, ctx);
+        self.ordered(a.seq, |act| act.on_answer(a.tag, a.result, ctx));
     }
 }
 
@@ -884,7 +908,7 @@ impl Handler<MonitorLost> for Extension {
 
     fn handle(&mut self, lost: MonitorLost, ctx: &mut Self::Context) {
         let (code, message) = errors::link_error(&lost.error, Service::Monitor, &self.dn);
-        let text = Outgoing::new("EventUnregistered")
+        let text = Json::new("EventUnregistered")
             .with("thisDn", &*self.dn)
             .with("switch", &*self.switch.name)
             .with("errorCode", code.code())

@@ -29,8 +29,10 @@
 //! - [`sim`]: the PBX simulator, a real CSTA peer over TCP (embedded or `pbx-sim`).
 //! - [`config`]: the TOML configuration; [`server`]: process wiring.
 //!
-//! Link and extension actors are spread over a pool of Arbiters (threads), router shards get
-//! one each, so adding switches adds capacity rather than load on one thread.
+//! Threads: each switch's router shard and extension actors share an Arbiter (thread) of the
+//! switch's own, which keeps one client's replies and events of a switch in order; link actors
+//! (CSTA reading and parsing) run on a pool of Arbiters. Adding switches adds threads rather
+//! than load on one.
 
 pub mod calls;
 pub mod config;

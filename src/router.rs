@@ -1,13 +1,16 @@
 //! The router: which switch owns a DN, which extension actor holds it, and the hand-off of
 //! client requests and switch events to that actor.
 //!
-//! There is one [`Router`] actor per switch (a shard of the routing table), each on its own
-//! Arbiter: a DN's switch is found from the immutable DN plans in [`Shared`] without asking any
-//! actor, and everything about the DN then flows through that switch's router, so adding
-//! switches adds routing capacity instead of load on one thread. The router keeps no per-DN
+//! There is one [`Router`] actor per switch (a shard of the routing table), each on an Arbiter
+//! (thread) of its own, and the switch's [`Extension`] actors live on that same thread: a DN's
+//! switch is found from the immutable DN plans in [`Shared`] without asking any actor, and
+//! everything about the DN then flows through that switch's thread. Adding switches therefore
+//! adds threads instead of load on one; and because one thread runs a switch's per-DN actors
+//! in the order they were handed work, a client registered on several DNs of a switch gets
+//! replies and events in the order the switch's frames were read. The router keeps no per-DN
 //! state but the map from DN to extension actor; the work per DN (state, request queue,
-//! serialization and fan-out of events) happens in the [`Extension`] actors, spread over all
-//! Arbiters.
+//! serialization and fan-out of events) happens in the extension actors. The link actors,
+//! which read and parse CSTA, run on a separate pool of threads.
 //!
 //! An extension actor is created on the first request for its DN and retires itself when it
 //! has nothing left to do (no subscriber, no request). Retiring is a handshake
@@ -19,7 +22,7 @@ use crate::config::Config;
 use crate::dnplan::DnPlan;
 use crate::extension::{CstaEvent, Extension, ExtensionOp, LinkChange, MonitorLost, RetireAck};
 use crate::link::{SwitchEvent, SwitchHandle};
-use crate::protocol::{ErrorCode, Outgoing, ProtocolError, RegisterMode};
+use crate::protocol::{ErrorCode, ProtocolError, RegisterMode};
 use crate::session::{ClientHandle, Hub};
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -56,10 +59,6 @@ pub struct Shared {
     pub switches: Vec<Arc<SwitchCtx>>,
     /// Every open client session.
     pub hub: Hub,
-    /// Arbiters over which extension actors are spread.
-    pub arbiters: Vec<ArbiterHandle>,
-    /// Round-robin position in `arbiters`.
-    pub next_arbiter: AtomicUsize,
 }
 
 impl SwitchCtx {
@@ -82,14 +81,6 @@ impl Shared {
         } else {
             vec![1, 2]
         }
-    }
-
-    fn arbiter(&self) -> Option<ArbiterHandle> {
-        if self.arbiters.is_empty() {
-            return None;
-        }
-        let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        self.arbiters.get(i).cloned()
     }
 }
 
@@ -159,17 +150,45 @@ pub struct Retiring {
 #[rtype(result = "()")]
 pub struct Bounce(pub ToDn);
 
+/// What an extension actor made of an event or answer: messages for clients, to be queued in
+/// the order of `seq` (see [`Router`]'s reorder buffer).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Delivery {
+    /// The event's or answer's position in the switch's stream.
+    pub seq: u64,
+    /// The messages: for each, the clients and whether it is a reply.
+    pub out: Vec<Outgoing>,
+}
+
+/// One message for some clients.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The serialized message, shared by all its recipients.
+    pub text: crate::protocol::SharedText,
+    /// Who gets it.
+    pub to: Vec<ClientHandle>,
+    /// Whether it answers a request (of its single recipient).
+    pub reply: bool,
+}
+
 /// Ask how many extension actors the router has (metrics, tests).
 #[derive(Debug, Message)]
 #[rtype(result = "usize")]
 pub struct CountExtensions;
 
 /// The router shard of one switch (see the [module docs](self)).
+///
+/// Reorder buffer: every event and answer handed to an extension actor is noted by its `seq`;
+/// the actor hands back what it made of it as a [`Delivery`], and deliveries are queued to the
+/// clients strictly in `seq` order. So however the actors of the switch's DNs are scheduled,
+/// a client sees replies and events in the order the switch's frames were read.
 pub struct Router {
     shared: Arc<Shared>,
     switch: Arc<SwitchCtx>,
     extensions: HashMap<Arc<str>, (u64, Addr<Extension>)>,
     next_id: u64,
+    reorder: std::collections::VecDeque<(u64, Option<Vec<Outgoing>>)>,
 }
 
 impl Router {
@@ -180,6 +199,7 @@ impl Router {
             switch,
             extensions: HashMap::new(),
             next_id: 0,
+            reorder: std::collections::VecDeque::new(),
         }
     }
 
@@ -198,10 +218,10 @@ impl Router {
             );
             move || Extension::new(dn, id, shared, switch, router)
         };
-        let addr = match self.shared.arbiter() {
-            Some(arbiter) => Extension::start_in_arbiter(&arbiter, move |_| ext()),
-            None => ext().start(),
-        };
+        // On this router's own Arbiter: all of a switch's per-DN work shares one thread, so a
+        // client registered on several DNs of the switch gets replies and events in the order
+        // the frames were read (the thread runs the actors in the order they were handed work).
+        let addr = ext().start();
         self.extensions.insert(dn.clone(), (id, addr.clone()));
         addr
     }
@@ -229,7 +249,7 @@ impl Router {
                     reference_id,
                 } => {
                     client.reply(
-                        Outgoing::new("EventAddressInfo")
+                        crate::protocol::Outgoing::new("EventAddressInfo")
                             .reference(*reference_id)
                             .with("thisDn", &*msg.dn)
                             .with("switch", &*self.switch.name)
@@ -282,6 +302,27 @@ impl Handler<Retiring> for Router {
     }
 }
 
+impl Handler<Delivery> for Router {
+    type Result = ();
+
+    fn handle(&mut self, d: Delivery, _: &mut Self::Context) {
+        // Usually the front; search from there.
+        if let Some(slot) = self.reorder.iter_mut().find(|(seq, _)| *seq == d.seq) {
+            slot.1 = Some(d.out);
+        }
+        while let Some((_, Some(_))) = self.reorder.front() {
+            let Some((_, Some(out))) = self.reorder.pop_front() else {
+                break;
+            };
+            for o in out {
+                for client in &o.to {
+                    client.push(o.text.clone(), o.reply);
+                }
+            }
+        }
+    }
+}
+
 impl Handler<CountExtensions> for Router {
     type Result = usize;
 
@@ -299,14 +340,20 @@ impl Handler<SwitchEvent> for Router {
                 seq, dn, message, ..
             } => {
                 if let Some((_, ext)) = self.extensions.get(&dn) {
+                    self.reorder.push_back((seq, None));
                     ext.do_send(CstaEvent { seq, message });
                 }
             }
             SwitchEvent::Answer {
-                dn, tag, result, ..
+                dn,
+                tag,
+                seq,
+                result,
+                ..
             } => {
                 if let Some((_, ext)) = self.extensions.get(&dn) {
-                    ext.do_send(crate::extension::Answer { tag, result });
+                    self.reorder.push_back((seq, None));
+                    ext.do_send(crate::extension::Answer { seq, tag, result });
                 }
             }
             SwitchEvent::MonitorLost { dn, error, .. } => {
@@ -321,7 +368,7 @@ impl Handler<SwitchEvent> for Router {
                     ext.do_send(LinkChange { up: true });
                 }
                 self.shared.hub.broadcast(
-                    Outgoing::new("EventLinkConnected")
+                    crate::protocol::Outgoing::new("EventLinkConnected")
                         .with("switch", &*self.switch.name)
                         .with("link", link)
                         .finish(),
@@ -336,7 +383,7 @@ impl Handler<SwitchEvent> for Router {
                     ext.do_send(LinkChange { up: false });
                 }
                 self.shared.hub.broadcast(
-                    Outgoing::new("EventLinkDisconnected")
+                    crate::protocol::Outgoing::new("EventLinkDisconnected")
                         .with("switch", &*self.switch.name)
                         .with("link", link)
                         .finish(),

@@ -84,6 +84,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .map(|n| n.get())
         .unwrap_or(2)
         .max(2);
+    // Link actors (CSTA reading and parsing) are spread over a pool of threads.
     let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
     let mut switch_configs = config.switch_configs();
     // Simulators bound to port 0 tell us their real addresses.
@@ -120,14 +121,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         config,
         switches,
         hub: Hub::default(),
-        arbiters: arbiters.clone(),
-        next_arbiter: AtomicUsize::new(0),
     });
     for (sw, sc) in shared.switches.iter().zip(switch_configs) {
         let router = {
             let (shared, sw) = (shared.clone(), sw.clone());
-            let arbiter = &arbiters[sw.index % arbiters.len()];
-            Router::start_in_arbiter(arbiter, move |_| Router::new(shared, sw))
+            // One thread per switch for its routing and per-DN work (see `router`).
+            let arbiter = Arbiter::new().handle();
+            Router::start_in_arbiter(&arbiter, move |_| Router::new(shared, sw))
         };
         let _ = sw.router.set(router.clone());
         let handle = Switch::start(sc, router.recipient(), &arbiters);

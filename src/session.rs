@@ -30,9 +30,13 @@ pub struct Outbound {
     pub reply: bool,
 }
 
-/// How the router reaches a client. Cheap to clone; pushing never waits.
+/// How the router reaches a client. Cheap to clone (one reference count); pushing never waits.
 #[derive(Debug, Clone)]
-pub struct ClientHandle {
+pub struct ClientHandle(Arc<ClientInner>);
+
+/// The parts of a client handle.
+#[derive(Debug)]
+pub struct ClientInner {
     /// Unique per connection for the life of the process.
     pub id: u64,
     /// The application name from `RequestOpen`.
@@ -43,7 +47,15 @@ pub struct ClientHandle {
     slow: CancellationToken,
 }
 
-impl ClientHandle {
+impl std::ops::Deref for ClientHandle {
+    type Target = ClientInner;
+
+    fn deref(&self) -> &ClientInner {
+        &self.0
+    }
+}
+
+impl ClientInner {
     /// Queue a message; `false` if the client is gone or too slow (it is then being closed).
     pub fn push(&self, text: SharedText, reply: bool) -> bool {
         match self.tx.try_send(Outbound { text, reply }) {
@@ -204,7 +216,7 @@ pub async fn run(
     };
     // The handle exists from the start so replies before RequestOpen share the queue, but it
     // joins the hub (link events) only once the client is open.
-    let mut pending_handle = Some(ClientHandle {
+    let mut pending_handle = Some(ClientInner {
         id,
         application: Arc::from(""),
         access: Access::Control,
@@ -315,7 +327,7 @@ pub async fn run(
 }
 
 impl State {
-    fn on_text(&mut self, text: &str, pending_handle: &mut Option<ClientHandle>) -> Next {
+    fn on_text(&mut self, text: &str, pending_handle: &mut Option<ClientInner>) -> Next {
         let parsed = protocol::parse_request(text);
         let Some(client) = self.client.clone() else {
             // Before RequestOpen only RequestOpen is accepted.
@@ -362,6 +374,7 @@ impl State {
                         }
                     }
                     handle.application = Arc::from(application.as_str());
+                    let handle = ClientHandle(Arc::new(handle));
                     info!(client = handle.id, application = %application, "client opened");
                     self.shared.hub.add(handle.clone());
                     self.client = Some(handle.clone());

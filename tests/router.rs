@@ -749,3 +749,59 @@ async fn fifty_pipelined_requests_on_one_dn_are_answered_in_order() {
     c.expect_nothing().await;
     r.stop().await;
 }
+
+#[actix_rt::test]
+async fn one_client_on_guest_and_host_gets_reply_and_events_in_frame_order() {
+    let r = Router::start().await;
+    let mut c = r.client().await;
+    c.register("5091").await;
+    c.register("4091").await;
+    for round in 0..20 {
+        for (id, ext) in [(1, json!({"HOST_DN": "4091"})), (2, json!({}))] {
+            let reply = c
+                .request(json!({"message": "RequestPrivateService", "thisDn": "5091", "privateMsgId": id, "extensions": ext}))
+                .await;
+            assert_eq!(
+                reply["message"], "EventPrivateInfo",
+                "round {round}: the reply comes first: {reply}"
+            );
+            let a = c.recv().await;
+            let b = c.recv().await;
+            assert_eq!(
+                (a["privateMsgId"].clone(), b["privateMsgId"].clone()),
+                (json!(id), json!(id))
+            );
+            assert!(
+                a["eventSeq"].as_u64().unwrap() < b["eventSeq"].as_u64().unwrap(),
+                "round {round}: events in the order the switch sent them: {a} then {b}"
+            );
+        }
+    }
+    c.expect_nothing().await;
+    r.stop().await;
+}
+
+#[actix_rt::test]
+async fn events_of_several_dns_of_a_switch_reach_a_client_in_switch_order() {
+    let r = Router::start().await;
+    let mut c = r.client().await;
+    c.register("5095").await;
+    c.register("4095").await;
+    let rounds = 500;
+    r.sw1
+        .post_ok("/burst", json!({"guest": "5095", "host": "4095", "count": rounds}))
+        .await;
+    let mut last = 0;
+    let mut per_dn = std::collections::HashMap::new();
+    for _ in 0..4 * rounds {
+        let ev = c.recv().await;
+        let seq = ev["eventSeq"].as_u64().unwrap();
+        assert!(seq > last, "eventSeq {seq} after {last}: {ev}");
+        last = seq;
+        *per_dn.entry(ev["monitoredDn"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(per_dn["5095"], 2 * rounds);
+    assert_eq!(per_dn["4095"], 2 * rounds);
+    c.expect_nothing().await;
+    r.stop().await;
+}

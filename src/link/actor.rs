@@ -544,10 +544,12 @@ impl LinkActor {
     }
 
     fn route_answer(&self, dn: Arc<str>, tag: u64, result: Result<Message, LinkError>) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.events.do_send(SwitchEvent::Answer {
             switch: self.switch.clone(),
             dn,
             tag,
+            seq,
             result,
         });
     }

@@ -192,6 +192,9 @@ pub enum SwitchEvent {
         dn: Arc<str>,
         /// The requester's tag.
         tag: u64,
+        /// Position among the switch's events and answers (same counter as `Csta::seq`), so
+        /// that replies and events can be delivered in the order the frames were read.
+        seq: u64,
         /// The switch's positive answer, or why there is none.
         result: Result<Message, LinkError>,
     },
