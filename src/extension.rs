@@ -137,6 +137,8 @@ pub struct Extension {
     /// While handling an event or answer: what it makes clients receive, handed to the router
     /// to be queued in order (see `router::Delivery`).
     outbox: Option<Vec<Outgoing>>,
+    /// Whether this DN counts in the registered-DNs gauge.
+    counted: bool,
 }
 
 impl Extension {
@@ -166,6 +168,7 @@ impl Extension {
             next_tag: 0,
             retiring: false,
             outbox: None,
+            counted: false,
         }
     }
 
@@ -220,6 +223,7 @@ impl Extension {
             Some(s) => s.mode = mode,
             None => self.subscribers.push(Subscriber { client, mode }),
         }
+        self.count_registration();
     }
 
     fn on_register(
@@ -362,7 +366,17 @@ impl Extension {
         extensions: BTreeMap<String, String>,
         ctx: &mut Context<Self>,
     ) {
+        let service = match msg_id {
+            1 => Some(Service::HotdeskInitiate),
+            2 => Some(Service::HotdeskCancel),
+            501 => Some(Service::SetAccountCode),
+            _ => None,
+        };
         let refuse = |act: &Self, code: ErrorCode, message: String| {
+            if let Some(service) = service {
+                crate::metrics::private_service(&act.switch.name, service, Some(code));
+            }
+            info!(target: "audit", application = %client.application, dn = %act.dn, service = msg_id, result = code.code(), "private service refused by the router");
             let e = act.error(reference_id, code, message);
             act.reply_error(&client, &e, None);
         };
@@ -553,6 +567,12 @@ impl Extension {
             Ok(()) => "ok".to_owned(),
             Err((code, _, _)) => code.code().to_string(),
         };
+        crate::metrics::private_service(
+            &self.switch.name,
+            req.service,
+            outcome.as_ref().err().map(|(code, _, _)| *code),
+        );
+        crate::metrics::association_latency(&self.switch.name, req.service, elapsed);
         info!(target: "audit", application = %req.client.application, dn = %self.dn, service = req.service.label(), result = %result_label, ms = elapsed.as_millis() as u64, "private service");
         match outcome {
             Ok(()) => {
@@ -640,6 +660,17 @@ impl Extension {
     fn on_event(&mut self, seq: u64, message: &Message) {
         match message {
             Message::PrivateEvent { event, .. } => {
+                match event.state {
+                    HotDeskState::Established => {
+                        self.switch.metrics.hotdesk_established.increment(1);
+                        self.switch
+                            .note_association(&event.guest, event.host.as_deref());
+                    }
+                    HotDeskState::Cancelled => {
+                        self.switch.metrics.hotdesk_cancelled.increment(1);
+                        self.switch.note_association(&event.guest, None);
+                    }
+                }
                 self.hotdesk_known = true;
                 let msg_id = match event.state {
                     HotDeskState::Established => {
@@ -676,6 +707,7 @@ impl Extension {
                 };
                 let conn_id = self.touch_call(call_id, false);
                 self.last_account_code = Some(account_code.clone());
+                self.switch.metrics.account_code.increment(1);
                 if !self.shared.config.options.accode_privateservice {
                     return;
                 }
@@ -777,7 +809,21 @@ impl Extension {
         }
     }
 
+    /// Keep the registered-DNs gauge in step with the subscriber list.
+    fn count_registration(&mut self) {
+        let registered = !self.subscribers.is_empty();
+        if registered != self.counted {
+            self.counted = registered;
+            if registered {
+                self.switch.metrics.registered_dns.increment(1.0);
+            } else {
+                self.switch.metrics.registered_dns.decrement(1.0);
+            }
+        }
+    }
+
     fn maybe_retire(&mut self, ctx: &mut Context<Self>) {
+        self.count_registration();
         if self.retiring
             || !self.subscribers.is_empty()
             || !matches!(self.monitor, MonitorState::Idle | MonitorState::Active)

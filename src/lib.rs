@@ -41,6 +41,7 @@ pub mod dnplan;
 pub mod errors;
 pub mod extension;
 pub mod link;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -383,6 +383,7 @@ pub fn event_error(
     switch: Option<&str>,
     extensions: Option<Map<String, Value>>,
 ) -> SharedText {
+    crate::metrics::error_sent(switch, e.code);
     let mut out = Outgoing::new("EventError")
         .reference(e.reference_id)
         .with("errorCode", e.code.code())

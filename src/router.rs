@@ -49,6 +49,10 @@ pub struct SwitchCtx {
     pub calls: CallTable,
     /// The switch's router shard (set once at start).
     pub router: OnceLock<Addr<Router>>,
+    /// Metric handles.
+    pub metrics: crate::metrics::SwitchMetrics,
+    /// Hot-desk associations last reported by the switch (guest → host), for the gauge.
+    pub associations: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// Configuration and switches, shared read-only by every actor and session.
@@ -62,6 +66,30 @@ pub struct Shared {
 }
 
 impl SwitchCtx {
+    /// How many associations are known.
+    pub fn associations_len(&self) -> usize {
+        self.associations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Note an association reported by the switch (`None`: the guest's ended).
+    pub fn note_association(&self, guest: &str, host: Option<&str>) {
+        let mut map = self
+            .associations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match host {
+            Some(h) => {
+                map.insert(guest.to_owned(), h.to_owned());
+            }
+            None => {
+                map.remove(guest);
+            }
+        }
+    }
+
     /// The switch actor, once started.
     pub fn link(&self) -> Option<&Addr<crate::link::Switch>> {
         self.handle.get().map(|h| &h.addr)
@@ -223,6 +251,7 @@ impl Router {
         // the frames were read (the thread runs the actors in the order they were handed work).
         let addr = ext().start();
         self.extensions.insert(dn.clone(), (id, addr.clone()));
+        self.switch.metrics.extension_actors.increment(1.0);
         addr
     }
 
@@ -297,6 +326,7 @@ impl Handler<Retiring> for Router {
                 // Everything forwarded to it so far is already in its mailbox, ahead of this.
                 addr.do_send(RetireAck);
                 self.extensions.remove(&msg.dn);
+                self.switch.metrics.extension_actors.decrement(1.0);
             }
         }
     }
@@ -314,11 +344,15 @@ impl Handler<Delivery> for Router {
             let Some((_, Some(out))) = self.reorder.pop_front() else {
                 break;
             };
+            let mut delivered = 0u64;
             for o in out {
                 for client in &o.to {
-                    client.push(o.text.clone(), o.reply);
+                    if client.push(o.text.clone(), o.reply) && !o.reply {
+                        delivered += 1;
+                    }
                 }
             }
+            self.switch.metrics.events_delivered.increment(delivered);
         }
     }
 }
@@ -376,6 +410,12 @@ impl Handler<SwitchEvent> for Router {
             }
             SwitchEvent::LinkDown { link, .. } => {
                 self.switch.link_up.store(false, Ordering::Relaxed);
+                // The switch is the authority: what we knew may be stale now.
+                self.switch
+                    .associations
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clear();
                 self.switch
                     .calls
                     .link_lost(self.shared.config.options.call_grace.0);

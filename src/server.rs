@@ -98,15 +98,27 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             }
         }
     }
+    let handle = crate::metrics::install(config.options.request_timeout.0);
+    let _ = handle;
+    crate::metrics::init_labels(
+        &config
+            .switch
+            .iter()
+            .map(|s| (Arc::from(s.name.as_str()), s.link.len()))
+            .collect::<Vec<_>>(),
+    );
     let switches: Vec<Arc<SwitchCtx>> = config
         .switch
         .iter()
         .zip(config.plans.iter())
         .enumerate()
         .map(|(index, (sw, plan))| {
+            let name: Arc<str> = Arc::from(sw.name.as_str());
             Arc::new(SwitchCtx {
                 index,
-                name: Arc::from(sw.name.as_str()),
+                metrics: crate::metrics::SwitchMetrics::new(&name),
+                associations: std::sync::Mutex::new(std::collections::HashMap::new()),
+                name,
                 plan: plan.clone(),
                 simulated: sw.simulated,
                 handle: OnceLock::new(),
@@ -164,6 +176,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let metrics_server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(metrics_state.clone()))
+            .route("/metrics", web::get().to(metrics_endpoint))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
     })
@@ -211,6 +224,12 @@ async fn ws_endpoint(
     let (shared, shutdown) = (state.0.clone(), state.1.clone());
     actix_web::rt::spawn(session::run(shared, session, stream, shutdown));
     Ok(response)
+}
+
+async fn metrics_endpoint(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render(&shared))
 }
 
 async fn healthz() -> HttpResponse {

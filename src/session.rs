@@ -200,6 +200,7 @@ pub async fn run(
     let server = &shared.config.server;
     let mut stream = stream.max_frame_size(server.max_frame_size);
     if shared.hub.len() >= server.max_clients {
+        crate::metrics::client_disconnected(CloseCause::Limit.label());
         let _ = session
             .close(close_reason(1013, "try again later: too many clients"))
             .await;
@@ -320,6 +321,7 @@ pub async fn run(
     }
     drop(rx);
     debug!(client = id, cause = cause.label(), "client session ends");
+    crate::metrics::client_disconnected(cause.label());
     if let Some((code, why)) = close {
         let closing = session.close(close_reason(code, why));
         let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;

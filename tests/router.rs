@@ -789,7 +789,10 @@ async fn events_of_several_dns_of_a_switch_reach_a_client_in_switch_order() {
     c.register("4095").await;
     let rounds = 500;
     r.sw1
-        .post_ok("/burst", json!({"guest": "5095", "host": "4095", "count": rounds}))
+        .post_ok(
+            "/burst",
+            json!({"guest": "5095", "host": "4095", "count": rounds}),
+        )
         .await;
     let mut last = 0;
     let mut per_dn = std::collections::HashMap::new();
@@ -798,7 +801,9 @@ async fn events_of_several_dns_of_a_switch_reach_a_client_in_switch_order() {
         let seq = ev["eventSeq"].as_u64().unwrap();
         assert!(seq > last, "eventSeq {seq} after {last}: {ev}");
         last = seq;
-        *per_dn.entry(ev["monitoredDn"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        *per_dn
+            .entry(ev["monitoredDn"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
     }
     assert_eq!(per_dn["5095"], 2 * rounds);
     assert_eq!(per_dn["4095"], 2 * rounds);

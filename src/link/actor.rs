@@ -82,6 +82,8 @@ enum Waiting {
 #[derive(Debug)]
 struct Pending {
     waiting: Waiting,
+    /// When the request was queued to the switch.
+    sent: Instant,
     name: &'static str,
     /// Tells this request from a later one that reuses its invoke ID.
     serial: u64,
@@ -104,6 +106,7 @@ pub struct LinkActor {
     events: Recipient<SwitchEvent>,
     seq: Arc<AtomicU64>,
     stats: Arc<LinkStats>,
+    metrics: crate::metrics::LinkMetrics,
     state: LinkState,
     generation: u64,
     connection: Option<Connection>,
@@ -137,6 +140,7 @@ impl LinkActor {
         LinkActor {
             invokes: InvokeAllocator::new(settings.first_invoke_id),
             backoff: Backoff::new(settings.reconnect_min, settings.reconnect_max),
+            metrics: crate::metrics::LinkMetrics::new(&switch, index),
             switch,
             index,
             address,
@@ -278,11 +282,13 @@ impl LinkActor {
             id.get(),
             Pending {
                 waiting,
+                sent: Instant::now(),
                 name,
                 serial,
             },
         );
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.in_flight.increment(1.0);
         // The timeout is the same for every request, so deadlines come in order: one queue and
         // one periodic check instead of a timer per request (actix polls every spawned timer of
         // an actor on each wake-up, which would make many requests in flight quadratic).
@@ -300,7 +306,10 @@ impl LinkActor {
         }
         let waiting = std::mem::replace(&mut p.waiting, Waiting::Expired);
         if !matches!(waiting, Waiting::Expired) {
-            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            {
+                self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.in_flight.decrement(1.0);
+            }
         }
         let err = LinkError::Timeout {
             switch: self.switch.clone(),
@@ -357,14 +366,21 @@ impl LinkActor {
             match p.waiting {
                 Waiting::Caller(tx) | Waiting::Monitor(_, tx) => {
                     let _ = tx.send(Err(err));
-                    self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    {
+                        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        self.metrics.in_flight.decrement(1.0);
+                    }
                 }
                 Waiting::Routed(dn, tag) => {
                     self.route_answer(dn, tag, Err(err));
-                    self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    {
+                        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        self.metrics.in_flight.decrement(1.0);
+                    }
                 }
                 Waiting::Handshake | Waiting::Keepalive => {
                     self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    self.metrics.in_flight.decrement(1.0);
                 }
                 Waiting::Expired => {}
             }
@@ -413,6 +429,7 @@ impl LinkActor {
             Ok(m) => m,
             Err(e) => {
                 self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics.decode_errors.increment(1);
                 warn!(switch = %self.switch, link = self.index, invoke = %frame.invoke_id, "skipping a CSTA frame that cannot be read: {e}");
                 if frame.invoke_id != InvokeId::EVENT {
                     self.answer(
@@ -470,6 +487,7 @@ impl LinkActor {
             debug!(switch = %self.switch, cross_ref, "event {} for an unknown monitor ignored", message.name());
             return;
         };
+        self.metrics.events_received.increment(1);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.events.do_send(SwitchEvent::Csta {
             switch: self.switch.clone(),
@@ -492,7 +510,11 @@ impl LinkActor {
         };
         self.invokes.release(id);
         if !matches!(p.waiting, Waiting::Expired) {
-            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.roundtrip(p.name, p.sent.elapsed());
+            {
+                self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.in_flight.decrement(1.0);
+            }
         }
         match p.waiting {
             Waiting::Caller(tx) => {
@@ -513,6 +535,7 @@ impl LinkActor {
                     self.handshakes += 1;
                     if self.handshakes > 1 {
                         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.reconnects.increment(1);
                     }
                     self.backoff.reset();
                     info!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link up (systemStatus {status})");
@@ -538,6 +561,7 @@ impl LinkActor {
             }
             Waiting::Expired => {
                 self.stats.late_answers.fetch_add(1, Ordering::Relaxed);
+                self.metrics.late_answers.increment(1);
                 debug!(switch = %self.switch, invoke = %id, request = p.name, "late answer dropped");
             }
         }

@@ -210,6 +210,7 @@ impl Switch {
 
     fn activate(&mut self, link: usize, ctx: &mut Context<Self>) {
         self.active = Some(link);
+        crate::metrics::link_up(&self.config.name, link, true);
         self.epoch += 1;
         let epoch = self.epoch;
         let addr = self.links[link].addr.clone();
@@ -283,6 +284,7 @@ impl Handler<LinkStatusChanged> for Switch {
         }
         if self.active == Some(msg.link) && msg.state != LinkState::Up {
             self.active = None;
+            crate::metrics::link_up(&self.config.name, msg.link, false);
             self.epoch += 1;
             if std::mem::take(&mut self.announced_up) {
                 self.events.do_send(SwitchEvent::LinkDown {

@@ -1,0 +1,399 @@
+//! Prometheus metrics (SPEC section 7).
+//!
+//! The `metrics` facade with the Prometheus recorder, rendered by the router's own HTTP server
+//! at `GET /metrics`. Every metric is described (HELP text), latencies are histograms with
+//! buckets from a millisecond up to the request timeout, and every label value known in
+//! advance (switches, links, services, results, error codes, reasons) is registered at 0 at
+//! start so that `rate()` and alerts work before the first event. No label takes a DN, a connId
+//! or any other unbounded value.
+//!
+//! Hot paths hold their counters as handles created once ([`SwitchMetrics`], the link actor's
+//! own), so counting is an atomic add, not a registry lookup. Gauges that are a count of
+//! something the router holds anyway (clients, calls, associations, extension actors) are read
+//! at scrape time instead of being maintained on every change.
+
+use crate::errors::Service;
+use crate::protocol::ErrorCode;
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Private-service requests by switch, service and result.
+pub const PRIVATE_SERVICE_REQUESTS: &str = "csta_router_private_service_requests_total";
+/// Client request to switch confirmation for hot-desking.
+pub const ASSOCIATION_LATENCY: &str = "csta_router_association_latency_seconds";
+/// Every `EventError` sent.
+pub const ERRORS: &str = "csta_router_errors_total";
+/// Private events received from switches.
+pub const PRIVATE_EVENTS: &str = "csta_router_private_events_total";
+/// Event copies delivered to clients.
+pub const EVENTS_DELIVERED: &str = "csta_router_events_delivered_total";
+/// CSTA events received from switches (any kind).
+pub const CSTA_EVENTS_RECEIVED: &str = "csta_router_csta_events_received_total";
+/// 1 for a switch's active link.
+pub const LINK_UP: &str = "csta_router_link_up";
+/// Successful reconnections of a link.
+pub const LINK_RECONNECTS: &str = "csta_router_link_reconnects_total";
+/// CSTA requests awaiting an answer.
+pub const CSTA_IN_FLIGHT: &str = "csta_router_csta_requests_in_flight";
+/// CSTA request to answer.
+pub const CSTA_ROUNDTRIP: &str = "csta_router_csta_roundtrip_seconds";
+/// Frames whose XML could not be read.
+pub const CSTA_DECODE_ERRORS: &str = "csta_router_csta_decode_errors_total";
+/// Answers that came after their request had timed out.
+pub const CSTA_LATE_ANSWERS: &str = "csta_router_csta_late_answers_total";
+/// Client connections open.
+pub const CLIENTS_CONNECTED: &str = "csta_router_clients_connected";
+/// Client connections closed, by reason.
+pub const CLIENT_DISCONNECTS: &str = "csta_router_client_disconnects_total";
+/// DNs with at least one registration.
+pub const REGISTERED_DNS: &str = "csta_router_registered_dns";
+/// Hot-desk associations known.
+pub const HOTDESK_ASSOCIATIONS: &str = "csta_router_hotdesk_associations";
+/// Calls tracked.
+pub const ACTIVE_CALLS: &str = "csta_router_active_calls";
+/// Extension actors alive.
+pub const EXTENSION_ACTORS: &str = "csta_router_extension_actors";
+
+/// The CSTA requests the router sends, for the round-trip histogram's `request` label.
+pub const CSTA_REQUESTS: [&str; 5] = [
+    "RequestSystemStatus",
+    "MonitorStart",
+    "MonitorStop",
+    "Escape",
+    "AssociateData",
+];
+
+/// Client disconnect reasons.
+pub const DISCONNECT_REASONS: [&str; 7] = [
+    "closed",
+    "slow_consumer",
+    "ping_timeout",
+    "protocol_error",
+    "auth",
+    "limit",
+    "shutdown",
+];
+
+/// Private event kinds.
+pub const PRIVATE_EVENT_KINDS: [&str; 3] =
+    ["hotdesk_established", "hotdesk_cancelled", "account_code"];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Histogram buckets from 1 ms up to (and including) the request timeout.
+pub fn buckets(request_timeout: Duration) -> Vec<f64> {
+    let top = request_timeout.as_secs_f64().max(0.001);
+    let mut b: Vec<f64> = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0,
+        60.0,
+    ]
+    .into_iter()
+    .filter(|v| *v < top)
+    .collect();
+    b.push(top);
+    b
+}
+
+/// Install the recorder (once per process; later calls return the same handle, so several
+/// routers in one test process share it) and describe every metric.
+pub fn install(request_timeout: Duration) -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let b = buckets(request_timeout);
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &b)
+                .and_then(|builder| builder.install_recorder());
+            let handle = match handle {
+                Ok(h) => h,
+                // Another recorder is installed (an embedding program's): render ours empty.
+                Err(e) => {
+                    tracing::warn!("metrics recorder not installed: {e}");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(PRIVATE_SERVICE_REQUESTS, Unit::Count, "Private-service requests from clients (1: initiate hot-desking, 2: cancel, 501: set account code), by switch, service and result: \"ok\" or the error code sent back.");
+    describe_histogram!(ASSOCIATION_LATENCY, Unit::Seconds, "Time from a client's hot-desk request to the switch's confirmation or refusal (successes and failures), by switch and operation.");
+    describe_counter!(
+        ERRORS,
+        Unit::Count,
+        "EventError messages sent to clients, by switch (empty when none applies) and error code."
+    );
+    describe_counter!(PRIVATE_EVENTS, Unit::Count, "Private events received from the switch and processed: hot-desk established/cancelled and account codes.");
+    describe_counter!(
+        EVENTS_DELIVERED,
+        Unit::Count,
+        "Event copies queued to clients (one per client per event)."
+    );
+    describe_counter!(
+        CSTA_EVENTS_RECEIVED,
+        Unit::Count,
+        "CSTA events received from the switch on its monitors."
+    );
+    describe_gauge!(
+        LINK_UP,
+        Unit::Count,
+        "1 for the switch's active CSTA link, 0 for its other links."
+    );
+    describe_counter!(
+        LINK_RECONNECTS,
+        Unit::Count,
+        "Times a CSTA link was established again after being lost."
+    );
+    describe_gauge!(
+        CSTA_IN_FLIGHT,
+        Unit::Count,
+        "CSTA requests sent to the switch and not yet answered (timed-out ones excluded)."
+    );
+    describe_histogram!(
+        CSTA_ROUNDTRIP,
+        Unit::Seconds,
+        "Time from sending a CSTA request to reading its answer, by switch and request."
+    );
+    describe_counter!(
+        CSTA_DECODE_ERRORS,
+        Unit::Count,
+        "CSTA frames whose XML could not be read (counted and skipped)."
+    );
+    describe_counter!(
+        CSTA_LATE_ANSWERS,
+        Unit::Count,
+        "CSTA answers that arrived after their request had timed out (dropped)."
+    );
+    describe_gauge!(
+        CLIENTS_CONNECTED,
+        Unit::Count,
+        "Client WebSocket connections open."
+    );
+    describe_counter!(
+        CLIENT_DISCONNECTS,
+        Unit::Count,
+        "Client connections closed, by reason."
+    );
+    describe_gauge!(
+        REGISTERED_DNS,
+        Unit::Count,
+        "DNs registered by at least one client."
+    );
+    describe_gauge!(
+        HOTDESK_ASSOCIATIONS,
+        Unit::Count,
+        "Distinct hot-desk associations known from the switch's events."
+    );
+    describe_gauge!(
+        ACTIVE_CALLS,
+        Unit::Count,
+        "Calls tracked on registered devices."
+    );
+    describe_gauge!(
+        EXTENSION_ACTORS,
+        Unit::Count,
+        "Extension actors alive (one per DN in use)."
+    );
+}
+
+/// Register every label value known in advance at 0.
+pub fn init_labels(switches: &[(Arc<str>, usize)]) {
+    for reason in DISCONNECT_REASONS {
+        metrics::counter!(CLIENT_DISCONNECTS, "reason" => reason).absolute(0);
+    }
+    metrics::gauge!(CLIENTS_CONNECTED).set(0.0);
+    for code in ErrorCode::ALL {
+        metrics::counter!(ERRORS, "switch" => "", "code" => code.code().to_string()).absolute(0);
+    }
+    for (switch, links) in switches {
+        let sw = switch.clone();
+        for service in Service::PRIVATE {
+            metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => "ok").absolute(0);
+            for code in ErrorCode::ALL {
+                metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => code.code().to_string()).absolute(0);
+            }
+        }
+        for op in ["associate", "cancel"] {
+            // Registers the histogram so its buckets render at 0.
+            let _ =
+                metrics::histogram!(ASSOCIATION_LATENCY, "switch" => sw.clone(), "operation" => op);
+        }
+        for code in ErrorCode::ALL {
+            metrics::counter!(ERRORS, "switch" => sw.clone(), "code" => code.code().to_string())
+                .absolute(0);
+        }
+        for kind in PRIVATE_EVENT_KINDS {
+            metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => kind).absolute(0);
+        }
+        for request in CSTA_REQUESTS {
+            let _ =
+                metrics::histogram!(CSTA_ROUNDTRIP, "switch" => sw.clone(), "request" => request);
+        }
+        for link in 0..*links {
+            metrics::gauge!(LINK_UP, "switch" => sw.clone(), "link" => link.to_string()).set(0.0);
+            metrics::counter!(LINK_RECONNECTS, "switch" => sw.clone(), "link" => link.to_string())
+                .absolute(0);
+        }
+        metrics::counter!(EVENTS_DELIVERED, "switch" => sw.clone()).absolute(0);
+        metrics::counter!(CSTA_EVENTS_RECEIVED, "switch" => sw.clone()).absolute(0);
+        metrics::counter!(CSTA_DECODE_ERRORS, "switch" => sw.clone()).absolute(0);
+        metrics::counter!(CSTA_LATE_ANSWERS, "switch" => sw.clone()).absolute(0);
+        metrics::gauge!(CSTA_IN_FLIGHT, "switch" => sw.clone()).set(0.0);
+        metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()).set(0.0);
+        metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()).set(0.0);
+        metrics::gauge!(ACTIVE_CALLS, "switch" => sw.clone()).set(0.0);
+        metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()).set(0.0);
+    }
+}
+
+/// Count an `EventError` (called where every one is built).
+pub fn error_sent(switch: Option<&str>, code: ErrorCode) {
+    let switch = switch.map(str::to_owned).unwrap_or_default();
+    metrics::counter!(ERRORS, "switch" => switch, "code" => code.code().to_string()).increment(1);
+}
+
+/// Count a client disconnect.
+pub fn client_disconnected(reason: &'static str) {
+    metrics::counter!(CLIENT_DISCONNECTS, "reason" => reason).increment(1);
+}
+
+/// Count a private-service request's outcome (`None`: ok).
+pub fn private_service(switch: &Arc<str>, service: Service, result: Option<ErrorCode>) {
+    if service == Service::Monitor {
+        return;
+    }
+    let result = result.map_or_else(|| "ok".to_owned(), |c| c.code().to_string());
+    metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => switch.clone(), "service" => service.label(), "result" => result).increment(1);
+}
+
+/// Record a hot-desk request's latency.
+pub fn association_latency(switch: &Arc<str>, service: Service, elapsed: Duration) {
+    let op = match service {
+        Service::HotdeskInitiate => "associate",
+        Service::HotdeskCancel => "cancel",
+        _ => return,
+    };
+    metrics::histogram!(ASSOCIATION_LATENCY, "switch" => switch.clone(), "operation" => op)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Handles for a switch's per-event counters, created once.
+#[derive(Debug, Clone)]
+pub struct SwitchMetrics {
+    /// Event copies queued to clients.
+    pub events_delivered: Counter,
+    /// Hot-desk established events.
+    pub hotdesk_established: Counter,
+    /// Hot-desk cancelled events.
+    pub hotdesk_cancelled: Counter,
+    /// Account-code events.
+    pub account_code: Counter,
+    /// Registered DNs.
+    pub registered_dns: Gauge,
+    /// Extension actors.
+    pub extension_actors: Gauge,
+    /// Hot-desk associations.
+    pub hotdesk_associations: Gauge,
+    /// Active calls.
+    pub active_calls: Gauge,
+}
+
+impl SwitchMetrics {
+    /// Handles for `switch`.
+    pub fn new(switch: &Arc<str>) -> SwitchMetrics {
+        let sw = switch.clone();
+        SwitchMetrics {
+            events_delivered: metrics::counter!(EVENTS_DELIVERED, "switch" => sw.clone()),
+            hotdesk_established: metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => "hotdesk_established"),
+            hotdesk_cancelled: metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => "hotdesk_cancelled"),
+            account_code: metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => "account_code"),
+            registered_dns: metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()),
+            extension_actors: metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()),
+            hotdesk_associations: metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()),
+            active_calls: metrics::gauge!(ACTIVE_CALLS, "switch" => sw),
+        }
+    }
+}
+
+/// Handles for one link's counters, created once by the link actor.
+#[derive(Debug, Clone)]
+pub struct LinkMetrics {
+    /// Requests in flight (per switch).
+    pub in_flight: Gauge,
+    /// Decode errors.
+    pub decode_errors: Counter,
+    /// Late answers.
+    pub late_answers: Counter,
+    /// Reconnects of this link.
+    pub reconnects: Counter,
+    /// CSTA events received.
+    pub events_received: Counter,
+    switch: Arc<str>,
+}
+
+impl LinkMetrics {
+    /// Handles for link `link` of `switch`.
+    pub fn new(switch: &Arc<str>, link: usize) -> LinkMetrics {
+        let sw = switch.clone();
+        LinkMetrics {
+            in_flight: metrics::gauge!(CSTA_IN_FLIGHT, "switch" => sw.clone()),
+            decode_errors: metrics::counter!(CSTA_DECODE_ERRORS, "switch" => sw.clone()),
+            late_answers: metrics::counter!(CSTA_LATE_ANSWERS, "switch" => sw.clone()),
+            reconnects: metrics::counter!(LINK_RECONNECTS, "switch" => sw.clone(), "link" => link.to_string()),
+            events_received: metrics::counter!(CSTA_EVENTS_RECEIVED, "switch" => sw.clone()),
+            switch: sw,
+        }
+    }
+
+    /// Record a request's round trip.
+    pub fn roundtrip(&self, request: &'static str, elapsed: Duration) {
+        metrics::histogram!(CSTA_ROUNDTRIP, "switch" => self.switch.clone(), "request" => request)
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+/// Set a link's `link_up` gauge.
+pub fn link_up(switch: &Arc<str>, link: usize, up: bool) {
+    metrics::gauge!(LINK_UP, "switch" => switch.clone(), "link" => link.to_string()).set(if up {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// The text exposition, after refreshing the scrape-time gauges.
+pub fn render(shared: &crate::router::Shared) -> String {
+    metrics::gauge!(CLIENTS_CONNECTED).set(shared.hub.len() as f64);
+    for s in &shared.switches {
+        s.metrics.active_calls.set(s.calls.len() as f64);
+        s.metrics
+            .hotdesk_associations
+            .set(s.associations_len() as f64);
+    }
+    match HANDLE.get() {
+        Some(h) => {
+            h.run_upkeep();
+            h.render()
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_end_at_the_request_timeout() {
+        let b = buckets(Duration::from_secs(4));
+        assert_eq!(b.first(), Some(&0.001));
+        assert_eq!(b.last(), Some(&4.0));
+        assert!(b.windows(2).all(|w| w[0] < w[1]));
+        let b = buckets(Duration::from_millis(800));
+        assert_eq!(b.last(), Some(&0.8));
+    }
+}
