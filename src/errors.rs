@@ -28,6 +28,16 @@ impl Service {
         }
     }
 
+    /// The private service of a `privateMsgId`, if it is one.
+    pub fn private(msg_id: u64) -> Option<Service> {
+        match msg_id {
+            1 => Some(Service::HotdeskInitiate),
+            2 => Some(Service::HotdeskCancel),
+            501 => Some(Service::SetAccountCode),
+            _ => None,
+        }
+    }
+
     /// The private services a client can request, for metrics exported at 0.
     pub const PRIVATE: [Service; 3] = [
         Service::HotdeskInitiate,

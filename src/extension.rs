@@ -366,12 +366,7 @@ impl Extension {
         extensions: BTreeMap<String, String>,
         ctx: &mut Context<Self>,
     ) {
-        let service = match msg_id {
-            1 => Some(Service::HotdeskInitiate),
-            2 => Some(Service::HotdeskCancel),
-            501 => Some(Service::SetAccountCode),
-            _ => None,
-        };
+        let service = Service::private(msg_id);
         let refuse = |act: &Self, code: ErrorCode, message: String| {
             if let Some(service) = service {
                 crate::metrics::private_service(&act.switch.name, service, Some(code));

@@ -33,6 +33,14 @@ pub const EVENTS_DELIVERED: &str = "csta_router_events_delivered_total";
 pub const CSTA_EVENTS_RECEIVED: &str = "csta_router_csta_events_received_total";
 /// 1 for a switch's active link.
 pub const LINK_UP: &str = "csta_router_link_up";
+/// 1 for each operational link (active or standby).
+pub const LINK_CONNECTED: &str = "csta_router_link_connected";
+/// Times the active link moved to another link.
+pub const LINK_FAILOVERS: &str = "csta_router_link_failovers_total";
+/// Keep-alives the switch did not answer in time.
+pub const KEEPALIVE_MISSES: &str = "csta_router_keepalive_misses_total";
+/// Links reset because the byte stream lost its framing.
+pub const FRAMING_RESETS: &str = "csta_router_csta_framing_resets_total";
 /// Successful reconnections of a link.
 pub const LINK_RECONNECTS: &str = "csta_router_link_reconnects_total";
 /// CSTA requests awaiting an answer.
@@ -143,6 +151,22 @@ fn describe() {
         Unit::Count,
         "1 for the switch's active CSTA link, 0 for its other links."
     );
+    describe_gauge!(LINK_CONNECTED, Unit::Count, "1 for each operational CSTA link of the switch (active or standby), so a dead standby link is seen before it is needed.");
+    describe_counter!(
+        LINK_FAILOVERS,
+        Unit::Count,
+        "Times the switch's active link moved to another link."
+    );
+    describe_counter!(
+        KEEPALIVE_MISSES,
+        Unit::Count,
+        "Keep-alive requests the switch did not answer within request-timeout."
+    );
+    describe_counter!(
+        FRAMING_RESETS,
+        Unit::Count,
+        "Times a link was reset because the CSTA byte stream lost its framing."
+    );
     describe_counter!(
         LINK_RECONNECTS,
         Unit::Count,
@@ -233,8 +257,13 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
             let _ =
                 metrics::histogram!(CSTA_ROUNDTRIP, "switch" => sw.clone(), "request" => request);
         }
+        metrics::counter!(LINK_FAILOVERS, "switch" => sw.clone()).absolute(0);
+        metrics::counter!(KEEPALIVE_MISSES, "switch" => sw.clone()).absolute(0);
+        metrics::counter!(FRAMING_RESETS, "switch" => sw.clone()).absolute(0);
         for link in 0..*links {
             metrics::gauge!(LINK_UP, "switch" => sw.clone(), "link" => link.to_string()).set(0.0);
+            metrics::gauge!(LINK_CONNECTED, "switch" => sw.clone(), "link" => link.to_string())
+                .set(0.0);
             metrics::counter!(LINK_RECONNECTS, "switch" => sw.clone(), "link" => link.to_string())
                 .absolute(0);
         }
@@ -332,6 +361,10 @@ pub struct LinkMetrics {
     pub reconnects: Counter,
     /// CSTA events received.
     pub events_received: Counter,
+    /// Keep-alive misses.
+    pub keepalive_misses: Counter,
+    /// Framing resets.
+    pub framing_resets: Counter,
     switch: Arc<str>,
 }
 
@@ -345,6 +378,8 @@ impl LinkMetrics {
             late_answers: metrics::counter!(CSTA_LATE_ANSWERS, "switch" => sw.clone()),
             reconnects: metrics::counter!(LINK_RECONNECTS, "switch" => sw.clone(), "link" => link.to_string()),
             events_received: metrics::counter!(CSTA_EVENTS_RECEIVED, "switch" => sw.clone()),
+            keepalive_misses: metrics::counter!(KEEPALIVE_MISSES, "switch" => sw.clone()),
+            framing_resets: metrics::counter!(FRAMING_RESETS, "switch" => sw.clone()),
             switch: sw,
         }
     }
@@ -363,6 +398,17 @@ pub fn link_up(switch: &Arc<str>, link: usize, up: bool) {
     } else {
         0.0
     });
+}
+
+/// Set a link's `link_connected` gauge.
+pub fn link_connected(switch: &Arc<str>, link: usize, up: bool) {
+    metrics::gauge!(LINK_CONNECTED, "switch" => switch.clone(), "link" => link.to_string())
+        .set(if up { 1.0 } else { 0.0 });
+}
+
+/// Count a failover.
+pub fn failover(switch: &Arc<str>) {
+    metrics::counter!(LINK_FAILOVERS, "switch" => switch.clone()).increment(1);
 }
 
 /// The text exposition, after refreshing the scrape-time gauges.

@@ -401,11 +401,25 @@ impl State {
         if self.in_flight >= limit
             && !matches!(request, Request::QueryServer | Request::Open { .. })
         {
-            client.reply_error(
-                &ProtocolError::new(reference_id, ErrorCode::TooManyReq,
-                    format!("This client already has {limit} requests in flight; wait for replies before sending more.")),
-                None,
-            );
+            let (dn, service) = match &request {
+                Request::PrivateService { dn, msg_id, .. } => {
+                    (Some(dn.as_str()), crate::errors::Service::private(*msg_id))
+                }
+                Request::Register { dn, .. }
+                | Request::Unregister { dn }
+                | Request::QueryAddress { dn } => (Some(dn.as_str()), None),
+                _ => (None, None),
+            };
+            let switch = dn.and_then(|d| self.shared.switch_of(d));
+            if let (Some(sw), Some(service)) = (switch, service) {
+                crate::metrics::private_service(&sw.name, service, Some(ErrorCode::TooManyReq));
+            }
+            let mut e = ProtocolError::new(reference_id, ErrorCode::TooManyReq,
+                format!("This client already has {limit} requests in flight; wait for replies before sending more."));
+            if let Some(dn) = dn {
+                e = e.dn(dn);
+            }
+            client.reply_error(&e, switch.map(|s| &*s.name));
             return Next::Continue;
         }
         match request {

@@ -325,6 +325,7 @@ impl LinkActor {
                 self.keepalive_outstanding = false;
                 self.keepalive_misses += 1;
                 self.stats.keepalive_misses.fetch_add(1, Ordering::Relaxed);
+                self.metrics.keepalive_misses.increment(1);
                 if self.keepalive_misses >= self.settings.kpl_tolerance.max(1) {
                     let why = format!("{} keep-alives unanswered", self.keepalive_misses);
                     self.lost(&why, ctx);
@@ -636,6 +637,7 @@ impl StreamHandler<(u64, Option<Result<Frame, FrameError>>)> for LinkActor {
             Some(Err(FrameError::Io(e))) => self.lost(&format!("read failed: {e}"), ctx),
             Some(Err(e)) => {
                 self.stats.framing_resets.fetch_add(1, Ordering::Relaxed);
+                self.metrics.framing_resets.increment(1);
                 self.lost(&format!("framing broken, resetting the link: {e}"), ctx);
             }
             None => self.lost("the switch closed the connection", ctx),

@@ -98,6 +98,8 @@ pub struct Switch {
     links: Vec<Slot>,
     active: Option<usize>,
     announced_up: bool,
+    /// The link that was active last (to tell a failover from a reconnect).
+    last_active: Option<usize>,
     epoch: u64,
     monitored: HashSet<Arc<str>>,
     events: Recipient<SwitchEvent>,
@@ -168,6 +170,7 @@ impl Switch {
                 links,
                 active: None,
                 announced_up: false,
+                last_active: None,
                 epoch: 0,
                 monitored: HashSet::new(),
                 events,
@@ -210,6 +213,10 @@ impl Switch {
 
     fn activate(&mut self, link: usize, ctx: &mut Context<Self>) {
         self.active = Some(link);
+        if self.last_active.is_some_and(|l| l != link) {
+            crate::metrics::failover(&self.config.name);
+        }
+        self.last_active = Some(link);
         crate::metrics::link_up(&self.config.name, link, true);
         self.epoch += 1;
         let epoch = self.epoch;
@@ -279,6 +286,7 @@ impl Handler<LinkStatusChanged> for Switch {
             return;
         };
         slot.state = msg.state;
+        crate::metrics::link_connected(&self.config.name, msg.link, msg.state == LinkState::Up);
         if matches!(msg.state, LinkState::Up | LinkState::Down) {
             slot.settled = true;
         }

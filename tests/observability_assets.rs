@@ -1,0 +1,643 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The operator-facing observability assets of SPEC section 7, checked without a router:
+//!
+//! - `config/prometheus/`: the scrape configuration, the recording and alerting rules and their
+//!   `promtool test rules` unit tests;
+//! - `grafana/`: the dashboard (data-source variable, `switch` variable, units, queries that
+//!   are valid PromQL once Grafana's variables are substituted) and the provisioning files.
+//!
+//! These tests need `promtool`, from Debian's `prometheus` package (`bash .ci/run` installs it
+//! when it is missing). Without it they fail; `PROMTOOL=/path/to/promtool` picks another one.
+
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The scrape job the alerts (`up{job=...}`) expect.
+const JOB: &str = "csta-router";
+
+/// Every metric the router exports (SPEC section 7, plus the CSTA events received): each is
+/// shown on the dashboard.
+const METRICS: [&str; 18] = [
+    "csta_router_private_service_requests_total",
+    "csta_router_association_latency_seconds",
+    "csta_router_errors_total",
+    "csta_router_private_events_total",
+    "csta_router_events_delivered_total",
+    "csta_router_link_up",
+    "csta_router_link_reconnects_total",
+    "csta_router_csta_requests_in_flight",
+    "csta_router_csta_roundtrip_seconds",
+    "csta_router_csta_decode_errors_total",
+    "csta_router_csta_late_answers_total",
+    "csta_router_clients_connected",
+    "csta_router_client_disconnects_total",
+    "csta_router_registered_dns",
+    "csta_router_hotdesk_associations",
+    "csta_router_active_calls",
+    "csta_router_extension_actors",
+    "csta_router_csta_events_received_total",
+];
+
+/// The metrics that have no `switch` label (every other query filters on `$switch`).
+const NOT_PER_SWITCH: [&str; 2] = [
+    "csta_router_clients_connected",
+    "csta_router_client_disconnects_total",
+];
+
+/// The alerts SPEC section 7 and the issue ask for, at least.
+const REQUIRED_ALERTS: [&str; 6] = [
+    "CstaRouterTargetDown",
+    "CstaRouterTargetMissing",
+    "CstaRouterSwitchNoActiveLink",
+    "CstaRouterPrivateServiceErrorsHigh",
+    "CstaRouterAssociationLatencyHigh",
+    "CstaRouterSlowConsumerDisconnects",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn prometheus_dir() -> PathBuf {
+    repo().join("config").join("prometheus")
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// The `.yml`/`.yaml` files of a directory, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|ext| ext == "yml" || ext == "yaml")
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no YAML files in {}", dir.display());
+    files
+}
+
+/// Runs promtool; returns whether it succeeded and what it printed. Panics (fails the test)
+/// when promtool cannot be run at all.
+fn run_promtool<S: AsRef<OsStr>>(args: &[S]) -> (bool, String) {
+    let bin = std::env::var_os("PROMTOOL").unwrap_or_else(|| OsString::from("promtool"));
+    let output = match Command::new(&bin).args(args).output() {
+        Ok(output) => output,
+        Err(e) => panic!(
+            "cannot run {} ({e}). These tests need promtool: install Debian's `prometheus` \
+             package (`apt-get install prometheus`), or run `bash .ci/run`, which installs it \
+             when it is missing. PROMTOOL=/path/to/promtool selects another binary.",
+            bin.to_string_lossy()
+        ),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Runs promtool and fails the test, with promtool's output, unless it succeeds.
+fn promtool_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
+    let (ok, text) = run_promtool(args);
+    let command: Vec<_> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    assert!(ok, "`promtool {}` failed:\n{text}", command.join(" "));
+    text
+}
+
+/// A directory under the system's temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "csta-router-{tag}-{}-{nanos}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus: configuration, rules, rule unit tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn prometheus_config_is_valid_and_loads_every_rule_file() {
+    let config = prometheus_dir().join("prometheus.yml");
+    // Also loads and checks the rule files, resolved relative to the configuration.
+    let out = promtool_ok(&[
+        OsStr::new("check"),
+        OsStr::new("config"),
+        config.as_os_str(),
+    ]);
+
+    let text = read(&config);
+    for rules in yaml_files(&prometheus_dir().join("rules")) {
+        let name = rules.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            text.contains(&format!("rules/{name}")),
+            "prometheus.yml does not load rules/{name}"
+        );
+        assert!(out.contains(&name), "promtool did not check {name}:\n{out}");
+    }
+    assert!(
+        text.contains(&format!("job_name: {JOB}")),
+        "prometheus.yml has no scrape job {JOB:?} (the alerts use up{{job=\"{JOB}\"}})"
+    );
+    assert!(
+        text.contains("127.0.0.1:9464"),
+        "prometheus.yml does not scrape the default metrics-listen address"
+    );
+}
+
+#[test]
+fn rule_files_are_valid() {
+    let files = yaml_files(&prometheus_dir().join("rules"));
+    let names: Vec<_> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"recording.yml".to_owned()), "{names:?}");
+    assert!(names.contains(&"alerts.yml".to_owned()), "{names:?}");
+
+    let mut args: Vec<OsString> = vec!["check".into(), "rules".into()];
+    args.extend(files.iter().map(|p| p.clone().into_os_string()));
+    promtool_ok(&args);
+}
+
+#[test]
+fn rule_unit_tests_pass() {
+    let files = yaml_files(&prometheus_dir().join("tests"));
+    let mut args: Vec<OsString> = vec!["test".into(), "rules".into()];
+    args.extend(files.iter().map(|p| p.clone().into_os_string()));
+    promtool_ok(&args);
+}
+
+/// The value of a `key: value` line (trimmed, quotes removed), if `line` is one.
+fn yaml_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = line
+        .trim_start()
+        .strip_prefix("- ")
+        .unwrap_or(line.trim_start());
+    let value = rest.strip_prefix(key)?.strip_prefix(':')?;
+    Some(value.trim().trim_matches(|c| c == '"' || c == '\''))
+}
+
+#[test]
+fn every_alert_has_severity_actionable_annotations_and_unit_tests() {
+    let alerts_text = read(&prometheus_dir().join("rules").join("alerts.yml"));
+
+    // Split alerts.yml into one block of lines per alert.
+    let mut alerts: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in alerts_text.lines() {
+        if let Some(name) = yaml_value(line, "alert") {
+            alerts.push((name.to_owned(), Vec::new()));
+        } else if yaml_value(line, "record").is_some() || yaml_value(line, "name").is_some() {
+            alerts.push((String::new(), Vec::new()));
+        } else if let Some((_, block)) = alerts.last_mut() {
+            block.push(line);
+        }
+    }
+    alerts.retain(|(name, _)| !name.is_empty());
+    let names: BTreeSet<&str> = alerts.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names.len(),
+        alerts.len(),
+        "duplicate alert names: {names:?}"
+    );
+    for required in REQUIRED_ALERTS {
+        assert!(names.contains(required), "alert {required} is missing");
+    }
+
+    for (name, block) in &alerts {
+        let severity = block.iter().find_map(|l| yaml_value(l, "severity"));
+        assert!(
+            matches!(severity, Some("critical" | "warning" | "info")),
+            "{name}: severity label critical, warning or info expected, got {severity:?}"
+        );
+        for key in ["summary", "description"] {
+            let start = block
+                .iter()
+                .position(|l| yaml_value(l, key).is_some())
+                .unwrap_or_else(|| panic!("{name}: no {key} annotation"));
+            // The annotation's text: its line and the more-indented lines after it.
+            let indent = block[start].len() - block[start].trim_start().len();
+            let mut text = yaml_value(block[start], key).unwrap().to_owned();
+            for l in &block[start + 1..] {
+                if l.trim().is_empty() || l.len() - l.trim_start().len() <= indent {
+                    break;
+                }
+                text.push(' ');
+                text.push_str(l.trim());
+            }
+            let text = text.trim_start_matches(">-").trim_start_matches('|').trim();
+            let minimum = if key == "summary" { 15 } else { 150 };
+            assert!(
+                text.len() >= minimum,
+                "{name}: the {key} is too short to act on: {text:?}"
+            );
+        }
+    }
+
+    // Every alert is tested both ways: some evaluation expects it to fire, another expects
+    // silence.
+    let mut fires = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    for file in yaml_files(&prometheus_dir().join("tests")) {
+        let mut current: Option<String> = None;
+        for line in read(&file).lines() {
+            if let Some(name) = yaml_value(line, "alertname") {
+                current = Some(name.to_owned());
+            } else if let Some(value) = yaml_value(line, "exp_alerts") {
+                let name = current.clone().unwrap_or_default();
+                if value == "[]" {
+                    quiet.insert(name);
+                } else {
+                    fires.insert(name);
+                }
+            }
+        }
+    }
+    for name in &names {
+        assert!(fires.contains(*name), "no unit test expects {name} to fire");
+        assert!(
+            quiet.contains(*name),
+            "no unit test expects {name} to stay quiet"
+        );
+    }
+    for tested in fires.iter().chain(&quiet) {
+        assert!(
+            names.contains(tested.as_str()),
+            "the unit tests name an unknown alert {tested:?}"
+        );
+    }
+
+    assert!(
+        alerts_text.contains(&format!("up{{job=\"{JOB}\"}}")),
+        "the target alerts must select job {JOB:?}, the scrape job of prometheus.yml"
+    );
+}
+
+#[test]
+fn recording_rules_are_named_level_metric_operations() {
+    let text = read(&prometheus_dir().join("rules").join("recording.yml"));
+    let records: Vec<&str> = text
+        .lines()
+        .filter_map(|l| yaml_value(l, "record"))
+        .collect();
+    assert!(!records.is_empty(), "recording.yml records nothing");
+    let unique: BTreeSet<_> = records.iter().collect();
+    assert_eq!(
+        unique.len(),
+        records.len(),
+        "duplicate records: {records:?}"
+    );
+    for record in records {
+        let parts: Vec<&str> = record.split(':').collect();
+        assert!(
+            parts.len() == 3 && parts.iter().all(|p| !p.is_empty()),
+            "{record}: expected level:metric:operations"
+        );
+        assert!(
+            parts[1].starts_with("csta_router_") && !parts[1].ends_with("_total"),
+            "{record}: the metric part is the csta_router_ metric without _total"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grafana: dashboard and provisioning
+// ---------------------------------------------------------------------------------------------
+
+fn dashboard() -> Value {
+    let path = repo()
+        .join("grafana")
+        .join("dashboards")
+        .join("csta-router.json");
+    serde_json::from_str(&read(&path))
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// The data source every panel, target, variable and annotation must use.
+fn datasource_variable() -> Value {
+    json!({"type": "prometheus", "uid": "${datasource}"})
+}
+
+/// Every panel, rows' nested panels included.
+fn all_panels(dashboard: &Value) -> Vec<&Value> {
+    fn walk<'a>(panels: &'a Value, out: &mut Vec<&'a Value>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            out.push(panel);
+            if let Some(nested) = panel.get("panels") {
+                walk(nested, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// Every `"datasource"` value anywhere in the JSON, with where it was found.
+fn all_datasources<'a>(value: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key == "datasource" {
+                    out.push((at.clone(), v));
+                }
+                all_datasources(v, format!("{at}.{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                all_datasources(v, format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The PromQL of every panel target and annotation, with a description of where it is.
+fn all_queries(dashboard: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for panel in all_panels(dashboard) {
+        let title = panel["title"].as_str().unwrap_or("?");
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            let ref_id = target["refId"].as_str().unwrap_or("?");
+            out.push((format!("panel {title:?} target {ref_id}"), expr.to_owned()));
+        }
+    }
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(expr) = annotation["expr"].as_str() {
+            let name = annotation["name"].as_str().unwrap_or("?");
+            out.push((format!("annotation {name:?}"), expr.to_owned()));
+        }
+    }
+    out
+}
+
+fn variable<'a>(dashboard: &'a Value, name: &str) -> &'a Value {
+    dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating.list")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no template variable {name:?}"))
+}
+
+#[test]
+fn dashboard_has_fixed_uid_variables_units_and_only_the_datasource_variable() {
+    let dashboard = dashboard();
+    assert_eq!(
+        dashboard["uid"], "csta-router",
+        "the dashboard uid is fixed"
+    );
+    assert!(
+        dashboard["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "the dashboard has a title"
+    );
+    assert!(
+        dashboard["id"].is_null(),
+        "a provisioned dashboard carries no database id"
+    );
+
+    let ds = variable(&dashboard, "datasource");
+    assert_eq!(ds["type"], "datasource", "{ds}");
+    assert_eq!(ds["query"], "prometheus", "{ds}");
+
+    let switch = variable(&dashboard, "switch");
+    assert_eq!(switch["type"], "query", "{switch}");
+    let query = switch["query"]
+        .as_str()
+        .or_else(|| switch["query"]["query"].as_str());
+    assert_eq!(
+        query,
+        Some("label_values(csta_router_link_up, switch)"),
+        "{switch}"
+    );
+    assert_eq!(switch["multi"], true, "{switch}");
+    assert_eq!(switch["includeAll"], true, "{switch}");
+
+    // No hard-coded data source anywhere: panels, targets, variables, annotations.
+    let mut found = Vec::new();
+    all_datasources(&dashboard, String::from("$"), &mut found);
+    assert!(!found.is_empty());
+    for (at, value) in &found {
+        assert_eq!(
+            *value,
+            &datasource_variable(),
+            "{at}: data source other than the ${{datasource}} variable"
+        );
+    }
+
+    let panels = all_panels(&dashboard);
+    let mut ids = BTreeSet::new();
+    let mut data_panels = 0;
+    for panel in &panels {
+        let title = panel["title"].as_str().unwrap_or_default();
+        assert!(!title.is_empty(), "a panel without a title: {panel}");
+        let id = panel["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{title}: no id"));
+        assert!(ids.insert(id), "{title}: duplicate panel id {id}");
+        for key in ["x", "y", "w", "h"] {
+            assert!(
+                panel["gridPos"][key].is_u64(),
+                "{title}: gridPos.{key} missing"
+            );
+        }
+        if panel["type"] == "row" {
+            continue;
+        }
+        data_panels += 1;
+        assert_eq!(
+            panel["datasource"],
+            datasource_variable(),
+            "{title}: panel data source"
+        );
+        let unit = panel["fieldConfig"]["defaults"]["unit"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            !unit.is_empty(),
+            "{title}: no unit (fieldConfig.defaults.unit)"
+        );
+        let targets = panel["targets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        assert!(!targets.is_empty(), "{title}: no query");
+        let mut ref_ids = BTreeSet::new();
+        for target in targets {
+            assert_eq!(
+                target["datasource"],
+                datasource_variable(),
+                "{title}: target data source"
+            );
+            let expr = target["expr"].as_str().unwrap_or_default();
+            assert!(!expr.trim().is_empty(), "{title}: a target without expr");
+            let ref_id = target["refId"].as_str().unwrap_or_default();
+            assert!(
+                !ref_id.is_empty() && ref_ids.insert(ref_id),
+                "{title}: missing or duplicate refId {ref_id:?}"
+            );
+        }
+    }
+    assert!(data_panels >= 12, "only {data_panels} panels with data");
+
+    let queries = all_queries(&dashboard);
+    for metric in METRICS {
+        assert!(
+            queries.iter().any(|(_, q)| q.contains(metric)),
+            "no panel shows {metric}"
+        );
+    }
+    for (at, expr) in &queries {
+        assert!(!expr.contains("datasource"), "{at}: {expr}");
+        let per_switch = METRICS
+            .iter()
+            .filter(|m| !NOT_PER_SWITCH.contains(m))
+            .any(|m| expr.contains(m));
+        assert!(
+            !per_switch || expr.contains("$switch"),
+            "{at}: per-switch query without the $switch filter: {expr}"
+        );
+        // Rate windows follow the time range and the scrape interval.
+        for (i, _) in expr.match_indices('[') {
+            assert!(
+                expr[i..].starts_with("[$__rate_interval]") || at.starts_with("annotation"),
+                "{at}: range other than [$__rate_interval]: {expr}"
+            );
+        }
+    }
+}
+
+/// `expr` with Grafana's variables replaced as Grafana would for one selected value.
+fn substitute(expr: &str, switch: &str) -> String {
+    let mut out = expr.to_owned();
+    for (variable, value) in [
+        ("${__rate_interval}", "1m"),
+        ("$__rate_interval", "1m"),
+        ("${__interval_ms}", "15000"),
+        ("$__interval_ms", "15000"),
+        ("${__interval}", "15s"),
+        ("$__interval", "15s"),
+        ("${__range}", "3h"),
+        ("$__range", "3h"),
+        ("${switch}", switch),
+        ("$switch", switch),
+    ] {
+        out = out.replace(variable, value);
+    }
+    out
+}
+
+#[test]
+fn dashboard_queries_are_valid_promql_once_variables_are_substituted() {
+    let queries = all_queries(&dashboard());
+    assert!(!queries.is_empty());
+
+    // One concrete switch, and the "All" value (allValue ".*").
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut index = Vec::new();
+    for switch in ["sw1", ".*"] {
+        for (at, expr) in &queries {
+            let promql = substitute(expr, switch);
+            let leftover = promql.match_indices('$').any(|(i, _)| {
+                promql[i + 1..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '{')
+            });
+            assert!(!leftover, "{at}: unknown variable left in {promql}");
+            let n = index.len();
+            // A JSON string is a valid YAML double-quoted scalar.
+            let quoted = serde_json::to_string(&promql).unwrap();
+            rules.push_str(&format!(
+                "      - record: dash_query_{n}\n        expr: {quoted}\n"
+            ));
+            index.push(format!("dash_query_{n}: {at}: {promql}"));
+        }
+    }
+
+    let dir = TempDir::new("dashboard-queries");
+    let file = dir.0.join("dashboard_queries.yml");
+    fs::write(&file, &rules).unwrap();
+    let (ok, out) = run_promtool(&[OsStr::new("check"), OsStr::new("rules"), file.as_os_str()]);
+    assert!(
+        ok,
+        "promtool rejects dashboard queries:\n{out}\nqueries:\n{}",
+        index.join("\n")
+    );
+    assert!(
+        out.contains(&format!("{} rules found", index.len())),
+        "promtool did not check every query:\n{out}"
+    );
+}
+
+#[test]
+fn provisioning_files_point_at_prometheus_and_the_dashboards_folder() {
+    let provisioning = repo().join("grafana").join("provisioning");
+
+    let datasource = read(&provisioning.join("datasources").join("prometheus.yaml"));
+    assert!(datasource.contains("apiVersion: 1"), "{datasource}");
+    assert!(datasource.contains("type: prometheus"), "{datasource}");
+    assert!(
+        datasource.contains("url: ${PROMETHEUS_URL}"),
+        "the data source URL comes from the environment:\n{datasource}"
+    );
+    // Grafana derives $__rate_interval from the scrape interval it is told about.
+    let config = read(&prometheus_dir().join("prometheus.yml"));
+    let scrape = config
+        .lines()
+        .find_map(|l| yaml_value(l, "scrape_interval"))
+        .expect("prometheus.yml sets scrape_interval");
+    assert!(
+        datasource.contains(&format!("timeInterval: {scrape}")),
+        "the data source's timeInterval should be the scrape interval {scrape}:\n{datasource}"
+    );
+
+    let dashboards = read(&provisioning.join("dashboards").join("csta-router.yaml"));
+    assert!(dashboards.contains("apiVersion: 1"), "{dashboards}");
+    assert!(dashboards.contains("type: file"), "{dashboards}");
+    assert!(
+        dashboards
+            .lines()
+            .any(|l| yaml_value(l, "path").is_some_and(|p| !p.is_empty())),
+        "the dashboard provider has no path:\n{dashboards}"
+    );
+}
