@@ -41,21 +41,56 @@ pub struct Running {
 impl Running {
     /// Stop accepting, close every client with 1001, stop monitors and simulators.
     pub async fn stop(self) {
+        // 1. Stop accepting connections.
         for h in &self.http {
             h.pause().await;
         }
+        // 2. Let requests already sent to a switch get their answer (or time out), so that
+        //    every client request is answered before its client is closed.
+        let in_flight = |shared: &Shared| -> u64 {
+            shared
+                .switches
+                .iter()
+                .filter_map(|s| s.handle.get())
+                .flat_map(|h| h.link_stats.iter())
+                .map(|st| st.in_flight.load(Ordering::Relaxed))
+                .sum()
+        };
+        let limit = self.shared.config.options.request_timeout.0 + Duration::from_millis(200);
+        wait_until(limit, || in_flight(&self.shared) == 0).await;
+        // 3. Close every client with 1001; their registrations are released, so the extension
+        //    actors retire and stop their monitors.
         self.sessions.cancel();
-        // Give sessions a moment to send their close frames and release registrations.
+        wait_until(Duration::from_secs(3), || self.shared.hub.is_empty()).await;
+        // 4. Wait (bounded) until every monitor is stopped on the switches.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while !self.shared.hub.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        for s in &self.shared.switches {
+            let Some(link) = s.link() else { continue };
+            while tokio::time::Instant::now() < deadline {
+                match link.send(crate::link::SwitchStatusQuery).await {
+                    Ok(st) if st.monitored > 0 => {
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
+                    _ => break,
+                }
+            }
         }
+        wait_until(Duration::from_secs(1), || in_flight(&self.shared) == 0).await;
+        info!("clients closed and monitors stopped");
         for h in &self.http {
             h.stop(true).await;
         }
         for sim in &self.simulators {
             sim.shutdown();
         }
+    }
+}
+
+/// Poll `done` every 10 ms until it holds or `limit` has passed.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
