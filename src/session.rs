@@ -78,6 +78,17 @@ impl ClientInner {
         self.reply(protocol::event_error(e, switch, None))
     }
 
+    /// Queue a reply the session makes itself (not to a request it forwarded, so it does not
+    /// free a place in the in-flight limit).
+    pub fn answer(&self, text: SharedText) -> bool {
+        self.push(text, false)
+    }
+
+    /// Queue an `EventError` the session makes itself.
+    pub fn answer_error(&self, e: &ProtocolError, switch: Option<&str>) -> bool {
+        self.answer(protocol::event_error(e, switch, None))
+    }
+
     /// Whether the client is still there.
     pub fn is_open(&self) -> bool {
         !self.tx.is_closed() && !self.slow.is_cancelled()
@@ -294,7 +305,7 @@ pub async fn run(
                         match &state.client {
                             None => Next::Close(1008, "the first request must be RequestOpen", CloseCause::ProtocolError),
                             Some(c) => {
-                                c.reply_error(&ProtocolError::new(0, ErrorCode::InvalidAttr,
+                                c.answer_error(&ProtocolError::new(0, ErrorCode::InvalidAttr,
                                     "Binary frames are not part of the protocol; send JSON in text frames."), None);
                                 Next::Continue
                             }
@@ -346,7 +357,7 @@ impl State {
                         return Next::Close(1011, "internal error", CloseCause::ProtocolError);
                     };
                     if protocol_version != 1 {
-                        handle.reply_error(
+                        handle.answer_error(
                             &ProtocolError::new(reference_id, ErrorCode::ProtoVers,
                                 format!("Protocol version {protocol_version} is not supported; this router speaks version 1.")),
                             None,
@@ -393,7 +404,7 @@ impl State {
         let (reference_id, request) = match parsed {
             Ok(r) => r,
             Err(e) => {
-                client.reply_error(&e, None);
+                client.answer_error(&e, None);
                 return Next::Continue;
             }
         };
@@ -419,12 +430,12 @@ impl State {
             if let Some(dn) = dn {
                 e = e.dn(dn);
             }
-            client.reply_error(&e, switch.map(|s| &*s.name));
+            client.answer_error(&e, switch.map(|s| &*s.name));
             return Next::Continue;
         }
         match request {
             Request::Open { .. } => {
-                client.reply_error(
+                client.answer_error(
                     &ProtocolError::new(reference_id, ErrorCode::InvalidAttr,
                         "The connection is already open; RequestOpen is accepted once per connection."),
                     None,
@@ -440,7 +451,7 @@ impl State {
                         "simulated": s.simulated,
                     })
                 }).collect();
-                client.reply(
+                client.answer(
                     Outgoing::new("EventServerInfo")
                         .reference(reference_id)
                         .with("serverVersion", env!("CARGO_PKG_VERSION"))
@@ -450,7 +461,7 @@ impl State {
             }
             Request::Register { dn, mode } => {
                 if mode == RegisterMode::Share && client.access == Access::Monitor {
-                    client.reply_error(
+                    client.answer_error(
                         &ProtocolError::new(reference_id, ErrorCode::InvalidAttr,
                             format!("Application {} has monitor access only; register {dn} with \"registerMode\": \"monitor\".", client.application)).dn(&dn),
                         None,
@@ -502,7 +513,7 @@ impl State {
         op: impl FnOnce(ClientHandle) -> DnOp,
     ) {
         let Some(switch) = self.shared.switch_of(&dn) else {
-            client.reply_error(
+            client.answer_error(
                 &ProtocolError::new(reference_id, ErrorCode::NotConfigured,
                     format!("{dn} is in no switch's DN plan; check the number or the router's configuration.")).dn(&dn),
                 None,
@@ -510,7 +521,7 @@ impl State {
             return;
         };
         let Some(router) = switch.router.get() else {
-            client.reply_error(
+            client.answer_error(
                 &ProtocolError::new(
                     reference_id,
                     ErrorCode::Internal,
@@ -538,7 +549,7 @@ impl State {
                 "simulated": s.simulated,
             })
         }).collect();
-        client.reply(
+        client.answer(
             Outgoing::new("EventServerConnected")
                 .reference(reference_id)
                 .with("protocolVersion", 1)

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,9 +29,12 @@ impl RouterProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_csta-router"))
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("ROUTER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("router.log")).unwrap())
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -53,6 +56,11 @@ impl RouterProcess {
             child,
             dir,
         }
+    }
+
+    /// Everything the router logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("router.log")).unwrap_or_default()
     }
 
     /// The WebSocket URL.
@@ -133,13 +141,7 @@ impl RouterProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let stderr = self.log();
         assert!(
             !stderr.contains("panicked at"),
             "the router panicked:\n{stderr}"
@@ -147,6 +149,14 @@ impl RouterProcess {
         assert!(status.success(), "exit status {status:?}:\n{stderr}");
         let _ = std::fs::remove_dir_all(&self.dir);
         stderr
+    }
+}
+
+impl Drop for RouterProcess {
+    /// A failed test must not leave the router running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
