@@ -1,0 +1,120 @@
+//! SIGTERM on the router binary, with a separate `pbx-sim` process as the switch: the request in
+//! flight is answered, clients are closed with 1001, every monitor is stopped on the switch, and
+//! the process exits 0 within a bounded time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/process.rs"]
+mod process;
+#[path = "common/router.rs"]
+mod router;
+#[path = "common/sim_control.rs"]
+mod sim_control;
+
+use process::RouterProcess;
+use router::Client;
+use serde_json::{json, Value};
+use sim_control::SimControl;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sim(std::process::Child);
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigterm_answers_in_flight_requests_closes_clients_and_stops_monitors() {
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_pbx-sim"))
+        .args([
+            "--name",
+            "pbx",
+            "--dns",
+            "5000-5999",
+            "--link",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let sim = Sim(sim);
+    let ready: Value = serde_json::from_str(&line).unwrap();
+    let control = SimControl {
+        addr: ready["control"].as_str().unwrap().parse().unwrap(),
+    };
+    let link = ready["links"][0].as_str().unwrap();
+    let config = format!(
+        r#"
+[server]
+client-listen = "127.0.0.1:0"
+metrics-listen = "127.0.0.1:0"
+[options]
+request-timeout = "2s"
+[[switch]]
+name = "pbx"
+dns = ["5000-5999"]
+[[switch.link]]
+address = "{link}"
+"#
+    );
+    let r = RouterProcess::start("shutdown", &config);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pid = r.child.id();
+    let (reply, code, requests_before) = rt.block_on(async {
+        r.wait_connected(&["pbx"]).await;
+        let mut c = Client::connect(&r.url()).await;
+        c.request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "t"}))
+            .await;
+        c.recv().await;
+        for dn in ["5001", "5002", "5003"] {
+            c.register(dn).await;
+        }
+        let state = control.state().await;
+        assert_eq!(state["monitors"].as_array().unwrap().len(), 3);
+        let requests_before = state["links"][0]["requests"].as_u64().unwrap();
+        // A request the switch answers slowly is in flight when SIGTERM arrives.
+        control.post_ok("/faults/delay", json!({"ms": 400})).await;
+        c.send(&json!({"message": "RequestPrivateService", "referenceId": 99, "thisDn": "5001", "privateMsgId": 1, "extensions": {"HOST_DN": "5002"}}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        let reply = c.recv().await;
+        let code = c.closed().await;
+        (reply, code, requests_before)
+    });
+    assert_eq!(
+        reply["referenceId"], 99,
+        "the request in flight is answered first: {reply}"
+    );
+    assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
+    assert_eq!(code, 1001, "closed with 1001 going away");
+    let t = Instant::now();
+    let log = r.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "exit took {:?}",
+        t.elapsed()
+    );
+    assert!(log.contains("monitors stopped"), "{log}");
+    // The switch saw a MonitorStop for each registered DN (with the sim's delay still on).
+    let state = rt.block_on(control.state());
+    let requests_after = state["links"][0]["requests"].as_u64().unwrap();
+    assert!(
+        requests_after >= requests_before + 1 + 3,
+        "the escape and three MonitorStops reached the switch: {requests_before} then {requests_after}"
+    );
+    drop(sim);
+}
