@@ -21,31 +21,14 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
-const CONFIG: &str = r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-
-[options]
-request-timeout = "500ms"
-kpl-interval = "0s"
-
-[[switch]]
-name = "sw1"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-[[switch.link]]
-address = "127.0.0.1:0"
-
-[[switch]]
-name = "sw2"
-dns = ["6000-6999", "7000-7999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-[[switch.link]]
-address = "127.0.0.1:0"
-"#;
+fn config() -> String {
+    process::two_switches(
+        "",
+        "request-timeout = \"500ms\"\nkpl-interval = \"0s\"",
+        "",
+        1,
+    )
+}
 
 const CASES: u32 = 4096;
 
@@ -171,7 +154,7 @@ fn request_like() -> impl Strategy<Value = Value> {
 
 #[test]
 fn arbitrary_json_and_bytes_always_get_the_defined_answer() {
-    let r = RouterProcess::start("fuzz", CONFIG);
+    let r = RouterProcess::start("fuzz", &config());
     let rt = runtime();
     rt.block_on(r.wait_connected(&["sw1", "sw2"]));
     let client = RefCell::new(rt.block_on(open(&r.url())));
@@ -231,7 +214,7 @@ fn arbitrary_json_and_bytes_always_get_the_defined_answer() {
 
 #[test]
 fn oversized_frames_close_with_1009_and_others_are_unaffected() {
-    let r = RouterProcess::start("oversize", CONFIG);
+    let r = RouterProcess::start("oversize", &config());
     let rt = runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
@@ -261,7 +244,7 @@ fn oversized_frames_close_with_1009_and_others_are_unaffected() {
 
 #[test]
 fn a_flooding_client_gets_111_and_others_are_unaffected() {
-    let r = RouterProcess::start("flood", CONFIG);
+    let r = RouterProcess::start("flood", &config());
     let rt = runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
@@ -317,7 +300,7 @@ fn a_flooding_client_gets_111_and_others_are_unaffected() {
 
 #[test]
 fn a_thousand_clients_register_and_leave_and_everything_returns_to_baseline() {
-    let r = RouterProcess::start("thousand", CONFIG);
+    let r = RouterProcess::start("thousand", &config());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -20,44 +20,9 @@ use sim_control::SimControl;
 use std::collections::HashMap;
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-max-clients = 3
-client-max-in-flight = 2
-
-[options]
-request-timeout = "300ms"
-kpl-interval = "0s"
-reconnect-min = "20ms"
-reconnect-max = "100ms"
-
-[[application]]
-name = "desk"
-token = "desk-token-123"
-access = "control"
-
-[[switch]]
-name = "sw1"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-[[switch.link]]
-address = "127.0.0.1:0"
-
-[[switch]]
-name = "sw2"
-dns = ["6000-6999", "7000-7999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-[[switch.link]]
-address = "127.0.0.1:0"
-priority = 1
-[[switch.link]]
-address = "127.0.0.1:0"
-priority = 2
-"#;
+fn config() -> String {
+    process::two_switches("max-clients = 3\nclient-max-in-flight = 2", "request-timeout = \"300ms\"\nkpl-interval = \"0s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"100ms\"", "[[application]]\nname = \"desk\"\ntoken = \"desk-token-123\"\naccess = \"control\"", 2)
+}
 
 /// What the script expects, series by series (labels sorted).
 #[derive(Default)]
@@ -126,7 +91,7 @@ async fn ps(c: &mut Client, dn: &str, id: u64, ext: Value) -> Value {
 
 #[actix_rt::test]
 async fn every_series_matches_what_the_script_did() {
-    let r = RouterProcess::start("metrics", CONFIG);
+    let r = RouterProcess::start("metrics", &config());
     r.wait_connected(&["sw1", "sw2"]).await;
     let sw1 = SimControl {
         addr: r.controls[0],

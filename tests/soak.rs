@@ -5,12 +5,12 @@
 //! their baseline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/sim_control.rs"]
-mod sim_control;
-#[path = "common/router.rs"]
-mod router;
 #[path = "common/process.rs"]
 mod process;
+#[path = "common/router.rs"]
+mod router;
+#[path = "common/sim_control.rs"]
+mod sim_control;
 
 use process::RouterProcess;
 use router::Client;
@@ -21,34 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-
-[options]
-request-timeout = "500ms"
-kpl-interval = "1s"
-reconnect-min = "20ms"
-reconnect-max = "200ms"
-call-grace = "2s"
-
-[[switch]]
-name = "sw1"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-[[switch.link]]
-address = "127.0.0.1:0"
-
-[[switch]]
-name = "sw2"
-dns = ["6000-6999", "7000-7999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-[[switch.link]]
-address = "127.0.0.1:0"
-"#;
+fn config() -> String {
+    process::two_switches("", "request-timeout = \"500ms\"\nkpl-interval = \"1s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"200ms\"\ncall-grace = \"2s\"", "", 1)
+}
 
 const SOAK: Duration = Duration::from_secs(60);
 const PAIRS: u32 = 16;
@@ -87,7 +62,12 @@ async fn agent(url: String, guest: String, host: String, stop: Arc<AtomicBool>) 
     let mut c = open(&url).await;
     let mut id = 0;
     for dn in [&guest, &host] {
-        let r = ask(&mut c, &mut id, json!({"message": "RequestRegisterAddress", "thisDn": dn})).await;
+        let r = ask(
+            &mut c,
+            &mut id,
+            json!({"message": "RequestRegisterAddress", "thisDn": dn}),
+        )
+        .await;
         assert_eq!(r["message"], "EventRegistered");
     }
     let (mut ok, mut failed) = (0, 0);
@@ -112,7 +92,12 @@ async fn agent(url: String, guest: String, host: String, stop: Arc<AtomicBool>) 
     // the router's view against the switch's.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let _ = ask(&mut c, &mut id, json!({"message": "RequestPrivateService", "thisDn": guest, "privateMsgId": 2})).await;
+        let _ = ask(
+            &mut c,
+            &mut id,
+            json!({"message": "RequestPrivateService", "thisDn": guest, "privateMsgId": 2}),
+        )
+        .await;
         let r = ask(&mut c, &mut id, json!({"message": "RequestPrivateService", "thisDn": guest, "privateMsgId": 1, "extensions": {"HOST_DN": host}})).await;
         if r["message"] == "EventPrivateInfo" {
             break;
@@ -123,12 +108,24 @@ async fn agent(url: String, guest: String, host: String, stop: Arc<AtomicBool>) 
     // The event that follows makes the router's view known.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let q = ask(&mut c, &mut id, json!({"message": "RequestQueryAddress", "thisDn": guest})).await;
+        let q = ask(
+            &mut c,
+            &mut id,
+            json!({"message": "RequestQueryAddress", "thisDn": guest}),
+        )
+        .await;
         if q["hotDeskKnown"] == true {
-            assert_eq!(q["hotDesk"], json!({"guestDn": guest, "hostDn": host}), "router's view");
+            assert_eq!(
+                q["hotDesk"],
+                json!({"guestDn": guest, "hostDn": host}),
+                "router's view"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "hot-desk state of {guest} stays unknown");
+        assert!(
+            Instant::now() < deadline,
+            "hot-desk state of {guest} stays unknown"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (ok, failed)
@@ -136,10 +133,21 @@ async fn agent(url: String, guest: String, host: String, stop: Arc<AtomicBool>) 
 
 /// Calls come and go on `from`/`to`, with account codes entered on the phone and set by the
 /// client registered on `from`.
-async fn calls(url: String, sim: SimControl, from: String, to: String, stop: Arc<AtomicBool>) -> u64 {
+async fn calls(
+    url: String,
+    sim: SimControl,
+    from: String,
+    to: String,
+    stop: Arc<AtomicBool>,
+) -> u64 {
     let mut c = open(&url).await;
     let mut id = 0;
-    ask(&mut c, &mut id, json!({"message": "RequestRegisterAddress", "thisDn": from})).await;
+    ask(
+        &mut c,
+        &mut id,
+        json!({"message": "RequestRegisterAddress", "thisDn": from}),
+    )
+    .await;
     let mut codes = 0;
     while !stop.load(Ordering::Relaxed) {
         let (status, call) = sim.post("/calls", json!({"from": from, "to": to})).await;
@@ -148,8 +156,11 @@ async fn calls(url: String, sim: SimControl, from: String, to: String, stop: Arc
             continue;
         }
         let call_id = call["callId"].as_str().unwrap().to_owned();
-        sim.post(&format!("/calls/{call_id}/account-code"), json!({"device": from, "code": "77"}))
-            .await;
+        sim.post(
+            &format!("/calls/{call_id}/account-code"),
+            json!({"device": from, "code": "77"}),
+        )
+        .await;
         let r = ask(&mut c, &mut id, json!({"message": "RequestPrivateService", "thisDn": from, "privateMsgId": 501, "extensions": {"AccountCode": "88"}})).await;
         if r["message"] == "EventPrivateInfo" {
             codes += 1;
@@ -158,7 +169,8 @@ async fn calls(url: String, sim: SimControl, from: String, to: String, stop: Arc
             let code = r["errorCode"].as_u64().unwrap();
             assert!([54, 56, 57].contains(&code), "unexpected {r}");
         }
-        sim.post(&format!("/calls/{call_id}/clear"), json!({})).await;
+        sim.post(&format!("/calls/{call_id}/clear"), json!({}))
+            .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     codes
@@ -166,7 +178,7 @@ async fn calls(url: String, sim: SimControl, from: String, to: String, stop: Arc
 
 #[test]
 fn soak_with_link_drops_calls_and_account_codes() {
-    let r = RouterProcess::start("soak", CONFIG);
+    let r = RouterProcess::start("soak", &config());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -174,7 +186,14 @@ fn soak_with_link_drops_calls_and_account_codes() {
         .unwrap();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
-        let sims = [SimControl { addr: r.controls[0] }, SimControl { addr: r.controls[1] }];
+        let sims = [
+            SimControl {
+                addr: r.controls[0],
+            },
+            SimControl {
+                addr: r.controls[1],
+            },
+        ];
         let (_, baseline) = r.scrape().await;
         let stop = Arc::new(AtomicBool::new(false));
         let url = r.url();
@@ -187,12 +206,27 @@ fn soak_with_link_drops_calls_and_account_codes() {
                 (6100 + i, 7100 + i)
             };
             pairs.push((guest.to_string(), host.to_string()));
-            agents.push(tokio::spawn(agent(url.clone(), guest.to_string(), host.to_string(), stop.clone())));
+            agents.push(tokio::spawn(agent(
+                url.clone(),
+                guest.to_string(),
+                host.to_string(),
+                stop.clone(),
+            )));
         }
         let mut callers = Vec::new();
         for (i, sim) in sims.iter().enumerate() {
-            let (from, to) = if i == 0 { ("5500", "5501") } else { ("6500", "6501") };
-            callers.push(tokio::spawn(calls(url.clone(), *sim, from.into(), to.into(), stop.clone())));
+            let (from, to) = if i == 0 {
+                ("5500", "5501")
+            } else {
+                ("6500", "6501")
+            };
+            callers.push(tokio::spawn(calls(
+                url.clone(),
+                *sim,
+                from.into(),
+                to.into(),
+                stop.clone(),
+            )));
         }
         // One link dropped every few seconds.
         let started = Instant::now();
@@ -215,13 +249,18 @@ fn soak_with_link_drops_calls_and_account_codes() {
         }
         assert!(ok > 100, "ok {ok}, failed {failed}");
         assert!(codes > 5, "account codes set {codes}");
-        eprintln!("soak: {ok} ok, {failed} failed (links dropped {drops} times), {codes} account codes");
+        eprintln!(
+            "soak: {ok} ok, {failed} failed (links dropped {drops} times), {codes} account codes"
+        );
 
         // The switch's view equals the router's (checked per pair by each agent).
         let mut on_switch = HashSet::new();
         for sim in &sims {
             for a in sim.state().await["associations"].as_array().unwrap() {
-                on_switch.insert((a["guest"].as_str().unwrap().to_owned(), a["host"].as_str().unwrap().to_owned()));
+                on_switch.insert((
+                    a["guest"].as_str().unwrap().to_owned(),
+                    a["host"].as_str().unwrap().to_owned(),
+                ));
             }
         }
         let made: HashSet<(String, String)> = pairs.into_iter().collect();
@@ -249,7 +288,11 @@ fn soak_with_link_drops_calls_and_account_codes() {
             if differing.is_empty() {
                 break;
             }
-            assert!(Instant::now() < deadline, "not back to baseline:\n{}", differing.join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "not back to baseline:\n{}",
+                differing.join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });

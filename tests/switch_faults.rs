@@ -20,38 +20,9 @@ use sim_control::SimControl;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-
-[options]
-request-timeout = "500ms"
-kpl-interval = "300ms"
-kpl-tolerance = 2
-reconnect-min = "20ms"
-reconnect-max = "200ms"
-
-[[switch]]
-name = "sw1"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-[[switch.link]]
-address = "127.0.0.1:0"
-
-[[switch]]
-name = "sw2"
-dns = ["6000-6999", "7000-7999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-[[switch.link]]
-address = "127.0.0.1:0"
-priority = 1
-[[switch.link]]
-address = "127.0.0.1:0"
-priority = 2
-"#;
+fn config() -> String {
+    process::two_switches("", "request-timeout = \"500ms\"\nkpl-interval = \"300ms\"\nkpl-tolerance = 2\nreconnect-min = \"20ms\"\nreconnect-max = \"200ms\"", "", 2)
+}
 
 struct Rig {
     r: RouterProcess,
@@ -60,7 +31,7 @@ struct Rig {
 }
 
 fn rig(name: &str) -> Rig {
-    let r = RouterProcess::start(name, CONFIG);
+    let r = RouterProcess::start(name, &config());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -400,7 +400,9 @@ pub enum DecodeError {
     },
 }
 
-const ERROR_CATEGORIES: [&str; 10] = [
+/// The categories a `CSTAErrorCode` may name (both spellings of
+/// `systemResourceAvailability`, as the schema itself has one of them).
+pub const ERROR_CATEGORIES: [&str; 10] = [
     "operation",
     "security",
     "stateIncompatibility",

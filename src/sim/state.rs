@@ -36,18 +36,7 @@ pub(crate) enum Out {
 }
 
 /// The error categories a `CSTAErrorCode` may name (and so the reject fault may use).
-pub(crate) const ERROR_CATEGORIES: [&str; 10] = [
-    "operation",
-    "security",
-    "stateIncompatibility",
-    "systemResourceAvailability",
-    "systemResourceAvailibility",
-    "subscribedResourceAvailability",
-    "performanceManagement",
-    "privateData",
-    "unspecified",
-    "privateErrorCode",
-];
+pub(crate) use crate::csta::message::ERROR_CATEGORIES;
 
 /// A refusal by the simulated switch: the CSTA error it answers on a link, and a sentence for
 /// the control API.

@@ -208,3 +208,26 @@ fn dechunk(body: &str) -> String {
     }
     out
 }
+
+/// A configuration with two simulated switches on ephemeral ports: sw1 (4000-5999, one link)
+/// and sw2 (6000-7999, `sw2_links` links by priority). `server` and `options` are added to
+/// their sections; `extra` (e.g. `[[application]]` tables) goes between.
+pub fn two_switches(server: &str, options: &str, extra: &str, sw2_links: u32) -> String {
+    let mut text = format!(
+        "[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n{server}\n\n[options]\n{options}\n\n{extra}\n"
+    );
+    for (name, dns, links) in [
+        ("sw1", "[\"4000-4999\", \"5000-5999\"]", 1),
+        ("sw2", "[\"6000-6999\", \"7000-7999\"]", sw2_links),
+    ] {
+        text.push_str(&format!(
+            "[[switch]]\nname = \"{name}\"\ndns = {dns}\nsimulated = true\nsimulator-control = \"127.0.0.1:0\"\n"
+        ));
+        for priority in 1..=links {
+            text.push_str(&format!(
+                "[[switch.link]]\naddress = \"127.0.0.1:0\"\npriority = {priority}\n"
+            ));
+        }
+    }
+    text
+}
