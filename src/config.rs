@@ -11,7 +11,7 @@ use crate::link::{LinkConfig, LinkSettings, SwitchConfig};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +106,14 @@ pub struct ServerConfig {
     pub max_frame_size: usize,
     /// Requests one client may have in flight before the excess gets 111.
     pub client_max_in_flight: usize,
+    /// PEM certificate chain of the client endpoint (`tls-cert`); with `tls-key`, clients
+    /// connect with `wss://` only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls-cert` (`tls-key`).
+    pub tls_key: Option<PathBuf>,
+    /// The TLS configuration loaded from `tls-cert` and `tls-key` at start (`None`: ws).
+    #[serde(skip)]
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +127,9 @@ impl Default for ServerConfig {
             client_ping_tolerance: 3,
             max_frame_size: 64 * 1024,
             client_max_in_flight: 256,
+            tls_cert: None,
+            tls_key: None,
+            tls_config: None,
         }
     }
 }
@@ -237,6 +248,30 @@ pub struct SwitchEntry {
     /// Log every CSTA frame of this switch.
     #[serde(default)]
     pub wire_trace: bool,
+    /// CSTA over TLS on every link of this switch, the switch's certificate verified.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM bundle of the CAs trusted for this switch's certificate (default: webpki roots).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the switch's certificate must carry (default: each link's IP address).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Accept any certificate (encrypted, not authenticated); logged loudly.
+    #[serde(default)]
+    pub tls_insecure_skip_verify: bool,
+    /// PEM certificate chain of the embedded simulator (`simulated = true` with `tls = true`).
+    #[serde(default)]
+    pub simulator_tls_cert: Option<PathBuf>,
+    /// PEM private key of `simulator-tls-cert`.
+    #[serde(default)]
+    pub simulator_tls_key: Option<PathBuf>,
+    /// The links' TLS, built at start from the keys above (`None`: plain TCP).
+    #[serde(skip)]
+    pub link_tls: Option<crate::tls::LinkTls>,
+    /// The embedded simulator's TLS, loaded at start from `simulator-tls-cert`/`-key`.
+    #[serde(skip)]
+    pub simulator_tls: Option<Arc<rustls::ServerConfig>>,
     /// The links, at least one.
     #[serde(default)]
     pub link: Vec<LinkEntry>,
@@ -372,6 +407,132 @@ impl Config {
             }
         }
         self.plans = plans;
+        self.check_tls(file)
+    }
+
+    /// Check the TLS keys and load every file they name, so that a missing or broken
+    /// certificate stops the router at start rather than at the first connection.
+    fn check_tls(&mut self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            message,
+        };
+        let server = &mut self.server;
+        server.tls_config = match (&server.tls_cert, &server.tls_key) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.tls-key".into(),
+                    "tls-cert is set, so tls-key must be too (both or neither)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.tls-cert".into(),
+                    "tls-key is set, so tls-cert must be too (both or neither)".into(),
+                ))
+            }
+            (Some(cert), Some(key)) => Some(load_server_tls(
+                cert,
+                key,
+                ("server.tls-cert".into(), "server.tls-key".into()),
+                invalid,
+            )?),
+        };
+        for (i, sw) in self.switch.iter_mut().enumerate() {
+            let key = |k: &str| format!("switch[{i}].{k}");
+            if !sw.tls {
+                let set = [
+                    ("tls-ca", sw.tls_ca.is_some()),
+                    ("tls-server-name", sw.tls_server_name.is_some()),
+                    ("tls-insecure-skip-verify", sw.tls_insecure_skip_verify),
+                    ("simulator-tls-cert", sw.simulator_tls_cert.is_some()),
+                    ("simulator-tls-key", sw.simulator_tls_key.is_some()),
+                ];
+                if let Some((k, _)) = set.iter().find(|(_, set)| *set) {
+                    return Err(invalid(
+                        key(k),
+                        format!(
+                            "switch {:?} does not use TLS: set tls = true (or remove {k}); the link would run in clear text",
+                            sw.name
+                        ),
+                    ));
+                }
+                continue;
+            }
+            let trust = match (&sw.tls_ca, sw.tls_insecure_skip_verify) {
+                (Some(_), true) => {
+                    return Err(invalid(
+                        key("tls-insecure-skip-verify"),
+                        "tls-ca is set too: either verify against tls-ca or skip verification"
+                            .into(),
+                    ))
+                }
+                (Some(ca), false) => crate::tls::Trust::CaFile(ca),
+                (None, true) => crate::tls::Trust::Insecure,
+                (None, false) => crate::tls::Trust::WebpkiRoots,
+            };
+            let config = crate::tls::client_config(trust)
+                .map_err(|e| invalid(key("tls-ca"), e.to_string()))?;
+            let server_name = match &sw.tls_server_name {
+                Some(name) => Some(
+                    crate::tls::server_name(name)
+                        .map_err(|e| invalid(key("tls-server-name"), e.to_string()))?,
+                ),
+                None => None,
+            };
+            sw.link_tls = Some(crate::tls::LinkTls {
+                config,
+                server_name,
+                insecure: sw.tls_insecure_skip_verify,
+            });
+            if !sw.simulated {
+                let stray = [
+                    ("simulator-tls-cert", sw.simulator_tls_cert.is_some()),
+                    ("simulator-tls-key", sw.simulator_tls_key.is_some()),
+                ];
+                if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
+                    return Err(invalid(
+                        key(k),
+                        format!(
+                            "switch {:?} is not simulated (only simulated = true starts an embedded simulator)",
+                            sw.name
+                        ),
+                    ));
+                }
+                continue;
+            }
+            sw.simulator_tls = match (&sw.simulator_tls_cert, &sw.simulator_tls_key) {
+                (Some(cert), Some(k)) => Some(load_server_tls(
+                    cert,
+                    k,
+                    (key("simulator-tls-cert"), key("simulator-tls-key")),
+                    invalid,
+                )?),
+                (None, None) => {
+                    return Err(invalid(
+                        key("simulator-tls-cert"),
+                        format!(
+                            "switch {:?} is simulated with tls = true: its embedded simulator needs a certificate (simulator-tls-cert and simulator-tls-key, PEM)",
+                            sw.name
+                        ),
+                    ))
+                }
+                (Some(_), None) => {
+                    return Err(invalid(
+                        key("simulator-tls-key"),
+                        "simulator-tls-cert is set, so simulator-tls-key must be too".into(),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        key("simulator-tls-cert"),
+                        "simulator-tls-key is set, so simulator-tls-cert must be too".into(),
+                    ))
+                }
+            };
+        }
         Ok(())
     }
 
@@ -404,10 +565,35 @@ impl Config {
                     })
                     .collect(),
                 dialect: sw.dialect(),
-                settings: self.link_settings(sw.wire_trace),
+                settings: LinkSettings {
+                    tls: sw.link_tls.clone(),
+                    ..self.link_settings(sw.wire_trace)
+                },
             })
             .collect()
     }
+}
+
+/// Load a certificate chain and its private key (PEM files) into a TLS server
+/// configuration; an error names the key (`cert_key` or `key_key`) whose file is at fault.
+fn load_server_tls(
+    cert: &Path,
+    key: &Path,
+    (cert_key, key_key): (String, String),
+    invalid: impl Fn(String, String) -> ConfigError,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let read = |path: &Path, k: &String| {
+        std::fs::read(path)
+            .map_err(|e| invalid(k.clone(), format!("cannot read {}: {e}", path.display())))
+    };
+    let (cert_pem, key_pem) = (read(cert, &cert_key)?, read(key, &key_key)?);
+    let origin = (cert.display().to_string(), key.display().to_string());
+    crate::tls::parse_certs(&cert_pem, &origin.0).map_err(|e| invalid(cert_key, e.to_string()))?;
+    crate::tls::parse_key(&key_pem, &origin.1)
+        .map_err(|e| invalid(key_key.clone(), e.to_string()))?;
+    // What is left is rustls refusing the pair, e.g. a key that is not the certificate's.
+    crate::tls::server_config_from_pem(&cert_pem, &key_pem, (&origin.0, &origin.1))
+        .map_err(|e| invalid(key_key, e.to_string()))
 }
 
 impl SwitchEntry {

@@ -47,3 +47,4 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod sim;
+pub mod tls;

@@ -98,13 +98,16 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     let mut simulators = Vec::new();
     for sw in config.switch.iter().filter(|s| s.simulated) {
-        let sim = Simulator::start(SimConfig {
-            name: sw.name.clone(),
-            dns: crate::dnplan::DnPlan::parse(&sw.dns).unwrap_or_default(),
-            links: sw.link.iter().map(|l| l.address).collect(),
-            control: sw.simulator_control,
-            dialect: sw.dialect(),
-        })
+        let sim = Simulator::start_with_tls(
+            SimConfig {
+                name: sw.name.clone(),
+                dns: crate::dnplan::DnPlan::parse(&sw.dns).unwrap_or_default(),
+                links: sw.link.iter().map(|l| l.address).collect(),
+                control: sw.simulator_control,
+                dialect: sw.dialect(),
+            },
+            sw.simulator_tls.clone(),
+        )
         .await?;
         warn!(
             switch = %sw.name,
@@ -191,8 +194,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     })
     .workers(threads)
     .disable_signals()
-    .shutdown_timeout(2)
-    .bind(server.client_listen)
+    .shutdown_timeout(2);
+    // With tls-cert/tls-key the endpoint speaks wss only: a plain ws:// client fails its
+    // handshake.
+    let client_server = match &server.tls_config {
+        Some(tls) => client_server.bind_rustls_0_23(server.client_listen, (**tls).clone()),
+        None => client_server.bind(server.client_listen),
+    }
     .map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -202,6 +210,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             ),
         )
     })?;
+    let scheme = if server.tls_config.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
     let client_addr = client_server
         .addrs()
         .first()
@@ -238,7 +251,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let http = vec![client_server.handle(), metrics_server.handle()];
     actix_rt::spawn(client_server);
     actix_rt::spawn(metrics_server);
-    info!(%client_addr, "clients: ws://{client_addr}/v1");
+    info!(%client_addr, "clients: {scheme}://{client_addr}/v1");
     info!(%metrics_addr, "metrics: http://{metrics_addr}/metrics (health: /healthz, /readyz)");
     Ok(Running {
         shared,

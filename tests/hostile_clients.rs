@@ -17,7 +17,6 @@ use proptest::test_runner::{Config as PropConfig, TestRunner};
 use router::Client;
 use serde_json::{json, Map, Value};
 use sim_control::SimControl;
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
@@ -157,7 +156,7 @@ fn arbitrary_json_and_bytes_always_get_the_defined_answer() {
     let r = RouterProcess::start("fuzz", &config());
     let rt = runtime();
     rt.block_on(r.wait_connected(&["sw1", "sw2"]));
-    let client = RefCell::new(rt.block_on(open(&r.url())));
+    let client = tokio::sync::Mutex::new(rt.block_on(open(&r.url())));
     let mut runner = TestRunner::new(PropConfig::with_cases(CASES));
 
     // Arbitrary JSON values, and request-shaped objects with arbitrary fields.
@@ -165,7 +164,7 @@ fn arbitrary_json_and_bytes_always_get_the_defined_answer() {
     runner
         .run(&strategy, |v| {
             rt.block_on(async {
-                let mut c = client.borrow_mut();
+                let mut c = client.lock().await;
                 c.send(&v).await;
                 let reply = next_reply(&mut c).await;
                 check_reply(&v, &reply);
@@ -180,7 +179,7 @@ fn arbitrary_json_and_bytes_always_get_the_defined_answer() {
             &(any::<bool>(), prop::collection::vec(any::<u8>(), 0..512)),
             |(binary, bytes)| {
                 rt.block_on(async {
-                    let mut c = client.borrow_mut();
+                    let mut c = client.lock().await;
                     let text = String::from_utf8_lossy(&bytes).into_owned();
                     let sent = if binary {
                         c.ws.send(Ws::binary(bytes)).await.unwrap();
@@ -204,7 +203,7 @@ fn arbitrary_json_and_bytes_always_get_the_defined_answer() {
 
     // Still the same healthy connection, with nothing stray queued.
     rt.block_on(async {
-        let mut c = client.borrow_mut();
+        let mut c = client.lock().await;
         let info = c.request(json!({"message": "RequestQueryServer"})).await;
         assert_eq!(info["message"], "EventServerInfo");
     });

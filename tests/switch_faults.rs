@@ -86,7 +86,7 @@ async fn busy(url: String, guest: &'static str, host: &'static str, run_for: Dur
     let mut answered = std::collections::HashSet::new();
     while started.elapsed() < run_for {
         id += 1;
-        let msg = if id % 2 == 0 {
+        let msg = if id.is_multiple_of(2) {
             json!({"message": "RequestPrivateService", "referenceId": id, "thisDn": guest, "privateMsgId": 1, "extensions": {"HOST_DN": host}})
         } else {
             json!({"message": "RequestPrivateService", "referenceId": id, "thisDn": guest, "privateMsgId": 2})

@@ -3,10 +3,12 @@
 //! Once every address is bound it prints one JSON line on stdout,
 //! `{"links":["127.0.0.1:P",...],"control":"127.0.0.1:P"}`, so that a script or test started with
 //! port 0 learns where to connect. Logs go to stderr (`RUST_LOG`). SIGTERM or ctrl-c stops it
-//! with exit status 0.
+//! with exit status 0. With `--tls-cert` and `--tls-key` every link speaks CSTA over TLS, like
+//! a switch configured for it (the control API stays plain HTTP).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -45,6 +47,12 @@ struct Args {
     /// How account codes are written: text or hex.
     #[arg(long, default_value = "text", value_parser = parse_accode)]
     accode_encoding: AccodeEncoding,
+    /// Serve CSTA over TLS on every link with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_escape_root(s: &str) -> Result<EscapeRoot, String> {
@@ -101,13 +109,27 @@ async fn main() -> ExitCode {
     dialect.private_data = args.private_data;
     dialect.accode_encoding = args.accode_encoding;
 
-    let sim = match Simulator::start(SimConfig {
-        name: args.name,
-        dns,
-        links: args.links,
-        control: args.control,
-        dialect,
-    })
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match csta_router::tls::server_config(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("pbx-sim: --tls-cert/--tls-key: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+
+    let sim = match Simulator::start_with_tls(
+        SimConfig {
+            name: args.name,
+            dns,
+            links: args.links,
+            control: args.control,
+            dialect,
+        },
+        tls,
+    )
     .await
     {
         Ok(sim) => sim,

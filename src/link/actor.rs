@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -87,6 +87,19 @@ struct Pending {
     name: &'static str,
     /// Tells this request from a later one that reuses its invoke ID.
     serial: u64,
+}
+
+/// An established connection to the switch, before it is split.
+enum LinkStream {
+    Plain(TcpStream),
+    /// The TLS stream, and whether its certificate went unverified.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>, bool),
+}
+
+/// Why a connection could not be established.
+enum ConnectError {
+    Tcp(std::io::Error),
+    Tls(std::io::Error),
 }
 
 struct Connection {
@@ -180,24 +193,72 @@ impl LinkActor {
         let generation = self.generation;
         let address = self.address;
         let timeout = self.settings.connect_timeout;
-        debug!(switch = %self.switch, link = self.index, %address, "connecting");
-        let fut = async move { tokio::time::timeout(timeout, TcpStream::connect(address)).await };
+        let tls = self.settings.tls.clone();
+        debug!(switch = %self.switch, link = self.index, %address, tls = tls.is_some(), "connecting");
+        // TCP connect and, with `tls = true`, the TLS handshake, within one connect timeout.
+        let fut = async move {
+            tokio::time::timeout(timeout, async move {
+                let tcp = TcpStream::connect(address)
+                    .await
+                    .map_err(ConnectError::Tcp)?;
+                let _ = tcp.set_nodelay(true);
+                match tls {
+                    None => Ok(LinkStream::Plain(tcp)),
+                    Some(tls) => {
+                        let stream = tls.connect(tcp, address).await.map_err(ConnectError::Tls)?;
+                        Ok(LinkStream::Tls(Box::new(stream), tls.insecure))
+                    }
+                }
+            })
+            .await
+        };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             if act.generation != generation {
                 return;
             }
             match res {
                 Ok(Ok(stream)) => act.connected(stream, ctx),
-                Ok(Err(e)) => act.lost(&format!("connect failed: {e}"), ctx),
-                Err(_) => act.lost("connect timed out", ctx),
+                Ok(Err(ConnectError::Tcp(e))) => act.lost(&format!("connect failed: {e}"), ctx),
+                Ok(Err(ConnectError::Tls(e))) => {
+                    // A certificate problem needs a person: say so at every attempt (the
+                    // back-off bounds how often), not only at debug level like a refused TCP
+                    // connect while the switch restarts.
+                    let why = crate::tls::explain_handshake_error(&e, &act.switch);
+                    warn!(switch = %act.switch, link = act.index, address = %act.address, "CSTA link not up: {why}");
+                    act.lost(&why, ctx);
+                }
+                Err(_) => act.lost("connect timed out (TCP connect or TLS handshake)", ctx),
             }
         }));
     }
 
-    fn connected(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
-        let _ = stream.set_nodelay(true);
+    fn connected(&mut self, stream: LinkStream, ctx: &mut Context<Self>) {
+        match stream {
+            LinkStream::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                self.start_io(read, write, ctx);
+            }
+            LinkStream::Tls(tls, insecure) => {
+                if insecure {
+                    warn!(switch = %self.switch, link = self.index, address = %self.address,
+                        "CSTA link over TLS WITHOUT certificate verification (tls-insecure-skip-verify = true): anyone on the path can impersonate the switch");
+                } else {
+                    debug!(switch = %self.switch, link = self.index, address = %self.address, "TLS handshake done, certificate verified");
+                }
+                // A TLS stream has no owned halves: split it (reads and writes stay independent).
+                let (read, write) = tokio::io::split(*tls);
+                self.start_io(read, write, ctx);
+            }
+        }
+    }
+
+    /// Start the writer task and the reader stream on an established connection.
+    fn start_io<R, W>(&mut self, read: R, mut write: W, ctx: &mut Context<Self>)
+    where
+        R: AsyncRead + Unpin + 'static,
+        W: AsyncWrite + Unpin + 'static,
+    {
         let generation = self.generation;
-        let (read, mut write) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Frame>(self.settings.write_queue.max(1));
         // The writer drains the queue in batches; the actor never waits on the socket.
         actix_rt::spawn(async move {
@@ -215,7 +276,9 @@ impl LinkActor {
                         None
                     };
                 }
-                if write.write_all(&buf).await.is_err() {
+                // The flush matters for TLS only (records still buffered in the session);
+                // for plain TCP it is a no-op.
+                if write.write_all(&buf).await.is_err() || write.flush().await.is_err() {
                     break;
                 }
                 buf.clear();

@@ -114,6 +114,9 @@ pub struct LinkSettings {
     pub first_invoke_id: u16,
     /// Log every CSTA frame in and out (target `csta_wire`).
     pub wire_trace: bool,
+    /// TLS on the links (`tls = true`): the TCP connection is wrapped in a TLS client
+    /// connection before anything is sent; `None`: plain TCP.
+    pub tls: Option<crate::tls::LinkTls>,
 }
 
 impl Default for LinkSettings {
@@ -129,6 +132,7 @@ impl Default for LinkSettings {
             remonitor_in_flight: 32,
             first_invoke_id: 1,
             wire_trace: false,
+            tls: None,
         }
     }
 }

@@ -83,6 +83,17 @@ impl Simulator {
     /// Bind every link listener and the control API, then serve them on the current tokio
     /// runtime (an actix `System` included). Fails if any address cannot be bound.
     pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
+        Simulator::start_with_tls(config, None).await
+    }
+
+    /// [`Simulator::start`], with CSTA over TLS on every link when `tls` is given (like a
+    /// switch offering CSTA over TLS; build it with [`crate::tls::server_config`] from PEM
+    /// files or [`crate::tls::server_config_from_pem`] from memory). The control API stays
+    /// plain HTTP.
+    pub async fn start_with_tls(
+        config: SimConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Simulator> {
         let mut listeners = Vec::with_capacity(config.links.len());
         let mut link_addrs = Vec::with_capacity(config.links.len());
         for addr in &config.links {
@@ -124,13 +135,21 @@ impl Simulator {
             }
             None => (None, None),
         };
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let with_tls = acceptor.is_some();
         for (link, listener) in listeners.into_iter().enumerate() {
-            tokio::spawn(server::accept_loop(switch.clone(), link, listener));
+            tokio::spawn(server::accept_loop(
+                switch.clone(),
+                link,
+                listener,
+                acceptor.clone(),
+            ));
         }
         tracing::info!(
             switch = %config.name,
             links = ?link_addrs,
             control = ?control_addr,
+            tls = with_tls,
             "simulated switch listening"
         );
         Ok(Simulator {

@@ -2,12 +2,13 @@
 //! (frames in, requests processed) and a writer task (frames out, from an unbounded queue).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +16,17 @@ use super::state::{ConnId, Decision, Out};
 use super::Switch;
 use crate::csta::{CstaCodec, CstaError, DecodeError, Frame, Message};
 
-/// Accept connections on one link until the switch shuts down.
-pub(crate) async fn accept_loop(switch: Arc<Switch>, link: usize, listener: TcpListener) {
+/// How long a TLS client has to complete its handshake before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept connections on one link until the switch shuts down; with `tls`, each connection
+/// is served once its TLS handshake (run in the connection's own task) succeeds.
+pub(crate) async fn accept_loop(
+    switch: Arc<Switch>,
+    link: usize,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = switch.shutdown.cancelled() => break,
@@ -25,7 +35,18 @@ pub(crate) async fn accept_loop(switch: Arc<Switch>, link: usize, listener: TcpL
         match accepted {
             Ok((stream, peer)) => {
                 tracing::debug!(switch = %switch.name, link, %peer, "link connection accepted");
-                tokio::spawn(run_connection(switch.clone(), link, stream));
+                // Answers go out at once, as a switch's do: no Nagle delay against the peer's
+                // delayed ACK.
+                let _ = stream.set_nodelay(true);
+                match &tls {
+                    None => {
+                        let (read, write) = stream.into_split();
+                        tokio::spawn(run_connection(switch.clone(), link, read, write));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(accept_tls(switch.clone(), link, acceptor.clone(), stream));
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(switch = %switch.name, link, "accept failed: {e}");
@@ -37,11 +58,33 @@ pub(crate) async fn accept_loop(switch: Arc<Switch>, link: usize, listener: TcpL
     tracing::debug!(switch = %switch.name, link, "link listener closed");
 }
 
+/// The TLS handshake of one link connection, then serve it; a failed handshake (a client
+/// that does not trust our certificate, or does not speak TLS) is logged and dropped.
+async fn accept_tls(switch: Arc<Switch>, link: usize, acceptor: TlsAcceptor, stream: TcpStream) {
+    let handshake = tokio::select! {
+        _ = switch.shutdown.cancelled() => return,
+        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+    };
+    match handshake {
+        Ok(Ok(tls)) => {
+            let (read, write) = tokio::io::split(tls);
+            run_connection(switch, link, read, write).await;
+        }
+        Ok(Err(e)) => {
+            tracing::info!(switch = %switch.name, link, "TLS handshake with a link client failed: {e}");
+        }
+        Err(_) => {
+            tracing::info!(switch = %switch.name, link, "TLS handshake with a link client timed out");
+        }
+    }
+}
+
 /// Serve one connection until either side closes it.
-async fn run_connection(switch: Arc<Switch>, link: usize, stream: TcpStream) {
-    // Answers go out at once, as a switch's do: no Nagle delay against the peer's delayed ACK.
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+async fn run_connection<R, W>(switch: Arc<Switch>, link: usize, read: R, write: W)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = switch.shutdown.child_token();
     let Some(id) = switch.lock().add_conn(link, tx, cancel.clone()) else {
@@ -70,8 +113,8 @@ async fn run_connection(switch: Arc<Switch>, link: usize, stream: TcpStream) {
     tracing::debug!(switch = %switch.name, link, "link connection closed");
 }
 
-async fn write_loop(
-    mut write: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut write: W,
     mut rx: UnboundedReceiver<Out>,
     cancel: CancellationToken,
 ) {
@@ -98,12 +141,20 @@ async fn write_loop(
                 None
             };
         }
-        if let Err(e) = write.write_all(&buf).await {
+        // The flush matters for TLS (records buffered in the session); a no-op for TCP.
+        let written = match write.write_all(&buf).await {
+            Ok(()) => write.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             tracing::debug!("link write failed: {e}");
             cancel.cancel();
-            break;
+            return;
         }
     }
+    // Closed by us: end the stream properly (with TLS, a close_notify), as a switch does;
+    // bounded, in case the peer stopped reading.
+    let _ = tokio::time::timeout(Duration::from_secs(1), write.shutdown()).await;
 }
 
 /// Handle one frame read from a link: decode, apply the fault modes, answer.
@@ -153,7 +204,15 @@ fn on_frame(switch: &Arc<Switch>, conn: ConnId, link: usize, frame: Frame) {
             tokio::spawn(async move {
                 tokio::select! {
                     _ = switch.shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(delay) => switch.lock().answer(conn, invoke, msg, reject),
+                    _ = tokio::time::sleep(delay) => {
+                        let mut st = switch.lock();
+                        // A request whose link went away while it waited is not carried out
+                        // (the caller was told the switch may or may not have acted; this one
+                        // did not), so that tests can tell what state the switch is in.
+                        if st.has_conn(conn) {
+                            st.answer(conn, invoke, msg, reject);
+                        }
+                    }
                 }
             });
         }

@@ -332,6 +332,11 @@ impl SwitchState {
 
     // ----- connections -------------------------------------------------------------------
 
+    /// Whether a connection is still open.
+    pub(crate) fn has_conn(&self, id: ConnId) -> bool {
+        self.conns.contains_key(&id)
+    }
+
     /// Register a new connection on a link and queue the switch's greeting. `None` when the link
     /// is down or the switch is shutting down: the caller then closes the socket.
     pub(crate) fn add_conn(
