@@ -34,6 +34,7 @@
 //! (CSTA reading and parsing) run on a pool of Arbiters. Adding switches adds threads rather
 //! than load on one.
 
+pub mod bench;
 pub mod calls;
 pub mod config;
 pub mod csta;

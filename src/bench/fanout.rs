@@ -1,0 +1,488 @@
+//! `fanout`: hot-desk events from the switches to M monitoring clients, each registered (monitor
+//! mode) on all D DNs.
+//!
+//! The D DNs are D/2 guest/host pairs spread over the switches (see [`super::plan`]). Once every
+//! client has registered every DN, one generator per switch asks its simulator for bursts of
+//! events (`POST /burst {"guest","host","pairs","count":1}`: associate then cancel on each of
+//! `pairs` consecutive pairs), for `--rounds` rounds over all the switch's pairs. Each pair and
+//! round yields 4 events per client (associate and cancel, each on the guest's and on the host's
+//! monitor). The generators keep at most `--window` events per client outstanding (generated
+//! but not yet received by the slowest client), below the router's client queue, so what is
+//! measured is the delivery rate the router sustains without shedding clients.
+//!
+//! Each client checks, per switch and monitored DN, that `eventSeq` strictly increases, that
+//! the events alternate established (1) / cancelled (2), and at the end that it received exactly
+//! `2 × rounds` events per DN: a shortfall counts as losses, an excess as errors. Latency is from
+//! the moment a burst was due to each delivery of its events.
+
+use super::http;
+use super::plan::Plan;
+use super::spawn::Environment;
+use super::stats::{self, Latency, Phase, Progress, Summary};
+use super::ws::{self, WsClient};
+use super::{setup_window, start_workers, BenchError, Settings, StartGate};
+use serde_json::json;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Barrier};
+
+/// The layout of the run, shared by the generators and the clients.
+#[derive(Debug)]
+struct Layout {
+    switches: usize,
+    /// Pairs per switch.
+    pairs_on: Vec<usize>,
+    /// Pairs per burst.
+    batch: usize,
+    /// The most bursts per switch and round.
+    batches: usize,
+    rounds: usize,
+    switch_names: Vec<String>,
+}
+
+impl Layout {
+    fn slot(&self, round: usize, switch: usize, batch: usize) -> usize {
+        (round * self.switches + switch) * self.batches + batch
+    }
+}
+
+/// State shared between the generators, the clients and the coordinator.
+#[derive(Debug)]
+struct Shared {
+    layout: Layout,
+    /// When each burst was due, in nanoseconds since `epoch` (0: not yet).
+    due: Vec<AtomicU64>,
+    epoch: Instant,
+    /// Events per client generated so far (reserved before each burst).
+    expected: AtomicU64,
+    /// Events each client has received.
+    received: Vec<AtomicU64>,
+    /// Clients whose connection ended.
+    dead: Vec<AtomicBool>,
+    /// Set when the generators must stop.
+    abort: AtomicBool,
+}
+
+impl Shared {
+    /// The fewest events received by a client still connected; `None` when none is.
+    fn slowest(&self) -> Option<u64> {
+        self.received
+            .iter()
+            .zip(&self.dead)
+            .filter(|(_, d)| !d.load(Ordering::Relaxed))
+            .map(|(r, _)| r.load(Ordering::Acquire))
+            .min()
+    }
+}
+
+/// What one monitoring client saw.
+#[derive(Debug, Default)]
+struct ClientResult {
+    latency: Latency,
+    deliveries: u64,
+    last: Option<Instant>,
+    losses: u64,
+    out_of_order: u64,
+    errors: u64,
+    samples: Vec<String>,
+}
+
+impl ClientResult {
+    fn error(&mut self, progress: &Progress, what: impl FnOnce() -> String) {
+        self.errors += 1;
+        progress.error();
+        if self.samples.len() < 5 {
+            self.samples.push(what());
+        }
+    }
+}
+
+/// Per (switch, DN) bookkeeping of one client.
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    switch: usize,
+    batch: usize,
+    count: u64,
+    last_seq: u64,
+}
+
+/// Run the scenario and fill in the summary.
+pub async fn run(
+    s: &Settings,
+    env: &Environment,
+    mut summary: Summary,
+) -> Result<Summary, BenchError> {
+    let a = &s.args;
+    let plan = s.plan;
+    let pairs = a.dns / 2;
+    let pairs_on: Vec<usize> = (0..plan.switches)
+        .map(|i| plan.items_on(i, pairs))
+        .collect();
+    let most = pairs_on.iter().copied().max().unwrap_or(1).max(1);
+    let fit = usize::try_from(a.window / 4).unwrap_or(usize::MAX).max(1);
+    let batch = match a.batch {
+        Some(b) if b == 0 || b > fit => {
+            return Err(BenchError::Setup(format!(
+                "--batch must be 1 to {fit}: each pair yields 4 events per client and a burst must fit in --window {}",
+                a.window
+            )))
+        }
+        Some(b) => b,
+        None => (fit / plan.switches).clamp(1, most),
+    }
+    .min(most);
+    let controls: Vec<SocketAddr> = env
+        .sims
+        .iter()
+        .take(plan.switches)
+        .map(|sim| sim.control)
+        .collect::<Option<Vec<_>>>()
+        .filter(|c| c.len() == plan.switches)
+        .ok_or_else(|| {
+            BenchError::Setup("fanout needs every simulator's control API address".into())
+        })?;
+    let url = env
+        .router_url
+        .clone()
+        .ok_or_else(|| BenchError::Setup("no router URL".into()))?;
+    let batches = most.div_ceil(batch);
+    let layout = Layout {
+        switches: plan.switches,
+        pairs_on: pairs_on.clone(),
+        batch,
+        batches,
+        rounds: a.rounds,
+        switch_names: (0..plan.switches).map(Plan::switch_name).collect(),
+    };
+    let slots = a.rounds * plan.switches * batches;
+    let shared = Arc::new(Shared {
+        layout,
+        due: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        epoch: Instant::now(),
+        expected: AtomicU64::new(0),
+        received: (0..a.monitors).map(|_| AtomicU64::new(0)).collect(),
+        dead: (0..a.monitors).map(|_| AtomicBool::new(false)).collect(),
+        abort: AtomicBool::new(false),
+    });
+    // Every DN with its switch and burst.
+    let mut dns: Vec<(String, Track)> = Vec::with_capacity(pairs * 2);
+    for k in 0..pairs {
+        let p = plan.pair(k);
+        let t = Track {
+            switch: p.switch,
+            batch: p.local / batch,
+            count: 0,
+            last_seq: 0,
+        };
+        dns.push((p.guest, t));
+        dns.push((p.host, t));
+    }
+    let dns = Arc::new(dns);
+    let per_client = 4 * pairs as u64 * a.rounds as u64;
+    let progress = Progress::new();
+    let _display = stats::start_display("fanout", progress.clone());
+    let setup_started = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let done = Arc::new(Barrier::new(a.monitors));
+    let started = start_workers(a.monitors, &progress, |i, gate| {
+        monitor_client(
+            i,
+            url.clone(),
+            dns.clone(),
+            shared.clone(),
+            per_client,
+            progress.clone(),
+            gate,
+            stop_rx.clone(),
+            done.clone(),
+        )
+    })
+    .await?;
+    let start = started.start;
+    tokio::time::sleep_until(start.into()).await;
+    // One generator per switch.
+    let mut generators = tokio::task::JoinSet::new();
+    for (i, control) in controls.iter().copied().enumerate() {
+        generators.spawn(generate(i, control, shared.clone(), a.window));
+    }
+    let mut bursts = 0u64;
+    let mut setup_errors = Vec::new();
+    while let Some(r) = generators.join_next().await {
+        match r {
+            Ok(Ok(n)) => bursts += n,
+            Ok(Err(e)) => {
+                shared.abort.store(true, Ordering::Relaxed);
+                setup_errors.push(e);
+            }
+            Err(e) => setup_errors.push(format!("a generator failed: {e}")),
+        }
+    }
+    progress.set_phase(Phase::Drain);
+    // Wait until every connected client has everything, or nothing moves for --drain seconds.
+    let drain = Duration::from_secs_f64(a.drain);
+    let total = shared.expected.load(Ordering::Relaxed);
+    let mut last_seen = (u64::MAX, Instant::now());
+    while shared.slowest().is_some_and(|n| n < total) {
+        let sum: u64 = shared
+            .received
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .sum();
+        if sum != last_seen.0 {
+            last_seen = (sum, Instant::now());
+        } else if last_seen.1.elapsed() >= drain {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = stop_tx.send(true);
+    let results = started.results().await?;
+    if let Some(e) = setup_errors.first() {
+        return Err(BenchError::Setup(format!("generating events failed: {e}")));
+    }
+    let mut latency = Latency::new();
+    let (mut deliveries, mut losses, mut out_of_order, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let mut last: Option<Instant> = None;
+    for r in &results {
+        latency.merge(&r.latency);
+        deliveries += r.deliveries;
+        losses += r.losses;
+        out_of_order += r.out_of_order;
+        errors += r.errors;
+        last = match (last, r.last) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+        for smp in &r.samples {
+            summary.sample(smp.clone());
+        }
+    }
+    let elapsed = last.map_or(Duration::ZERO, |l| l.saturating_duration_since(start));
+    summary.set("clients", a.monitors);
+    summary.set("monitors", a.monitors);
+    summary.set("dns", pairs * 2);
+    summary.set("rounds", a.rounds);
+    summary.set("window", a.window);
+    summary.set("batch", batch);
+    summary.set("bursts", bursts);
+    summary.errors = errors + out_of_order;
+    summary.losses = losses;
+    summary.set_measure(deliveries, elapsed, &latency);
+    summary.set("deliveries", deliveries);
+    summary.set("expected", per_client * a.monitors as u64);
+    summary.set("losses", losses);
+    summary.set("out_of_order", out_of_order);
+    let secs = elapsed.as_secs_f64();
+    summary.set_f(
+        "deliveries_per_s",
+        if secs > 0.0 {
+            deliveries as f64 / secs
+        } else {
+            0.0
+        },
+    );
+    summary.set_f(
+        "setup_s",
+        start.saturating_duration_since(setup_started).as_secs_f64(),
+    );
+    Ok(summary)
+}
+
+/// Generate the bursts of one switch; returns how many were sent.
+async fn generate(
+    switch: usize,
+    control: SocketAddr,
+    shared: Arc<Shared>,
+    window: u64,
+) -> Result<u64, String> {
+    let layout = &shared.layout;
+    let pairs = layout.pairs_on.get(switch).copied().unwrap_or(0);
+    let mut sent = 0u64;
+    for round in 0..layout.rounds {
+        let mut first = 0usize;
+        let mut batch = 0usize;
+        while first < pairs {
+            let len = layout.batch.min(pairs - first);
+            let events = 4 * len as u64;
+            let target = shared.expected.fetch_add(events, Ordering::AcqRel) + events;
+            // Wait for room in the window.
+            loop {
+                if shared.abort.load(Ordering::Relaxed) {
+                    return Ok(sent);
+                }
+                match shared.slowest() {
+                    None => return Ok(sent),
+                    Some(n) if n + window >= target => break,
+                    Some(_) => tokio::time::sleep(Duration::from_micros(500)).await,
+                }
+            }
+            let due = shared.epoch.elapsed().as_nanos().max(1);
+            if let Some(slot) = shared.due.get(layout.slot(round, switch, batch)) {
+                slot.store(u64::try_from(due).unwrap_or(u64::MAX), Ordering::Release);
+            }
+            let body = json!({
+                "guest": Plan::guest_dn(switch, first),
+                "host": Plan::host_dn(switch, first),
+                "pairs": len,
+                "count": 1,
+            });
+            let reply = http::post(control, "/burst", &body).await?;
+            if reply["hotdeskEvents"] != json!(2 * len) {
+                return Err(format!(
+                    "{}: POST /burst {body} answered {reply}",
+                    Plan::switch_name(switch)
+                ));
+            }
+            sent += 1;
+            first += len;
+            batch += 1;
+        }
+    }
+    Ok(sent)
+}
+
+/// One monitoring client: register every DN in monitor mode, then count and check events.
+#[allow(clippy::too_many_arguments)]
+async fn monitor_client(
+    index: usize,
+    url: String,
+    dns: Arc<Vec<(String, Track)>>,
+    shared: Arc<Shared>,
+    expected_total: u64,
+    progress: Arc<Progress>,
+    mut gate: StartGate,
+    mut stop: watch::Receiver<bool>,
+    done: Arc<Barrier>,
+) -> ClientResult {
+    let mut out = ClientResult::default();
+    let names: Vec<String> = dns.iter().map(|(d, _)| d.clone()).collect();
+    let setup = async {
+        let mut c = WsClient::connect(&url, &format!("csta-bench-monitor-{index}")).await?;
+        // Every client registers the same DNs in the same order, so the router starts few
+        // monitors at a time whatever the number of clients: a window of at least 16.
+        let window = setup_window(shared.layout.switches, shared.received.len(), 128).max(16);
+        c.register_all(&names, "monitor", window, &progress).await?;
+        Ok::<_, String>(c)
+    };
+    let mut c = match setup.await {
+        Ok(c) => c,
+        Err(e) => {
+            gate.ready(Err(format!("monitor {index}: {e}"))).await;
+            return out;
+        }
+    };
+    drop(names);
+    let mut tracks: HashMap<Box<str>, Track> = dns
+        .iter()
+        .map(|(d, t)| (Box::from(d.as_str()), *t))
+        .collect();
+    drop(dns);
+    if gate.ready(Ok(())).await.is_none() {
+        return out;
+    }
+    let per_dn = 2 * shared.layout.rounds as u64;
+    let received = &shared.received[index];
+    let mut count = 0u64;
+    let mut failure = None;
+    // Built once: creating it for every event costs more than the check itself.
+    let stopped = stop.wait_for(|s| *s);
+    tokio::pin!(stopped);
+    while count < expected_total {
+        let text = tokio::select! {
+            biased;
+            t = c.recv() => match t {
+                Ok(t) => t,
+                Err(e) => { failure = Some(e); break; }
+            },
+            _ = &mut stopped => break,
+        };
+        let Some(m) = ws::parse(&text) else {
+            out.error(&progress, || {
+                format!(
+                    "monitor {index}: unreadable message {}",
+                    ws::describe(&text)
+                )
+            });
+            continue;
+        };
+        if m.message != "EventPrivateInfo" || m.reference_id.is_some() {
+            if m.message == "EventLinkDisconnected" {
+                out.error(&progress, || {
+                    format!("monitor {index}: link lost: {}", ws::describe(&text))
+                });
+            }
+            continue;
+        }
+        let now = Instant::now();
+        let Some(t) = m.monitored_dn.and_then(|d| tracks.get_mut(d)) else {
+            out.error(&progress, || {
+                format!(
+                    "monitor {index}: event for a DN not registered: {}",
+                    ws::describe(&text)
+                )
+            });
+            continue;
+        };
+        let layout = &shared.layout;
+        let seq = m.event_seq.unwrap_or(0);
+        let kind_ok = m.private_msg_id == Some(if t.count % 2 == 0 { 1 } else { 2 });
+        let switch_ok = m.switch == layout.switch_names.get(t.switch).map(String::as_str);
+        if seq <= t.last_seq || !kind_ok || !switch_ok {
+            out.out_of_order += 1;
+            progress.error();
+            if out.samples.len() < 5 {
+                out.samples.push(format!(
+                    "monitor {index}: out of order after eventSeq {} (event {} of its DN): {}",
+                    t.last_seq,
+                    t.count + 1,
+                    ws::describe(&text)
+                ));
+            }
+        }
+        let round = usize::try_from(t.count / 2).unwrap_or(usize::MAX);
+        if let Some(due) = shared
+            .due
+            .get(layout.slot(round, t.switch, t.batch))
+            .map(|d| d.load(Ordering::Acquire))
+            .filter(|d| *d > 0)
+        {
+            out.latency
+                .record(now.saturating_duration_since(shared.epoch + Duration::from_nanos(due)));
+        }
+        t.last_seq = t.last_seq.max(seq);
+        t.count += 1;
+        if t.count > per_dn {
+            out.error(&progress, || {
+                format!(
+                    "monitor {index}: more than {per_dn} events for {}",
+                    m.monitored_dn.unwrap_or_default()
+                )
+            });
+        }
+        count += 1;
+        out.deliveries += 1;
+        out.last = Some(now);
+        received.store(count, Ordering::Release);
+        // The shared progress counter is touched once every 64 events, not on each.
+        if count.is_multiple_of(64) {
+            progress.ops.fetch_add(64, Ordering::Relaxed);
+        }
+    }
+    progress.ops.fetch_add(count % 64, Ordering::Relaxed);
+    if let Some(e) = failure {
+        shared.dead[index].store(true, Ordering::Relaxed);
+        out.error(&progress, || format!("monitor {index}: {e}"));
+    }
+    out.losses = tracks
+        .values()
+        .map(|t| per_dn.saturating_sub(t.count))
+        .sum();
+    // Disconnect together: a client leaving early makes the router stop its monitors while
+    // the others still count.
+    done.wait().await;
+    c.close().await;
+    out
+}

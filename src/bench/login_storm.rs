@@ -1,0 +1,413 @@
+//! `login-storm`: N guests hot-desk onto N hosts across all switches, then cancel.
+//!
+//! Client `c` of C owns a contiguous share of the N items (so every client has guests on every
+//! switch), registers its guests in share mode (setup, not measured), and once every client is
+//! ready runs, for each round, private service 1 (associate guest with host) for all its guests,
+//! then private service 2 (cancel) for all of them, with at most `--in-flight` requests in
+//! flight. Every reply is checked: `EventPrivateInfo` with the request's `referenceId`, the same
+//! `privateMsgId`, `thisDn` = the guest and `otherDn` = the host; anything else is an error.
+//!
+//! With `--direct` the same operations go to the simulators over CSTA (MonitorStart for each
+//! guest at setup, then `Escape` associate/cancel), from C workers with the same window each, so
+//! the same total number of requests is in flight; the answer must be `EscapeResponse`.
+
+use super::direct::CstaConn;
+use super::plan::{share, Pair};
+use super::spawn::Environment;
+use super::stats::{self, Progress, Summary, Totals, WorkerResult};
+use super::ws::{self, quote, WsClient};
+use super::{run_workers, setup_window, BenchError, Schedule, Settings, StartGate};
+use crate::csta::{HotDeskAction, HotDeskRequest, Message};
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Barrier;
+
+/// One operation: associate or cancel one guest.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    pair: usize,
+    associate: bool,
+}
+
+fn operations(pairs: usize, rounds: usize) -> Vec<Op> {
+    let mut ops = Vec::with_capacity(pairs * 2 * rounds);
+    for _ in 0..rounds {
+        for associate in [true, false] {
+            ops.extend((0..pairs).map(|pair| Op { pair, associate }));
+        }
+    }
+    ops
+}
+
+/// Run the scenario and fill in the summary.
+pub async fn run(
+    s: &Settings,
+    env: &Environment,
+    mut summary: Summary,
+) -> Result<Summary, BenchError> {
+    let a = &s.args;
+    let progress = Progress::new();
+    let _display = stats::start_display("login-storm", progress.clone());
+    let setup_started = Instant::now();
+    let (start, results) = if a.direct {
+        let mut conns = Vec::new();
+        for (i, sim) in env.sims.iter().enumerate().take(s.plan.switches) {
+            conns.push(CstaConn::connect(super::plan::Plan::switch_name(i), sim.link).await?);
+        }
+        let conns = Arc::new(conns);
+        let r = run_workers(a.clients, &progress, |i, gate| {
+            let (from, to) = share(a.dns, a.clients, i);
+            let pairs: Vec<Pair> = (from..to).map(|k| s.plan.pair(k)).collect();
+            direct_worker(i, pairs, s.clone(), conns.clone(), progress.clone(), gate)
+        })
+        .await?;
+        let events: u64 = conns.iter().map(|c| c.events()).sum();
+        summary.set("csta_events", events);
+        r
+    } else {
+        let url = env
+            .router_url
+            .clone()
+            .ok_or_else(|| BenchError::Setup("no router URL".into()))?;
+        let done = Arc::new(Barrier::new(a.clients));
+        run_workers(a.clients, &progress, |i, gate| {
+            let (from, to) = share(a.dns, a.clients, i);
+            let pairs: Vec<Pair> = (from..to).map(|k| s.plan.pair(k)).collect();
+            router_client(
+                i,
+                url.clone(),
+                pairs,
+                s.clone(),
+                progress.clone(),
+                gate,
+                done.clone(),
+            )
+        })
+        .await?
+    };
+    let mut totals = Totals::default();
+    for r in results {
+        totals.add(r);
+    }
+    let elapsed = totals
+        .finished
+        .map_or(Duration::ZERO, |f| f.saturating_duration_since(start));
+    summary.set("clients", a.clients);
+    summary.set("in_flight", a.clients * a.in_flight);
+    summary.set("guests", a.dns);
+    summary.set("rounds", a.rounds);
+    if let Some(rate) = a.rate {
+        summary.set_f("target_rate", rate);
+    }
+    summary.errors = totals.errors;
+    summary.samples = totals.samples.clone();
+    summary.set_measure(totals.ops, elapsed, &totals.latency);
+    summary.set_f(
+        "setup_s",
+        start.saturating_duration_since(setup_started).as_secs_f64(),
+    );
+    if !a.direct {
+        summary.set("events", totals.events);
+    }
+    Ok(summary)
+}
+
+fn request_text(id: u64, pair: &Pair, associate: bool) -> String {
+    if associate {
+        format!(
+            r#"{{"message":"RequestPrivateService","referenceId":{id},"thisDn":{},"privateMsgId":1,"extensions":{{"HOST_DN":{}}}}}"#,
+            quote(&pair.guest),
+            quote(&pair.host)
+        )
+    } else {
+        format!(
+            r#"{{"message":"RequestPrivateService","referenceId":{id},"thisDn":{},"privateMsgId":2}}"#,
+            quote(&pair.guest)
+        )
+    }
+}
+
+/// One WebSocket client of the router: a single task that sends what is due and reads replies.
+async fn router_client(
+    index: usize,
+    url: String,
+    pairs: Vec<Pair>,
+    s: Settings,
+    progress: Arc<Progress>,
+    mut gate: StartGate,
+    done: Arc<Barrier>,
+) -> WorkerResult {
+    let mut out = WorkerResult::default();
+    let setup = async {
+        let mut c = WsClient::connect(&url, &format!("csta-bench-{index}")).await?;
+        let guests: Vec<String> = pairs.iter().map(|p| p.guest.clone()).collect();
+        let events = c
+            .register_all(
+                &guests,
+                "share",
+                setup_window(s.plan.switches, s.args.clients, 64),
+                &progress,
+            )
+            .await?;
+        Ok::<_, String>((c, events))
+    };
+    let (mut c, events) = match setup.await {
+        Ok(x) => x,
+        Err(e) => {
+            gate.ready(Err(format!("client {index}: {e}"))).await;
+            return out;
+        }
+    };
+    out.events = events;
+    let Some(start) = gate.ready(Ok(())).await else {
+        return out;
+    };
+    let a = &s.args;
+    let schedule = Schedule::new(start, a.rate, a.clients, index);
+    let ops = operations(pairs.len(), a.rounds);
+    let window = a.in_flight;
+    let drain = Duration::from_secs_f64(a.drain);
+    // referenceId → (operation, when it was due)
+    let mut pending: HashMap<u64, (usize, Instant)> = HashMap::with_capacity(window * 2);
+    let mut next = 0usize;
+    let mut failure: Option<String> = None;
+    while next < ops.len() || !pending.is_empty() {
+        let now = Instant::now();
+        let mut fed = false;
+        while next < ops.len() && pending.len() < window {
+            let due = schedule.due(next);
+            if due.is_some_and(|d| d > now) {
+                break;
+            }
+            let op = ops[next];
+            let id = c.next_ref();
+            if let Err(e) = c
+                .feed(request_text(id, &pairs[op.pair], op.associate))
+                .await
+            {
+                failure = Some(e);
+                break;
+            }
+            pending.insert(id, (next, due.unwrap_or(now)));
+            next += 1;
+            fed = true;
+        }
+        if failure.is_some() {
+            break;
+        }
+        if fed {
+            if let Err(e) = c.flush().await {
+                failure = Some(e);
+                break;
+            }
+        }
+        let wake = if next < ops.len() && pending.len() < window {
+            schedule.due(next)
+        } else {
+            None
+        };
+        // Silence is only a failure while replies are awaited.
+        let patience = if pending.is_empty() {
+            Duration::from_secs(86_400)
+        } else {
+            drain
+        };
+        let text = tokio::select! {
+            t = tokio::time::timeout(patience, c.recv()) => match t {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => { failure = Some(e); break; }
+                Err(_) => {
+                    failure = Some(format!(
+                        "no reply within {} s ({} requests in flight)",
+                        drain.as_secs_f64(),
+                        pending.len()
+                    ));
+                    break;
+                }
+            },
+            _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => continue,
+        };
+        let m = ws::parse(&text).unwrap_or_default();
+        let Some(r) = m.reference_id else {
+            if m.message == "EventPrivateInfo" {
+                out.events += 1;
+            } else if m.message == "EventLinkDisconnected" {
+                out.error(&progress, || {
+                    format!("client {index}: link lost: {}", ws::describe(&text))
+                });
+            }
+            continue;
+        };
+        let Some((j, due)) = pending.remove(&r) else {
+            out.error(&progress, || {
+                format!(
+                    "client {index}: reply to no request of ours: {}",
+                    ws::describe(&text)
+                )
+            });
+            continue;
+        };
+        let op = ops[j];
+        let pair = &pairs[op.pair];
+        let ok = m.message == "EventPrivateInfo"
+            && m.private_msg_id == Some(if op.associate { 1 } else { 2 })
+            && m.this_dn == Some(pair.guest.as_str())
+            && m.other_dn == Some(pair.host.as_str());
+        if ok {
+            out.latency.record(due.elapsed());
+            out.ops += 1;
+            out.finished = Some(Instant::now());
+            progress.ops.fetch_add(1, Ordering::Relaxed);
+        } else {
+            out.error(&progress, || {
+                format!(
+                    "client {index}: {} {}→{}: {}",
+                    if op.associate { "associate" } else { "cancel" },
+                    pair.guest,
+                    pair.host,
+                    ws::describe(&text)
+                )
+            });
+        }
+    }
+    if let Some(e) = failure {
+        let lost = (ops.len() - next + pending.len()) as u64;
+        out.errors += lost.saturating_sub(1);
+        out.error(&progress, || {
+            format!("client {index}: {e}; {lost} request(s) unanswered or unsent")
+        });
+    }
+    // Disconnect together: a client leaving early makes the router stop its monitors (one
+    // MonitorStop per DN) while the others are still measured.
+    done.wait().await;
+    c.close().await;
+    out
+}
+
+/// One direct worker: the same operations over the shared CSTA links.
+async fn direct_worker(
+    index: usize,
+    pairs: Vec<Pair>,
+    s: Settings,
+    conns: Arc<Vec<Arc<CstaConn>>>,
+    progress: Arc<Progress>,
+    mut gate: StartGate,
+) -> WorkerResult {
+    let mut out = WorkerResult::default();
+    // Setup: a monitor on each guest, as the router starts one when a client registers it.
+    let setup_limit = setup_window(s.plan.switches, s.args.clients, 64);
+    let setup = async {
+        let mut inflight = FuturesUnordered::new();
+        let mut next = 0usize;
+        while next < pairs.len() || !inflight.is_empty() {
+            while next < pairs.len() && inflight.len() < setup_limit {
+                let p = &pairs[next];
+                let conn = conns
+                    .get(p.switch)
+                    .cloned()
+                    .ok_or_else(|| format!("no CSTA link for switch {}", p.switch + 1))?;
+                let guest = p.guest.clone();
+                inflight.push(async move {
+                    let r = conn
+                        .request(&Message::MonitorStart {
+                            device: guest.clone(),
+                        })
+                        .await;
+                    (guest, r)
+                });
+                next += 1;
+            }
+            if let Some((guest, r)) = inflight.next().await {
+                match r {
+                    Ok(Message::MonitorStartResponse { .. }) => {
+                        progress.setup.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(other) => return Err(format!("MonitorStart {guest}: answered {other:?}")),
+                    Err(e) => return Err(format!("MonitorStart {guest}: {e}")),
+                }
+            }
+        }
+        Ok::<(), String>(())
+    };
+    if let Err(e) = setup.await {
+        gate.ready(Err(format!("worker {index}: {e}"))).await;
+        return out;
+    }
+    let Some(start) = gate.ready(Ok(())).await else {
+        return out;
+    };
+    let a = &s.args;
+    let schedule = Schedule::new(start, a.rate, a.clients, index);
+    let ops = operations(pairs.len(), a.rounds);
+    let window = a.in_flight;
+    let mut inflight = FuturesUnordered::new();
+    let mut next = 0usize;
+    while next < ops.len() || !inflight.is_empty() {
+        let now = Instant::now();
+        while next < ops.len() && inflight.len() < window {
+            let due = schedule.due(next);
+            if due.is_some_and(|d| d > now) {
+                break;
+            }
+            let op = ops[next];
+            let p = &pairs[op.pair];
+            let Some(conn) = conns.get(p.switch).cloned() else {
+                out.error(&progress, || {
+                    format!("no CSTA link for switch {}", p.switch + 1)
+                });
+                next += 1;
+                continue;
+            };
+            let msg = Message::Escape(HotDeskRequest {
+                guest: p.guest.clone(),
+                action: if op.associate {
+                    HotDeskAction::Associate {
+                        host: p.host.clone(),
+                    }
+                } else {
+                    HotDeskAction::Cancel
+                },
+            });
+            let due = due.unwrap_or(now);
+            inflight.push(async move {
+                let r = conn.request(&msg).await;
+                (next, due, r)
+            });
+            next += 1;
+        }
+        let wake = if next < ops.len() && inflight.len() < window {
+            schedule.due(next)
+        } else {
+            None
+        };
+        tokio::select! {
+            done = inflight.next(), if !inflight.is_empty() => {
+                let Some((j, due, r)) = done else { continue };
+                match r {
+                    Ok(Message::EscapeResponse) => {
+                        out.latency.record(due.elapsed());
+                        out.ops += 1;
+                        out.finished = Some(Instant::now());
+                        progress.ops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        let op = ops[j];
+                        let p = &pairs[op.pair];
+                        out.error(&progress, || format!(
+                            "worker {index}: {} {}→{}: {other:?}",
+                            if op.associate { "associate" } else { "cancel" },
+                            p.guest, p.host
+                        ));
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => {}
+            else => {}
+        }
+    }
+    out
+}

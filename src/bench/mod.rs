@@ -1,0 +1,539 @@
+//! `csta-bench`: the load generator (SPEC section 9).
+//!
+//! It drives a running router over many WebSocket clients (`--router ws://HOST:PORT/v1`), or
+//! starts everything itself (`--spawn`: S `pbx-sim` processes and a `csta-router` with its
+//! shipped defaults on free loopback ports), or with `--direct` drives the simulators straight
+//! over CSTA with the same number of requests in flight (the baseline without the router). At
+//! the end it prints exactly one JSON line on stdout; a progress line is drawn on stderr only
+//! when stderr is a terminal.
+//!
+//! Scenarios:
+//! - [`login_storm`]: N guests hot-desk onto N hosts from C clients, then cancel; every reply
+//!   checked.
+//! - [`fanout`]: M monitoring clients registered on all D DNs; the simulators generate hot-desk
+//!   events (`POST /burst`); each client checks, per switch and DN, that no event is missing,
+//!   duplicated or out of order (`eventSeq`), and deliveries per second are reported.
+//! - [`account_codes`]: calls on N devices; an account code entered on each phone, then codes
+//!   set by the clients (private service 501); replies and events checked.
+//!
+//! Latency is measured from the moment each request was due (its slot in the open-loop
+//! schedule with `--rate`, otherwise the moment it could be sent), so queueing is not hidden,
+//! and kept in an HDR histogram in microseconds. The DN numbering is in [`plan`].
+
+pub mod account_codes;
+pub mod direct;
+pub mod fanout;
+pub mod http;
+pub mod login_storm;
+pub mod plan;
+pub mod spawn;
+pub mod stats;
+pub mod ws;
+
+use clap::{Parser, ValueEnum};
+use plan::Plan;
+use spawn::{Environment, SimAddrs};
+use stats::{Progress, Summary};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// The scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// N guests hot-desk onto N hosts across all switches from C clients, then cancel.
+    LoginStorm,
+    /// M monitoring clients registered on all D DNs receive the hot-desk events the simulators
+    /// generate; losses and order are checked per switch and DN.
+    Fanout,
+    /// Calls on N devices, account codes entered on the phones and set by the clients.
+    AccountCodes,
+}
+
+impl Scenario {
+    /// The name on the command line and in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::LoginStorm => "login-storm",
+            Scenario::Fanout => "fanout",
+            Scenario::AccountCodes => "account-codes",
+        }
+    }
+}
+
+/// The command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "csta-bench",
+    version,
+    about = "Load generator for csta-router: hot-desking login storms, event fan-out, account codes",
+    long_about = "Load generator for csta-router (SPEC section 9). Prints exactly one JSON line on \
+stdout at the end (scenario, mode, switches, clients, ops, errors, ops_per_s, p50_ms, p99_ms, \
+p999_ms and scenario keys); exits non-zero when there were errors or losses, or when setup failed.",
+    after_help = "DN NUMBERING: switch i (1 to 9, named swi) owns guests 1i00000-1i99999 and hosts \
+2i00000-2i99999 (7 digits). Item k of a scenario (a guest/host pair, or a calling/called device pair \
+for account-codes) is on switch k % S + 1 at local index k / S: guest 1<i><5-digit index>, host \
+2<i><5-digit index>. With S = 4, item 0 is 1100000/2100000 on sw1 and item 5 is 1200001/2200001 on sw2. \
+A router driven with --router must have switches sw1..swS with these DN plans.
+
+EXAMPLES:
+  csta-bench login-storm --spawn --switches 4 --clients 200 --dns 20000
+  csta-bench login-storm --spawn --direct --switches 4 --clients 200 --dns 20000
+  csta-bench fanout --spawn --switches 4 --dns 10000 --monitors 100
+  csta-bench account-codes --spawn --switches 2 --clients 10 --dns 1000"
+)]
+pub struct Args {
+    /// The scenario to run.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Start S simulators and (unless --direct) a router with shipped defaults on free
+    /// loopback ports; kill them at the end.
+    #[arg(long, conflicts_with = "router")]
+    pub spawn: bool,
+    /// Drive this running router, e.g. ws://127.0.0.1:7700/v1.
+    #[arg(long, value_name = "URL")]
+    pub router: Option<String>,
+    /// Drive the simulators directly over CSTA (the baseline without the router), with the
+    /// same number of requests in flight as a router run (clients x --in-flight).
+    #[arg(long)]
+    pub direct: bool,
+    /// Number of switches S (1 to 9).
+    #[arg(long, default_value_t = 2, value_name = "S")]
+    pub switches: usize,
+    /// Number of clients C (login-storm, account-codes); with --direct, the number of
+    /// workers sharing the CSTA links.
+    #[arg(long, default_value_t = 10, value_name = "C")]
+    pub clients: usize,
+    /// login-storm: N guests (and N hosts). fanout: D DNs monitored (D/2 guests and D/2
+    /// hosts). account-codes: N calling devices (N calls).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub dns: usize,
+    /// fanout: number of monitoring clients M, each registered on all D DNs.
+    #[arg(long, default_value_t = 10, value_name = "M")]
+    pub monitors: usize,
+    /// login-storm: associate+cancel cycles per guest. fanout: associate+cancel rounds per
+    /// pair. account-codes: codes set by the client per device.
+    #[arg(long, default_value_t = 1, value_name = "R")]
+    pub rounds: usize,
+    /// Requests in flight per client (login-storm, account-codes).
+    #[arg(long, default_value_t = 2, value_name = "K")]
+    pub in_flight: usize,
+    /// login-storm: open-loop schedule with this total rate of requests per second (latency
+    /// counted from each request's slot); default: as fast as the window allows.
+    #[arg(long, value_name = "OPS")]
+    pub rate: Option<f64>,
+    /// fanout: the most events per client the bench lets be outstanding (generated but not yet
+    /// received); keep it under the router's client-queue (4096 by default).
+    #[arg(long, default_value_t = 2048, value_name = "EVENTS")]
+    pub window: u64,
+    /// fanout: guest/host pairs per POST /burst (default: what the window allows per switch).
+    #[arg(long, value_name = "PAIRS")]
+    pub batch: Option<usize>,
+    /// With --direct without --spawn: a simulator's CSTA link address, in switch order (repeat
+    /// for each switch).
+    #[arg(long = "sim-link", value_name = "ADDR")]
+    pub sim_link: Vec<SocketAddr>,
+    /// Without --spawn: a simulator's control API address, in switch order (repeat for each
+    /// switch); fanout and account-codes need them.
+    #[arg(long = "sim-control", value_name = "ADDR")]
+    pub sim_control: Vec<SocketAddr>,
+    /// How long to wait for missing replies or events before counting them lost, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub drain: f64,
+}
+
+/// What went wrong before or around the measurement (not a measured error).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The command line or the setup is not usable.
+    #[error("{0}")]
+    Setup(String),
+    /// Interrupted by a signal.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl From<String> for BenchError {
+    fn from(s: String) -> BenchError {
+        BenchError::Setup(s)
+    }
+}
+
+/// The parameters every scenario reads, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The command line.
+    pub args: Args,
+    /// The DN plan.
+    pub plan: Plan,
+    /// "router" or "direct".
+    pub mode: &'static str,
+}
+
+/// Run `csta-bench` with parsed arguments on its own runtime (2 worker threads); returns the
+/// process exit code. The summary line goes to stdout, messages to stderr.
+pub fn main_with(args: Args) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("csta-bench: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(run(args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(summary) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", summary.to_line());
+            let _ = out.flush();
+            if summary.failed() {
+                eprintln!(
+                    "csta-bench: {} error(s), {} lost event(s)",
+                    summary.errors, summary.losses
+                );
+                for s in &summary.samples {
+                    eprintln!("  {s}");
+                }
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(BenchError::Interrupted) => {
+            eprintln!("csta-bench: interrupted; spawned processes stopped");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("csta-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Check the arguments, set up the environment, run the scenario and stop what was spawned.
+pub async fn run(args: Args) -> Result<Summary, BenchError> {
+    let settings = check(args)?;
+    let mut env = tokio::select! {
+        env = prepare(&settings) => env?,
+        _ = interrupted() => return Err(BenchError::Interrupted),
+    };
+    let result = tokio::select! {
+        r = run_scenario(&settings, &env) => r,
+        _ = interrupted() => Err(BenchError::Interrupted),
+    };
+    env.shutdown();
+    result
+}
+
+fn check(args: Args) -> Result<Settings, BenchError> {
+    let plan = Plan::new(args.switches)?;
+    let mode = if args.direct { "direct" } else { "router" };
+    if !args.spawn {
+        if args.direct && args.sim_link.len() != args.switches {
+            return Err(BenchError::Setup(format!(
+                "--direct without --spawn needs one --sim-link per switch ({} given, --switches {})",
+                args.sim_link.len(),
+                args.switches
+            )));
+        }
+        if !args.direct && args.router.is_none() {
+            return Err(BenchError::Setup(
+                "give --spawn, or --router ws://HOST:PORT/v1 to drive a running router".into(),
+            ));
+        }
+        if args.scenario != Scenario::LoginStorm && args.sim_control.len() != args.switches {
+            return Err(BenchError::Setup(format!(
+                "{} without --spawn needs one --sim-control per switch ({} given, --switches {})",
+                args.scenario.name(),
+                args.sim_control.len(),
+                args.switches
+            )));
+        }
+    }
+    if args.direct && args.scenario == Scenario::Fanout {
+        return Err(BenchError::Setup(
+            "fanout has no --direct baseline (its reference is a pub/sub server, see the README)"
+                .into(),
+        ));
+    }
+    if args.clients == 0 || args.monitors == 0 || args.dns == 0 || args.rounds == 0 {
+        return Err(BenchError::Setup(
+            "--clients, --monitors, --dns and --rounds must be at least 1".into(),
+        ));
+    }
+    if args.in_flight == 0 {
+        return Err(BenchError::Setup("--in-flight must be at least 1".into()));
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(BenchError::Setup(
+            "--rate must be a positive number of requests per second".into(),
+        ));
+    }
+    if !(args.drain.is_finite() && args.drain >= 0.0) {
+        return Err(BenchError::Setup(
+            "--drain must be a number of seconds".into(),
+        ));
+    }
+    match args.scenario {
+        Scenario::LoginStorm | Scenario::AccountCodes => plan.check_fits(args.dns, "items")?,
+        Scenario::Fanout => {
+            if args.dns < 2 {
+                return Err(BenchError::Setup(
+                    "fanout needs --dns of at least 2 (a guest and a host)".into(),
+                ));
+            }
+            plan.check_fits(args.dns / 2, "guest/host pairs")?;
+            if args.window < 4 {
+                return Err(BenchError::Setup(
+                    "--window must be at least 4 events".into(),
+                ));
+            }
+        }
+    }
+    Ok(Settings { args, plan, mode })
+}
+
+async fn prepare(s: &Settings) -> Result<Environment, BenchError> {
+    if s.args.spawn {
+        return Ok(spawn::spawn(s.plan, s.args.direct).await?);
+    }
+    let mut env = Environment::default();
+    env.router_url = s.args.router.clone();
+    let n = s.args.sim_link.len().max(s.args.sim_control.len());
+    for i in 0..n {
+        env.sims.push(SimAddrs {
+            link: s
+                .args
+                .sim_link
+                .get(i)
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            control: s.args.sim_control.get(i).copied(),
+        });
+    }
+    if !s.args.direct {
+        if let Some(url) = &env.router_url {
+            spawn::wait_links_up(url, s.plan.switches).await?;
+        }
+    }
+    Ok(env)
+}
+
+async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchError> {
+    let mut summary = Summary::default();
+    summary.set("scenario", s.args.scenario.name());
+    summary.set("mode", s.mode);
+    summary.set("switches", s.plan.switches);
+    let cpu = |env: &Environment| {
+        let router = env
+            .router_pid
+            .and_then(|p| spawn::cpu_seconds(&p.to_string()));
+        let sims: Option<f64> = if env.sim_pids.is_empty() {
+            None
+        } else {
+            env.sim_pids
+                .iter()
+                .map(|p| spawn::cpu_seconds(&p.to_string()))
+                .sum()
+        };
+        (router, sims, spawn::cpu_seconds("self"))
+    };
+    let before = cpu(env);
+    let mut summary = match s.args.scenario {
+        Scenario::LoginStorm => login_storm::run(s, env, summary).await?,
+        Scenario::Fanout => fanout::run(s, env, summary).await?,
+        Scenario::AccountCodes => account_codes::run(s, env, summary).await?,
+    };
+    let after = cpu(env);
+    // CPU seconds each side used during the scenario (setup included).
+    for (key, b, a) in [
+        ("cpu_router_s", before.0, after.0),
+        ("cpu_sims_s", before.1, after.1),
+        ("cpu_bench_s", before.2, after.2),
+    ] {
+        if let (Some(b), Some(a)) = (b, a) {
+            summary.set_f(key, a - b);
+        }
+    }
+    if let Some((rss, hwm)) = env.router_pid.and_then(spawn::memory_mib) {
+        summary.set_f("router_rss_mib", rss);
+        summary.set_f("router_peak_rss_mib", hwm);
+    }
+    Ok(summary)
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Setup requests (registrations, MonitorStarts) each client may have in flight: at most
+/// `max`, and all clients together about 2,000 per switch, well under the 9,998 invoke IDs of a
+/// CSTA link (beyond which a router answers 111).
+pub fn setup_window(switches: usize, clients: usize, max: usize) -> usize {
+    (switches * 2000 / clients.max(1)).clamp(1, max)
+}
+
+/// When each request of one client is due: an open-loop schedule (`--rate`, spread evenly over
+/// the clients) or, without a rate, "as soon as the window allows".
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    start: Instant,
+    step: Option<Duration>,
+    offset: Duration,
+}
+
+impl Schedule {
+    /// The schedule of client `index` of `clients`, starting at `start`.
+    pub fn new(start: Instant, rate: Option<f64>, clients: usize, index: usize) -> Schedule {
+        match rate {
+            Some(rate) => Schedule {
+                start,
+                step: Some(Duration::from_secs_f64(clients as f64 / rate)),
+                offset: Duration::from_secs_f64(index as f64 / rate),
+            },
+            None => Schedule {
+                start,
+                step: None,
+                offset: Duration::ZERO,
+            },
+        }
+    }
+
+    /// When request `j` of this client is due; `None` in closed loop (due when sendable).
+    pub fn due(&self, j: usize) -> Option<Instant> {
+        self.step
+            .map(|step| self.start + self.offset + step.mul_f64(j as f64))
+    }
+}
+
+/// Handed to each worker: report readiness after setup, then wait for the common start.
+#[derive(Debug)]
+pub struct StartGate {
+    ready: mpsc::Sender<Result<(), String>>,
+    start: watch::Receiver<Option<Instant>>,
+}
+
+impl StartGate {
+    /// Report the outcome of this worker's setup; on success wait for the start time every
+    /// worker shares. `None` when the run was called off.
+    pub async fn ready(&mut self, setup: Result<(), String>) -> Option<Instant> {
+        let failed = setup.is_err();
+        let _ = self.ready.send(setup).await;
+        if failed {
+            return None;
+        }
+        let start = self
+            .start
+            .wait_for(Option::is_some)
+            .await
+            .ok()?
+            .as_ref()
+            .copied()?;
+        tokio::time::sleep_until(start.into()).await;
+        Some(start)
+    }
+}
+
+/// Workers that have all finished their setup and been given the start time.
+#[derive(Debug)]
+pub struct Started<T> {
+    /// When the measured part starts.
+    pub start: Instant,
+    tasks: tokio::task::JoinSet<T>,
+}
+
+impl<T: 'static> Started<T> {
+    /// Wait for every worker and return their results.
+    pub async fn results(mut self) -> Result<Vec<T>, BenchError> {
+        let mut results = Vec::with_capacity(self.tasks.len());
+        while let Some(r) = self.tasks.join_next().await {
+            match r {
+                Ok(w) => results.push(w),
+                Err(e) => return Err(BenchError::Setup(format!("a worker failed: {e}"))),
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Start `count` workers: each does its setup and calls [`StartGate::ready`]. Once every one
+/// is ready they are all given the same start time (a few milliseconds ahead); a setup failure
+/// calls the run off (the workers are aborted).
+pub async fn start_workers<F, Fut, T>(
+    count: usize,
+    progress: &Arc<Progress>,
+    make: F,
+) -> Result<Started<T>, BenchError>
+where
+    F: Fn(usize, StartGate) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (ready_tx, mut ready_rx) = mpsc::channel(count.max(1));
+    let (start_tx, start_rx) = watch::channel(None);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let gate = StartGate {
+            ready: ready_tx.clone(),
+            start: start_rx.clone(),
+        };
+        tasks.spawn(make(i, gate));
+    }
+    drop(ready_tx);
+    for _ in 0..count {
+        match ready_rx.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(BenchError::Setup(e)),
+            None => return Err(BenchError::Setup("a worker stopped during setup".into())),
+        }
+    }
+    let start = Instant::now() + Duration::from_millis(20);
+    progress.set_phase(stats::Phase::Run);
+    let _ = start_tx.send(Some(start));
+    // The receivers keep the start; the sender may go.
+    Ok(Started { start, tasks })
+}
+
+/// [`start_workers`], then wait for their results.
+pub async fn run_workers<F, Fut, T>(
+    count: usize,
+    progress: &Arc<Progress>,
+    make: F,
+) -> Result<(Instant, Vec<T>), BenchError>
+where
+    F: Fn(usize, StartGate) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let started = start_workers(count, progress, make).await?;
+    let start = started.start;
+    Ok((start, started.results().await?))
+}

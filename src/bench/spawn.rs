@@ -1,0 +1,304 @@
+//! `--spawn`: start `pbx-sim` processes (one per switch) and a `csta-router` on free loopback
+//! ports, learn their addresses from the JSON line each prints on stdout, and kill them when the
+//! run ends (normally, on error, or on ctrl-c).
+//!
+//! The binaries are looked up next to the running `csta-bench`. Their logs go to our stderr at
+//! level `error` unless `RUST_LOG` says otherwise (a panic is always visible).
+
+use super::plan::Plan;
+use super::ws::WsClient;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a spawned program may take to print its address line.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the router may take to bring every switch link up.
+const LINKS_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A child process, killed (and reaped) when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    /// What it is, for messages.
+    pub name: String,
+    child: Child,
+}
+
+impl ChildGuard {
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary file, removed when dropped.
+#[derive(Debug)]
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One simulator the benchmark talks to.
+#[derive(Debug, Clone)]
+pub struct SimAddrs {
+    /// Its CSTA link.
+    pub link: SocketAddr,
+    /// Its HTTP control API.
+    pub control: Option<SocketAddr>,
+}
+
+/// Where everything is; owns the spawned processes.
+#[derive(Debug, Default)]
+pub struct Environment {
+    /// The router's WebSocket URL (`ws://HOST:PORT/v1`), in router mode.
+    pub router_url: Option<String>,
+    /// The simulators, in switch order (`sw1` first), as far as known.
+    pub sims: Vec<SimAddrs>,
+    /// The router's process ID when we spawned it (for its memory and CPU figures).
+    pub router_pid: Option<u32>,
+    /// The simulators' process IDs when we spawned them.
+    pub sim_pids: Vec<u32>,
+    children: Vec<ChildGuard>,
+    config: Option<TempFile>,
+}
+
+impl Environment {
+    /// Kill every spawned process now.
+    pub fn shutdown(&mut self) {
+        // Signal every process first, then reap them, so none has time to log the others
+        // going away.
+        for c in &mut self.children {
+            let _ = c.child.kill();
+        }
+        self.children.clear();
+        self.config = None;
+    }
+}
+
+/// The directory of the running executable, where the sibling binaries are.
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find where csta-bench runs from: {e}"))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| format!("{} has no parent directory", exe.display()))?;
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        return Err(format!(
+            "--spawn needs {name} next to csta-bench, but {} does not exist (build it: cargo build --release --bins)",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
+/// Start a program, wait for the JSON line it prints once it listens, and keep draining its
+/// stdout (so it never writes into a closed pipe).
+async fn start_program(
+    path: &Path,
+    args: &[String],
+    name: String,
+) -> Result<(ChildGuard, serde_json::Value), String> {
+    let mut cmd = Command::new(path);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "error");
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+    let stdout = child.stdout.take();
+    let guard = ChildGuard { name, child };
+    let Some(stdout) = stdout else {
+        return Err(format!("{}: no stdout pipe", guard.name));
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<std::io::Result<String>>();
+    std::thread::Builder::new()
+        .name(format!("{}-stdout", guard.name))
+        .spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let first = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(first);
+            let _ = std::io::copy(&mut reader.take(u64::MAX), &mut std::io::sink());
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    let line = match tokio::time::timeout(START_TIMEOUT, rx).await {
+        Err(_) => {
+            return Err(format!(
+                "{} printed no address line within {} s",
+                guard.name,
+                START_TIMEOUT.as_secs()
+            ))
+        }
+        Ok(Err(_)) => return Err(format!("{}: its stdout reader stopped", guard.name)),
+        Ok(Ok(Err(e))) => return Err(format!("cannot read {}'s stdout: {e}", guard.name)),
+        Ok(Ok(Ok(line))) => line,
+    };
+    if line.trim().is_empty() {
+        return Err(format!(
+            "{} exited without printing its addresses (see its messages above)",
+            guard.name
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_str(line.trim())
+        .map_err(|e| format!("{} printed {line:?}, not JSON: {e}", guard.name))?;
+    Ok((guard, value))
+}
+
+fn addr(v: &serde_json::Value, what: &str, who: &str) -> Result<SocketAddr, String> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{who} printed no usable {what} address: {v}"))
+}
+
+/// Start `switches` simulators and, unless `direct`, a router connected to them; wait until
+/// the router has every link up.
+pub async fn spawn(plan: Plan, direct: bool) -> Result<Environment, String> {
+    let mut env = Environment::default();
+    let sim_bin = sibling("pbx-sim")?;
+    let router_bin = if direct {
+        None
+    } else {
+        Some(sibling("csta-router")?)
+    };
+    for i in 0..plan.switches {
+        let name = Plan::switch_name(i);
+        let mut args = vec!["--name".to_owned(), name.clone()];
+        for dns in Plan::switch_dns(i) {
+            args.push("--dns".to_owned());
+            args.push(dns);
+        }
+        args.extend(
+            ["--link", "127.0.0.1:0", "--control", "127.0.0.1:0"]
+                .iter()
+                .map(|s| (*s).to_owned()),
+        );
+        let who = format!("pbx-sim {name}");
+        let (child, v) = start_program(&sim_bin, &args, who.clone()).await?;
+        env.sim_pids.push(child.pid());
+        env.children.push(child);
+        let link = addr(&v["links"][0], "link", &who)?;
+        let control = addr(&v["control"], "control", &who)?;
+        env.sims.push(SimAddrs {
+            link,
+            control: Some(control),
+        });
+    }
+    let Some(router_bin) = router_bin else {
+        return Ok(env);
+    };
+    let path = std::env::temp_dir().join(format!(
+        "csta-bench-{}-{}.toml",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::write(&path, router_config(&env.sims)).map_err(|e| {
+        format!(
+            "cannot write the router configuration {}: {e}",
+            path.display()
+        )
+    })?;
+    env.config = Some(TempFile(path.clone()));
+    let args = vec!["--config".to_owned(), path.to_string_lossy().into_owned()];
+    let (child, v) = start_program(&router_bin, &args, "csta-router".to_owned()).await?;
+    env.router_pid = Some(child.pid());
+    env.children.push(child);
+    let clients = addr(&v["clients"], "clients", "csta-router")?;
+    let url = format!("ws://{clients}/v1");
+    wait_links_up(&url, plan.switches).await?;
+    env.router_url = Some(url);
+    Ok(env)
+}
+
+/// The router configuration for the spawned simulators: shipped defaults except the listen
+/// addresses (free ports) and the switches.
+pub fn router_config(sims: &[SimAddrs]) -> String {
+    let mut text = String::from(
+        "# written by csta-bench --spawn\n[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n",
+    );
+    for (i, sim) in sims.iter().enumerate() {
+        let [guests, hosts] = Plan::switch_dns(i);
+        text.push_str(&format!(
+            "\n[[switch]]\nname = \"{}\"\ndns = [\"{guests}\", \"{hosts}\"]\n\n[[switch.link]]\naddress = \"{}\"\n",
+            Plan::switch_name(i),
+            sim.link
+        ));
+    }
+    text
+}
+
+/// Poll the router (RequestQueryServer) until every switch's link is connected.
+pub async fn wait_links_up(url: &str, switches: usize) -> Result<(), String> {
+    let started = Instant::now();
+    let mut client = WsClient::connect(url, "csta-bench-setup").await?;
+    let mut last = String::new();
+    while started.elapsed() < LINKS_TIMEOUT {
+        let reply = client
+            .call(r#""message":"RequestQueryServer""#, Duration::from_secs(5))
+            .await?;
+        let list = reply["switches"].as_array().cloned().unwrap_or_default();
+        let up = list
+            .iter()
+            .filter(|s| s["linkState"] == "connected")
+            .count();
+        if list.len() < switches {
+            return Err(format!(
+                "the router at {url} has {} switch(es), the benchmark needs {switches}",
+                list.len()
+            ));
+        }
+        if up == list.len() {
+            client.close().await;
+            return Ok(());
+        }
+        last = serde_json::Value::from(list).to_string();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "the router's links did not all come up within {} s: {last}",
+        LINKS_TIMEOUT.as_secs()
+    ))
+}
+
+/// CPU time (user + system) a process has used so far, in seconds, from `/proc` where there
+/// is one (`"self"` for this process).
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15; in clock ticks of 1/100 s on Linux.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// The resident memory of a process in MiB (current and peak), from `/proc` where there is one.
+pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
