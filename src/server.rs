@@ -68,7 +68,7 @@ impl Running {
             let Some(link) = s.link() else { continue };
             while tokio::time::Instant::now() < deadline {
                 match link.send(crate::link::SwitchStatusQuery).await {
-                    Ok(st) if st.monitored > 0 => {
+                    Ok(st) if st.monitored > 0 || st.monitor_ops > 0 => {
                         tokio::time::sleep(Duration::from_millis(10)).await
                     }
                     _ => break,
@@ -193,6 +193,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .route("/v1", web::get().to(ws_endpoint))
     })
     .workers(threads)
+    // Replies go out at once, not after Nagle waits for the client's delayed ACK.
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(2);
     // With tls-cert/tls-key the endpoint speaks wss only: a plain ws:// client fails its

@@ -675,6 +675,10 @@ impl Actor for LinkActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Requests are queued here in the order they were sent (a bounded mailbox would make
+        // senders wait and could reorder a DN's MonitorStop and MonitorStart); the real bound
+        // is the invoke IDs and the outbound queue, which refuse the excess as overload.
+        ctx.set_mailbox_capacity(1 << 20);
         self.connect(ctx);
         let tick = (self.settings.request_timeout / 50)
             .clamp(Duration::from_millis(1), Duration::from_millis(20));

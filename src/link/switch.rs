@@ -9,7 +9,7 @@ use super::{LinkError, SwitchConfig, SwitchEvent};
 use crate::csta::Message;
 use actix::prelude::*;
 use futures_util::StreamExt;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -77,6 +77,8 @@ pub struct SwitchStatus {
     pub links: Vec<LinkState>,
     /// How many DNs are to be monitored.
     pub monitored: usize,
+    /// MonitorStarts and MonitorStops queued or in flight.
+    pub monitor_ops: usize,
 }
 
 /// Drop and reconnect one link (tests and operators use it to force a failover).
@@ -102,7 +104,21 @@ pub struct Switch {
     last_active: Option<usize>,
     epoch: u64,
     monitored: HashSet<Arc<str>>,
+    /// MonitorStarts and MonitorStops waiting for a place, in the order they were asked for
+    /// (so a DN's stop always goes out before its next start).
+    monitor_ops: VecDeque<MonitorOp>,
+    /// Monitor operations sent to the link and not yet answered.
+    monitor_ops_in_flight: usize,
     events: Recipient<SwitchEvent>,
+}
+
+/// A monitor operation waiting its turn.
+enum MonitorOp {
+    Start(
+        Arc<str>,
+        tokio::sync::oneshot::Sender<Result<MonitorOutcome, LinkError>>,
+    ),
+    Stop(Arc<str>),
 }
 
 /// A cheap, cloneable handle on a running switch.
@@ -173,6 +189,8 @@ impl Switch {
                 last_active: None,
                 epoch: 0,
                 monitored: HashSet::new(),
+                monitor_ops: VecDeque::new(),
+                monitor_ops_in_flight: 0,
                 events,
             }
         });
@@ -269,6 +287,62 @@ impl Switch {
         }));
     }
 
+    /// Send queued monitor operations, at most `remonitor-in-flight` at a time: thousands of
+    /// clients registering or leaving together must not use up the link's invoke IDs (the
+    /// excess would be refused as overload) or flood the switch.
+    fn pump_monitor_ops(&mut self, ctx: &mut Context<Self>) {
+        let limit = self.config.settings.remonitor_in_flight.max(1);
+        while self.monitor_ops_in_flight < limit {
+            let Some(op) = self.monitor_ops.pop_front() else {
+                break;
+            };
+            let Some(link) = self.active_link() else {
+                // No link: a start waits for the next one (monitors are restored then), a
+                // stop has nothing left to stop.
+                if let MonitorOp::Start(_, tx) = op {
+                    let _ = tx.send(Ok(MonitorOutcome::Pending));
+                }
+                continue;
+            };
+            self.monitor_ops_in_flight += 1;
+            let epoch = self.epoch;
+            match op {
+                MonitorOp::Start(dn, tx) => {
+                    let fut = link.send(LinkRequest::Monitor(dn.clone()));
+                    ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                        act.monitor_ops_in_flight -= 1;
+                        let outcome = match res {
+                            Ok(Ok(_)) => Ok(MonitorOutcome::Started),
+                            // The link went away meanwhile: restored with the others.
+                            Ok(Err(LinkError::LinkLost { .. } | LinkError::NoSwitch { .. }))
+                            | Err(_)
+                                if act.epoch != epoch || act.active.is_none() =>
+                            {
+                                Ok(MonitorOutcome::Pending)
+                            }
+                            Ok(Err(e)) => {
+                                act.monitored.remove(&dn);
+                                Err(e)
+                            }
+                            Err(_) => Err(LinkError::LinkLost {
+                                switch: act.config.name.clone(),
+                            }),
+                        };
+                        let _ = tx.send(outcome);
+                        act.pump_monitor_ops(ctx);
+                    }));
+                }
+                MonitorOp::Stop(dn) => {
+                    let fut = link.send(LinkRequest::Unmonitor(dn));
+                    ctx.spawn(fut.into_actor(self).map(|_, act, ctx| {
+                        act.monitor_ops_in_flight -= 1;
+                        act.pump_monitor_ops(ctx);
+                    }));
+                }
+            }
+        }
+    }
+
     fn active_link(&self) -> Option<Addr<LinkActor>> {
         self.active.map(|i| self.links[i].addr.clone())
     }
@@ -338,47 +412,28 @@ impl Handler<RoutedRequest> for Switch {
 }
 
 impl Handler<StartMonitor> for Switch {
-    type Result = ResponseActFuture<Self, Result<MonitorOutcome, LinkError>>;
+    type Result = ResponseFuture<Result<MonitorOutcome, LinkError>>;
 
-    fn handle(&mut self, msg: StartMonitor, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: StartMonitor, ctx: &mut Self::Context) -> Self::Result {
         let dn = msg.0;
         self.monitored.insert(dn.clone());
-        let Some(link) = self.active_link() else {
-            return Box::pin(actix::fut::ready(Ok(MonitorOutcome::Pending)));
-        };
-        let epoch = self.epoch;
-        let fut = async move {
-            link.send(LinkRequest::Monitor(dn.clone()))
-                .await
-                .map(|r| (dn, r))
-        };
-        Box::pin(fut.into_actor(self).map(move |res, act, _| match res {
-            Ok((_, Ok(_))) => Ok(MonitorOutcome::Started),
-            // The link went away meanwhile: the monitor is restored with the others.
-            Ok((_, Err(LinkError::LinkLost { .. } | LinkError::NoSwitch { .. }))) | Err(_)
-                if act.epoch != epoch || act.active.is_none() =>
-            {
-                Ok(MonitorOutcome::Pending)
-            }
-            Ok((dn, Err(e))) => {
-                act.monitored.remove(&dn);
-                Err(e)
-            }
-            Err(_) => Err(LinkError::LinkLost {
-                switch: act.config.name.clone(),
-            }),
-        }))
+        if self.active.is_none() {
+            return Box::pin(async { Ok(MonitorOutcome::Pending) });
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.monitor_ops.push_back(MonitorOp::Start(dn, tx));
+        self.pump_monitor_ops(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Ok(MonitorOutcome::Pending)) })
     }
 }
 
 impl Handler<StopMonitor> for Switch {
     type Result = ();
 
-    fn handle(&mut self, msg: StopMonitor, _: &mut Self::Context) {
-        if self.monitored.remove(&msg.0) {
-            if let Some(link) = self.active_link() {
-                link.do_send(LinkRequest::Unmonitor(msg.0));
-            }
+    fn handle(&mut self, msg: StopMonitor, ctx: &mut Self::Context) {
+        if self.monitored.remove(&msg.0) && self.active.is_some() {
+            self.monitor_ops.push_back(MonitorOp::Stop(msg.0));
+            self.pump_monitor_ops(ctx);
         }
     }
 }
@@ -392,6 +447,7 @@ impl Handler<SwitchStatusQuery> for Switch {
             ready: self.announced_up,
             links: self.links.iter().map(|s| s.state).collect(),
             monitored: self.monitored.len(),
+            monitor_ops: self.monitor_ops.len() + self.monitor_ops_in_flight,
         })
     }
 }
