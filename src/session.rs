@@ -3,7 +3,7 @@
 //! A session is a task, not an actor: it reads the client's frames, answers what it can
 //! itself (opening, server queries, malformed input), and hands everything about a DN to the
 //! router of the DN's switch. Everything the router sends to a client (replies and events)
-//! goes through the client's bounded outbound queue ([`ClientHandle::push`]); whoever pushes
+//! goes through the client's bounded outbound queue ([`ClientInner::push`]); whoever pushes
 //! never waits: when the queue is full the client is too slow, it is closed with 4008 and its
 //! registrations are released, and nobody else is slowed down.
 
