@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{debug, info};
 
 /// A request about this DN from a client (forwarded by the router).
@@ -131,7 +131,8 @@ pub struct Extension {
     counter: u64,
     last_account_code: Option<String>,
     queue: VecDeque<PendingRequest>,
-    in_flight: Option<(u64, PendingRequest)>,
+    /// Boxed: most DNs never have a request in flight, and the actor should stay small.
+    in_flight: Option<Box<(u64, PendingRequest)>>,
     next_tag: u64,
     retiring: bool,
     /// While handling an event or answer: what it makes clients receive, handed to the router
@@ -514,9 +515,10 @@ impl Extension {
             dn: self.dn.clone(),
             tag,
         };
-        self.in_flight = Some((tag, req));
+        self.in_flight = Some(Box::new((tag, req)));
         let Some(link) = self.switch.link().cloned() else {
-            if let Some((_, req)) = self.in_flight.take() {
+            if let Some(b) = self.in_flight.take() {
+                let (_, req) = *b;
                 self.finish(
                     req,
                     Err(LinkError::NoSwitch {
@@ -535,8 +537,9 @@ impl Extension {
             });
             if let Err(e) = res {
                 // Not sent: no answer will come for this tag.
-                if act.in_flight.as_ref().is_some_and(|(t, _)| *t == tag) {
-                    if let Some((_, req)) = act.in_flight.take() {
+                if act.in_flight.as_ref().is_some_and(|b| b.0 == tag) {
+                    if let Some(b) = act.in_flight.take() {
+                        let (_, req) = *b;
                         act.finish(req, Err(e));
                     }
                     act.next_request(ctx);
@@ -606,11 +609,12 @@ impl Extension {
     }
 
     fn on_answer(&mut self, tag: u64, result: Result<Message, LinkError>, ctx: &mut Context<Self>) {
-        if self.in_flight.as_ref().is_none_or(|(t, _)| *t != tag) {
+        if self.in_flight.as_ref().is_none_or(|b| b.0 != tag) {
             debug!(dn = %self.dn, tag, "answer for a request no longer in flight ignored");
             return;
         }
-        if let Some((_, req)) = self.in_flight.take() {
+        if let Some(b) = self.in_flight.take() {
+            let (_, req) = *b;
             self.finish(req, result);
         }
         self.next_request(ctx);
@@ -862,11 +866,21 @@ fn csta_extension(e: &LinkError) -> Option<Map<String, Value>> {
 
 impl Actor for Extension {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        let idle = self.shared.config.options.call_cleanup_idle.0;
-        let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
-        ctx.run_interval(every, |act, _| act.sweep_calls());
+/// Drop calls idle longer than `call-cleanup-idle` (sent periodically by the router shard, so
+/// that a hundred thousand extension actors do not each keep a timer).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SweepCalls;
+
+impl Handler<SweepCalls> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, _: SweepCalls, _: &mut Self::Context) {
+        if !self.calls.is_empty() {
+            self.sweep_calls();
+        }
     }
 }
 

@@ -299,6 +299,20 @@ impl Router {
 
 impl Actor for Router {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // One timer per switch for the periodic call sweep of its extension actors.
+        let idle = self.shared.config.options.call_cleanup_idle.0;
+        let every = (idle / 4).clamp(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_secs(60),
+        );
+        ctx.run_interval(every, |act, _| {
+            for (_, ext) in act.extensions.values() {
+                ext.do_send(crate::extension::SweepCalls);
+            }
+        });
+    }
 }
 
 impl Handler<ToDn> for Router {

@@ -391,3 +391,31 @@ fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::p
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[actix_rt::test]
+async fn calls_idle_longer_than_call_cleanup_idle_are_swept() {
+    let r = Router::with(&config_text(
+        "call-cleanup-idle = \"200ms\"",
+        dialect_from_env(),
+    ))
+    .await;
+    let mut c = r.client().await;
+    c.register("5081").await;
+    r.sw1
+        .post_ok("/calls", json!({"from": "5081", "to": "5082"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let q = c
+        .request(json!({"message": "RequestQueryAddress", "thisDn": "5081"}))
+        .await;
+    assert_eq!(q["calls"].as_array().unwrap().len(), 1, "{q}");
+    // No event on the call for longer than call-cleanup-idle: the sweep drops it.
+    eventually("the idle call is swept", async || {
+        let q = c
+            .request(json!({"message": "RequestQueryAddress", "thisDn": "5081"}))
+            .await;
+        q["calls"].as_array().unwrap().is_empty()
+    })
+    .await;
+    r.stop().await;
+}
