@@ -373,25 +373,7 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
 
 /// Resolves on ctrl-c or SIGTERM.
 async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    crate::server::shutdown_signal().await;
 }
 
 /// Setup requests (registrations, MonitorStarts) each client may have in flight: at most
