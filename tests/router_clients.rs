@@ -36,6 +36,24 @@ async fn tiny_buffer_client(r: &Router) -> Client {
     c
 }
 
+/// `csta_router_client_disconnects_total{reason}` from the router's `/metrics`.
+async fn disconnects(r: &Router, reason: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(r.running.metrics_addr)
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    let series = format!("csta_router_client_disconnects_total{{reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
 async fn extension_actors(r: &Router) -> usize {
     let mut n = 0;
     for s in &r.running.shared.switches {
@@ -89,6 +107,11 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_others_get_every_ev
     good.expect_nothing().await;
     // The slow client was cut off: reading now shows what had been sent, then close 4008.
     assert_eq!(slow.closed().await, 4008);
+    // Counted (only this test makes slow consumers in this process).
+    eventually("slow_consumer counted", async || {
+        disconnects(&r, "slow_consumer").await == 1.0
+    })
+    .await;
     // Its registration was released; the good client's remains.
     let q = good
         .request(json!({"message": "RequestQueryAddress", "thisDn": "5041"}))
@@ -115,6 +138,10 @@ async fn a_client_that_does_not_answer_pings_is_closed() {
         assert!(alive.next(Duration::from_millis(50)).await.is_none());
     }
     assert_eq!(mute.closed().await, 1000);
+    eventually("ping_timeout counted", async || {
+        disconnects(&r, "ping_timeout").await == 1.0
+    })
+    .await;
     // Its registration is gone: one client left on 5045, and events still reach the other.
     r.sw1
         .post_ok("/hotdesk", json!({"guest": "5045", "host": "4045"}))
