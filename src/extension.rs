@@ -501,51 +501,33 @@ impl Extension {
 
     /// Send the next queued request if none is in flight.
     fn next_request(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight.is_some() {
+        loop {
+            if self.in_flight.is_some() {
+                return;
+            }
+            let Some(req) = self.queue.pop_front() else {
+                self.maybe_retire(ctx);
+                return;
+            };
+            self.next_tag += 1;
+            let tag = self.next_tag;
+            // Straight to the active link; its answer (or failure) comes back as an `Answer`
+            // through the router, in frame order.
+            let Some(link) = self.switch.handle.get().and_then(|h| h.active_link()) else {
+                let e = LinkError::NoSwitch {
+                    switch: self.switch.name.clone(),
+                };
+                self.finish(req, Err(e));
+                continue;
+            };
+            link.do_send(RoutedRequest {
+                message: req.message.clone(),
+                dn: self.dn.clone(),
+                tag,
+            });
+            self.in_flight = Some(Box::new((tag, req)));
             return;
         }
-        let Some(req) = self.queue.pop_front() else {
-            self.maybe_retire(ctx);
-            return;
-        };
-        self.next_tag += 1;
-        let tag = self.next_tag;
-        let routed = RoutedRequest {
-            message: req.message.clone(),
-            dn: self.dn.clone(),
-            tag,
-        };
-        self.in_flight = Some(Box::new((tag, req)));
-        let Some(link) = self.switch.link().cloned() else {
-            if let Some(b) = self.in_flight.take() {
-                let (_, req) = *b;
-                self.finish(
-                    req,
-                    Err(LinkError::NoSwitch {
-                        switch: self.switch.name.clone(),
-                    }),
-                );
-            }
-            return;
-        };
-        let fut = link.send(routed);
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            let res = res.unwrap_or_else(|_| {
-                Err(LinkError::LinkLost {
-                    switch: act.switch.name.clone(),
-                })
-            });
-            if let Err(e) = res {
-                // Not sent: no answer will come for this tag.
-                if act.in_flight.as_ref().is_some_and(|b| b.0 == tag) {
-                    if let Some(b) = act.in_flight.take() {
-                        let (_, req) = *b;
-                        act.finish(req, Err(e));
-                    }
-                    act.next_request(ctx);
-                }
-            }
-        }));
     }
 
     fn finish(&mut self, req: PendingRequest, result: Result<Message, LinkError>) {

@@ -58,6 +58,8 @@ impl Running {
         };
         let limit = self.shared.config.options.request_timeout.0 + Duration::from_millis(200);
         wait_until(limit, || in_flight(&self.shared) == 0).await;
+        // The last answers still travel link → router → extension → client queue.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         // 3. Close every client with 1001; their registrations are released, so the extension
         //    actors retire and stop their monitors.
         self.sessions.cancel();

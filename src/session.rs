@@ -245,6 +245,12 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
+                // Replies and events already queued go out before the close frame.
+                while let Ok(out) = rx.try_recv() {
+                    if session.text(out.text).await.is_err() {
+                        break;
+                    }
+                }
                 cause = CloseCause::Shutdown;
                 close = Some((1001, "going away"));
                 break;

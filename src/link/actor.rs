@@ -49,11 +49,12 @@ pub enum LinkRequest {
     Unmonitor(Arc<str>),
 }
 
-/// A service request whose answer (or failure) is delivered as [`SwitchEvent::Answer`] through
+/// A service request whose answer (or failure, even an immediate one) is delivered as
+/// [`SwitchEvent::Answer`] through
 /// the same path as the switch's events, so that whoever receives both sees them in the order
 /// the frames were read (a reply before the event it caused).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), LinkError>")]
+#[rtype(result = "()")]
 pub struct RoutedRequest {
     /// The request.
     pub message: Message,
@@ -752,13 +753,20 @@ impl Handler<LinkRequest> for LinkActor {
 }
 
 impl Handler<RoutedRequest> for LinkActor {
-    type Result = Result<(), LinkError>;
+    type Result = ();
 
-    fn handle(&mut self, req: RoutedRequest, ctx: &mut Self::Context) -> Self::Result {
-        if self.state != LinkState::Up {
-            return Err(self.no_switch());
+    /// Sent with `do_send` straight from the extension actor: even a request that cannot be
+    /// sent is answered through the event path, so its requester hears exactly once.
+    fn handle(&mut self, req: RoutedRequest, ctx: &mut Self::Context) {
+        let (dn, tag) = (req.dn.clone(), req.tag);
+        let sent = if self.state == LinkState::Up {
+            self.send_request(req.message, Waiting::Routed(req.dn, req.tag), ctx)
+        } else {
+            Err(self.no_switch())
+        };
+        if let Err(e) = sent {
+            self.route_answer(dn, tag, Err(e));
         }
-        self.send_request(req.message, Waiting::Routed(req.dn, req.tag), ctx)
     }
 }
 

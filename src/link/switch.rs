@@ -4,7 +4,7 @@
 //! (the router, the extension actors) talks to a [`SwitchHandle`] and never to a link, so
 //! moving link ownership elsewhere (another router node, say) changes only this module.
 
-use super::actor::{LinkActor, LinkRequest, LinkStats, ResetLink, RoutedRequest};
+use super::actor::{LinkActor, LinkRequest, LinkStats, ResetLink};
 use super::{LinkError, SwitchConfig, SwitchEvent};
 use crate::csta::Message;
 use actix::prelude::*;
@@ -104,6 +104,8 @@ pub struct Switch {
     last_active: Option<usize>,
     epoch: u64,
     monitored: HashSet<Arc<str>>,
+    /// Shared with the handles: the active link's address.
+    active_addr: Arc<std::sync::Mutex<Option<Addr<LinkActor>>>>,
     /// MonitorStarts and MonitorStops waiting for a place, in the order they were asked for
     /// (so a DN's stop always goes out before its next start).
     monitor_ops: VecDeque<MonitorOp>,
@@ -130,6 +132,20 @@ pub struct SwitchHandle {
     pub addr: Addr<Switch>,
     /// Counters of each link, in configuration order.
     pub link_stats: Vec<Arc<LinkStats>>,
+    /// The active link, kept by the switch actor, so that the busiest path (a private
+    /// service) goes straight to the link without a hop through the switch actor.
+    active: Arc<std::sync::Mutex<Option<Addr<LinkActor>>>>,
+}
+
+impl SwitchHandle {
+    /// The link that serves the switch now, if any: the one lookup a multi-node deployment
+    /// would change.
+    pub fn active_link(&self) -> Option<Addr<LinkActor>> {
+        self.active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl Switch {
@@ -147,6 +163,8 @@ impl Switch {
             .map(|_| Arc::new(LinkStats::default()))
             .collect();
         let link_stats = stats.clone();
+        let active = Arc::new(std::sync::Mutex::new(None));
+        let active_addr = active.clone();
         let arbiters = arbiters.to_vec();
         let addr = Switch::create(move |ctx| {
             let me = ctx.address().recipient::<LinkStatusChanged>();
@@ -189,6 +207,7 @@ impl Switch {
                 last_active: None,
                 epoch: 0,
                 monitored: HashSet::new(),
+                active_addr,
                 monitor_ops: VecDeque::new(),
                 monitor_ops_in_flight: 0,
                 events,
@@ -198,6 +217,7 @@ impl Switch {
             name,
             addr,
             link_stats,
+            active,
         }
     }
 
@@ -231,6 +251,7 @@ impl Switch {
 
     fn activate(&mut self, link: usize, ctx: &mut Context<Self>) {
         self.active = Some(link);
+        self.set_active_addr(Some(self.links[link].addr.clone()));
         if self.last_active.is_some_and(|l| l != link) {
             crate::metrics::failover(&self.config.name);
         }
@@ -343,6 +364,13 @@ impl Switch {
         }
     }
 
+    fn set_active_addr(&self, addr: Option<Addr<LinkActor>>) {
+        *self
+            .active_addr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = addr;
+    }
+
     fn active_link(&self) -> Option<Addr<LinkActor>> {
         self.active.map(|i| self.links[i].addr.clone())
     }
@@ -366,6 +394,7 @@ impl Handler<LinkStatusChanged> for Switch {
         }
         if self.active == Some(msg.link) && msg.state != LinkState::Up {
             self.active = None;
+            self.set_active_addr(None);
             crate::metrics::link_up(&self.config.name, msg.link, false);
             self.epoch += 1;
             if std::mem::take(&mut self.announced_up) {
@@ -389,22 +418,6 @@ impl Handler<SwitchRequest> for Switch {
         };
         Box::pin(async move {
             link.send(LinkRequest::Service(msg.0))
-                .await
-                .unwrap_or(Err(LinkError::LinkLost { switch }))
-        })
-    }
-}
-
-impl Handler<RoutedRequest> for Switch {
-    type Result = ResponseFuture<Result<(), LinkError>>;
-
-    fn handle(&mut self, msg: RoutedRequest, _: &mut Self::Context) -> Self::Result {
-        let switch = self.config.name.clone();
-        let Some(link) = self.active_link() else {
-            return Box::pin(async move { Err(LinkError::NoSwitch { switch }) });
-        };
-        Box::pin(async move {
-            link.send(msg)
                 .await
                 .unwrap_or(Err(LinkError::LinkLost { switch }))
         })
