@@ -170,3 +170,55 @@ fn bad_usage_is_refused_with_a_message() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn redis_fanout_yardstick_smoke() {
+    // A redis-server on a free loopback port (Debian's redis-server; .ci/run installs it).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut redis = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("redis-server is needed for this test ({e}); install Debian's redis-server package (bash .ci/run does)"));
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_csta-bench"))
+        .args([
+            "redis-fanout",
+            "--redis",
+            &addr,
+            "--monitors",
+            "5",
+            "--dns",
+            "200",
+        ])
+        .output()
+        .unwrap();
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["scenario"], "redis-fanout");
+    assert_eq!(v["expected"], 5 * 2 * 200);
+    assert_eq!(v["ops"], 5 * 2 * 200);
+    assert_eq!(
+        (v["errors"].clone(), v["losses"].clone()),
+        (0.into(), 0.into())
+    );
+    assert!(v["deliveries_per_s"].as_f64().unwrap() > 0.0);
+}

@@ -26,6 +26,7 @@ pub mod fanout;
 pub mod http;
 pub mod login_storm;
 pub mod plan;
+pub mod redis;
 pub mod spawn;
 pub mod stats;
 pub mod ws;
@@ -51,6 +52,9 @@ pub enum Scenario {
     Fanout,
     /// Calls on N devices, account codes entered on the phones and set by the clients.
     AccountCodes,
+    /// The yardstick for `fanout`: a running redis-server (`--redis`) publishes messages of an
+    /// event's size to M subscribers as light as the bench's clients.
+    RedisFanout,
 }
 
 impl Scenario {
@@ -60,6 +64,7 @@ impl Scenario {
             Scenario::LoginStorm => "login-storm",
             Scenario::Fanout => "fanout",
             Scenario::AccountCodes => "account-codes",
+            Scenario::RedisFanout => "redis-fanout",
         }
     }
 }
@@ -140,6 +145,9 @@ pub struct Args {
     /// switch); fanout and account-codes need them.
     #[arg(long = "sim-control", value_name = "ADDR")]
     pub sim_control: Vec<SocketAddr>,
+    /// redis-fanout: the running redis-server to compare with.
+    #[arg(long, value_name = "ADDR")]
+    pub redis: Option<SocketAddr>,
     /// How long to wait for missing replies or events before counting them lost, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub drain: f64,
@@ -221,6 +229,9 @@ pub fn main_with(args: Args) -> ExitCode {
 
 /// Check the arguments, set up the environment, run the scenario and stop what was spawned.
 pub async fn run(args: Args) -> Result<Summary, BenchError> {
+    if args.scenario == Scenario::RedisFanout {
+        return redis::run(&args).await;
+    }
     let settings = check(args)?;
     let mut env = tokio::select! {
         env = prepare(&settings) => env?,
@@ -298,6 +309,7 @@ fn check(args: Args) -> Result<Settings, BenchError> {
                 ));
             }
         }
+        Scenario::RedisFanout => {}
     }
     Ok(Settings { args, plan, mode })
 }
@@ -352,6 +364,9 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
         Scenario::LoginStorm => login_storm::run(s, env, summary).await?,
         Scenario::Fanout => fanout::run(s, env, summary).await?,
         Scenario::AccountCodes => account_codes::run(s, env, summary).await?,
+        Scenario::RedisFanout => {
+            return Err(BenchError::Setup("redis-fanout runs on its own".into()))
+        }
     };
     let after = cpu(env);
     // CPU seconds each side used during the scenario (setup included).
