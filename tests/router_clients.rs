@@ -446,3 +446,62 @@ async fn calls_idle_longer_than_call_cleanup_idle_are_swept() {
     .await;
     r.stop().await;
 }
+
+#[actix_rt::test]
+async fn application_tokens_and_monitor_access() {
+    let apps = r#"
+[[application]]
+name = "desk"
+token = "desk-secret-0001"
+access = "control"
+
+[[application]]
+name = "wallboard"
+token = "wall-secret-0002"
+access = "monitor"
+"#;
+    let r = Router::with(&config_text(apps, dialect_from_env())).await;
+    let open = |token: Option<&str>| {
+        let mut m = json!({"message": "RequestOpen", "referenceId": 1, "protocolVersion": 1, "application": "x"});
+        if let Some(t) = token {
+            m["token"] = json!(t);
+        }
+        m
+    };
+    // Missing and wrong tokens: closed with 1008.
+    for token in [None, Some("desk-secret-9999")] {
+        let mut c = Client::connect(&r.url()).await;
+        c.send(&open(token)).await;
+        assert_eq!(c.closed().await, 1008, "token {token:?}");
+    }
+    // A monitor application: monitor mode only, no private services.
+    let mut wall = Client::connect(&r.url()).await;
+    wall.send(&open(Some("wall-secret-0002"))).await;
+    assert_eq!(wall.recv().await["message"], "EventServerConnected");
+    wall.recv().await;
+    wall.recv().await;
+    let reply = wall
+        .request(json!({"message": "RequestRegisterAddress", "thisDn": "5061"}))
+        .await;
+    assert_eq!(reply["errorCode"], 53, "{reply}");
+    let reply = wall
+        .request(json!({"message": "RequestRegisterAddress", "thisDn": "5061", "registerMode": "monitor"}))
+        .await;
+    assert_eq!(reply["message"], "EventRegistered");
+    let reply = wall
+        .request(json!({"message": "RequestPrivateService", "thisDn": "5061", "privateMsgId": 2}))
+        .await;
+    assert_eq!(reply["errorCode"], 41, "{reply}");
+    // A control application may do everything.
+    let mut desk = Client::connect(&r.url()).await;
+    desk.send(&open(Some("desk-secret-0001"))).await;
+    assert_eq!(desk.recv().await["message"], "EventServerConnected");
+    desk.recv().await;
+    desk.recv().await;
+    desk.register("5062").await;
+    let reply = desk
+        .request(json!({"message": "RequestPrivateService", "thisDn": "5062", "privateMsgId": 1, "extensions": {"HOST_DN": "4062"}}))
+        .await;
+    assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
+    r.stop().await;
+}
