@@ -933,21 +933,7 @@ impl SwitchState {
         from: &str,
         to: &str,
     ) -> Result<(), SimError> {
-        let i = self.check_move(call_id, from, to)?;
-        let call = self.call_mut(call_id)?;
-        call.parties.remove(i);
-        let mut recipients = call.devices();
-        let calling = call.other_party(to);
-        recipients.push(from.to_owned());
-        recipients.push(to.to_owned());
-        self.notify_call(
-            &recipients,
-            CallEventKind::Transferred,
-            Connection::new(call_id, from),
-            Some(from),
-            Some(to),
-        );
-        self.join(call_id, to, &calling, true)
+        self.call_move(call_id, from, to, CallEventKind::Transferred, true)
     }
 
     /// Diversion: the call leaves `from` (ringing, typically) for `to`, where it rings.
@@ -956,6 +942,19 @@ impl SwitchState {
         call_id: &str,
         from: &str,
         to: &str,
+    ) -> Result<(), SimError> {
+        self.call_move(call_id, from, to, CallEventKind::Diverted, false)
+    }
+
+    /// The call leaves `from` for `to`: `kind` (transfer or diversion) is reported to the
+    /// parties, `from` and `to`, then `to` joins (answering at once when `answered`).
+    fn call_move(
+        &mut self,
+        call_id: &str,
+        from: &str,
+        to: &str,
+        kind: CallEventKind,
+        answered: bool,
     ) -> Result<(), SimError> {
         let i = self.check_move(call_id, from, to)?;
         let call = self.call_mut(call_id)?;
@@ -966,12 +965,12 @@ impl SwitchState {
         recipients.push(to.to_owned());
         self.notify_call(
             &recipients,
-            CallEventKind::Diverted,
+            kind,
             Connection::new(call_id, from),
             Some(from),
             Some(to),
         );
-        self.join(call_id, to, &calling, false)
+        self.join(call_id, to, &calling, answered)
     }
 
     /// Hang up one party (the call ends when fewer than two remain), or clear the whole call.
