@@ -39,14 +39,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn open(url: &str) -> Client {
-    let mut c = Client::connect(url).await;
-    let reply = c
-        .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "fuzz"}))
-        .await;
-    assert_eq!(reply["message"], "EventServerConnected");
-    c.recv().await;
-    c.recv().await;
-    c
+    Client::open(url, None, 2).await
 }
 
 /// The next message that answers a request (events, which carry no referenceId, skipped).
@@ -300,11 +293,7 @@ fn a_flooding_client_gets_111_and_others_are_unaffected() {
 #[test]
 fn a_thousand_clients_register_and_leave_and_everything_returns_to_baseline() {
     let r = RouterProcess::start("thousand", &config());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
         let (_, before) = r.scrape().await;

@@ -62,14 +62,7 @@ impl Expect {
 }
 
 async fn open(url: &str, token: &str) -> Client {
-    let mut c = Client::connect(url).await;
-    let reply = c
-        .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "desk", "token": token}))
-        .await;
-    assert_eq!(reply["message"], "EventServerConnected", "{reply}");
-    c.recv().await;
-    c.recv().await;
-    c
+    Client::open(url, Some(token), 2).await
 }
 
 /// Skip messages until a link event for `switch` with this name arrives.

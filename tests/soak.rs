@@ -29,12 +29,7 @@ const SOAK: Duration = Duration::from_secs(60);
 const PAIRS: u32 = 16;
 
 async fn open(url: &str) -> Client {
-    let mut c = Client::connect(url).await;
-    let reply = c
-        .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "soak"}))
-        .await;
-    assert_eq!(reply["message"], "EventServerConnected");
-    c
+    Client::open(url, None, 2).await
 }
 
 /// Send one request and return its reply, skipping events; fails if it takes over 3 s.
@@ -179,11 +174,7 @@ async fn calls(
 #[test]
 fn soak_with_link_drops_calls_and_account_codes() {
     let r = RouterProcess::start("soak", &config());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
         let sims = [

@@ -32,11 +32,7 @@ struct Rig {
 
 fn rig(name: &str) -> Rig {
     let r = RouterProcess::start(name, &config());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = process::runtime();
     rt.block_on(r.wait_connected(&["sw1", "sw2"]));
     let sims = [
         SimControl {
@@ -50,19 +46,7 @@ fn rig(name: &str) -> Rig {
 }
 
 async fn open(url: &str) -> Client {
-    let mut c = Client::connect(url).await;
-    let reply = c
-        .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "faults"}))
-        .await;
-    assert_eq!(reply["message"], "EventServerConnected");
-    for _ in 0..2 {
-        let ev = c.recv().await;
-        assert!(
-            ev["message"].as_str().unwrap().starts_with("EventLink"),
-            "{ev}"
-        );
-    }
-    c
+    Client::open(url, None, 2).await
 }
 
 /// What a busy client saw.

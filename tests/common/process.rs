@@ -231,3 +231,12 @@ pub fn two_switches(server: &str, options: &str, extra: &str, sw2_links: u32) ->
     }
     text
 }
+
+/// The runtime binary tests drive their clients on (two workers, like the machine's cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -159,19 +159,7 @@ impl Router {
     /// A connected client that has sent `RequestOpen` and read `EventServerConnected` and the
     /// link events.
     pub async fn client(&self) -> Client {
-        let mut c = Client::connect(&self.url()).await;
-        let reply = c
-            .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "test"}))
-            .await;
-        assert_eq!(reply["message"], "EventServerConnected", "{reply}");
-        for _ in 0..self.running.shared.switches.len() {
-            let ev = c.recv().await;
-            assert!(
-                ev["message"].as_str().unwrap().starts_with("EventLink"),
-                "{ev}"
-            );
-        }
-        c
+        Client::open(&self.url(), None, self.running.shared.switches.len()).await
     }
 
     /// Stop the router and check nothing panicked.
@@ -193,6 +181,27 @@ impl Client {
     pub async fn connect(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         Client { ws }
+    }
+
+    /// Connect, send `RequestOpen` (with `token` if given), and read `EventServerConnected`
+    /// and the link event of each of the `switches`.
+    pub async fn open(url: &str, token: Option<&str>, switches: usize) -> Client {
+        let mut c = Client::connect(url).await;
+        let mut open =
+            json!({"message": "RequestOpen", "protocolVersion": 1, "application": "test"});
+        if let Some(t) = token {
+            open["token"] = json!(t);
+        }
+        let reply = c.request(open).await;
+        assert_eq!(reply["message"], "EventServerConnected", "{reply}");
+        for _ in 0..switches {
+            let ev = c.recv().await;
+            assert!(
+                ev["message"].as_str().unwrap().starts_with("EventLink"),
+                "{ev}"
+            );
+        }
+        c
     }
 
     /// Send a JSON value as a text frame.
