@@ -333,11 +333,20 @@ impl LinkActor {
             }
         };
         self.trace("out", &frame);
-        if conn.writer.try_send(frame).is_err() {
-            self.invokes.release(id);
-            return Err(LinkError::Overload {
-                switch: self.switch.clone(),
-            });
+        match conn.writer.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.invokes.release(id);
+                return Err(LinkError::Overload {
+                    switch: self.switch.clone(),
+                });
+            }
+            // The writer stopped: the connection is gone and the reader is about to notice.
+            // The request was not sent, so the switch has not acted: "no switch", not overload.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.invokes.release(id);
+                return Err(self.no_switch());
+            }
         }
         let name = static_name(&message);
         self.serial += 1;
