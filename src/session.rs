@@ -144,6 +144,9 @@ impl Hub {
     }
 }
 
+/// The most queued messages a session writes before it looks at the client's input again.
+const WRITE_BURST: usize = 256;
+
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
 /// Why a session ended (the metrics label).
@@ -241,10 +244,15 @@ pub async fn run(
     let mut missed = 0u32;
     let cause: CloseCause;
     let mut close: Option<(u16, &'static str)> = None;
+    // Made once: a fresh `cancelled()` future per loop turn registers and unregisters a waiter
+    // on every message, which showed in fan-out profiles.
+    let shutdown_wait = shutdown.cancelled();
+    let slow_wait = slow.cancelled();
+    tokio::pin!(shutdown_wait, slow_wait);
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {
+            _ = &mut shutdown_wait => {
                 // Replies and events already queued go out before the close frame.
                 while let Ok(out) = rx.try_recv() {
                     if session.text(out.text).await.is_err() {
@@ -255,22 +263,41 @@ pub async fn run(
                 close = Some((1001, "going away"));
                 break;
             }
-            _ = slow.cancelled() => {
+            _ = &mut slow_wait => {
                 cause = CloseCause::SlowConsumer;
                 close = Some((4008, "slow consumer"));
                 break;
             }
             out = rx.recv() => {
                 let Some(out) = out else { cause = CloseCause::Closed; break; };
-                if out.reply {
-                    state.in_flight = state.in_flight.saturating_sub(1);
+                // Write what is queued in one go (up to a bound, so reading the client and
+                // pinging are not starved): one wake-up of this task and, usually, one send
+                // for a burst of events instead of a turn of the loop per message.
+                let mut next = Some(out);
+                let mut written = 0;
+                let mut stop = false;
+                while let Some(out) = next.take() {
+                    if out.reply {
+                        state.in_flight = state.in_flight.saturating_sub(1);
+                    }
+                    // Ready at once unless actix-ws's own queue is full; a slow client or a
+                    // shutdown must not wait behind it.
+                    let written_ok = tokio::select! {
+                        biased;
+                        r = session.text(out.text) => r.is_ok(),
+                        // The outer loop closes the session next.
+                        _ = &mut slow_wait => break,
+                        _ = &mut shutdown_wait => break,
+                    };
+                    if !written_ok {
+                        stop = true;
+                        break;
+                    }
+                    written += 1;
+                    if written < WRITE_BURST {
+                        next = rx.try_recv().ok();
+                    }
                 }
-                let write = session.text(out.text);
-                let stop = tokio::select! {
-                    r = write => r.is_err(),
-                    _ = slow.cancelled() => false,
-                    _ = shutdown.cancelled() => false,
-                };
                 if stop {
                     cause = CloseCause::Closed;
                     break;
