@@ -566,14 +566,7 @@ impl Extension {
                     .with("privateMsgId", msg_id)
                     .with("thisDn", &*self.dn)
                     .with("switch", &*self.switch.name)
-                    .with(
-                        "extensions",
-                        req.extensions
-                            .clone()
-                            .into_iter()
-                            .map(|(k, v)| (k, Value::from(v)))
-                            .collect::<Map<_, _>>(),
-                    );
+                    .with("extensions", &req.extensions);
                 if let Some(other) = &req.other_dn {
                     out = out.with("otherDn", other.as_str());
                 }

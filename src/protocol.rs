@@ -10,8 +10,12 @@
 //! their recipients ([`SharedText`]).
 
 use bytestring::ByteString;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::SystemTime;
 
 /// Bytes of one serialized message, cheap to clone (reference-counted), ready to be written as
@@ -173,33 +177,125 @@ pub enum Request {
 /// The longest DN accepted (longer ones cannot be in any DN plan and are refused early).
 pub const MAX_DN_LEN: usize = 64;
 
+/// One field of a request as read: just what is needed to accept it or say what is wrong with
+/// it. Strings are borrowed from the frame unless they contain escapes.
+///
+/// Why not `serde_json::Value`: every request is read on the hot path, and a `Value` builds a
+/// tree map and owned strings for every field before we look at the four we need.
+#[derive(Debug)]
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Uint(u64),
+    Object(Vec<(Cow<'a, str>, Field<'a>)>),
+    /// A negative or fractional number.
+    Number,
+    /// `null` (inside an object), a boolean or an array.
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Field<'a>, E> {
+                Ok(Field::Uint(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Field<'a>, E> {
+                Ok(u64::try_from(v).map_or(Field::Number, Field::Uint))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
+                Ok(Field::Number)
+            }
+            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Field<'a>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'a>, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Cow<'a, str>, Field<'a>>()? {
+                    fields.push((k, v));
+                }
+                Ok(Field::Object(fields))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The fields of a request the router reads (`null` reads as absent); others are ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    message: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    reference_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    this_dn: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    register_mode: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    private_msg_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    conn_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    extensions: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    protocol_version: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    application: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    token: Option<Field<'a>>,
+}
+
 /// Read one text frame as a request: `(referenceId, request)`.
 pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
+    let not_object = || {
         ProtocolError::new(
             0,
             ErrorCode::InvalidAttr,
-            format!("The frame is not valid JSON ({e}); send one JSON object per text frame."),
+            "The frame is not a JSON object; send one object with a \"message\" field per text frame.",
         )
-    })?;
-    let Value::Object(obj) = value else {
-        return Err(ProtocolError::new(
+    };
+    // A struct would also read an array positionally: only an object is a request.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => not_object(),
+            Err(e) => ProtocolError::new(
+                0,
+                ErrorCode::InvalidAttr,
+                format!("The frame is not valid JSON ({e}); send one JSON object per text frame."),
+            ),
+        });
+    }
+    let wire: Wire = serde_json::from_str(text).map_err(|e| {
+        ProtocolError::new(
             0,
             ErrorCode::InvalidAttr,
-            "The frame is not a JSON object; send one object with a \"message\" field per text frame.",
-        ));
-    };
-    let reference_id = match obj.get("referenceId") {
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(id) if id > 0 => id,
-            _ => {
-                return Err(ProtocolError::new(
-                    0,
-                    ErrorCode::InvalidAttr,
-                    "\"referenceId\" must be a positive integer.",
-                ))
-            }
-        },
+            format!("The frame is not a valid request ({e}); send one JSON object per text frame, each field once."),
+        )
+    })?;
+    let reference_id = match &wire.reference_id {
+        Some(Field::Uint(id)) if *id > 0 => *id,
         Some(_) => {
             return Err(ProtocolError::new(
                 0,
@@ -210,8 +306,8 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
         None => 0,
     };
     let err = |code, msg: String| ProtocolError::new(reference_id, code, msg);
-    let message = match obj.get("message") {
-        Some(Value::String(s)) => s.as_str(),
+    let message = match &wire.message {
+        Some(Field::Str(s)) => &**s,
         _ => {
             return Err(err(
                 ErrorCode::InvalidAttr,
@@ -225,18 +321,19 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
             format!("{message} needs a \"referenceId\": a positive integer the reply will carry."),
         ));
     }
-    let string = |field: &str| -> Result<Option<String>, ProtocolError> {
-        match obj.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(err(
-                ErrorCode::InvalidAttr,
-                format!("\"{field}\" must be a string."),
-            )),
-        }
-    };
+    let string =
+        |field: &'static str, value: &Option<Field>| -> Result<Option<String>, ProtocolError> {
+            match value {
+                None => Ok(None),
+                Some(Field::Str(s)) => Ok(Some(s.to_string())),
+                Some(_) => Err(err(
+                    ErrorCode::InvalidAttr,
+                    format!("\"{field}\" must be a string."),
+                )),
+            }
+        };
     let dn = || -> Result<String, ProtocolError> {
-        let dn = string("thisDn")?.ok_or_else(|| {
+        let dn = string("thisDn", &wire.this_dn)?.ok_or_else(|| {
             err(
                 ErrorCode::InvalidAttr,
                 format!("{message} needs \"thisDn\": the directory number it is about."),
@@ -255,8 +352,9 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
     };
     let request = match message {
         "RequestOpen" => Request::Open {
-            protocol_version: match obj.get("protocolVersion") {
-                Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            protocol_version: match &wire.protocol_version {
+                Some(Field::Uint(v)) => *v,
+                Some(Field::Number) => 0,
                 _ => {
                     return Err(err(
                         ErrorCode::InvalidAttr,
@@ -264,12 +362,12 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
                     ))
                 }
             },
-            application: string("application")?.unwrap_or_default(),
-            token: string("token")?,
+            application: string("application", &wire.application)?.unwrap_or_default(),
+            token: string("token", &wire.token)?,
         },
         "RequestRegisterAddress" => {
             let dn = dn()?;
-            let mode = match string("registerMode")?.as_deref() {
+            let mode = match string("registerMode", &wire.register_mode)?.as_deref() {
                 None | Some("share") => RegisterMode::Share,
                 Some("monitor") => RegisterMode::Monitor,
                 Some(other) => {
@@ -287,8 +385,8 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
         "RequestQueryServer" => Request::QueryServer,
         "RequestPrivateService" => {
             let dn = dn()?;
-            let msg_id = match obj.get("privateMsgId") {
-                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
+            let msg_id = match &wire.private_msg_id {
+                Some(Field::Uint(id)) => *id,
                 _ => {
                     return Err(err(
                         ErrorCode::InvalidAttr,
@@ -297,15 +395,15 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
                     .dn(&dn))
                 }
             };
-            let conn_id = string("connId").map_err(|e| e.dn(&dn))?;
+            let conn_id = string("connId", &wire.conn_id).map_err(|e| e.dn(&dn))?;
             let mut extensions = BTreeMap::new();
-            match obj.get("extensions") {
-                None | Some(Value::Null) => {}
-                Some(Value::Object(map)) => {
+            match &wire.extensions {
+                None => {}
+                Some(Field::Object(map)) => {
                     for (k, v) in map {
                         match v {
-                            Value::String(s) => {
-                                extensions.insert(k.clone(), s.clone());
+                            Field::Str(s) => {
+                                extensions.insert(k.to_string(), s.to_string());
                             }
                             _ => {
                                 return Err(err(
@@ -343,26 +441,62 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
 }
 
 /// Current time as RFC 3339, UTC, milliseconds (`2026-11-25T05:49:19.123Z`).
+///
+/// Every message carries it, so it is formatted at most once per millisecond per thread.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    with_now(str::to_owned)
 }
 
-/// A message being built: a JSON object with `message` and `time` already set.
+fn with_now<R>(f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u128, String)> =
+            const { std::cell::RefCell::new((u128::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let millis = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != millis {
+            last.1.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(last.1, "{}", humantime::format_rfc3339_millis(now));
+            last.0 = millis;
+        }
+        f(&last.1)
+    })
+}
+
+/// A message being built: a JSON object with `message` and `time` already set, written
+/// straight into its final bytes (fields in the order they are added).
+///
+/// Why not a `serde_json::Map`: every event is built on the hot path of fan-out and of every
+/// reply, and a map costs a tree insert and an allocation per field before the same text is
+/// written anyway. Each key must be added once; keys are written as given (they are the
+/// protocol's field names, never client input).
 #[derive(Debug)]
-pub struct Outgoing(Map<String, Value>);
+pub struct Outgoing(Vec<u8>);
 
 impl Outgoing {
     /// Start a message with its name.
     pub fn new(message: &str) -> Outgoing {
-        let mut m = Map::new();
-        m.insert("message".into(), Value::from(message));
-        m.insert("time".into(), Value::from(now_rfc3339()));
-        Outgoing(m)
+        let mut out = Vec::with_capacity(192);
+        out.extend_from_slice(b"{\"message\":");
+        push_json(&mut out, message);
+        out.extend_from_slice(b",\"time\":\"");
+        with_now(|t| out.extend_from_slice(t.as_bytes()));
+        out.push(b'"');
+        Outgoing(out)
     }
 
-    /// Set a field.
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Outgoing {
-        self.0.insert(key.into(), value.into());
+    /// Add a field.
+    pub fn with(mut self, key: &str, value: impl serde::Serialize) -> Outgoing {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
+        push_json(&mut self.0, &value);
         self
     }
 
@@ -372,8 +506,19 @@ impl Outgoing {
     }
 
     /// Serialize once.
-    pub fn finish(self) -> SharedText {
-        ByteString::from(Value::Object(self.0).to_string())
+    pub fn finish(mut self) -> SharedText {
+        self.0.push(b'}');
+        // Everything written is UTF-8 (JSON from serde_json, keys and time from `str`s).
+        ByteString::try_from(self.0).unwrap_or_else(|_| ByteString::from_static("{}"))
+    }
+}
+
+/// Append the JSON of `value`.
+fn push_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        // Only maps with non-string keys fail, and no message has one; write null rather
+        // than a broken object.
+        out.extend_from_slice(b"null");
     }
 }
 
@@ -429,6 +574,77 @@ mod tests {
         );
         let e = parse_request(r#"{"message":"RequestQueryServer","referenceId":-1}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidAttr);
+        // Arrays are not read positionally; escaped strings are unescaped; null is absent.
+        let e = parse_request(r#"["RequestQueryServer",1]"#).unwrap_err();
+        assert!(e.message.contains("not a JSON object"), "{}", e.message);
+        let (_, r) = parse_request(
+            r#" {"message":"RequestRegisterAddress","referenceId":2,"thisDn":"50\u00301","registerMode":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::Register {
+                dn: "5001".into(),
+                mode: RegisterMode::Share
+            }
+        );
+        let e = parse_request(
+            r#"{"message":"RequestPrivateService","referenceId":5,"thisDn":"5001","privateMsgId":1,"extensions":{"HOST_DN":null}}"#,
+        )
+        .unwrap_err();
+        assert_eq!((e.reference_id, e.code), (5, ErrorCode::InvalidAttr));
+        let (_, r) =
+            parse_request(r#"{"message":"RequestOpen","referenceId":1,"protocolVersion":1.5}"#)
+                .unwrap();
+        assert!(matches!(
+            r,
+            Request::Open {
+                protocol_version: 0,
+                ..
+            }
+        ));
+        let e =
+            parse_request(r#"{"message":"RequestOpen","referenceId":1,"protocolVersion":true}"#)
+                .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidAttr);
+        let e = parse_request(r#"{"message":"RequestOpen","referenceId":1,"referenceId":2}"#)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidAttr);
+    }
+
+    #[test]
+    fn outgoing_writes_one_json_object_in_field_order() {
+        let mut ext = BTreeMap::new();
+        ext.insert("HOST_DN".to_owned(), "40\"01\u{e9}".to_owned());
+        let text = Outgoing::new("EventPrivateInfo")
+            .reference(9)
+            .with("thisDn", "5001")
+            .with("hotDesk", Value::Null)
+            .with("ok", true)
+            .with("extensions", &ext)
+            .with("calls", vec!["a\nb"])
+            .finish();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["message"], "EventPrivateInfo");
+        assert_eq!(v["referenceId"], 9);
+        assert_eq!(v["extensions"]["HOST_DN"], "40\"01\u{e9}");
+        assert_eq!(v["calls"][0], "a\nb");
+        assert_eq!(
+            (v["hotDesk"].clone(), v["ok"].clone()),
+            (Value::Null, Value::Bool(true))
+        );
+        assert_eq!(v["time"].as_str().map(str::len), Some(24));
+        let order: Vec<usize> = [
+            "\"message\"",
+            "\"time\"",
+            "\"referenceId\"",
+            "\"thisDn\"",
+            "\"calls\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
     }
 
     #[test]
