@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// A request about this DN from a client (forwarded by the router).
 #[derive(Debug, Message)]
@@ -122,7 +122,6 @@ pub struct Extension {
     id: u64,
     shared: Arc<Shared>,
     switch: Arc<SwitchCtx>,
-    router: Addr<Router>,
     subscribers: Vec<Subscriber>,
     monitor: MonitorState,
     hotdesk: Option<(String, String)>,
@@ -144,19 +143,12 @@ pub struct Extension {
 
 impl Extension {
     /// The actor for `dn` on `switch`.
-    pub fn new(
-        dn: Arc<str>,
-        id: u64,
-        shared: Arc<Shared>,
-        switch: Arc<SwitchCtx>,
-        router: Addr<Router>,
-    ) -> Extension {
+    pub fn new(dn: Arc<str>, id: u64, shared: Arc<Shared>, switch: Arc<SwitchCtx>) -> Extension {
         Extension {
             dn,
             id,
             shared,
             switch,
-            router,
             subscribers: Vec::new(),
             monitor: MonitorState::Idle,
             hotdesk: None,
@@ -370,7 +362,7 @@ impl Extension {
         let service = Service::private(msg_id);
         let refuse = |act: &Self, code: ErrorCode, message: String| {
             if let Some(service) = service {
-                crate::metrics::private_service(&act.switch.name, service, Some(code));
+                act.switch.metrics.private_service(service, Some(code));
             }
             info!(target: "audit", application = %client.application, dn = %act.dn, service = msg_id, result = code.code(), "private service refused by the router");
             let e = act.error(reference_id, code, message);
@@ -482,7 +474,7 @@ impl Extension {
                 );
             }
         };
-        self.queue.push_back(PendingRequest {
+        let req = PendingRequest {
             client,
             reference_id,
             service,
@@ -491,8 +483,39 @@ impl Extension {
             conn_id: conn,
             extensions,
             received: Instant::now(),
+        };
+        if self.in_flight.is_none() && self.queue.is_empty() {
+            // The usual case: nothing waiting, so the queue is not touched (a queue that was
+            // once used keeps its buffer, about a kilobyte per DN).
+            self.send(req);
+            self.maybe_retire(ctx);
+        } else {
+            self.queue.push_back(req);
+            self.next_request(ctx);
+        }
+    }
+
+    /// Send a request to the switch's active link; answer it at once if there is none.
+    /// Returns whether it is now in flight.
+    fn send(&mut self, req: PendingRequest) -> bool {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        // Straight to the active link; its answer (or failure) comes back as an `Answer`
+        // through the router, in frame order.
+        let Some(link) = self.switch.handle.get().and_then(|h| h.active_link()) else {
+            let e = LinkError::NoSwitch {
+                switch: self.switch.name.clone(),
+            };
+            self.finish(req, Err(e));
+            return false;
+        };
+        link.do_send(RoutedRequest {
+            message: req.message.clone(),
+            dn: self.dn.clone(),
+            tag,
         });
-        self.next_request(ctx);
+        self.in_flight = Some(Box::new((tag, req)));
+        true
     }
 
     fn most_recent_call(&self) -> Option<&Call> {
@@ -506,27 +529,16 @@ impl Extension {
                 return;
             }
             let Some(req) = self.queue.pop_front() else {
+                if self.queue.capacity() > 0 {
+                    // A burst queued here is over: give its buffer back.
+                    self.queue = VecDeque::new();
+                }
                 self.maybe_retire(ctx);
                 return;
             };
-            self.next_tag += 1;
-            let tag = self.next_tag;
-            // Straight to the active link; its answer (or failure) comes back as an `Answer`
-            // through the router, in frame order.
-            let Some(link) = self.switch.handle.get().and_then(|h| h.active_link()) else {
-                let e = LinkError::NoSwitch {
-                    switch: self.switch.name.clone(),
-                };
-                self.finish(req, Err(e));
-                continue;
-            };
-            link.do_send(RoutedRequest {
-                message: req.message.clone(),
-                dn: self.dn.clone(),
-                tag,
-            });
-            self.in_flight = Some(Box::new((tag, req)));
-            return;
+            if self.send(req) {
+                return;
+            }
         }
     }
 
@@ -543,17 +555,20 @@ impl Extension {
                 Err((code, message, csta_extension(e)))
             }
         };
-        let result_label = match &outcome {
-            Ok(()) => "ok".to_owned(),
-            Err((code, _, _)) => code.code().to_string(),
-        };
-        crate::metrics::private_service(
-            &self.switch.name,
+        self.switch.metrics.private_service(
             req.service,
             outcome.as_ref().err().map(|(code, _, _)| *code),
         );
-        crate::metrics::association_latency(&self.switch.name, req.service, elapsed);
-        info!(target: "audit", application = %req.client.application, dn = %self.dn, service = req.service.label(), result = %result_label, ms = elapsed.as_millis() as u64, "private service");
+        self.switch
+            .metrics
+            .association_latency(req.service, elapsed);
+        if tracing::enabled!(target: "audit", tracing::Level::INFO) {
+            let result_label = match &outcome {
+                Ok(()) => "ok".to_owned(),
+                Err((code, _, _)) => code.code().to_string(),
+            };
+            info!(target: "audit", application = %req.client.application, dn = %self.dn, service = req.service.label(), result = %result_label, ms = elapsed.as_millis() as u64, "private service");
+        }
         match outcome {
             Ok(()) => {
                 let msg_id = match req.service {
@@ -608,6 +623,21 @@ impl Extension {
         }
     }
 
+    /// Send to the switch's router shard. Its address is taken from the switch (set at start,
+    /// before any client can connect) rather than kept per DN: an `Addr` clone allocates, and
+    /// a hundred thousand of them add up.
+    fn to_router<M>(&self, msg: M)
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        Router: Handler<M>,
+    {
+        match self.switch.router.get() {
+            Some(router) => router.do_send(msg),
+            None => warn!(dn = %self.dn, "no router shard for the switch; message dropped"),
+        }
+    }
+
     /// Queue one serialized event to every subscriber still there.
     fn deliver(&mut self, text: SharedText) {
         self.subscribers.retain(|s| s.client.is_open());
@@ -620,7 +650,7 @@ impl Extension {
         self.outbox = Some(Vec::new());
         f(self);
         let out = self.outbox.take().unwrap_or_default();
-        self.router.do_send(Delivery { seq, out });
+        self.to_router(Delivery { seq, out });
     }
 
     fn event_base(&self, seq: u64, msg_id: u32) -> Json {
@@ -816,7 +846,7 @@ impl Extension {
             self.switch.calls.release(&c.call_id);
         }
         self.retiring = true;
-        self.router.do_send(Retiring {
+        self.to_router(Retiring {
             dn: self.dn.clone(),
             id: self.id,
         });
@@ -864,7 +894,7 @@ impl Handler<ExtensionOp> for Extension {
 
     fn handle(&mut self, ExtensionOp(op): ExtensionOp, ctx: &mut Self::Context) {
         if self.retiring {
-            self.router.do_send(Bounce(ToDn {
+            self.to_router(Bounce(ToDn {
                 dn: self.dn.clone(),
                 op,
             }));

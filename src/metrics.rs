@@ -14,7 +14,9 @@
 
 use crate::errors::Service;
 use crate::protocol::ErrorCode;
-use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Unit};
+use metrics::{
+    describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -290,26 +292,6 @@ pub fn client_disconnected(reason: &'static str) {
     metrics::counter!(CLIENT_DISCONNECTS, "reason" => reason).increment(1);
 }
 
-/// Count a private-service request's outcome (`None`: ok).
-pub fn private_service(switch: &Arc<str>, service: Service, result: Option<ErrorCode>) {
-    if service == Service::Monitor {
-        return;
-    }
-    let result = result.map_or_else(|| "ok".to_owned(), |c| c.code().to_string());
-    metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => switch.clone(), "service" => service.label(), "result" => result).increment(1);
-}
-
-/// Record a hot-desk request's latency.
-pub fn association_latency(switch: &Arc<str>, service: Service, elapsed: Duration) {
-    let op = match service {
-        Service::HotdeskInitiate => "associate",
-        Service::HotdeskCancel => "cancel",
-        _ => return,
-    };
-    metrics::histogram!(ASSOCIATION_LATENCY, "switch" => switch.clone(), "operation" => op)
-        .record(elapsed.as_secs_f64());
-}
-
 /// Handles for a switch's per-event counters, created once.
 #[derive(Debug, Clone)]
 pub struct SwitchMetrics {
@@ -329,6 +311,11 @@ pub struct SwitchMetrics {
     pub hotdesk_associations: Gauge,
     /// Active calls.
     pub active_calls: Gauge,
+    /// Private-service outcomes: for each of [`Service::PRIVATE`], "ok" then each of
+    /// [`ErrorCode::ALL`] (a registry lookup per request showed in profiles).
+    private_service: Vec<Counter>,
+    /// Association latency: associate, cancel.
+    association: [Histogram; 2],
 }
 
 impl SwitchMetrics {
@@ -343,8 +330,47 @@ impl SwitchMetrics {
             registered_dns: metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()),
             extension_actors: metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()),
             hotdesk_associations: metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()),
-            active_calls: metrics::gauge!(ACTIVE_CALLS, "switch" => sw),
+            active_calls: metrics::gauge!(ACTIVE_CALLS, "switch" => sw.clone()),
+            private_service: Service::PRIVATE
+                .iter()
+                .flat_map(|service| {
+                    let sw = sw.clone();
+                    std::iter::once("ok".to_owned())
+                        .chain(ErrorCode::ALL.iter().map(|c| c.code().to_string()))
+                        .map(move |result| metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => result))
+                })
+                .collect(),
+            association: ["associate", "cancel"].map(
+                |op| metrics::histogram!(ASSOCIATION_LATENCY, "switch" => sw.clone(), "operation" => op),
+            ),
         }
+    }
+
+    /// Count a private-service request's outcome (`None`: ok).
+    pub fn private_service(&self, service: Service, result: Option<ErrorCode>) {
+        let Some(s) = Service::PRIVATE.iter().position(|p| *p == service) else {
+            return;
+        };
+        let r = match result {
+            None => 0,
+            Some(code) => match ErrorCode::ALL.iter().position(|c| *c == code) {
+                Some(i) => i + 1,
+                None => return,
+            },
+        };
+        if let Some(c) = self.private_service.get(s * (ErrorCode::ALL.len() + 1) + r) {
+            c.increment(1);
+        }
+    }
+
+    /// Record a hot-desk request's latency.
+    pub fn association_latency(&self, service: Service, elapsed: Duration) {
+        let h = match service {
+            Service::HotdeskInitiate => &self.association[0],
+            Service::HotdeskCancel => &self.association[1],
+            _ => return,
+        };
+        h.record(elapsed.as_secs_f64());
     }
 }
 
@@ -365,6 +391,8 @@ pub struct LinkMetrics {
     pub keepalive_misses: Counter,
     /// Framing resets.
     pub framing_resets: Counter,
+    /// Round trips, in the order of [`CSTA_REQUESTS`].
+    roundtrip: Vec<Histogram>,
     switch: Arc<str>,
 }
 
@@ -380,12 +408,24 @@ impl LinkMetrics {
             events_received: metrics::counter!(CSTA_EVENTS_RECEIVED, "switch" => sw.clone()),
             keepalive_misses: metrics::counter!(KEEPALIVE_MISSES, "switch" => sw.clone()),
             framing_resets: metrics::counter!(FRAMING_RESETS, "switch" => sw.clone()),
+            roundtrip: CSTA_REQUESTS
+                .iter()
+                .map(|r| metrics::histogram!(CSTA_ROUNDTRIP, "switch" => sw.clone(), "request" => *r))
+                .collect(),
             switch: sw,
         }
     }
 
     /// Record a request's round trip.
     pub fn roundtrip(&self, request: &'static str, elapsed: Duration) {
+        if let Some(h) = CSTA_REQUESTS
+            .iter()
+            .position(|r| *r == request)
+            .and_then(|i| self.roundtrip.get(i))
+        {
+            h.record(elapsed.as_secs_f64());
+            return;
+        }
         metrics::histogram!(CSTA_ROUNDTRIP, "switch" => self.switch.clone(), "request" => request)
             .record(elapsed.as_secs_f64());
     }

@@ -231,31 +231,27 @@ impl Router {
         }
     }
 
-    fn extension(&mut self, dn: &Arc<str>, ctx: &mut Context<Self>) -> Addr<Extension> {
-        if let Some((_, addr)) = self.extensions.get(dn) {
-            return addr.clone();
-        }
-        self.next_id += 1;
-        let id = self.next_id;
-        let ext = {
-            let (dn, shared, switch, router) = (
-                dn.clone(),
-                self.shared.clone(),
-                self.switch.clone(),
-                ctx.address(),
-            );
-            move || Extension::new(dn, id, shared, switch, router)
-        };
-        // On this router's own Arbiter: all of a switch's per-DN work shares one thread, so a
-        // client registered on several DNs of the switch gets replies and events in the order
-        // the frames were read (the thread runs the actors in the order they were handed work).
-        let addr = ext().start();
-        self.extensions.insert(dn.clone(), (id, addr.clone()));
-        self.switch.metrics.extension_actors.increment(1.0);
-        addr
+    fn extension(&mut self, dn: &Arc<str>) -> &Addr<Extension> {
+        // No `Addr` clone: each one allocates, and there is one actor per DN.
+        let (shared, switch, next_id) = (&self.shared, &self.switch, &mut self.next_id);
+        &self
+            .extensions
+            .entry(dn.clone())
+            .or_insert_with(|| {
+                *next_id += 1;
+                let id = *next_id;
+                switch.metrics.extension_actors.increment(1.0);
+                // On this router's own Arbiter: all of a switch's per-DN work shares one
+                // thread, so a client registered on several DNs of the switch gets replies and
+                // events in the order the frames were read (the thread runs the actors in the
+                // order they were handed work).
+                let ext = Extension::new(dn.clone(), id, shared.clone(), switch.clone());
+                (id, ext.start())
+            })
+            .1
     }
 
-    fn dispatch(&mut self, msg: ToDn, ctx: &mut Context<Self>) {
+    fn dispatch(&mut self, msg: ToDn) {
         // Nothing to unregister or query where no actor holds the DN: answer here.
         if !self.extensions.contains_key(&msg.dn) {
             match &msg.op {
@@ -292,8 +288,7 @@ impl Router {
                 _ => {}
             }
         }
-        let ext = self.extension(&msg.dn, ctx);
-        ext.do_send(ExtensionOp(msg.op));
+        self.extension(&msg.dn).do_send(ExtensionOp(msg.op));
     }
 }
 
@@ -318,16 +313,16 @@ impl Actor for Router {
 impl Handler<ToDn> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: ToDn, ctx: &mut Self::Context) {
-        self.dispatch(msg, ctx);
+    fn handle(&mut self, msg: ToDn, _: &mut Self::Context) {
+        self.dispatch(msg);
     }
 }
 
 impl Handler<Bounce> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: Bounce, ctx: &mut Self::Context) {
-        self.dispatch(msg.0, ctx);
+    fn handle(&mut self, msg: Bounce, _: &mut Self::Context) {
+        self.dispatch(msg.0);
     }
 }
 

@@ -456,7 +456,8 @@ impl State {
             };
             let switch = dn.and_then(|d| self.shared.switch_of(d));
             if let (Some(sw), Some(service)) = (switch, service) {
-                crate::metrics::private_service(&sw.name, service, Some(ErrorCode::TooManyReq));
+                sw.metrics
+                    .private_service(service, Some(ErrorCode::TooManyReq));
             }
             let mut e = ProtocolError::new(reference_id, ErrorCode::TooManyReq,
                 format!("This client already has {limit} requests in flight; wait for replies before sending more."));
