@@ -654,11 +654,7 @@ impl Extension {
     }
 
     fn event_base(&self, seq: u64, msg_id: u32) -> Json {
-        Json::new("EventPrivateInfo")
-            .with("privateMsgId", msg_id)
-            .with("monitoredDn", &*self.dn)
-            .with("switch", &*self.switch.name)
-            .with("eventSeq", seq)
+        crate::protocol::private_info_event(&self.dn, &self.switch.name, seq, msg_id)
     }
 
     fn on_event(&mut self, seq: u64, message: &Message) {
@@ -686,13 +682,15 @@ impl Extension {
                         2
                     }
                 };
-                let mut out = self
-                    .event_base(seq, msg_id)
-                    .with("thisDn", event.guest.as_str());
-                if let Some(host) = &event.host {
-                    out = out.with("otherDn", host.as_str());
-                }
-                self.deliver(out.finish());
+                let text = crate::protocol::hotdesk_event(
+                    &self.dn,
+                    &self.switch.name,
+                    seq,
+                    msg_id,
+                    &event.guest,
+                    event.host.as_deref(),
+                );
+                self.deliver(text);
             }
             Message::Call(call) => self.on_call_event(call),
             Message::CallInformation {

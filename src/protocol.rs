@@ -522,6 +522,33 @@ fn push_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
     }
 }
 
+/// The start of an unsolicited `EventPrivateInfo` (SPEC section 3): the fields every private
+/// event carries.
+pub fn private_info_event(monitored_dn: &str, switch: &str, seq: u64, msg_id: u32) -> Outgoing {
+    Outgoing::new("EventPrivateInfo")
+        .with("privateMsgId", msg_id)
+        .with("monitoredDn", monitored_dn)
+        .with("switch", switch)
+        .with("eventSeq", seq)
+}
+
+/// The `EventPrivateInfo` of a hot-desk event (`privateMsgId` 1: established, 2: cancelled),
+/// serialized once for all the DN's subscribers.
+pub fn hotdesk_event(
+    monitored_dn: &str,
+    switch: &str,
+    seq: u64,
+    msg_id: u32,
+    guest: &str,
+    host: Option<&str>,
+) -> SharedText {
+    let mut out = private_info_event(monitored_dn, switch, seq, msg_id).with("thisDn", guest);
+    if let Some(host) = host {
+        out = out.with("otherDn", host);
+    }
+    out.finish()
+}
+
 /// An `EventError`.
 pub fn event_error(
     e: &ProtocolError,
