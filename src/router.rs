@@ -345,8 +345,13 @@ impl Handler<Delivery> for Router {
     type Result = ();
 
     fn handle(&mut self, d: Delivery, _: &mut Self::Context) {
-        // Usually the front; search from there.
-        if let Some(slot) = self.reorder.iter_mut().find(|(seq, _)| *seq == d.seq) {
+        // Slots are pushed in increasing `seq` order (sorted) except when two links of the
+        // switch both deliver during a failover: search by halves, then from the front.
+        let at = match self.reorder.binary_search_by_key(&d.seq, |(seq, _)| *seq) {
+            Ok(i) => Some(i),
+            Err(_) => self.reorder.iter().position(|(seq, _)| *seq == d.seq),
+        };
+        if let Some(slot) = at.and_then(|i| self.reorder.get_mut(i)) {
             slot.1 = Some(d.out);
         }
         while let Some((_, Some(_))) = self.reorder.front() {

@@ -222,3 +222,33 @@ fn redis_fanout_yardstick_smoke() {
     );
     assert!(v["deliveries_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// The memory target of SPEC section 9 (100,000 DNs registered by 10 clients in under 300 MB)
+/// as a per-DN budget: the router's resident memory grows by less than 2.6 KiB per registered
+/// DN ((300 MB less a 30 MiB idle router) / 100,000). Measured as the difference between two
+/// runs, so the idle router's own size does not count.
+#[test]
+fn registered_dns_stay_within_the_memory_budget() {
+    let rss = |dns: &str| {
+        let v = bench(&[
+            "login-storm",
+            "--spawn",
+            "--switches",
+            "1",
+            "--clients",
+            "10",
+            "--dns",
+            dns,
+        ]);
+        v["router_rss_mib"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no router_rss_mib in {v}"))
+    };
+    let small = rss("1000");
+    let large = rss("10000");
+    let kib_per_dn = (large - small) * 1024.0 / 9000.0;
+    assert!(
+        kib_per_dn > 0.0 && kib_per_dn < 2.6,
+        "the router grew by {kib_per_dn:.2} KiB per registered DN ({small:.1} MiB with 1,000 DNs, {large:.1} MiB with 10,000)"
+    );
+}
