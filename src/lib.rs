@@ -29,10 +29,11 @@
 //! - [`sim`]: the PBX simulator, a real CSTA peer over TCP (embedded or `pbx-sim`).
 //! - [`config`]: the TOML configuration; [`server`]: process wiring.
 //!
-//! Threads: each switch's router shard and extension actors share an Arbiter (thread) of the
-//! switch's own, which keeps one client's replies and events of a switch in order; link actors
-//! (CSTA reading and parsing) run on a pool of Arbiters. Adding switches adds threads rather
-//! than load on one.
+//! Threads: client sessions run on actix-web workers (one per core); the CSTA side runs on a
+//! pool of Arbiters (one per core). Each switch's router shard and its extension actors share
+//! one pool thread, which keeps one client's replies and events of a switch in order, and the
+//! switch's active link usually runs there too. Switches are spread over the pool: adding
+//! switches spreads the load without adding threads.
 
 pub mod bench;
 pub mod calls;

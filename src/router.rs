@@ -1,16 +1,17 @@
 //! The router: which switch owns a DN, which extension actor holds it, and the hand-off of
 //! client requests and switch events to that actor.
 //!
-//! There is one [`Router`] actor per switch (a shard of the routing table), each on an Arbiter
-//! (thread) of its own, and the switch's [`Extension`] actors live on that same thread: a DN's
-//! switch is found from the immutable DN plans in [`Shared`] without asking any actor, and
-//! everything about the DN then flows through that switch's thread. Adding switches therefore
-//! adds threads instead of load on one; and because one thread runs a switch's per-DN actors
-//! in the order they were handed work, a client registered on several DNs of a switch gets
-//! replies and events in the order the switch's frames were read. The router keeps no per-DN
-//! state but the map from DN to extension actor; the work per DN (state, request queue,
-//! serialization and fan-out of events) happens in the extension actors. The link actors,
-//! which read and parse CSTA, run on a separate pool of threads.
+//! There is one [`Router`] actor per switch (a shard of the routing table), and the switch's
+//! [`Extension`] actors live on the shard's thread: a DN's switch is found from the immutable
+//! DN plans in [`Shared`] without asking any actor, and everything about the DN then flows
+//! through that one thread. Because one thread runs a switch's per-DN actors in the order they
+//! were handed work, a client registered on several DNs of a switch gets replies and events in
+//! the order the switch's frames were read. Shards are spread over a pool of one Arbiter
+//! (thread) per core, switch i on thread i, and switch i's link j on thread i + j, so the
+//! active link usually shares its shard's thread: adding switches spreads load over the cores
+//! without adding threads (more threads than cores only adds wake-ups). The router keeps no
+//! per-DN state but the map from DN to extension actor; the work per DN (state, request queue,
+//! serialization and fan-out of events) happens in the extension actors.
 //!
 //! An extension actor is created on the first request for its DN and retires itself when it
 //! has nothing left to do (no subscriber, no request). Retiring is a handshake
@@ -241,7 +242,7 @@ impl Router {
                 *next_id += 1;
                 let id = *next_id;
                 switch.metrics.extension_actors.increment(1.0);
-                // On this router's own Arbiter: all of a switch's per-DN work shares one
+                // On this router's Arbiter: all of a switch's per-DN work shares one
                 // thread, so a client registered on several DNs of the switch gets replies and
                 // events in the order the frames were read (the thread runs the actors in the
                 // order they were handed work).

@@ -124,7 +124,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .map(|n| n.get())
         .unwrap_or(2)
         .max(2);
-    // Link actors (CSTA reading and parsing) are spread over a pool of threads.
+    // The CSTA side (router shards, their extension actors, link actors) runs on a pool of one
+    // thread per core; client sessions run on as many actix-web workers. More threads than
+    // cores only adds wake-ups and context switches.
     let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
     let mut switch_configs = config.switch_configs();
     // Simulators bound to port 0 tell us their real addresses.
@@ -174,15 +176,24 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         switches,
         hub: Hub::default(),
     });
-    for (sw, sc) in shared.switches.iter().zip(switch_configs) {
+    for (i, (sw, sc)) in shared.switches.iter().zip(switch_configs).enumerate() {
+        // Switch i's shard (and so its extension actors) on pool thread i, its link j on
+        // thread i + j: a switch's routing and per-DN work stay on one thread (see `router`),
+        // its active link usually shares that thread (no cross-thread hop between them), and
+        // switches are spread over the cores.
+        let mut pool = arbiters.clone();
+        pool.rotate_left(i % threads);
         let router = {
             let (shared, sw) = (shared.clone(), sw.clone());
-            // One thread per switch for its routing and per-DN work (see `router`).
-            let arbiter = Arbiter::new().handle();
-            Router::start_in_arbiter(&arbiter, move |_| Router::new(shared, sw))
+            match pool.first() {
+                Some(arbiter) => {
+                    Router::start_in_arbiter(arbiter, move |_| Router::new(shared, sw))
+                }
+                None => Router::new(shared, sw).start(),
+            }
         };
         let _ = sw.router.set(router.clone());
-        let handle = Switch::start(sc, router.recipient(), &arbiters);
+        let handle = Switch::start(sc, router.recipient(), &pool);
         let _ = sw.handle.set(handle);
     }
 

@@ -422,7 +422,6 @@ impl State {
                     handle.application = Arc::from(application.as_str());
                     let handle = ClientHandle(Arc::new(handle));
                     info!(client = handle.id, application = %application, "client opened");
-                    self.shared.hub.add(handle.clone());
                     self.client = Some(handle.clone());
                     self.server_connected(&handle, reference_id);
                     Next::Continue
@@ -596,6 +595,10 @@ impl State {
                 .with("switches", switches)
                 .finish(),
         );
+        // Only now does the client get link events: its first message is the reply to
+        // RequestOpen. The states below are read after joining, so a change in between may
+        // arrive twice but is never missed.
+        self.shared.hub.add(client.clone());
         for s in &self.shared.switches {
             let up = s.link_up.load(Ordering::Relaxed);
             let mut ev = Outgoing::new(if up {
