@@ -23,6 +23,7 @@ use super::ws::{self, WsClient};
 use super::{setup_window, start_workers, BenchError, Settings, StartGate};
 use serde_json::json;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -344,6 +345,26 @@ async fn generate(
     Ok(sent)
 }
 
+/// A hasher for DN numbers (integers the bench chose itself, so no flooding to fear).
+#[derive(Default)]
+struct DnHasher(u64);
+
+impl Hasher for DnHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 /// One monitoring client: register every DN in monitor mode, then count and check events.
 #[allow(clippy::too_many_arguments)]
 async fn monitor_client(
@@ -375,9 +396,11 @@ async fn monitor_client(
         }
     };
     drop(names);
-    let mut tracks: HashMap<Box<str>, Track> = dns
+    // Keyed by the DN's number (every bench DN is 7 digits) with a multiplicative hash: the
+    // lookup runs once per delivery, and SipHash over the string showed in the profile.
+    let mut tracks: HashMap<u64, Track, BuildHasherDefault<DnHasher>> = dns
         .iter()
-        .map(|(d, t)| (Box::from(d.as_str()), *t))
+        .filter_map(|(d, t)| Some((d.parse::<u64>().ok()?, *t)))
         .collect();
     drop(dns);
     if gate.ready(Ok(())).await.is_none() {
@@ -417,7 +440,11 @@ async fn monitor_client(
             continue;
         }
         let now = Instant::now();
-        let Some(t) = m.monitored_dn.and_then(|d| tracks.get_mut(d)) else {
+        let Some(t) = m
+            .monitored_dn
+            .and_then(|d| d.parse::<u64>().ok())
+            .and_then(|d| tracks.get_mut(&d))
+        else {
             out.error(&progress, || {
                 format!(
                     "monitor {index}: event for a DN not registered: {}",

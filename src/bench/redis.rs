@@ -169,9 +169,11 @@ async fn subscriber(
             let Some((payload, end)) = bulk(&buf, after) else {
                 break;
             };
-            let seq = serde_json::from_slice::<serde_json::Value>(payload)
+            // The same reading as the WebSocket subscribers' (`ws::parse`).
+            let seq = std::str::from_utf8(payload)
                 .ok()
-                .and_then(|v| v["eventSeq"].as_u64());
+                .and_then(super::ws::parse)
+                .and_then(|m| m.event_seq);
             if seq != Some(expected_seq) {
                 disorder.fetch_add(1, Ordering::Relaxed);
             }
