@@ -485,8 +485,8 @@ impl Extension {
             received: Instant::now(),
         };
         if self.in_flight.is_none() && self.queue.is_empty() {
-            // The usual case: nothing waiting, so the queue is not touched (a queue that was
-            // once used keeps its buffer, about a kilobyte per DN).
+            // The usual case: nothing waiting, so the queue is not touched (a push would
+            // allocate its buffer, about a kilobyte, for every request).
             self.send(req);
             self.maybe_retire(ctx);
         } else {
