@@ -256,6 +256,68 @@ async fn a_monitor_refused_after_reconnect_unregisters_the_dn() {
     r.stop().await;
 }
 
+/// Registrations still waiting for their MonitorStart when the active link fails are started
+/// once, by the restore on the new link: the switch ends with exactly one monitor per DN, none
+/// left over from a second start.
+#[actix_rt::test]
+async fn monitors_queued_during_a_failover_are_started_once() {
+    let second_link = "address = \"127.0.0.1:0\"\npriority = 1\n\n[[switch.link]]\naddress = \"127.0.0.1:0\"\npriority = 2\n\n[[switch]]\nname = \"sw2\"";
+    let text = config_text("", dialect_from_env()).replacen(
+        "address = \"127.0.0.1:0\"\npriority = 1\n\n[[switch]]\nname = \"sw2\"",
+        second_link,
+        1,
+    );
+    assert!(text.contains("priority = 2"), "{text}");
+    let r = Router::with(&text).await;
+    let mut c = r.client().await;
+    // Slow answers, so that most of the 200 MonitorStarts (32 at a time) are still queued when
+    // link 0 goes down.
+    r.sw1.post_ok("/faults/delay", json!({"ms": 20})).await;
+    let dns: Vec<String> = (5300..5500).map(|n| n.to_string()).collect();
+    for (i, dn) in dns.iter().enumerate() {
+        c.send(
+            &json!({"message": "RequestRegisterAddress", "referenceId": 900_000 + i, "thisDn": dn}),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.sw1
+        .post_ok("/faults/link", json!({"link": 0, "up": false}))
+        .await;
+    let (mut registered, mut back_up) = (0, false);
+    while registered < dns.len() || !back_up {
+        let m = c
+            .next(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{registered} registered, back up: {back_up}"));
+        match m["message"].as_str() {
+            Some("EventRegistered") => registered += 1,
+            Some("EventLinkConnected") if m["switch"] == "sw1" => {
+                assert_eq!(m["link"], 1, "{m}");
+                back_up = true;
+            }
+            Some("EventLinkDisconnected") => assert_eq!(m["switch"], "sw1", "{m}"),
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    // Anything still queued has been sent by now.
+    r.sw1.post_ok("/faults/delay", json!({"ms": 0})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let monitors = r.sw1.state().await["monitors"].clone();
+    let mut devices: Vec<String> = monitors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["link"], 1, "{m}");
+            m["device"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    devices.sort();
+    assert_eq!(devices, dns, "one monitor per registered DN, on link 1");
+    r.stop().await;
+}
+
 #[actix_rt::test]
 async fn conn_ids_survive_a_link_loss_within_the_grace_period() {
     let r = Router::start().await;

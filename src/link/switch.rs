@@ -260,6 +260,15 @@ impl Switch {
         self.epoch += 1;
         let epoch = self.epoch;
         let addr = self.links[link].addr.clone();
+        // The restore below starts every monitored DN on the new link, so monitor operations
+        // still queued for the old one are void: a start sent as well would leave the switch
+        // with a second monitor for the DN (and only one of them known to the link), and a
+        // stop has nothing to stop (the old connection's monitors ended with it).
+        for op in std::mem::take(&mut self.monitor_ops) {
+            if let MonitorOp::Start(_, tx) = op {
+                let _ = tx.send(Ok(MonitorOutcome::Pending));
+            }
+        }
         let dns: Vec<Arc<str>> = self.monitored.iter().cloned().collect();
         info!(switch = %self.config.name, link, monitors = dns.len(), "link active; restoring monitors");
         let in_flight = self.config.settings.remonitor_in_flight.max(1);
