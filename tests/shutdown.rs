@@ -1,6 +1,8 @@
 //! SIGTERM on the router binary, with a separate `pbx-sim` process as the switch: the request in
 //! flight is answered, clients are closed with 1001, every monitor is stopped on the switch, and
-//! the process exits 0 within a bounded time.
+//! the process exits 0 within a bounded time. In process (the only in-process router of this
+//! test binary, so its metrics are its own): a stop closes clients with 1001 and counts them as
+//! `reason="shutdown"`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/process.rs"]
@@ -11,7 +13,7 @@ mod router;
 mod sim_control;
 
 use process::RouterProcess;
-use router::Client;
+use router::{Client, Router};
 use serde_json::{json, Value};
 use sim_control::SimControl;
 use std::io::{BufRead, BufReader};
@@ -117,4 +119,32 @@ address = "{link}"
         "the escape and three MonitorStops reached the switch: {requests_before} then {requests_after}"
     );
     drop(sim);
+}
+
+#[actix_rt::test]
+async fn a_stop_closes_clients_with_1001_and_counts_them_as_shutdown() {
+    let r = Router::start().await;
+    let shared = r.running.shared.clone();
+    let count = || {
+        let text = csta_router::metrics::render(&shared);
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("csta_router_client_disconnects_total{reason=\"shutdown\"} ")
+            })
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("no shutdown series in\n{text}"))
+    };
+    assert_eq!(count(), 0.0);
+    let mut clients = vec![r.client().await, r.client().await];
+    clients[0].register("5001").await;
+    let closing = async {
+        let mut codes = Vec::new();
+        for c in &mut clients {
+            codes.push(c.closed().await);
+        }
+        codes
+    };
+    let ((), codes) = tokio::join!(r.stop(), closing);
+    assert_eq!(codes, vec![1001, 1001]);
+    assert_eq!(count(), 2.0);
 }
