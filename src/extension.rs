@@ -653,10 +653,6 @@ impl Extension {
         self.to_router(Delivery { seq, out });
     }
 
-    fn event_base(&self, seq: u64, msg_id: u32) -> Json {
-        crate::protocol::private_info_event(&self.dn, &self.switch.name, seq, msg_id)
-    }
-
     fn on_event(&mut self, seq: u64, message: &Message) {
         match message {
             Message::PrivateEvent { event, .. } => {
@@ -718,11 +714,11 @@ impl Extension {
                     self.shared.config.options.accode_name.clone(),
                     Value::from(account_code.as_str()),
                 );
-                let out = self
-                    .event_base(seq, 501)
-                    .with("thisDn", &*self.dn)
-                    .with("connId", conn_id)
-                    .with("extensions", ext);
+                let out =
+                    crate::protocol::private_info_event(&self.dn, &self.switch.name, seq, 501)
+                        .with("thisDn", &*self.dn)
+                        .with("connId", conn_id)
+                        .with("extensions", ext);
                 self.deliver(out.finish());
             }
             _ => {}

@@ -440,13 +440,9 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
     Ok((reference_id, request))
 }
 
-/// Current time as RFC 3339, UTC, milliseconds (`2026-11-25T05:49:19.123Z`).
-///
-/// Every message carries it, so it is formatted at most once per millisecond per thread.
-pub fn now_rfc3339() -> String {
-    with_now(str::to_owned)
-}
-
+/// Call `f` with the current time as RFC 3339, UTC, milliseconds
+/// (`2026-11-25T05:49:19.123Z`). Every message carries it, so it is formatted at most once per
+/// millisecond per thread.
 fn with_now<R>(f: impl FnOnce(&str) -> R) -> R {
     thread_local! {
         static LAST: std::cell::RefCell<(u128, String)> =
@@ -676,7 +672,7 @@ mod tests {
 
     #[test]
     fn time_is_rfc3339_utc_millis() {
-        let t = now_rfc3339();
+        let t = with_now(str::to_owned);
         assert_eq!(t.len(), 24, "{t}");
         assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.');
     }
