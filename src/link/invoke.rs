@@ -59,7 +59,7 @@ impl fmt::Display for Exhaustion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the switch is not answering some requests: {} of {ID_SPACE} invoke IDs are reserved, {} of them by requests that timed out and were never answered (the oldest {:.1} s ago); resetting the link to free them",
+            "the switch is not answering some requests: {} of {ID_SPACE} invoke IDs are reserved, {} of them by requests that timed out and were never answered (the first of those timed out {:.1} s ago); resetting the link to free them",
             self.reserved,
             self.expired,
             self.oldest.as_secs_f64()
@@ -72,6 +72,9 @@ impl fmt::Display for Exhaustion {
 pub struct InvokeAllocator {
     next: u16,
     slots: HashMap<u16, Slot>,
+    /// The reserved IDs taken by [`allocate_spare`](Self::allocate_spare) (a keep-alive or
+    /// two at most).
+    spare: Vec<u16>,
     in_flight: usize,
     expired: usize,
     long_expired: usize,
@@ -89,6 +92,7 @@ impl InvokeAllocator {
         InvokeAllocator {
             next: first.clamp(InvokeId::FIRST_REQUEST, InvokeId::LAST_REQUEST),
             slots: HashMap::new(),
+            spare: Vec::new(),
             in_flight: 0,
             expired: 0,
             long_expired: 0,
@@ -99,18 +103,21 @@ impl InvokeAllocator {
     }
 
     /// The next free ID for an ordinary request, reserved until [`release`](Self::release);
-    /// `None` (overload) when [`ORDINARY_LIMIT`] IDs are reserved, so that the keep-alive
-    /// always finds one.
+    /// `None` (overload) when ordinary requests hold [`ORDINARY_LIMIT`] IDs, so that the
+    /// keep-alive always finds one.
     pub fn allocate(&mut self) -> Option<InvokeId> {
-        if self.slots.len() >= ORDINARY_LIMIT {
+        if self.slots.len() - self.spare.len() >= ORDINARY_LIMIT {
             return None;
         }
         self.take()
     }
 
-    /// The next free ID for the link's own keep-alive or handshake: may take the last one.
+    /// The next free ID for the link's own keep-alive or handshake: may take the one ordinary
+    /// requests leave.
     pub fn allocate_spare(&mut self) -> Option<InvokeId> {
-        self.take()
+        let id = self.take()?;
+        self.spare.push(id.get());
+        Some(id)
     }
 
     fn take(&mut self) -> Option<InvokeId> {
@@ -152,6 +159,7 @@ impl InvokeAllocator {
 
     /// Free an ID (its answer arrived, in time or late). Returns whether it had expired.
     pub fn release(&mut self, id: InvokeId) -> bool {
+        self.spare.retain(|s| *s != id.get());
         match self.slots.remove(&id.get()) {
             Some(Slot::InFlight) => {
                 self.in_flight -= 1;
@@ -172,6 +180,7 @@ impl InvokeAllocator {
     /// reused sooner than needed.
     pub fn release_all(&mut self) {
         self.slots.clear();
+        self.spare.clear();
         self.recent.clear();
         self.old.clear();
         self.in_flight = 0;
@@ -300,6 +309,18 @@ mod tests {
         // The keep-alive's answer frees its ID for the next one.
         assert!(!a.release(keepalive));
         assert_eq!(a.allocate_spare().unwrap().get(), 9998);
+
+        // A keep-alive in flight does not take a place from ordinary requests.
+        let mut b = InvokeAllocator::new(1);
+        let keepalive = b.allocate_spare().unwrap();
+        for _ in 0..ORDINARY_LIMIT {
+            b.allocate().unwrap();
+        }
+        assert!(b.allocate().is_none());
+        assert_eq!(b.free(), 0);
+        b.release(keepalive);
+        assert!(b.allocate().is_none(), "still 9,997 ordinary ones");
+        assert!(b.allocate_spare().is_some());
     }
 
     #[test]
