@@ -173,6 +173,11 @@ pub struct LinkActor {
     keepalive_blocked_until: Option<Instant>,
     /// Invoke ID counts last published to the gauges: in flight, expired.
     published_ids: (usize, usize),
+    /// [`Flow::pauses`] at the last deadline check, and when the link was last seen not
+    /// reading: answers may have waited unread in the socket meanwhile, so expired IDs are
+    /// not held against the switch until it has read for a `request-timeout` again.
+    seen_pauses: u64,
+    last_paused: Option<Instant>,
     down: DownReport,
 }
 
@@ -224,6 +229,8 @@ impl LinkActor {
             keepalive_pauses: 0,
             keepalive_blocked_until: None,
             published_ids: (0, 0),
+            seen_pauses: 0,
+            last_paused: None,
             down: DownReport::default(),
         }
     }
@@ -548,7 +555,19 @@ impl LinkActor {
         if self.connection.is_none() {
             return;
         }
-        if let Some(exhausted) = self.invokes.check(now, self.settings.request_timeout) {
+        let pauses = self.flow.pauses.load(Ordering::Relaxed);
+        if self.paused() || pauses != self.seen_pauses {
+            self.seen_pauses = pauses;
+            self.last_paused = Some(now);
+        }
+        let timeout = self.settings.request_timeout;
+        if self
+            .last_paused
+            .is_some_and(|t| now.saturating_duration_since(t) < timeout)
+        {
+            return;
+        }
+        if let Some(exhausted) = self.invokes.check(now, timeout) {
             warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link reset: {exhausted}");
             self.drop_link(&exhausted.to_string(), true, ctx);
         }

@@ -13,7 +13,11 @@
 //!   invoke IDs, matches answers to requests, enforces `request-timeout`, runs the keep-alive,
 //!   reconnects with back-off, and turns monitor events into [`SwitchEvent::Csta`] for the DN
 //!   the monitor belongs to. It never waits on anyone: answers go back through one-shot
-//!   channels and events are handed to the subscriber's mailbox.
+//!   channels and events are handed to the subscriber's mailbox. It reads at most
+//!   `link-queue` frames ahead of the subscriber (each carries a [`QueueSlot`] until it has
+//!   been handled), so a switch faster than the router is slowed down by TCP. A switch that
+//!   leaves requests unanswered gets its link reset before their invoke IDs run out
+//!   ([`InvokeAllocator::check`]).
 //! - [`Switch`] (one per switch): keeps the highest-priority operational link active, fails
 //!   over without failing back, keeps the set of monitored DNs and restores them on whichever
 //!   link becomes active, and is the one place that answers "which link serves this switch".
@@ -28,7 +32,7 @@ mod switch;
 
 pub use actor::{LinkActor, LinkRequest, LinkStats, ResetLink, RoutedRequest};
 pub use backoff::Backoff;
-pub use invoke::{Exhaustion, InvokeAllocator};
+pub use invoke::{Exhaustion, InvokeAllocator, ID_SPACE, LOW_FREE, ORDINARY_LIMIT, STUCK_FACTOR};
 pub use report::{DownReport, Report, REMINDER_EVERY};
 pub use switch::{
     LinkState, LinkStatusChanged, MonitorOutcome, ResetLinkRequest, StartMonitor, StopMonitor,
@@ -235,7 +239,10 @@ pub enum SwitchEvent {
 /// nobody give theirs back at once). This is how a slow router slows the switch down over TCP
 /// instead of queueing its frames without bound.
 #[derive(Debug, Clone, Default)]
-pub struct QueueSlot(Option<Arc<HeldSlot>>);
+pub struct QueueSlot {
+    /// Held for its `Drop` (`None` for answers the link made itself).
+    _held: Option<Arc<HeldSlot>>,
+}
 
 #[derive(Debug)]
 struct HeldSlot {
@@ -253,15 +260,11 @@ impl QueueSlot {
     /// A slot holding `permit`, counted in `gauge` until it is given back.
     fn held(permit: OwnedSemaphorePermit, gauge: metrics::Gauge) -> QueueSlot {
         gauge.increment(1.0);
-        QueueSlot(Some(Arc::new(HeldSlot {
-            _permit: permit,
-            gauge,
-        })))
-    }
-
-    /// Whether this slot holds a place in the link queue (false for answers the link made
-    /// itself).
-    pub fn is_held(&self) -> bool {
-        self.0.is_some()
+        QueueSlot {
+            _held: Some(Arc::new(HeldSlot {
+                _permit: permit,
+                gauge,
+            })),
+        }
     }
 }
