@@ -639,7 +639,7 @@ impl LinkActor {
                 warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link not up: {why}; next attempt in {next} (while the link stays down, a reminder at most once a minute)");
             }
             Report::StillDown { down_for, failures } => {
-                warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link still down after {} ({failures} attempts failed), last reason: {why}; next attempt in {next}", human(down_for));
+                warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link still down after {} ({failures} failures), last reason: {why}; next attempt in {next}", human(down_for));
             }
             Report::Quiet => {
                 debug!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link not up: {why}; next attempt in {next}");
@@ -794,7 +794,7 @@ impl LinkActor {
                     self.backoff.reset();
                     match self.down.up(Instant::now()) {
                         Some((down_for, failures)) => {
-                            info!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link up (systemStatus {status}) after {} down ({failures} attempts failed)", human(down_for))
+                            info!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link up (systemStatus {status}) after {} down ({failures} failures)", human(down_for))
                         }
                         None => {
                             info!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link up (systemStatus {status})")

@@ -10,7 +10,7 @@
 //!   established), with the reason and the delay before the next attempt;
 //! - later failures are logged at debug only, except for a reminder at most once every
 //!   [`REMINDER_EVERY`] (one minute): a WARN saying the link is still down, since when, how
-//!   many attempts failed, the last reason and when the next retry is;
+//!   many failures, the last reason and when the next retry is;
 //! - the link coming up ends the period with an INFO that says how long it was down.
 
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ pub enum Report {
     StillDown {
         /// How long the link has been down.
         down_for: Duration,
-        /// Failed attempts since it went down (this one included).
+        /// Failures since it went down (the loss or the first failed attempt included).
         failures: u64,
     },
     /// Nothing at WARN (debug only).
@@ -84,7 +84,7 @@ impl DownReport {
         }
     }
 
-    /// The link came up at `now`: how long it was down and how many attempts failed, if it
+    /// The link came up at `now`: how long it was down and how many failures it had, if it
     /// was down.
     pub fn up(&mut self, now: Instant) -> Option<(Duration, u64)> {
         self.period
