@@ -156,6 +156,8 @@ pub struct OptionsConfig {
     pub reconnect_min: Dur,
     /// Largest reconnect delay of a link.
     pub reconnect_max: Dur,
+    /// Frames a link may read ahead of its switch's router shard before it stops reading.
+    pub link_queue: usize,
 }
 
 impl Default for OptionsConfig {
@@ -170,6 +172,7 @@ impl Default for OptionsConfig {
             call_cleanup_idle: Dur(Duration::from_secs(7200)),
             reconnect_min: Dur(Duration::from_millis(250)),
             reconnect_max: Dur(Duration::from_secs(10)),
+            link_queue: 4096,
         }
     }
 }
@@ -349,6 +352,12 @@ impl Config {
             return Err(invalid(
                 "options.request-timeout".into(),
                 "must be more than 0".into(),
+            ));
+        }
+        if self.options.link_queue == 0 {
+            return Err(invalid(
+                "options.link-queue".into(),
+                "must be at least 1".into(),
             ));
         }
         if self.server.client_queue == 0 {
@@ -545,6 +554,7 @@ impl Config {
             reconnect_min: self.options.reconnect_min.0,
             reconnect_max: self.options.reconnect_max.0,
             connect_timeout: self.options.request_timeout.0,
+            link_queue: self.options.link_queue,
             wire_trace,
             ..LinkSettings::default()
         }

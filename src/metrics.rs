@@ -53,6 +53,12 @@ pub const CSTA_ROUNDTRIP: &str = "csta_router_csta_roundtrip_seconds";
 pub const CSTA_DECODE_ERRORS: &str = "csta_router_csta_decode_errors_total";
 /// Answers that came after their request had timed out.
 pub const CSTA_LATE_ANSWERS: &str = "csta_router_csta_late_answers_total";
+/// Invoke IDs reserved, by state (`in_flight`, `expired`).
+pub const INVOKE_IDS_RESERVED: &str = "csta_router_invoke_ids_reserved";
+/// Frames read from a switch and not yet handled by its router shard.
+pub const LINK_QUEUE_FRAMES: &str = "csta_router_link_queue_frames";
+/// Times a link stopped reading because its router shard was `link-queue` frames behind.
+pub const LINK_READ_PAUSES: &str = "csta_router_link_read_pauses_total";
 /// Client connections open.
 pub const CLIENTS_CONNECTED: &str = "csta_router_clients_connected";
 /// Client connections closed, by reason.
@@ -85,6 +91,9 @@ pub const DISCONNECT_REASONS: [&str; 7] = [
     "limit",
     "shutdown",
 ];
+
+/// States of a reserved invoke ID, for [`INVOKE_IDS_RESERVED`].
+pub const INVOKE_ID_STATES: [&str; 2] = ["in_flight", "expired"];
 
 /// Private event kinds.
 pub const PRIVATE_EVENT_KINDS: [&str; 3] =
@@ -194,6 +203,9 @@ fn describe() {
         Unit::Count,
         "CSTA answers that arrived after their request had timed out (dropped)."
     );
+    describe_gauge!(INVOKE_IDS_RESERVED, Unit::Count, "CSTA invoke IDs reserved on the switch's links (9998 per link), by state: in_flight (awaiting an answer within request-timeout) or expired (timed out and never answered; freed only by a link reset, which happens when fewer than 1000 are free and half of the reserved ones are long expired, or when one has been expired for 10 x request-timeout).");
+    describe_gauge!(LINK_QUEUE_FRAMES, Unit::Count, "Frames read from the switch and not yet handled by its router shard; at link-queue the link stops reading until the router catches up.");
+    describe_counter!(LINK_READ_PAUSES, Unit::Count, "Times a link of the switch stopped reading because link-queue frames were waiting for the router shard (TCP backpressure to the switch).");
     describe_gauge!(
         CLIENTS_CONNECTED,
         Unit::Count,
@@ -274,6 +286,11 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
         metrics::counter!(CSTA_DECODE_ERRORS, "switch" => sw.clone()).absolute(0);
         metrics::counter!(CSTA_LATE_ANSWERS, "switch" => sw.clone()).absolute(0);
         metrics::gauge!(CSTA_IN_FLIGHT, "switch" => sw.clone()).set(0.0);
+        for state in INVOKE_ID_STATES {
+            metrics::gauge!(INVOKE_IDS_RESERVED, "switch" => sw.clone(), "state" => state).set(0.0);
+        }
+        metrics::gauge!(LINK_QUEUE_FRAMES, "switch" => sw.clone()).set(0.0);
+        metrics::counter!(LINK_READ_PAUSES, "switch" => sw.clone()).absolute(0);
         metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()).set(0.0);
         metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()).set(0.0);
         metrics::gauge!(ACTIVE_CALLS, "switch" => sw.clone()).set(0.0);
@@ -391,6 +408,14 @@ pub struct LinkMetrics {
     pub keepalive_misses: Counter,
     /// Framing resets.
     pub framing_resets: Counter,
+    /// Invoke IDs awaiting an answer in time (per switch).
+    pub invoke_ids_in_flight: Gauge,
+    /// Invoke IDs held by timed-out, unanswered requests (per switch).
+    pub invoke_ids_expired: Gauge,
+    /// Frames between the link and the router shard (per switch).
+    pub link_queue_frames: Gauge,
+    /// Times the link stopped reading for the router shard (per switch).
+    pub read_pauses: Counter,
     /// Round trips, in the order of [`CSTA_REQUESTS`].
     roundtrip: Vec<Histogram>,
     switch: Arc<str>,
@@ -408,6 +433,10 @@ impl LinkMetrics {
             events_received: metrics::counter!(CSTA_EVENTS_RECEIVED, "switch" => sw.clone()),
             keepalive_misses: metrics::counter!(KEEPALIVE_MISSES, "switch" => sw.clone()),
             framing_resets: metrics::counter!(FRAMING_RESETS, "switch" => sw.clone()),
+            invoke_ids_in_flight: metrics::gauge!(INVOKE_IDS_RESERVED, "switch" => sw.clone(), "state" => INVOKE_ID_STATES[0]),
+            invoke_ids_expired: metrics::gauge!(INVOKE_IDS_RESERVED, "switch" => sw.clone(), "state" => INVOKE_ID_STATES[1]),
+            link_queue_frames: metrics::gauge!(LINK_QUEUE_FRAMES, "switch" => sw.clone()),
+            read_pauses: metrics::counter!(LINK_READ_PAUSES, "switch" => sw.clone()),
             roundtrip: CSTA_REQUESTS
                 .iter()
                 .map(|r| metrics::histogram!(CSTA_ROUNDTRIP, "switch" => sw.clone(), "request" => *r))

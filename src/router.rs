@@ -22,7 +22,7 @@ use crate::calls::CallTable;
 use crate::config::Config;
 use crate::dnplan::DnPlan;
 use crate::extension::{CstaEvent, Extension, ExtensionOp, LinkChange, MonitorLost, RetireAck};
-use crate::link::{SwitchEvent, SwitchHandle};
+use crate::link::{QueueSlot, SwitchEvent, SwitchHandle};
 use crate::protocol::{ErrorCode, ProtocolError, RegisterMode};
 use crate::session::{ClientHandle, Hub};
 use actix::prelude::*;
@@ -217,7 +217,9 @@ pub struct Router {
     switch: Arc<SwitchCtx>,
     extensions: HashMap<Arc<str>, (u64, Addr<Extension>)>,
     next_id: u64,
-    reorder: std::collections::VecDeque<(u64, Option<Vec<Outgoing>>)>,
+    /// Per event or answer handed out: its `seq`, what the extension made of it, and the
+    /// frame's place in the link queue (given back once delivered, see [`QueueSlot`]).
+    reorder: std::collections::VecDeque<(u64, Option<Vec<Outgoing>>, QueueSlot)>,
 }
 
 impl Router {
@@ -348,15 +350,18 @@ impl Handler<Delivery> for Router {
     fn handle(&mut self, d: Delivery, _: &mut Self::Context) {
         // Slots are pushed in increasing `seq` order (sorted) except when two links of the
         // switch both deliver during a failover: search by halves, then from the front.
-        let at = match self.reorder.binary_search_by_key(&d.seq, |(seq, _)| *seq) {
+        let at = match self
+            .reorder
+            .binary_search_by_key(&d.seq, |(seq, _, _)| *seq)
+        {
             Ok(i) => Some(i),
-            Err(_) => self.reorder.iter().position(|(seq, _)| *seq == d.seq),
+            Err(_) => self.reorder.iter().position(|(seq, _, _)| *seq == d.seq),
         };
         if let Some(slot) = at.and_then(|i| self.reorder.get_mut(i)) {
             slot.1 = Some(d.out);
         }
-        while let Some((_, Some(_))) = self.reorder.front() {
-            let Some((_, Some(out))) = self.reorder.pop_front() else {
+        while let Some((_, Some(_), _)) = self.reorder.front() {
+            let Some((_, Some(out), _queue_slot)) = self.reorder.pop_front() else {
                 break;
             };
             let mut delivered = 0u64;
@@ -386,10 +391,14 @@ impl Handler<SwitchEvent> for Router {
     fn handle(&mut self, ev: SwitchEvent, _: &mut Self::Context) {
         match ev {
             SwitchEvent::Csta {
-                seq, dn, message, ..
+                seq,
+                dn,
+                message,
+                slot,
+                ..
             } => {
                 if let Some((_, ext)) = self.extensions.get(&dn) {
-                    self.reorder.push_back((seq, None));
+                    self.reorder.push_back((seq, None, slot));
                     ext.do_send(CstaEvent { seq, message });
                 }
             }
@@ -398,10 +407,11 @@ impl Handler<SwitchEvent> for Router {
                 tag,
                 seq,
                 result,
+                slot,
                 ..
             } => {
                 if let Some((_, ext)) = self.extensions.get(&dn) {
-                    self.reorder.push_back((seq, None));
+                    self.reorder.push_back((seq, None, slot));
                     ext.do_send(crate::extension::Answer { seq, tag, result });
                 }
             }

@@ -1,19 +1,20 @@
 //! The link actor: one TCP connection to one PBX link, kept alive for the life of the router.
 
+use super::report::{DownReport, Report};
 use super::switch::{LinkState, LinkStatusChanged};
-use super::{Backoff, InvokeAllocator, LinkError, LinkSettings, SwitchEvent};
+use super::{Backoff, InvokeAllocator, LinkError, LinkSettings, QueueSlot, SwitchEvent};
 use crate::csta::{encode_frame, CstaCodec, Dialect, Frame, FrameError, InvokeId, Message};
 use actix::prelude::*;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
@@ -34,6 +35,12 @@ pub struct LinkStats {
     pub keepalive_misses: AtomicU64,
     /// Requests in flight right now (timed-out ones excluded).
     pub in_flight: AtomicU64,
+    /// Invoke IDs held by requests that timed out and were never answered (freed by a link
+    /// reset).
+    pub invoke_ids_expired: AtomicU64,
+    /// Times the link stopped reading because `link-queue` frames it had read were still
+    /// waiting for the router.
+    pub read_pauses: AtomicU64,
 }
 
 /// A request to a link. Answered with the switch's positive answer, or a [`LinkError`]
@@ -109,6 +116,30 @@ struct Connection {
     reader: SpawnHandle,
 }
 
+/// The link queue: frames read from the switch and not yet handled by the router (see
+/// [`QueueSlot`]), shared by the actor and its reader.
+#[derive(Debug)]
+struct Flow {
+    permits: Arc<Semaphore>,
+    /// The reader is waiting for a place (it is not reading the socket).
+    paused: AtomicBool,
+    /// Times the reader had to wait.
+    pauses: AtomicU64,
+}
+
+/// Clears [`Flow::paused`] when the wait ends, also when the reader is dropped while waiting.
+struct Unpause<'a>(&'a AtomicBool);
+
+impl Drop for Unpause<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// What the reader hands the actor: the connection's generation, the frame (or `None` at the
+/// end of the stream), and the frame's place in the link queue.
+type ReadItem = (u64, Option<Result<Frame, FrameError>>, QueueSlot);
+
 /// One CSTA link (see the [link module docs](super)).
 pub struct LinkActor {
     switch: Arc<str>,
@@ -135,6 +166,19 @@ pub struct LinkActor {
     handshakes: u64,
     serial: u64,
     deadlines: VecDeque<(Instant, InvokeId, u64)>,
+    flow: Arc<Flow>,
+    /// [`Flow::pauses`] when the outstanding keep-alive was sent.
+    keepalive_pauses: u64,
+    /// No keep-alive before this (one could not be sent for want of an invoke ID).
+    keepalive_blocked_until: Option<Instant>,
+    /// Invoke ID counts last published to the gauges: in flight, expired.
+    published_ids: (usize, usize),
+    /// [`Flow::pauses`] at the last deadline check, and when the link was last seen not
+    /// reading: answers may have waited unread in the socket meanwhile, so expired IDs are
+    /// not held against the switch until it has read for a `request-timeout` again.
+    seen_pauses: u64,
+    last_paused: Option<Instant>,
+    down: DownReport,
 }
 
 impl LinkActor {
@@ -151,6 +195,7 @@ impl LinkActor {
         seq: Arc<AtomicU64>,
         stats: Arc<LinkStats>,
     ) -> LinkActor {
+        let settings_link_queue = settings.link_queue.clamp(1, Semaphore::MAX_PERMITS);
         LinkActor {
             invokes: InvokeAllocator::new(settings.first_invoke_id),
             backoff: Backoff::new(settings.reconnect_min, settings.reconnect_max),
@@ -176,7 +221,44 @@ impl LinkActor {
             handshakes: 0,
             serial: 0,
             deadlines: VecDeque::new(),
+            flow: Arc::new(Flow {
+                permits: Arc::new(Semaphore::new(settings_link_queue)),
+                paused: AtomicBool::new(false),
+                pauses: AtomicU64::new(0),
+            }),
+            keepalive_pauses: 0,
+            keepalive_blocked_until: None,
+            published_ids: (0, 0),
+            seen_pauses: 0,
+            last_paused: None,
+            down: DownReport::default(),
         }
+    }
+
+    /// Publish the invoke ID counts (gauges are per switch, shared by its links: add the
+    /// difference).
+    fn publish_ids(&mut self) {
+        let now = (self.invokes.in_flight(), self.invokes.expired());
+        let (before, metrics) = (self.published_ids, &self.metrics);
+        for (new, old, gauge) in [
+            (now.0, before.0, &metrics.invoke_ids_in_flight),
+            (now.1, before.1, &metrics.invoke_ids_expired),
+        ] {
+            if new > old {
+                gauge.increment((new - old) as f64);
+            } else if old > new {
+                gauge.decrement((old - new) as f64);
+            }
+        }
+        self.stats
+            .invoke_ids_expired
+            .store(now.1 as u64, Ordering::Relaxed);
+        self.published_ids = now;
+    }
+
+    /// Whether the reader is waiting for the router to catch up.
+    fn paused(&self) -> bool {
+        self.flow.paused.load(Ordering::Relaxed)
     }
 
     fn set_state(&mut self, state: LinkState) {
@@ -226,7 +308,7 @@ impl LinkActor {
                     // connect while the switch restarts.
                     let why = crate::tls::explain_handshake_error(&e, &act.switch);
                     warn!(switch = %act.switch, link = act.index, address = %act.address, "CSTA link not up: {why}");
-                    act.lost(&why, ctx);
+                    act.drop_link(&why, true, ctx);
                 }
                 Err(_) => act.lost("connect timed out (TCP connect or TLS handshake)", ctx),
             }
@@ -286,11 +368,40 @@ impl LinkActor {
             }
             let _ = write.shutdown().await;
         });
-        let frames = FramedRead::new(read, CstaCodec)
-            .map(move |item| (generation, Some(item)))
-            .chain(futures_util::stream::once(
-                async move { (generation, None) },
-            ));
+        // Each frame is read only once it has a place in the link queue: while the router is
+        // `link-queue` frames behind, the socket is not read and TCP slows the switch down.
+        let flow = self.flow.clone();
+        let gauge = self.metrics.link_queue_frames.clone();
+        let pauses = self.metrics.read_pauses.clone();
+        let stats = self.stats.clone();
+        let frames =
+            futures_util::stream::unfold(Some(FramedRead::new(read, CstaCodec)), move |framed| {
+                let (flow, gauge, pauses, stats) =
+                    (flow.clone(), gauge.clone(), pauses.clone(), stats.clone());
+                async move {
+                    let mut framed = framed?;
+                    let permit = match flow.permits.clone().try_acquire_owned() {
+                        Ok(permit) => permit,
+                        Err(TryAcquireError::NoPermits) => {
+                            flow.paused.store(true, Ordering::Relaxed);
+                            let _unpause = Unpause(&flow.paused);
+                            flow.pauses.fetch_add(1, Ordering::Relaxed);
+                            stats.read_pauses.fetch_add(1, Ordering::Relaxed);
+                            pauses.increment(1);
+                            flow.permits.clone().acquire_owned().await.ok()?
+                        }
+                        Err(TryAcquireError::Closed) => return None,
+                    };
+                    match framed.next().await {
+                        Some(item) => Some((
+                            (generation, Some(item), QueueSlot::held(permit, gauge)),
+                            Some(framed),
+                        )),
+                        // The end of the stream, reported once.
+                        None => Some(((generation, None, QueueSlot::default()), None)),
+                    }
+                }
+            });
         let reader = ctx.add_stream(frames);
         self.connection = Some(Connection {
             generation,
@@ -319,7 +430,12 @@ impl LinkActor {
         let Some(conn) = &self.connection else {
             return Err(self.no_switch());
         };
-        let id = self.invokes.allocate().ok_or_else(|| LinkError::Overload {
+        // The link's own requests may take the ID that ordinary ones always leave free.
+        let id = match waiting {
+            Waiting::Keepalive | Waiting::Handshake => self.invokes.allocate_spare(),
+            _ => self.invokes.allocate(),
+        }
+        .ok_or_else(|| LinkError::Overload {
             switch: self.switch.clone(),
         })?;
         let frame = match encode_frame(id, &message, &self.dialect) {
@@ -367,6 +483,7 @@ impl LinkActor {
         // an actor on each wake-up, which would make many requests in flight quadratic).
         self.deadlines
             .push_back((Instant::now() + self.settings.request_timeout, id, serial));
+        self.publish_ids();
         Ok(())
     }
 
@@ -383,6 +500,10 @@ impl LinkActor {
                 self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                 self.metrics.in_flight.decrement(1.0);
             }
+            // The ID stays reserved (a late answer must not meet a newer request) until the
+            // answer comes or the link is reset.
+            self.invokes.expire(id, Instant::now());
+            self.publish_ids();
         }
         let err = LinkError::Timeout {
             switch: self.switch.clone(),
@@ -392,19 +513,33 @@ impl LinkActor {
             Waiting::Caller(tx) | Waiting::Monitor(_, tx) => {
                 let _ = tx.send(Err(err));
             }
-            Waiting::Routed(dn, tag) => self.route_answer(dn, tag, Err(err)),
+            Waiting::Routed(dn, tag) => self.route_answer(dn, tag, Err(err), QueueSlot::default()),
             Waiting::Handshake => self.lost("the switch did not answer RequestSystemStatus", ctx),
             Waiting::Keepalive => {
                 self.keepalive_outstanding = false;
-                self.keepalive_misses += 1;
-                self.stats.keepalive_misses.fetch_add(1, Ordering::Relaxed);
-                self.metrics.keepalive_misses.increment(1);
-                if self.keepalive_misses >= self.settings.kpl_tolerance.max(1) {
-                    let why = format!("{} keep-alives unanswered", self.keepalive_misses);
-                    self.lost(&why, ctx);
+                if self.paused()
+                    || self.flow.pauses.load(Ordering::Relaxed) != self.keepalive_pauses
+                {
+                    // The answer may be sitting unread in the socket: the link stopped reading
+                    // while the router was behind. Not the switch's fault.
+                    debug!(switch = %self.switch, link = self.index, "keep-alive unanswered while the link was not reading (link-queue full); not counted as a miss");
+                } else {
+                    self.keepalive_missed(
+                        &format!("{} keep-alives unanswered", self.keepalive_misses + 1),
+                        ctx,
+                    );
                 }
             }
             Waiting::Expired => {}
+        }
+    }
+
+    fn keepalive_missed(&mut self, why: &str, ctx: &mut Context<Self>) {
+        self.keepalive_misses += 1;
+        self.stats.keepalive_misses.fetch_add(1, Ordering::Relaxed);
+        self.metrics.keepalive_misses.increment(1);
+        if self.keepalive_misses >= self.settings.kpl_tolerance.max(1) {
+            self.lost(why, ctx);
         }
     }
 
@@ -417,6 +552,25 @@ impl LinkActor {
             self.deadlines.pop_front();
             self.expire(id, serial, ctx);
         }
+        if self.connection.is_none() {
+            return;
+        }
+        let pauses = self.flow.pauses.load(Ordering::Relaxed);
+        if self.paused() || pauses != self.seen_pauses {
+            self.seen_pauses = pauses;
+            self.last_paused = Some(now);
+        }
+        let timeout = self.settings.request_timeout;
+        if self
+            .last_paused
+            .is_some_and(|t| now.saturating_duration_since(t) < timeout)
+        {
+            return;
+        }
+        if let Some(exhausted) = self.invokes.check(now, timeout) {
+            warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link reset: {exhausted}");
+            self.drop_link(&exhausted.to_string(), true, ctx);
+        }
     }
 
     fn no_switch(&self) -> LinkError {
@@ -427,6 +581,11 @@ impl LinkActor {
 
     /// The connection is gone (or never came): fail everything in flight and try again later.
     fn lost(&mut self, why: &str, ctx: &mut Context<Self>) {
+        self.drop_link(why, false, ctx);
+    }
+
+    /// [`lost`](Self::lost); `warned`: the caller already logged why at WARN.
+    fn drop_link(&mut self, why: &str, warned: bool, ctx: &mut Context<Self>) {
         let was_up = self.state == LinkState::Up;
         if let Some(conn) = self.connection.take() {
             ctx.cancel_future(conn.reader);
@@ -446,7 +605,7 @@ impl LinkActor {
                     }
                 }
                 Waiting::Routed(dn, tag) => {
-                    self.route_answer(dn, tag, Err(err));
+                    self.route_answer(dn, tag, Err(err), QueueSlot::default());
                     {
                         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                         self.metrics.in_flight.decrement(1.0);
@@ -460,18 +619,32 @@ impl LinkActor {
             }
         }
         self.invokes.release_all();
+        self.publish_ids();
         self.deadlines.clear();
         self.monitors.clear();
         self.dn_monitors.clear();
         self.keepalive_outstanding = false;
         self.keepalive_misses = 0;
-        if was_up {
-            warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link lost: {why}");
-        } else {
-            debug!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link not up: {why}");
-        }
+        self.keepalive_blocked_until = None;
         self.set_state(LinkState::Down);
         let delay = self.backoff.next_delay();
+        // At the default log level: the first failure, then a reminder at most once a minute
+        // while the link stays down (every attempt at debug).
+        let next = human(delay);
+        match self.down.failed(Instant::now(), warned) {
+            Report::First if was_up => {
+                warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link lost: {why}; reconnecting in {next}");
+            }
+            Report::First => {
+                warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link not up: {why}; next attempt in {next} (while the link stays down, a reminder at most once a minute)");
+            }
+            Report::StillDown { down_for, failures } => {
+                warn!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link still down after {} ({failures} failures), last reason: {why}; next attempt in {next}", human(down_for));
+            }
+            Report::Quiet => {
+                debug!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link not up: {why}; next attempt in {next}");
+            }
+        }
         let generation = self.generation;
         ctx.run_later(delay, move |act, ctx| {
             if act.generation == generation && act.connection.is_none() {
@@ -495,7 +668,9 @@ impl LinkActor {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+    /// Handle one frame; `slot` (its place in the link queue) goes with the event or answer
+    /// to the router, or is given back at once when the frame goes to nobody.
+    fn on_frame(&mut self, frame: Frame, slot: QueueSlot, ctx: &mut Context<Self>) {
         self.trace("in", &frame);
         self.last_rx = Instant::now();
         self.keepalive_misses = 0;
@@ -512,6 +687,7 @@ impl LinkActor {
                             switch: self.switch.clone(),
                             detail: e.to_string(),
                         }),
+                        slot,
                         ctx,
                     );
                 }
@@ -539,20 +715,21 @@ impl LinkActor {
                     Err(e) => warn!("cannot encode RequestSystemStatusResponse: {e}"),
                 }
             }
-            m if frame.invoke_id == InvokeId::EVENT => self.on_event(m),
+            m if frame.invoke_id == InvokeId::EVENT => self.on_event(m, slot),
             Message::Error(error) => self.answer(
                 frame.invoke_id,
                 Err(LinkError::Rejected {
                     switch: self.switch.clone(),
                     error,
                 }),
+                slot,
                 ctx,
             ),
-            m => self.answer(frame.invoke_id, Ok(m), ctx),
+            m => self.answer(frame.invoke_id, Ok(m), slot, ctx),
         }
     }
 
-    fn on_event(&mut self, message: Message) {
+    fn on_event(&mut self, message: Message, slot: QueueSlot) {
         let Some(cross_ref) = message.cross_ref() else {
             debug!(switch = %self.switch, "event {} without monitorCrossRefID ignored", message.name());
             return;
@@ -568,6 +745,7 @@ impl LinkActor {
             seq,
             dn: dn.clone(),
             message: Arc::new(message),
+            slot,
         });
     }
 
@@ -575,6 +753,7 @@ impl LinkActor {
         &mut self,
         id: InvokeId,
         result: Result<Message, LinkError>,
+        slot: QueueSlot,
         ctx: &mut Context<Self>,
     ) {
         let Some(p) = self.pending.remove(&id.get()) else {
@@ -583,6 +762,7 @@ impl LinkActor {
             return;
         };
         self.invokes.release(id);
+        self.publish_ids();
         if !matches!(p.waiting, Waiting::Expired) {
             self.metrics.roundtrip(p.name, p.sent.elapsed());
             {
@@ -594,7 +774,7 @@ impl LinkActor {
             Waiting::Caller(tx) => {
                 let _ = tx.send(result);
             }
-            Waiting::Routed(dn, tag) => self.route_answer(dn, tag, result),
+            Waiting::Routed(dn, tag) => self.route_answer(dn, tag, result, slot),
             Waiting::Monitor(dn, tx) => {
                 if let Ok(Message::MonitorStartResponse { cross_ref }) = &result {
                     if let Some(old) = self.dn_monitors.insert(dn.clone(), cross_ref.clone()) {
@@ -612,7 +792,14 @@ impl LinkActor {
                         self.metrics.reconnects.increment(1);
                     }
                     self.backoff.reset();
-                    info!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link up (systemStatus {status})");
+                    match self.down.up(Instant::now()) {
+                        Some((down_for, failures)) => {
+                            info!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link up (systemStatus {status}) after {} down ({failures} failures)", human(down_for))
+                        }
+                        None => {
+                            info!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link up (systemStatus {status})")
+                        }
+                    }
                     self.set_state(LinkState::Up);
                 }
                 Ok(Message::RequestSystemStatusResponse { status }) => {
@@ -641,7 +828,13 @@ impl LinkActor {
         }
     }
 
-    fn route_answer(&self, dn: Arc<str>, tag: u64, result: Result<Message, LinkError>) {
+    fn route_answer(
+        &self,
+        dn: Arc<str>,
+        tag: u64,
+        result: Result<Message, LinkError>,
+        slot: QueueSlot,
+    ) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.events.do_send(SwitchEvent::Answer {
             switch: self.switch.clone(),
@@ -649,6 +842,7 @@ impl LinkActor {
             tag,
             seq,
             result,
+            slot,
         });
     }
 
@@ -657,12 +851,50 @@ impl LinkActor {
         if self.state != LinkState::Up || self.keepalive_outstanding || interval.is_zero() {
             return;
         }
-        if self.last_rx.elapsed() >= interval {
-            match self.send_request(Message::RequestSystemStatus, Waiting::Keepalive, ctx) {
-                Ok(()) => self.keepalive_outstanding = true,
-                Err(e) => debug!(switch = %self.switch, "keep-alive not sent: {e}"),
-            }
+        // While the link is not reading (the router is behind), silence is ours, not the
+        // switch's, and an answer could not be read anyway.
+        if self.paused() {
+            return;
         }
+        let now = Instant::now();
+        if self.keepalive_blocked_until.is_some_and(|t| now < t) {
+            return;
+        }
+        if self.last_rx.elapsed() < interval {
+            return;
+        }
+        if self.invokes.free() == 0 {
+            // Every ID is reserved, the one ordinary requests leave for keep-alives included:
+            // an earlier keep-alive holds it, unanswered. As unanswered as that one, so a
+            // miss, at the pace of real keep-alives.
+            self.keepalive_blocked_until = Some(now + self.settings.request_timeout);
+            let why = format!(
+                "{} keep-alives unanswered (the last could not be sent: every invoke ID is held by a request the switch has not answered)",
+                self.keepalive_misses + 1
+            );
+            debug!(switch = %self.switch, link = self.index, "keep-alive not sent, counted as a miss: {why}");
+            self.keepalive_missed(&why, ctx);
+            return;
+        }
+        let pauses = self.flow.pauses.load(Ordering::Relaxed);
+        match self.send_request(Message::RequestSystemStatus, Waiting::Keepalive, ctx) {
+            Ok(()) => {
+                self.keepalive_outstanding = true;
+                self.keepalive_pauses = pauses;
+            }
+            Err(e) => debug!(switch = %self.switch, "keep-alive not sent: {e}"),
+        }
+    }
+}
+
+/// A duration as a person reads it in a log line: "250 ms", "8.5 s", "3 min 20 s".
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d < Duration::from_secs(120) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} min {} s", d.as_secs() / 60, d.as_secs() % 60)
     }
 }
 
@@ -700,17 +932,13 @@ impl Actor for LinkActor {
     }
 }
 
-impl StreamHandler<(u64, Option<Result<Frame, FrameError>>)> for LinkActor {
-    fn handle(
-        &mut self,
-        (generation, item): (u64, Option<Result<Frame, FrameError>>),
-        ctx: &mut Self::Context,
-    ) {
+impl StreamHandler<ReadItem> for LinkActor {
+    fn handle(&mut self, (generation, item, slot): ReadItem, ctx: &mut Self::Context) {
         if self.connection.as_ref().map(|c| c.generation) != Some(generation) {
             return;
         }
         match item {
-            Some(Ok(frame)) => self.on_frame(frame, ctx),
+            Some(Ok(frame)) => self.on_frame(frame, slot, ctx),
             Some(Err(FrameError::Io(e))) => self.lost(&format!("read failed: {e}"), ctx),
             Some(Err(e)) => {
                 self.stats.framing_resets.fetch_add(1, Ordering::Relaxed);
@@ -774,7 +1002,7 @@ impl Handler<RoutedRequest> for LinkActor {
             Err(self.no_switch())
         };
         if let Err(e) = sent {
-            self.route_answer(dn, tag, Err(e));
+            self.route_answer(dn, tag, Err(e), QueueSlot::default());
         }
     }
 }

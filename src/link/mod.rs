@@ -13,7 +13,11 @@
 //!   invoke IDs, matches answers to requests, enforces `request-timeout`, runs the keep-alive,
 //!   reconnects with back-off, and turns monitor events into [`SwitchEvent::Csta`] for the DN
 //!   the monitor belongs to. It never waits on anyone: answers go back through one-shot
-//!   channels and events are handed to the subscriber's mailbox.
+//!   channels and events are handed to the subscriber's mailbox. It reads at most
+//!   `link-queue` frames ahead of the subscriber (each carries a [`QueueSlot`] until it has
+//!   been handled), so a switch faster than the router is slowed down by TCP. A switch that
+//!   leaves requests unanswered gets its link reset before their invoke IDs run out
+//!   ([`InvokeAllocator::check`]).
 //! - [`Switch`] (one per switch): keeps the highest-priority operational link active, fails
 //!   over without failing back, keeps the set of monitored DNs and restores them on whichever
 //!   link becomes active, and is the one place that answers "which link serves this switch".
@@ -23,11 +27,13 @@
 mod actor;
 mod backoff;
 mod invoke;
+mod report;
 mod switch;
 
 pub use actor::{LinkActor, LinkRequest, LinkStats, ResetLink, RoutedRequest};
 pub use backoff::Backoff;
-pub use invoke::InvokeAllocator;
+pub use invoke::{Exhaustion, InvokeAllocator, ID_SPACE, LOW_FREE, ORDINARY_LIMIT, STUCK_FACTOR};
+pub use report::{DownReport, Report, REMINDER_EVERY};
 pub use switch::{
     LinkState, LinkStatusChanged, MonitorOutcome, ResetLinkRequest, StartMonitor, StopMonitor,
     Switch, SwitchHandle, SwitchRequest, SwitchStatus, SwitchStatusQuery,
@@ -38,6 +44,7 @@ use actix::Message as ActixMessage;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Why a request to a switch did not get a positive answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,6 +115,11 @@ pub struct LinkSettings {
     pub connect_timeout: Duration,
     /// Frames queued towards the switch before requests are refused as overload.
     pub write_queue: usize,
+    /// Frames read from the switch and not yet fully handled by the router (`link-queue`):
+    /// with that many outstanding, the link stops reading its socket until the router
+    /// catches up, so a switch faster than the router is slowed down by TCP instead of
+    /// filling the router's memory.
+    pub link_queue: usize,
     /// MonitorStarts in flight at once while restoring monitors on a new active link.
     pub remonitor_in_flight: usize,
     /// The first invoke ID used (tests start near the wrap-around).
@@ -129,6 +141,7 @@ impl Default for LinkSettings {
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(4),
             write_queue: 16_384,
+            link_queue: 4096,
             remonitor_in_flight: 32,
             first_invoke_id: 1,
             wire_trace: false,
@@ -187,6 +200,8 @@ pub enum SwitchEvent {
         dn: Arc<str>,
         /// The event.
         message: Arc<Message>,
+        /// The frame's place in the link queue, held until the event has been handled.
+        slot: QueueSlot,
     },
     /// The answer to a [`RoutedRequest`]: exactly one per request the link accepted.
     Answer {
@@ -201,6 +216,9 @@ pub enum SwitchEvent {
         seq: u64,
         /// The switch's positive answer, or why there is none.
         result: Result<Message, LinkError>,
+        /// The answer frame's place in the link queue (none when the link made the answer
+        /// itself: a timeout, a lost link), held until the answer has been handled.
+        slot: QueueSlot,
     },
     /// The switch refused to restore the monitor of `dn` on a new link.
     MonitorLost {
@@ -211,4 +229,42 @@ pub enum SwitchEvent {
         /// Why.
         error: LinkError,
     },
+}
+
+/// A frame's place among the `link-queue` frames a link may have read ahead of the router.
+///
+/// The link takes one before it reads each frame and stops reading when none is left; the
+/// place is given back when the last clone of the slot is dropped, which the router does once
+/// the event or answer the frame carried has been handed to the clients (frames that go to
+/// nobody give theirs back at once). This is how a slow router slows the switch down over TCP
+/// instead of queueing its frames without bound.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSlot {
+    /// Held for its `Drop` (`None` for answers the link made itself).
+    _held: Option<Arc<HeldSlot>>,
+}
+
+#[derive(Debug)]
+struct HeldSlot {
+    _permit: OwnedSemaphorePermit,
+    gauge: metrics::Gauge,
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
+}
+
+impl QueueSlot {
+    /// A slot holding `permit`, counted in `gauge` until it is given back.
+    fn held(permit: OwnedSemaphorePermit, gauge: metrics::Gauge) -> QueueSlot {
+        gauge.increment(1.0);
+        QueueSlot {
+            _held: Some(Arc::new(HeldSlot {
+                _permit: permit,
+                gauge,
+            })),
+        }
+    }
 }

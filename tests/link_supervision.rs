@@ -1,0 +1,808 @@
+//! Link supervision under a switch that misbehaves without dropping the link, and what an
+//! operator sees of it.
+//!
+//! - A switch that never answers one request type (a fake switch over TCP, written here):
+//!   its unanswered requests used to keep every invoke ID reserved for ever. Now the link is
+//!   reset and comes back, requests work again, the keep-alive is still sent while the IDs are
+//!   used up, and the gauges of reserved IDs follow.
+//! - A router that cannot keep up with its switch (events held by the receiver): the link
+//!   reads no more than `link-queue` frames ahead, resumes when they are handled, counts no
+//!   keep-alive miss while it is not reading, and request deadlines keep running.
+//! - An unreachable switch, with the real binary at the default log level: one WARN naming the
+//!   switch, link, address and reason, and no flood while it keeps retrying.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/router.rs"]
+mod router;
+#[path = "common/sim_control.rs"]
+mod sim_control;
+
+use actix::prelude::*;
+use csta_router::csta::{encode_frame, Dialect, HotDeskAction, HotDeskRequest, InvokeId, Message};
+use csta_router::dnplan::DnPlan;
+use csta_router::link::{
+    LinkConfig, LinkError, LinkSettings, LinkState, RoutedRequest, StartMonitor, Switch,
+    SwitchConfig, SwitchEvent, SwitchHandle, SwitchRequest, SwitchStatusQuery,
+};
+use csta_router::sim::{SimConfig, Simulator};
+use serde_json::json;
+use sim_control::SimControl;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+// ----- shared helpers -------------------------------------------------------------------------
+
+/// Forwards switch events to the test, which may hold them (and their link-queue places).
+struct Collector(mpsc::UnboundedSender<SwitchEvent>);
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+impl Handler<SwitchEvent> for Collector {
+    type Result = ();
+    fn handle(&mut self, ev: SwitchEvent, _: &mut Self::Context) {
+        let _ = self.0.send(ev);
+    }
+}
+
+/// The process-wide Prometheus recorder (the router's own), for reading the link gauges.
+fn metrics_text() -> String {
+    csta_router::metrics::install(Duration::from_secs(1)).render()
+}
+
+/// The value of one series (`name{labels}` exactly as rendered, labels in any order).
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        (n == name && all).then(|| value.parse().unwrap())
+    })
+}
+
+/// Everything logged at warn and above in this process (the subscriber is global).
+fn log_buffer() -> &'static Mutex<Vec<u8>> {
+    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_ansi(false)
+            .with_writer(move || LogWriter(buf))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(&'static Mutex<Vec<u8>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        eprint!("{}", String::from_utf8_lossy(data));
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_lines_with(needle: &str) -> Vec<String> {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap())
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn associate(guest: &str, host: &str) -> Message {
+    Message::Escape(HotDeskRequest {
+        guest: guest.into(),
+        action: HotDeskAction::Associate { host: host.into() },
+    })
+}
+
+fn associate_data() -> Message {
+    Message::AssociateData {
+        call: csta_router::csta::Connection::new("C1", "5001"),
+        account_code: "42".into(),
+    }
+}
+
+async fn wait_for(
+    events: &mut mpsc::UnboundedReceiver<SwitchEvent>,
+    within: Duration,
+    what: &str,
+    mut keep: impl FnMut(&SwitchEvent),
+    pred: impl Fn(&SwitchEvent) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(ev)) if pred(&ev) => return,
+            Ok(Some(ev)) => keep(&ev),
+            _ => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+fn start_switch(
+    name: &str,
+    address: std::net::SocketAddr,
+    settings: LinkSettings,
+) -> (SwitchHandle, mpsc::UnboundedReceiver<SwitchEvent>) {
+    // The recorder first: the link takes its metric handles when it starts.
+    metrics_text();
+    let (tx, events) = mpsc::unbounded_channel();
+    let switch = Switch::start(
+        SwitchConfig {
+            name: name.into(),
+            links: vec![LinkConfig {
+                address,
+                priority: 1,
+            }],
+            dialect: Dialect::default(),
+            settings,
+        },
+        Collector(tx).start().recipient(),
+        &[],
+    );
+    (switch, events)
+}
+
+// ----- a switch that never answers Escape -------------------------------------------------------
+
+/// What the fake switch saw.
+#[derive(Debug, Default)]
+struct FakeLog {
+    connections: usize,
+    /// Escapes received (never answered) on the current connection.
+    escapes: usize,
+    /// For each RequestSystemStatus: the connection it came on and the Escapes unanswered on
+    /// that connection at that moment.
+    status_requests: Vec<(usize, usize)>,
+}
+
+/// A switch that answers RequestSystemStatus, MonitorStart and AssociateData, and never
+/// answers Escape.
+async fn deaf_to_escape() -> (std::net::SocketAddr, Arc<Mutex<FakeLog>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Arc::new(Mutex::new(FakeLog::default()));
+    let shared = log.clone();
+    actix_rt::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = shared.clone();
+            let conn = {
+                let mut l = log.lock().unwrap();
+                l.connections += 1;
+                l.escapes = 0;
+                l.connections
+            };
+            actix_rt::spawn(serve_deaf(stream, conn, log));
+        }
+    });
+    (addr, log)
+}
+
+async fn serve_deaf(stream: tokio::net::TcpStream, conn: usize, log: Arc<Mutex<FakeLog>>) {
+    let dialect = Dialect::default();
+    let (read, mut write) = stream.into_split();
+    let mut read = tokio::io::BufReader::new(read);
+    loop {
+        let mut header = [0u8; 8];
+        if read.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let mut body = vec![0u8; len - 8];
+        if read.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let id: u16 = std::str::from_utf8(&header[4..8]).unwrap().parse().unwrap();
+        let id = InvokeId::new(id).unwrap();
+        let answer = match Message::decode(&body, &dialect).unwrap() {
+            Message::RequestSystemStatus => {
+                let mut l = log.lock().unwrap();
+                let escapes = l.escapes;
+                l.status_requests.push((conn, escapes));
+                Message::RequestSystemStatusResponse {
+                    status: "normal".into(),
+                }
+            }
+            Message::MonitorStart { device } => Message::MonitorStartResponse {
+                cross_ref: format!("M{device}"),
+            },
+            Message::AssociateData { .. } => Message::AssociateDataResponse,
+            Message::Escape(_) => {
+                log.lock().unwrap().escapes += 1;
+                continue;
+            }
+            _ => continue,
+        };
+        let frame = encode_frame(id, &answer, &dialect).unwrap();
+        if write.write_all(&frame.to_bytes().unwrap()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn deaf_settings(request_timeout: Duration, kpl_interval: Duration) -> LinkSettings {
+    LinkSettings {
+        request_timeout,
+        kpl_interval,
+        kpl_tolerance: 3,
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        connect_timeout: Duration::from_millis(500),
+        ..LinkSettings::default()
+    }
+}
+
+#[actix_rt::test]
+async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
+    log_buffer();
+    let t0 = Instant::now();
+    let (addr, fake) = deaf_to_escape().await;
+    let timeout = Duration::from_millis(800);
+    let (switch, mut events) = start_switch(
+        "deaf",
+        addr,
+        deaf_settings(timeout, Duration::from_millis(100)),
+    );
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        "LinkUp",
+        |_| {},
+        |e| matches!(e, SwitchEvent::LinkUp { .. }),
+    )
+    .await;
+    let stats = switch.link_stats[0].clone();
+
+    // Ten thousand hot-desk requests the switch will never answer.
+    let link = switch.active_link().unwrap();
+    const SENT: u64 = 10_000;
+    for tag in 0..SENT {
+        link.do_send(RoutedRequest {
+            message: associate("5001", "4001"),
+            dn: "5001".into(),
+            tag,
+        });
+    }
+    // Each gets exactly one answer: 9,997 time out (the last ID is the keep-alive's), the
+    // rest are refused at once.
+    let mut answers: HashMap<u64, Result<Message, LinkError>> = HashMap::new();
+    let mut max_expired = 0.0f64;
+    let mut blocked = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut link_down = false;
+    while !link_down {
+        assert!(Instant::now() < deadline, "the link was never reset");
+        while let Ok(ev) = events.try_recv() {
+            match ev {
+                SwitchEvent::Answer { tag, result, .. } => {
+                    assert!(
+                        answers.insert(tag, result).is_none(),
+                        "request {tag} answered twice"
+                    );
+                }
+                SwitchEvent::LinkDown { .. } => {
+                    link_down = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let text = metrics_text();
+        let expired = metric(
+            &text,
+            "csta_router_invoke_ids_reserved",
+            &[("switch", "deaf"), ("state", "expired")],
+        )
+        .unwrap();
+        max_expired = max_expired.max(expired);
+        // While the IDs are used up, a request of a type the switch does answer is refused.
+        if blocked.is_none() && fake.lock().unwrap().escapes >= 9_997 && !link_down {
+            blocked = Some(
+                switch
+                    .addr
+                    .send(SwitchRequest(associate_data()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        matches!(blocked, Some(Err(LinkError::Overload { .. }))),
+        "while the IDs were used up: {blocked:?}"
+    );
+    assert_eq!(
+        max_expired, 9997.0,
+        "csta_router_invoke_ids_reserved{{state=\"expired\"}} at its peak"
+    );
+    // The link comes back, and requests work again.
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        "LinkUp",
+        |_| {},
+        |e| matches!(e, SwitchEvent::LinkUp { .. }),
+    )
+    .await;
+    assert_eq!(
+        switch
+            .addr
+            .send(SwitchRequest(associate_data()))
+            .await
+            .unwrap()
+            .unwrap(),
+        Message::AssociateDataResponse
+    );
+    while let Ok(ev) = events.try_recv() {
+        if let SwitchEvent::Answer { tag, result, .. } = ev {
+            assert!(answers.insert(tag, result).is_none());
+        }
+    }
+    assert_eq!(answers.len() as u64, SENT, "every request answered once");
+    let timeouts = answers
+        .values()
+        .filter(|r| matches!(r, Err(LinkError::Timeout { .. })))
+        .count();
+    let refused = answers
+        .values()
+        .filter(|r| matches!(r, Err(LinkError::Overload { .. })))
+        .count();
+    assert_eq!((timeouts, refused), (9_997, 3));
+    assert_eq!(stats.reconnects.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.invoke_ids_expired.load(Ordering::Relaxed), 0);
+    let text = metrics_text();
+    for state in ["in_flight", "expired"] {
+        assert_eq!(
+            metric(
+                &text,
+                "csta_router_invoke_ids_reserved",
+                &[("switch", "deaf"), ("state", state)]
+            ),
+            Some(0.0),
+            "{state} after the reset"
+        );
+    }
+    // The keep-alive went out while ordinary requests held every other ID.
+    let log = fake.lock().unwrap();
+    assert_eq!(log.connections, 2);
+    assert!(
+        log.status_requests
+            .iter()
+            .any(|&(conn, escapes)| conn == 1 && escapes == 9_997),
+        "no keep-alive while the IDs were used up: {:?}",
+        log.status_requests
+    );
+    drop(log);
+    // The operator is told why, at WARN.
+    let lines = log_lines_with("not answering some requests");
+    assert!(
+        lines.iter().any(|l| l.contains("WARN")
+            && l.contains("deaf")
+            && l.contains("of 9998 invoke IDs are reserved, 9997 of them")),
+        "{lines:?}"
+    );
+    eprintln!("invoke ID exhaustion test took {:?}", t0.elapsed());
+}
+
+#[actix_rt::test]
+async fn one_request_unanswered_for_ten_timeouts_resets_the_link() {
+    let (addr, fake) = deaf_to_escape().await;
+    let timeout = Duration::from_millis(100);
+    let (switch, mut events) = start_switch(
+        "stuck",
+        addr,
+        deaf_settings(timeout, Duration::from_millis(50)),
+    );
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        "LinkUp",
+        |_| {},
+        |e| matches!(e, SwitchEvent::LinkUp { .. }),
+    )
+    .await;
+    let sent = Instant::now();
+    let r = switch
+        .addr
+        .send(SwitchRequest(associate("5001", "4001")))
+        .await
+        .unwrap();
+    assert!(matches!(r, Err(LinkError::Timeout { .. })), "{r:?}");
+    // The switch answers everything else (keep-alives included): one ID expired for 10 ×
+    // request-timeout is enough to reset the link.
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        "LinkDown",
+        |_| {},
+        |e| matches!(e, SwitchEvent::LinkDown { .. }),
+    )
+    .await;
+    assert!(
+        sent.elapsed() >= timeout * 10,
+        "reset after {:?}, before 10 × request-timeout",
+        sent.elapsed()
+    );
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        "LinkUp",
+        |_| {},
+        |e| matches!(e, SwitchEvent::LinkUp { .. }),
+    )
+    .await;
+    let stats = &switch.link_stats[0];
+    assert_eq!(stats.keepalive_misses.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.invoke_ids_expired.load(Ordering::Relaxed), 0);
+    assert_eq!(fake.lock().unwrap().connections, 2);
+}
+
+// ----- a router that cannot keep up -------------------------------------------------------------
+
+#[actix_rt::test]
+async fn the_link_reads_no_more_than_link_queue_frames_ahead_of_the_router() {
+    let t0 = Instant::now();
+    let sim = Simulator::start(SimConfig {
+        name: "slow".into(),
+        dns: DnPlan::parse(&["4000-4999", "5000-5999"]).unwrap(),
+        links: vec!["127.0.0.1:0".parse().unwrap()],
+        control: Some("127.0.0.1:0".parse().unwrap()),
+        dialect: Dialect::default(),
+    })
+    .await
+    .unwrap();
+    let control = SimControl {
+        addr: sim.control_addr().unwrap(),
+    };
+    const QUEUE: usize = 64;
+    let request_timeout = Duration::from_millis(100);
+    let (switch, mut events) = start_switch(
+        "slow",
+        sim.link_addrs()[0],
+        LinkSettings {
+            link_queue: QUEUE,
+            kpl_interval: Duration::from_millis(50),
+            kpl_tolerance: 2,
+            ..deaf_settings(request_timeout, Duration::ZERO)
+        },
+    );
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        "LinkUp",
+        |_| {},
+        |e| matches!(e, SwitchEvent::LinkUp { .. }),
+    )
+    .await;
+    switch
+        .addr
+        .send(StartMonitor("5001".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    let stats = switch.link_stats[0].clone();
+
+    // 1,000 events on the monitor of 5001, and the receiver holds every one it gets.
+    const EVENTS: usize = 1000;
+    let burst = actix_rt::spawn(async move {
+        control
+            .post_ok(
+                "/burst",
+                json!({"guest": "5001", "host": "4001", "count": EVENTS / 2}),
+            )
+            .await
+    });
+    let mut held = Vec::new();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(50), events.recv()).await {
+            held.push(ev);
+        }
+    }
+    let csta = |evs: &[SwitchEvent]| {
+        evs.iter()
+            .filter(|e| matches!(e, SwitchEvent::Csta { .. }))
+            .count()
+    };
+    assert_eq!(
+        csta(&held),
+        QUEUE,
+        "events read while the first {QUEUE} were not handled"
+    );
+    let text = metrics_text();
+    assert_eq!(
+        metric(
+            &text,
+            "csta_router_link_queue_frames",
+            &[("switch", "slow")]
+        ),
+        Some(QUEUE as f64)
+    );
+    assert!(stats.read_pauses.load(Ordering::Relaxed) >= 1);
+    // Paused for 1.5 s with a keep-alive due every 50 ms: no miss counted, the link is up.
+    assert_eq!(
+        stats.keepalive_misses.load(Ordering::Relaxed),
+        0,
+        "keep-alive misses counted while the link was not reading"
+    );
+    let status = switch.addr.send(SwitchStatusQuery).await.unwrap();
+    assert_eq!(status.links, vec![LinkState::Up]);
+    // Request deadlines keep running while the link is not reading.
+    let t = Instant::now();
+    let r = switch
+        .addr
+        .send(SwitchRequest(associate("5002", "4002")))
+        .await
+        .unwrap();
+    assert!(matches!(r, Err(LinkError::Timeout { .. })), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // Its answer waits unread in the socket: not the switch's fault, so no reset for an
+    // invoke ID expired for 10 × request-timeout while the link is not reading.
+    tokio::time::sleep(request_timeout * 13).await;
+    while let Ok(ev) = events.try_recv() {
+        held.push(ev);
+    }
+    assert_eq!(csta(&held), QUEUE, "still paused");
+    assert_eq!(
+        stats.invoke_ids_expired.load(Ordering::Relaxed),
+        1,
+        "the link was reset while it was not reading"
+    );
+
+    // Handle them: reading resumes and every event arrives, in order.
+    let mut seqs: Vec<u64> = held
+        .iter()
+        .filter_map(|e| match e {
+            SwitchEvent::Csta { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seqs.len() < EVENTS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {EVENTS} events after resuming",
+            seqs.len()
+        );
+        if let Ok(Some(SwitchEvent::Csta { seq, .. })) =
+            tokio::time::timeout(Duration::from_millis(100), events.recv()).await
+        {
+            seqs.push(seq);
+        }
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "events out of order");
+    burst.await.unwrap();
+    // Everything handled: the queue is empty and the link healthy.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let frames = metric(
+            &metrics_text(),
+            "csta_router_link_queue_frames",
+            &[("switch", "slow")],
+        );
+        if frames == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "link queue not empty: {frames:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = switch.addr.send(SwitchStatusQuery).await.unwrap();
+    assert_eq!(status.links, vec![LinkState::Up]);
+    assert_eq!(stats.reconnects.load(Ordering::Relaxed), 0);
+    sim.shutdown();
+    eprintln!("link queue test took {:?}", t0.elapsed());
+}
+
+/// Through the real router: with a link queue of 8, a burst of events reaches a client whole
+/// and in order (each frame's place is given back once the router has delivered its event).
+#[actix_rt::test]
+async fn a_small_link_queue_still_delivers_every_event_through_the_router() {
+    let r = router::Router::with(&router::config_text(
+        "link-queue = 8",
+        router::dialect_from_env(),
+    ))
+    .await;
+    let mut c = r.client().await;
+    c.register("5001").await;
+    const ROUNDS: u64 = 300;
+    r.sw1
+        .post_ok(
+            "/burst",
+            json!({"guest": "5001", "host": "4001", "count": ROUNDS}),
+        )
+        .await;
+    let mut last = 0;
+    for i in 0..ROUNDS * 2 {
+        let ev = c.recv().await;
+        assert_eq!(ev["message"], "EventPrivateInfo", "{ev}");
+        assert_eq!(ev["privateMsgId"], json!(1 + i % 2), "{ev}");
+        let seq = ev["eventSeq"].as_u64().unwrap();
+        assert!(seq > last, "out of order: {seq} after {last}");
+        last = seq;
+    }
+    // The router gives the last place back just after queueing the last event.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = csta_router::metrics::render(&r.running.shared);
+        let frames = metric(&text, "csta_router_link_queue_frames", &[("switch", "sw1")]);
+        if frames == Some(0.0) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "link queue not empty: {frames:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        metric(
+            &text,
+            "csta_router_link_read_pauses_total",
+            &[("switch", "sw1")]
+        )
+        .unwrap()
+            >= 1.0,
+        "the link never had to wait for the router"
+    );
+    r.stop().await;
+}
+
+// ----- an unreachable switch, at the default log level ------------------------------------------
+
+/// Remove terminal colour sequences (ESC [ ... m) from a log.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_unreachable_switch_is_reported_at_warn_once_not_at_every_attempt() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("router.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+client-listen = "127.0.0.1:0"
+metrics-listen = "127.0.0.1:0"
+
+[options]
+reconnect-min = "10ms"
+reconnect-max = "100ms"
+
+[[switch]]
+name = "pbx-east"
+dns = ["5000-5999"]
+
+[[switch.link]]
+address = "{closed}"
+"#
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("router.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_csta-router"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let mut child = Kill(child);
+    let ready: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("router did not start ({e}): {line:?}"));
+    let metrics_addr: std::net::SocketAddr = ready["metrics"].as_str().unwrap().parse().unwrap();
+    // About thirty attempts (back-off 10 ms doubling up to 100 ms).
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = {
+        let mut s = std::net::TcpStream::connect(metrics_addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+        text
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = strip_ansi(&std::fs::read_to_string(&log_path).unwrap());
+    assert!(!log.contains("panicked at"), "{log}");
+    let about_the_link: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("pbx-east") && l.contains("CSTA link"))
+        .collect();
+    assert_eq!(
+        about_the_link.len(),
+        1,
+        "one line about the link in 3 s of retries, not one per attempt:\n{log}"
+    );
+    let warn = about_the_link[0];
+    for needle in [
+        "WARN",
+        "switch=pbx-east",
+        "link=0",
+        &format!("address={closed}"),
+        "refused",
+        "next attempt in",
+    ] {
+        assert!(warn.contains(needle), "{needle:?} missing from {warn:?}");
+    }
+    // The link gauges exist from the start.
+    for (name, labels) in [
+        (
+            "csta_router_invoke_ids_reserved",
+            &[("switch", "pbx-east"), ("state", "in_flight")][..],
+        ),
+        (
+            "csta_router_invoke_ids_reserved",
+            &[("switch", "pbx-east"), ("state", "expired")][..],
+        ),
+        (
+            "csta_router_link_queue_frames",
+            &[("switch", "pbx-east")][..],
+        ),
+        (
+            "csta_router_link_read_pauses_total",
+            &[("switch", "pbx-east")][..],
+        ),
+    ] {
+        assert_eq!(
+            metric(&metrics, name, labels),
+            Some(0.0),
+            "{name} {labels:?}"
+        );
+    }
+}
