@@ -36,6 +36,9 @@ pub struct Running {
     pub simulators: Vec<Simulator>,
     http: Vec<actix_web::dev::ServerHandle>,
     sessions: CancellationToken,
+    /// The CSTA side's threads, stopped before the embedded simulators so that a clean stop
+    /// does not look like a switch closing its links.
+    arbiters: Vec<Arbiter>,
 }
 
 impl Running {
@@ -82,6 +85,14 @@ impl Running {
         for h in &self.http {
             h.stop(true).await;
         }
+        // The links go before the simulators: an embedded simulator stopping first would be
+        // seen (and logged as a warning) as the switch closing the link.
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        for arbiter in self.arbiters {
+            let _ = arbiter.join();
+        }
         for sim in &self.simulators {
             sim.shutdown();
         }
@@ -127,7 +138,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     // The CSTA side (router shards, their extension actors, link actors) runs on a pool of one
     // thread per core; client sessions run on as many actix-web workers. More threads than
     // cores only adds wake-ups and context switches.
-    let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
+    let pool: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+    let arbiters: Vec<ArbiterHandle> = pool.iter().map(Arbiter::handle).collect();
     let mut switch_configs = config.switch_configs();
     // Simulators bound to port 0 tell us their real addresses.
     let mut sims = simulators.iter();
@@ -275,6 +287,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         simulators,
         http,
         sessions,
+        arbiters: pool,
     })
 }
 
