@@ -108,6 +108,11 @@ pub struct Args {
     /// Number of switches S (1 to 9).
     #[arg(long, default_value_t = 2, value_name = "S")]
     pub switches: usize,
+    /// Which DNs to use: the bench's own numbering, or "shipped": the DNs of
+    /// config/csta-router.toml (2 switches, 1,000 pairs each), to drive a router started on it
+    /// with --router.
+    #[arg(long, value_enum, default_value = "bench", value_name = "NUMBERING")]
+    pub numbering: plan::Numbering,
     /// Number of clients C (login-storm, account-codes); with --direct, the number of
     /// workers sharing the CSTA links.
     #[arg(long, default_value_t = 10, value_name = "C")]
@@ -246,7 +251,7 @@ pub async fn run(args: Args) -> Result<Summary, BenchError> {
 }
 
 fn check(args: Args) -> Result<Settings, BenchError> {
-    let plan = Plan::new(args.switches)?;
+    let plan = Plan::with_numbering(args.switches, args.numbering)?;
     let mode = if args.direct { "direct" } else { "router" };
     if !args.spawn {
         if args.direct && args.sim_link.len() != args.switches {
