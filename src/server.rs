@@ -330,6 +330,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let system = actix::System::new();
     system.block_on(async move {
         let running = start(config).await?;
+        // Installed before the line below: whoever reads the line may send SIGTERM at once.
+        let stop = shutdown_signal();
         // One machine-readable line on stdout, so that scripts and tests that asked for port 0
         // learn where to connect.
         println!(
@@ -348,7 +350,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             switches = running.shared.switches.len(),
             "csta-router running"
         );
-        shutdown_signal().await;
+        stop.await;
         info!("shutting down: closing clients with 1001");
         running.stop().await;
         Ok::<(), ServerError>(())
@@ -356,25 +358,31 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or ctrl-c (the router's and the bench's way to be stopped).
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or ctrl-c (the router's and the bench's way to be stopped). The SIGTERM
+/// handler is installed when this is called, not when the future is first polled: a process
+/// that calls it before announcing itself (the stdout line) is never killed by a SIGTERM sent
+/// right after the announcement. Call it inside a tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            match term {
+                Some(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -178,6 +178,15 @@ async fn main() -> ExitCode {
         }
     };
 
+    // Installed before the line below: whoever reads the line may send SIGTERM at once.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("pbx-sim: cannot wait for signals: {e}");
+            sim.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
     // Written by hand to keep the documented key order ("links" first).
     let links: Vec<String> = sim.link_addrs().iter().map(ToString::to_string).collect();
     let control = sim.control_addr().map(|a| a.to_string());
@@ -192,27 +201,35 @@ async fn main() -> ExitCode {
     }
     drop(out);
 
-    if let Err(e) = wait_for_signal().await {
-        eprintln!("pbx-sim: cannot wait for signals: {e}");
-        sim.shutdown();
-        return ExitCode::FAILURE;
-    }
+    signals.wait().await;
     tracing::info!("signal received, stopping");
     sim.shutdown();
     ExitCode::SUCCESS
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
+/// SIGTERM and Ctrl-C, listened for from the moment they are installed.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
