@@ -370,11 +370,19 @@ impl Config {
     fn durations(&self) -> Vec<(&'static str, Dur, Duration)> {
         let (s, o) = (&self.server, &self.options);
         vec![
-            ("server.client-ping-interval", s.client_ping_interval, MAX_DURATION),
+            (
+                "server.client-ping-interval",
+                s.client_ping_interval,
+                MAX_DURATION,
+            ),
             ("options.request-timeout", o.request_timeout, MAX_DURATION),
             ("options.kpl-interval", o.kpl_interval, MAX_DURATION),
             ("options.call-grace", o.call_grace, MAX_DURATION),
-            ("options.call-cleanup-idle", o.call_cleanup_idle, MAX_LONG_DURATION),
+            (
+                "options.call-cleanup-idle",
+                o.call_cleanup_idle,
+                MAX_LONG_DURATION,
+            ),
             ("options.reconnect-min", o.reconnect_min, MAX_DURATION),
             ("options.reconnect-max", o.reconnect_max, MAX_DURATION),
         ]
@@ -702,7 +710,7 @@ fn load_server_tls(
 /// A duration limit as an operator writes it: "24h", "168h (7 days)".
 fn describe_max(max: Duration) -> String {
     let hours = max.as_secs() / 3600;
-    if hours > 24 && hours % 24 == 0 {
+    if hours > 24 && hours.is_multiple_of(24) {
         format!("{hours}h ({} days)", hours / 24)
     } else {
         format!("{hours}h")
@@ -801,7 +809,10 @@ fn redact_secrets(message: &str, text: &str) -> String {
                 .and_then(|(n, _)| n.trim().parse::<usize>().ok());
             match quoted {
                 Some(n) if secret_lines.contains(&n) => {
-                    format!("{} | (a line with a token, not shown)", l.split('|').next().unwrap_or("").trim_end())
+                    format!(
+                        "{} | (a line with a token, not shown)",
+                        l.split('|').next().unwrap_or("").trim_end()
+                    )
                 }
                 _ => l.to_owned(),
             }

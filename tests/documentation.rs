@@ -54,7 +54,11 @@ fn block_with(blocks: &[(String, String)], needle: &str) -> String {
         .filter(|(_, b)| b.contains(needle))
         .map(|(_, b)| b)
         .collect();
-    assert_eq!(found.len(), 1, "expected one README code block containing {needle:?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one README code block containing {needle:?}"
+    );
     found[0].clone()
 }
 
@@ -103,7 +107,13 @@ fn shell_words(line: &str) -> Vec<String> {
 }
 
 /// One HTTP/1.1 request (`Connection: close`): status and body.
-async fn http(addr: &str, method: &str, path: &str, headers: &[String], body: &str) -> (u16, String) {
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for h in headers {
@@ -141,7 +151,11 @@ fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> 
 
 fn sigterm(child: &Child) {
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
 }
 
 /// Kill the child if a test fails half-way.
@@ -344,7 +358,10 @@ fn the_readme_examples_work_against_the_real_binaries() {
     let status = wait(&mut router.0, Duration::from_secs(15));
     let log = router_log();
     assert!(!log.contains("panicked at"), "{log}");
-    assert!(status.is_some_and(|s| s.success()), "router exit {status:?}:\n{log}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "router exit {status:?}:\n{log}"
+    );
     let (_, stop) = log.split_once("shutting down").unwrap();
     assert!(!stop.contains("WARN"), "warnings during the stop:\n{stop}");
 }
@@ -378,7 +395,10 @@ fn every_configuration_key_in_the_readme_is_in_the_shipped_configuration() {
                 "a key cell that is not a key: {row}"
             );
             let word = regex_free_word(&config, key);
-            assert!(word, "README names `{key}` ({place}) but config/csta-router.toml does not");
+            assert!(
+                word,
+                "README names `{key}` ({place}) but config/csta-router.toml does not"
+            );
             if place == "server" || place == "options" {
                 let text = section(&config, place);
                 assert!(
@@ -392,7 +412,10 @@ fn every_configuration_key_in_the_readme_is_in_the_shipped_configuration() {
             checked += 1;
         }
     }
-    assert!(checked >= 30, "only {checked} keys found in the README's tables");
+    assert!(
+        checked >= 30,
+        "only {checked} keys found in the README's tables"
+    );
 }
 
 /// Whether `key` appears in `text` as a whole word (not inside a longer key).
@@ -408,7 +431,10 @@ fn regex_free_word(text: &str, key: &str) -> bool {
 #[test]
 fn the_systemd_unit_verifies_with_the_built_binary() {
     let unit = read("config/systemd/csta-router.service");
-    assert!(unit.contains("LimitNOFILE="), "the unit sets the descriptor limit");
+    assert!(
+        unit.contains("LimitNOFILE="),
+        "the unit sets the descriptor limit"
+    );
     assert!(unit.contains("ExecStart=/usr/local/bin/csta-router --config "));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("csta-router.service");
@@ -421,8 +447,14 @@ fn the_systemd_unit_verifies_with_the_built_binary() {
             panic!("cannot run systemd-analyze ({e}): install Debian's systemd package")
         });
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
-    assert!(stderr.trim().is_empty(), "systemd-analyze verify warns:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warns:\n{stderr}"
+    );
 }
 
 #[test]
@@ -460,7 +492,10 @@ fn the_container_recipe_refers_to_what_the_repository_builds() {
                         cargo.contains(&format!("name = \"{bin}\"")),
                         "{bin} is not a binary of Cargo.toml"
                     );
-                    assert!(build.contains(&format!("--bin {bin}")), "{bin} is not built");
+                    assert!(
+                        build.contains(&format!("--bin {bin}")),
+                        "{bin} is not built"
+                    );
                 }
             }
             None => {
@@ -478,10 +513,19 @@ fn the_container_recipe_refers_to_what_the_repository_builds() {
         .find_map(|l| l.strip_prefix("ENTRYPOINT "))
         .expect("an ENTRYPOINT");
     let entrypoint: Vec<String> = serde_json::from_str(entrypoint).unwrap();
-    assert!(destinations.contains(&entrypoint[0].as_str()), "ENTRYPOINT runs nothing copied");
+    assert!(
+        destinations.contains(&entrypoint[0].as_str()),
+        "ENTRYPOINT runs nothing copied"
+    );
     let cmd: Vec<String> =
         serde_json::from_str(lines.iter().find_map(|l| l.strip_prefix("CMD ")).unwrap()).unwrap();
-    assert_eq!(cmd, ["--config", config_in_image.expect("the container's configuration")]);
+    assert_eq!(
+        cmd,
+        [
+            "--config",
+            config_in_image.expect("the container's configuration")
+        ]
+    );
 
     // The image's configuration is valid and listens, on every interface, on the ports the
     // image exposes.
@@ -490,7 +534,11 @@ fn the_container_recipe_refers_to_what_the_repository_builds() {
         .arg(repo("config/container/csta-router.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exposed: Vec<&str> = lines
         .iter()
         .find_map(|l| l.strip_prefix("EXPOSE "))
@@ -505,8 +553,14 @@ fn the_container_recipe_refers_to_what_the_repository_builds() {
             .unwrap()
             .trim_matches('"');
         let (ip, port) = addr.rsplit_once(':').unwrap();
-        assert_eq!(ip, "0.0.0.0", "{key} must listen on every interface of the container");
-        assert!(exposed.contains(&port), "port {port} of {key} is not exposed");
+        assert_eq!(
+            ip, "0.0.0.0",
+            "{key} must listen on every interface of the container"
+        );
+        assert!(
+            exposed.contains(&port),
+            "port {port} of {key} is not exposed"
+        );
     }
 }
 

@@ -78,7 +78,10 @@ fn run(
             "{bin} {args:?} was still running after {limit:?} (killed):\nstdout: {stdout}\nstderr: {stderr}"
         );
     };
-    assert!(!stderr.contains("panicked at"), "{bin} {args:?} panicked:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked at"),
+        "{bin} {args:?} panicked:\n{stderr}"
+    );
     (status, stdout, stderr)
 }
 
@@ -140,7 +143,10 @@ fn check_config_validates_and_says_what_is_wrong_in_plain_words() {
     let canonical = std::fs::canonicalize(d.join("good.toml")).unwrap();
     assert_eq!(
         out.trim(),
-        format!("csta-router: configuration OK: file {}", canonical.display()),
+        format!(
+            "csta-router: configuration OK: file {}",
+            canonical.display()
+        ),
         "{err}"
     );
     // The longest call-cleanup-idle is accepted.
@@ -155,11 +161,23 @@ fn check_config_validates_and_says_what_is_wrong_in_plain_words() {
     );
 
     for (file, key, says) in [
-        ("backoff.toml", "options.reconnect-min", "longer than reconnect-max"),
+        (
+            "backoff.toml",
+            "options.reconnect-min",
+            "longer than reconnect-max",
+        ),
         ("kpl.toml", "options.kpl-tolerance", "at least 1"),
         ("clients.toml", "server.max-clients", "at least 1"),
-        ("address.toml", "client-listen", "write an IP address and a port, e.g. \"127.0.0.1:7700\""),
-        ("link-address.toml", "address", "write an IP address and a port"),
+        (
+            "address.toml",
+            "client-listen",
+            "write an IP address and a port, e.g. \"127.0.0.1:7700\"",
+        ),
+        (
+            "link-address.toml",
+            "address",
+            "write an IP address and a port",
+        ),
         ("number.toml", "max-clients", "expected a whole number"),
         ("negative.toml", "kpl-tolerance", "expected a whole number"),
     ] {
@@ -170,9 +188,15 @@ fn check_config_validates_and_says_what_is_wrong_in_plain_words() {
             "{file}: the error must name the file, `{key}` and say {says:?}:\n{err}"
         );
         for rust in ["usize", "u32", "u64", "invalid socket address syntax"] {
-            assert!(!err.contains(rust), "{file}: a Rust type name in the error:\n{err}");
+            assert!(
+                !err.contains(rust),
+                "{file}: a Rust type name in the error:\n{err}"
+            );
         }
-        assert!(out.is_empty(), "{file}: nothing on stdout when refused: {out}");
+        assert!(
+            out.is_empty(),
+            "{file}: nothing on stdout when refused: {out}"
+        );
     }
 }
 
@@ -183,8 +207,14 @@ fn absurd_durations_are_refused_at_start_naming_the_key_and_the_file() {
             "timeout.toml",
             &format!("[options]\nrequest-timeout = \"18446744073709551615s\"\n{ONE_SWITCH}"),
         ),
-        ("ping.toml", &format!("[server]\nclient-ping-interval = \"25h\"\n{ONE_SWITCH}")),
-        ("idle.toml", &format!("[options]\ncall-cleanup-idle = \"169h\"\n{ONE_SWITCH}")),
+        (
+            "ping.toml",
+            &format!("[server]\nclient-ping-interval = \"25h\"\n{ONE_SWITCH}"),
+        ),
+        (
+            "idle.toml",
+            &format!("[options]\ncall-cleanup-idle = \"169h\"\n{ONE_SWITCH}"),
+        ),
         (
             "huge.toml",
             &format!("[options]\nkpl-interval = \"99999999999999999999999ms\"\n{ONE_SWITCH}"),
@@ -231,7 +261,12 @@ fn tokens_never_appear_in_configuration_errors() {
             ),
         ),
     ]);
-    for file in ["unterminated.toml", "misspelt.toml", "number.toml", "inline.toml"] {
+    for file in [
+        "unterminated.toml",
+        "misspelt.toml",
+        "number.toml",
+        "inline.toml",
+    ] {
         let (status, out, err) = run(
             ROUTER,
             &["--config", file],
@@ -240,7 +275,10 @@ fn tokens_never_appear_in_configuration_errors() {
             Duration::from_secs(5),
         );
         assert_eq!(status.code(), Some(2), "{file} must be refused:\n{err}");
-        assert!(err.contains(file), "{file}: the error names the file:\n{err}");
+        assert!(
+            err.contains(file),
+            "{file}: the error names the file:\n{err}"
+        );
         for secret in [SECRET, "1234567890123456789"] {
             assert!(
                 !err.contains(secret) && !out.contains(secret),
@@ -299,7 +337,11 @@ impl Router {
     fn wait_for(&self, needle: &str, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.log().matches(needle).count() < count {
-            assert!(Instant::now() < deadline, "no {count} × {needle:?} in:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {count} × {needle:?} in:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -307,11 +349,18 @@ impl Router {
     /// SIGTERM, then the exit status and the whole log.
     fn stop(mut self) -> String {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
         let status = wait(&mut self.child, Duration::from_secs(10));
         let log = self.log();
         assert!(!log.contains("panicked at"), "the router panicked:\n{log}");
-        assert!(status.is_some_and(|s| s.success()), "exit {status:?}:\n{log}");
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit {status:?}:\n{log}"
+        );
         log
     }
 }
@@ -327,22 +376,26 @@ impl Drop for Router {
 fn logs_are_plain_or_json_quiet_for_other_crates_and_a_clean_stop_warns_nothing() {
     // Default filter, stderr to a file (not a terminal).
     let router = Router::start(
-        &simulated(
-            "[[application]]\nname = \"desks\"\ntoken = \"short-token1\"\n",
-        ),
+        &simulated("[[application]]\nname = \"desks\"\ntoken = \"short-token1\"\n"),
         &[],
         &[],
     );
     router.wait_for("switch operational", 2);
     let log = router.stop();
-    assert!(!log.contains('\u{1b}'), "ANSI colours in a log file:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI colours in a log file:\n{log}"
+    );
     let first = log.lines().next().unwrap_or_default();
     assert!(
         first.contains("configuration: file ") && first.contains("router.toml"),
         "the first line says which configuration was loaded: {first}"
     );
     // Other crates (actix-server logs INFO lines at start and stop) stay at WARN.
-    assert!(!log.contains("actix_server"), "other crates log INFO by default:\n{log}");
+    assert!(
+        !log.contains("actix_server"),
+        "other crates log INFO by default:\n{log}"
+    );
     // A short token is a warning naming the application, never the token.
     assert!(
         log.lines().any(|l| l.contains("WARN")
@@ -362,14 +415,20 @@ fn logs_are_plain_or_json_quiet_for_other_crates_and_a_clean_stop_warns_nothing(
     );
 
     // JSON lines, and RUST_LOG wins over the default.
-    let router = Router::start(&simulated(""), &["--log-format", "json"], &[("RUST_LOG", "info")]);
+    let router = Router::start(
+        &simulated(""),
+        &["--log-format", "json"],
+        &[("RUST_LOG", "info")],
+    );
     router.wait_for("switch operational", 2);
     let log = router.stop();
     let lines: Vec<Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"]["message"].is_string()));
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["fields"]["message"].is_string()));
     assert!(lines[0]["fields"]["message"]
         .as_str()
         .unwrap()
@@ -414,7 +473,10 @@ fn pbx_sim_refuses_a_bad_dn_plan_and_explains_itself() {
         "\"control\":",
         "SIGTERM",
     ] {
-        assert!(help.contains(needle), "--help does not mention {needle:?}:\n{help}");
+        assert!(
+            help.contains(needle),
+            "--help does not mention {needle:?}:\n{help}"
+        );
     }
 }
 
@@ -445,10 +507,15 @@ async fn the_control_api_refuses_posts_that_are_not_json() {
         let (status, reply) = ctl.post_as("/hotdesk", content_type, body).await;
         assert_eq!(status, 415, "{content_type:?}: {reply}");
         assert!(
-            reply["error"].as_str().unwrap().contains("Content-Type: application/json"),
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .contains("Content-Type: application/json"),
             "{reply}"
         );
-        let (status, _) = ctl.post_as("/faults/stall", content_type, r#"{"on":true}"#).await;
+        let (status, _) = ctl
+            .post_as("/faults/stall", content_type, r#"{"on":true}"#)
+            .await;
         assert_eq!(status, 415);
     }
     // Nothing changed.
@@ -460,7 +527,10 @@ async fn the_control_api_refuses_posts_that_are_not_json() {
         .post_as("/hotdesk", Some("application/json; charset=utf-8"), body)
         .await;
     assert_eq!(status, 200, "{reply}");
-    assert_eq!(ctl.state().await["associations"], json!([{"guest": "5002", "host": "4002"}]));
+    assert_eq!(
+        ctl.state().await["associations"],
+        json!([{"guest": "5002", "host": "4002"}])
+    );
     sim.shutdown();
 }
 
@@ -479,7 +549,14 @@ fn peak_rss_mib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_that_does_not_read_is_dropped_and_a_burst_cannot_grow_the_switch() {
     let mut child = Command::new(PBX_SIM)
-        .args(["--dns", "4000-5999", "--link", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+        .args([
+            "--dns",
+            "4000-5999",
+            "--link",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -519,7 +596,11 @@ async fn a_link_that_does_not_read_is_dropped_and_a_burst_cannot_grow_the_switch
     let burst = tokio::spawn(async move {
         let (status, reply) = tokio::time::timeout(
             Duration::from_secs(60),
-            post_json(ctl, "/burst", &json!({"guest": "5001", "host": "4001", "count": 100_000})),
+            post_json(
+                ctl,
+                "/burst",
+                &json!({"guest": "5001", "host": "4001", "count": 100_000}),
+            ),
         )
         .await
         .expect("the burst did not end within 60 s");
@@ -535,7 +616,12 @@ async fn a_link_that_does_not_read_is_dropped_and_a_burst_cannot_grow_the_switch
     let _ = child.wait();
     let mut stderr = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     println!("burst took {took:?}; peak RSS {before} MiB before, {peak} MiB after");
     assert!(
         peak < before + 64,
@@ -566,5 +652,8 @@ async fn post_json(ctl: SimControl, path: &str, body: &Value) -> (u16, Value) {
     let text = String::from_utf8(raw).unwrap();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(rest.trim()).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_str(rest.trim()).unwrap_or(Value::Null),
+    )
 }

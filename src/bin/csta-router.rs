@@ -77,7 +77,9 @@ impl Source {
     fn load(&self) -> Result<Config, ConfigError> {
         match self {
             Source::File(path) => Config::load(path),
-            Source::Embedded => Config::parse(EMBEDDED_DEFAULT, "the embedded default configuration"),
+            Source::Embedded => {
+                Config::parse(EMBEDDED_DEFAULT, "the embedded default configuration")
+            }
         }
     }
 }

@@ -10,10 +10,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::dev::{Service, ServerHandle};
+use actix_web::dev::{ServerHandle, Service};
 use actix_web::http::{Method, StatusCode};
-use futures_util::future::{ready, Either, FutureExt};
 use actix_web::{web, App, HttpResponse, HttpServer};
+use futures_util::future::{ready, Either, FutureExt};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -14,9 +14,9 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{ConnId, ConnTx, Decision, Out};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use super::Switch;
 use crate::csta::{CstaCodec, CstaError, DecodeError, Frame, Message};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How long a TLS client has to complete its handshake before the connection is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -45,7 +45,12 @@ impl SimControl {
 
     /// `POST path` with any body and `Content-Type` (none when `None`), as a browser form or a
     /// careless script would send it: the status code and the JSON reply.
-    pub async fn post_as(&self, path: &str, content_type: Option<&str>, body: &str) -> (u16, Value) {
+    pub async fn post_as(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (u16, Value) {
         let head = content_type
             .map(|t| format!("Content-Type: {t}\r\n"))
             .unwrap_or_default();
