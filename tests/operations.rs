@@ -134,6 +134,10 @@ fn check_config_validates_and_says_what_is_wrong_in_plain_words() {
         ("number.toml", &format!("[server]\nmax-clients = \"lots\"\n{ONE_SWITCH}")),
         ("negative.toml", &format!("[options]\nkpl-tolerance = -1\n{ONE_SWITCH}")),
         ("week.toml", &format!("[options]\ncall-cleanup-idle = \"168h\"\n{ONE_SWITCH}")),
+        (
+            "token.toml",
+            &format!("[[application]]\nname = \"desks\"\ntoken = \"7-chars\"\n{ONE_SWITCH}"),
+        ),
     ]);
     let d = dir.path();
 
@@ -180,6 +184,11 @@ fn check_config_validates_and_says_what_is_wrong_in_plain_words() {
         ),
         ("number.toml", "max-clients", "expected a whole number"),
         ("negative.toml", "kpl-tolerance", "expected a whole number"),
+        (
+            "token.toml",
+            "application[0].token",
+            "at least 8 characters",
+        ),
     ] {
         let (code, out, err) = check(d, file);
         assert_eq!(code, 1, "{file} must be refused with exit 1:\n{out}{err}");
