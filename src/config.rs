@@ -1,4 +1,4 @@
-//! Configuration (SPEC section 6): TOML with kebab-case keys, read once at start.
+//! Configuration (README, section "Configuration"): TOML with kebab-case keys, read once at start.
 //!
 //! Unknown keys and invalid values are refused with a message that names the file and the
 //! key. Every timer is a string with a unit (`"250ms"`, `"4s"`, `"2m"`, `"2h"`), so tests can run

@@ -1,4 +1,4 @@
-//! `csta-bench`: the load generator (SPEC section 9).
+//! `csta-bench`: the load generator (README, section "Benchmark").
 //!
 //! It drives a running router over many WebSocket clients (`--router ws://HOST:PORT/v1`), or
 //! starts everything itself (`--spawn`: S `pbx-sim` processes and a `csta-router` with its
@@ -75,7 +75,7 @@ impl Scenario {
     name = "csta-bench",
     version,
     about = "Load generator for csta-router: hot-desking login storms, event fan-out, account codes",
-    long_about = "Load generator for csta-router (SPEC section 9). Prints exactly one JSON line on \
+    long_about = "Load generator for csta-router (see the README, section Benchmark). Prints exactly one JSON line on \
 stdout at the end (scenario, mode, switches, clients, ops, errors, ops_per_s, p50_ms, p99_ms, \
 p999_ms and scenario keys); exits non-zero when there were errors or losses, or when setup failed.",
     after_help = "DN NUMBERING: switch i (1 to 9, named swi) owns guests 1i00000-1i99999 and hosts \

@@ -1,4 +1,4 @@
-//! The PBX simulator: a real, independent CSTA peer over TCP (SPEC sections 2 and 5).
+//! The PBX simulator: a real, independent CSTA peer over TCP (README, section "pbx-sim").
 //!
 //! It exists so the router can be run and tested without a PBX: the router starts one per
 //! configured simulated switch (embedded, on the router's own runtime), and the `pbx-sim`
