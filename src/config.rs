@@ -1,4 +1,4 @@
-//! Configuration (SPEC section 6): TOML with kebab-case keys, read once at start.
+//! Configuration (README, section "Configuration"): TOML with kebab-case keys, read once at start.
 //!
 //! Unknown keys and invalid values are refused with a message that names the file and the
 //! key. Every timer is a string with a unit (`"250ms"`, `"4s"`, `"2m"`, `"2h"`), so tests can run
@@ -49,6 +49,10 @@ pub enum ConfigError {
     },
 }
 
+/// Below this many characters an application token gets a warning at start (tokens under 8
+/// characters are refused).
+pub const RECOMMENDED_TOKEN_CHARS: usize = 16;
+
 /// A duration written with a unit: `"250ms"`, `"4s"`, `"2m"`, `"2h"` (`"0s"` allowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -61,9 +65,12 @@ impl Dur {
             format!("{s:?} has no unit; write e.g. \"250ms\", \"4s\", \"2m\" or \"2h\"")
         })?;
         let (num, unit) = s.split_at(split);
+        if num.is_empty() {
+            return Err(format!("{s:?} does not start with a whole number"));
+        }
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("{s:?} does not start with a whole number"))?;
+            .map_err(|_| format!("{s:?} is far too long a duration"))?;
         let d = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -86,13 +93,43 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// Longest value most duration keys accept: a day. Longer values are certainly typing errors,
+/// and timers computed from absurd values (`"18446744073709551615s"`) overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest value of the keys that measure idleness of long-lived things (`call-cleanup-idle`):
+/// a week.
+pub const MAX_LONG_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Read a socket address, with an error that says what is expected (serde's own says
+/// "invalid socket address syntax").
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_addr(&s).map_err(de::Error::custom)
+}
+
+/// [`socket_addr`] for an optional key.
+fn opt_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!(
+            "{s:?} is not an address: write an IP address and a port, e.g. \"127.0.0.1:7700\" or \"[::1]:7700\" (host names are not resolved)"
+        )
+    })
+}
+
 /// `[server]`: the client side.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct ServerConfig {
     /// WebSocket listen address (`ws://…/v1`).
+    #[serde(deserialize_with = "socket_addr")]
     pub client_listen: SocketAddr,
     /// Metrics and health listen address.
+    #[serde(deserialize_with = "socket_addr")]
     pub metrics_listen: SocketAddr,
     /// Connections beyond this are closed with 1013.
     pub max_clients: usize,
@@ -209,6 +246,7 @@ fn default_access() -> Access {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LinkEntry {
     /// Where the switch listens for CSTA.
+    #[serde(deserialize_with = "socket_addr")]
     pub address: SocketAddr,
     /// Lower is preferred.
     #[serde(default = "default_priority")]
@@ -231,7 +269,7 @@ pub struct SwitchEntry {
     #[serde(default)]
     pub simulated: bool,
     /// HTTP control API of the embedded simulator, if wanted.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_socket_addr")]
     pub simulator_control: Option<SocketAddr>,
     /// CSTA namespace written on every message.
     #[serde(default = "default_csta_ns")]
@@ -324,10 +362,49 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: redact_secrets(&plain_type_names(e.to_string().trim_end()), text),
         })?;
         config.check(file)?;
         Ok(config)
+    }
+
+    /// Every duration key with its value and the longest value it accepts. A new duration key
+    /// is one line here.
+    fn durations(&self) -> Vec<(&'static str, Dur, Duration)> {
+        let (s, o) = (&self.server, &self.options);
+        vec![
+            (
+                "server.client-ping-interval",
+                s.client_ping_interval,
+                MAX_DURATION,
+            ),
+            ("options.request-timeout", o.request_timeout, MAX_DURATION),
+            ("options.kpl-interval", o.kpl_interval, MAX_DURATION),
+            ("options.call-grace", o.call_grace, MAX_DURATION),
+            (
+                "options.call-cleanup-idle",
+                o.call_cleanup_idle,
+                MAX_LONG_DURATION,
+            ),
+            ("options.reconnect-min", o.reconnect_min, MAX_DURATION),
+            ("options.reconnect-max", o.reconnect_max, MAX_DURATION),
+        ]
+    }
+
+    /// What is allowed but unwise, to be logged as warnings at start (and by
+    /// `--check-config`): short application tokens, named by application, never shown.
+    pub fn warnings(&self) -> Vec<String> {
+        self.application
+            .iter()
+            .enumerate()
+            .filter(|(_, app)| app.token.chars().count() < RECOMMENDED_TOKEN_CHARS)
+            .map(|(i, app)| {
+                format!(
+                    "application {:?} (application[{i}].token) has a token of fewer than {RECOMMENDED_TOKEN_CHARS} characters: a short token can be guessed; use a long random string",
+                    app.name
+                )
+            })
+            .collect()
     }
 
     fn check(&mut self, file: &str) -> Result<(), ConfigError> {
@@ -358,6 +435,40 @@ impl Config {
             return Err(invalid(
                 "options.link-queue".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        for (key, value, max) in self.durations() {
+            if value.0 > max {
+                return Err(invalid(
+                    key.into(),
+                    format!(
+                        "{} is longer than {}, the most this key accepts",
+                        humantime::format_duration(value.0),
+                        describe_max(max)
+                    ),
+                ));
+            }
+        }
+        if self.options.reconnect_min.0 > self.options.reconnect_max.0 {
+            return Err(invalid(
+                "options.reconnect-min".into(),
+                format!(
+                    "reconnect-min ({}) is longer than reconnect-max ({}): the back-off starts at reconnect-min and doubles up to reconnect-max",
+                    humantime::format_duration(self.options.reconnect_min.0),
+                    humantime::format_duration(self.options.reconnect_max.0)
+                ),
+            ));
+        }
+        if self.options.kpl_tolerance == 0 {
+            return Err(invalid(
+                "options.kpl-tolerance".into(),
+                "must be at least 1 (the number of unanswered keep-alives in a row after which the link is lost; to disable keep-alives set kpl-interval = \"0s\")".into(),
+            ));
+        }
+        if self.server.max_clients == 0 {
+            return Err(invalid(
+                "server.max-clients".into(),
+                "must be at least 1: with 0 every client would be refused".into(),
             ));
         }
         if self.server.client_queue == 0 {
@@ -604,6 +715,129 @@ fn load_server_tls(
     // What is left is rustls refusing the pair, e.g. a key that is not the certificate's.
     crate::tls::server_config_from_pem(&cert_pem, &key_pem, (&origin.0, &origin.1))
         .map_err(|e| invalid(key_key, e.to_string()))
+}
+
+/// A duration limit as an operator writes it: "24h", "168h (7 days)".
+fn describe_max(max: Duration) -> String {
+    let hours = max.as_secs() / 3600;
+    if hours > 24 && hours.is_multiple_of(24) {
+        format!("{hours}h ({} days)", hours / 24)
+    } else {
+        format!("{hours}h")
+    }
+}
+
+/// Serde names integer types in its messages ("expected usize"); an operator reads "a whole
+/// number".
+fn plain_type_names(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u8", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        out = out.replace(rust, plain);
+    }
+    out
+}
+
+/// Remove application tokens from a parser message. The TOML parser quotes the offending line
+/// (and may quote a value): a syntax error on a `token` line, or a misspelt key in an
+/// `[[application]]` table, would print the secret. Every quoted source line that holds a
+/// token (any line naming `token`, and any line of an `[[application]]` table other than its
+/// `name` and `access`) is replaced, and the values of those lines are cut from the rest of
+/// the message.
+fn redact_secrets(message: &str, text: &str) -> String {
+    let mut secret_lines = std::collections::BTreeSet::new();
+    let mut secret_values: Vec<String> = Vec::new();
+    let mut in_application = false;
+    let mut open_multiline: Option<&str> = None;
+    for (i, line) in text.lines().enumerate() {
+        let number = i + 1;
+        if let Some(delimiter) = open_multiline {
+            secret_lines.insert(number);
+            secret_values.push(line.trim().to_owned());
+            if line.contains(delimiter) {
+                open_multiline = None;
+            }
+            continue;
+        }
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_application = trimmed
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .eq_ignore_ascii_case("application");
+            continue;
+        }
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let key = trimmed
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'');
+        let secret = trimmed.to_ascii_lowercase().contains("token")
+            || (in_application && key != "name" && key != "access");
+        if !secret {
+            continue;
+        }
+        secret_lines.insert(number);
+        if let Some((_, value)) = trimmed.split_once('=') {
+            let value = value.trim();
+            for delimiter in ["\"\"\"", "\'\'\'"] {
+                if value.starts_with(delimiter) && value.matches(delimiter).count() == 1 {
+                    open_multiline = Some(delimiter);
+                }
+            }
+            secret_values.push(value.to_owned());
+            // The bare value too (the parser may quote it without its quotes), and every
+            // quoted string on the line (inline tables).
+            secret_values.push(value.trim_matches(|c| c == '"' || c == '\'').to_owned());
+            secret_values.extend(
+                value
+                    .split(['"', '\''])
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned),
+            );
+        }
+    }
+    let mut lines: Vec<String> = message
+        .lines()
+        .map(|l| {
+            // The parser's quoted lines look like "12 | token = ...".
+            let quoted = l
+                .split_once('|')
+                .and_then(|(n, _)| n.trim().parse::<usize>().ok());
+            match quoted {
+                Some(n) if secret_lines.contains(&n) => {
+                    format!(
+                        "{} | (a line with a token, not shown)",
+                        l.split('|').next().unwrap_or("").trim_end()
+                    )
+                }
+                _ => l.to_owned(),
+            }
+        })
+        .collect();
+    // Longest first, so that a value is never cut in two by a shorter one inside it.
+    secret_values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for line in &mut lines {
+        for value in secret_values.iter().filter(|v| v.len() >= 4) {
+            if line.contains(value.as_str()) {
+                *line = line.replace(value.as_str(), "<redacted>");
+            }
+        }
+    }
+    lines.join("\n")
 }
 
 impl SwitchEntry {

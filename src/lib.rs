@@ -27,7 +27,8 @@
 //! - [`protocol`]: the client protocol's JSON messages and error codes; [`errors`] maps switch
 //!   failures to them; [`calls`] gives calls their connIds.
 //! - [`sim`]: the PBX simulator, a real CSTA peer over TCP (embedded or `pbx-sim`).
-//! - [`config`]: the TOML configuration; [`server`]: process wiring.
+//! - [`config`]: the TOML configuration; [`server`]: process wiring; [`logging`]: the
+//!   binaries' log output.
 //!
 //! Threads: client sessions run on actix-web workers (one per core); the CSTA side runs on a
 //! pool of Arbiters (one per core). Each switch's router shard and its extension actors share
@@ -43,6 +44,7 @@ pub mod dnplan;
 pub mod errors;
 pub mod extension;
 pub mod link;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod router;

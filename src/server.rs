@@ -36,6 +36,9 @@ pub struct Running {
     pub simulators: Vec<Simulator>,
     http: Vec<actix_web::dev::ServerHandle>,
     sessions: CancellationToken,
+    /// The CSTA side's threads, stopped before the embedded simulators so that a clean stop
+    /// does not look like a switch closing its links.
+    arbiters: Vec<Arbiter>,
 }
 
 impl Running {
@@ -82,6 +85,14 @@ impl Running {
         for h in &self.http {
             h.stop(true).await;
         }
+        // The links go before the simulators: an embedded simulator stopping first would be
+        // seen (and logged as a warning) as the switch closing the link.
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        for arbiter in self.arbiters {
+            let _ = arbiter.join();
+        }
         for sim in &self.simulators {
             sim.shutdown();
         }
@@ -127,7 +138,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     // The CSTA side (router shards, their extension actors, link actors) runs on a pool of one
     // thread per core; client sessions run on as many actix-web workers. More threads than
     // cores only adds wake-ups and context switches.
-    let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
+    let pool: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+    let arbiters: Vec<ArbiterHandle> = pool.iter().map(Arbiter::handle).collect();
     let mut switch_configs = config.switch_configs();
     // Simulators bound to port 0 tell us their real addresses.
     let mut sims = simulators.iter();
@@ -275,6 +287,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         simulators,
         http,
         sessions,
+        arbiters: pool,
     })
 }
 
@@ -317,6 +330,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let system = actix::System::new();
     system.block_on(async move {
         let running = start(config).await?;
+        // Installed before the line below: whoever reads the line may send SIGTERM at once.
+        let stop = shutdown_signal();
         // One machine-readable line on stdout, so that scripts and tests that asked for port 0
         // learn where to connect.
         println!(
@@ -335,7 +350,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             switches = running.shared.switches.len(),
             "csta-router running"
         );
-        shutdown_signal().await;
+        stop.await;
         info!("shutting down: closing clients with 1001");
         running.stop().await;
         Ok::<(), ServerError>(())
@@ -343,25 +358,31 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or ctrl-c (the router's and the bench's way to be stopped).
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or ctrl-c (the router's and the bench's way to be stopped). The SIGTERM
+/// handler is installed when this is called, not when the future is first polled: a process
+/// that calls it before announcing itself (the stdout line) is never killed by a SIGTERM sent
+/// right after the announcement. Call it inside a tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            match term {
+                Some(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

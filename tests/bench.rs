@@ -75,6 +75,12 @@ fn login_storm_through_the_router() {
     assert_eq!(v["clients"], 4);
     // 200 associates and 200 cancels, all checked.
     assert_eq!(v["ops"], 400, "{v}");
+    // Each made one event on its guest's monitor, every one delivered.
+    assert_eq!(
+        (&v["events"], &v["expected"], &v["losses"]),
+        (&400.into(), &400.into(), &0.into()),
+        "{v}"
+    );
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! embedded default configuration.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/default_ports.rs"]
+mod default_ports;
 #[path = "common/router.rs"]
 mod router;
 #[path = "common/sim_control.rs"]
@@ -380,6 +382,7 @@ async fn conn_ids_survive_a_link_loss_within_the_grace_period() {
 
 #[test]
 fn the_binary_runs_out_of_the_box_on_the_embedded_default() {
+    let _ports = default_ports::lock();
     let dir = std::env::temp_dir().join(format!("csta-router-default-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // No config/ here: the embedded default (two simulated switches) is used.

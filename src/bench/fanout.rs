@@ -33,6 +33,7 @@ use tokio::sync::{watch, Barrier};
 /// The layout of the run, shared by the generators and the clients.
 #[derive(Debug)]
 struct Layout {
+    plan: Plan,
     switches: usize,
     /// Pairs per switch.
     pairs_on: Vec<usize>,
@@ -151,6 +152,7 @@ pub async fn run(
         .ok_or_else(|| BenchError::Setup("no router URL".into()))?;
     let batches = most.div_ceil(batch);
     let layout = Layout {
+        plan,
         switches: plan.switches,
         pairs_on: pairs_on.clone(),
         batch,
@@ -325,8 +327,8 @@ async fn generate(
                 slot.store(u64::try_from(due).unwrap_or(u64::MAX), Ordering::Release);
             }
             let body = json!({
-                "guest": Plan::guest_dn(switch, first),
-                "host": Plan::host_dn(switch, first),
+                "guest": layout.plan.guest_dn(switch, first),
+                "host": layout.plan.host_dn(switch, first),
                 "pairs": len,
                 "count": 1,
             });

@@ -7,6 +7,11 @@
 //! flight. Every reply is checked: `EventPrivateInfo` with the request's `referenceId`, the same
 //! `privateMsgId`, `thisDn` = the guest and `otherDn` = the host; anything else is an error.
 //!
+//! Every operation also makes the switch send one hot-desk event on the guest's monitor, which
+//! the router delivers to the one client that registered the guest: the summary's `events`
+//! counts them, `expected` is one per operation and `losses` the difference (each client
+//! waits up to `--drain` after its last reply for the events still on their way).
+//!
 //! With `--direct` the same operations go to the simulators over CSTA (MonitorStart for each
 //! guest at setup, then `Escape` associate/cancel), from C workers with the same window each, so
 //! the same total number of requests is in flight; the answer must be `EscapeResponse`.
@@ -111,7 +116,11 @@ pub async fn run(
         start.saturating_duration_since(setup_started).as_secs_f64(),
     );
     if !a.direct {
+        // One event per operation, on the guest's monitor, to the client that registered it.
+        let expected = (a.dns * 2 * a.rounds) as u64;
         summary.set("events", totals.events);
+        summary.set("expected", expected);
+        summary.set("losses", expected.saturating_sub(totals.events));
     }
     Ok(summary)
 }
@@ -155,14 +164,15 @@ async fn router_client(
             .await?;
         Ok::<_, String>((c, events))
     };
-    let (mut c, events) = match setup.await {
+    // Events seen while registering are not the measured operations' (there are none on a
+    // quiet switch): only the events of the measured phase are counted.
+    let (mut c, _setup_events) = match setup.await {
         Ok(x) => x,
         Err(e) => {
             gate.ready(Err(format!("client {index}: {e}"))).await;
             return out;
         }
     };
-    out.events = events;
     let Some(start) = gate.ready(Ok(())).await else {
         return out;
     };
@@ -272,6 +282,23 @@ async fn router_client(
                     ws::describe(&text)
                 )
             });
+        }
+    }
+    // The last operations' events may still be on their way: each operation makes exactly
+    // one event for this client (on its guest's monitor), so wait for them, within the drain.
+    if failure.is_none() {
+        let expected = ops.len() as u64;
+        let deadline = tokio::time::Instant::now() + drain;
+        while out.events < expected {
+            match tokio::time::timeout_at(deadline, c.recv()).await {
+                Ok(Ok(text)) => {
+                    let m = ws::parse(&text).unwrap_or_default();
+                    if m.reference_id.is_none() && m.message == "EventPrivateInfo" {
+                        out.events += 1;
+                    }
+                }
+                Ok(Err(_)) | Err(_) => break,
+            }
         }
     }
     if let Some(e) = failure {

@@ -1,4 +1,4 @@
-//! `csta-bench`: the load generator (SPEC section 9).
+//! `csta-bench`: the load generator (README, section "Benchmark").
 //!
 //! It drives a running router over many WebSocket clients (`--router ws://HOST:PORT/v1`), or
 //! starts everything itself (`--spawn`: S `pbx-sim` processes and a `csta-router` with its
@@ -75,7 +75,7 @@ impl Scenario {
     name = "csta-bench",
     version,
     about = "Load generator for csta-router: hot-desking login storms, event fan-out, account codes",
-    long_about = "Load generator for csta-router (SPEC section 9). Prints exactly one JSON line on \
+    long_about = "Load generator for csta-router (see the README, section Benchmark). Prints exactly one JSON line on \
 stdout at the end (scenario, mode, switches, clients, ops, errors, ops_per_s, p50_ms, p99_ms, \
 p999_ms and scenario keys); exits non-zero when there were errors or losses, or when setup failed.",
     after_help = "DN NUMBERING: switch i (1 to 9, named swi) owns guests 1i00000-1i99999 and hosts \
@@ -108,6 +108,11 @@ pub struct Args {
     /// Number of switches S (1 to 9).
     #[arg(long, default_value_t = 2, value_name = "S")]
     pub switches: usize,
+    /// Which DNs to use: the bench's own numbering, or "shipped": the DNs of
+    /// config/csta-router.toml (2 switches, 1,000 pairs each), to drive a router started on it
+    /// with --router.
+    #[arg(long, value_enum, default_value = "bench", value_name = "NUMBERING")]
+    pub numbering: plan::Numbering,
     /// Number of clients C (login-storm, account-codes); with --direct, the number of
     /// workers sharing the CSTA links.
     #[arg(long, default_value_t = 10, value_name = "C")]
@@ -246,7 +251,7 @@ pub async fn run(args: Args) -> Result<Summary, BenchError> {
 }
 
 fn check(args: Args) -> Result<Settings, BenchError> {
-    let plan = Plan::new(args.switches)?;
+    let plan = Plan::with_numbering(args.switches, args.numbering)?;
     let mode = if args.direct { "direct" } else { "router" };
     if !args.spawn {
         if args.direct && args.sim_link.len() != args.switches {

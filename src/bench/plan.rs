@@ -13,17 +13,38 @@
 //! each switch uses the first numbers of its ranges, consecutively. For example with 4 switches
 //! item 0 is guest `1100000` and host `2100000` on `sw1`, item 5 is guest `1200001` and host
 //! `2200001` on `sw2`. A switch holds at most 100,000 items.
+//!
+//! `--numbering shipped` uses the DNs of the shipped configuration (`config/csta-router.toml`)
+//! instead, so that the bench can drive a router started with it (`--router`): at most two
+//! switches, `sw1` with guests `5000`–`5999` and hosts `4000`–`4999`, `sw2` with guests
+//! `7000`–`7999` and hosts `6000`–`6999`; 1,000 items per switch.
 
 /// The largest number of switches the numbering supports.
 pub const MAX_SWITCHES: usize = 9;
 /// How many items (guest/host pairs) one switch holds.
 pub const PER_SWITCH: usize = 100_000;
 
+/// How many items one switch of the shipped configuration holds.
+pub const SHIPPED_PER_SWITCH: usize = 1000;
+
+/// Which directory numbers the scenarios use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Numbering {
+    /// The bench's own 7-digit numbering (up to 9 switches of 100,000 items).
+    #[default]
+    Bench,
+    /// The DNs of the shipped configuration (2 switches of 1,000 items: sw1 guests 5000-5999,
+    /// hosts 4000-4999; sw2 guests 7000-7999, hosts 6000-6999), to drive a router started on it.
+    Shipped,
+}
+
 /// The DN plan of a benchmark run with a given number of switches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     /// The number of switches, 1 to [`MAX_SWITCHES`].
     pub switches: usize,
+    /// Which numbers the switches own.
+    pub numbering: Numbering,
 }
 
 /// One item of a scenario: a guest (or calling device) and its host (or called device).
@@ -47,12 +68,37 @@ impl Plan {
                 "--switches must be 1 to {MAX_SWITCHES} (the DN numbering gives each switch its own digit); got {switches}"
             ));
         }
-        Ok(Plan { switches })
+        Ok(Plan {
+            switches,
+            numbering: Numbering::Bench,
+        })
+    }
+
+    /// A plan with the given numbering; the shipped configuration has two switches.
+    pub fn with_numbering(switches: usize, numbering: Numbering) -> Result<Plan, String> {
+        let plan = Plan {
+            numbering,
+            ..Plan::new(switches)?
+        };
+        if numbering == Numbering::Shipped && switches > 2 {
+            return Err(format!(
+                "--numbering shipped has two switches (sw1 and sw2 of config/csta-router.toml); got --switches {switches}"
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// How many items one switch holds.
+    pub fn per_switch(&self) -> usize {
+        match self.numbering {
+            Numbering::Bench => PER_SWITCH,
+            Numbering::Shipped => SHIPPED_PER_SWITCH,
+        }
     }
 
     /// The most items (pairs) this plan holds.
     pub fn capacity(&self) -> usize {
-        self.switches * PER_SWITCH
+        self.switches * self.per_switch()
     }
 
     /// Check that `items` pairs fit.
@@ -60,7 +106,8 @@ impl Plan {
         if items > self.capacity() {
             return Err(format!(
                 "{items} {what} do not fit in {} switch(es): at most {} per switch",
-                self.switches, PER_SWITCH
+                self.switches,
+                self.per_switch()
             ));
         }
         Ok(())
@@ -71,23 +118,39 @@ impl Plan {
         format!("sw{}", index + 1)
     }
 
-    /// The DN ranges switch `index` owns, as a DN plan (`["1100000-1199999", "2100000-2199999"]`).
-    pub fn switch_dns(index: usize) -> [String; 2] {
+    /// The DN ranges switch `index` owns, as a DN plan (`["1100000-1199999", "2100000-2199999"]`:
+    /// guests, then hosts).
+    pub fn switch_dns(&self, index: usize) -> [String; 2] {
         let d = index + 1;
-        [
-            format!("1{d}00000-1{d}99999"),
-            format!("2{d}00000-2{d}99999"),
-        ]
+        match self.numbering {
+            Numbering::Bench => [
+                format!("1{d}00000-1{d}99999"),
+                format!("2{d}00000-2{d}99999"),
+            ],
+            Numbering::Shipped => {
+                let base = 4000 + 2000 * index;
+                [
+                    format!("{}-{}", base + 1000, base + 1999),
+                    format!("{}-{}", base, base + 999),
+                ]
+            }
+        }
     }
 
     /// The guest (or calling device) at local index `local` of switch `index`.
-    pub fn guest_dn(index: usize, local: usize) -> String {
-        format!("1{}{local:05}", index + 1)
+    pub fn guest_dn(&self, index: usize, local: usize) -> String {
+        match self.numbering {
+            Numbering::Bench => format!("1{}{local:05}", index + 1),
+            Numbering::Shipped => (5000 + 2000 * index + local).to_string(),
+        }
     }
 
     /// The host (or called device) at local index `local` of switch `index`.
-    pub fn host_dn(index: usize, local: usize) -> String {
-        format!("2{}{local:05}", index + 1)
+    pub fn host_dn(&self, index: usize, local: usize) -> String {
+        match self.numbering {
+            Numbering::Bench => format!("2{}{local:05}", index + 1),
+            Numbering::Shipped => (4000 + 2000 * index + local).to_string(),
+        }
     }
 
     /// Item `k` of a scenario.
@@ -97,8 +160,8 @@ impl Plan {
         Pair {
             switch,
             local,
-            guest: Plan::guest_dn(switch, local),
-            host: Plan::host_dn(switch, local),
+            guest: self.guest_dn(switch, local),
+            host: self.host_dn(switch, local),
         }
     }
 
@@ -110,6 +173,11 @@ impl Plan {
     /// The switch (0-based) that owns a DN of this plan, if any.
     pub fn switch_of(&self, dn: &str) -> Option<usize> {
         let b = dn.as_bytes();
+        if self.numbering == Numbering::Shipped {
+            let n: usize = dn.parse().ok().filter(|_| b.len() == 4)?;
+            let i = n.checked_sub(4000)? / 2000;
+            return (i < self.switches).then_some(i);
+        }
         if b.len() != 7 || !b.iter().all(u8::is_ascii_digit) || !(b[0] == b'1' || b[0] == b'2') {
             return None;
         }
@@ -146,7 +214,18 @@ mod tests {
         assert_eq!(p.switch_of("2500007"), None);
         assert_eq!(p.items_on(0, 10), 3);
         assert_eq!(p.items_on(3, 10), 2);
-        assert_eq!(Plan::switch_dns(1)[0], "1200000-1299999");
+        assert_eq!(p.switch_dns(1)[0], "1200000-1299999");
+        let shipped = Plan::with_numbering(2, Numbering::Shipped).unwrap();
+        let c = shipped.pair(3);
+        assert_eq!(
+            (c.switch, c.guest.as_str(), c.host.as_str()),
+            (1, "7001", "6001")
+        );
+        assert_eq!(shipped.switch_dns(0), ["5000-5999", "4000-4999"]);
+        assert_eq!(shipped.switch_of("6999"), Some(1));
+        assert_eq!(shipped.switch_of("8000"), None);
+        assert!(shipped.check_fits(2001, "guests").is_err());
+        assert!(Plan::with_numbering(3, Numbering::Shipped).is_err());
         assert!(Plan::new(10).is_err());
         assert!(p.check_fits(400_001, "guests").is_err());
         assert_eq!(share(10, 3, 2), (6, 10));

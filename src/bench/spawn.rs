@@ -180,7 +180,7 @@ pub async fn spawn(plan: Plan, direct: bool) -> Result<Environment, String> {
     for i in 0..plan.switches {
         let name = Plan::switch_name(i);
         let mut args = vec!["--name".to_owned(), name.clone()];
-        for dns in Plan::switch_dns(i) {
+        for dns in plan.switch_dns(i) {
             args.push("--dns".to_owned());
             args.push(dns);
         }
@@ -211,7 +211,7 @@ pub async fn spawn(plan: Plan, direct: bool) -> Result<Environment, String> {
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     ));
-    std::fs::write(&path, router_config(&env.sims)).map_err(|e| {
+    std::fs::write(&path, router_config(plan, &env.sims)).map_err(|e| {
         format!(
             "cannot write the router configuration {}: {e}",
             path.display()
@@ -231,12 +231,12 @@ pub async fn spawn(plan: Plan, direct: bool) -> Result<Environment, String> {
 
 /// The router configuration for the spawned simulators: shipped defaults except the listen
 /// addresses (free ports) and the switches.
-pub fn router_config(sims: &[SimAddrs]) -> String {
+pub fn router_config(plan: Plan, sims: &[SimAddrs]) -> String {
     let mut text = String::from(
         "# written by csta-bench --spawn\n[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n",
     );
     for (i, sim) in sims.iter().enumerate() {
-        let [guests, hosts] = Plan::switch_dns(i);
+        let [guests, hosts] = plan.switch_dns(i);
         text.push_str(&format!(
             "\n[[switch]]\nname = \"{}\"\ndns = [\"{guests}\", \"{hosts}\"]\n\n[[switch.link]]\naddress = \"{}\"\n",
             Plan::switch_name(i),

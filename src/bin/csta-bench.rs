@@ -1,4 +1,4 @@
-//! `csta-bench`: the load generator of csta-router (SPEC section 9). See
+//! `csta-bench`: the load generator of csta-router (README, section "Benchmark"). See
 //! [`csta_router::bench`] and `csta-bench --help`.
 
 use clap::Parser;

@@ -1,4 +1,4 @@
-//! `pbx-sim`: the switch simulator as a standalone process (SPEC section 2).
+//! `pbx-sim`: the switch simulator as a standalone process.
 //!
 //! Once every address is bound it prints one JSON line on stdout,
 //! `{"links":["127.0.0.1:P",...],"control":"127.0.0.1:P"}`, so that a script or test started with
@@ -6,7 +6,7 @@
 //! with exit status 0. With `--tls-cert` and `--tls-key` every link speaks CSTA over TLS, like
 //! a switch configured for it (the control API stays plain HTTP).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,23 +14,40 @@ use std::process::ExitCode;
 use clap::Parser;
 use csta_router::csta::{AccodeEncoding, Dialect, EscapeRoot, PrivateDataPosition};
 use csta_router::dnplan::DnPlan;
+use csta_router::logging::LogFormat;
 use csta_router::sim::{SimConfig, Simulator};
 
-/// A simulated PBX speaking CSTA Phase III XML, with an HTTP control API.
+/// A simulated PBX speaking CSTA Phase III XML (ECMA-323) over TCP, with an HTTP control API.
+///
+/// It knows the devices of its DN plan (--dns), keeps hot-desk associations, monitors, calls
+/// and account codes, and greets every new CSTA link with SystemStatus "enabled". Point a
+/// router's [[switch.link]] address at a --link address.
+///
+/// Control API (JSON over HTTP on --control; every POST needs "Content-Type:
+/// application/json"): GET /state; POST /calls, /calls/ID/ACTION (answer, hold, retrieve,
+/// transfer, divert, clear, account-code), /hotdesk, /hotdesk/cancel, /burst, /faults/FAULT
+/// (stall, delay, reject, drop, link, garbage, status, clear). Every endpoint is described in
+/// the README, section "pbx-sim: the switch simulator".
+///
+/// Once every address is bound it prints one JSON line on stdout, e.g.
+/// {"links":["127.0.0.1:10501"],"control":"127.0.0.1:10580"} (port 0 picks a free port; the
+/// line gives the real ones). Logs go to stderr (RUST_LOG; default
+/// "warn,csta_router=info,pbx_sim=info"). SIGTERM or Ctrl-C stops it with exit status 0.
 #[derive(Parser, Debug)]
-#[command(name = "pbx-sim", version, about)]
+#[command(name = "pbx-sim", version, about, long_about)]
 struct Args {
     /// The switch's name.
     #[arg(long, default_value = "sw1")]
     name: String,
-    /// A DN or range of DNs the switch owns, e.g. 4000-4999 (repeat for more).
-    #[arg(long = "dns", required = true, value_name = "DNS")]
+    /// A DN or range of DNs the switch owns, e.g. 4000-4999 or 5001 (repeat for more). A DN
+    /// is dial-pad characters: digits, optionally with '*', '#' or '+'.
+    #[arg(long = "dns", required = true, value_name = "DNS", value_parser = parse_dns)]
     dns: Vec<String>,
     /// An address to listen on for CSTA links (repeat for more links; port 0: any free port).
-    #[arg(long = "link", required = true, value_name = "ADDR")]
+    #[arg(long = "link", required = true, value_name = "ADDR", value_parser = parse_addr)]
     links: Vec<SocketAddr>,
     /// The address of the HTTP control API (port 0: any free port).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     control: Option<SocketAddr>,
     /// The CSTA namespace written on every message.
     #[arg(long, value_name = "NS")]
@@ -47,12 +64,41 @@ struct Args {
     /// How account codes are written: text or hex.
     #[arg(long, default_value = "text", value_parser = parse_accode)]
     accode_encoding: AccodeEncoding,
+    /// Log lines as text (coloured on a terminal only) or JSON (one object per line).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
     /// Serve CSTA over TLS on every link with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+/// One `--dns` value: a range of numbers (checked by the DN plan) or one DN made of dial-pad
+/// characters, so that a typo such as `--dns abc` is refused instead of giving a switch with
+/// one device named "abc".
+fn parse_dns(s: &str) -> Result<String, String> {
+    let dial_pad = |t: &str| {
+        !t.is_empty()
+            && t.chars().any(|c| c.is_ascii_digit())
+            && t.chars().all(|c| c.is_ascii_digit() || "*#+".contains(c))
+    };
+    if !s.contains('-') && !dial_pad(s.trim()) {
+        return Err(format!(
+            "{s:?} is not a DN: a DN is digits (optionally with '*', '#' or '+'), a range is two numbers of the same width such as 4000-4999"
+        ));
+    }
+    DnPlan::parse(&[s.to_owned()])
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// An IP address and port, with an error that says so.
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!("{s:?} is not an address: write an IP address and a port, e.g. 127.0.0.1:10501")
+    })
 }
 
 fn parse_escape_root(s: &str) -> Result<EscapeRoot, String> {
@@ -82,14 +128,7 @@ fn parse_accode(s: &str) -> Result<AccodeEncoding, String> {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    csta_router::logging::init(args.log_format, "pbx_sim=info");
 
     let dns = match DnPlan::parse(&args.dns) {
         Ok(dns) => dns,
@@ -139,6 +178,15 @@ async fn main() -> ExitCode {
         }
     };
 
+    // Installed before the line below: whoever reads the line may send SIGTERM at once.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("pbx-sim: cannot wait for signals: {e}");
+            sim.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
     // Written by hand to keep the documented key order ("links" first).
     let links: Vec<String> = sim.link_addrs().iter().map(ToString::to_string).collect();
     let control = sim.control_addr().map(|a| a.to_string());
@@ -153,27 +201,35 @@ async fn main() -> ExitCode {
     }
     drop(out);
 
-    if let Err(e) = wait_for_signal().await {
-        eprintln!("pbx-sim: cannot wait for signals: {e}");
-        sim.shutdown();
-        return ExitCode::FAILURE;
-    }
+    signals.wait().await;
     tracing::info!("signal received, stopping");
     sim.shutdown();
     ExitCode::SUCCESS
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
+/// SIGTERM and Ctrl-C, listened for from the moment they are installed.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

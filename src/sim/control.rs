@@ -1,16 +1,19 @@
 //! The simulator's HTTP control API (actix-web): act like a phone (calls, account codes,
 //! hot-desking from the set) or like a faulty switch (stall, delay, reject, drop, garbage).
 //!
-//! Bodies and replies are JSON with camelCase keys; an empty body counts as `{}`. Errors are
+//! Bodies and replies are JSON with camelCase keys; an empty body counts as `{}`. Every POST
+//! must say `Content-Type: application/json` (else 415), so that no web page a browser
+//! visits can drive the switch with a cross-site form or `text/plain` request. Errors are
 //! HTTP 4xx with `{"error": "<sentence>", "csta": "<category>/<value>"}` (`csta` only when the
 //! refusal is one the switch would also give on a link).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
-use actix_web::http::StatusCode;
+use actix_web::dev::{ServerHandle, Service};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpResponse, HttpServer};
+use futures_util::future::{ready, Either, FutureExt};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,7 +29,22 @@ pub(crate) fn start(
     addr: SocketAddr,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let data = web::Data::from(switch.clone());
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap_fn(|req, srv| {
+                if req.method() == Method::POST && !is_json(req.headers()) {
+                    let refusal = respond(Err(SimError::http(
+                        415,
+                        "a POST to the control API needs the header \"Content-Type: application/json\" (a browser form cannot send it, so no web page can drive the switch)",
+                    )));
+                    Either::Left(ready(Ok(req.into_response(refusal).map_into_right_body())))
+                } else {
+                    Either::Right(srv.call(req).map(|r| r.map(|r| r.map_into_left_body())))
+                }
+            })
+            .configure(routes)
+    })
         .workers(1)
         .disable_signals()
         .shutdown_timeout(1)
@@ -45,6 +63,17 @@ pub(crate) fn start(
         }
     });
     Ok((bound, handle))
+}
+
+/// Whether the request says its body is JSON (`application/json`, any parameters). Requiring
+/// it on every POST keeps web pages out: a cross-site form or `fetch` without CORS can only
+/// send `text/plain`, form or multipart bodies.
+fn is_json(headers: &actix_web::http::header::HeaderMap) -> bool {
+    headers
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
@@ -211,9 +240,10 @@ fn one() -> u64 {
 
 /// `count` rounds of hot-desk associate + cancel from the phone, on `pairs` consecutive
 /// guest/host pairs starting at `guest`/`host` (numbers incremented, width kept): a burst of
-/// events for load and slow-consumer tests, generated inside the switch as fast as it can send.
+/// events for load and slow-consumer tests, generated inside the switch as fast as the links
+/// read them (each step waits for room in every link's queue: [`Switch::wait_for_room`]).
 async fn burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
-    respond((|| {
+    let pairs = (|| {
         let b: BurstBody = parse(&body)?;
         let nth = |base: &str, i: u64| -> Result<String, SimError> {
             let n: u64 = base
@@ -227,25 +257,34 @@ async fn burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
         let pairs: Vec<(String, String)> = (0..b.pairs)
             .map(|i| Ok((nth(&b.guest, i)?, nth(&b.host, i)?)))
             .collect::<Result<_, SimError>>()?;
-        let mut events = 0u64;
-        for _ in 0..b.count {
-            for (guest, host) in &pairs {
-                for action in [
-                    HotDeskAction::Associate { host: host.clone() },
-                    HotDeskAction::Cancel,
-                ] {
-                    let mut st = sw.lock();
-                    let event = st.hotdesk(&HotDeskRequest {
-                        guest: guest.clone(),
-                        action,
-                    })?;
-                    st.emit_hotdesk(&event);
-                    events += 1;
-                }
+        Ok((pairs, b.count))
+    })();
+    let (pairs, count) = match pairs {
+        Ok(p) => p,
+        Err(e) => return respond(Err(e)),
+    };
+    let mut events = 0u64;
+    for _ in 0..count {
+        for (guest, host) in &pairs {
+            for action in [
+                HotDeskAction::Associate { host: host.clone() },
+                HotDeskAction::Cancel,
+            ] {
+                sw.wait_for_room().await;
+                let mut st = sw.lock();
+                let event = match st.hotdesk(&HotDeskRequest {
+                    guest: guest.clone(),
+                    action,
+                }) {
+                    Ok(event) => event,
+                    Err(e) => return respond(Err(e)),
+                };
+                st.emit_hotdesk(&event);
+                events += 1;
             }
         }
-        Ok(json!({ "hotdeskEvents": events }))
-    })())
+    }
+    respond(Ok(json!({ "hotdeskEvents": events })))
 }
 
 #[derive(Deserialize)]

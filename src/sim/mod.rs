@@ -1,4 +1,4 @@
-//! The PBX simulator: a real, independent CSTA peer over TCP (SPEC sections 2 and 5).
+//! The PBX simulator: a real, independent CSTA peer over TCP (README, section "pbx-sim").
 //!
 //! It exists so the router can be run and tested without a PBX: the router starts one per
 //! configured simulated switch (embedded, on the router's own runtime), and the `pbx-sim`
@@ -52,10 +52,60 @@ pub(crate) struct Switch {
     shutdown: CancellationToken,
 }
 
+/// A burst from the control API pauses while a link connection has more than this queued
+/// towards it, so that a burst is paced by the slowest reading link instead of filling its
+/// queue (which would drop the link).
+const BURST_PAUSE_BYTES: usize = state::CONN_QUEUE_BYTES / 4;
+
+/// A connection whose queue stays above [`BURST_PAUSE_BYTES`] without shrinking for this long
+/// is not reading at all: it is dropped, as a switch drops a CTI link that does not read, and
+/// the burst goes on.
+const LINK_STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Switch {
     /// Lock the state (a poisoned lock is still usable: every change is applied whole).
     fn lock(&self) -> MutexGuard<'_, SwitchState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait until every link connection has room in its queue (less than
+    /// [`BURST_PAUSE_BYTES`] queued). Anything that generates many events from the control
+    /// API calls this before each step, so that the step can never fill a queue: the events
+    /// go out as fast as the slowest link reads. A connection that reads nothing for
+    /// [`LINK_STALL`] is dropped instead of holding the burst for ever.
+    pub(crate) async fn wait_for_room(&self) {
+        let mut watched: std::collections::HashMap<state::ConnId, (usize, tokio::time::Instant)> =
+            std::collections::HashMap::new();
+        loop {
+            let behind: Vec<_> = self
+                .lock()
+                .queue_levels()
+                .into_iter()
+                .filter(|(_, queued, cancel)| *queued > BURST_PAUSE_BYTES && !cancel.is_cancelled())
+                .collect();
+            if behind.is_empty() {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            for (id, queued, cancel) in behind {
+                let (low, since) = watched.entry(id).or_insert((queued, now));
+                if queued < *low {
+                    (*low, *since) = (queued, now);
+                } else if now.duration_since(*since) >= LINK_STALL {
+                    tracing::warn!(
+                        switch = %self.name,
+                        conn = id,
+                        "dropping a link connection that has read nothing for {} s ({queued} bytes queued towards it)",
+                        LINK_STALL.as_secs()
+                    );
+                    cancel.cancel();
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(1)) => {}
+            }
+        }
     }
 }
 

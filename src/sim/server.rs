@@ -1,5 +1,6 @@
 //! The CSTA side of the simulator: one accept loop per link, and per connection a reader task
-//! (frames in, requests processed) and a writer task (frames out, from an unbounded queue).
+//! (frames in, requests processed) and a writer task (frames out, from a queue bounded in
+//! bytes: see [`super::state::CONN_QUEUE_BYTES`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +13,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::state::{ConnId, Decision, Out};
+use super::state::{ConnId, ConnTx, Decision, Out};
 use super::Switch;
 use crate::csta::{CstaCodec, CstaError, DecodeError, Frame, Message};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How long a TLS client has to complete its handshake before the connection is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,12 +88,13 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, queued) = ConnTx::new(tx);
     let cancel = switch.shutdown.child_token();
     let Some(id) = switch.lock().add_conn(link, tx, cancel.clone()) else {
         tracing::debug!(switch = %switch.name, link, "link is down: connection refused");
         return;
     };
-    let writer = tokio::spawn(write_loop(write, rx, cancel.clone()));
+    let writer = tokio::spawn(write_loop(write, rx, queued, cancel.clone()));
     let mut frames = FramedRead::new(read, CstaCodec);
     loop {
         let next = tokio::select! {
@@ -116,6 +119,7 @@ where
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut write: W,
     mut rx: UnboundedReceiver<Out>,
+    queued: Arc<AtomicUsize>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -128,6 +132,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut buf: Vec<u8> = Vec::new();
         let mut next = Some(first);
         while let Some(out) = next {
+            queued.fetch_sub(out.size(), Ordering::Relaxed);
             match out {
                 Out::Raw(bytes) => buf.extend_from_slice(&bytes),
                 Out::Frame(frame) => match frame.to_bytes() {

@@ -3,8 +3,10 @@
 //!
 //! Everything here is synchronous and runs under the switch's one mutex, for a short while and
 //! never across an `.await`. Outgoing frames are pushed, still under the lock, into each
-//! connection's unbounded queue, so every connection sees the switch's changes in the order they
-//! happened (a response before the events it caused).
+//! connection's queue, so every connection sees the switch's changes in the order they
+//! happened (a response before the events it caused). A queue holds at most
+//! [`CONN_QUEUE_BYTES`]: a connection whose peer lets it fill is dropped, as a switch drops a
+//! CTI link that does not read (bursts from the control API wait for room instead).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -14,6 +16,8 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +37,71 @@ pub(crate) enum Out {
     Frame(crate::csta::Frame),
     /// Raw bytes (garbage on purpose).
     Raw(Bytes),
+}
+
+impl Out {
+    /// The bytes this item puts on the wire (frame header included).
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Out::Frame(frame) => frame.body.len() + 8,
+            Out::Raw(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// The most bytes queued towards one link connection. The simulator runs inside the router's
+/// own process (embedded switches): a link that stops reading must not grow its memory
+/// without bound. 32 MiB is tens of thousands of events, far more than a reading peer ever
+/// lets pile up.
+pub(crate) const CONN_QUEUE_BYTES: usize = 32 << 20;
+
+/// The sending side of one connection's queue, counting the bytes queued (the writer task
+/// subtracts what it takes).
+#[derive(Debug, Clone)]
+pub(crate) struct ConnTx {
+    tx: UnboundedSender<Out>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Why an item was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueFull {
+    /// The connection has closed.
+    Closed,
+    /// [`CONN_QUEUE_BYTES`] would be exceeded: the peer is not reading.
+    Overflow,
+}
+
+impl ConnTx {
+    /// A sender and the counter its writer decrements.
+    pub(crate) fn new(tx: UnboundedSender<Out>) -> (ConnTx, Arc<AtomicUsize>) {
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            ConnTx {
+                tx,
+                queued: queued.clone(),
+            },
+            queued,
+        )
+    }
+
+    /// Queue one item unless the queue is full.
+    pub(crate) fn send(&self, out: Out) -> Result<(), QueueFull> {
+        let size = out.size();
+        if self.queued.load(Ordering::Relaxed) + size > CONN_QUEUE_BYTES {
+            return Err(QueueFull::Overflow);
+        }
+        self.queued.fetch_add(size, Ordering::Relaxed);
+        self.tx.send(out).map_err(|_| {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            QueueFull::Closed
+        })
+    }
+
+    /// The bytes queued and not yet taken by the writer.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
 }
 
 /// The error categories a `CSTAErrorCode` may name (and so the reject fault may use).
@@ -111,7 +180,7 @@ impl SimError {
 /// One open link connection.
 struct ConnEntry {
     link: usize,
-    tx: UnboundedSender<Out>,
+    tx: ConnTx,
     cancel: CancellationToken,
 }
 
@@ -342,7 +411,7 @@ impl SwitchState {
     pub(crate) fn add_conn(
         &mut self,
         link: usize,
-        tx: UnboundedSender<Out>,
+        tx: ConnTx,
         cancel: CancellationToken,
     ) -> Option<ConnId> {
         if self.closed || !self.links.get(link).is_some_and(|l| l.up) {
@@ -447,13 +516,39 @@ impl SwitchState {
         }
         let bytes = kind.bytes();
         let mut n = 0;
-        for c in self.conns.values() {
+        for (&id, c) in &self.conns {
             if link.is_none_or(|l| l == c.link) {
-                let _ = c.tx.send(Out::Raw(bytes.clone()));
+                self.queue(id, c, Out::Raw(bytes.clone()));
                 n += 1;
             }
         }
         Ok(n)
+    }
+
+    /// How full each open connection's queue is (bytes), with the token that drops it: what
+    /// a burst paces itself on.
+    pub(crate) fn queue_levels(&self) -> Vec<(ConnId, usize, CancellationToken)> {
+        self.conns
+            .iter()
+            .map(|(&id, c)| (id, c.tx.queued(), c.cancel.clone()))
+            .collect()
+    }
+
+    /// Queue one item on a connection; a connection whose queue is full is dropped (its peer
+    /// is not reading), as a switch drops a CTI link that does not read.
+    fn queue(&self, id: ConnId, c: &ConnEntry, out: Out) {
+        if let Err(QueueFull::Overflow) = c.tx.send(out) {
+            if !c.cancel.is_cancelled() {
+                tracing::warn!(
+                    switch = %self.name,
+                    link = c.link,
+                    conn = id,
+                    "dropping a link connection that does not read: {} bytes are queued towards it",
+                    c.tx.queued()
+                );
+                c.cancel.cancel();
+            }
+        }
     }
 
     // ----- sending -----------------------------------------------------------------------
@@ -466,7 +561,7 @@ impl SwitchState {
         match encode_frame(invoke, msg, &self.dialect) {
             Ok(frame) => {
                 tracing::trace!(switch = %self.name, conn, invoke = %invoke, message = msg.name(), "sending");
-                let _ = c.tx.send(Out::Frame(frame));
+                self.queue(conn, c, Out::Frame(frame));
             }
             Err(e) => tracing::warn!(switch = %self.name, "cannot send {}: {e}", msg.name()),
         }

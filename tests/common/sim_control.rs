@@ -1,5 +1,7 @@
 //! A small HTTP/1.1 JSON client for the simulator's control API, hand-rolled over a tokio
 //! `TcpStream` (one request per connection, `Connection: close`), so tests need no HTTP crate.
+//! Every POST says `Content-Type: application/json`, as the control API requires; `post_as`
+//! sends anything else, to test the refusal.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use std::net::SocketAddr;
@@ -39,6 +41,34 @@ impl SimControl {
         let (status, reply) = self.get("/state").await;
         assert_eq!(status, 200, "GET /state: {reply}");
         reply
+    }
+
+    /// `POST path` with any body and `Content-Type` (none when `None`), as a browser form or a
+    /// careless script would send it: the status code and the JSON reply.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (u16, Value) {
+        let head = content_type
+            .map(|t| format!("Content-Type: {t}\r\n"))
+            .unwrap_or_default();
+        let exchange = async {
+            let mut stream = TcpStream::connect(self.addr).await.unwrap();
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{head}Content-Length: {}\r\n\r\n{body}",
+                self.addr,
+                body.len()
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await.unwrap();
+            parse_response(&raw)
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .unwrap_or_else(|_| panic!("POST {path}: no reply within 5 s"))
     }
 
     async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
