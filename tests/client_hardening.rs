@@ -139,6 +139,13 @@ fn idle_connections_cannot_starve_metrics_readyz_or_new_clients() {
                 && warning.contains("max-clients 100"),
             "{warning}"
         );
+        // A WebSocket client that never sends RequestOpen is closed with 1008 after
+        // open-timeout.
+        let mut mute = Client::connect(&r.url()).await;
+        let connected = Instant::now();
+        assert_eq!(mute.closed().await, 1008);
+        assert!(connected.elapsed() >= Duration::from_millis(250));
+        assert_eq!(disconnects(&r, "open_timeout").await, 1.0);
         let request = format!(
             "GET /v1 HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
             r.clients
@@ -358,40 +365,29 @@ fn rounds_to_block() -> u64 {
 
 const TOKEN: &str = "desktops-token-0123456789";
 
-/// Clients that lie about themselves: forged audit lines, foreign origins, guessed tokens,
-/// connections that never open; and the ends of connections, on one router with an
-/// application token configured.
-#[test]
-fn audit_origins_token_guessing_and_connection_ends() {
+/// The router binary with one application token configured (`desktops`, control access) and
+/// `server` added to `[server]`.
+fn start_with_token(name: &str, server: &str) -> RouterProcess {
     let config = process::two_switches(
-        "open-timeout = \"1s\"\nallowed-origins = [\"https://desk.example.com\"]",
+        server,
         "kpl-interval = \"0s\"",
         &format!("[[application]]\nname = \"desktops\"\ntoken = \"{TOKEN}\"\n"),
         1,
     );
-    let r = RouterProcess::start("client-lies", &config);
+    RouterProcess::start(name, &config)
+}
+
+/// A client cannot write a line into the log that looks like an audit line (an application
+/// name with a newline is refused with 53 and 1008 before anything logs it; a name made of
+/// `key=value` words is logged quoted, as one field); audit lines name the configured
+/// application the token matched, not the name the client claimed; a success and a refusal
+/// by the router have the same shape.
+#[test]
+fn audit_lines_cannot_be_forged_and_name_the_matched_application() {
+    let r = start_with_token("audit", "");
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
-
-        // --- Origins: a page from another site is refused before the upgrade; the listed
-        // origin and clients without an Origin header are served.
-        let refused = connect_from(&r, TcpSocket::new_v4().unwrap(), Some("https://evil.example"))
-            .await
-            .err()
-            .expect("an upgrade from a foreign origin must be refused");
-        match refused {
-            tokio_tungstenite::tungstenite::Error::Http(response) => {
-                assert_eq!(response.status(), 403)
-            }
-            other => panic!("expected HTTP 403, got {other}"),
-        }
-        let mut page = connect_from(&r, TcpSocket::new_v4().unwrap(), Some("https://Desk.Example.com"))
-            .await
-            .unwrap();
-        open_on(&mut page, "web-desk", Some(TOKEN)).await;
-
-        // --- Audit lines cannot be forged, and name the configured application.
         let forged = "2031-01-01T00:00:00.000000Z  INFO audit: private service application=desktops dn=5001 service=hotdesk_initiate result=ok ms=1 FORGED";
         let mut forger = Client::connect(&r.url()).await;
         let reply = forger
@@ -399,22 +395,20 @@ fn audit_origins_token_guessing_and_connection_ends() {
             .await;
         assert_eq!(reply["errorCode"], 53, "{reply}");
         assert_eq!(forger.closed().await, 1008);
-        let long = "a".repeat(65);
         let mut too_long = Client::connect(&r.url()).await;
-        let reply = too_long.request(open_request(&long, Some(TOKEN))).await;
+        let reply = too_long
+            .request(open_request(&"a".repeat(65), Some(TOKEN)))
+            .await;
         assert_eq!(reply["errorCode"], 53, "{reply}");
         assert_eq!(too_long.closed().await, 1008);
-        // Fields cannot be forged within a line either; and a wrong token waits a second
-        // for its 1008.
         let mut liar = Client::connect(&r.url()).await;
         liar.send(&json!({"message": "RequestOpen", "referenceId": 1, "protocolVersion": 1,
             "application": "desktops dn=5001 service=hotdesk_initiate result=ok ms=1",
             "token": "wrong-token-000000"}))
             .await;
-        let sent = Instant::now();
         assert_eq!(liar.closed().await, 1008);
-        assert!(sent.elapsed() >= Duration::from_secs(1), "{:?}", sent.elapsed());
 
+        // The client calls itself "test"; its token is the desktops application's.
         let mut desk = Client::open(&r.url(), Some(TOKEN), 2).await;
         desk.register("5001").await;
         desk.register("4001").await;
@@ -431,75 +425,22 @@ fn audit_origins_token_guessing_and_connection_ends() {
         assert_eq!(reply["errorCode"], 51, "{reply}");
         let reply = desk.request(ps(2, json!({}))).await;
         assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
-
-        // --- Token guessing from 127.0.0.3: eleven failures (each answered after a second),
-        // then the address is refused with 1013; other addresses are not affected.
-        let guesses = (0..11).map(|_| {
-            let r = &r;
-            async move {
-                let mut c = connect_from(r, socket_from("127.0.0.3"), None).await.unwrap();
-                c.send(&json!({"message": "RequestOpen", "referenceId": 1, "protocolVersion": 1,
-                    "application": "guess", "token": "guessed-token-0000"}))
-                    .await;
-                let sent = Instant::now();
-                let code = c.closed().await;
-                (code, sent.elapsed())
-            }
-        });
-        for (code, elapsed) in futures_util::future::join_all(guesses).await {
-            assert_eq!(code, 1008);
-            assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
-        }
-        let mut twelfth = connect_from(&r, socket_from("127.0.0.3"), None).await.unwrap();
-        assert_eq!(twelfth.closed().await, 1013);
-        let mut other = connect_from(&r, socket_from("127.0.0.2"), None).await.unwrap();
-        open_on(&mut other, "elsewhere", Some(TOKEN)).await;
-        let mut local = Client::open(&r.url(), Some(TOKEN), 2).await;
-
-        // --- Ends of connections. A client's close frame is answered with its own code...
-        let before_closed = disconnects(&r, "closed").await;
-        local
-            .ws
-            .send(Ws::Close(Some(CloseFrame {
-                code: CloseCode::from(4321),
-                reason: "bye".into(),
-            })))
-            .await
-            .unwrap();
-        assert_eq!(local.ended().await, Some(4321));
-        // ...and a connection dropped without one counts as closed, not as a protocol error.
-        drop(other);
-        // A connection that never opens is closed after open-timeout.
-        let mut mute = Client::connect(&r.url()).await;
-        let connected = Instant::now();
-        assert_eq!(mute.closed().await, 1008);
-        assert!(connected.elapsed() >= Duration::from_millis(900));
-        eventually("the disconnects counted", Duration::from_secs(5), async || {
-            disconnects(&r, "closed").await == before_closed + 2.0
-        })
-        .await;
-        // Protocol errors: the two bad application names. Auth: the liar, eleven guesses and
-        // the refused twelfth.
         assert_eq!(disconnects(&r, "protocol_error").await, 2.0);
-        assert_eq!(disconnects(&r, "auth").await, 13.0);
-        assert_eq!(disconnects(&r, "open_timeout").await, 1.0);
 
         let log = plain_log(&r);
         // No line starts with the forged text: the newline never reached the log.
         assert!(
             !log.lines().any(|l| l.starts_with("2031-01-01")),
-            "forged line in the log:\n{log}"
+            "a forged line in the log:\n{log}"
         );
         // Four audit lines, one shape: successes and refusals by the router alike, under the
-        // configured name the token matched (the client said "test").
-        let audit: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(" audit: "))
-            .collect();
+        // configured name the token matched.
+        let audit: Vec<&str> = log.lines().filter(|l| l.contains(" audit: ")).collect();
         assert_eq!(audit.len(), 4, "{audit:#?}");
-        let shape = |line: &str| -> Vec<(String, String)> {
-            let fields = line.split(" audit: private service ").nth(1).unwrap_or_else(|| panic!("{line}"));
-            fields
+        let fields = |line: &str| -> Vec<(String, String)> {
+            line.split(" audit: private service ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("not an audit line of the expected shape: {line}"))
                 .split(' ')
                 .map(|kv| {
                     let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{line}"));
@@ -514,20 +455,147 @@ fn audit_origins_token_guessing_and_connection_ends() {
             ("hotdesk_cancel", "ok"),
         ];
         for (line, (service, result)) in audit.iter().zip(expected) {
-            let fields = shape(line);
-            let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+            let f = fields(line);
+            let keys: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
             assert_eq!(keys, ["application", "dn", "service", "result", "ms"], "{line}");
-            assert_eq!(fields[0].1, "desktops", "{line}");
-            assert_eq!(fields[1].1, "5001", "{line}");
-            assert_eq!((fields[2].1.as_str(), fields[3].1.as_str()), (service, result), "{line}");
-            assert!(fields[4].1.parse::<u64>().is_ok(), "{line}");
+            assert_eq!(f[0].1, "desktops", "{line}");
+            assert_eq!(f[1].1, "5001", "{line}");
+            assert_eq!((f[2].1.as_str(), f[3].1.as_str()), (service, result), "{line}");
+            assert!(f[4].1.parse::<u64>().is_ok(), "{line}");
         }
         // The wrong-token client's claimed name is logged quoted, as one field.
         assert!(
-            log.contains("application=\"desktops dn=5001 service=hotdesk_initiate result=ok ms=1\""),
+            log.contains(
+                "application=\"desktops dn=5001 service=hotdesk_initiate result=ok ms=1\""
+            ),
             "{log}"
         );
-        drop((page, desk, twelfth, mute));
+    });
+    r.stop();
+}
+
+/// A page from a web site that is not in `allowed-origins` cannot open the endpoint from a
+/// browser (403 before the upgrade); the listed origin can (any case), and so can clients
+/// that send no `Origin` (everything but browsers).
+#[test]
+fn upgrades_from_origins_not_allowed_are_refused_with_403() {
+    let r = start_with_token(
+        "origins",
+        "allowed-origins = [\"https://desk.example.com\"]",
+    );
+    let rt = process::runtime();
+    rt.block_on(async {
+        r.wait_connected(&["sw1", "sw2"]).await;
+        for origin in ["https://evil.example", "http://desk.example.com", "null"] {
+            match connect_from(&r, TcpSocket::new_v4().unwrap(), Some(origin)).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    assert_eq!(response.status(), 403, "{origin}")
+                }
+                Err(other) => panic!("{origin}: expected HTTP 403, got {other}"),
+                Ok(_) => panic!("{origin}: the upgrade was accepted"),
+            }
+        }
+        let mut page = connect_from(
+            &r,
+            TcpSocket::new_v4().unwrap(),
+            Some("https://Desk.Example.com"),
+        )
+        .await
+        .unwrap();
+        open_on(&mut page, "web-desk", Some(TOKEN)).await;
+        let mut desktop = Client::open(&r.url(), Some(TOKEN), 2).await;
+        desktop.register("5001").await;
+        // Refused upgrades never became clients.
+        assert_eq!(disconnects(&r, "protocol_error").await, 0.0);
+    });
+    r.stop();
+}
+
+/// Guessing tokens: each wrong token is answered after a second; the twelfth connection of an
+/// address with eleven failures within the minute is refused with 1013; another address
+/// (127.0.0.2, also loopback) is not affected, nor is 127.0.0.1.
+#[test]
+fn token_guessing_is_slowed_down_and_locked_out_per_address() {
+    let r = start_with_token("guessing", "");
+    let rt = process::runtime();
+    rt.block_on(async {
+        r.wait_connected(&["sw1", "sw2"]).await;
+        let guesses = (0..11).map(|_| {
+            let r = &r;
+            async move {
+                let mut c = connect_from(r, socket_from("127.0.0.3"), None)
+                    .await
+                    .unwrap();
+                c.send(
+                    &json!({"message": "RequestOpen", "referenceId": 1, "protocolVersion": 1,
+                    "application": "guess", "token": "guessed-token-0000"}),
+                )
+                .await;
+                let sent = Instant::now();
+                let code = c.closed().await;
+                (code, sent.elapsed())
+            }
+        });
+        for (code, elapsed) in futures_util::future::join_all(guesses).await {
+            assert_eq!(code, 1008);
+            assert!(
+                elapsed >= Duration::from_secs(1),
+                "a wrong token answered after {elapsed:?}"
+            );
+        }
+        let mut twelfth = connect_from(&r, socket_from("127.0.0.3"), None)
+            .await
+            .unwrap();
+        let code = match tokio::time::timeout(Duration::from_secs(5), twelfth.ws.next()).await {
+            Ok(Some(Ok(Ws::Close(Some(f))))) => u16::from(f.code),
+            other => panic!("the twelfth connection was not closed: {other:?}"),
+        };
+        assert_eq!(code, 1013, "the twelfth connection within the minute");
+        let mut other = connect_from(&r, socket_from("127.0.0.2"), None)
+            .await
+            .unwrap();
+        open_on(&mut other, "elsewhere", Some(TOKEN)).await;
+        let mut local = Client::open(&r.url(), Some(TOKEN), 2).await;
+        local.register("5001").await;
+        assert_eq!(disconnects(&r, "auth").await, 12.0);
+        let log = plain_log(&r);
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains("failed authentications from 127.0.0.3")),
+            "{log}"
+        );
+    });
+    r.stop();
+}
+
+/// The ends of connections: a client's close frame is answered with its own code (not the
+/// 1006 of a connection that just ends); a client that drops its connection without one
+/// counts as `closed`, not as a protocol error.
+#[test]
+fn close_frames_are_answered_and_abrupt_drops_count_as_closed() {
+    let r = start_with_token("connection-ends", "");
+    let rt = process::runtime();
+    rt.block_on(async {
+        r.wait_connected(&["sw1", "sw2"]).await;
+        let mut polite = Client::open(&r.url(), Some(TOKEN), 2).await;
+        polite.register("5001").await;
+        polite
+            .ws
+            .send(Ws::Close(Some(CloseFrame {
+                code: CloseCode::from(4321),
+                reason: "bye".into(),
+            })))
+            .await
+            .unwrap();
+        assert_eq!(polite.ended().await, Some(4321));
+        let mut abrupt = Client::open(&r.url(), Some(TOKEN), 2).await;
+        abrupt.register("5002").await;
+        drop(abrupt);
+        eventually("both counted", Duration::from_secs(5), async || {
+            disconnects(&r, "closed").await == 2.0
+        })
+        .await;
+        assert_eq!(disconnects(&r, "protocol_error").await, 0.0);
     });
     r.stop();
 }
