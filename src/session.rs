@@ -6,6 +6,16 @@
 //! goes through the client's bounded outbound queue ([`ClientInner::push`]); whoever pushes
 //! never waits: when the queue is full the client is too slow, it is closed with 4008 and its
 //! registrations are released, and nobody else is slowed down.
+//!
+//! What a client costs the router is bounded: every WebSocket connection takes a place under
+//! `max-clients` from its upgrade (a connection that sends no valid `RequestOpen` within
+//! `open-timeout` is closed); a client whose socket stops taking data is a slow consumer too,
+//! even with room in its queue, once one write has waited `client-ping-interval` ×
+//! `client-ping-tolerance`; and every connection the router closes is really gone soon after
+//! (the close frame gets [`CLOSE_ATTEMPT`], then the TCP connection is reset), because
+//! actix-web, once a client's socket is full, never polls the response body again and would
+//! hold such a connection for ever. Failed authentications are answered late and lock the
+//! source address out after repeated failures.
 
 use crate::audit::LogStr;
 use crate::config::Access;
@@ -45,7 +55,8 @@ pub struct ClientHandle(Arc<ClientInner>);
 pub struct ClientInner {
     /// Unique per connection for the life of the process.
     pub id: u64,
-    /// The application name from `RequestOpen`.
+    /// The application, as audited: the configured application whose token the client gave,
+    /// or (with no `[[application]]` configured) the validated name from `RequestOpen`.
     pub application: Arc<str>,
     /// What the application may do.
     pub access: Access,
@@ -374,8 +385,7 @@ pub const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// drops it: the server's own disconnect timeout and a margin. Why: a client can take the
 /// close frame into the server's buffer and stop reading again, which would leave the
 /// connection with the server for ever.
-const GONE_WITHIN: Duration =
-    Duration::from_millis(CLIENT_DISCONNECT_TIMEOUT.as_millis() as u64 + 1000);
+const GONE_WITHIN: Duration = CLIENT_DISCONNECT_TIMEOUT.saturating_add(Duration::from_secs(1));
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
@@ -522,24 +532,23 @@ async fn end_connection(
             drop(session);
             true
         }
-        Some(reason) => {
-            let queued = matches!(
-                tokio::time::timeout_at(deadline, session.close(reason)).await,
-                Ok(Ok(()))
-            );
+        Some(reason) => match tokio::time::timeout_at(deadline, session.close(reason)).await {
+            // Not even queued: the server is not writing to the client at all.
+            Err(_) => false,
+            // The server's side of the WebSocket is already gone.
+            Ok(Err(_)) => true,
             // The stream ends when the server has taken the close frame (its response body
             // ended) or when the client closed; read and discard until then.
-            queued
-                && tokio::time::timeout_at(deadline, async {
-                    while let Some(msg) = stream.recv().await {
-                        if matches!(msg, Ok(WsMessage::Close(_)) | Err(_)) {
-                            break;
-                        }
+            Ok(Ok(())) => tokio::time::timeout_at(deadline, async {
+                while let Some(msg) = stream.recv().await {
+                    if matches!(msg, Ok(WsMessage::Close(_)) | Err(_)) {
+                        break;
                     }
-                })
-                .await
-                .is_ok()
-        }
+                }
+            })
+            .await
+            .is_ok(),
+        },
     };
     if !taken {
         if tcp.abort() {
