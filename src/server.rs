@@ -362,8 +362,9 @@ fn descriptor_margin(threads: usize) -> usize {
 /// unknown or unlimited).
 fn descriptor_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
         .split_whitespace()
         .next()?
         .parse()
@@ -493,6 +494,12 @@ mod tests {
         assert!(!origin_allowed(&allowed, b"null"));
         assert!(!origin_allowed(&[], b"https://desk.example.com"));
         assert!(!origin_allowed(&allowed, &[0xff, 0xfe]));
+    }
+
+    #[test]
+    fn the_descriptor_limit_is_read_from_proc() {
+        let limit = descriptor_limit().unwrap_or(0);
+        assert!(limit >= 16, "{limit}");
     }
 
     #[test]
