@@ -151,6 +151,29 @@ pub struct ServerConfig {
     /// The TLS configuration loaded from `tls-cert` and `tls-key` at start (`None`: ws).
     #[serde(skip)]
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// How long a new connection may take to send a valid `RequestOpen` before it is closed
+    /// with 1008: a connection that never opens must not hold a descriptor and a client slot
+    /// for ever.
+    #[serde(default = "default_open_timeout")]
+    pub open_timeout: Dur,
+    /// Connections the metrics listener holds at once (`/metrics`, `/healthz`, `/readyz`);
+    /// more wait in the kernel's backlog, so scrapers cannot exhaust the descriptors.
+    #[serde(default = "default_max_http_connections")]
+    pub max_http_connections: usize,
+    /// Web origins (`scheme://host[:port]`) whose pages may open the WebSocket endpoint: an
+    /// upgrade carrying another `Origin` header is refused with 403, so a page on an unrelated
+    /// site cannot drive the router from a user's browser. Clients that send no `Origin`
+    /// (everything but browsers) are not affected.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+fn default_open_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+fn default_max_http_connections() -> usize {
+    256
 }
 
 impl Default for ServerConfig {
@@ -167,6 +190,9 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_config: None,
+            open_timeout: default_open_timeout(),
+            max_http_connections: default_max_http_connections(),
+            allowed_origins: Vec::new(),
         }
     }
 }

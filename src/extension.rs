@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// A request about this DN from a client (forwarded by the router).
 #[derive(Debug, Message)]
@@ -364,7 +364,13 @@ impl Extension {
             if let Some(service) = service {
                 act.switch.metrics.private_service(service, Some(code));
             }
-            info!(target: "audit", application = %client.application, dn = %act.dn, service = msg_id, result = code.code(), "private service refused by the router");
+            crate::audit::private_service(
+                &client.application,
+                &act.dn,
+                &crate::audit::service_name(msg_id),
+                Some(code),
+                std::time::Duration::ZERO,
+            );
             let e = act.error(reference_id, code, message);
             act.reply_error(&client, &e, None);
         };
@@ -562,13 +568,13 @@ impl Extension {
         self.switch
             .metrics
             .association_latency(req.service, elapsed);
-        if tracing::enabled!(target: "audit", tracing::Level::INFO) {
-            let result_label = match &outcome {
-                Ok(()) => "ok".to_owned(),
-                Err((code, _, _)) => code.code().to_string(),
-            };
-            info!(target: "audit", application = %req.client.application, dn = %self.dn, service = req.service.label(), result = %result_label, ms = elapsed.as_millis() as u64, "private service");
-        }
+        crate::audit::private_service(
+            &req.client.application,
+            &self.dn,
+            req.service.label(),
+            outcome.as_ref().err().map(|(code, _, _)| *code),
+            elapsed,
+        );
         match outcome {
             Ok(()) => {
                 let msg_id = match req.service {

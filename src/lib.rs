@@ -28,7 +28,7 @@
 //!   failures to them; [`calls`] gives calls their connIds.
 //! - [`sim`]: the PBX simulator, a real CSTA peer over TCP (embedded or `pbx-sim`).
 //! - [`config`]: the TOML configuration; [`server`]: process wiring; [`logging`]: the
-//!   binaries' log output.
+//!   binaries' log output; [`audit`]: the audit line of every private-service request.
 //!
 //! Threads: client sessions run on actix-web workers (one per core); the CSTA side runs on a
 //! pool of Arbiters (one per core). Each switch's router shard and its extension actors share
@@ -36,6 +36,7 @@
 //! switch's active link usually runs there too. Switches are spread over the pool: adding
 //! switches spreads the load without adding threads.
 
+pub mod audit;
 pub mod bench;
 pub mod calls;
 pub mod config;

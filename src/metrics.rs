@@ -81,8 +81,8 @@ pub const CSTA_REQUESTS: [&str; 5] = [
     "AssociateData",
 ];
 
-/// Client disconnect reasons.
-pub const DISCONNECT_REASONS: [&str; 7] = [
+/// Client disconnect reasons, in the order of [`crate::session::CloseCause::ALL`].
+pub const DISCONNECT_REASONS: [&str; 8] = [
     "closed",
     "slow_consumer",
     "ping_timeout",
@@ -90,6 +90,7 @@ pub const DISCONNECT_REASONS: [&str; 7] = [
     "auth",
     "limit",
     "shutdown",
+    "open_timeout",
 ];
 
 /// States of a reserved invoke ID, for [`INVOKE_IDS_RESERVED`].
@@ -214,7 +215,7 @@ fn describe() {
     describe_counter!(
         CLIENT_DISCONNECTS,
         Unit::Count,
-        "Client connections closed, by reason."
+        "Client WebSocket connections closed, by reason: closed (by the client, or dropped), slow_consumer (4008: queue full, or a write blocked for client-ping-interval x client-ping-tolerance), ping_timeout (1000), protocol_error (1002, 1008, 1009), auth (1008 wrong or missing token; 1013 address locked out after repeated failures), limit (1013, max-clients), shutdown (1001), open_timeout (1008, no RequestOpen within open-timeout)."
     );
     describe_gauge!(
         REGISTERED_DNS,
@@ -501,6 +502,15 @@ pub fn render(shared: &crate::router::Shared) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_close_cause_is_a_disconnect_reason_exported_at_zero() {
+        let labels: Vec<&str> = crate::session::CloseCause::ALL
+            .iter()
+            .map(|c| c.label())
+            .collect();
+        assert_eq!(labels, DISCONNECT_REASONS);
+    }
 
     #[test]
     fn buckets_end_at_the_request_timeout() {

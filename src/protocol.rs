@@ -177,6 +177,52 @@ pub enum Request {
 /// The longest DN accepted (longer ones cannot be in any DN plan and are refused early).
 pub const MAX_DN_LEN: usize = 64;
 
+/// The longest application name accepted in `RequestOpen`, in characters: the name is written
+/// in logs and audit lines, so it is short and single-line.
+pub const MAX_APPLICATION_LEN: usize = 64;
+
+/// The most characters of a client's own text repeated in an error message ([`echo`]).
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// A client's text as repeated in an error message: at most [`MAX_ECHO_CHARS`] characters
+/// (cut on a character boundary, "…" marking the cut). Why: an error message names what was
+/// wrong, and a 64 KiB frame must not come back as a 64 KiB error, nor be logged as one.
+pub fn echo(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &text[..cut])),
+    }
+}
+
+/// Whether a character may not appear in an application name: control characters, and the
+/// Unicode line separators and bidirectional controls that make a log line read differently
+/// from what it contains.
+fn unsafe_in_name(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Check the `application` of a `RequestOpen`: at most [`MAX_APPLICATION_LEN`] characters, no
+/// control characters, Unicode line separators or bidirectional controls. The error is the
+/// sentence for the client's `EventError`.
+pub fn check_application(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars > MAX_APPLICATION_LEN {
+        return Err(format!(
+            "\"application\" has {chars} characters; name the application in at most {MAX_APPLICATION_LEN}."
+        ));
+    }
+    if name.chars().any(unsafe_in_name) {
+        return Err(
+            "\"application\" must not contain control characters (line breaks, tabs, escapes) or bidirectional controls; send a plain name.".into(),
+        );
+    }
+    Ok(())
+}
+
 /// One field of a request as read: just what is needed to accept it or say what is wrong with
 /// it. Strings are borrowed from the frame unless they contain escapes.
 ///
@@ -318,7 +364,10 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
     if reference_id == 0 {
         return Err(err(
             ErrorCode::InvalidAttr,
-            format!("{message} needs a \"referenceId\": a positive integer the reply will carry."),
+            format!(
+                "{:?} needs a \"referenceId\": a positive integer the reply will carry.",
+                echo(message)
+            ),
         ));
     }
     let string =
@@ -373,7 +422,10 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
                 Some(other) => {
                     return Err(err(
                         ErrorCode::InvalidAttr,
-                        format!("\"registerMode\" {other:?} is not \"share\" or \"monitor\"."),
+                        format!(
+                            "\"registerMode\" {:?} is not \"share\" or \"monitor\".",
+                            echo(other)
+                        ),
                     )
                     .dn(&dn))
                 }
@@ -408,7 +460,7 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
                             _ => {
                                 return Err(err(
                                     ErrorCode::InvalidAttr,
-                                    format!("Extension \"{k}\" must have a string value."),
+                                    format!("Extension {:?} must have a string value.", echo(k)),
                                 )
                                 .dn(&dn))
                             }
@@ -433,7 +485,10 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
         other => {
             return Err(err(
                 ErrorCode::UnsupOper,
-                format!("Unknown message {other:?}; this router speaks client protocol v1."),
+                format!(
+                    "Unknown message {:?}; this router speaks client protocol v1.",
+                    echo(other)
+                ),
             ))
         }
     };
@@ -668,6 +723,72 @@ mod tests {
         .map(|k| text.find(k).unwrap())
         .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[test]
+    fn echoed_client_text_is_cut_to_64_characters_on_a_character_boundary() {
+        assert_eq!(echo("RequestFoo"), "RequestFoo");
+        let exact: String = "é".repeat(64);
+        assert_eq!(echo(&exact), exact.as_str());
+        // Two-, three- and four-byte characters: the cut falls between characters, never
+        // inside one, and counts characters, not bytes.
+        for c in ['é', '€', '𝄞', 'a'] {
+            let long: String = std::iter::repeat_n(c, 70_000).collect();
+            let cut = echo(&long);
+            assert_eq!(cut.chars().count(), 65, "{c}");
+            assert!(cut.ends_with('…'));
+            assert!(cut.chars().take(64).all(|x| x == c));
+        }
+        let mixed = format!("{}𝄞tail", "a".repeat(63));
+        assert_eq!(echo(&mixed), format!("{}𝄞…", "a".repeat(63)));
+    }
+
+    #[test]
+    fn long_client_text_comes_back_cut_in_error_messages() {
+        let name = "Ü".repeat(30_000);
+        let e = parse_request(&format!(r#"{{"message":"{name}","referenceId":3}}"#)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupOper);
+        assert!(e.message.len() < 300, "{} bytes", e.message.len());
+        assert!(
+            e.message.contains(&format!("{}…", "Ü".repeat(64))),
+            "{}",
+            e.message
+        );
+        let e = parse_request(&format!(
+            r#"{{"message":"RequestRegisterAddress","referenceId":4,"thisDn":"5001","registerMode":"{name}"}}"#
+        ))
+        .unwrap_err();
+        assert!(e.message.len() < 300, "{}", e.message);
+        let e = parse_request(&format!(
+            r#"{{"message":"RequestPrivateService","referenceId":5,"thisDn":"5001","privateMsgId":1,"extensions":{{"{name}":1}}}}"#
+        ))
+        .unwrap_err();
+        assert!(e.message.len() < 300, "{}", e.message);
+        let e = parse_request(&format!(r#"{{"message":"{name}"}}"#)).unwrap_err();
+        assert!(e.message.len() < 300, "{}", e.message);
+    }
+
+    #[test]
+    fn application_names_are_short_and_single_line() {
+        assert!(check_application("desktops").is_ok());
+        assert!(check_application("").is_ok());
+        assert!(check_application("Bureau d'accueil – étage 2").is_ok());
+        assert!(check_application(&"é".repeat(64)).is_ok());
+        assert!(check_application(&"é".repeat(65)).is_err());
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "tab\there",
+            "esc\u{1b}[31m",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{85}",
+            "ls\u{2028}",
+            "rlo\u{202e}x",
+        ] {
+            let e = check_application(bad).unwrap_err();
+            assert!(e.contains("control characters"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Process wiring: embedded simulators, switches and their links, router shards, the WebSocket
 //! endpoint and the health endpoints; then run until SIGTERM or Ctrl-C.
 
+use crate::audit::LogStr;
 use crate::calls::CallTable;
 use crate::config::Config;
 use crate::link::Switch;
@@ -10,6 +11,7 @@ use crate::sim::{SimConfig, Simulator};
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -212,12 +214,27 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let sessions = CancellationToken::new();
     let server = &shared.config.server;
     let ws_state = (shared.clone(), sessions.clone());
+    let client_accept = client_accept_bound(server.max_clients, threads);
+    warn_if_descriptors_short(&shared.config, client_accept.0 * threads, threads);
     let client_server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(ws_state.clone()))
             .route("/v1", web::get().to(ws_endpoint))
     })
     .workers(threads)
+    // The TCP connections the client listener holds at once (per worker): max-clients and
+    // some room for connections being refused or closed. Beyond, connections wait in the
+    // kernel's backlog instead of taking descriptors the metrics listener and the switch links
+    // need.
+    .max_connections(client_accept.0)
+    // Each connection's socket, so that a session can drop a connection whose client stopped
+    // reading (see `session::TcpHandle`).
+    .on_connect(|io, data| {
+        if let Some(socket) = session::ConnSocket::of(io) {
+            data.insert(Rc::new(socket));
+        }
+    })
+    .client_disconnect_timeout(session::CLIENT_DISCONNECT_TIMEOUT)
     // Replies go out at once, not after Nagle waits for the client's delayed ACK.
     .tcp_nodelay(true)
     .disable_signals()
@@ -256,6 +273,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .route("/readyz", web::get().to(readyz))
     })
     .workers(1)
+    // Scrapers and health checks cannot hold more descriptors than this (one worker).
+    .max_connections(server.max_http_connections.max(1))
     .disable_signals()
     .shutdown_timeout(1)
     .bind(server.metrics_listen)
@@ -296,10 +315,98 @@ async fn ws_endpoint(
     body: web::Payload,
     state: web::Data<(Arc<Shared>, CancellationToken)>,
 ) -> actix_web::Result<HttpResponse> {
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
     let (shared, shutdown) = (state.0.clone(), state.1.clone());
-    actix_web::rt::spawn(session::run(shared, session, stream, shutdown));
+    // A browser says which page opens the socket; a page from a site not listed must not
+    // drive the router with the user's network access. Other clients send no Origin.
+    if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
+        if !origin_allowed(&shared.config.server.allowed_origins, origin.as_bytes()) {
+            let origin = String::from_utf8_lossy(origin.as_bytes());
+            info!(
+                origin = %LogStr(&crate::protocol::echo(&origin)),
+                peer = ?req.peer_addr(),
+                "WebSocket upgrade refused (403): its Origin is not in server.allowed-origins"
+            );
+            return Ok(HttpResponse::Forbidden()
+                .content_type("text/plain; charset=utf-8")
+                .body("This web origin may not open the router's WebSocket endpoint; the router's operator can add it to server.allowed-origins.\n"));
+        }
+    }
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let conn = session::Conn {
+        peer: req.peer_addr().map(|a| a.ip()),
+        tcp: session::TcpHandle::new(req.conn_data::<Rc<session::ConnSocket>>()),
+    };
+    actix_web::rt::spawn(session::run(shared, session, stream, shutdown, conn));
     Ok(response)
+}
+
+/// Whether an `Origin` header value is one of `allowed` (compared without case and without a
+/// trailing slash, as browsers serialize origins in lower case without a path).
+fn origin_allowed(allowed: &[String], origin: &[u8]) -> bool {
+    let Ok(origin) = std::str::from_utf8(origin) else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/');
+    allowed
+        .iter()
+        .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// TCP connections the client listener holds at once: `(per worker, room beyond max-clients)`.
+/// The room (an eighth of max-clients, at least 16) is for connections being refused with
+/// 1013 or finishing their close, so that a full router still answers 1013 rather than
+/// leaving new connections in the backlog.
+fn client_accept_bound(max_clients: usize, workers: usize) -> (usize, usize) {
+    let room = (max_clients / 8).max(16);
+    (
+        max_clients.saturating_add(room).div_ceil(workers.max(1)),
+        room,
+    )
+}
+
+/// Descriptors the router needs besides its client and metrics connections and its links:
+/// listeners, the runtime's own (an epoll and an eventfd per thread, measured at about 60 on a
+/// 2-core machine with two embedded simulators), log files.
+fn descriptor_margin(threads: usize) -> usize {
+    64 + 8 * threads
+}
+
+/// The soft limit on open descriptors (`ulimit -n`), from `/proc/self/limits` (`None` when
+/// unknown or unlimited).
+fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Warn at start when the descriptors the configuration may need exceed the process's limit:
+/// past it, accepting fails for every listener at once (clients, `/metrics`, `/readyz`).
+fn warn_if_descriptors_short(config: &Config, client_connections: usize, threads: usize) {
+    let Some(limit) = descriptor_limit() else {
+        return;
+    };
+    // A simulated switch's links have both ends in this process.
+    let links: usize = config
+        .switch
+        .iter()
+        .map(|s| s.link.len() * if s.simulated { 2 } else { 1 })
+        .sum();
+    let http = config.server.max_http_connections;
+    let margin = descriptor_margin(threads);
+    let need = client_connections + http + links + margin;
+    if need as u64 > limit {
+        warn!(
+            needed = need,
+            limit,
+            "the router may need {need} file descriptors but may open only {limit} (ulimit -n): {client_connections} client connections (server.max-clients {} and room for connections being refused or closed), {http} metrics connections (server.max-http-connections), {links} switch link sockets, {margin} for listeners, the runtime and logs. Past the limit, clients, /metrics and /readyz are refused alike: raise the limit to at least {need} (systemd: LimitNOFILE={need} in the unit; a shell: ulimit -n {need}) or lower server.max-clients",
+            config.server.max_clients
+        );
+    }
 }
 
 async fn metrics_endpoint(shared: web::Data<Arc<Shared>>) -> HttpResponse {
@@ -384,5 +491,43 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_without_case_or_trailing_slash() {
+        let allowed = vec![
+            "https://desk.example.com".to_owned(),
+            "http://127.0.0.1:8080/".to_owned(),
+        ];
+        assert!(origin_allowed(&allowed, b"https://desk.example.com"));
+        assert!(origin_allowed(&allowed, b"https://DESK.example.com/"));
+        assert!(origin_allowed(&allowed, b"http://127.0.0.1:8080"));
+        assert!(!origin_allowed(
+            &allowed,
+            b"https://desk.example.com.evil.example"
+        ));
+        assert!(!origin_allowed(&allowed, b"http://desk.example.com"));
+        assert!(!origin_allowed(&allowed, b"null"));
+        assert!(!origin_allowed(&[], b"https://desk.example.com"));
+        assert!(!origin_allowed(&allowed, &[0xff, 0xfe]));
+    }
+
+    #[test]
+    fn the_descriptor_limit_is_read_from_proc() {
+        let limit = descriptor_limit().unwrap_or(0);
+        assert!(limit >= 16, "{limit}");
+    }
+
+    #[test]
+    fn the_client_listener_holds_max_clients_and_some_room() {
+        assert_eq!(client_accept_bound(100, 2), (58, 16));
+        assert_eq!(client_accept_bound(10_000, 2), (5_625, 1_250));
+        assert_eq!(client_accept_bound(3, 4), (5, 16));
+        assert_eq!(client_accept_bound(10, 0), (26, 16));
     }
 }

@@ -22,11 +22,29 @@ pub struct RouterProcess {
 impl RouterProcess {
     /// Start the router binary on this configuration text.
     pub fn start(name: &str, config: &str) -> RouterProcess {
+        Self::start_limited(name, config, None)
+    }
+
+    /// Start the router binary on this configuration text, with its limit on open file
+    /// descriptors (soft and hard) set to `nofile` when given (`ulimit -n` in a shell that
+    /// then execs the router, so the process id is the router's).
+    pub fn start_limited(name: &str, config: &str, nofile: Option<u32>) -> RouterProcess {
         let dir = std::env::temp_dir().join(format!("csta-router-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("router.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_csta-router"))
+        let binary = env!("CARGO_BIN_EXE_csta-router");
+        let mut command = match nofile {
+            None => Command::new(binary),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                c
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&path)
             .env(
@@ -56,6 +74,13 @@ impl RouterProcess {
             child,
             dir,
         }
+    }
+
+    /// How many file descriptors the router process has open now.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
     }
 
     /// Everything the router logged so far.

@@ -268,6 +268,22 @@ impl Client {
         r
     }
 
+    /// Read until the connection ends (messages before are skipped): the code of the close
+    /// frame, or `None` when the connection was dropped without one (end of stream or an
+    /// I/O error such as a reset). Within 10 s.
+    pub async fn ended(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("the connection did not end within 10 s"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Ws::Close(Some(frame))))) => return Some(u16::from(frame.code)),
+                Ok(Some(Ok(Ws::Close(None)))) => return Some(u16::from(CloseCode::Status)),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     /// Wait for the close frame and return its code.
     pub async fn closed(&mut self) -> u16 {
         loop {
