@@ -152,6 +152,12 @@ pub struct OptionsConfig {
     pub call_grace: Dur,
     /// Calls idle longer than this are swept.
     pub call_cleanup_idle: Dur,
+    /// Active calls tracked per DN; beyond, the call idle the longest is forgotten (a switch
+    /// that never clears its calls must not grow the router without bound).
+    pub max_calls_per_dn: usize,
+    /// Active calls tracked per switch; beyond, the call idle the longest is forgotten by
+    /// every device that holds it.
+    pub max_calls_per_switch: usize,
     /// First reconnect delay of a link.
     pub reconnect_min: Dur,
     /// Largest reconnect delay of a link.
@@ -168,6 +174,8 @@ impl Default for OptionsConfig {
             kpl_tolerance: 3,
             call_grace: Dur(Duration::from_secs(60)),
             call_cleanup_idle: Dur(Duration::from_secs(7200)),
+            max_calls_per_dn: 1000,
+            max_calls_per_switch: 200_000,
             reconnect_min: Dur(Duration::from_millis(250)),
             reconnect_max: Dur(Duration::from_secs(10)),
         }
@@ -349,6 +357,18 @@ impl Config {
             return Err(invalid(
                 "options.request-timeout".into(),
                 "must be more than 0".into(),
+            ));
+        }
+        if self.options.max_calls_per_dn == 0 {
+            return Err(invalid(
+                "options.max-calls-per-dn".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.options.max_calls_per_switch == 0 {
+            return Err(invalid(
+                "options.max-calls-per-switch".into(),
+                "must be at least 1".into(),
             ));
         }
         if self.server.client_queue == 0 {
