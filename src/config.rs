@@ -671,4 +671,20 @@ mod tests {
         let e = Config::parse(&two, "x.toml").unwrap_err().to_string();
         assert!(e.contains("switch[1].dns") && e.contains("overlaps"), "{e}");
     }
+
+    #[test]
+    fn call_limits_must_be_at_least_one() {
+        let base = "[[switch]]\nname = \"a\"\ndns = [\"5000-5999\"]\n[[switch.link]]\naddress = \"127.0.0.1:1\"\n";
+        let c = Config::parse(base, "x.toml").unwrap();
+        assert_eq!(
+            (c.options.max_calls_per_dn, c.options.max_calls_per_switch),
+            (1000, 200_000)
+        );
+        for key in ["max-calls-per-dn", "max-calls-per-switch"] {
+            let e = Config::parse(&format!("[options]\n{key} = 0\n{base}"), "x.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("x.toml") && e.contains(key), "{e}");
+        }
+    }
 }
