@@ -5,6 +5,8 @@
 //!   `/proc`, the switch a separate `pbx-sim` process), and does not delay the requests of the
 //!   switch's other DNs (`request-timeout = "1s"`: none gets 57); beyond `max-calls-per-dn` the
 //!   call idle the longest is evicted and counted.
+//! - Calls kept after a link loss for `call-grace` are forgotten once it has run out, and a
+//!   call ID seen after it is a new call with a new connId (in process, to see the table).
 //! - A client that sends `RequestRegisterAddress` and, without waiting, `RequestUnregisterAddress`
 //!   or `RequestPrivateService` on the same DN gets exactly one reply to each, in the order it
 //!   sent them; the switch ends with no monitor for the unregistered DNs and never sees a
@@ -20,7 +22,7 @@ mod router;
 mod sim_control;
 
 use process::RouterProcess;
-use router::Client;
+use router::{config_text, dialect_from_env, Client, Router};
 use serde_json::{json, Value};
 use sim_control::SimControl;
 use std::collections::HashMap;
@@ -195,6 +197,8 @@ fn call_tracking_costs_as_much_per_call_at_100k_calls_on_a_dn_as_at_10k() {
 [server]
 client-listen = "127.0.0.1:0"
 metrics-listen = "127.0.0.1:0"
+# The test's client does not read (nor answer pings) while the calls pour in.
+client-ping-interval = "1h"
 [options]
 request-timeout = "4s"
 kpl-interval = "0s"
@@ -276,7 +280,13 @@ fn a_call_storm_on_one_dn_does_not_time_out_the_other_dns_requests() {
     let _serial = one_at_a_time();
     let r = RouterProcess::start(
         "call-storm",
-        &process::two_switches("", "request-timeout = \"1s\"\nkpl-interval = \"0s\"", "", 1),
+        // The storm DN's client does not read (nor answer pings) during the storm.
+        &process::two_switches(
+            "client-ping-interval = \"1h\"",
+            "request-timeout = \"1s\"\nkpl-interval = \"0s\"",
+            "",
+            1,
+        ),
     );
     let sw1 = SimControl {
         addr: r.controls[0],
@@ -632,4 +642,56 @@ fn the_call_storm_bench_measures_the_other_dns_requests_during_a_storm() {
     assert!(storm > 0.0 && storm <= absorbed, "{v}");
     let (p50, p99) = (v["p50_ms"].as_f64().unwrap(), v["p99_ms"].as_f64().unwrap());
     assert!(p50 > 0.0 && p50 <= p99, "{v}");
+}
+
+#[actix_rt::test]
+async fn calls_kept_after_a_link_loss_are_forgotten_when_their_grace_ends() {
+    let r = Router::with(&config_text("call-grace = \"300ms\"", dialect_from_env())).await;
+    let mut c = r.client().await;
+    c.register("5081").await;
+    let burst = r
+        .sw1
+        .post_ok(
+            "/calls/burst",
+            json!({"from": "5081", "to": "5082", "count": 50}),
+        )
+        .await;
+    let first_call = burst["first"].as_str().unwrap().to_owned();
+    let table = &r.running.shared.switches[0].calls;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while table.len() < 50 {
+        assert!(Instant::now() < deadline, "{} calls tracked", table.len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let q = c
+        .request(json!({"message": "RequestQueryAddress", "thisDn": "5081"}))
+        .await;
+    let first_conn = q["calls"][0].clone();
+    r.sw1.post_ok("/faults/drop", json!({})).await;
+    assert_eq!(c.recv().await["message"], "EventLinkDisconnected");
+    assert_eq!(c.recv().await["message"], "EventLinkConnected");
+    assert_eq!(table.len(), 0, "call lists are cleared on link loss");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while table.graced() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} calls still kept 5 s after a call-grace of 300 ms",
+            table.graced()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The switch reports the first call again: after call-grace, a new call.
+    r.sw1
+        .post_ok(
+            &format!("/calls/{first_call}/account-code"),
+            json!({"device": "5081", "code": "77"}),
+        )
+        .await;
+    let ev = c.recv().await;
+    assert_eq!(ev["privateMsgId"], 501, "{ev}");
+    assert_ne!(
+        ev["connId"], first_conn,
+        "a call ID seen after call-grace: new connId"
+    );
+    r.stop().await;
 }
