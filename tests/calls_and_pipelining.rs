@@ -6,7 +6,8 @@
 //!   switch's other DNs (`request-timeout = "1s"`: none gets 57); beyond `max-calls-per-dn` the
 //!   call idle the longest is evicted and counted.
 //! - Calls kept after a link loss for `call-grace` are forgotten once it has run out, and a
-//!   call ID seen after it is a new call with a new connId (in process, to see the table).
+//!   call ID seen after it is a new call with a new connId; over `max-calls-per-switch` every
+//!   device holding the call idle the longest forgets it (in process, to see the table).
 //! - A client that sends `RequestRegisterAddress` and, without waiting, `RequestUnregisterAddress`
 //!   or `RequestPrivateService` on the same DN gets exactly one reply to each, in the order it
 //!   sent them; the switch ends with no monitor for the unregistered DNs and never sees a
@@ -693,5 +694,50 @@ async fn calls_kept_after_a_link_loss_are_forgotten_when_their_grace_ends() {
         ev["connId"], first_conn,
         "a call ID seen after call-grace: new connId"
     );
+    r.stop().await;
+}
+
+#[actix_rt::test]
+async fn over_max_calls_per_switch_every_device_forgets_the_call_idle_the_longest() {
+    let r = Router::with(&config_text(
+        "max-calls-per-switch = 10\nmax-calls-per-dn = 100",
+        dialect_from_env(),
+    ))
+    .await;
+    let mut c = r.client().await;
+    c.register("5091").await;
+    c.register("5092").await;
+    let table = &r.running.shared.switches[0].calls;
+    let calls_of = |dn: &'static str| json!({"message": "RequestQueryAddress", "thisDn": dn});
+    // Both parties of every call are registered: each call is held by both DNs.
+    let burst = json!({"from": "5091", "to": "5092", "count": 10});
+    r.sw1.post_ok("/calls/burst", burst).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let first_ten = loop {
+        let q = c.request(calls_of("5092")).await;
+        if q["calls"].as_array().unwrap().len() == 10 {
+            break q["calls"].as_array().unwrap().clone();
+        }
+        assert!(Instant::now() < deadline, "{q}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let burst = json!({"from": "5091", "to": "5092", "count": 5});
+    r.sw1.post_ok("/calls/burst", burst).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for dn in ["5091", "5092"] {
+        loop {
+            let q = c.request(calls_of(dn)).await;
+            let calls = q["calls"].as_array().unwrap();
+            if calls.len() == 10 && calls[..5] == first_ten[5..] {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{dn} should list the 10 newest calls, the 5 oldest forgotten: {q}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(table.len(), 10, "max-calls-per-switch");
     r.stop().await;
 }
