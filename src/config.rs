@@ -215,6 +215,12 @@ pub struct OptionsConfig {
     pub call_grace: Dur,
     /// Calls idle longer than this are swept.
     pub call_cleanup_idle: Dur,
+    /// Active calls tracked per DN; beyond, the call idle the longest is forgotten (a switch
+    /// that never clears its calls must not grow the router without bound).
+    pub max_calls_per_dn: usize,
+    /// Active calls tracked per switch; beyond, the call idle the longest is forgotten by
+    /// every device that holds it.
+    pub max_calls_per_switch: usize,
     /// First reconnect delay of a link.
     pub reconnect_min: Dur,
     /// Largest reconnect delay of a link.
@@ -233,6 +239,8 @@ impl Default for OptionsConfig {
             kpl_tolerance: 3,
             call_grace: Dur(Duration::from_secs(60)),
             call_cleanup_idle: Dur(Duration::from_secs(7200)),
+            max_calls_per_dn: 1000,
+            max_calls_per_switch: 200_000,
             reconnect_min: Dur(Duration::from_millis(250)),
             reconnect_max: Dur(Duration::from_secs(10)),
             link_queue: 4096,
@@ -495,6 +503,18 @@ impl Config {
             return Err(invalid(
                 "server.max-clients".into(),
                 "must be at least 1: with 0 every client would be refused".into(),
+            ));
+        }
+        if self.options.max_calls_per_dn == 0 {
+            return Err(invalid(
+                "options.max-calls-per-dn".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.options.max_calls_per_switch == 0 {
+            return Err(invalid(
+                "options.max-calls-per-switch".into(),
+                "must be at least 1".into(),
             ));
         }
         if self.server.client_queue == 0 {
@@ -920,5 +940,21 @@ mod tests {
         let two = format!("{base}[[switch]]\nname = \"b\"\ndns = [\"5500\"]\n[[switch.link]]\naddress = \"127.0.0.1:2\"\n");
         let e = Config::parse(&two, "x.toml").unwrap_err().to_string();
         assert!(e.contains("switch[1].dns") && e.contains("overlaps"), "{e}");
+    }
+
+    #[test]
+    fn call_limits_must_be_at_least_one() {
+        let base = "[[switch]]\nname = \"a\"\ndns = [\"5000-5999\"]\n[[switch.link]]\naddress = \"127.0.0.1:1\"\n";
+        let c = Config::parse(base, "x.toml").unwrap();
+        assert_eq!(
+            (c.options.max_calls_per_dn, c.options.max_calls_per_switch),
+            (1000, 200_000)
+        );
+        for key in ["max-calls-per-dn", "max-calls-per-switch"] {
+            let e = Config::parse(&format!("[options]\n{key} = 0\n{base}"), "x.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("x.toml") && e.contains(key), "{e}");
+        }
     }
 }

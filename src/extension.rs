@@ -7,10 +7,16 @@
 //! event from the DN's monitor updates the state and, for private events, is serialized once
 //! and the same bytes queued to every registered client.
 //!
+//! Clients pipeline: requests on the DN that arrive while a registration's MonitorStart is in
+//! flight wait for its outcome and then run in the order they arrived, so a private service
+//! sent right after `RequestRegisterAddress` finds the client registered, and an unregister
+//! gets its `EventUnregistered` after the `EventRegistered` and stops the monitor.
+//!
 //! Answers to the DN's requests arrive through the same path as its events (link → router →
 //! here, FIFO all the way), so a client sees the reply to its request before the event the
 //! request caused, and events in the order the switch sent them.
 
+use crate::calls::{ConnId, DeviceCalls, Evicted};
 use crate::config::Access;
 use crate::csta::{
     CallEvent, CallEventKind, Connection, HotDeskAction, HotDeskRequest, HotDeskState, Message,
@@ -87,21 +93,13 @@ struct Subscriber {
 enum MonitorState {
     /// No monitor.
     Idle,
-    /// A MonitorStart is in flight; these registrations wait for it.
-    Starting(Vec<(ClientHandle, u64, RegisterMode)>),
+    /// A MonitorStart (number `start`) is in flight; these registrations wait for it.
+    Starting {
+        start: u64,
+        waiters: Vec<(ClientHandle, u64, RegisterMode)>,
+    },
     /// Monitored (or to be monitored as soon as the link is up).
     Active,
-}
-
-#[derive(Debug)]
-struct Call {
-    call_id: String,
-    conn_id: String,
-    /// When it was added (ordering for "most recent").
-    added: u64,
-    /// When it was last established or retrieved at the device (0: never).
-    activated: u64,
-    last_event: Instant,
 }
 
 #[derive(Debug)]
@@ -126,10 +124,15 @@ pub struct Extension {
     monitor: MonitorState,
     hotdesk: Option<(String, String)>,
     hotdesk_known: bool,
-    calls: Vec<Call>,
-    counter: u64,
+    /// Boxed: most DNs have no call, and the actor should stay small.
+    calls: Option<Box<DeviceCalls>>,
     last_account_code: Option<String>,
     queue: VecDeque<PendingRequest>,
+    /// Client operations that arrived while a MonitorStart was in flight, in arrival order:
+    /// they run once it is answered.
+    deferred: VecDeque<DnOp>,
+    /// Numbers the MonitorStarts, so that a late outcome is never taken for a newer one's.
+    starts: u64,
     /// Boxed: most DNs never have a request in flight, and the actor should stay small.
     in_flight: Option<Box<(u64, PendingRequest)>>,
     next_tag: u64,
@@ -153,10 +156,11 @@ impl Extension {
             monitor: MonitorState::Idle,
             hotdesk: None,
             hotdesk_known: false,
-            calls: Vec::new(),
-            counter: 0,
+            calls: None,
             last_account_code: None,
             queue: VecDeque::new(),
+            deferred: VecDeque::new(),
+            starts: 0,
             in_flight: None,
             next_tag: 0,
             retiring: false,
@@ -231,55 +235,93 @@ impl Extension {
                 self.subscribe(client.clone(), mode);
                 self.registered(&client, reference_id, mode);
             }
-            MonitorState::Starting(waiters) => waiters.push((client, reference_id, mode)),
+            MonitorState::Starting { waiters, .. } => waiters.push((client, reference_id, mode)),
             MonitorState::Idle => {
-                self.monitor = MonitorState::Starting(vec![(client, reference_id, mode)]);
+                self.starts += 1;
+                let start = self.starts;
+                self.monitor = MonitorState::Starting {
+                    start,
+                    waiters: vec![(client, reference_id, mode)],
+                };
                 self.hotdesk_known = false;
                 let Some(link) = self.switch.link().cloned() else {
                     return self.not_started(ctx);
                 };
                 let fut = link.send(StartMonitor(self.dn.clone()));
-                ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
-                    let waiters = match std::mem::replace(&mut act.monitor, MonitorState::Idle) {
-                        MonitorState::Starting(w) => w,
-                        other => {
-                            act.monitor = other;
-                            return;
-                        }
-                    };
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                     let res = res.unwrap_or_else(|_| {
                         Err(LinkError::LinkLost {
                             switch: act.switch.name.clone(),
                         })
                     });
-                    match res {
-                        Ok(MonitorOutcome::Started) | Ok(MonitorOutcome::Pending) => {
-                            act.monitor = MonitorState::Active;
-                            for (client, reference_id, mode) in waiters {
-                                if client.is_open() {
-                                    act.subscribe(client.clone(), mode);
-                                }
-                                act.registered(&client, reference_id, mode);
-                            }
-                        }
-                        Err(e) => {
-                            let (code, message) = errors::link_error(&e, Service::Monitor, &act.dn);
-                            let message = format!("{} could not be registered: {message}", act.dn);
-                            for (client, reference_id, _) in waiters {
-                                let err = act.error(reference_id, code, message.clone());
-                                act.reply_error(&client, &err, csta_extension(&e));
-                            }
-                        }
-                    }
-                    act.maybe_retire(ctx);
+                    act.started(start, res, ctx);
                 }));
             }
         }
     }
 
+    /// The outcome of MonitorStart number `start`: answer the registrations waiting for it,
+    /// then run what was deferred behind it.
+    fn started(
+        &mut self,
+        start: u64,
+        res: Result<MonitorOutcome, LinkError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let waiters = match std::mem::replace(&mut self.monitor, MonitorState::Idle) {
+            MonitorState::Starting { start: s, waiters } if s == start => waiters,
+            other => {
+                // Already settled (the monitor was lost meanwhile).
+                self.monitor = other;
+                return;
+            }
+        };
+        match res {
+            Ok(MonitorOutcome::Started) | Ok(MonitorOutcome::Pending) => {
+                self.monitor = MonitorState::Active;
+                for (client, reference_id, mode) in waiters {
+                    if client.is_open() {
+                        self.subscribe(client.clone(), mode);
+                    }
+                    self.registered(&client, reference_id, mode);
+                }
+            }
+            Err(e) => self.registrations_failed(waiters, &e),
+        }
+        self.run_deferred(ctx);
+        self.maybe_retire(ctx);
+    }
+
+    /// Registrations whose MonitorStart failed: each gets the error, nothing is registered.
+    fn registrations_failed(
+        &mut self,
+        waiters: Vec<(ClientHandle, u64, RegisterMode)>,
+        e: &LinkError,
+    ) {
+        let (code, message) = errors::link_error(e, Service::Monitor, &self.dn);
+        let message = format!("{} could not be registered: {message}", self.dn);
+        for (client, reference_id, _) in waiters {
+            let err = self.error(reference_id, code, message.clone());
+            self.reply_error(&client, &err, csta_extension(e));
+        }
+    }
+
+    /// Run the operations deferred behind a MonitorStart, in order, until one starts another.
+    fn run_deferred(&mut self, ctx: &mut Context<Self>) {
+        while !matches!(self.monitor, MonitorState::Starting { .. }) {
+            let Some(op) = self.deferred.pop_front() else {
+                break;
+            };
+            self.run_op(op, ctx);
+        }
+        if self.deferred.is_empty() && self.deferred.capacity() > 0 {
+            self.deferred = VecDeque::new();
+        }
+    }
+
     /// The switch's link layer is not started yet (only possible during start-up).
     fn not_started(&mut self, ctx: &mut Context<Self>) {
-        if let MonitorState::Starting(waiters) =
+        if let MonitorState::Starting { waiters, .. } =
             std::mem::replace(&mut self.monitor, MonitorState::Idle)
         {
             for (client, reference_id, _) in waiters {
@@ -302,10 +344,8 @@ impl Extension {
     ) {
         let before = self.subscribers.len();
         self.subscribers.retain(|s| s.client.id != client.id);
+        // Never while a MonitorStart is in flight: the operation was deferred behind it.
         let removed = self.subscribers.len() != before;
-        if let MonitorState::Starting(waiters) = &mut self.monitor {
-            waiters.retain(|(c, _, _)| c.id != client.id || reference_id.is_some());
-        }
         if let Some(reference_id) = reference_id {
             if removed {
                 client.reply(
@@ -330,8 +370,12 @@ impl Extension {
     }
 
     fn on_query(&mut self, client: ClientHandle, reference_id: u64) {
-        let mut calls: Vec<&Call> = self.calls.iter().collect();
-        calls.sort_by_key(|c| c.added);
+        let calls: Vec<Value> = self
+            .calls
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|c| Value::from(c.conn_id.to_string()))
+            .collect();
         client.reply(
             Json::new("EventAddressInfo")
                 .reference(reference_id)
@@ -339,13 +383,7 @@ impl Extension {
                 .with("switch", &*self.switch.name)
                 .with("hotDesk", self.hotdesk_json())
                 .with("hotDeskKnown", self.hotdesk_known)
-                .with(
-                    "calls",
-                    calls
-                        .iter()
-                        .map(|c| Value::from(c.conn_id.as_str()))
-                        .collect::<Vec<_>>(),
-                )
+                .with("calls", calls)
                 .finish(),
         );
     }
@@ -448,21 +486,22 @@ impl Extension {
                 {
                     return refuse(self, ErrorCode::InvalidAttr, format!("The account code must be 1 to 32 printable characters; got {} characters.", code.chars().count()));
                 }
+                let calls = self.calls.as_deref();
                 let call = match &conn_id {
-                    Some(cid) => match self.calls.iter().find(|c| &c.conn_id == cid) {
+                    Some(cid) => match ConnId::parse(cid).and_then(|c| calls?.by_conn_id(c)) {
                         Some(c) => c,
                         None => return refuse(self, ErrorCode::InvConnId, format!("connId {cid} is not an active call of {dn}; query the address for its calls.")),
                     },
-                    None => match self.most_recent_call() {
+                    None => match calls.and_then(DeviceCalls::most_recent) {
                         Some(c) => c,
                         None => return refuse(self, ErrorCode::InvConnId, format!("{dn} has no active call to set an account code on.")),
                     },
                 };
-                let conn = call.conn_id.clone();
+                let conn = call.conn_id.to_string();
                 (
                     Service::SetAccountCode,
                     Message::AssociateData {
-                        call: Connection::new(call.call_id.clone(), dn.clone()),
+                        call: Connection::new(&*call.call_id, dn.clone()),
                         account_code: code.clone(),
                     },
                     None,
@@ -522,10 +561,6 @@ impl Extension {
         });
         self.in_flight = Some(Box::new((tag, req)));
         true
-    }
-
-    fn most_recent_call(&self) -> Option<&Call> {
-        self.calls.iter().max_by_key(|c| (c.activated, c.added))
     }
 
     /// Send the next queued request if none is in flight.
@@ -709,7 +744,7 @@ impl Extension {
                 let Some(call_id) = connection.call_id.as_deref() else {
                     return;
                 };
-                let conn_id = self.touch_call(call_id, false);
+                let conn_id = self.touch_call(call_id, false).to_string();
                 self.last_account_code = Some(account_code.clone());
                 self.switch.metrics.account_code.increment(1);
                 if !self.shared.config.options.accode_privateservice {
@@ -731,33 +766,81 @@ impl Extension {
         }
     }
 
-    /// Add the call if new; mark it active if asked. Returns its connId.
-    fn touch_call(&mut self, call_id: &str, activated: bool) -> String {
-        self.counter += 1;
-        let now = self.counter;
-        if let Some(c) = self.calls.iter_mut().find(|c| c.call_id == call_id) {
-            c.last_event = Instant::now();
-            if activated {
-                c.activated = now;
-            }
-            return c.conn_id.clone();
+    /// Add the call if new (within `max-calls-per-dn` and `max-calls-per-switch`: the call idle
+    /// the longest is evicted beyond them); mark it active if asked. Returns its connId.
+    fn touch_call(&mut self, call_id: &str, activated: bool) -> ConnId {
+        let now = Instant::now();
+        if let Some(call) = self
+            .calls
+            .as_mut()
+            .and_then(|list| list.touch(call_id, activated, now))
+        {
+            let conn_id = call.conn_id;
+            self.switch.calls.touch(call_id, conn_id);
+            return conn_id;
         }
-        let conn_id = self.switch.calls.hold(call_id);
-        self.calls.push(Call {
-            call_id: call_id.to_owned(),
-            conn_id: conn_id.clone(),
-            added: now,
-            activated: if activated { now } else { 0 },
-            last_event: Instant::now(),
-        });
+        let options = &self.shared.config.options;
+        let (max_per_dn, max_per_switch) = (options.max_calls_per_dn, options.max_calls_per_switch);
+        let call_id: Arc<str> = Arc::from(call_id);
+        let hold = self.switch.calls.hold(&call_id, &self.dn, max_per_switch);
+        let conn_id = hold.conn_id;
+        self.forget_evicted(hold.evicted);
+        let list = self.calls.get_or_insert_with(Box::default);
+        list.add(call_id, conn_id, activated, now);
+        if list.len() > max_per_dn {
+            if let Some(old) = list.pop_idlest() {
+                debug!(dn = %self.dn, call = %old.call_id, "more than max-calls-per-dn active calls: the call idle the longest is forgotten");
+                self.switch
+                    .calls
+                    .release(&old.call_id, old.conn_id, &self.dn);
+                self.switch.metrics.calls_evicted.increment(1);
+            }
+        }
         conn_id
     }
 
+    /// Calls the switch's table evicted (over `max-calls-per-switch`): every device holding
+    /// one forgets it, this one at once, the others through the router.
+    fn forget_evicted(&mut self, evicted: Vec<Evicted>) {
+        for e in evicted {
+            debug!(switch = %self.switch.name, call = %e.call_id, "more than max-calls-per-switch active calls: the call idle the longest is forgotten");
+            self.switch.metrics.calls_evicted.increment(1);
+            for dn in e.holders {
+                if dn == self.dn {
+                    if let Some(list) = &mut self.calls {
+                        list.forget(&e.call_id, e.conn_id);
+                    }
+                } else {
+                    self.to_router(ForgetCall {
+                        dn,
+                        call_id: e.call_id.clone(),
+                        conn_id: e.conn_id,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Free the call list's memory once it is empty.
+    fn shrink_calls(&mut self) {
+        if self.calls.as_ref().is_some_and(|list| list.is_empty()) {
+            self.calls = None;
+        }
+    }
+
     fn drop_call(&mut self, call_id: &str) {
-        let before = self.calls.len();
-        self.calls.retain(|c| c.call_id != call_id);
-        if self.calls.len() != before {
-            self.switch.calls.release(call_id);
+        if let Some(c) = self.calls.as_mut().and_then(|list| list.remove(call_id)) {
+            self.switch.calls.release(&c.call_id, c.conn_id, &self.dn);
+            self.shrink_calls();
+        }
+    }
+
+    /// Let go of every call (the link was lost, or the actor retires).
+    fn release_calls(&mut self) {
+        if let Some(mut list) = self.calls.take() {
+            for c in list.drain() {
+                self.switch.calls.release(&c.call_id, c.conn_id, &self.dn);
+            }
         }
     }
 
@@ -785,8 +868,13 @@ impl Extension {
             CallEventKind::ConnectionCleared => {
                 if here(ev.connection.device_id.as_deref()) {
                     self.drop_call(call_id);
-                } else if let Some(c) = self.calls.iter_mut().find(|c| c.call_id == call_id) {
-                    c.last_event = Instant::now();
+                } else if let Some(call) = self
+                    .calls
+                    .as_mut()
+                    .and_then(|list| list.touch(call_id, false, Instant::now()))
+                {
+                    let conn_id = call.conn_id;
+                    self.switch.calls.touch(call_id, conn_id);
                 }
             }
             CallEventKind::CallCleared => self.drop_call(call_id),
@@ -802,15 +890,15 @@ impl Extension {
 
     fn sweep_calls(&mut self) {
         let idle = self.shared.config.options.call_cleanup_idle.0;
-        let stale: Vec<String> = self
+        let now = Instant::now();
+        while let Some(c) = self
             .calls
-            .iter()
-            .filter(|c| c.last_event.elapsed() > idle)
-            .map(|c| c.call_id.clone())
-            .collect();
-        for call_id in stale {
-            self.drop_call(&call_id);
+            .as_mut()
+            .and_then(|list| list.pop_idle_longer_than(idle, now))
+        {
+            self.switch.calls.release(&c.call_id, c.conn_id, &self.dn);
         }
+        self.shrink_calls();
     }
 
     /// Keep the registered-DNs gauge in step with the subscriber list.
@@ -833,6 +921,7 @@ impl Extension {
             || !matches!(self.monitor, MonitorState::Idle | MonitorState::Active)
             || self.in_flight.is_some()
             || !self.queue.is_empty()
+            || !self.deferred.is_empty()
         {
             return;
         }
@@ -842,9 +931,7 @@ impl Extension {
             }
             self.monitor = MonitorState::Idle;
         }
-        for c in std::mem::take(&mut self.calls) {
-            self.switch.calls.release(&c.call_id);
-        }
+        self.release_calls();
         self.retiring = true;
         self.to_router(Retiring {
             dn: self.dn.clone(),
@@ -883,8 +970,32 @@ impl Handler<SweepCalls> for Extension {
     type Result = ();
 
     fn handle(&mut self, _: SweepCalls, _: &mut Self::Context) {
-        if !self.calls.is_empty() {
+        if self.calls.is_some() {
             self.sweep_calls();
+        }
+    }
+}
+
+/// Forget a call the switch's table evicted (over `max-calls-per-switch`); sent through the
+/// router by the device whose new call pushed it out.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ForgetCall {
+    /// The DN whose list holds the call.
+    pub dn: Arc<str>,
+    /// The switch's call ID.
+    pub call_id: Arc<str>,
+    /// Its connId (a newer call reusing the call ID is left alone).
+    pub conn_id: ConnId,
+}
+
+impl Handler<ForgetCall> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetCall, _: &mut Self::Context) {
+        if let Some(list) = &mut self.calls {
+            list.forget(&msg.call_id, msg.conn_id);
+            self.shrink_calls();
         }
     }
 }
@@ -900,6 +1011,22 @@ impl Handler<ExtensionOp> for Extension {
             }));
             return;
         }
+        // While a MonitorStart is in flight a registration joins it; anything else (and a
+        // registration behind something deferred) waits for its outcome, so that a client's
+        // operations on the DN take effect in the order it sent them.
+        if matches!(self.monitor, MonitorState::Starting { .. })
+            && (!self.deferred.is_empty() || !matches!(op, DnOp::Register { .. }))
+        {
+            self.deferred.push_back(op);
+            return;
+        }
+        self.run_op(op, ctx);
+    }
+}
+
+impl Extension {
+    /// Carry out one client operation on the DN.
+    fn run_op(&mut self, op: DnOp, ctx: &mut Context<Self>) {
         match op {
             DnOp::Register {
                 client,
@@ -956,9 +1083,10 @@ impl Handler<LinkChange> for Extension {
 
     fn handle(&mut self, change: LinkChange, _: &mut Self::Context) {
         if !change.up {
-            // The switch is the authority and we may have missed events: forget what we knew.
+            // The switch is the authority and we may have missed events: forget what we knew
+            // (the switch's call table keeps the connIds for `call-grace`).
             self.hotdesk_known = false;
-            self.calls.clear();
+            self.release_calls();
         }
     }
 }
@@ -967,6 +1095,15 @@ impl Handler<MonitorLost> for Extension {
     type Result = ();
 
     fn handle(&mut self, lost: MonitorLost, ctx: &mut Self::Context) {
+        if let MonitorState::Starting { waiters, .. } =
+            std::mem::replace(&mut self.monitor, MonitorState::Idle)
+        {
+            // The switch refused the monitor these registrations were waiting for.
+            self.registrations_failed(waiters, &lost.error);
+            self.run_deferred(ctx);
+            self.maybe_retire(ctx);
+            return;
+        }
         let (code, message) = errors::link_error(&lost.error, Service::Monitor, &self.dn);
         let text = Json::new("EventUnregistered")
             .with("thisDn", &*self.dn)

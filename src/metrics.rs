@@ -71,6 +71,8 @@ pub const HOTDESK_ASSOCIATIONS: &str = "csta_router_hotdesk_associations";
 pub const ACTIVE_CALLS: &str = "csta_router_active_calls";
 /// Extension actors alive.
 pub const EXTENSION_ACTORS: &str = "csta_router_extension_actors";
+/// Calls forgotten because a DN or a switch had more than its limit.
+pub const CALLS_EVICTED: &str = "csta_router_calls_evicted_total";
 
 /// The CSTA requests the router sends, for the round-trip histogram's `request` label.
 pub const CSTA_REQUESTS: [&str; 5] = [
@@ -237,6 +239,11 @@ fn describe() {
         Unit::Count,
         "Extension actors alive (one per DN in use)."
     );
+    describe_counter!(
+        CALLS_EVICTED,
+        Unit::Count,
+        "Calls forgotten because a DN had more than max-calls-per-dn or the switch more than max-calls-per-switch active calls (the call idle the longest goes); a steady rise means the switch does not report calls clearing."
+    );
 }
 
 /// Register every label value known in advance at 0.
@@ -295,6 +302,7 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
         metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()).set(0.0);
         metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()).set(0.0);
         metrics::gauge!(ACTIVE_CALLS, "switch" => sw.clone()).set(0.0);
+        metrics::counter!(CALLS_EVICTED, "switch" => sw.clone()).absolute(0);
         metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()).set(0.0);
     }
 }
@@ -329,6 +337,8 @@ pub struct SwitchMetrics {
     pub hotdesk_associations: Gauge,
     /// Active calls.
     pub active_calls: Gauge,
+    /// Calls evicted over a limit.
+    pub calls_evicted: Counter,
     /// Private-service outcomes: for each of [`Service::PRIVATE`], "ok" then each of
     /// [`ErrorCode::ALL`] (a registry lookup per request showed in profiles).
     private_service: Vec<Counter>,
@@ -349,6 +359,7 @@ impl SwitchMetrics {
             extension_actors: metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()),
             hotdesk_associations: metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()),
             active_calls: metrics::gauge!(ACTIVE_CALLS, "switch" => sw.clone()),
+            calls_evicted: metrics::counter!(CALLS_EVICTED, "switch" => sw.clone()),
             private_service: Service::PRIVATE
                 .iter()
                 .flat_map(|service| {

@@ -21,7 +21,9 @@
 use crate::calls::CallTable;
 use crate::config::Config;
 use crate::dnplan::DnPlan;
-use crate::extension::{CstaEvent, Extension, ExtensionOp, LinkChange, MonitorLost, RetireAck};
+use crate::extension::{
+    CstaEvent, Extension, ExtensionOp, ForgetCall, LinkChange, MonitorLost, RetireAck,
+};
 use crate::link::{QueueSlot, SwitchEvent, SwitchHandle};
 use crate::protocol::{ErrorCode, ProtocolError, RegisterMode};
 use crate::session::{ClientHandle, Hub};
@@ -300,15 +302,21 @@ impl Actor for Router {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // One timer per switch for the periodic call sweep of its extension actors.
-        let idle = self.shared.config.options.call_cleanup_idle.0;
-        let every = (idle / 4).clamp(
-            std::time::Duration::from_millis(10),
-            std::time::Duration::from_secs(60),
-        );
-        ctx.run_interval(every, |act, _| {
+        let options = &self.shared.config.options;
+        let every = |d: std::time::Duration| {
+            (d / 4).clamp(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_secs(60),
+            )
+        };
+        ctx.run_interval(every(options.call_cleanup_idle.0), |act, _| {
             for (_, ext) in act.extensions.values() {
                 ext.do_send(crate::extension::SweepCalls);
             }
+        });
+        // And one for the calls kept after a link loss whose `call-grace` has run out.
+        ctx.run_interval(every(options.call_grace.0), |act, _| {
+            act.switch.calls.sweep();
         });
     }
 }
@@ -373,6 +381,16 @@ impl Handler<Delivery> for Router {
                 }
             }
             self.switch.metrics.events_delivered.increment(delivered);
+        }
+    }
+}
+
+impl Handler<ForgetCall> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetCall, _: &mut Self::Context) {
+        if let Some((_, ext)) = self.extensions.get(&msg.dn) {
+            ext.do_send(msg);
         }
     }
 }

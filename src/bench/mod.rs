@@ -15,12 +15,15 @@
 //!   duplicated or out of order (`eventSeq`), and deliveries per second are reported.
 //! - [`account_codes`]: calls on N devices; an account code entered on each phone, then codes
 //!   set by the clients (private service 501); replies and events checked.
+//! - [`call_storm`]: hot-desk requests on N items while one DN of `sw1` takes a storm of calls
+//!   (`POST /calls/burst`); the latency of the other DNs' requests during the storm.
 //!
 //! Latency is measured from the moment each request was due (its slot in the open-loop
 //! schedule with `--rate`, otherwise the moment it could be sent), so queueing is not hidden,
 //! and kept in an HDR histogram in microseconds. The DN numbering is in [`plan`].
 
 pub mod account_codes;
+pub mod call_storm;
 pub mod direct;
 pub mod fanout;
 pub mod http;
@@ -52,6 +55,8 @@ pub enum Scenario {
     Fanout,
     /// Calls on N devices, account codes entered on the phones and set by the clients.
     AccountCodes,
+    /// Hot-desk requests on N items while one DN of sw1 takes a storm of K calls (--calls).
+    CallStorm,
     /// The yardstick for `fanout`: a running redis-server (`--redis`) publishes messages of an
     /// event's size to M subscribers as light as the bench's clients.
     RedisFanout,
@@ -64,6 +69,7 @@ impl Scenario {
             Scenario::LoginStorm => "login-storm",
             Scenario::Fanout => "fanout",
             Scenario::AccountCodes => "account-codes",
+            Scenario::CallStorm => "call-storm",
             Scenario::RedisFanout => "redis-fanout",
         }
     }
@@ -74,7 +80,7 @@ impl Scenario {
 #[command(
     name = "csta-bench",
     version,
-    about = "Load generator for csta-router: hot-desking login storms, event fan-out, account codes",
+    about = "Load generator for csta-router: hot-desking login storms, event fan-out, account codes, call storms",
     long_about = "Load generator for csta-router (see the README, section Benchmark). Prints exactly one JSON line on \
 stdout at the end (scenario, mode, switches, clients, ops, errors, ops_per_s, p50_ms, p99_ms, \
 p999_ms and scenario keys); exits non-zero when there were errors or losses, or when setup failed.",
@@ -88,7 +94,8 @@ EXAMPLES:
   csta-bench login-storm --spawn --switches 4 --clients 200 --dns 20000
   csta-bench login-storm --spawn --direct --switches 4 --clients 200 --dns 20000
   csta-bench fanout --spawn --switches 4 --dns 10000 --monitors 100
-  csta-bench account-codes --spawn --switches 2 --clients 10 --dns 1000"
+  csta-bench account-codes --spawn --switches 2 --clients 10 --dns 1000
+  csta-bench call-storm --spawn --switches 1 --clients 10 --dns 100 --calls 60000 --call-rate 10000"
 )]
 pub struct Args {
     /// The scenario to run.
@@ -118,14 +125,16 @@ pub struct Args {
     #[arg(long, default_value_t = 10, value_name = "C")]
     pub clients: usize,
     /// login-storm: N guests (and N hosts). fanout: D DNs monitored (D/2 guests and D/2
-    /// hosts). account-codes: N calling devices (N calls).
+    /// hosts). account-codes: N calling devices (N calls). call-storm: N guest/host pairs
+    /// hot-desking during the storm.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub dns: usize,
     /// fanout: number of monitoring clients M, each registered on all D DNs.
     #[arg(long, default_value_t = 10, value_name = "M")]
     pub monitors: usize,
     /// login-storm: associate+cancel cycles per guest. fanout: associate+cancel rounds per
-    /// pair. account-codes: codes set by the client per device.
+    /// pair. account-codes: codes set by the client per device. call-storm: the fewest
+    /// associate+cancel cycles per client (they go on while the storm lasts).
     #[arg(long, default_value_t = 1, value_name = "R")]
     pub rounds: usize,
     /// Requests in flight per client (login-storm, account-codes).
@@ -140,8 +149,16 @@ pub struct Args {
     #[arg(long, default_value_t = 2048, value_name = "EVENTS")]
     pub window: u64,
     /// fanout: guest/host pairs per POST /burst (default: what the window allows per switch).
-    #[arg(long, value_name = "PAIRS")]
+    /// call-storm: calls per POST /calls/burst (default 1000).
+    #[arg(long, value_name = "N")]
     pub batch: Option<usize>,
+    /// call-storm: calls made to the storm DN (sw1's 2199999), never cleared.
+    #[arg(long, default_value_t = 60_000, value_name = "K")]
+    pub calls: u64,
+    /// call-storm: calls per second of the storm (in batches of --batch); default: as fast as
+    /// the simulator makes them.
+    #[arg(long, value_name = "CPS")]
+    pub call_rate: Option<f64>,
     /// With --direct without --spawn: a simulator's CSTA link address, in switch order (repeat
     /// for each switch).
     #[arg(long = "sim-link", value_name = "ADDR")]
@@ -294,6 +311,11 @@ fn check(args: Args) -> Result<Settings, BenchError> {
             "--rate must be a positive number of requests per second".into(),
         ));
     }
+    if args.call_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(BenchError::Setup(
+            "--call-rate must be a positive number of calls per second".into(),
+        ));
+    }
     if !(args.drain.is_finite() && args.drain >= 0.0) {
         return Err(BenchError::Setup(
             "--drain must be a number of seconds".into(),
@@ -301,6 +323,8 @@ fn check(args: Args) -> Result<Settings, BenchError> {
     }
     match args.scenario {
         Scenario::LoginStorm | Scenario::AccountCodes => plan.check_fits(args.dns, "items")?,
+        // Each switch's last local index is the storm's.
+        Scenario::CallStorm => plan.check_fits(args.dns + args.switches, "items and the storm")?,
         Scenario::Fanout => {
             if args.dns < 2 {
                 return Err(BenchError::Setup(
@@ -369,6 +393,7 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
         Scenario::LoginStorm => login_storm::run(s, env, summary).await?,
         Scenario::Fanout => fanout::run(s, env, summary).await?,
         Scenario::AccountCodes => account_codes::run(s, env, summary).await?,
+        Scenario::CallStorm => call_storm::run(s, env, summary).await?,
         Scenario::RedisFanout => {
             return Err(BenchError::Setup("redis-fanout runs on its own".into()))
         }

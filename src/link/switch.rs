@@ -9,7 +9,7 @@ use super::{LinkError, SwitchConfig, SwitchEvent};
 use crate::csta::Message;
 use actix::prelude::*;
 use futures_util::StreamExt;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -111,6 +111,13 @@ pub struct Switch {
     monitor_ops: VecDeque<MonitorOp>,
     /// Monitor operations sent to the link and not yet answered.
     monitor_ops_in_flight: usize,
+    /// DNs with a monitor operation on the active link (sent, not answered), with the epoch
+    /// it was sent in. A DN has at most one at a time: a MonitorStop sent while the DN's
+    /// MonitorStart is unanswered would find no cross-reference on the link and stop nothing,
+    /// leaving the switch monitoring the DN for ever.
+    monitor_busy: HashMap<Arc<str>, u64>,
+    /// Operations waiting for their DN's operation in flight, in the order they were asked for.
+    monitor_parked: HashMap<Arc<str>, VecDeque<MonitorOp>>,
     events: Recipient<SwitchEvent>,
 }
 
@@ -121,6 +128,14 @@ enum MonitorOp {
         tokio::sync::oneshot::Sender<Result<MonitorOutcome, LinkError>>,
     ),
     Stop(Arc<str>),
+}
+
+impl MonitorOp {
+    fn dn(&self) -> &Arc<str> {
+        match self {
+            MonitorOp::Start(dn, _) | MonitorOp::Stop(dn) => dn,
+        }
+    }
 }
 
 /// A cheap, cloneable handle on a running switch.
@@ -210,6 +225,8 @@ impl Switch {
                 active_addr,
                 monitor_ops: VecDeque::new(),
                 monitor_ops_in_flight: 0,
+                monitor_busy: HashMap::new(),
+                monitor_parked: HashMap::new(),
                 events,
             }
         });
@@ -264,12 +281,18 @@ impl Switch {
         // still queued for the old one are void: a start sent as well would leave the switch
         // with a second monitor for the DN (and only one of them known to the link), and a
         // stop has nothing to stop (the old connection's monitors ended with it).
-        for op in std::mem::take(&mut self.monitor_ops) {
+        let parked = std::mem::take(&mut self.monitor_parked);
+        for op in std::mem::take(&mut self.monitor_ops)
+            .into_iter()
+            .chain(parked.into_values().flatten())
+        {
             if let MonitorOp::Start(_, tx) = op {
                 let _ = tx.send(Ok(MonitorOutcome::Pending));
             }
         }
         let dns: Vec<Arc<str>> = self.monitored.iter().cloned().collect();
+        // Until its restore is answered, a DN's next monitor operation waits.
+        self.monitor_busy = dns.iter().map(|dn| (dn.clone(), epoch)).collect();
         info!(switch = %self.config.name, link, monitors = dns.len(), "link active; restoring monitors");
         let in_flight = self.config.settings.remonitor_in_flight.max(1);
         let restore = async move {
@@ -285,7 +308,11 @@ impl Switch {
                 .collect::<Vec<_>>()
                 .await
         };
-        ctx.spawn(restore.into_actor(self).map(move |results, act, _| {
+        ctx.spawn(restore.into_actor(self).map(move |results, act, ctx| {
+            for (dn, _) in &results {
+                act.monitor_done(dn, epoch);
+            }
+            act.pump_monitor_ops(ctx);
             if act.epoch != epoch {
                 return;
             }
@@ -326,6 +353,13 @@ impl Switch {
             let Some(op) = self.monitor_ops.pop_front() else {
                 break;
             };
+            if self.monitor_busy.contains_key(op.dn()) {
+                self.monitor_parked
+                    .entry(op.dn().clone())
+                    .or_default()
+                    .push_back(op);
+                continue;
+            }
             let Some(link) = self.active_link() else {
                 // No link: a start waits for the next one (monitors are restored then), a
                 // stop has nothing left to stop.
@@ -336,11 +370,13 @@ impl Switch {
             };
             self.monitor_ops_in_flight += 1;
             let epoch = self.epoch;
+            self.monitor_busy.insert(op.dn().clone(), epoch);
             match op {
                 MonitorOp::Start(dn, tx) => {
                     let fut = link.send(LinkRequest::Monitor(dn.clone()));
                     ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                         act.monitor_ops_in_flight -= 1;
+                        act.monitor_done(&dn, epoch);
                         let outcome = match res {
                             Ok(Ok(_)) => Ok(MonitorOutcome::Started),
                             // The link went away meanwhile: restored with the others.
@@ -363,12 +399,31 @@ impl Switch {
                     }));
                 }
                 MonitorOp::Stop(dn) => {
-                    let fut = link.send(LinkRequest::Unmonitor(dn));
-                    ctx.spawn(fut.into_actor(self).map(|_, act, ctx| {
+                    let fut = link.send(LinkRequest::Unmonitor(dn.clone()));
+                    ctx.spawn(fut.into_actor(self).map(move |_, act, ctx| {
                         act.monitor_ops_in_flight -= 1;
+                        act.monitor_done(&dn, epoch);
                         act.pump_monitor_ops(ctx);
                     }));
                 }
+            }
+        }
+    }
+
+    /// The DN's monitor operation sent in `epoch` is answered: its next one may go (first in
+    /// the queue). An answer from an older epoch changes nothing (a new active link reset
+    /// every DN's operations).
+    fn monitor_done(&mut self, dn: &Arc<str>, epoch: u64) {
+        if self.monitor_busy.get(dn) != Some(&epoch) {
+            return;
+        }
+        self.monitor_busy.remove(dn);
+        if let Some(waiting) = self.monitor_parked.get_mut(dn) {
+            if let Some(next) = waiting.pop_front() {
+                self.monitor_ops.push_front(next);
+            }
+            if waiting.is_empty() {
+                self.monitor_parked.remove(dn);
             }
         }
     }
@@ -469,7 +524,13 @@ impl Handler<SwitchStatusQuery> for Switch {
             ready: self.announced_up,
             links: self.links.iter().map(|s| s.state).collect(),
             monitored: self.monitored.len(),
-            monitor_ops: self.monitor_ops.len() + self.monitor_ops_in_flight,
+            monitor_ops: self.monitor_ops.len()
+                + self.monitor_ops_in_flight
+                + self
+                    .monitor_parked
+                    .values()
+                    .map(VecDeque::len)
+                    .sum::<usize>(),
         })
     }
 }

@@ -79,6 +79,7 @@ fn is_json(headers: &actix_web::http::header::HeaderMap) -> bool {
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/state", web::get().to(get_state))
         .route("/calls", web::post().to(post_call))
+        .route("/calls/burst", web::post().to(call_burst))
         .route("/calls/{call_id}/{action}", web::post().to(call_action))
         .route("/hotdesk", web::post().to(hotdesk))
         .route("/hotdesk/cancel", web::post().to(hotdesk_cancel))
@@ -144,6 +145,54 @@ async fn post_call(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
         let id = st.call_new(&b.from, &b.to, b.call_id, b.answer.unwrap_or(true))?;
         Ok(st.call_json(&id))
     })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallBurstBody {
+    from: String,
+    to: String,
+    count: u64,
+}
+
+/// The most calls one `POST /calls/burst` makes.
+const MAX_CALL_BURST: u64 = 1_000_000;
+
+/// Calls made per hold of the switch's lock in a call burst: the links' writers and the other
+/// endpoints get their turn between chunks.
+const CALL_BURST_CHUNK: u64 = 256;
+
+/// `count` answered calls from `from` to `to`, each with a fresh call ID, none cleared: a call
+/// storm (ServiceInitiated and Originated at `from`, Delivered and Established at both) for
+/// load tests, made as fast as the slowest link reads. Replies with the count and the first and
+/// last call IDs.
+async fn call_burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
+    let b: CallBurstBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return respond(Err(e)),
+    };
+    if b.count > MAX_CALL_BURST {
+        return respond(Err(SimError::bad_request(format!(
+            "at most {MAX_CALL_BURST} calls per burst"
+        ))));
+    }
+    let mut made = 0;
+    let mut first = None;
+    let mut last = Value::Null;
+    while made < b.count {
+        // Paced by the slowest link, like `/burst`: a chunk never overfills a link's queue.
+        sw.wait_for_room().await;
+        let n = CALL_BURST_CHUNK.min(b.count - made);
+        match sw.lock().call_burst(&b.from, &b.to, n) {
+            Ok((f, l)) => {
+                first.get_or_insert(f);
+                last = Value::String(l);
+            }
+            Err(e) => return respond(Err(e)),
+        }
+        made += n;
+    }
+    respond(Ok(json!({ "calls": made, "first": first, "last": last })))
 }
 
 #[derive(Deserialize, Default)]

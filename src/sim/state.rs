@@ -358,6 +358,9 @@ pub(crate) struct SwitchState {
     next_conn: ConnId,
     links: Vec<LinkInfo>,
     decode_errors: u64,
+    /// MonitorStops naming a cross-reference this connection does not have: a client that
+    /// stops a monitor it never started (or twice), or a stop that overtook its start.
+    unknown_monitor_stops: u64,
     faults: Faults,
     closed: bool,
 }
@@ -394,6 +397,7 @@ impl SwitchState {
                 })
                 .collect(),
             decode_errors: 0,
+            unknown_monitor_stops: 0,
             faults: Faults::default(),
             closed: false,
         }
@@ -726,6 +730,7 @@ impl SwitchState {
 
     fn monitor_stop(&mut self, conn: ConnId, cross_ref: &str) -> Result<Message, SimError> {
         if self.monitors.get(cross_ref).is_none_or(|m| m.conn != conn) {
+            self.unknown_monitor_stops += 1;
             return Err(SimError::new(
                 "operation",
                 "invalidCrossRefID",
@@ -886,6 +891,26 @@ impl SwitchState {
         );
         self.join(&id, to, from, answer)?;
         Ok(id)
+    }
+
+    /// `count` answered calls from `from` to `to`, each with a fresh call ID and none cleared
+    /// (a call storm for load tests): the same events as `count` calls made one by one.
+    /// Returns the call IDs of the first and the last.
+    pub(crate) fn call_burst(
+        &mut self,
+        from: &str,
+        to: &str,
+        count: u64,
+    ) -> Result<(String, String), SimError> {
+        let mut first = None;
+        let mut last = String::new();
+        for _ in 0..count {
+            last = self.call_new(from, to, None, true)?;
+            if first.is_none() {
+                first = Some(last.clone());
+            }
+        }
+        Ok((first.unwrap_or_default(), last))
     }
 
     /// Add `device` to a call: Delivered (and Established when answered) at it.
@@ -1287,6 +1312,7 @@ impl SwitchState {
             "calls": calls,
             "links": links,
             "decodeErrors": self.decode_errors,
+            "unknownMonitorStops": self.unknown_monitor_stops,
             "faults": self.faults_json(),
         })
     }
