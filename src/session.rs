@@ -830,7 +830,7 @@ pub async fn run(
                 "client closed as a slow consumer: it does not read what the router sends"
             );
         }
-        _ => debug!(client = id, cause = cause.label(), "client session ends"),
+        _ => debug!(client = id, peer = ?conn.peer, cause = cause.label(), "client session ends"),
     }
     crate::metrics::client_disconnected(cause.label());
     // The client's place is free as soon as the router is done with it; the connection's

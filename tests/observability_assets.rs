@@ -23,7 +23,7 @@ const JOB: &str = "csta-router";
 
 /// Every metric the router exports (SPEC section 7, plus the CSTA events received): each is
 /// shown on the dashboard.
-const METRICS: [&str; 18] = [
+const METRICS: [&str; 22] = [
     "csta_router_private_service_requests_total",
     "csta_router_association_latency_seconds",
     "csta_router_errors_total",
@@ -42,6 +42,10 @@ const METRICS: [&str; 18] = [
     "csta_router_active_calls",
     "csta_router_extension_actors",
     "csta_router_csta_events_received_total",
+    "csta_router_invoke_ids_reserved",
+    "csta_router_link_queue_frames",
+    "csta_router_link_read_pauses_total",
+    "csta_router_calls_evicted_total",
 ];
 
 /// The metrics that have no `switch` label (every other query filters on `$switch`).
