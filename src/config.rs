@@ -412,6 +412,7 @@ impl Config {
                 s.client_ping_interval,
                 MAX_DURATION,
             ),
+            ("server.open-timeout", s.open_timeout, MAX_DURATION),
             ("options.request-timeout", o.request_timeout, MAX_DURATION),
             ("options.kpl-interval", o.kpl_interval, MAX_DURATION),
             ("options.call-grace", o.call_grace, MAX_DURATION),
@@ -422,6 +423,25 @@ impl Config {
             ),
             ("options.reconnect-min", o.reconnect_min, MAX_DURATION),
             ("options.reconnect-max", o.reconnect_max, MAX_DURATION),
+        ]
+    }
+
+    /// Every count that must be at least 1, one line per key: (key, value, why, as the end
+    /// of the error sentence). A new count is one more line here.
+    fn counts(&self) -> Vec<(&'static str, u64, &'static str)> {
+        let (s, o) = (&self.server, &self.options);
+        let n = |v: usize| v as u64;
+        vec![
+            ("server.max-clients", n(s.max_clients), ": with 0 every client would be refused"),
+            ("server.client-queue", n(s.client_queue), ""),
+            ("server.client-ping-tolerance", u64::from(s.client_ping_tolerance), " (pings unanswered in a row before a client is closed)"),
+            ("server.max-frame-size", n(s.max_frame_size), ""),
+            ("server.client-max-in-flight", n(s.client_max_in_flight), ""),
+            ("server.max-http-connections", n(s.max_http_connections), ""),
+            ("options.kpl-tolerance", u64::from(o.kpl_tolerance), " (the number of unanswered keep-alives in a row after which the link is lost; to disable keep-alives set kpl-interval = \"0s\")"),
+            ("options.link-queue", n(o.link_queue), ""),
+            ("options.max-calls-per-dn", n(o.max_calls_per_dn), ""),
+            ("options.max-calls-per-switch", n(o.max_calls_per_switch), ""),
         ]
     }
 
@@ -465,12 +485,6 @@ impl Config {
                 "must be more than 0".into(),
             ));
         }
-        if self.options.link_queue == 0 {
-            return Err(invalid(
-                "options.link-queue".into(),
-                "must be at least 1".into(),
-            ));
-        }
         for (key, value, max) in self.durations() {
             if value.0 > max {
                 return Err(invalid(
@@ -493,35 +507,10 @@ impl Config {
                 ),
             ));
         }
-        if self.options.kpl_tolerance == 0 {
-            return Err(invalid(
-                "options.kpl-tolerance".into(),
-                "must be at least 1 (the number of unanswered keep-alives in a row after which the link is lost; to disable keep-alives set kpl-interval = \"0s\")".into(),
-            ));
-        }
-        if self.server.max_clients == 0 {
-            return Err(invalid(
-                "server.max-clients".into(),
-                "must be at least 1: with 0 every client would be refused".into(),
-            ));
-        }
-        if self.options.max_calls_per_dn == 0 {
-            return Err(invalid(
-                "options.max-calls-per-dn".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        if self.options.max_calls_per_switch == 0 {
-            return Err(invalid(
-                "options.max-calls-per-switch".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        if self.server.client_queue == 0 {
-            return Err(invalid(
-                "server.client-queue".into(),
-                "must be at least 1".into(),
-            ));
+        for (key, value, why) in self.counts() {
+            if value == 0 {
+                return Err(invalid(key.into(), format!("must be at least 1{why}")));
+            }
         }
         let mut plans = Vec::new();
         for (i, sw) in self.switch.iter().enumerate() {
@@ -918,6 +907,23 @@ mod tests {
         assert!(Dur::parse("4").is_err());
         assert!(Dur::parse("4x").is_err());
         assert!(Dur::parse("-4s").is_err());
+    }
+
+    #[test]
+    fn every_count_must_be_at_least_one() {
+        let base = "[[switch]]\nname = \"a\"\ndns = [\"5000-5999\"]\n[[switch.link]]\naddress = \"127.0.0.1:1\"\n";
+        let config = Config::parse(base, "x.toml").unwrap();
+        let keys: Vec<&str> = config.counts().iter().map(|(k, _, _)| *k).collect();
+        assert!(keys.len() >= 10, "{keys:?}");
+        for key in keys {
+            let (section, name) = key.split_once('.').unwrap();
+            let text = format!("[{section}]\n{name} = 0\n{base}");
+            let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
+            assert!(
+                e.contains("x.toml") && e.contains(key) && e.contains("at least 1"),
+                "{key}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -441,7 +441,7 @@ impl Extension {
                         Some(other) => refuse(self, ErrorCode::InvalidAttr, format!(
                             "Host {host} is on switch {}, guest {dn} on switch {}; hot-desking needs both on the same switch.", other.name, self.switch.name)),
                         None => refuse(self, ErrorCode::NotConfigured, format!(
-                            "Host {host} is in no switch's DN plan; check the number.")),
+                            "Host {} is in no switch's DN plan; check the number.", crate::protocol::echo(host))),
                     };
                 }
                 (
@@ -490,7 +490,7 @@ impl Extension {
                 let call = match &conn_id {
                     Some(cid) => match ConnId::parse(cid).and_then(|c| calls?.by_conn_id(c)) {
                         Some(c) => c,
-                        None => return refuse(self, ErrorCode::InvConnId, format!("connId {cid} is not an active call of {dn}; query the address for its calls.")),
+                        None => return refuse(self, ErrorCode::InvConnId, format!("connId {} is not an active call of {dn}; query the address for its calls.", crate::protocol::echo(cid))),
                     },
                     None => match calls.and_then(DeviceCalls::most_recent) {
                         Some(c) => c,
