@@ -13,7 +13,6 @@
 //! be mistaken for more than one field, and quoted and escaped otherwise, so no client text
 //! can start a new line or add fields to one.
 
-use crate::errors::Service;
 use crate::protocol::ErrorCode;
 use std::borrow::Cow;
 use std::fmt;
@@ -38,15 +37,6 @@ impl fmt::Display for LogStr<'_> {
         } else {
             write!(f, "{:?}", self.0)
         }
-    }
-}
-
-/// The audit name of a private service: its metrics label, or `private_<id>` for a
-/// `privateMsgId` the router does not implement (so even those are audited, by number).
-pub fn service_name(msg_id: u64) -> Cow<'static, str> {
-    match Service::private(msg_id) {
-        Some(service) => Cow::Borrowed(service.label()),
-        None => Cow::Owned(format!("private_{msg_id}")),
     }
 }
 
@@ -97,13 +87,5 @@ mod tests {
         assert_eq!(LogStr("a\nb").to_string(), "\"a\\nb\"");
         assert_eq!(LogStr("q\"uote").to_string(), "\"q\\\"uote\"");
         assert!(!LogStr("a\u{2028}b").to_string().contains('\u{2028}'));
-    }
-
-    #[test]
-    fn every_private_service_has_a_name() {
-        assert_eq!(service_name(1), "hotdesk_initiate");
-        assert_eq!(service_name(2), "hotdesk_cancel");
-        assert_eq!(service_name(501), "set_account_code");
-        assert_eq!(service_name(7), "private_7");
     }
 }

@@ -1,60 +1,23 @@
 //! How a switch's failures become client error codes (SPEC section 3, "Errors").
+//!
+//! A request to a switch is either a private service or the MonitorStart of a registration
+//! (`None` below): the same `CSTAErrorCode` means different things for them
+//! (`stateIncompatibility` is "already associated" for service 1, "no association" for 2).
 
 use crate::csta::CstaError;
 use crate::link::LinkError;
 use crate::protocol::ErrorCode;
-
-/// What a request was, for the mapping of `stateIncompatibility` and for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    /// Private service 1.
-    HotdeskInitiate,
-    /// Private service 2.
-    HotdeskCancel,
-    /// Private service 501.
-    SetAccountCode,
-    /// A MonitorStart for a registration.
-    Monitor,
-}
-
-impl Service {
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Service::HotdeskInitiate => "hotdesk_initiate",
-            Service::HotdeskCancel => "hotdesk_cancel",
-            Service::SetAccountCode => "set_account_code",
-            Service::Monitor => "monitor",
-        }
-    }
-
-    /// The private service of a `privateMsgId`, if it is one.
-    pub fn private(msg_id: u64) -> Option<Service> {
-        match msg_id {
-            1 => Some(Service::HotdeskInitiate),
-            2 => Some(Service::HotdeskCancel),
-            501 => Some(Service::SetAccountCode),
-            _ => None,
-        }
-    }
-
-    /// The private services a client can request, for metrics exported at 0.
-    pub const PRIVATE: [Service; 3] = [
-        Service::HotdeskInitiate,
-        Service::HotdeskCancel,
-        Service::SetAccountCode,
-    ];
-}
+use crate::services::Service;
 
 /// The code for a `CSTAErrorCode` answer to `service`.
-pub fn csta_error_code(e: &CstaError, service: Service) -> ErrorCode {
+pub fn csta_error_code(e: &CstaError, service: Option<Service>) -> ErrorCode {
     let value = e.value.as_str();
     match e.canonical_category() {
         "stateIncompatibility" => match service {
-            Service::HotdeskInitiate => ErrorCode::ResourceSeized,
-            Service::HotdeskCancel => ErrorCode::InSameState,
-            Service::SetAccountCode => ErrorCode::InvConnId,
-            Service::Monitor => ErrorCode::UnknownError,
+            Some(Service::HotdeskInitiate) => ErrorCode::ResourceSeized,
+            Some(Service::HotdeskCancel) => ErrorCode::InSameState,
+            Some(Service::SetAccountCode) => ErrorCode::InvConnId,
+            None => ErrorCode::UnknownError,
         },
         "operation" if matches!(value, "invalidDeviceID" | "objectNotKnown") => {
             ErrorCode::NotConfigured
@@ -74,8 +37,9 @@ pub fn csta_error_code(e: &CstaError, service: Service) -> ErrorCode {
     }
 }
 
-/// The code and a sentence for a person, for a failed request on `dn`.
-pub fn link_error(e: &LinkError, service: Service, dn: &str) -> (ErrorCode, String) {
+/// The code and a sentence for a person, for a failed request on `dn` (`service`: `None` for a
+/// registration's MonitorStart).
+pub fn link_error(e: &LinkError, service: Option<Service>, dn: &str) -> (ErrorCode, String) {
     match e {
         LinkError::NoSwitch { switch } => (
             ErrorCode::NoSwitch,
@@ -122,9 +86,12 @@ pub fn link_error(e: &LinkError, service: Service, dn: &str) -> (ErrorCode, Stri
 mod tests {
     use super::*;
 
-    fn code(cat: &str, val: &str, s: Service) -> u32 {
-        csta_error_code(&CstaError::new(cat, val), s).code()
+    fn code(cat: &str, val: &str, s: impl Into<Option<Service>>) -> u32 {
+        csta_error_code(&CstaError::new(cat, val), s.into()).code()
     }
+
+    #[allow(non_upper_case_globals)]
+    const Monitor: Option<Service> = None;
 
     #[test]
     fn mapping_table_of_the_spec() {

@@ -38,18 +38,18 @@
 
 pub mod audit;
 pub mod bench;
-pub mod calls;
+pub mod client;
 pub mod config;
 pub mod csta;
 pub mod dnplan;
 pub mod errors;
-pub mod extension;
 pub mod link;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod services;
 pub mod session;
 pub mod sim;
 pub mod tls;

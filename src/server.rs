@@ -2,18 +2,18 @@
 //! endpoint and the health endpoints; then run until SIGTERM or Ctrl-C.
 
 use crate::audit::LogStr;
-use crate::calls::CallTable;
+use crate::client::Hub;
 use crate::config::Config;
-use crate::link::Switch;
+use crate::link::{Switch, SwitchConfig};
 use crate::router::{Router, Shared, SwitchCtx};
-use crate::session::{self, Hub};
+use crate::session::{self, Gate};
 use crate::sim::{SimConfig, Simulator};
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -72,7 +72,9 @@ impl Running {
         // 4. Wait (bounded) until every monitor is stopped on the switches.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         for s in &self.shared.switches {
-            let Some(link) = s.link() else { continue };
+            let Some(link) = s.handle.get().map(|h| &h.addr) else {
+                continue;
+            };
             while tokio::time::Instant::now() < deadline {
                 match link.send(crate::link::SwitchStatusQuery).await {
                     Ok(st) if st.monitored > 0 || st.monitor_ops > 0 => {
@@ -111,6 +113,71 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
 
 /// Start everything the configuration describes on the current actix System.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    let simulators = start_simulators(&config).await?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
+    // The CSTA side (router shards, their extension actors, link actors) runs on a pool of one
+    // thread per core; client sessions run on as many actix-web workers. More threads than
+    // cores only adds wake-ups and context switches.
+    let pool: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+    let switch_configs = switch_configs(&config, &simulators);
+    crate::metrics::install(config.options.request_timeout.0);
+    crate::metrics::init_labels(
+        &config
+            .switch
+            .iter()
+            .map(|s| (Arc::from(s.name.as_str()), s.link.len()))
+            .collect::<Vec<_>>(),
+    );
+    let switches: Vec<Arc<SwitchCtx>> = config
+        .switch
+        .iter()
+        .zip(config.plans.iter())
+        .enumerate()
+        .map(|(index, (sw, plan))| {
+            let name: Arc<str> = Arc::from(sw.name.as_str());
+            Arc::new(SwitchCtx::new(index, name, plan.clone(), sw.simulated))
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        config,
+        switches,
+        hub: Hub::default(),
+    });
+    start_switches(&shared, switch_configs, &pool);
+    let sessions = CancellationToken::new();
+    let clients = ClientEndpoint {
+        shared: shared.clone(),
+        gate: Arc::new(Gate::default()),
+        sessions: sessions.clone(),
+    };
+    let (client_server, client_addr) = client_listener(clients, threads)?;
+    let (metrics_server, metrics_addr) = metrics_listener(shared.clone())?;
+    let http = vec![client_server.handle(), metrics_server.handle()];
+    actix_rt::spawn(client_server);
+    actix_rt::spawn(metrics_server);
+    let scheme = if shared.config.server.tls_config.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
+    info!(%client_addr, "clients: {scheme}://{client_addr}/v1");
+    info!(%metrics_addr, "metrics: http://{metrics_addr}/metrics (health: /healthz, /readyz)");
+    Ok(Running {
+        shared,
+        client_addr,
+        metrics_addr,
+        simulators,
+        http,
+        sessions,
+        arbiters: pool,
+    })
+}
+
+/// Start an embedded simulator for every `simulated = true` switch.
+async fn start_simulators(config: &Config) -> Result<Vec<Simulator>, ServerError> {
     let mut simulators = Vec::new();
     for sw in config.switch.iter().filter(|s| s.simulated) {
         let sim = Simulator::start_with_tls(
@@ -133,17 +200,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         );
         simulators.push(sim);
     }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .max(2);
-    // The CSTA side (router shards, their extension actors, link actors) runs on a pool of one
-    // thread per core; client sessions run on as many actix-web workers. More threads than
-    // cores only adds wake-ups and context switches.
-    let pool: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-    let arbiters: Vec<ArbiterHandle> = pool.iter().map(Arbiter::handle).collect();
+    Ok(simulators)
+}
+
+/// The switches as the link layer wants them, with the addresses the embedded simulators
+/// actually bound (they may have been given port 0).
+fn switch_configs(config: &Config, simulators: &[Simulator]) -> Vec<SwitchConfig> {
     let mut switch_configs = config.switch_configs();
-    // Simulators bound to port 0 tell us their real addresses.
     let mut sims = simulators.iter();
     for (entry, sc) in config.switch.iter().zip(switch_configs.iter_mut()) {
         if entry.simulated {
@@ -154,71 +217,48 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             }
         }
     }
-    let handle = crate::metrics::install(config.options.request_timeout.0);
-    let _ = handle;
-    crate::metrics::init_labels(
-        &config
-            .switch
-            .iter()
-            .map(|s| (Arc::from(s.name.as_str()), s.link.len()))
-            .collect::<Vec<_>>(),
-    );
-    let switches: Vec<Arc<SwitchCtx>> = config
-        .switch
-        .iter()
-        .zip(config.plans.iter())
-        .enumerate()
-        .map(|(index, (sw, plan))| {
-            let name: Arc<str> = Arc::from(sw.name.as_str());
-            Arc::new(SwitchCtx {
-                index,
-                metrics: crate::metrics::SwitchMetrics::new(&name),
-                associations: std::sync::Mutex::new(std::collections::HashMap::new()),
-                name,
-                plan: plan.clone(),
-                simulated: sw.simulated,
-                handle: OnceLock::new(),
-                link_up: AtomicBool::new(false),
-                active_link: AtomicUsize::new(0),
-                calls: CallTable::default(),
-                router: OnceLock::new(),
-            })
-        })
-        .collect();
-    let shared = Arc::new(Shared {
-        config,
-        switches,
-        hub: Hub::default(),
-    });
-    for (i, (sw, sc)) in shared.switches.iter().zip(switch_configs).enumerate() {
+    switch_configs
+}
+
+/// Start each switch's router shard and link layer on the CSTA pool.
+fn start_switches(shared: &Arc<Shared>, configs: Vec<SwitchConfig>, pool: &[Arbiter]) {
+    let threads = pool.len().max(1);
+    let handles: Vec<ArbiterHandle> = pool.iter().map(Arbiter::handle).collect();
+    for (i, (sw, sc)) in shared.switches.iter().zip(configs).enumerate() {
         // Switch i's shard (and so its extension actors) on pool thread i, its link j on
         // thread i + j: a switch's routing and per-DN work stay on one thread (see `router`),
         // its active link usually shares that thread (no cross-thread hop between them), and
         // switches are spread over the cores.
-        let mut pool = arbiters.clone();
+        let mut pool = handles.clone();
         pool.rotate_left(i % threads);
-        let router = {
-            let (shared, sw) = (shared.clone(), sw.clone());
-            match pool.first() {
-                Some(arbiter) => {
-                    Router::start_in_arbiter(arbiter, move |_| Router::new(shared, sw))
-                }
-                None => Router::new(shared, sw).start(),
-            }
-        };
-        let _ = sw.router.set(router.clone());
+        let router = Router::start_for(shared.clone(), sw.clone(), pool.first());
         let handle = Switch::start(sc, router.recipient(), &pool);
         let _ = sw.handle.set(handle);
     }
+}
 
-    let sessions = CancellationToken::new();
+/// What the WebSocket endpoint's handlers share.
+#[derive(Clone)]
+struct ClientEndpoint {
+    shared: Arc<Shared>,
+    /// The admission of connections (`max-clients`, authentication back-off).
+    gate: Arc<Gate>,
+    /// Cancelled to close every session with 1001.
+    sessions: CancellationToken,
+}
+
+/// Bind the client listener (`/v1`): its server, not yet running, and its address.
+fn client_listener(
+    clients: ClientEndpoint,
+    threads: usize,
+) -> Result<(actix_web::dev::Server, SocketAddr), ServerError> {
+    let shared = clients.shared.clone();
     let server = &shared.config.server;
-    let ws_state = (shared.clone(), sessions.clone());
     let client_accept = client_accept_bound(server.max_clients, threads);
     warn_if_descriptors_short(&shared.config, client_accept.0 * threads, threads);
     let client_server = HttpServer::new(move || {
         App::new()
-            .app_data(web::Data::new(ws_state.clone()))
+            .app_data(web::Data::new(clients.clone()))
             .route("/v1", web::get().to(ws_endpoint))
     })
     .workers(threads)
@@ -245,77 +285,53 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         Some(tls) => client_server.bind_rustls_0_23(server.client_listen, (**tls).clone()),
         None => client_server.bind(server.client_listen),
     }
-    .map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot listen for clients on {} (server.client-listen): {e}",
-                server.client_listen
-            ),
-        )
-    })?;
-    let scheme = if server.tls_config.is_some() {
-        "wss"
-    } else {
-        "ws"
-    };
-    let client_addr = client_server
+    .map_err(|e| listen_error(e, server.client_listen, "clients", "server.client-listen"))?;
+    let addr = client_server
         .addrs()
         .first()
         .copied()
         .unwrap_or(server.client_listen);
-    let metrics_state = shared.clone();
+    Ok((client_server.run(), addr))
+}
+
+/// Bind the metrics listener (`/metrics`, `/healthz`, `/readyz`).
+fn metrics_listener(
+    shared: Arc<Shared>,
+) -> Result<(actix_web::dev::Server, SocketAddr), ServerError> {
+    let server = &shared.config.server;
+    let (listen, max) = (server.metrics_listen, server.max_http_connections);
     let metrics_server = HttpServer::new(move || {
         App::new()
-            .app_data(web::Data::new(metrics_state.clone()))
+            .app_data(web::Data::new(shared.clone()))
             .route("/metrics", web::get().to(metrics_endpoint))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
     })
     .workers(1)
     // Scrapers and health checks cannot hold more descriptors than this (one worker).
-    .max_connections(server.max_http_connections.max(1))
+    .max_connections(max.max(1))
     .disable_signals()
     .shutdown_timeout(1)
-    .bind(server.metrics_listen)
-    .map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot listen for metrics on {} (server.metrics-listen): {e}",
-                server.metrics_listen
-            ),
-        )
-    })?;
-    let metrics_addr = metrics_server
-        .addrs()
-        .first()
-        .copied()
-        .unwrap_or(server.metrics_listen);
-    let client_server = client_server.run();
-    let metrics_server = metrics_server.run();
-    let http = vec![client_server.handle(), metrics_server.handle()];
-    actix_rt::spawn(client_server);
-    actix_rt::spawn(metrics_server);
-    info!(%client_addr, "clients: {scheme}://{client_addr}/v1");
-    info!(%metrics_addr, "metrics: http://{metrics_addr}/metrics (health: /healthz, /readyz)");
-    Ok(Running {
-        shared,
-        client_addr,
-        metrics_addr,
-        simulators,
-        http,
-        sessions,
-        arbiters: pool,
-    })
+    .bind(listen)
+    .map_err(|e| listen_error(e, listen, "metrics", "server.metrics-listen"))?;
+    let addr = metrics_server.addrs().first().copied().unwrap_or(listen);
+    Ok((metrics_server.run(), addr))
+}
+
+/// A listener that could not be bound, naming the address and its key.
+fn listen_error(e: std::io::Error, addr: SocketAddr, what: &str, key: &str) -> ServerError {
+    ServerError::Io(std::io::Error::new(
+        e.kind(),
+        format!("cannot listen for {what} on {addr} ({key}): {e}"),
+    ))
 }
 
 async fn ws_endpoint(
     req: HttpRequest,
     body: web::Payload,
-    state: web::Data<(Arc<Shared>, CancellationToken)>,
+    state: web::Data<ClientEndpoint>,
 ) -> actix_web::Result<HttpResponse> {
-    let (shared, shutdown) = (state.0.clone(), state.1.clone());
+    let shared = state.shared.clone();
     // A browser says which page opens the socket; a page from a site not listed must not
     // drive the router with the user's network access. Other clients send no Origin.
     if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
@@ -336,7 +352,14 @@ async fn ws_endpoint(
         peer: req.peer_addr().map(|a| a.ip()),
         tcp: session::TcpHandle::new(req.conn_data::<Rc<session::ConnSocket>>()),
     };
-    actix_web::rt::spawn(session::run(shared, session, stream, shutdown, conn));
+    actix_web::rt::spawn(session::run(
+        shared,
+        state.gate.clone(),
+        session,
+        stream,
+        state.sessions.clone(),
+        conn,
+    ));
     Ok(response)
 }
 
@@ -412,7 +435,7 @@ fn warn_if_descriptors_short(config: &Config, client_connections: usize, threads
 async fn metrics_endpoint(shared: web::Data<Arc<Shared>>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::metrics::render(&shared))
+        .body(crate::metrics::render(&shared.gauges()))
 }
 
 async fn healthz() -> HttpResponse {

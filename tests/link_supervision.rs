@@ -641,7 +641,7 @@ async fn a_small_link_queue_still_delivers_every_event_through_the_router() {
     // The router gives the last place back just after queueing the last event.
     let deadline = Instant::now() + Duration::from_secs(5);
     let text = loop {
-        let text = csta_router::metrics::render(&r.running.shared);
+        let text = csta_router::metrics::render(&r.running.shared.gauges());
         let frames = metric(&text, "csta_router_link_queue_frames", &[("switch", "sw1")]);
         if frames == Some(0.0) {
             break text;

@@ -10,7 +10,6 @@ mod router;
 #[path = "common/sim_control.rs"]
 mod sim_control;
 
-use csta_router::router::CountExtensions;
 use futures_util::StreamExt;
 use router::{config_text, dialect_from_env, normalized, Client, Router};
 use serde_json::{json, Value};
@@ -57,11 +56,12 @@ async fn disconnects(r: &Router, reason: &str) -> f64 {
 }
 
 async fn extension_actors(r: &Router) -> usize {
-    let mut n = 0;
-    for s in &r.running.shared.switches {
-        n += s.router.get().unwrap().send(CountExtensions).await.unwrap();
-    }
-    n
+    r.running
+        .shared
+        .switches
+        .iter()
+        .map(|s| s.extension_count())
+        .sum()
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {

@@ -499,10 +499,17 @@ address = "127.0.0.1:0"
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let sw = &running.shared.switches[0];
     assert!(!sw.link_up.load(Ordering::Relaxed), "the link came up");
-    let status = sw.link().unwrap().send(SwitchStatusQuery).await.unwrap();
+    let status = sw
+        .handle
+        .get()
+        .unwrap()
+        .addr
+        .send(SwitchStatusQuery)
+        .await
+        .unwrap();
     assert_eq!(status.active, None, "{status:?}");
     assert_eq!(status.links, vec![LinkState::Down], "{status:?}");
-    let metrics = csta_router::metrics::render(&running.shared);
+    let metrics = csta_router::metrics::render(&running.shared.gauges());
     let up: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("csta_router_link_up{") && l.contains("switch=\"swu\""))

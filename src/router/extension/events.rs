@@ -1,0 +1,379 @@
+//! What a DN's events mean: the hot-desk association last reported, the DN's active calls
+//! and their connIds, and the private events clients get.
+//!
+//! The call rules of SPEC section 3 are [`call_rule`], a plain function of the event and the
+//! DN; the DN's call list is a plain [`DeviceCalls`] shared with the switch's
+//! [`CallTable`](crate::router::calls::CallTable) for connIds. The actor applies both.
+
+use super::Extension;
+use crate::csta::{CallEvent, CallEventKind, HotDeskEvent, HotDeskState, Message};
+use crate::router::calls::{ConnId, DeviceCalls, Evicted};
+use crate::router::messages::ForgetCall;
+use crate::services::Service;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::debug;
+
+/// What the router knows of a DN from its events.
+#[derive(Debug, Default)]
+pub(super) struct DnState {
+    /// The association last reported for the DN, as (guest, host).
+    pub(super) hotdesk: Option<(String, String)>,
+    /// Whether `hotdesk` is known: false from the monitor's start (or a link loss) until the
+    /// switch reports an event for the DN.
+    pub(super) hotdesk_known: bool,
+    /// Boxed: most DNs have no call, and the actor should stay small.
+    pub(super) calls: Option<Box<DeviceCalls>>,
+}
+
+impl DnState {
+    /// The association as `(guest, host)` borrowed, for messages.
+    pub(super) fn hotdesk(&self) -> Option<(&str, &str)> {
+        self.hotdesk.as_ref().map(|(g, h)| (g.as_str(), h.as_str()))
+    }
+
+    /// The connIds of the DN's calls, oldest first.
+    pub(super) fn conn_ids(&self) -> Vec<String> {
+        self.calls
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|c| c.conn_id.to_string())
+            .collect()
+    }
+}
+
+/// What a call event does to the call list of the DN whose monitor carried it (SPEC
+/// section 3, "Active calls of a device").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallRule {
+    /// Add the call if new; `activate`: it was just established or retrieved at this device
+    /// (it becomes the "most recent active call").
+    Hold {
+        /// Whether the call becomes the device's most recent active one.
+        activate: bool,
+    },
+    /// Only note activity on the call if the DN has it (another party dropped out).
+    Touch,
+    /// The call left the device.
+    Drop,
+}
+
+/// The rule of SPEC section 3 for `ev` on the monitor of `dn`: added by ServiceInitiated,
+/// Originated, Delivered and Established (and kept by Held and Retrieved); removed by
+/// ConnectionCleared when the dropped connection is this device's, by CallCleared, and by a
+/// transfer or diversion that takes the call away from this device. "Most recent" is the call
+/// last established or retrieved at the device.
+pub(super) fn call_rule(ev: &CallEvent, dn: &str) -> CallRule {
+    let here = |d: Option<&str>| d == Some(dn);
+    let at_this_device = here(ev.device.as_deref()) || here(ev.connection.device_id.as_deref());
+    match ev.kind {
+        CallEventKind::ServiceInitiated
+        | CallEventKind::Originated
+        | CallEventKind::Delivered
+        | CallEventKind::Held => CallRule::Hold { activate: false },
+        CallEventKind::Established => CallRule::Hold { activate: true },
+        CallEventKind::Retrieved => CallRule::Hold {
+            activate: at_this_device,
+        },
+        CallEventKind::ConnectionCleared if here(ev.connection.device_id.as_deref()) => {
+            CallRule::Drop
+        }
+        CallEventKind::ConnectionCleared => CallRule::Touch,
+        CallEventKind::CallCleared => CallRule::Drop,
+        CallEventKind::Transferred | CallEventKind::Diverted if at_this_device => CallRule::Drop,
+        CallEventKind::Transferred | CallEventKind::Diverted => CallRule::Hold { activate: false },
+    }
+}
+
+impl Extension {
+    /// An event from the DN's monitor: update what the router knows, and deliver the private
+    /// events (through the ordering stage; see `ordered`).
+    pub(super) fn on_event(&mut self, seq: u64, message: &Message) {
+        match message {
+            Message::PrivateEvent { event, .. } => self.on_hotdesk_event(seq, event),
+            Message::Call(call) => self.on_call_event(call),
+            Message::CallInformation {
+                connection,
+                device,
+                account_code,
+                ..
+            } => {
+                let at = device.as_deref().or(connection.device_id.as_deref());
+                if at != Some(&*self.dn) {
+                    // Reported on every party's monitor; delivered from the named device's only.
+                    return;
+                }
+                let Some(call_id) = connection.call_id.as_deref() else {
+                    return;
+                };
+                let conn_id = self.touch_call(call_id, false);
+                self.switch.metrics.private_event(Service::SetAccountCode);
+                let options = &self.shared.config.options;
+                if options.accode_privateservice {
+                    let text = crate::protocol::account_code_event(
+                        &self.dn,
+                        &self.switch.name,
+                        seq,
+                        &conn_id.to_string(),
+                        &options.accode_name,
+                        account_code,
+                    );
+                    self.deliver(text);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_hotdesk_event(&mut self, seq: u64, event: &HotDeskEvent) {
+        let service = match event.state {
+            HotDeskState::Established => {
+                self.switch
+                    .note_association(&event.guest, event.host.as_deref());
+                self.state.hotdesk = event.host.clone().map(|h| (event.guest.clone(), h));
+                Service::HotdeskInitiate
+            }
+            HotDeskState::Cancelled => {
+                self.switch.note_association(&event.guest, None);
+                self.state.hotdesk = None;
+                Service::HotdeskCancel
+            }
+        };
+        self.switch.metrics.private_event(service);
+        self.state.hotdesk_known = true;
+        let text = crate::protocol::hotdesk_event(
+            &self.dn,
+            &self.switch.name,
+            seq,
+            service.id(),
+            &event.guest,
+            event.host.as_deref(),
+        );
+        self.deliver(text);
+    }
+
+    fn on_call_event(&mut self, ev: &CallEvent) {
+        let Some(call_id) = ev.connection.call_id.as_deref() else {
+            return;
+        };
+        match call_rule(ev, &self.dn) {
+            CallRule::Hold { activate } => {
+                self.touch_call(call_id, activate);
+            }
+            CallRule::Touch => {
+                if let Some(call) = self
+                    .state
+                    .calls
+                    .as_mut()
+                    .and_then(|list| list.touch(call_id, false, Instant::now()))
+                {
+                    let conn_id = call.conn_id;
+                    self.switch.calls.touch(call_id, conn_id);
+                }
+            }
+            CallRule::Drop => self.drop_call(call_id),
+        }
+    }
+
+    /// Add the call if new (within `max-calls-per-dn` and `max-calls-per-switch`: the call idle
+    /// the longest is evicted beyond them); mark it active if asked. Returns its connId.
+    fn touch_call(&mut self, call_id: &str, activated: bool) -> ConnId {
+        let now = Instant::now();
+        if let Some(call) = self
+            .state
+            .calls
+            .as_mut()
+            .and_then(|list| list.touch(call_id, activated, now))
+        {
+            let conn_id = call.conn_id;
+            self.switch.calls.touch(call_id, conn_id);
+            return conn_id;
+        }
+        let options = &self.shared.config.options;
+        let (max_per_dn, max_per_switch) = (options.max_calls_per_dn, options.max_calls_per_switch);
+        let call_id: Arc<str> = Arc::from(call_id);
+        let hold = self.switch.calls.hold(&call_id, &self.dn, max_per_switch);
+        let conn_id = hold.conn_id;
+        self.forget_evicted(hold.evicted);
+        let list = self.state.calls.get_or_insert_with(Box::default);
+        list.add(call_id, conn_id, activated, now);
+        if list.len() > max_per_dn {
+            if let Some(old) = list.pop_idlest() {
+                debug!(dn = %self.dn, call = %old.call_id, "more than max-calls-per-dn active calls: the call idle the longest is forgotten");
+                self.switch
+                    .calls
+                    .release(&old.call_id, old.conn_id, &self.dn);
+                self.switch.metrics.calls_evicted.increment(1);
+            }
+        }
+        conn_id
+    }
+
+    /// Calls the switch's table evicted (over `max-calls-per-switch`): every device holding
+    /// one forgets it, this one at once, the others through the shard.
+    fn forget_evicted(&mut self, evicted: Vec<Evicted>) {
+        for e in evicted {
+            debug!(switch = %self.switch.name, call = %e.call_id, "more than max-calls-per-switch active calls: the call idle the longest is forgotten");
+            self.switch.metrics.calls_evicted.increment(1);
+            for dn in e.holders {
+                if dn == self.dn {
+                    self.forget_call(&e.call_id, e.conn_id);
+                } else if let Some(shard) = self.switch.shard.get() {
+                    shard.forget.do_send(ForgetCall {
+                        dn,
+                        call_id: e.call_id.clone(),
+                        conn_id: e.conn_id,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Forget a call the switch's table evicted (a newer call reusing its ID is left alone).
+    pub(super) fn forget_call(&mut self, call_id: &str, conn_id: ConnId) {
+        if let Some(list) = &mut self.state.calls {
+            list.forget(call_id, conn_id);
+            self.shrink_calls();
+        }
+    }
+
+    /// Free the call list's memory once it is empty.
+    fn shrink_calls(&mut self) {
+        if self
+            .state
+            .calls
+            .as_ref()
+            .is_some_and(|list| list.is_empty())
+        {
+            self.state.calls = None;
+        }
+    }
+
+    fn drop_call(&mut self, call_id: &str) {
+        if let Some(c) = self
+            .state
+            .calls
+            .as_mut()
+            .and_then(|list| list.remove(call_id))
+        {
+            self.switch.calls.release(&c.call_id, c.conn_id, &self.dn);
+            self.shrink_calls();
+        }
+    }
+
+    /// Let go of every call (the link was lost, or the actor retires).
+    pub(super) fn release_calls(&mut self) {
+        if let Some(mut list) = self.state.calls.take() {
+            for c in list.drain() {
+                self.switch.calls.release(&c.call_id, c.conn_id, &self.dn);
+            }
+        }
+    }
+
+    /// Drop calls idle longer than `call-cleanup-idle`.
+    pub(super) fn sweep_calls(&mut self) {
+        let idle = self.shared.config.options.call_cleanup_idle.0;
+        let now = Instant::now();
+        while let Some(c) = self
+            .state
+            .calls
+            .as_mut()
+            .and_then(|list| list.pop_idle_longer_than(idle, now))
+        {
+            self.switch.calls.release(&c.call_id, c.conn_id, &self.dn);
+        }
+        self.shrink_calls();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csta::Connection;
+
+    fn ev(kind: CallEventKind, connection_device: &str, device: Option<&str>) -> CallEvent {
+        CallEvent {
+            kind,
+            cross_ref: Some("M1".into()),
+            connection: Connection::new("C1", connection_device),
+            device: device.map(str::to_owned),
+            other_device: None,
+        }
+    }
+
+    #[test]
+    fn the_four_events_add_a_call_and_established_makes_it_the_most_recent() {
+        for kind in [
+            CallEventKind::ServiceInitiated,
+            CallEventKind::Originated,
+            CallEventKind::Delivered,
+        ] {
+            assert_eq!(
+                call_rule(&ev(kind, "5001", None), "5001"),
+                CallRule::Hold { activate: false },
+                "{kind:?}"
+            );
+        }
+        assert_eq!(
+            call_rule(&ev(CallEventKind::Established, "4001", None), "5001"),
+            CallRule::Hold { activate: true },
+            "established at any party's monitor"
+        );
+        assert_eq!(
+            call_rule(&ev(CallEventKind::Held, "5001", None), "5001"),
+            CallRule::Hold { activate: false }
+        );
+    }
+
+    #[test]
+    fn retrieved_makes_the_call_most_recent_only_at_the_retrieving_device() {
+        assert_eq!(
+            call_rule(&ev(CallEventKind::Retrieved, "5001", None), "5001"),
+            CallRule::Hold { activate: true }
+        );
+        assert_eq!(
+            call_rule(&ev(CallEventKind::Retrieved, "4001", Some("5001")), "5001"),
+            CallRule::Hold { activate: true },
+            "the retrieving device named by `device`"
+        );
+        assert_eq!(
+            call_rule(&ev(CallEventKind::Retrieved, "4001", None), "5001"),
+            CallRule::Hold { activate: false }
+        );
+    }
+
+    #[test]
+    fn cleared_transferred_and_diverted_remove_the_call_from_the_device_it_leaves() {
+        assert_eq!(
+            call_rule(&ev(CallEventKind::ConnectionCleared, "5001", None), "5001"),
+            CallRule::Drop,
+            "this device's connection dropped"
+        );
+        assert_eq!(
+            call_rule(&ev(CallEventKind::ConnectionCleared, "4001", None), "5001"),
+            CallRule::Touch,
+            "another party dropped: the call stays"
+        );
+        assert_eq!(
+            call_rule(&ev(CallEventKind::CallCleared, "4001", None), "5001"),
+            CallRule::Drop
+        );
+        for kind in [CallEventKind::Transferred, CallEventKind::Diverted] {
+            assert_eq!(
+                call_rule(&ev(kind, "4001", Some("5001")), "5001"),
+                CallRule::Drop,
+                "{kind:?} away from this device"
+            );
+            assert_eq!(
+                call_rule(&ev(kind, "5001", None), "5001"),
+                CallRule::Drop,
+                "{kind:?}: this device's connection left"
+            );
+            assert_eq!(
+                call_rule(&ev(kind, "4001", Some("4002")), "5001"),
+                CallRule::Hold { activate: false },
+                "{kind:?} between other parties: the call stays here"
+            );
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The extension actor: one per DN in use, holding everything the router knows of the DN.
+//!
+//! Its three jobs, one module each:
+//! - [`subscriptions`]: the clients registered on the DN (and their modes) and the life of the
+//!   DN's monitor on the switch, shared by their registrations;
+//! - [`requests`]: the DN's private-service requests, checked against the
+//!   [catalogue](crate::services), sent to the switch one at a time in arrival order;
+//! - [`events`]: what the DN's events mean (the hot-desk association, the active calls and
+//!   their connIds) and the private events clients get, each serialized once and the same
+//!   bytes queued to every registered client.
+//!
+//! Answers to the DN's requests arrive through the same path as its events (link → shard →
+//! here, FIFO all the way), and what the actor makes of either goes back to the shard's
+//! ordering stage ([`Delivery`]), so a client sees the reply to its request before the event
+//! the request caused, and events in the order the switch sent them.
+
+pub mod events;
+pub mod requests;
+pub mod subscriptions;
+
+use crate::client::ClientHandle;
+use crate::csta::Message;
+use crate::link::{LinkError, MonitorOutcome, RoutedRequest, StartMonitor, StopMonitor};
+use crate::protocol::{ErrorCode, ProtocolError, SharedText};
+use crate::router::messages::{
+    Answer, CstaEvent, Delivery, DnOp, ExtensionOp, FanOut, ForgetCall, LinkChange, MonitorLost,
+    RetireAck, Retiring, SweepCalls, ToDn,
+};
+use crate::router::state::{Shared, SwitchCtx};
+use actix::prelude::*;
+use events::DnState;
+use requests::{Ask, Pipeline};
+use std::future::Future;
+use std::sync::Arc;
+use subscriptions::Subscriptions;
+use tracing::warn;
+
+/// The extension actor (see the [module docs](self)).
+pub struct Extension {
+    dn: Arc<str>,
+    id: u64,
+    shared: Arc<Shared>,
+    switch: Arc<SwitchCtx>,
+    subs: Subscriptions,
+    requests: Pipeline,
+    state: DnState,
+    retiring: bool,
+    /// While handling an event or answer: what it makes clients receive, handed to the shard
+    /// to be queued in order (see [`Delivery`]).
+    outbox: Option<Vec<FanOut>>,
+}
+
+impl Extension {
+    /// The actor for `dn` on `switch`.
+    pub fn new(dn: Arc<str>, id: u64, shared: Arc<Shared>, switch: Arc<SwitchCtx>) -> Extension {
+        Extension {
+            dn,
+            id,
+            shared,
+            switch,
+            subs: Subscriptions::default(),
+            requests: Pipeline::default(),
+            state: DnState::default(),
+            retiring: false,
+            outbox: None,
+        }
+    }
+
+    fn error(&self, reference_id: u64, code: ErrorCode, message: String) -> ProtocolError {
+        ProtocolError::new(reference_id, code, message).dn(&self.dn)
+    }
+
+    /// Start the DN's monitor on the switch (now, or when a link comes up); `None` while the
+    /// switch's link layer is not started (only during start-up).
+    fn start_monitor(&self) -> Option<impl Future<Output = Result<MonitorOutcome, LinkError>>> {
+        let link = self.switch.handle.get()?.addr.clone();
+        let (dn, switch) = (self.dn.clone(), self.switch.name.clone());
+        Some(async move {
+            link.send(StartMonitor(dn))
+                .await
+                .unwrap_or(Err(LinkError::LinkLost { switch }))
+        })
+    }
+
+    /// Stop the DN's monitor on the switch.
+    fn stop_monitor(&self) {
+        if let Some(handle) = self.switch.handle.get() {
+            handle.addr.do_send(StopMonitor(self.dn.clone()));
+        }
+    }
+
+    /// Send a request to the switch's active link; its answer comes back as an [`Answer`]
+    /// with `tag`. `Err` when there is no active link (nothing was sent).
+    fn route(&self, message: Message, tag: u64) -> Result<(), LinkError> {
+        let Some(link) = self.switch.handle.get().and_then(|h| h.active_link()) else {
+            return Err(LinkError::NoSwitch {
+                switch: self.switch.name.clone(),
+            });
+        };
+        link.do_send(RoutedRequest {
+            message,
+            dn: self.dn.clone(),
+            tag,
+        });
+        Ok(())
+    }
+
+    /// Queue a message to some clients: through the shard's ordering stage while handling an
+    /// event or answer, directly otherwise.
+    fn emit(&mut self, to: Vec<ClientHandle>, text: SharedText, reply: bool) {
+        match &mut self.outbox {
+            Some(out) => out.push(FanOut { text, to, reply }),
+            None => {
+                for c in &to {
+                    c.push(text.clone(), reply);
+                }
+            }
+        }
+    }
+
+    /// Queue one serialized event to every subscriber still there.
+    fn deliver(&mut self, text: SharedText) {
+        let to = self.subs.open_clients();
+        self.emit(to, text, false);
+    }
+
+    /// Run `f` collecting what it sends, and hand that to the shard for ordered delivery.
+    fn ordered(&mut self, seq: u64, f: impl FnOnce(&mut Self)) {
+        self.outbox = Some(Vec::new());
+        f(self);
+        let out = self.outbox.take().unwrap_or_default();
+        match self.switch.shard.get() {
+            Some(shard) => shard.deliveries.do_send(Delivery { seq, out }),
+            None => warn!(dn = %self.dn, "no router shard for the switch; delivery dropped"),
+        }
+    }
+
+    /// Carry out one client operation on the DN.
+    fn run_op(&mut self, op: DnOp, ctx: &mut Context<Self>) {
+        match op {
+            DnOp::Register {
+                client,
+                reference_id,
+                mode,
+            } => self.on_register(client, reference_id, mode, ctx),
+            DnOp::Unregister {
+                client,
+                reference_id,
+            } => self.on_unregister(client, reference_id),
+            DnOp::QueryAddress {
+                client,
+                reference_id,
+            } => {
+                client.reply(crate::protocol::address_info(
+                    reference_id,
+                    &self.dn,
+                    &self.switch.name,
+                    self.state.hotdesk(),
+                    self.state.hotdesk_known,
+                    &self.state.conn_ids(),
+                ));
+                self.maybe_retire();
+            }
+            DnOp::PrivateService {
+                client,
+                reference_id,
+                msg_id,
+                conn_id,
+                extensions,
+            } => {
+                self.on_private_service(Ask {
+                    client,
+                    reference_id,
+                    msg_id,
+                    conn_id,
+                    extensions,
+                });
+                self.maybe_retire();
+            }
+        }
+    }
+
+    /// Retire when there is nothing left to do: no subscriber, no request, nothing waiting.
+    /// The monitor is stopped, the calls let go, and the shard asked to forget the actor.
+    fn maybe_retire(&mut self) {
+        self.count_registration();
+        if self.retiring || !self.subs.is_idle() || !self.requests.is_idle() {
+            return;
+        }
+        if self.subs.is_monitored() {
+            self.stop_monitor();
+            self.subs.stopped();
+        }
+        self.release_calls();
+        self.retiring = true;
+        if let Some(shard) = self.switch.shard.get() {
+            shard.retiring.do_send(Retiring {
+                dn: self.dn.clone(),
+                id: self.id,
+            });
+        }
+    }
+}
+
+impl Actor for Extension {
+    type Context = Context<Self>;
+}
+
+impl Handler<SweepCalls> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, _: SweepCalls, _: &mut Self::Context) {
+        if self.state.calls.is_some() {
+            self.sweep_calls();
+        }
+    }
+}
+
+impl Handler<ForgetCall> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetCall, _: &mut Self::Context) {
+        self.forget_call(&msg.call_id, msg.conn_id);
+    }
+}
+
+impl Handler<ExtensionOp> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, ExtensionOp(op): ExtensionOp, ctx: &mut Self::Context) {
+        if self.retiring {
+            // The shard forwarded this before it learned of the retirement: back for
+            // re-dispatch to a new actor.
+            if let Some(shard) = self.switch.shard.get() {
+                shard.requests.do_send(ToDn {
+                    dn: self.dn.clone(),
+                    op,
+                });
+            }
+            return;
+        }
+        // While a MonitorStart is in flight a registration joins it; anything else (and a
+        // registration behind something deferred) waits for its outcome, so that a client's
+        // operations on the DN take effect in the order it sent them.
+        if self.subs.must_defer(&op) {
+            self.subs.defer(op);
+            return;
+        }
+        self.run_op(op, ctx);
+    }
+}
+
+impl Handler<CstaEvent> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, ev: CstaEvent, _: &mut Self::Context) {
+        self.ordered(ev.seq, |act| {
+            if !act.retiring {
+                act.on_event(ev.seq, &ev.message);
+            }
+        });
+    }
+}
+
+impl Handler<Answer> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, a: Answer, _: &mut Self::Context) {
+        self.ordered(a.seq, |act| act.on_answer(a.tag, a.result));
+        self.maybe_retire();
+    }
+}
+
+impl Handler<LinkChange> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, change: LinkChange, _: &mut Self::Context) {
+        if !change.up {
+            // The switch is the authority and we may have missed events: forget what we knew
+            // (the switch's call table keeps the connIds for `call-grace`).
+            self.state.hotdesk_known = false;
+            self.release_calls();
+        }
+    }
+}
+
+impl Handler<MonitorLost> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, lost: MonitorLost, ctx: &mut Self::Context) {
+        self.on_monitor_lost(&lost.error, ctx);
+    }
+}
+
+impl Handler<RetireAck> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, _: RetireAck, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,284 @@
+//! Who is registered on a DN, and the life of its monitor on the switch.
+//!
+//! Registrations of a DN share one MonitorStart; the monitor is stopped when the last client
+//! leaves (the actor retires). Clients pipeline: operations on the DN that arrive while a
+//! registration's MonitorStart is in flight wait for its outcome and then run in the order
+//! they arrived, so a private service sent right after `RequestRegisterAddress` finds the
+//! client registered, and an unregister gets its `EventUnregistered` after the
+//! `EventRegistered` and stops the monitor.
+
+use super::requests::csta_extension;
+use super::Extension;
+use crate::client::ClientHandle;
+use crate::link::{LinkError, MonitorOutcome};
+use crate::protocol::{ErrorCode, RegisterMode};
+use crate::router::messages::DnOp;
+use actix::prelude::*;
+use std::collections::VecDeque;
+
+#[derive(Debug)]
+struct Subscriber {
+    client: ClientHandle,
+    mode: RegisterMode,
+}
+
+/// A registration waiting for a MonitorStart: the client, its `referenceId`, the mode.
+type Waiter = (ClientHandle, u64, RegisterMode);
+
+#[derive(Debug, Default)]
+enum MonitorState {
+    /// No monitor.
+    #[default]
+    Idle,
+    /// A MonitorStart (number `start`) is in flight; these registrations wait for it.
+    Starting { start: u64, waiters: Vec<Waiter> },
+    /// Monitored (or to be monitored as soon as the link is up).
+    Active,
+}
+
+/// The DN's registrations and monitor.
+#[derive(Debug, Default)]
+pub(super) struct Subscriptions {
+    subscribers: Vec<Subscriber>,
+    monitor: MonitorState,
+    /// Client operations that arrived while a MonitorStart was in flight, in arrival order:
+    /// they run once it is answered.
+    deferred: VecDeque<DnOp>,
+    /// Numbers the MonitorStarts, so that a late outcome is never taken for a newer one's.
+    starts: u64,
+    /// Whether this DN counts in the registered-DNs gauge.
+    counted: bool,
+}
+
+impl Subscriptions {
+    /// The mode `client` registered the DN in, if it did.
+    pub(super) fn mode_of(&self, client: &ClientHandle) -> Option<RegisterMode> {
+        self.subscribers
+            .iter()
+            .find(|s| s.client.id == client.id)
+            .map(|s| s.mode)
+    }
+
+    /// Whether `op` must wait for the MonitorStart in flight: anything but a registration
+    /// (which joins it), and a registration behind something already waiting.
+    pub(super) fn must_defer(&self, op: &DnOp) -> bool {
+        matches!(self.monitor, MonitorState::Starting { .. })
+            && (!self.deferred.is_empty() || !matches!(op, DnOp::Register { .. }))
+    }
+
+    /// Keep `op` until the MonitorStart in flight is answered.
+    pub(super) fn defer(&mut self, op: DnOp) {
+        self.deferred.push_back(op);
+    }
+
+    /// The clients still open, forgetting the others.
+    pub(super) fn open_clients(&mut self) -> Vec<ClientHandle> {
+        self.subscribers.retain(|s| s.client.is_open());
+        self.subscribers.iter().map(|s| s.client.clone()).collect()
+    }
+
+    /// Whether the DN has nothing left to do here: no subscriber, no MonitorStart in flight,
+    /// nothing deferred.
+    pub(super) fn is_idle(&self) -> bool {
+        self.subscribers.is_empty()
+            && matches!(self.monitor, MonitorState::Idle | MonitorState::Active)
+            && self.deferred.is_empty()
+    }
+
+    /// Whether the switch monitors the DN (or will as soon as its link is up).
+    pub(super) fn is_monitored(&self) -> bool {
+        matches!(self.monitor, MonitorState::Active)
+    }
+
+    /// The monitor is stopped (the actor retires).
+    pub(super) fn stopped(&mut self) {
+        self.monitor = MonitorState::Idle;
+    }
+}
+
+impl Extension {
+    fn registered(&self, client: &ClientHandle, reference_id: u64, mode: RegisterMode) {
+        client.reply(crate::protocol::registered(
+            reference_id,
+            &self.dn,
+            &self.switch.name,
+            mode,
+            self.switch.is_up(),
+            self.state.hotdesk(),
+            self.state.hotdesk_known,
+        ));
+    }
+
+    fn subscribe(&mut self, client: ClientHandle, mode: RegisterMode) {
+        let subs = &mut self.subs.subscribers;
+        match subs.iter_mut().find(|s| s.client.id == client.id) {
+            Some(s) => s.mode = mode,
+            None => subs.push(Subscriber { client, mode }),
+        }
+        self.count_registration();
+    }
+
+    /// `RequestRegisterAddress`: join the monitor, or start it.
+    pub(super) fn on_register(
+        &mut self,
+        client: ClientHandle,
+        reference_id: u64,
+        mode: RegisterMode,
+        ctx: &mut Context<Self>,
+    ) {
+        match &mut self.subs.monitor {
+            MonitorState::Active => {
+                self.subscribe(client.clone(), mode);
+                self.registered(&client, reference_id, mode);
+            }
+            MonitorState::Starting { waiters, .. } => waiters.push((client, reference_id, mode)),
+            MonitorState::Idle => {
+                self.subs.starts += 1;
+                let start = self.subs.starts;
+                self.subs.monitor = MonitorState::Starting {
+                    start,
+                    waiters: vec![(client, reference_id, mode)],
+                };
+                self.state.hotdesk_known = false;
+                let Some(started) = self.start_monitor() else {
+                    return self.not_started();
+                };
+                ctx.spawn(started.into_actor(self).map(move |res, act, ctx| {
+                    act.started(start, res, ctx);
+                }));
+            }
+        }
+    }
+
+    /// The outcome of MonitorStart number `start`: answer the registrations waiting for it,
+    /// then run what was deferred behind it.
+    fn started(
+        &mut self,
+        start: u64,
+        res: Result<MonitorOutcome, LinkError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let waiters = match std::mem::take(&mut self.subs.monitor) {
+            MonitorState::Starting { start: s, waiters } if s == start => waiters,
+            other => {
+                // Already settled (the monitor was lost meanwhile).
+                self.subs.monitor = other;
+                return;
+            }
+        };
+        match res {
+            Ok(MonitorOutcome::Started) | Ok(MonitorOutcome::Pending) => {
+                self.subs.monitor = MonitorState::Active;
+                for (client, reference_id, mode) in waiters {
+                    if client.is_open() {
+                        self.subscribe(client.clone(), mode);
+                    }
+                    self.registered(&client, reference_id, mode);
+                }
+            }
+            Err(e) => self.registrations_failed(waiters, &e),
+        }
+        self.run_deferred(ctx);
+        self.maybe_retire();
+    }
+
+    /// Registrations whose MonitorStart failed: each gets the error, nothing is registered.
+    fn registrations_failed(&mut self, waiters: Vec<Waiter>, e: &LinkError) {
+        let (code, message) = crate::errors::link_error(e, None, &self.dn);
+        let message = format!("{} could not be registered: {message}", self.dn);
+        let extensions = csta_extension(e);
+        for (client, reference_id, _) in waiters {
+            let err = self.error(reference_id, code, message.clone());
+            client.reply_error(&err, Some(&self.switch.name), extensions.as_ref());
+        }
+    }
+
+    /// Run the operations deferred behind a MonitorStart, in order, until one starts another.
+    fn run_deferred(&mut self, ctx: &mut Context<Self>) {
+        while !matches!(self.subs.monitor, MonitorState::Starting { .. }) {
+            let Some(op) = self.subs.deferred.pop_front() else {
+                break;
+            };
+            self.run_op(op, ctx);
+        }
+        if self.subs.deferred.is_empty() && self.subs.deferred.capacity() > 0 {
+            self.subs.deferred = VecDeque::new();
+        }
+    }
+
+    /// The switch's link layer is not started yet (only possible during start-up).
+    fn not_started(&mut self) {
+        if let MonitorState::Starting { waiters, .. } = std::mem::take(&mut self.subs.monitor) {
+            for (client, reference_id, _) in waiters {
+                let e = self.error(
+                    reference_id,
+                    ErrorCode::Internal,
+                    "The router is still starting; retry in a moment.".into(),
+                );
+                client.reply_error(&e, Some(&self.switch.name), None);
+            }
+        }
+        self.maybe_retire();
+    }
+
+    /// `RequestUnregisterAddress` (`reference_id`), or the client left (`None`: no reply).
+    pub(super) fn on_unregister(&mut self, client: ClientHandle, reference_id: Option<u64>) {
+        let before = self.subs.subscribers.len();
+        self.subs.subscribers.retain(|s| s.client.id != client.id);
+        // Never while a MonitorStart is in flight: the operation was deferred behind it.
+        let removed = self.subs.subscribers.len() != before;
+        match reference_id {
+            Some(reference_id) if removed => {
+                client.reply(crate::protocol::unregistered(reference_id, &self.dn));
+            }
+            Some(reference_id) => {
+                let e = self.error(
+                    reference_id,
+                    ErrorCode::NotRegistered,
+                    format!(
+                        "{} is not registered by this client, so there is nothing to unregister.",
+                        self.dn
+                    ),
+                );
+                client.reply_error(&e, Some(&self.switch.name), None);
+            }
+            None => {}
+        }
+        self.maybe_retire();
+    }
+
+    /// The switch refused to monitor the DN again on a new link: its registrations are gone.
+    pub(super) fn on_monitor_lost(&mut self, error: &LinkError, ctx: &mut Context<Self>) {
+        if let MonitorState::Starting { waiters, .. } = std::mem::take(&mut self.subs.monitor) {
+            // The switch refused the monitor these registrations were waiting for.
+            self.registrations_failed(waiters, error);
+            self.run_deferred(ctx);
+            self.maybe_retire();
+            return;
+        }
+        let (code, message) = crate::errors::link_error(error, None, &self.dn);
+        let text = crate::protocol::monitor_lost(
+            &self.dn,
+            &self.switch.name,
+            code,
+            &format!("The switch refused to monitor {} again after the link was restored, so it is no longer registered: {message}", self.dn),
+        );
+        self.deliver(text);
+        self.subs.subscribers.clear();
+        self.subs.monitor = MonitorState::Idle;
+        self.maybe_retire();
+    }
+
+    /// Keep the registered-DNs gauge in step with the subscriber list.
+    pub(super) fn count_registration(&mut self) {
+        let registered = !self.subs.subscribers.is_empty();
+        if registered != self.subs.counted {
+            self.subs.counted = registered;
+            if registered {
+                self.switch.metrics.registered_dns.increment(1.0);
+            } else {
+                self.switch.metrics.registered_dns.decrement(1.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The router shard of one switch: which extension actor holds a DN, the hand-off of client
+//! requests and switch events to it, and the ordering of what comes back.
+//!
+//! There is one [`Router`] actor per switch, and the switch's extension actors live on the
+//! shard's thread: a DN's switch is found from the immutable DN plans without asking any actor,
+//! and everything about the DN then flows through that one thread. Shards are spread over a
+//! pool of one Arbiter (thread) per core, switch i on thread i, and switch i's link j on thread
+//! i + j, so the active link usually shares its shard's thread: adding switches spreads load
+//! over the cores without adding threads. The shard keeps no per-DN state but the map from DN
+//! to extension actor; the work per DN (state, request queue, serialization of events) happens
+//! in the extension actors, and the fan-out to clients here, in frame order
+//! ([`Reorder`]).
+//!
+//! An extension actor is created on the first request for its DN and retires itself when it
+//! has nothing left to do (no subscriber, no request). Retiring is a handshake
+//! ([`Retiring`] → [`RetireAck`]) so that a request the shard forwarded just before it learned
+//! of the retirement is bounced back and re-dispatched, never lost.
+
+use super::extension::Extension;
+use super::messages::{
+    Answer, CstaEvent, Delivery, DnOp, ExtensionOp, ForgetCall, LinkChange, MonitorLost, RetireAck,
+    Retiring, SweepCalls, ToDn,
+};
+use super::ordering::Reorder;
+use super::state::{ShardInbox, Shared, SwitchCtx};
+use crate::client::ClientHandle;
+use crate::link::{QueueSlot, SwitchEvent};
+use crate::protocol::{self, ErrorCode, ProtocolError};
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The router shard of one switch (see the [module docs](self)).
+pub struct Router {
+    shared: Arc<Shared>,
+    switch: Arc<SwitchCtx>,
+    extensions: HashMap<Arc<str>, (u64, Addr<Extension>)>,
+    next_id: u64,
+    /// Events and answers handed out, waiting for their turn to reach the clients; each holds
+    /// its frame's place in the link queue (given back once delivered, see [`QueueSlot`]).
+    reorder: Reorder<QueueSlot>,
+}
+
+impl Router {
+    /// Start the shard of `switch` on `arbiter` (the current one if `None`) and make it the
+    /// switch's inbox. Returns its address (for the link layer's events).
+    pub fn start_for(
+        shared: Arc<Shared>,
+        switch: Arc<SwitchCtx>,
+        arbiter: Option<&ArbiterHandle>,
+    ) -> Addr<Router> {
+        let make = {
+            let switch = switch.clone();
+            move || Router {
+                shared,
+                switch,
+                extensions: HashMap::new(),
+                next_id: 0,
+                reorder: Reorder::default(),
+            }
+        };
+        let addr = match arbiter {
+            Some(arbiter) => Router::start_in_arbiter(arbiter, move |_| make()),
+            None => make().start(),
+        };
+        let _ = switch.shard.set(ShardInbox {
+            requests: addr.clone().recipient(),
+            deliveries: addr.clone().recipient(),
+            retiring: addr.clone().recipient(),
+            forget: addr.clone().recipient(),
+        });
+        addr
+    }
+
+    fn extension(&mut self, dn: &Arc<str>) -> &Addr<Extension> {
+        // No `Addr` clone: each one allocates, and there is one actor per DN.
+        let (shared, switch, next_id) = (&self.shared, &self.switch, &mut self.next_id);
+        &self
+            .extensions
+            .entry(dn.clone())
+            .or_insert_with(|| {
+                *next_id += 1;
+                let id = *next_id;
+                switch.extensions.fetch_add(1, Ordering::Relaxed);
+                // On this shard's Arbiter: all of a switch's per-DN work shares one thread.
+                let ext = Extension::new(dn.clone(), id, shared.clone(), switch.clone());
+                (id, ext.start())
+            })
+            .1
+    }
+
+    fn dispatch(&mut self, msg: ToDn) {
+        // Nothing to unregister or query where no actor holds the DN: answer here.
+        if !self.extensions.contains_key(&msg.dn) {
+            match &msg.op {
+                DnOp::Unregister {
+                    client,
+                    reference_id: Some(reference_id),
+                } => return self.not_registered(client, *reference_id, &msg.dn),
+                DnOp::Unregister { .. } => return,
+                DnOp::QueryAddress {
+                    client,
+                    reference_id,
+                } => {
+                    client.reply(protocol::address_info(
+                        *reference_id,
+                        &msg.dn,
+                        &self.switch.name,
+                        None,
+                        false,
+                        &[],
+                    ));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.extension(&msg.dn).do_send(ExtensionOp(msg.op));
+    }
+
+    fn not_registered(&self, client: &ClientHandle, reference_id: u64, dn: &str) {
+        let e = ProtocolError::new(
+            reference_id,
+            ErrorCode::NotRegistered,
+            format!("{dn} is not registered by this client, so there is nothing to unregister."),
+        )
+        .dn(dn);
+        client.reply_error(&e, Some(&self.switch.name), None);
+    }
+
+    /// Hand an event or answer of the switch to its DN's actor, announcing it to the ordering
+    /// stage first. Frames for a DN no actor holds go nowhere (their queue place is given back).
+    fn hand_out<M>(&mut self, dn: &str, seq: u64, slot: QueueSlot, message: M)
+    where
+        M: actix::Message<Result = ()> + Send + 'static,
+        Extension: Handler<M>,
+    {
+        if let Some((_, ext)) = self.extensions.get(dn) {
+            self.reorder.expect(seq, slot);
+            ext.do_send(message);
+        }
+    }
+
+    fn link_changed(&mut self, up: bool, link: usize) {
+        if up {
+            self.switch.active_link.store(link, Ordering::Relaxed);
+        }
+        self.switch.link_up.store(up, Ordering::Relaxed);
+        if !up {
+            // The switch is the authority: what we knew may be stale now.
+            self.switch.forget_associations();
+            self.switch
+                .calls
+                .link_lost(self.shared.config.options.call_grace.0);
+        }
+        for (_, ext) in self.extensions.values() {
+            ext.do_send(LinkChange { up });
+        }
+        self.shared
+            .hub
+            .broadcast(protocol::link_event(&self.switch.name, up, Some(link)));
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // One timer per switch for the periodic call sweep of its extension actors.
+        let options = &self.shared.config.options;
+        let every = |d: Duration| (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
+        ctx.run_interval(every(options.call_cleanup_idle.0), |act, _| {
+            for (_, ext) in act.extensions.values() {
+                ext.do_send(SweepCalls);
+            }
+        });
+        // And one for the calls kept after a link loss whose `call-grace` has run out.
+        ctx.run_interval(every(options.call_grace.0), |act, _| {
+            act.switch.calls.sweep();
+        });
+    }
+}
+
+impl Handler<ToDn> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToDn, _: &mut Self::Context) {
+        self.dispatch(msg);
+    }
+}
+
+impl Handler<Retiring> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Retiring, _: &mut Self::Context) {
+        if let Some((id, addr)) = self.extensions.get(&msg.dn) {
+            if *id == msg.id {
+                // Everything forwarded to it so far is already in its mailbox, ahead of this.
+                addr.do_send(RetireAck);
+                self.extensions.remove(&msg.dn);
+                self.switch.extensions.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Handler<Delivery> for Router {
+    type Result = ();
+
+    fn handle(&mut self, d: Delivery, _: &mut Self::Context) {
+        self.reorder.fill(d.seq, d.out);
+        while let Some((out, _queue_slot)) = self.reorder.pop_ready() {
+            let mut delivered = 0u64;
+            for o in out {
+                for client in &o.to {
+                    if client.push(o.text.clone(), o.reply) && !o.reply {
+                        delivered += 1;
+                    }
+                }
+            }
+            self.switch.metrics.events_delivered.increment(delivered);
+        }
+    }
+}
+
+impl Handler<ForgetCall> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetCall, _: &mut Self::Context) {
+        if let Some((_, ext)) = self.extensions.get(&msg.dn) {
+            ext.do_send(msg);
+        }
+    }
+}
+
+impl Handler<SwitchEvent> for Router {
+    type Result = ();
+
+    fn handle(&mut self, ev: SwitchEvent, _: &mut Self::Context) {
+        match ev {
+            SwitchEvent::Csta {
+                seq,
+                dn,
+                message,
+                slot,
+                ..
+            } => self.hand_out(&dn, seq, slot, CstaEvent { seq, message }),
+            SwitchEvent::Answer {
+                dn,
+                tag,
+                seq,
+                result,
+                slot,
+                ..
+            } => self.hand_out(&dn, seq, slot, Answer { seq, tag, result }),
+            SwitchEvent::MonitorLost { dn, error, .. } => {
+                if let Some((_, ext)) = self.extensions.get(&dn) {
+                    ext.do_send(MonitorLost { error });
+                }
+            }
+            SwitchEvent::LinkUp { link, .. } => self.link_changed(true, link),
+            SwitchEvent::LinkDown { link, .. } => self.link_changed(false, link),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Client sessions: one WebSocket connection each (SPEC section 3).
+//!
+//! A session is a task, not an actor: it reads the client's frames, answers what it can
+//! itself (opening, server queries, malformed input), and hands everything about a DN to the
+//! router shard of the DN's switch ([`requests`]). Everything the router sends to the client
+//! goes through the client's outbox ([`crate::client`]); the session writes it to the
+//! WebSocket, pings the client, and ends the connection when the client is gone, too slow, or
+//! misbehaving, or when the router stops.
+//!
+//! What a client costs the router is bounded ([`gate`]): every WebSocket connection takes a
+//! place under `max-clients` from its upgrade (a connection that sends no valid `RequestOpen`
+//! within `open-timeout` is closed); failed authentications are answered late and lock the
+//! source address out after repeated failures; a client whose socket stops taking data is a
+//! slow consumer too, even with room in its queue, once one write has waited
+//! `client-ping-interval` × `client-ping-tolerance`; and every connection the router closes is
+//! really gone soon after ([`socket`]).
+
+pub mod gate;
+pub mod requests;
+pub mod socket;
+
+pub use gate::Gate;
+pub use socket::{Conn, ConnSocket, TcpHandle, CLIENT_DISCONNECT_TIMEOUT, CLOSE_ATTEMPT};
+
+use crate::audit::LogStr;
+use crate::client::{ClientInner, Queued};
+use crate::protocol::{CloseCause, ErrorCode, ProtocolError};
+use crate::router::Shared;
+use actix_ws::{CloseReason, Message as WsMessage};
+use gate::AUTH_FAILURE_DELAY;
+use requests::{Next, State};
+use socket::{after, close_reason, echo_close, end_connection, flush_queue, write_within, Write};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tracing::{debug, info};
+
+/// The most queued messages a session writes before it looks at the client's input again.
+const WRITE_BURST: usize = 256;
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+/// How a session ended: why (the metrics label) and the close frame to send (`None`: none,
+/// the connection is gone).
+struct End {
+    cause: CloseCause,
+    close: Option<Option<CloseReason>>,
+}
+
+impl End {
+    /// Ended without a frame to send.
+    fn gone(cause: CloseCause) -> End {
+        End { cause, close: None }
+    }
+
+    /// Ended with a close frame.
+    fn close(cause: CloseCause, code: u16, why: &str) -> End {
+        End {
+            cause,
+            close: Some(close_reason(code, why)),
+        }
+    }
+
+    fn slow_consumer() -> End {
+        End::close(CloseCause::SlowConsumer, 4008, "slow consumer")
+    }
+}
+
+/// Run one client session until it ends. `shutdown` closes it with 1001.
+pub async fn run(
+    shared: Arc<Shared>,
+    gate: Arc<Gate>,
+    session: actix_ws::Session,
+    stream: actix_ws::MessageStream,
+    shutdown: CancellationToken,
+    conn: Conn,
+) {
+    let server = &shared.config.server;
+    let mut stream = stream.max_frame_size(server.max_frame_size);
+    let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+    if conn.peer.is_some_and(|ip| gate.locked(ip)) {
+        crate::metrics::client_disconnected(CloseCause::Auth.label());
+        debug!(client = id, peer = ?conn.peer, "upgrade refused: address locked out after failed authentications");
+        let reason = close_reason(1013, "try again later: too many failed authentications");
+        end_connection(session, &mut stream, Some(reason), &conn.tcp, id).await;
+        return;
+    }
+    // Every upgraded connection takes a place, opened or not: one that never sends
+    // RequestOpen holds a descriptor and memory like any other.
+    let Some(slot) = gate.admit(server.max_clients) else {
+        crate::metrics::client_disconnected(CloseCause::Limit.label());
+        let reason = close_reason(1013, "try again later: too many clients");
+        end_connection(session, &mut stream, Some(reason), &conn.tcp, id).await;
+        return;
+    };
+    // The outbox exists from the start so replies before RequestOpen share the queue, but the
+    // client joins the hub (link events) only once it is open.
+    let (pending, rx, slow) = ClientInner::outbox(id, server.client_queue);
+    let state = State::new(shared.clone(), gate.clone(), pending, conn.peer);
+    let mut s = Session::new(session, rx, state, &shared);
+    let end = s.serve(&mut stream, &shutdown, &slow).await;
+    // Release everything first: the client may never read again.
+    s.state.release_all();
+    if let Some(c) = &s.state.client {
+        shared.hub.remove(c.id);
+    }
+    drop(s.rx);
+    if end.cause == CloseCause::SlowConsumer {
+        let application = s.state.client.as_ref().map(|c| c.application.clone());
+        info!(
+            client = id,
+            application = %LogStr(application.as_deref().unwrap_or("")),
+            "client closed as a slow consumer: it does not read what the router sends"
+        );
+    } else {
+        debug!(client = id, peer = ?conn.peer, cause = end.cause.label(), "client session ends");
+    }
+    crate::metrics::client_disconnected(end.cause.label());
+    // The client's place is free as soon as the router is done with it; the connection's
+    // end below is bounded.
+    drop(slot);
+    end_connection(s.session, &mut stream, end.close, &conn.tcp, id).await;
+}
+
+/// A session while it serves its client.
+struct Session {
+    session: actix_ws::Session,
+    rx: mpsc::Receiver<Queued>,
+    state: State,
+    ping_every: Duration,
+    /// Pings unanswered in a row that close the client.
+    tolerance: u32,
+    /// A write that cannot finish within this is a slow consumer's.
+    write_limit: Duration,
+    missed: u32,
+    open_timeout: Duration,
+}
+
+impl Session {
+    fn new(
+        session: actix_ws::Session,
+        rx: mpsc::Receiver<Queued>,
+        state: State,
+        shared: &Shared,
+    ) -> Session {
+        let server = &shared.config.server;
+        let ping_every = server.client_ping_interval.0.max(Duration::from_millis(10));
+        let tolerance = server.client_ping_tolerance.max(1);
+        Session {
+            session,
+            rx,
+            state,
+            ping_every,
+            tolerance,
+            // A write that cannot finish while a client would have missed every ping it
+            // tolerates means the client is not reading.
+            write_limit: ping_every.saturating_mul(tolerance),
+            missed: 0,
+            open_timeout: server.open_timeout.0,
+        }
+    }
+
+    /// Serve the client until the session ends.
+    async fn serve(
+        &mut self,
+        stream: &mut actix_ws::MessageStream,
+        shutdown: &CancellationToken,
+        slow: &CancellationToken,
+    ) -> End {
+        let mut ping = tokio::time::interval_at(after(self.ping_every), self.ping_every);
+        // A ping that could not be sent (the session was busy writing) is not a missed ping:
+        // after a stall the next one goes out once, not in a burst that would count as missed
+        // pongs the client never had a chance to send.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Made once: a fresh `cancelled()` future per loop turn registers and unregisters a
+        // waiter on every message, which showed in fan-out profiles.
+        //
+        // Branch order (biased): stopping first, then pings and the client's input, then
+        // writing the queue. Writing comes last so that a queue that never empties (a flood of
+        // events) cannot starve the client's requests and pongs: each turn writes up to
+        // WRITE_BURST messages, then the other branches get their turn.
+        let shutdown_wait = shutdown.cancelled();
+        let slow_wait = slow.cancelled();
+        let open_wait = tokio::time::sleep_until(after(self.open_timeout));
+        tokio::pin!(shutdown_wait, slow_wait, open_wait);
+        loop {
+            let end = tokio::select! {
+                biased;
+                _ = &mut shutdown_wait => {
+                    // Replies and events already queued go out before the close frame (as far
+                    // as the client takes them).
+                    flush_queue(&mut self.session, &mut self.rx, after(CLOSE_ATTEMPT)).await;
+                    Some(End::close(CloseCause::Shutdown, 1001, "going away"))
+                }
+                _ = &mut slow_wait => Some(End::slow_consumer()),
+                _ = &mut open_wait, if self.state.client.is_none() => Some(End::close(
+                    CloseCause::OpenTimeout,
+                    1008,
+                    "no RequestOpen within the open timeout",
+                )),
+                _ = ping.tick() => self.ping().await,
+                msg = stream.recv() => self.on_frame(msg, shutdown).await,
+                out = self.rx.recv() => match out {
+                    None => Some(End::gone(CloseCause::Closed)),
+                    Some(out) => self.write_burst(out, &mut slow_wait, &mut shutdown_wait).await,
+                },
+            };
+            if let Some(end) = end {
+                return end;
+            }
+        }
+    }
+
+    /// The ping timer: close after `tolerance` unanswered pings, else ping.
+    async fn ping(&mut self) -> Option<End> {
+        if self.missed >= self.tolerance {
+            return Some(End::close(CloseCause::PingTimeout, 1000, "ping timeout"));
+        }
+        self.missed += 1;
+        let write = write_within(self.session.ping(b"csta-router"), self.write_limit).await;
+        self.written(write)
+    }
+
+    /// How a write went: `None` when done, else how the session ends.
+    fn written(&self, write: Write) -> Option<End> {
+        match write {
+            Write::Done => None,
+            Write::Gone => Some(End::gone(CloseCause::Closed)),
+            Write::Blocked => Some(End::slow_consumer()),
+        }
+    }
+
+    /// A frame from the client (or the end of its stream).
+    async fn on_frame(
+        &mut self,
+        msg: Option<Result<WsMessage, actix_ws::ProtocolError>>,
+        shutdown: &CancellationToken,
+    ) -> Option<End> {
+        let next = match msg {
+            None => return Some(End::gone(CloseCause::Closed)),
+            Some(Err(actix_ws::ProtocolError::Overflow)) => {
+                Next::Close(1009, "message too big", CloseCause::ProtocolError)
+            }
+            // The connection failed or ended without a close frame (an abrupt drop): nothing
+            // the client did wrong, and nobody left to send a frame to.
+            Some(Err(actix_ws::ProtocolError::Io(e)))
+                if e.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                return Some(End::gone(CloseCause::Closed));
+            }
+            Some(Err(_)) => {
+                Next::Close(1002, "WebSocket protocol error", CloseCause::ProtocolError)
+            }
+            Some(Ok(WsMessage::Ping(p))) => {
+                self.missed = 0;
+                let write = write_within(self.session.pong(&p), self.write_limit).await;
+                return self.written(write);
+            }
+            Some(Ok(WsMessage::Pong(_))) => {
+                self.missed = 0;
+                Next::Continue
+            }
+            Some(Ok(WsMessage::Close(theirs))) => {
+                // Answered with a close frame, so the client sees its own code.
+                return Some(End {
+                    cause: CloseCause::Closed,
+                    close: Some(echo_close(theirs)),
+                });
+            }
+            Some(Ok(WsMessage::Text(text))) => {
+                self.missed = 0;
+                self.state.on_text(&text)
+            }
+            Some(Ok(WsMessage::Binary(_))) => {
+                self.missed = 0;
+                self.on_binary()
+            }
+            Some(Ok(_)) => Next::Continue,
+        };
+        match next {
+            Next::Continue => None,
+            Next::Close(code, why, cause) => {
+                Some(self.close_after(code, why, cause, shutdown).await)
+            }
+        }
+    }
+
+    /// A binary frame: not part of the protocol.
+    fn on_binary(&self) -> Next {
+        match &self.state.client {
+            None => Next::Close(
+                1008,
+                "the first request must be RequestOpen",
+                CloseCause::ProtocolError,
+            ),
+            Some(c) => {
+                c.answer_error(
+                    &ProtocolError::new(
+                        0,
+                        ErrorCode::InvalidAttr,
+                        "Binary frames are not part of the protocol; send JSON in text frames.",
+                    ),
+                    None,
+                );
+                Next::Continue
+            }
+        }
+    }
+
+    /// The client broke the rules: flush what is queued (the error that explains the close),
+    /// and after a failed authentication wait before closing.
+    async fn close_after(
+        &mut self,
+        code: u16,
+        why: &str,
+        cause: CloseCause,
+        shutdown: &CancellationToken,
+    ) -> End {
+        flush_queue(&mut self.session, &mut self.rx, after(CLOSE_ATTEMPT)).await;
+        if cause == CloseCause::Auth {
+            // Guessing tokens costs a second per attempt (and the connection's place
+            // meanwhile).
+            tokio::select! {
+                _ = tokio::time::sleep(AUTH_FAILURE_DELAY) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        End::close(cause, code, why)
+    }
+
+    /// Write what is queued in one go (up to a bound, so reading the client and pinging are not
+    /// starved): one wake-up of this task and, usually, one send for a burst of events instead
+    /// of a turn of the loop per message.
+    async fn write_burst(
+        &mut self,
+        first: Queued,
+        slow_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+        shutdown_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Option<End> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(out) = next.take() {
+            if out.reply {
+                self.state.in_flight = self.state.in_flight.saturating_sub(1);
+            }
+            // Ready at once unless actix-ws's own queue is full; a slow client or a shutdown
+            // must not wait behind it (the serving loop ends the session next).
+            let write = tokio::select! {
+                biased;
+                w = write_within(self.session.text(out.text), self.write_limit) => w,
+                _ = slow_wait.as_mut() => return None,
+                _ = shutdown_wait.as_mut() => return None,
+            };
+            if let Some(end) = self.written(write) {
+                return Some(end);
+            }
+            written += 1;
+            if written < WRITE_BURST {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        None
+    }
+}

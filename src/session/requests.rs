@@ -1,0 +1,358 @@
+//! What a session does with a client's text frames: `RequestOpen` (version, application name,
+//! token), then the requests, answered here when they need no switch and handed to the router
+//! shard of the DN's switch otherwise.
+
+use super::gate::{Gate, AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, AUTH_LOCKOUT};
+use crate::audit::LogStr;
+use crate::client::{ClientHandle, ClientInner};
+use crate::config::Access;
+use crate::protocol::{self, CloseCause, ErrorCode, ProtocolError, RegisterMode, Request};
+use crate::router::messages::{DnOp, ToDn};
+use crate::router::Shared;
+use crate::services;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// What to do after a client frame.
+pub(super) enum Next {
+    Continue,
+    Close(u16, &'static str, CloseCause),
+}
+
+/// A session's view of its client: opened or not, what it registered, what it has in flight.
+pub(super) struct State {
+    pub(super) shared: Arc<Shared>,
+    pub(super) gate: Arc<Gate>,
+    /// The client's handle once it has opened; before, the outbox waiting for `RequestOpen`.
+    pub(super) client: Option<ClientHandle>,
+    pub(super) pending: Option<ClientInner>,
+    /// DNs this client may have registered, with their switch index, for clean-up.
+    registered: HashMap<Arc<str>, usize>,
+    pub(super) in_flight: usize,
+    peer: Option<IpAddr>,
+}
+
+impl State {
+    /// The state of a new connection whose outbox is `pending`.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        gate: Arc<Gate>,
+        pending: ClientInner,
+        peer: Option<IpAddr>,
+    ) -> State {
+        State {
+            shared,
+            gate,
+            client: None,
+            pending: Some(pending),
+            registered: HashMap::new(),
+            in_flight: 0,
+            peer,
+        }
+    }
+
+    /// A text frame from the client.
+    pub(super) fn on_text(&mut self, text: &str) -> Next {
+        let parsed = protocol::parse_request(text);
+        let Some(client) = self.client.clone() else {
+            // Before RequestOpen only RequestOpen is accepted.
+            return match parsed {
+                Ok((
+                    reference_id,
+                    Request::Open {
+                        protocol_version,
+                        application,
+                        token,
+                    },
+                )) => self.on_open(reference_id, protocol_version, &application, token),
+                _ => Next::Close(
+                    1008,
+                    "the first request must be RequestOpen",
+                    CloseCause::ProtocolError,
+                ),
+            };
+        };
+        match parsed {
+            Ok((reference_id, request)) => self.on_request(&client, reference_id, request),
+            Err(e) => {
+                client.answer_error(&e, None);
+                Next::Continue
+            }
+        }
+    }
+
+    fn on_open(
+        &mut self,
+        reference_id: u64,
+        protocol_version: u64,
+        application: &str,
+        token: Option<String>,
+    ) -> Next {
+        let Some(mut handle) = self.pending.take() else {
+            return Next::Close(1011, "internal error", CloseCause::ProtocolError);
+        };
+        if protocol_version != 1 {
+            handle.answer_error(
+                &ProtocolError::new(reference_id, ErrorCode::ProtoVers,
+                    format!("Protocol version {protocol_version} is not supported; this router speaks version 1.")),
+                None,
+            );
+            return Next::Close(
+                1002,
+                "unsupported protocol version",
+                CloseCause::ProtocolError,
+            );
+        }
+        // The name goes into logs and audit lines: validated before anything logs it.
+        if let Err(why) = protocol::check_application(application) {
+            handle.answer_error(
+                &ProtocolError::new(reference_id, ErrorCode::InvalidAttr, why),
+                None,
+            );
+            return Next::Close(1008, "invalid application name", CloseCause::ProtocolError);
+        }
+        // Audited under the configured application its token matched; with no applications
+        // configured, under the name it gave.
+        let name = match self.authenticate(application, token.as_deref()) {
+            Ok(Some((name, access))) => {
+                handle.access = access;
+                name
+            }
+            Ok(None) => application.to_owned(),
+            Err(next) => return next,
+        };
+        handle.application = Arc::from(name.as_str());
+        let handle = ClientHandle::new(handle);
+        info!(client = handle.id, application = %LogStr(&handle.application), "client opened");
+        self.client = Some(handle.clone());
+        self.server_connected(&handle, reference_id);
+        Next::Continue
+    }
+
+    /// Check the token when applications are configured: the matching application's name and
+    /// access (`None` when none are configured), or the close that refuses the client.
+    fn authenticate(
+        &self,
+        application: &str,
+        token: Option<&str>,
+    ) -> Result<Option<(String, Access)>, Next> {
+        let apps = &self.shared.config.application;
+        if apps.is_empty() {
+            return Ok(None);
+        }
+        let found = token.and_then(|t| {
+            apps.iter()
+                .find(|a| constant_time_eq(a.token.as_bytes(), t.as_bytes()))
+        });
+        if let Some(app) = found {
+            return Ok(Some((app.name.clone(), app.access)));
+        }
+        let locked = self.peer.is_some_and(|ip| self.gate.failed(ip));
+        info!(
+            application = %LogStr(application),
+            peer = ?self.peer,
+            "client refused: missing or wrong token"
+        );
+        if let (true, Some(ip)) = (locked, self.peer) {
+            warn!(
+                %ip,
+                "more than {AUTH_FAILURE_LIMIT} failed authentications from {ip} within {AUTH_FAILURE_WINDOW:?}: its connections are refused for {AUTH_LOCKOUT:?}"
+            );
+        }
+        Err(Next::Close(1008, "authentication failed", CloseCause::Auth))
+    }
+
+    fn on_request(&mut self, client: &ClientHandle, reference_id: u64, request: Request) -> Next {
+        if self.over_limit(client, reference_id, &request) {
+            return Next::Continue;
+        }
+        match request {
+            Request::Open { .. } => {
+                client.answer_error(
+                    &ProtocolError::new(reference_id, ErrorCode::InvalidAttr,
+                        "The connection is already open; RequestOpen is accepted once per connection."),
+                    None,
+                );
+            }
+            Request::QueryServer => {
+                client.answer(protocol::server_info(reference_id, &self.shared.views()));
+            }
+            Request::Register { dn, mode } => {
+                if mode == RegisterMode::Share && client.access == Access::Monitor {
+                    client.answer_error(
+                        &ProtocolError::new(reference_id, ErrorCode::InvalidAttr,
+                            format!("Application {} has monitor access only; register {dn} with \"registerMode\": \"monitor\".", client.application)).dn(&dn),
+                        None,
+                    );
+                    return Next::Continue;
+                }
+                self.forward(client, reference_id, dn, |c| DnOp::Register {
+                    client: c,
+                    reference_id,
+                    mode,
+                });
+            }
+            Request::Unregister { dn } => {
+                self.registered.remove(dn.as_str());
+                self.forward(client, reference_id, dn, |c| DnOp::Unregister {
+                    client: c,
+                    reference_id: Some(reference_id),
+                });
+            }
+            Request::QueryAddress { dn } => {
+                self.forward(client, reference_id, dn, |c| DnOp::QueryAddress {
+                    client: c,
+                    reference_id,
+                });
+            }
+            Request::PrivateService {
+                dn,
+                msg_id,
+                conn_id,
+                extensions,
+            } => {
+                let audit_dn = dn.clone();
+                let refused = self.forward(client, reference_id, dn, |c| DnOp::PrivateService {
+                    client: c,
+                    reference_id,
+                    msg_id,
+                    conn_id,
+                    extensions,
+                });
+                if let Some(code) = refused {
+                    audit_refusal(client, &audit_dn, msg_id, code);
+                }
+            }
+        }
+        Next::Continue
+    }
+
+    /// Past `client-max-in-flight` requests in flight, a request (but `RequestQueryServer`
+    /// and `RequestOpen`, answered here) gets 111 at once; `true` if this one did.
+    fn over_limit(&self, client: &ClientHandle, reference_id: u64, request: &Request) -> bool {
+        let limit = self.shared.config.server.client_max_in_flight;
+        if self.in_flight < limit || matches!(request, Request::QueryServer | Request::Open { .. })
+        {
+            return false;
+        }
+        let (dn, msg_id) = match request {
+            Request::PrivateService { dn, msg_id, .. } => (Some(dn.as_str()), Some(*msg_id)),
+            Request::Register { dn, .. }
+            | Request::Unregister { dn }
+            | Request::QueryAddress { dn } => (Some(dn.as_str()), None),
+            _ => (None, None),
+        };
+        let switch = dn.and_then(|d| self.shared.switch_of(d));
+        if let (Some(sw), Some(service)) = (switch, msg_id.and_then(services::Service::from_id)) {
+            sw.metrics
+                .private_service(service, Some(ErrorCode::TooManyReq));
+        }
+        if let (Some(dn), Some(msg_id)) = (dn, msg_id) {
+            audit_refusal(client, dn, msg_id, ErrorCode::TooManyReq);
+        }
+        let mut e = ProtocolError::new(reference_id, ErrorCode::TooManyReq,
+            format!("This client already has {limit} requests in flight; wait for replies before sending more."));
+        if let Some(dn) = dn {
+            e = e.dn(dn);
+        }
+        client.answer_error(&e, switch.map(|s| &*s.name));
+        true
+    }
+
+    /// Hand a request to the router shard of the DN's switch; the error code sent back when
+    /// the session refused it here.
+    fn forward(
+        &mut self,
+        client: &ClientHandle,
+        reference_id: u64,
+        dn: String,
+        op: impl FnOnce(ClientHandle) -> DnOp,
+    ) -> Option<ErrorCode> {
+        let Some(switch) = self.shared.switch_of(&dn) else {
+            client.answer_error(
+                &ProtocolError::new(reference_id, ErrorCode::NotConfigured,
+                    format!("{dn} is in no switch's DN plan; check the number or the router's configuration.")).dn(&dn),
+                None,
+            );
+            return Some(ErrorCode::NotConfigured);
+        };
+        let Some(shard) = switch.shard.get() else {
+            client.answer_error(
+                &ProtocolError::new(
+                    reference_id,
+                    ErrorCode::Internal,
+                    "The router is still starting; retry in a moment.",
+                )
+                .dn(&dn),
+                None,
+            );
+            return Some(ErrorCode::Internal);
+        };
+        let dn: Arc<str> = Arc::from(dn.as_str());
+        let op = op(client.clone());
+        if matches!(op, DnOp::Register { .. }) {
+            self.registered.insert(dn.clone(), switch.index);
+        }
+        self.in_flight += 1;
+        shard.requests.do_send(ToDn { dn, op });
+        None
+    }
+
+    /// Answer `RequestOpen`, then join the clients that get link events.
+    fn server_connected(&self, client: &ClientHandle, reference_id: u64) {
+        let options = &self.shared.config.options;
+        client.answer(protocol::server_connected(
+            reference_id,
+            &self.shared.private_services(),
+            &options.accode_name,
+            &self.shared.views(),
+        ));
+        // Only now does the client get link events: its first message is the reply to
+        // RequestOpen. The states below are read after joining, so a change in between may
+        // arrive twice but is never missed.
+        self.shared.hub.add(client.clone());
+        for s in &self.shared.switches {
+            let view = s.view();
+            let link = view.link_up.then_some(view.active_link);
+            client.push(protocol::link_event(&s.name, view.link_up, link), false);
+        }
+    }
+
+    /// The client is gone: release every DN it registered.
+    pub(super) fn release_all(&mut self) {
+        let Some(client) = &self.client else { return };
+        for (dn, switch) in self.registered.drain() {
+            if let Some(shard) = self.shared.switches.get(switch).and_then(|s| s.shard.get()) {
+                shard.requests.do_send(ToDn {
+                    dn,
+                    op: DnOp::Unregister {
+                        client: client.clone(),
+                        reference_id: None,
+                    },
+                });
+            }
+        }
+    }
+}
+
+/// Audit a private-service request the session refused itself.
+fn audit_refusal(client: &ClientHandle, dn: &str, msg_id: u64, code: ErrorCode) {
+    crate::audit::private_service(
+        &client.application,
+        dn,
+        &services::audit_name(msg_id),
+        Some(code),
+        Duration::ZERO,
+    );
+}
+
+/// Compare secrets without leaking their common prefix length through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
