@@ -1,0 +1,261 @@
+//! The sections of the configuration file and their defaults (README, "Configuration").
+
+use super::values::{opt_socket_addr, socket_addr, Dur};
+use crate::csta::{AccodeEncoding, Dialect, EscapeRoot, PrivateDataPosition};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `[server]`: the client side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerConfig {
+    /// WebSocket listen address (`ws://…/v1`).
+    #[serde(deserialize_with = "socket_addr")]
+    pub client_listen: SocketAddr,
+    /// Metrics and health listen address.
+    #[serde(deserialize_with = "socket_addr")]
+    pub metrics_listen: SocketAddr,
+    /// Connections beyond this are closed with 1013.
+    pub max_clients: usize,
+    /// Outbound messages queued per client before it is closed with 4008.
+    pub client_queue: usize,
+    /// How often each client is pinged.
+    pub client_ping_interval: Dur,
+    /// Missed pongs in a row before a client is closed.
+    pub client_ping_tolerance: u32,
+    /// Largest accepted client frame in bytes (larger closes with 1009).
+    pub max_frame_size: usize,
+    /// Requests one client may have in flight before the excess gets 111.
+    pub client_max_in_flight: usize,
+    /// PEM certificate chain of the client endpoint (`tls-cert`); with `tls-key`, clients
+    /// connect with `wss://` only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls-cert` (`tls-key`).
+    pub tls_key: Option<PathBuf>,
+    /// The TLS configuration loaded from `tls-cert` and `tls-key` at start (`None`: ws).
+    #[serde(skip)]
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// How long a new connection may take to send a valid `RequestOpen` before it is closed
+    /// with 1008: a connection that never opens must not hold a descriptor and a client slot
+    /// for ever.
+    #[serde(default = "default_open_timeout")]
+    pub open_timeout: Dur,
+    /// Connections the metrics listener holds at once (`/metrics`, `/healthz`, `/readyz`);
+    /// more wait in the kernel's backlog, so scrapers cannot exhaust the descriptors.
+    #[serde(default = "default_max_http_connections")]
+    pub max_http_connections: usize,
+    /// Web origins (`scheme://host[:port]`) whose pages may open the WebSocket endpoint: an
+    /// upgrade carrying another `Origin` header is refused with 403, so a page on an unrelated
+    /// site cannot drive the router from a user's browser. Clients that send no `Origin`
+    /// (everything but browsers) are not affected.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+fn default_open_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+fn default_max_http_connections() -> usize {
+    256
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            client_listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            max_clients: 10_000,
+            client_queue: 4096,
+            client_ping_interval: Dur(Duration::from_secs(10)),
+            client_ping_tolerance: 3,
+            max_frame_size: 64 * 1024,
+            client_max_in_flight: 256,
+            tls_cert: None,
+            tls_key: None,
+            tls_config: None,
+            open_timeout: default_open_timeout(),
+            max_http_connections: default_max_http_connections(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// `[options]`: T-Server options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct OptionsConfig {
+    /// The extension key that carries account codes.
+    pub accode_name: String,
+    /// Whether private service and event 501 are enabled.
+    pub accode_privateservice: bool,
+    /// How long a request to a switch may take.
+    pub request_timeout: Dur,
+    /// Silence after which a keep-alive is sent ("0s" disables).
+    pub kpl_interval: Dur,
+    /// Missed keep-alives in a row before the link is lost.
+    pub kpl_tolerance: u32,
+    /// How long a call ID seen again after a link loss keeps its connId.
+    pub call_grace: Dur,
+    /// Calls idle longer than this are swept.
+    pub call_cleanup_idle: Dur,
+    /// Active calls tracked per DN; beyond, the call idle the longest is forgotten (a switch
+    /// that never clears its calls must not grow the router without bound).
+    pub max_calls_per_dn: usize,
+    /// Active calls tracked per switch; beyond, the call idle the longest is forgotten by
+    /// every device that holds it.
+    pub max_calls_per_switch: usize,
+    /// First reconnect delay of a link.
+    pub reconnect_min: Dur,
+    /// Largest reconnect delay of a link.
+    pub reconnect_max: Dur,
+    /// Frames a link may read ahead of its switch's router shard before it stops reading.
+    pub link_queue: usize,
+}
+
+impl Default for OptionsConfig {
+    fn default() -> Self {
+        OptionsConfig {
+            accode_name: "AccountCode".into(),
+            accode_privateservice: true,
+            request_timeout: Dur(Duration::from_secs(4)),
+            kpl_interval: Dur(Duration::from_secs(10)),
+            kpl_tolerance: 3,
+            call_grace: Dur(Duration::from_secs(60)),
+            call_cleanup_idle: Dur(Duration::from_secs(7200)),
+            max_calls_per_dn: 1000,
+            max_calls_per_switch: 200_000,
+            reconnect_min: Dur(Duration::from_millis(250)),
+            reconnect_max: Dur(Duration::from_secs(10)),
+            link_queue: 4096,
+        }
+    }
+}
+
+/// What an application may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Register in any mode and request private services.
+    Control,
+    /// Register in monitor mode only.
+    Monitor,
+}
+
+/// `[[application]]`: a client application allowed to connect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApplicationConfig {
+    /// The application's name (as sent in `RequestOpen`).
+    pub name: String,
+    /// Its secret token.
+    pub token: String,
+    /// What it may do.
+    #[serde(default = "default_access")]
+    pub access: Access,
+}
+
+fn default_access() -> Access {
+    Access::Control
+}
+
+/// `[[switch.link]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LinkEntry {
+    /// Where the switch listens for CSTA.
+    #[serde(deserialize_with = "socket_addr")]
+    pub address: SocketAddr,
+    /// Lower is preferred.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+fn default_priority() -> u32 {
+    1
+}
+
+/// `[[switch]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SwitchEntry {
+    /// The switch's name.
+    pub name: String,
+    /// Its DN plan.
+    pub dns: Vec<String>,
+    /// Start an embedded simulator on the link addresses.
+    #[serde(default)]
+    pub simulated: bool,
+    /// HTTP control API of the embedded simulator, if wanted.
+    #[serde(default, deserialize_with = "opt_socket_addr")]
+    pub simulator_control: Option<SocketAddr>,
+    /// CSTA namespace written on every message.
+    #[serde(default = "default_csta_ns")]
+    pub csta_namespace: String,
+    /// Namespace of the hot-desk payload.
+    #[serde(default = "default_hotdesk_ns")]
+    pub hotdesk_namespace: String,
+    /// `"Escape"` or `"EscapeService"`.
+    #[serde(default)]
+    pub escape_root: EscapeRoot,
+    /// `"root"` or `"extensions"`.
+    #[serde(default)]
+    pub private_data: PrivateDataPosition,
+    /// `"text"` or `"hex"`.
+    #[serde(default)]
+    pub accode_encoding: AccodeEncoding,
+    /// Log every CSTA frame of this switch.
+    #[serde(default)]
+    pub wire_trace: bool,
+    /// CSTA over TLS on every link of this switch, the switch's certificate verified.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM bundle of the CAs trusted for this switch's certificate (default: webpki roots).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the switch's certificate must carry (default: each link's IP address).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Accept any certificate (encrypted, not authenticated); logged loudly.
+    #[serde(default)]
+    pub tls_insecure_skip_verify: bool,
+    /// PEM certificate chain of the embedded simulator (`simulated = true` with `tls = true`).
+    #[serde(default)]
+    pub simulator_tls_cert: Option<PathBuf>,
+    /// PEM private key of `simulator-tls-cert`.
+    #[serde(default)]
+    pub simulator_tls_key: Option<PathBuf>,
+    /// The links' TLS, built at start from the keys above (`None`: plain TCP).
+    #[serde(skip)]
+    pub link_tls: Option<crate::tls::LinkTls>,
+    /// The embedded simulator's TLS, loaded at start from `simulator-tls-cert`/`-key`.
+    #[serde(skip)]
+    pub simulator_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The links, at least one.
+    #[serde(default)]
+    pub link: Vec<LinkEntry>,
+}
+
+fn default_csta_ns() -> String {
+    crate::csta::dialect::CSTA_ED3_NAMESPACE.to_owned()
+}
+
+fn default_hotdesk_ns() -> String {
+    crate::csta::dialect::HOTDESK_NAMESPACE.to_owned()
+}
+
+impl SwitchEntry {
+    /// The switch's dialect.
+    pub fn dialect(&self) -> Dialect {
+        Dialect {
+            csta_namespace: self.csta_namespace.clone(),
+            hotdesk_namespace: self.hotdesk_namespace.clone(),
+            escape_root: self.escape_root,
+            private_data: self.private_data,
+            accode_encoding: self.accode_encoding,
+        }
+    }
+}
