@@ -7,28 +7,55 @@
 //! ## Architecture
 //!
 //! ```text
-//!  client apps ──ws──► session task ──► Router (one per switch) ──► Extension (one per DN)
-//!                         ▲                   ▲                        │ requests, one at a time
-//!                         │ bounded queue     │ events and answers     ▼
-//!                         └───────────────── Extension ◄── Switch ◄── LinkActor ◄──TCP── PBX
+//!  requests:  client ──ws──► session ──ToDn──► router shard ──► extension ──► active link ──TCP──► PBX
+//!             (one task       (one per switch)   (one actor per DN:
+//!              per client)                        one request at a time)
+//!
+//!  events:    PBX ──TCP──► link ──► router shard ──► extension ──► router shard ──► client outboxes ──► sessions
+//!                                   (hands out       (interprets,   (ordering stage:  (bounded; a full one
+//!                                    in frame order)  serializes     frame order)      closes its client, 4008)
+//!                                                     once)
 //! ```
 //!
+//! Why events make a U-turn through the shard: a switch's extension actors interpret their
+//! DNs' events independently, but one client registered on several DNs of a switch must get
+//! replies and events in the order the switch's frames were read; the shard handed them out in
+//! that order and puts what comes back in that order again ([`router::ordering`]). The link
+//! reads no further ahead of the shard than `link-queue` frames.
+//!
 //! - [`csta`]: the codec: 8-byte framing, tolerant XML reading, strict writing, dialects.
-//! - [`link`]: one [`link::LinkActor`] per PBX link (handshake, invoke IDs, timeouts,
-//!   keep-alive, reconnect) and one [`link::Switch`] per switch (active link, failover,
-//!   monitors). The only place that knows which link serves a switch.
-//! - [`router`]: one [`router::Router`] shard per switch maps a DN to its extension actor and
-//!   hands it requests and events; the switch of a DN comes from the immutable DN plans.
-//! - [`extension`]: one [`extension::Extension`] actor per DN in use holds its state
-//!   (subscribers, hot-desk association, calls, account code), sends its requests to the switch
-//!   one at a time, serializes each event once and queues the same bytes to every subscriber.
-//! - [`session`]: one task per WebSocket client, with a bounded outbound queue; a client that
-//!   cannot keep up is closed with 4008 and never slows anyone else.
-//! - [`protocol`]: the client protocol's JSON messages and error codes; [`errors`] maps switch
-//!   failures to them; [`calls`] gives calls their connIds.
-//! - [`sim`]: the PBX simulator, a real CSTA peer over TCP (embedded or `pbx-sim`).
-//! - [`config`]: the TOML configuration; [`server`]: process wiring; [`logging`]: the
-//!   binaries' log output; [`audit`]: the audit line of every private-service request.
+//! - [`protocol`]: the client protocol's JSON: requests read, one constructor per message
+//!   written, error and close codes. A codec without side effects.
+//! - [`services`]: the private-service catalogue (1, 2, 501); [`audit`]: the audit line of
+//!   every private-service request.
+//! - [`metrics`]: Prometheus handles, and the exposition from counts.
+//! - [`link`]: one link actor per PBX link around a CSTA session without IO (handshake, invoke
+//!   IDs, timeouts, keep-alive), and one switch actor per switch (active link, failover,
+//!   monitors); [`errors`]: how a switch's failures become client error codes.
+//! - [`config`]: the TOML configuration; [`logging`]: the binaries' log output.
+//! - [`client`]: the client outbox that everyone pushes to and nobody waits on.
+//! - [`router`]: process state, one shard per switch (DN → extension actor, ordering stage),
+//!   the extension actors (subscriptions and monitor, request pipeline, event meaning), calls.
+//! - [`session`]: one task per WebSocket client; [`server`]: process wiring.
+//! - [`sim`]: the PBX simulator, a real CSTA peer over TCP (embedded or `pbx-sim`), beside
+//!   the stack: it uses only [`csta`], [`tls`] and [`dnplan`], and only [`server`] uses it.
+//!
+//! ## Layers
+//!
+//! Lowest first; a module imports only modules of its own layer or below, and no two modules
+//! import each other at any depth (`tests/architecture.rs` checks both in `.ci/run`):
+//!
+//! 1. `csta`, `tls`, `dnplan`
+//! 2. `protocol`
+//! 3. `services`, `audit`
+//! 4. `metrics`
+//! 5. `link`
+//! 6. `errors`
+//! 7. `config`, `logging`
+//! 8. `client`
+//! 9. `router`
+//! 10. `session`
+//! 11. `server`
 //!
 //! Threads: client sessions run on actix-web workers (one per core); the CSTA side runs on a
 //! pool of Arbiters (one per core). Each switch's router shard and its extension actors share

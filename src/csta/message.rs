@@ -486,56 +486,11 @@ impl Message {
                 w.leaf("monitorCrossRefID", cross_ref);
                 w.finish("MonitorStop")
             }
-            Message::Escape(req) => {
-                let root = d.escape_root.request();
-                let mut w = XmlWriter::new(root, ns);
-                open_private(&mut w, d);
-                w.open_ns("guestAssociatedExtension", &d.hotdesk_namespace);
-                match &req.action {
-                    HotDeskAction::Associate { host } => {
-                        w.leaf("action", "associate")
-                            .leaf("guestDevice", &req.guest)
-                            .leaf("hostDevice", host);
-                    }
-                    HotDeskAction::Cancel => {
-                        w.leaf("action", "cancel").leaf("guestDevice", &req.guest);
-                    }
-                }
-                w.close("guestAssociatedExtension");
-                close_private(&mut w, d);
-                w.finish(root)
-            }
+            Message::Escape(req) => encode_escape(req, d),
             Message::PrivateEvent { cross_ref, event } => {
-                let mut w = XmlWriter::new("PrivateEvent", ns);
-                w.opt_leaf("monitorCrossRefID", cross_ref.as_deref());
-                open_private(&mut w, d);
-                w.open_ns("guestAssociatedEvent", &d.hotdesk_namespace);
-                w.leaf(
-                    "state",
-                    match event.state {
-                        HotDeskState::Established => "established",
-                        HotDeskState::Cancelled => "cancelled",
-                    },
-                );
-                w.leaf("guestDevice", &event.guest);
-                w.opt_leaf("hostDevice", event.host.as_deref());
-                w.close("guestAssociatedEvent");
-                close_private(&mut w, d);
-                w.finish("PrivateEvent")
+                encode_private_event(cross_ref.as_deref(), event, d)
             }
-            Message::Call(c) => {
-                let (root, conn, dev, other, cause) = c.kind.layout();
-                let mut w = XmlWriter::new(root, ns);
-                w.opt_leaf("monitorCrossRefID", c.cross_ref.as_deref());
-                c.connection.write(&mut w, conn);
-                for (name, value) in [(dev, &c.device), (other, &c.other_device)] {
-                    if let (Some(name), Some(value)) = (name, value) {
-                        w.open(name).leaf("deviceIdentifier", value).close(name);
-                    }
-                }
-                w.leaf("cause", cause);
-                w.finish(root)
-            }
+            Message::Call(c) => encode_call(c, ns),
             Message::CallInformation {
                 cross_ref,
                 connection,
@@ -617,135 +572,13 @@ impl Message {
                 })?,
             },
             "MonitorStopResponse" => Message::MonitorStopResponse,
-            "Escape" | "EscapeService" => {
-                let payload = private_payload(root, "guestAssociatedExtension").ok_or(
-                    DecodeError::Missing {
-                        message: "Escape",
-                        missing: "privateData/private/guestAssociatedExtension",
-                    },
-                )?;
-                let guest = payload
-                    .child_value("guestDevice")
-                    .ok_or(DecodeError::Missing {
-                        message: "Escape",
-                        missing: "guestDevice",
-                    })?
-                    .to_owned();
-                let action = match payload.child_value("action") {
-                    Some("associate") => HotDeskAction::Associate {
-                        host: payload
-                            .child_value("hostDevice")
-                            .ok_or(DecodeError::Missing {
-                                message: "Escape",
-                                missing: "hostDevice",
-                            })?
-                            .to_owned(),
-                    },
-                    Some("cancel") => HotDeskAction::Cancel,
-                    other => {
-                        return Err(DecodeError::Invalid {
-                            message: "Escape",
-                            field: "action",
-                            value: other.unwrap_or_default().to_owned(),
-                        })
-                    }
-                };
-                Message::Escape(HotDeskRequest { guest, action })
-            }
+            "Escape" | "EscapeService" => decode_escape(root)?,
             "EscapeResponse" | "EscapeServiceResponse" => Message::EscapeResponse,
-            "PrivateEvent" => match private_payload(root, "guestAssociatedEvent") {
-                // A private event of another vendor feature: not ours.
-                None => Message::Other {
-                    name: root.name.clone(),
-                },
-                Some(payload) => {
-                    let state = match payload.child_value("state") {
-                        Some("established") => HotDeskState::Established,
-                        Some("cancelled") | Some("canceled") => HotDeskState::Cancelled,
-                        other => {
-                            return Err(DecodeError::Invalid {
-                                message: "PrivateEvent",
-                                field: "state",
-                                value: other.unwrap_or_default().to_owned(),
-                            })
-                        }
-                    };
-                    let guest = payload
-                        .child_value("guestDevice")
-                        .ok_or(DecodeError::Missing {
-                            message: "PrivateEvent",
-                            missing: "guestDevice",
-                        })?
-                        .to_owned();
-                    Message::PrivateEvent {
-                        cross_ref: cross_ref(),
-                        event: HotDeskEvent {
-                            state,
-                            guest,
-                            host: payload.child_value("hostDevice").map(str::to_owned),
-                        },
-                    }
-                }
-            },
-            "CallInformationEvent" => {
-                let wire = root
-                    .child_value("accountInfo")
-                    .ok_or(DecodeError::Missing {
-                        message: "CallInformationEvent",
-                        missing: "accountInfo",
-                    })?;
-                Message::CallInformation {
-                    cross_ref: cross_ref(),
-                    connection: root
-                        .child("connection")
-                        .map(Connection::read)
-                        .unwrap_or_default(),
-                    device: root.child_value("device").map(str::to_owned),
-                    account_code: d.accode_encoding.decode(wire).ok_or_else(|| {
-                        DecodeError::Invalid {
-                            message: "CallInformationEvent",
-                            field: "accountInfo",
-                            value: wire.to_owned(),
-                        }
-                    })?,
-                }
-            }
-            "AssociateData" => {
-                let wire = root
-                    .child_value("accountCode")
-                    .ok_or(DecodeError::Missing {
-                        message: "AssociateData",
-                        missing: "accountCode",
-                    })?;
-                Message::AssociateData {
-                    call: root
-                        .child("existingCall")
-                        .map(Connection::read)
-                        .unwrap_or_default(),
-                    account_code: d.accode_encoding.decode(wire).ok_or_else(|| {
-                        DecodeError::Invalid {
-                            message: "AssociateData",
-                            field: "accountCode",
-                            value: wire.to_owned(),
-                        }
-                    })?,
-                }
-            }
+            "PrivateEvent" => decode_private_event(root)?,
+            "CallInformationEvent" => decode_call_information(root, d)?,
+            "AssociateData" => decode_associate_data(root, d)?,
             "AssociateDataResponse" => Message::AssociateDataResponse,
-            "CSTAErrorCode" => {
-                let e = root
-                    .children
-                    .iter()
-                    .find(|c| ERROR_CATEGORIES.contains(&c.name.as_str()))
-                    .ok_or(DecodeError::Missing {
-                        message: "CSTAErrorCode",
-                        missing: "an error category",
-                    })?;
-                Message::Error(CstaError {
-                    category: e.name.clone(),
-                    value: e.value().unwrap_or_default().to_owned(),
-                })
-            }
+            "CSTAErrorCode" => decode_error(root)?,
             name => match CallEventKind::from_root(name) {
                 Some(kind) => {
                     let (_, conn, dev, other, _) = kind.layout();
@@ -763,6 +596,186 @@ impl Message {
             },
         })
     }
+}
+
+/// The hot-desk request in an `Escape` (or `EscapeService`).
+fn encode_escape(req: &HotDeskRequest, d: &Dialect) -> String {
+    let root = d.escape_root.request();
+    let mut w = XmlWriter::new(root, &d.csta_namespace);
+    open_private(&mut w, d);
+    w.open_ns("guestAssociatedExtension", &d.hotdesk_namespace);
+    match &req.action {
+        HotDeskAction::Associate { host } => {
+            w.leaf("action", "associate")
+                .leaf("guestDevice", &req.guest)
+                .leaf("hostDevice", host);
+        }
+        HotDeskAction::Cancel => {
+            w.leaf("action", "cancel").leaf("guestDevice", &req.guest);
+        }
+    }
+    w.close("guestAssociatedExtension");
+    close_private(&mut w, d);
+    w.finish(root)
+}
+
+/// A hot-desk `PrivateEvent`.
+fn encode_private_event(cross_ref: Option<&str>, event: &HotDeskEvent, d: &Dialect) -> String {
+    let mut w = XmlWriter::new("PrivateEvent", &d.csta_namespace);
+    w.opt_leaf("monitorCrossRefID", cross_ref);
+    open_private(&mut w, d);
+    w.open_ns("guestAssociatedEvent", &d.hotdesk_namespace);
+    w.leaf(
+        "state",
+        match event.state {
+            HotDeskState::Established => "established",
+            HotDeskState::Cancelled => "cancelled",
+        },
+    );
+    w.leaf("guestDevice", &event.guest);
+    w.opt_leaf("hostDevice", event.host.as_deref());
+    w.close("guestAssociatedEvent");
+    close_private(&mut w, d);
+    w.finish("PrivateEvent")
+}
+
+/// A call event, laid out as its kind says.
+fn encode_call(c: &CallEvent, ns: &str) -> String {
+    let (root, conn, dev, other, cause) = c.kind.layout();
+    let mut w = XmlWriter::new(root, ns);
+    w.opt_leaf("monitorCrossRefID", c.cross_ref.as_deref());
+    c.connection.write(&mut w, conn);
+    for (name, value) in [(dev, &c.device), (other, &c.other_device)] {
+        if let (Some(name), Some(value)) = (name, value) {
+            w.open(name).leaf("deviceIdentifier", value).close(name);
+        }
+    }
+    w.leaf("cause", cause);
+    w.finish(root)
+}
+
+/// `value`, or the error naming what is missing from `message`.
+fn required(
+    value: Option<&str>,
+    message: &'static str,
+    missing: &'static str,
+) -> Result<String, DecodeError> {
+    value
+        .map(str::to_owned)
+        .ok_or(DecodeError::Missing { message, missing })
+}
+
+fn decode_escape(root: &Element) -> Result<Message, DecodeError> {
+    let payload =
+        private_payload(root, "guestAssociatedExtension").ok_or(DecodeError::Missing {
+            message: "Escape",
+            missing: "privateData/private/guestAssociatedExtension",
+        })?;
+    let guest = required(payload.child_value("guestDevice"), "Escape", "guestDevice")?;
+    let action = match payload.child_value("action") {
+        Some("associate") => HotDeskAction::Associate {
+            host: required(payload.child_value("hostDevice"), "Escape", "hostDevice")?,
+        },
+        Some("cancel") => HotDeskAction::Cancel,
+        other => {
+            return Err(DecodeError::Invalid {
+                message: "Escape",
+                field: "action",
+                value: other.unwrap_or_default().to_owned(),
+            })
+        }
+    };
+    Ok(Message::Escape(HotDeskRequest { guest, action }))
+}
+
+fn decode_private_event(root: &Element) -> Result<Message, DecodeError> {
+    let Some(payload) = private_payload(root, "guestAssociatedEvent") else {
+        // A private event of another vendor feature: not ours.
+        return Ok(Message::Other {
+            name: root.name.clone(),
+        });
+    };
+    let state = match payload.child_value("state") {
+        Some("established") => HotDeskState::Established,
+        Some("cancelled") | Some("canceled") => HotDeskState::Cancelled,
+        other => {
+            return Err(DecodeError::Invalid {
+                message: "PrivateEvent",
+                field: "state",
+                value: other.unwrap_or_default().to_owned(),
+            })
+        }
+    };
+    let guest = required(
+        payload.child_value("guestDevice"),
+        "PrivateEvent",
+        "guestDevice",
+    )?;
+    Ok(Message::PrivateEvent {
+        cross_ref: root.child_value("monitorCrossRefID").map(str::to_owned),
+        event: HotDeskEvent {
+            state,
+            guest,
+            host: payload.child_value("hostDevice").map(str::to_owned),
+        },
+    })
+}
+
+/// An account code in the dialect's encoding.
+fn account_code(
+    root: &Element,
+    d: &Dialect,
+    message: &'static str,
+    field: &'static str,
+) -> Result<String, DecodeError> {
+    let wire = root.child_value(field).ok_or(DecodeError::Missing {
+        message,
+        missing: field,
+    })?;
+    d.accode_encoding
+        .decode(wire)
+        .ok_or_else(|| DecodeError::Invalid {
+            message,
+            field,
+            value: wire.to_owned(),
+        })
+}
+
+fn decode_call_information(root: &Element, d: &Dialect) -> Result<Message, DecodeError> {
+    Ok(Message::CallInformation {
+        account_code: account_code(root, d, "CallInformationEvent", "accountInfo")?,
+        cross_ref: root.child_value("monitorCrossRefID").map(str::to_owned),
+        connection: root
+            .child("connection")
+            .map(Connection::read)
+            .unwrap_or_default(),
+        device: root.child_value("device").map(str::to_owned),
+    })
+}
+
+fn decode_associate_data(root: &Element, d: &Dialect) -> Result<Message, DecodeError> {
+    Ok(Message::AssociateData {
+        account_code: account_code(root, d, "AssociateData", "accountCode")?,
+        call: root
+            .child("existingCall")
+            .map(Connection::read)
+            .unwrap_or_default(),
+    })
+}
+
+fn decode_error(root: &Element) -> Result<Message, DecodeError> {
+    let e = root
+        .children
+        .iter()
+        .find(|c| ERROR_CATEGORIES.contains(&c.name.as_str()))
+        .ok_or(DecodeError::Missing {
+            message: "CSTAErrorCode",
+            missing: "an error category",
+        })?;
+    Ok(Message::Error(CstaError {
+        category: e.name.clone(),
+        value: e.value().unwrap_or_default().to_owned(),
+    }))
 }
 
 /// The named payload under `privateData/private`, directly under the root or under

@@ -1,11 +1,11 @@
 //! Client protocol v1 (SPEC section 3): JSON objects over WebSocket text frames.
 //!
-//! Reading ([`read`]) is strict about what it needs and lenient about the rest: a request must
+//! Reading ([`mod@read`]) is strict about what it needs and lenient about the rest: a request must
 //! be a JSON object with a string `message` and (for requests) a positive integer
 //! `referenceId`; fields it does not know are ignored. Every reading failure becomes a
 //! [`ProtocolError`] carrying the error code and a sentence for the person who wrote the client.
 //!
-//! Writing ([`write`]): one constructor per message the router sends, each building its JSON
+//! Writing ([`mod@write`]): one constructor per message the router sends, each building its JSON
 //! with `time` in RFC 3339 UTC milliseconds. Events are serialized once and the resulting
 //! bytes shared by all their recipients ([`SharedText`]).
 //!

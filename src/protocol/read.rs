@@ -143,6 +143,64 @@ struct Wire<'a> {
 
 /// Read one text frame as a request: `(referenceId, request)`.
 pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
+    let wire = read_wire(text)?;
+    let reference_id = match &wire.reference_id {
+        Some(Field::Uint(id)) if *id > 0 => *id,
+        Some(_) => {
+            return Err(ProtocolError::new(
+                0,
+                ErrorCode::InvalidAttr,
+                "\"referenceId\" must be a positive integer.",
+            ))
+        }
+        None => 0,
+    };
+    let message = match &wire.message {
+        Some(Field::Str(s)) => &**s,
+        _ => {
+            return Err(ProtocolError::new(
+                reference_id,
+                ErrorCode::InvalidAttr,
+                "The request has no \"message\" string naming it.",
+            ))
+        }
+    };
+    let fields = Fields {
+        wire: &wire,
+        reference_id,
+        message,
+    };
+    if reference_id == 0 {
+        return Err(fields.err(
+            ErrorCode::InvalidAttr,
+            format!(
+                "{:?} needs a \"referenceId\": a positive integer the reply will carry.",
+                echo(message)
+            ),
+        ));
+    }
+    let request = match message {
+        "RequestOpen" => fields.open()?,
+        "RequestRegisterAddress" => fields.register()?,
+        "RequestUnregisterAddress" => Request::Unregister { dn: fields.dn()? },
+        "RequestQueryAddress" => Request::QueryAddress { dn: fields.dn()? },
+        "RequestQueryServer" => Request::QueryServer,
+        "RequestPrivateService" => fields.private_service()?,
+        other => {
+            return Err(fields.err(
+                ErrorCode::UnsupOper,
+                format!(
+                    "Unknown message {:?}; this router speaks client protocol v1.",
+                    echo(other)
+                ),
+            ))
+        }
+    };
+    Ok((reference_id, request))
+}
+
+/// The frame as a JSON object of the fields the router reads.
+fn read_wire(text: &str) -> Result<Wire<'_>, ProtocolError> {
     let not_object = || {
         ProtocolError::new(
             0,
@@ -161,94 +219,96 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
             ),
         });
     }
-    let wire: Wire = serde_json::from_str(text).map_err(|e| {
+    serde_json::from_str(text).map_err(|e| {
         ProtocolError::new(
             0,
             ErrorCode::InvalidAttr,
             format!("The frame is not a valid request ({e}); send one JSON object per text frame, each field once."),
         )
-    })?;
-    let reference_id = match &wire.reference_id {
-        Some(Field::Uint(id)) if *id > 0 => *id,
-        Some(_) => {
-            return Err(ProtocolError::new(
-                0,
-                ErrorCode::InvalidAttr,
-                "\"referenceId\" must be a positive integer.",
-            ))
-        }
-        None => 0,
-    };
-    let err = |code, msg: String| ProtocolError::new(reference_id, code, msg);
-    let message = match &wire.message {
-        Some(Field::Str(s)) => &**s,
-        _ => {
-            return Err(err(
-                ErrorCode::InvalidAttr,
-                "The request has no \"message\" string naming it.".into(),
-            ))
-        }
-    };
-    if reference_id == 0 {
-        return Err(err(
-            ErrorCode::InvalidAttr,
-            format!(
-                "{:?} needs a \"referenceId\": a positive integer the reply will carry.",
-                echo(message)
-            ),
-        ));
+    })
+}
+
+/// A request's fields with what every error needs: its `referenceId` and `message`.
+struct Fields<'w, 'a> {
+    wire: &'w Wire<'a>,
+    reference_id: u64,
+    message: &'w str,
+}
+
+impl Fields<'_, '_> {
+    fn err(&self, code: ErrorCode, message: String) -> ProtocolError {
+        ProtocolError::new(self.reference_id, code, message)
     }
-    let string =
-        |field: &'static str, value: &Option<Field>| -> Result<Option<String>, ProtocolError> {
-            match value {
-                None => Ok(None),
-                Some(Field::Str(s)) => Ok(Some(s.to_string())),
-                Some(_) => Err(err(
-                    ErrorCode::InvalidAttr,
-                    format!("\"{field}\" must be a string."),
-                )),
-            }
-        };
-    let dn = || -> Result<String, ProtocolError> {
-        let dn = string("thisDn", &wire.this_dn)?.ok_or_else(|| {
-            err(
+
+    /// An optional string field.
+    fn string(
+        &self,
+        field: &'static str,
+        value: &Option<Field>,
+    ) -> Result<Option<String>, ProtocolError> {
+        match value {
+            None => Ok(None),
+            Some(Field::Str(s)) => Ok(Some(s.to_string())),
+            Some(_) => Err(self.err(
                 ErrorCode::InvalidAttr,
-                format!("{message} needs \"thisDn\": the directory number it is about."),
+                format!("\"{field}\" must be a string."),
+            )),
+        }
+    }
+
+    /// `thisDn`: 1 to [`MAX_DN_LEN`] characters without spaces or control characters.
+    fn dn(&self) -> Result<String, ProtocolError> {
+        let dn = self.string("thisDn", &self.wire.this_dn)?.ok_or_else(|| {
+            self.err(
+                ErrorCode::InvalidAttr,
+                format!(
+                    "{} needs \"thisDn\": the directory number it is about.",
+                    self.message
+                ),
             )
         })?;
         if dn.is_empty()
             || dn.len() > MAX_DN_LEN
             || dn.chars().any(|c| c.is_control() || c.is_whitespace())
         {
-            return Err(err(
+            return Err(self.err(
                 ErrorCode::InvalidAttr,
                 format!("\"thisDn\" must be 1 to {MAX_DN_LEN} characters without spaces or control characters."),
             ));
         }
         Ok(dn)
-    };
-    let request = match message {
-        "RequestOpen" => Request::Open {
-            protocol_version: match &wire.protocol_version {
+    }
+
+    fn open(&self) -> Result<Request, ProtocolError> {
+        Ok(Request::Open {
+            protocol_version: match &self.wire.protocol_version {
                 Some(Field::Uint(v)) => *v,
                 Some(Field::Number) => 0,
                 _ => {
-                    return Err(err(
+                    return Err(self.err(
                         ErrorCode::InvalidAttr,
                         "RequestOpen needs \"protocolVersion\": 1.".into(),
                     ))
                 }
             },
-            application: string("application", &wire.application)?.unwrap_or_default(),
-            token: string("token", &wire.token)?,
-        },
-        "RequestRegisterAddress" => {
-            let dn = dn()?;
-            let mode = match string("registerMode", &wire.register_mode)?.as_deref() {
-                None | Some("share") => RegisterMode::Share,
-                Some("monitor") => RegisterMode::Monitor,
-                Some(other) => {
-                    return Err(err(
+            application: self
+                .string("application", &self.wire.application)?
+                .unwrap_or_default(),
+            token: self.string("token", &self.wire.token)?,
+        })
+    }
+
+    fn register(&self) -> Result<Request, ProtocolError> {
+        let dn = self.dn()?;
+        let mode = match self
+            .string("registerMode", &self.wire.register_mode)?
+            .as_deref()
+        {
+            None | Some("share") => RegisterMode::Share,
+            Some("monitor") => RegisterMode::Monitor,
+            Some(other) => {
+                return Err(self
+                    .err(
                         ErrorCode::InvalidAttr,
                         format!(
                             "\"registerMode\" {:?} is not \"share\" or \"monitor\".",
@@ -256,71 +316,65 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
                         ),
                     )
                     .dn(&dn))
-                }
-            };
-            Request::Register { dn, mode }
-        }
-        "RequestUnregisterAddress" => Request::Unregister { dn: dn()? },
-        "RequestQueryAddress" => Request::QueryAddress { dn: dn()? },
-        "RequestQueryServer" => Request::QueryServer,
-        "RequestPrivateService" => {
-            let dn = dn()?;
-            let msg_id = match &wire.private_msg_id {
-                Some(Field::Uint(id)) => *id,
-                _ => {
-                    return Err(err(
+            }
+        };
+        Ok(Request::Register { dn, mode })
+    }
+
+    fn private_service(&self) -> Result<Request, ProtocolError> {
+        let dn = self.dn()?;
+        let msg_id = match &self.wire.private_msg_id {
+            Some(Field::Uint(id)) => *id,
+            _ => {
+                return Err(self
+                    .err(
                         ErrorCode::InvalidAttr,
                         "RequestPrivateService needs \"privateMsgId\": 1, 2 or 501.".into(),
                     )
                     .dn(&dn))
-                }
-            };
-            let conn_id = string("connId", &wire.conn_id).map_err(|e| e.dn(&dn))?;
-            let mut extensions = BTreeMap::new();
-            match &wire.extensions {
-                None => {}
-                Some(Field::Object(map)) => {
-                    for (k, v) in map {
-                        match v {
-                            Field::Str(s) => {
-                                extensions.insert(k.to_string(), s.to_string());
-                            }
-                            _ => {
-                                return Err(err(
-                                    ErrorCode::InvalidAttr,
-                                    format!("Extension {:?} must have a string value.", echo(k)),
-                                )
-                                .dn(&dn))
-                            }
+            }
+        };
+        let conn_id = self
+            .string("connId", &self.wire.conn_id)
+            .map_err(|e| e.dn(&dn))?;
+        let extensions = self.extensions().map_err(|e| e.dn(&dn))?;
+        Ok(Request::PrivateService {
+            dn,
+            msg_id,
+            conn_id,
+            extensions,
+        })
+    }
+
+    /// `extensions`: an object of string values.
+    fn extensions(&self) -> Result<BTreeMap<String, String>, ProtocolError> {
+        let mut extensions = BTreeMap::new();
+        match &self.wire.extensions {
+            None => {}
+            Some(Field::Object(map)) => {
+                for (k, v) in map {
+                    match v {
+                        Field::Str(s) => {
+                            extensions.insert(k.to_string(), s.to_string());
+                        }
+                        _ => {
+                            return Err(self.err(
+                                ErrorCode::InvalidAttr,
+                                format!("Extension {:?} must have a string value.", echo(k)),
+                            ))
                         }
                     }
                 }
-                Some(_) => {
-                    return Err(err(
-                        ErrorCode::InvalidAttr,
-                        "\"extensions\" must be an object of string values.".into(),
-                    )
-                    .dn(&dn))
-                }
             }
-            Request::PrivateService {
-                dn,
-                msg_id,
-                conn_id,
-                extensions,
+            Some(_) => {
+                return Err(self.err(
+                    ErrorCode::InvalidAttr,
+                    "\"extensions\" must be an object of string values.".into(),
+                ))
             }
         }
-        other => {
-            return Err(err(
-                ErrorCode::UnsupOper,
-                format!(
-                    "Unknown message {:?}; this router speaks client protocol v1.",
-                    echo(other)
-                ),
-            ))
-        }
-    };
-    Ok((reference_id, request))
+        Ok(extensions)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! What a DN's events mean: the hot-desk association last reported, the DN's active calls
 //! and their connIds, and the private events clients get.
 //!
-//! The call rules of SPEC section 3 are [`call_rule`], a plain function of the event and the
+//! The call rules of SPEC section 3 are `call_rule`, a plain function of the event and the
 //! DN; the DN's call list is a plain [`DeviceCalls`] shared with the switch's
 //! [`CallTable`](crate::router::calls::CallTable) for connIds. The actor applies both.
 
