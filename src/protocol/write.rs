@@ -138,44 +138,46 @@ pub fn server_connected(
     accode_name: &str,
     switches: &[SwitchView<'_>],
 ) -> SharedText {
-    let switches: Vec<Value> = switches
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.name,
-                "linkState": s.link_state(),
-                "simulated": s.simulated,
-            })
-        })
-        .collect();
     MessageBuilder::new("EventServerConnected")
         .reference(reference_id)
         .with("protocolVersion", 1)
         .with("serverVersion", env!("CARGO_PKG_VERSION"))
         .with("privateServices", private_services)
         .with("accodeName", accode_name)
-        .with("switches", switches)
+        .with("switches", switches_json(switches, false))
         .finish()
 }
 
 /// `EventServerInfo`, the reply to `RequestQueryServer`.
 pub fn server_info(reference_id: u64, switches: &[SwitchView<'_>]) -> SharedText {
-    let switches: Vec<Value> = switches
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.name,
-                "linkState": s.link_state(),
-                "activeLink": if s.link_up { Value::from(s.active_link) } else { Value::Null },
-                "simulated": s.simulated,
-            })
-        })
-        .collect();
     MessageBuilder::new("EventServerInfo")
         .reference(reference_id)
         .with("serverVersion", env!("CARGO_PKG_VERSION"))
-        .with("switches", switches)
+        .with("switches", switches_json(switches, true))
         .finish()
+}
+
+/// The `switches` list: {`name`, `linkState`, `simulated`}, and `activeLink` (the index, or
+/// `null` while down) when asked.
+fn switches_json(switches: &[SwitchView<'_>], active_link: bool) -> Vec<Value> {
+    switches
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::json!({
+                "name": s.name,
+                "linkState": s.link_state(),
+                "simulated": s.simulated,
+            });
+            if active_link {
+                v["activeLink"] = if s.link_up {
+                    Value::from(s.active_link)
+                } else {
+                    Value::Null
+                };
+            }
+            v
+        })
+        .collect()
 }
 
 /// `EventLinkConnected` (`up`) or `EventLinkDisconnected`, sent to every open client; `link`
