@@ -48,6 +48,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
+#[cfg(test)]
+mod tests;
+
 /// Where a link is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -77,7 +80,7 @@ pub enum Waiter<C> {
 }
 
 /// What goes to the router shard for one DN.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Delivery {
     /// A CSTA event that arrived on the DN's monitor.
     Event(Message),
@@ -133,7 +136,7 @@ pub enum Unsent {
 }
 
 /// What the session asks its driver to do.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Output<C> {
     /// Write this request frame to the switch; if it cannot be queued, say so with
     /// [`Session::unsent`] (its invoke ID is the frame's).
