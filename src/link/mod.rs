@@ -1,20 +1,22 @@
 //! The router's side of the CSTA links to a switch.
 //!
 //! ```text
-//!  extension actor ──── RoutedRequest (SwitchRoute::route) ──────────┐
-//!  extension actor ── start/stop monitor ──► Switch ── LinkRequest ──┤ (active link only)
-//!                                            ▲  elects the           ▼
-//!                          LinkStatusChanged │  active link    LinkActor ◄──TCP──► PBX link 1
-//!                                            └──────────────── LinkActor ◄──TCP──► PBX link 2
-//!                                                                    │  (each drives a Session)
-//!  router shard ◄── SwitchEvent::Csta / ::Answer, numbered by the ───┘
-//!  router shard ◄── SwitchEvent::LinkUp / ::LinkDown / ::MonitorLost ── Switch
+//!                  RoutedRequest (SwitchRoute::route)
+//! extension actor ───────────────────────────────────────┐
+//!                  start/stop monitor                    ▼
+//! extension actor ─────────────► Switch ─ LinkRequest ─► LinkActor (active)  ◄─TCP─► PBX link 1
+//!                                ▲   elects the          LinkActor (standby) ◄─TCP─► PBX link 2
+//!                                │   active link         │  each drives a Session
+//!                                └─ LinkStatusChanged ───┤
+//!                                                        │  events and routed answers
+//! router shard ◄─ SwitchEvent Csta, Answer ◄─ ShardFeed ◄┘  numbered (eventSeq)
+//! router shard ◄─ SwitchEvent LinkUp, LinkDown, MonitorLost ◄─ Switch
 //! ```
 //!
 //! Requests go from the extension actor straight to the active link ([`SwitchRoute::route`]
 //! on the [`SwitchHandle`]); events and answers go from the link straight to the switch's
-//! router shard, each numbered by the one feed of the switch (the `eventSeq` clients see), so
-//! the shard can keep them in the order the frames were read. The switch actor is on neither
+//! router shard, each numbered by the switch's one feed (the `eventSeq` clients see), so the
+//! shard can keep them in the order the frames were read. The switch actor is on neither
 //! path: it elects the active link and owns the monitored DNs.
 //!
 //! - [`Session`] (one per link): the CSTA protocol without IO or clock: handshake, invoke IDs,
