@@ -7,13 +7,13 @@
 //! routed answers to the router shard (through the [`ShardFeed`]), the link's state to its
 //! switch actor, and the session's counters to Prometheus.
 
+use super::backoff::Backoff;
 use super::feed::ShardFeed;
 use super::io::{self, ConnectError, LinkStream, Read};
 use super::report::{DownReport, Report};
 use super::session::{Disconnect, LinkState, Loss, Output, Session, Unsent, Waiter};
 use super::stats::{Export, LinkStats};
-use super::switch::LinkStatusChanged;
-use super::{Backoff, LinkError, LinkSettings, QueueSlot};
+use super::{LinkError, LinkSettings, QueueSlot};
 use crate::csta::{Dialect, Frame, Message};
 use actix::prelude::*;
 use futures_util::StreamExt;
@@ -50,6 +50,16 @@ pub struct RoutedRequest {
     pub dn: Arc<str>,
     /// The requester's tag, returned with the answer.
     pub tag: u64,
+}
+
+/// A link tells its switch actor (its owner) that its state changed.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct LinkStatusChanged {
+    /// Index of the link.
+    pub link: usize,
+    /// Its new state.
+    pub state: LinkState,
 }
 
 /// How the session reaches a caller of [`LinkRequest`].

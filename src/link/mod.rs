@@ -46,16 +46,15 @@ mod session;
 mod stats;
 mod switch;
 
-pub use actor::{LinkActor, LinkRequest, RoutedRequest};
+pub use actor::{LinkActor, LinkRequest, LinkStatusChanged, RoutedRequest};
 pub use backoff::Backoff;
 pub use invoke::{Exhaustion, InvokeAllocator, ID_SPACE, LOW_FREE, ORDINARY_LIMIT, STUCK_FACTOR};
 pub use report::{DownReport, Report, REMINDER_EVERY};
-pub use route::{SwitchHandle, SwitchRoute};
+pub use route::{MonitorOutcome, SwitchRoute};
 pub use session::{Delivery, Disconnect, LinkState, Loss, Output, Session, Unsent, Waiter};
 pub use stats::LinkStats;
 pub use switch::{
-    LinkStatusChanged, MonitorOutcome, StartMonitor, StopMonitor, Switch, SwitchRequest,
-    SwitchStatus, SwitchStatusQuery,
+    StartMonitor, StopMonitor, Switch, SwitchHandle, SwitchRequest, SwitchStatus, SwitchStatusQuery,
 };
 
 use crate::csta::{CstaError, Dialect, Message};

@@ -7,25 +7,19 @@
 //! answers go from the link straight to the router shard. Monitor starts and stops do go
 //! through it, since it must know the monitored DNs to restore them.
 
-use super::actor::{LinkActor, LinkParts, LinkRequest};
+use super::actor::{LinkActor, LinkParts, LinkRequest, LinkStatusChanged, RoutedRequest};
 use super::feed::ShardFeed;
-use super::{LinkError, LinkState, LinkStats, SwitchConfig, SwitchEvent, SwitchHandle};
+use super::route::{MonitorOutcome, SwitchRoute};
+use super::session::LinkState;
+use super::stats::LinkStats;
+use super::{LinkError, SwitchConfig, SwitchEvent};
 use crate::csta::Message;
 use actix::prelude::*;
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{info, warn};
-
-/// A link tells its switch actor that its state changed.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct LinkStatusChanged {
-    /// Index of the link.
-    pub link: usize,
-    /// Its new state.
-    pub state: LinkState,
-}
 
 /// Send a service request over the switch's active link.
 #[derive(Debug, Clone, Message)]
@@ -41,15 +35,6 @@ pub struct StartMonitor(pub Arc<str>);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct StopMonitor(pub Arc<str>);
-
-/// How a [`StartMonitor`] went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MonitorOutcome {
-    /// The switch accepted the MonitorStart.
-    Started,
-    /// No operational link now: the monitor will be started when one comes up.
-    Pending,
-}
 
 /// Ask for the switch's link states.
 #[derive(Debug, Clone, Copy, Message)]
@@ -493,5 +478,62 @@ impl Handler<SwitchStatusQuery> for Switch {
                     .map(VecDeque::len)
                     .sum::<usize>(),
         })
+    }
+}
+
+/// A cheap, cloneable handle on a running switch of this process.
+#[derive(Clone)]
+pub struct SwitchHandle {
+    /// The switch's name.
+    pub name: Arc<str>,
+    /// The switch actor.
+    pub addr: Addr<Switch>,
+    /// Counters of each link, in configuration order.
+    pub link_stats: Vec<Arc<LinkStats>>,
+    /// The active link, kept by the switch actor, so that the busiest path (a private
+    /// service) goes straight to the link without a hop through the switch actor.
+    pub(super) active: Arc<Mutex<Option<Addr<LinkActor>>>>,
+}
+
+impl SwitchHandle {
+    /// The link that serves the switch now, if any.
+    pub fn active_link(&self) -> Option<Addr<LinkActor>> {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Requests the switch's links have sent and not yet seen answered or timed out.
+    pub fn in_flight(&self) -> u64 {
+        self.link_stats
+            .iter()
+            .map(|s| s.in_flight.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl SwitchRoute for SwitchHandle {
+    fn route(&self, request: RoutedRequest) -> Result<(), LinkError> {
+        let Some(link) = self.active_link() else {
+            return Err(LinkError::NoSwitch {
+                switch: self.name.clone(),
+            });
+        };
+        link.do_send(request);
+        Ok(())
+    }
+
+    fn start_monitor(&self, dn: Arc<str>) -> BoxFuture<'static, Result<MonitorOutcome, LinkError>> {
+        let (addr, switch) = (self.addr.clone(), self.name.clone());
+        Box::pin(async move {
+            addr.send(StartMonitor(dn))
+                .await
+                .unwrap_or(Err(LinkError::LinkLost { switch }))
+        })
+    }
+
+    fn stop_monitor(&self, dn: Arc<str>) {
+        self.addr.do_send(StopMonitor(dn));
     }
 }
