@@ -12,6 +12,7 @@
 //! something the router holds anyway (clients, calls, associations, extension actors) are read
 //! at scrape time instead of being maintained on every change.
 
+use crate::csta::Message;
 use crate::protocol::{CloseCause, ErrorCode};
 use crate::services::Service;
 use metrics::{
@@ -74,7 +75,8 @@ pub const EXTENSION_ACTORS: &str = "csta_router_extension_actors";
 /// Calls forgotten because a DN or a switch had more than its limit.
 pub const CALLS_EVICTED: &str = "csta_router_calls_evicted_total";
 
-/// The CSTA requests the router sends, for the round-trip histogram's `request` label.
+/// The CSTA requests the router sends, for the round-trip histogram's `request` label: each is
+/// the [`Message::name`] of the request (see [`csta_request_label`]).
 pub const CSTA_REQUESTS: [&str; 5] = [
     "RequestSystemStatus",
     "MonitorStart",
@@ -82,6 +84,16 @@ pub const CSTA_REQUESTS: [&str; 5] = [
     "Escape",
     "AssociateData",
 ];
+
+/// The `request` label of a CSTA request: its name when it is one of [`CSTA_REQUESTS`], else
+/// "other" (a bounded label set, whatever is sent).
+pub fn csta_request_label(request: &Message) -> &'static str {
+    let name = request.name();
+    CSTA_REQUESTS
+        .into_iter()
+        .find(|r| *r == name)
+        .unwrap_or("other")
+}
 
 /// States of a reserved invoke ID, for [`INVOKE_IDS_RESERVED`].
 pub const INVOKE_ID_STATES: [&str; 2] = ["in_flight", "expired"];
@@ -446,7 +458,8 @@ impl SwitchMetrics {
     }
 }
 
-/// Handles for one link's counters, created once by the link actor.
+/// Handles for one link's series, created once by the link actor, which exports its
+/// session's counters to them.
 #[derive(Debug, Clone)]
 pub struct LinkMetrics {
     /// Requests in flight (per switch).
@@ -500,7 +513,7 @@ impl LinkMetrics {
         }
     }
 
-    /// Record a request's round trip.
+    /// Record a request's round trip (`request`: its [`csta_request_label`]).
     pub fn roundtrip(&self, request: &'static str, elapsed: Duration) {
         if let Some(h) = CSTA_REQUESTS
             .iter()

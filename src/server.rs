@@ -57,8 +57,7 @@ impl Running {
                 .switches
                 .iter()
                 .filter_map(|s| s.handle.get())
-                .flat_map(|h| h.link_stats.iter())
-                .map(|st| st.in_flight.load(Ordering::Relaxed))
+                .map(|h| h.in_flight())
                 .sum()
         };
         let limit = self.shared.config.options.request_timeout.0 + Duration::from_millis(200);

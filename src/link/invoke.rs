@@ -232,6 +232,25 @@ impl InvokeAllocator {
         })
     }
 
+    /// The next instant at which [`check`](Self::check) may answer differently without any
+    /// other change: when the oldest recent expiry becomes older than `timeout`, or when the
+    /// oldest long expiry reaches [`STUCK_FACTOR`] × `timeout`. `None` while no ID is expired.
+    /// It may be early (an expiry answered since), never late.
+    pub fn next_check(&self, timeout: Duration) -> Option<Instant> {
+        let aging = self
+            .recent
+            .front()
+            .and_then(|(at, _, _)| at.checked_add(timeout + Duration::from_nanos(1)));
+        let stuck = self
+            .old
+            .front()
+            .and_then(|(at, _, _)| at.checked_add(timeout.saturating_mul(STUCK_FACTOR)));
+        match (aging, stuck) {
+            (Some(a), Some(s)) => Some(a.min(s)),
+            (a, s) => a.or(s),
+        }
+    }
+
     /// How many IDs are reserved (in flight or expired).
     pub fn in_use(&self) -> usize {
         self.slots.len()

@@ -1,42 +1,60 @@
 //! The router's side of the CSTA links to a switch.
 //!
 //! ```text
-//!              requests, monitors                       frames over TCP
-//!  router ──────────────────────► Switch ──► LinkActor ◄─────────────► PBX link 1 (priority 1)
-//!    ▲                            (which      LinkActor ◄─────────────► PBX link 2 (priority 2)
-//!    │   SwitchEvent              link is
-//!    └─────────────────────────── active)
+//!                  RoutedRequest (SwitchRoute::route)
+//! extension actor ───────────────────────────────────────┐
+//!                  start/stop monitor                    ▼
+//! extension actor ─────────────► Switch ─ LinkRequest ─► LinkActor (active)  ◄─TCP─► PBX link 1
+//!                                ▲   elects the          LinkActor (standby) ◄─TCP─► PBX link 2
+//!                                │   active link         │  each drives a Session
+//!                                └─ LinkStatusChanged ───┤
+//!                                                        │  events and routed answers
+//! router shard ◄─ SwitchEvent Csta, Answer ◄─ ShardFeed ◄┘  numbered (eventSeq)
+//! router shard ◄─ SwitchEvent LinkUp, LinkDown, MonitorLost ◄─ Switch
 //! ```
 //!
-//! - [`LinkActor`] (one per PBX link, each on an Arbiter of its own choosing): connects,
-//!   does the `RequestSystemStatus` handshake, answers the switch's `SystemStatus`, allocates
-//!   invoke IDs, matches answers to requests, enforces `request-timeout`, runs the keep-alive,
-//!   reconnects with back-off, and turns monitor events into [`SwitchEvent::Csta`] for the DN
-//!   the monitor belongs to. It never waits on anyone: answers go back through one-shot
-//!   channels and events are handed to the subscriber's mailbox. It reads at most
-//!   `link-queue` frames ahead of the subscriber (each carries a [`QueueSlot`] until it has
-//!   been handled), so a switch faster than the router is slowed down by TCP. A switch that
-//!   leaves requests unanswered gets its link reset before their invoke IDs run out
-//!   ([`InvokeAllocator::check`]).
+//! Requests go from the extension actor straight to the active link ([`SwitchRoute::route`]
+//! on the [`SwitchHandle`]); events and answers go from the link straight to the switch's
+//! router shard, each numbered by the switch's one feed (the `eventSeq` clients see), so the
+//! shard can keep them in the order the frames were read. The switch actor is on neither
+//! path: it elects the active link and owns the monitored DNs.
+//!
+//! - [`Session`] (one per link): the CSTA protocol without IO or clock: handshake, invoke IDs,
+//!   deadlines and late answers, keep-alive, answers to the switch's own requests, monitor
+//!   cross-references, and the link's counters ([`LinkStats`]). Unit-tested with made-up
+//!   instants.
+//! - [`LinkActor`] (one per PBX link, on an Arbiter of its switch's choosing): the session's
+//!   driver. Connects (TCP, TLS), reconnects with back-off ([`Backoff`], logged by the
+//!   [`DownReport`] rule), writes frames through a writer task, reads at most `link-queue`
+//!   frames ahead of the router (each carries a [`QueueSlot`] until it has been handled, so a
+//!   switch faster than the router is slowed down by TCP), arms the session's timer and
+//!   carries out its outputs. It never waits on anyone.
 //! - [`Switch`] (one per switch): keeps the highest-priority operational link active, fails
 //!   over without failing back, keeps the set of monitored DNs and restores them on whichever
-//!   link becomes active, and is the one place that answers "which link serves this switch".
+//!   link becomes active, and publishes the active link to the [`SwitchHandle`].
 //!
 //! Failures are [`LinkError`]s, each naming the client-visible error code it maps to.
 
 mod actor;
 mod backoff;
+mod feed;
 mod invoke;
+mod io;
 mod report;
+mod route;
+mod session;
+mod stats;
 mod switch;
 
-pub use actor::{LinkActor, LinkRequest, LinkStats, ResetLink, RoutedRequest};
+pub use actor::{LinkActor, LinkRequest, LinkStatusChanged, RoutedRequest};
 pub use backoff::Backoff;
 pub use invoke::{Exhaustion, InvokeAllocator, ID_SPACE, LOW_FREE, ORDINARY_LIMIT, STUCK_FACTOR};
 pub use report::{DownReport, Report, REMINDER_EVERY};
+pub use route::{MonitorOutcome, SwitchRoute};
+pub use session::{Delivery, Disconnect, LinkState, Loss, Output, Session, Unsent, Waiter};
+pub use stats::LinkStats;
 pub use switch::{
-    LinkState, LinkStatusChanged, MonitorOutcome, ResetLinkRequest, StartMonitor, StopMonitor,
-    Switch, SwitchHandle, SwitchRequest, SwitchStatus, SwitchStatusQuery,
+    StartMonitor, StopMonitor, Switch, SwitchHandle, SwitchRequest, SwitchStatus, SwitchStatusQuery,
 };
 
 use crate::csta::{CstaError, Dialect, Message};

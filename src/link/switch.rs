@@ -1,41 +1,25 @@
 //! The switch actor: which of a switch's links is active, and which DNs are monitored.
 //!
-//! This is the one place that answers "which link serves this switch". Everything above it
-//! (the router, the extension actors) talks to a [`SwitchHandle`] and never to a link, so
-//! moving link ownership elsewhere (another router node, say) changes only this module.
+//! It elects the active link (the highest-priority operational one, without failing back),
+//! publishes it to the switch's [`SwitchHandle`], and keeps the set of monitored DNs, restoring
+//! them on whichever link becomes active. It is not on the path of requests or events: a
+//! routed request goes from the handle straight to the active [`LinkActor`], and events and
+//! answers go from the link straight to the router shard. Monitor starts and stops do go
+//! through it, since it must know the monitored DNs to restore them.
 
-use super::actor::{LinkActor, LinkRequest, LinkStats, ResetLink};
+use super::actor::{LinkActor, LinkParts, LinkRequest, LinkStatusChanged, RoutedRequest};
+use super::feed::ShardFeed;
+use super::route::{MonitorOutcome, SwitchRoute};
+use super::session::LinkState;
+use super::stats::LinkStats;
 use super::{LinkError, SwitchConfig, SwitchEvent};
 use crate::csta::Message;
 use actix::prelude::*;
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{info, warn};
-
-/// Where a link is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
-    /// Not yet tried.
-    Starting,
-    /// TCP connected, waiting for the switch to say it is operational.
-    Handshaking,
-    /// Operational.
-    Up,
-    /// Not connected; a reconnect is scheduled.
-    Down,
-}
-
-/// A link tells its switch actor that its state changed.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct LinkStatusChanged {
-    /// Index of the link.
-    pub link: usize,
-    /// Its new state.
-    pub state: LinkState,
-}
 
 /// Send a service request over the switch's active link.
 #[derive(Debug, Clone, Message)]
@@ -51,15 +35,6 @@ pub struct StartMonitor(pub Arc<str>);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct StopMonitor(pub Arc<str>);
-
-/// How a [`StartMonitor`] went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MonitorOutcome {
-    /// The switch accepted the MonitorStart.
-    Started,
-    /// No operational link now: the monitor will be started when one comes up.
-    Pending,
-}
 
 /// Ask for the switch's link states.
 #[derive(Debug, Clone, Copy, Message)]
@@ -80,11 +55,6 @@ pub struct SwitchStatus {
     /// MonitorStarts and MonitorStops queued or in flight.
     pub monitor_ops: usize,
 }
-
-/// Drop and reconnect one link (tests and operators use it to force a failover).
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct ResetLinkRequest(pub usize);
 
 struct Slot {
     addr: Addr<LinkActor>,
@@ -138,31 +108,6 @@ impl MonitorOp {
     }
 }
 
-/// A cheap, cloneable handle on a running switch.
-#[derive(Clone)]
-pub struct SwitchHandle {
-    /// The switch's name.
-    pub name: Arc<str>,
-    /// The switch actor.
-    pub addr: Addr<Switch>,
-    /// Counters of each link, in configuration order.
-    pub link_stats: Vec<Arc<LinkStats>>,
-    /// The active link, kept by the switch actor, so that the busiest path (a private
-    /// service) goes straight to the link without a hop through the switch actor.
-    active: Arc<std::sync::Mutex<Option<Addr<LinkActor>>>>,
-}
-
-impl SwitchHandle {
-    /// The link that serves the switch now, if any: the one lookup a multi-node deployment
-    /// would change.
-    pub fn active_link(&self) -> Option<Addr<LinkActor>> {
-        self.active
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
 impl Switch {
     /// Start a switch actor on the current Arbiter and its link actors spread over
     /// `arbiters` (round-robin; the current Arbiter when empty). Events go to `events`.
@@ -172,39 +117,40 @@ impl Switch {
         arbiters: &[actix::ArbiterHandle],
     ) -> SwitchHandle {
         let name = config.name.clone();
-        let stats: Vec<Arc<LinkStats>> = config
+        let link_stats: Vec<Arc<LinkStats>> = config
             .links
             .iter()
             .map(|_| Arc::new(LinkStats::default()))
             .collect();
-        let link_stats = stats.clone();
+        let stats = link_stats.clone();
         let active = Arc::new(std::sync::Mutex::new(None));
         let active_addr = active.clone();
         let arbiters = arbiters.to_vec();
         let addr = Switch::create(move |ctx| {
-            let me = ctx.address().recipient::<LinkStatusChanged>();
-            let seq = Arc::new(AtomicU64::new(0));
+            let owner = ctx.address().recipient::<LinkStatusChanged>();
+            let feed = ShardFeed::new(config.name.clone(), events.clone());
             let settings = Arc::new(config.settings.clone());
             let dialect = Arc::new(config.dialect.clone());
             let links = config
                 .links
                 .iter()
                 .enumerate()
-                .map(|(i, link)| {
-                    let actor = {
-                        let (switch, address) = (config.name.clone(), link.address);
-                        let (settings, dialect) = (settings.clone(), dialect.clone());
-                        let (owner, events, seq) = (me.clone(), events.clone(), seq.clone());
-                        let stats = stats[i].clone();
-                        move || {
-                            LinkActor::new(
-                                switch, i, address, settings, dialect, owner, events, seq, stats,
-                            )
-                        }
+                .map(|(index, link)| {
+                    let parts = LinkParts {
+                        switch: config.name.clone(),
+                        index,
+                        address: link.address,
+                        settings: settings.clone(),
+                        dialect: dialect.clone(),
+                        owner: owner.clone(),
+                        feed: feed.clone(),
+                        stats: stats[index].clone(),
                     };
-                    let addr = match arbiters.get(i % arbiters.len().max(1)) {
-                        Some(arbiter) => LinkActor::start_in_arbiter(arbiter, move |_| actor()),
-                        None => actor().start(),
+                    let addr = match arbiters.get(index % arbiters.len().max(1)) {
+                        Some(arbiter) => {
+                            LinkActor::start_in_arbiter(arbiter, move |_| LinkActor::new(parts))
+                        }
+                        None => LinkActor::new(parts).start(),
                     };
                     Slot {
                         addr,
@@ -535,12 +481,59 @@ impl Handler<SwitchStatusQuery> for Switch {
     }
 }
 
-impl Handler<ResetLinkRequest> for Switch {
-    type Result = ();
+/// A cheap, cloneable handle on a running switch of this process.
+#[derive(Clone)]
+pub struct SwitchHandle {
+    /// The switch's name.
+    pub name: Arc<str>,
+    /// The switch actor.
+    pub addr: Addr<Switch>,
+    /// Counters of each link, in configuration order.
+    pub link_stats: Vec<Arc<LinkStats>>,
+    /// The active link, kept by the switch actor, so that the busiest path (a private
+    /// service) goes straight to the link without a hop through the switch actor.
+    pub(super) active: Arc<Mutex<Option<Addr<LinkActor>>>>,
+}
 
-    fn handle(&mut self, msg: ResetLinkRequest, _: &mut Self::Context) {
-        if let Some(slot) = self.links.get(msg.0) {
-            slot.addr.do_send(ResetLink);
-        }
+impl SwitchHandle {
+    /// The link that serves the switch now, if any.
+    pub fn active_link(&self) -> Option<Addr<LinkActor>> {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Requests the switch's links have sent and not yet seen answered or timed out.
+    pub fn in_flight(&self) -> u64 {
+        self.link_stats
+            .iter()
+            .map(|s| s.in_flight.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl SwitchRoute for SwitchHandle {
+    fn route(&self, request: RoutedRequest) -> Result<(), LinkError> {
+        let Some(link) = self.active_link() else {
+            return Err(LinkError::NoSwitch {
+                switch: self.name.clone(),
+            });
+        };
+        link.do_send(request);
+        Ok(())
+    }
+
+    fn start_monitor(&self, dn: Arc<str>) -> BoxFuture<'static, Result<MonitorOutcome, LinkError>> {
+        let (addr, switch) = (self.addr.clone(), self.name.clone());
+        Box::pin(async move {
+            addr.send(StartMonitor(dn))
+                .await
+                .unwrap_or(Err(LinkError::LinkLost { switch }))
+        })
+    }
+
+    fn stop_monitor(&self, dn: Arc<str>) {
+        self.addr.do_send(StopMonitor(dn));
     }
 }

@@ -20,7 +20,7 @@ pub mod subscriptions;
 
 use crate::client::ClientHandle;
 use crate::csta::Message;
-use crate::link::{LinkError, MonitorOutcome, RoutedRequest, StartMonitor, StopMonitor};
+use crate::link::{LinkError, MonitorOutcome, RoutedRequest, SwitchRoute};
 use crate::protocol::{ErrorCode, ProtocolError, SharedText};
 use crate::router::messages::{
     Answer, CstaEvent, Delivery, DnOp, ExtensionOp, FanOut, ForgetCall, LinkChange, MonitorLost,
@@ -29,8 +29,8 @@ use crate::router::messages::{
 use crate::router::state::{Shared, SwitchCtx};
 use actix::prelude::*;
 use events::DnState;
+use futures_util::future::BoxFuture;
 use requests::{Ask, Pipeline};
-use std::future::Future;
 use std::sync::Arc;
 use subscriptions::Subscriptions;
 use tracing::warn;
@@ -72,37 +72,31 @@ impl Extension {
 
     /// Start the DN's monitor on the switch (now, or when a link comes up); `None` while the
     /// switch's link layer is not started (only during start-up).
-    fn start_monitor(&self) -> Option<impl Future<Output = Result<MonitorOutcome, LinkError>>> {
-        let link = self.switch.handle.get()?.addr.clone();
-        let (dn, switch) = (self.dn.clone(), self.switch.name.clone());
-        Some(async move {
-            link.send(StartMonitor(dn))
-                .await
-                .unwrap_or(Err(LinkError::LinkLost { switch }))
-        })
+    fn start_monitor(&self) -> Option<BoxFuture<'static, Result<MonitorOutcome, LinkError>>> {
+        Some(self.switch.handle.get()?.start_monitor(self.dn.clone()))
     }
 
     /// Stop the DN's monitor on the switch.
     fn stop_monitor(&self) {
         if let Some(handle) = self.switch.handle.get() {
-            handle.addr.do_send(StopMonitor(self.dn.clone()));
+            handle.stop_monitor(self.dn.clone());
         }
     }
 
-    /// Send a request to the switch's active link; its answer comes back as an [`Answer`]
-    /// with `tag`. `Err` when there is no active link (nothing was sent).
+    /// Send a request to the switch; its answer comes back as an [`Answer`] with `tag`.
+    /// `Err` when nothing was sent (no operational link).
     fn route(&self, message: Message, tag: u64) -> Result<(), LinkError> {
-        let Some(link) = self.switch.handle.get().and_then(|h| h.active_link()) else {
-            return Err(LinkError::NoSwitch {
-                switch: self.switch.name.clone(),
-            });
-        };
-        link.do_send(RoutedRequest {
+        let request = RoutedRequest {
             message,
             dn: self.dn.clone(),
             tag,
-        });
-        Ok(())
+        };
+        match self.switch.handle.get() {
+            Some(handle) => handle.route(request),
+            None => Err(LinkError::NoSwitch {
+                switch: self.switch.name.clone(),
+            }),
+        }
     }
 
     /// Queue a message to some clients: through the shard's ordering stage while handling an
