@@ -37,7 +37,6 @@
 //! switches spreads the load without adding threads.
 
 pub mod audit;
-pub mod bench;
 pub mod calls;
 pub mod config;
 pub mod csta;

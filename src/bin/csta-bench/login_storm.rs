@@ -22,7 +22,7 @@ use super::spawn::Environment;
 use super::stats::{self, Progress, Summary, Totals, WorkerResult};
 use super::ws::{self, quote, WsClient};
 use super::{run_workers, setup_window, BenchError, Schedule, Settings, StartGate};
-use crate::csta::{HotDeskAction, HotDeskRequest, Message};
+use csta_router::csta::{HotDeskAction, HotDeskRequest, Message};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use std::collections::HashMap;

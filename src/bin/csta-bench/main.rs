@@ -1,4 +1,5 @@
-//! `csta-bench`: the load generator (README, section "Benchmark").
+//! `csta-bench`: the load generator of csta-router (README, section "Benchmark"; `csta-bench
+//! --help`).
 //!
 //! It drives a running router over many WebSocket clients (`--router ws://HOST:PORT/v1`), or
 //! starts everything itself (`--spawn`: S `pbx-sim` processes and a `csta-router` with its
@@ -21,18 +22,22 @@
 //! Latency is measured from the moment each request was due (its slot in the open-loop
 //! schedule with `--rate`, otherwise the moment it could be sent), so queueing is not hidden,
 //! and kept in an HDR histogram in microseconds. The DN numbering is in [`plan`].
+//!
+//! The benchmark is a binary of its own, not part of the router's library: its WebSocket
+//! client and HDR histograms are no concern of the router. What it needs of the router it takes
+//! through the library's public items (the CSTA codec for `--direct`, the shutdown signal).
 
-pub mod account_codes;
-pub mod call_storm;
-pub mod direct;
-pub mod fanout;
-pub mod http;
-pub mod login_storm;
-pub mod plan;
-pub mod redis;
-pub mod spawn;
-pub mod stats;
-pub mod ws;
+mod account_codes;
+mod call_storm;
+mod direct;
+mod fanout;
+mod http;
+mod login_storm;
+mod plan;
+mod redis;
+mod spawn;
+mod stats;
+mod ws;
 
 use clap::{Parser, ValueEnum};
 use plan::Plan;
@@ -203,9 +208,10 @@ pub struct Settings {
     pub mode: &'static str,
 }
 
-/// Run `csta-bench` with parsed arguments on its own runtime (2 worker threads); returns the
-/// process exit code. The summary line goes to stdout, messages to stderr.
-pub fn main_with(args: Args) -> ExitCode {
+/// Run `csta-bench` on its own runtime (2 worker threads); the process exit code. The summary
+/// line goes to stdout, messages to stderr.
+fn main() -> ExitCode {
+    let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -418,7 +424,7 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
 
 /// Resolves on ctrl-c or SIGTERM.
 async fn interrupted() {
-    crate::server::shutdown_signal().await;
+    csta_router::server::shutdown_signal().await;
 }
 
 /// Setup requests (registrations, MonitorStarts) each client may have in flight: at most
