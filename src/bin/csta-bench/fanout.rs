@@ -15,12 +15,11 @@
 //! `2 × rounds` events per DN: a shortfall counts as losses, an excess as errors. Latency is from
 //! the moment a burst was due to each delivery of its events.
 
-use super::http;
 use super::plan::Plan;
 use super::spawn::Environment;
-use super::stats::{self, Latency, Phase, Progress, Summary};
+use super::stats::{self, Phase, Progress, Summary, WorkerResult};
 use super::ws::{self, WsClient};
-use super::{setup_window, start_workers, BenchError, Settings, StartGate};
+use super::{control_post, setup_window, start_workers, BenchError, Outcome, Settings, StartGate};
 use serde_json::json;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -80,25 +79,18 @@ impl Shared {
     }
 }
 
-/// What one monitoring client saw.
+/// What one monitoring client saw: deliveries are its operations (`ops`, latency from the
+/// moment each burst was due), the last one its `finished`.
 #[derive(Debug, Default)]
 struct ClientResult {
-    latency: Latency,
-    deliveries: u64,
-    last: Option<Instant>,
+    w: WorkerResult,
     losses: u64,
     out_of_order: u64,
-    errors: u64,
-    samples: Vec<String>,
 }
 
 impl ClientResult {
     fn error(&mut self, progress: &Progress, what: impl FnOnce() -> String) {
-        self.errors += 1;
-        progress.error();
-        if self.samples.len() < 5 {
-            self.samples.push(what());
-        }
+        self.w.error(progress, what);
     }
 }
 
@@ -112,11 +104,7 @@ struct Track {
 }
 
 /// Run the scenario and fill in the summary.
-pub async fn run(
-    s: &Settings,
-    env: &Environment,
-    mut summary: Summary,
-) -> Result<Summary, BenchError> {
+pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outcome {
     let a = &s.args;
     let plan = s.plan;
     let pairs = a.dns / 2;
@@ -136,20 +124,8 @@ pub async fn run(
         None => (fit / plan.switches).clamp(1, most),
     }
     .min(most);
-    let controls: Vec<SocketAddr> = env
-        .sims
-        .iter()
-        .take(plan.switches)
-        .map(|sim| sim.control)
-        .collect::<Option<Vec<_>>>()
-        .filter(|c| c.len() == plan.switches)
-        .ok_or_else(|| {
-            BenchError::Setup("fanout needs every simulator's control API address".into())
-        })?;
-    let url = env
-        .router_url
-        .clone()
-        .ok_or_else(|| BenchError::Setup("no router URL".into()))?;
+    let controls = env.controls(plan.switches, "fanout")?;
+    let url = env.router()?;
     let batches = most.div_ceil(batch);
     let layout = Layout {
         plan,
@@ -185,8 +161,7 @@ pub async fn run(
     }
     let dns = Arc::new(dns);
     let per_client = 4 * pairs as u64 * a.rounds as u64;
-    let progress = Progress::new();
-    let _display = stats::start_display("fanout", progress.clone());
+    let (progress, _display) = stats::progress("fanout");
     let setup_started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let done = Arc::new(Barrier::new(a.monitors));
@@ -246,24 +221,19 @@ pub async fn run(
     if let Some(e) = setup_errors.first() {
         return Err(BenchError::Setup(format!("generating events failed: {e}")));
     }
-    let mut latency = Latency::new();
-    let (mut deliveries, mut losses, mut out_of_order, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    let mut last: Option<Instant> = None;
-    for r in &results {
-        latency.merge(&r.latency);
-        deliveries += r.deliveries;
+    let mut total = WorkerResult::default();
+    let (mut losses, mut out_of_order) = (0u64, 0u64);
+    for r in results {
+        total.merge(r.w);
         losses += r.losses;
         out_of_order += r.out_of_order;
-        errors += r.errors;
-        last = match (last, r.last) {
-            (Some(x), Some(y)) => Some(x.max(y)),
-            (x, y) => x.or(y),
-        };
-        for smp in &r.samples {
-            summary.sample(smp.clone());
-        }
     }
-    let elapsed = last.map_or(Duration::ZERO, |l| l.saturating_duration_since(start));
+    // An event out of order is an error too.
+    total.errors += out_of_order;
+    let deliveries = total.ops;
+    let elapsed = total
+        .finished
+        .map_or(Duration::ZERO, |l| l.saturating_duration_since(start));
     summary.set("clients", a.monitors);
     summary.set("monitors", a.monitors);
     summary.set("dns", pairs * 2);
@@ -271,9 +241,8 @@ pub async fn run(
     summary.set("window", a.window);
     summary.set("batch", batch);
     summary.set("bursts", bursts);
-    summary.errors = errors + out_of_order;
     summary.losses = losses;
-    summary.set_measure(deliveries, elapsed, &latency);
+    summary.set_workers(&total, start);
     summary.set("deliveries", deliveries);
     summary.set("expected", per_client * a.monitors as u64);
     summary.set("losses", losses);
@@ -287,10 +256,7 @@ pub async fn run(
             0.0
         },
     );
-    summary.set_f(
-        "setup_s",
-        start.saturating_duration_since(setup_started).as_secs_f64(),
-    );
+    summary.set_setup_time(setup_started, start);
     Ok(summary)
 }
 
@@ -332,7 +298,7 @@ async fn generate(
                 "pairs": len,
                 "count": 1,
             });
-            let reply = http::post(control, "/burst", &body).await?;
+            let reply = control_post(control, "/burst", &body).await?;
             if reply["hotdeskEvents"] != json!(2 * len) {
                 return Err(format!(
                     "{}: POST /burst {body} answered {reply}",
@@ -390,12 +356,8 @@ async fn monitor_client(
         c.register_all(&names, "monitor", window, &progress).await?;
         Ok::<_, String>(c)
     };
-    let mut c = match setup.await {
-        Ok(c) => c,
-        Err(e) => {
-            gate.ready(Err(format!("monitor {index}: {e}"))).await;
-            return out;
-        }
+    let Some(mut c) = gate.check(&format!("monitor {index}"), setup.await).await else {
+        return out;
     };
     drop(names);
     // Keyed by the DN's number (every bench DN is 7 digits) with a multiplicative hash: the
@@ -462,8 +424,8 @@ async fn monitor_client(
         if seq <= t.last_seq || !kind_ok || !switch_ok {
             out.out_of_order += 1;
             progress.error();
-            if out.samples.len() < 5 {
-                out.samples.push(format!(
+            if out.w.samples.len() < 5 {
+                out.w.samples.push(format!(
                     "monitor {index}: out of order after eventSeq {} (event {} of its DN): {}",
                     t.last_seq,
                     t.count + 1,
@@ -478,7 +440,8 @@ async fn monitor_client(
             .map(|d| d.load(Ordering::Acquire))
             .filter(|d| *d > 0)
         {
-            out.latency
+            out.w
+                .latency
                 .record(now.saturating_duration_since(shared.epoch + Duration::from_nanos(due)));
         }
         t.last_seq = t.last_seq.max(seq);
@@ -492,8 +455,8 @@ async fn monitor_client(
             });
         }
         count += 1;
-        out.deliveries += 1;
-        out.last = Some(now);
+        out.w.ops += 1;
+        out.w.finished = Some(now);
         received.store(count, Ordering::Release);
         // The shared progress counter is touched once every 64 events, not on each.
         if count.is_multiple_of(64) {

@@ -1,5 +1,12 @@
-//! A small HTTP/1.1 JSON client for the simulators' control API (one request per connection,
-//! `Connection: close`), so the benchmark needs no HTTP crate.
+//! The one HTTP/1.1 client of the benchmark and of the tests: one request per connection
+//! (`Connection: close`), read to the end, the status, headers and body returned (a chunked
+//! body decoded, as actix-web sends larger replies). The servers it talks to are the router's
+//! metrics listener, the simulators' control API and a test's Prometheus, all on loopback and
+//! all ours, so a few lines of HTTP do and no HTTP crate is needed.
+//!
+//! The tests include this file with `#[path]`; some items (`get`, the headers, the blocking
+//! form) serve only them.
+#![allow(dead_code)]
 
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -7,77 +14,180 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long one control request may take (a large burst takes a while).
-const TIMEOUT: Duration = Duration::from_secs(120);
+/// One response, read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The header fields in the order received, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
 
-/// `POST path` with a JSON body to the control API at `addr`; the JSON reply of a 200, or an
-/// error naming the request and what the simulator said.
-pub async fn post(addr: SocketAddr, path: &str, body: &Value) -> Result<Value, String> {
+impl Response {
+    /// The value of the first header field called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON: `Null` when empty, an error quoting it when it is not JSON.
+    pub fn json(&self) -> Result<Value, String> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("the body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// The JSON body of a 200; otherwise an error naming `what` (e.g. the request) and what
+    /// the server answered.
+    pub fn ok_json(&self, what: &str) -> Result<Value, String> {
+        if self.status != 200 {
+            return Err(format!("{what}: HTTP {}: {}", self.status, self.text()));
+        }
+        self.json().map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+/// Send `method path` with these extra header fields and body to `addr`, and read the whole
+/// response, within `within`. `Host`, `Connection: close` and `Content-Length` are added.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    within: Duration,
+) -> Result<Response, String> {
     let exchange = async {
-        let body = body.to_string();
         let mut stream = TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("cannot connect to the control API at {addr}: {e}"))?;
+            .map_err(|e| format!("{method} {path}: cannot connect to {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("POST {path}: {e}"))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| format!("POST {path}: {e}"))?;
-        let (status, reply) = parse_response(&raw).ok_or_else(|| {
-            format!(
-                "POST {path}: not an HTTP response: {:?}",
-                String::from_utf8_lossy(&raw[..raw.len().min(200)])
-            )
-        })?;
-        if status != 200 {
-            return Err(format!("POST {path} {body}: HTTP {status}: {reply}"));
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
-        Ok(reply)
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(body);
+        stream
+            .write_all(&raw)
+            .await
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let mut reply = Vec::new();
+        stream
+            .read_to_end(&mut reply)
+            .await
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        parse(&reply).map_err(|e| format!("{method} {path}: {e}"))
     };
-    tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("POST {path}: no answer within {} s", TIMEOUT.as_secs()))?
+    tokio::time::timeout(within, exchange).await.map_err(|_| {
+        format!(
+            "{method} {path}: no answer from {addr} within {} s",
+            within.as_secs_f64()
+        )
+    })?
 }
 
-/// The status code and the JSON body (`Null` when empty or not JSON) of a complete response.
-fn parse_response(raw: &[u8]) -> Option<(u16, Value)> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..split]).ok()?;
-    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let mut body = raw[split + 4..].to_vec();
+/// `GET path`.
+pub async fn get(addr: SocketAddr, path: &str, within: Duration) -> Result<Response, String> {
+    request(addr, "GET", path, &[], &[], within).await
+}
+
+/// `POST path` with a JSON body (`Content-Type: application/json`, which the simulators'
+/// control API requires).
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &Value,
+    within: Duration,
+) -> Result<Response, String> {
+    let headers = [("Content-Type", "application/json")];
+    request(
+        addr,
+        "POST",
+        path,
+        &headers,
+        body.to_string().as_bytes(),
+        within,
+    )
+    .await
+}
+
+/// [`get`] from code that has no runtime of its own (on a runtime made for the purpose).
+pub fn get_blocking(addr: SocketAddr, path: &str, within: Duration) -> Result<Response, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?
+        .block_on(get(addr, path, within))
+}
+
+/// Read a complete response: status line, header fields, and the body (de-chunked when the
+/// response says `Transfer-Encoding: chunked`).
+pub fn parse(raw: &[u8]) -> Result<Response, String> {
+    let not_http = || {
+        format!(
+            "not an HTTP response: {:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(200)])
+        )
+    };
+    let split = find(raw, b"\r\n\r\n").ok_or_else(not_http)?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| not_http())?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(not_http)?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut response = Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    };
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if chunked {
-        body = dechunk(&body)?;
+        response.body = dechunk(&response.body)?;
     }
-    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Some((status, value))
+    Ok(response)
 }
 
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+/// The data of a chunked body (chunk extensions ignored, trailers dropped).
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        let bad = || "a chunked body cut short or malformed".to_owned();
+        let line_end = find(data, b"\r\n").ok_or_else(bad)?;
+        let size_text = std::str::from_utf8(&data[..line_end]).map_err(|_| bad())?;
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad())?;
         data = &data[line_end + 2..];
         if size == 0 {
-            return Some(out);
+            return Ok(out);
         }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
+        out.extend_from_slice(data.get(..size).ok_or_else(bad)?);
+        data = data.get(size + 2..).ok_or_else(bad)?;
     }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -86,14 +196,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_plain_and_chunked() {
-        let (s, v) =
-            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n").unwrap();
-        assert_eq!((s, v["a"].as_u64()), (200, Some(1)));
-        let (s, v) = parse_response(
-            b"HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:2}\r\n0\r\n\r\n",
+    fn reads_plain_and_chunked_bodies_and_headers() {
+        let r =
+            parse(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nX-A: b c\r\n\r\n{\"a\":1}\n").unwrap();
+        assert_eq!((r.status, r.json().unwrap()["a"].as_u64()), (200, Some(1)));
+        assert_eq!(r.header("x-a"), Some("b c"));
+        assert_eq!(r.header("Content-Length"), Some("8"));
+        let r = parse(
+            b"HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\n{\"a\"\r\n3\r\n:2}\r\n0\r\n\r\n",
         )
         .unwrap();
-        assert_eq!((s, v["a"].as_u64()), (409, Some(2)));
+        assert_eq!((r.status, r.text().as_str()), (409, "{\"a\":2}"));
+        assert!(r.ok_json("POST /x").unwrap_err().contains("HTTP 409"));
+        let empty = parse(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        assert_eq!(empty.json().unwrap(), Value::Null);
+    }
+
+    #[test]
+    fn refuses_what_is_not_http_or_cut_short() {
+        assert!(parse(b"SSH-2.0-x\r\n").is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nabc").is_err());
+        let r = parse(b"HTTP/1.1 200 OK\r\n\r\nnot json").unwrap();
+        assert!(r.json().unwrap_err().contains("not JSON"));
     }
 }

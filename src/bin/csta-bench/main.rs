@@ -34,6 +34,7 @@ mod fanout;
 mod http;
 mod login_storm;
 mod plan;
+mod procfs;
 mod redis;
 mod spawn;
 mod stats;
@@ -191,6 +192,24 @@ pub enum BenchError {
     Interrupted,
 }
 
+/// What a scenario ends with: its summary, or why it could not run.
+pub type Outcome = Result<Summary, BenchError>;
+
+/// How long one request to a simulator's control API may take (a large burst takes a while).
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `POST path` with a JSON body to a simulator's control API: the JSON reply of a 200, or an
+/// error naming the request and what the simulator said.
+pub async fn control_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    http::post_json(addr, path, body, CONTROL_TIMEOUT)
+        .await?
+        .ok_json(&format!("POST {path} {body}"))
+}
+
 impl From<String> for BenchError {
     fn from(s: String) -> BenchError {
         BenchError::Setup(s)
@@ -256,7 +275,7 @@ fn main() -> ExitCode {
 }
 
 /// Check the arguments, set up the environment, run the scenario and stop what was spawned.
-pub async fn run(args: Args) -> Result<Summary, BenchError> {
+pub async fn run(args: Args) -> Outcome {
     if args.scenario == Scenario::RedisFanout {
         return redis::run(&args).await;
     }
@@ -375,7 +394,7 @@ async fn prepare(s: &Settings) -> Result<Environment, BenchError> {
     Ok(env)
 }
 
-async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchError> {
+async fn run_scenario(s: &Settings, env: &Environment) -> Outcome {
     let mut summary = Summary::default();
     summary.set("scenario", s.args.scenario.name());
     summary.set("mode", s.mode);
@@ -383,16 +402,16 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
     let cpu = |env: &Environment| {
         let router = env
             .router_pid
-            .and_then(|p| spawn::cpu_seconds(&p.to_string()));
+            .and_then(|p| procfs::cpu_seconds(&p.to_string()));
         let sims: Option<f64> = if env.sim_pids.is_empty() {
             None
         } else {
             env.sim_pids
                 .iter()
-                .map(|p| spawn::cpu_seconds(&p.to_string()))
+                .map(|p| procfs::cpu_seconds(&p.to_string()))
                 .sum()
         };
-        (router, sims, spawn::cpu_seconds("self"))
+        (router, sims, procfs::cpu_seconds("self"))
     };
     let before = cpu(env);
     let mut summary = match s.args.scenario {
@@ -415,7 +434,7 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
             summary.set_f(key, a - b);
         }
     }
-    if let Some((rss, hwm)) = env.router_pid.and_then(spawn::memory_mib) {
+    if let Some((rss, hwm)) = env.router_pid.and_then(procfs::memory_mib) {
         summary.set_f("router_rss_mib", rss);
         summary.set_f("router_peak_rss_mib", hwm);
     }
@@ -425,6 +444,21 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
 /// Resolves on ctrl-c or SIGTERM.
 async fn interrupted() {
     csta_router::server::shutdown_signal().await;
+}
+
+/// The setup of client `index` of a scenario: connected as `csta-bench-<index>` with `dns`
+/// registered in share mode; the hot-desk events seen meanwhile are counted.
+pub async fn share_client(
+    s: &Settings,
+    url: &str,
+    index: usize,
+    dns: &[String],
+    progress: &Progress,
+) -> Result<(ws::WsClient, u64), String> {
+    let mut c = ws::WsClient::connect(url, &format!("csta-bench-{index}")).await?;
+    let window = setup_window(s.plan.switches, s.args.clients, 64);
+    let events = c.register_all(dns, "share", window, progress).await?;
+    Ok((c, events))
 }
 
 /// Setup requests (registrations, MonitorStarts) each client may have in flight: at most
@@ -475,6 +509,19 @@ pub struct StartGate {
 }
 
 impl StartGate {
+    /// The outcome of the first part of this worker's setup (`who` names the worker in an
+    /// error): its value, or `None` once the failure is reported (which calls the run off).
+    /// The setup then goes on; [`StartGate::ready`] ends it.
+    pub async fn check<T>(&mut self, who: &str, setup: Result<T, String>) -> Option<T> {
+        match setup {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.ready(Err(format!("{who}: {e}"))).await;
+                None
+            }
+        }
+    }
+
     /// Report the outcome of this worker's setup; on success wait for the start time every
     /// worker shares. `None` when the run was called off.
     pub async fn ready(&mut self, setup: Result<(), String>) -> Option<Instant> {
