@@ -4,6 +4,8 @@
 //! ends of connections (close frames answered, abrupt drops).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../src/bin/csta-bench/http.rs"]
+mod http;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/router.rs"]

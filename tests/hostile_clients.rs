@@ -3,6 +3,8 @@
 //! gets the answer SPEC section 3 defines, and everything returns to its starting point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../src/bin/csta-bench/http.rs"]
+mod http;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/router.rs"]

@@ -5,59 +5,31 @@
 //! through its HTTP control API, as a phone or a faulty switch would act.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../src/bin/csta-bench/http.rs"]
+mod http;
+#[path = "common/router.rs"]
+mod router;
 #[path = "common/sim_control.rs"]
 mod sim_control;
+#[path = "common/switch.rs"]
+mod switch;
 
-use actix::prelude::*;
-use csta_router::csta::{
-    AccodeEncoding, Connection, CstaError, Dialect, EscapeRoot, HotDeskAction, HotDeskRequest,
-    HotDeskState, Message, PrivateDataPosition,
-};
+use csta_router::csta::{Connection, CstaError, Dialect, HotDeskState, Message};
 use csta_router::dnplan::DnPlan;
 use csta_router::link::{
-    LinkConfig, LinkError, LinkSettings, LinkState, MonitorOutcome, StartMonitor, Switch,
-    SwitchConfig, SwitchEvent, SwitchHandle, SwitchRequest, SwitchStatusQuery,
+    LinkError, LinkSettings, LinkState, MonitorOutcome, StartMonitor, SwitchEvent, SwitchHandle,
+    SwitchRequest, SwitchStatusQuery,
 };
 use csta_router::sim::{SimConfig, Simulator};
 use serde_json::json;
 use sim_control::SimControl;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switch::{associate, cancel, second_dialect};
 use tokio::sync::mpsc;
 
-/// Forwards switch events to the test.
-struct Collector(mpsc::UnboundedSender<SwitchEvent>);
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-impl Handler<SwitchEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, ev: SwitchEvent, _: &mut Self::Context) {
-        let _ = self.0.send(ev);
-    }
-}
-
-fn second_dialect() -> Dialect {
-    Dialect {
-        csta_namespace: "http://www.ecma-international.org/standards/ecma-323/csta/ed6".into(),
-        hotdesk_namespace: "urn:example:hotdesk".into(),
-        escape_root: EscapeRoot::EscapeService,
-        private_data: PrivateDataPosition::Extensions,
-        accode_encoding: AccodeEncoding::Hex,
-    }
-}
-
 fn fast_settings() -> LinkSettings {
-    LinkSettings {
-        request_timeout: Duration::from_millis(1500),
-        kpl_interval: Duration::ZERO,
-        kpl_tolerance: 2,
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        connect_timeout: Duration::from_millis(500),
-        ..LinkSettings::default()
-    }
+    switch::settings(Duration::from_millis(1500), Duration::ZERO, 2)
 }
 
 struct Rig {
@@ -80,26 +52,7 @@ async fn rig(links: usize, dialect: Dialect, settings: LinkSettings) -> Rig {
     let control = SimControl {
         addr: sim.control_addr().unwrap(),
     };
-    let (tx, events) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let switch = Switch::start(
-        SwitchConfig {
-            name: "sw1".into(),
-            links: sim
-                .link_addrs()
-                .into_iter()
-                .enumerate()
-                .map(|(i, address)| LinkConfig {
-                    address,
-                    priority: i as u32 + 1,
-                })
-                .collect(),
-            dialect,
-            settings,
-        },
-        collector.recipient(),
-        &[],
-    );
+    let (switch, events) = switch::start_switch("sw1", sim.link_addrs(), dialect, settings);
     let mut rig = Rig {
         sim,
         control,
@@ -120,15 +73,7 @@ impl Rig {
 
     /// Skip events until one matches.
     async fn wait_for(&mut self, what: &str, pred: impl Fn(&SwitchEvent) -> bool) -> SwitchEvent {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.events.recv()).await {
-                Ok(Some(ev)) if pred(&ev) => return ev,
-                Ok(Some(_)) => continue,
-                _ => panic!("timed out waiting for {what}"),
-            }
-        }
+        switch::wait_for(&mut self.events, Duration::from_secs(5), what, pred).await
     }
 
     async fn expect_link_up(&mut self, link: usize) {
@@ -182,20 +127,6 @@ impl Rig {
             panic!("unexpected event {ev:?}");
         }
     }
-}
-
-fn associate(guest: &str, host: &str) -> Message {
-    Message::Escape(HotDeskRequest {
-        guest: guest.into(),
-        action: HotDeskAction::Associate { host: host.into() },
-    })
-}
-
-fn cancel(guest: &str) -> Message {
-    Message::Escape(HotDeskRequest {
-        guest: guest.into(),
-        action: HotDeskAction::Cancel,
-    })
 }
 
 fn rejected(r: Result<Message, LinkError>) -> CstaError {
@@ -634,19 +565,11 @@ async fn requests_without_a_link_fail_fast_with_no_switch() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let (tx, _events) = mpsc::unbounded_channel();
-    let switch = Switch::start(
-        SwitchConfig {
-            name: Arc::from("nowhere"),
-            links: vec![LinkConfig {
-                address,
-                priority: 1,
-            }],
-            dialect: Dialect::default(),
-            settings: fast_settings(),
-        },
-        Collector(tx).start().recipient(),
-        &[],
+    let (switch, _events) = switch::start_switch(
+        "nowhere",
+        vec![address],
+        Dialect::default(),
+        fast_settings(),
     );
     let t = Instant::now();
     let r = switch

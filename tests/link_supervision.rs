@@ -12,42 +12,39 @@
 //!   switch, link, address and reason, and no flood while it keeps retrying.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../src/bin/csta-bench/http.rs"]
+mod http;
+#[path = "common/log_capture.rs"]
+mod log_capture;
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/router.rs"]
 mod router;
 #[path = "common/sim_control.rs"]
 mod sim_control;
+#[path = "common/switch.rs"]
+mod switch;
 
-use actix::prelude::*;
-use csta_router::csta::{encode_frame, Dialect, HotDeskAction, HotDeskRequest, InvokeId, Message};
+use csta_router::csta::{encode_frame, Dialect, InvokeId, Message};
 use csta_router::dnplan::DnPlan;
 use csta_router::link::{
-    LinkConfig, LinkError, LinkSettings, LinkState, RoutedRequest, StartMonitor, Switch,
-    SwitchConfig, SwitchEvent, SwitchHandle, SwitchRequest, SwitchStatusQuery,
+    LinkError, LinkSettings, LinkState, RoutedRequest, StartMonitor, SwitchEvent, SwitchHandle,
+    SwitchRequest, SwitchStatusQuery,
 };
 use csta_router::sim::{SimConfig, Simulator};
+use log_capture::{log_buffer, log_lines_with};
+use process::RouterProcess;
 use serde_json::json;
 use sim_control::SimControl;
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use switch::{associate, link_down, link_up};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 // ----- shared helpers -------------------------------------------------------------------------
-
-/// Forwards switch events to the test, which may hold them (and their link-queue places).
-struct Collector(mpsc::UnboundedSender<SwitchEvent>);
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-impl Handler<SwitchEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, ev: SwitchEvent, _: &mut Self::Context) {
-        let _ = self.0.send(ev);
-    }
-}
 
 /// The process-wide Prometheus recorder (the router's own), for reading the link gauges.
 fn metrics_text() -> String {
@@ -66,46 +63,15 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// Everything logged at warn and above in this process (the subscriber is global).
-fn log_buffer() -> &'static Mutex<Vec<u8>> {
-    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(buf))
-            .try_init();
-        buf
-    })
-}
-
-struct LogWriter(&'static Mutex<Vec<u8>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        eprint!("{}", String::from_utf8_lossy(data));
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_lines_with(needle: &str) -> Vec<String> {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap())
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn associate(guest: &str, host: &str) -> Message {
-    Message::Escape(HotDeskRequest {
-        guest: guest.into(),
-        action: HotDeskAction::Associate { host: host.into() },
-    })
+/// Start switch `name` with one link to `address` in the default dialect, once the recorder
+/// is installed (the link takes its metric handles when it starts).
+fn start_switch(
+    name: &str,
+    address: std::net::SocketAddr,
+    settings: LinkSettings,
+) -> (SwitchHandle, mpsc::UnboundedReceiver<SwitchEvent>) {
+    metrics_text();
+    switch::start_switch(name, vec![address], Dialect::default(), settings)
 }
 
 fn associate_data() -> Message {
@@ -113,48 +79,6 @@ fn associate_data() -> Message {
         call: csta_router::csta::Connection::new("C1", "5001"),
         account_code: "42".into(),
     }
-}
-
-async fn wait_for(
-    events: &mut mpsc::UnboundedReceiver<SwitchEvent>,
-    within: Duration,
-    what: &str,
-    mut keep: impl FnMut(&SwitchEvent),
-    pred: impl Fn(&SwitchEvent) -> bool,
-) {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, events.recv()).await {
-            Ok(Some(ev)) if pred(&ev) => return,
-            Ok(Some(ev)) => keep(&ev),
-            _ => panic!("timed out waiting for {what}"),
-        }
-    }
-}
-
-fn start_switch(
-    name: &str,
-    address: std::net::SocketAddr,
-    settings: LinkSettings,
-) -> (SwitchHandle, mpsc::UnboundedReceiver<SwitchEvent>) {
-    // The recorder first: the link takes its metric handles when it starts.
-    metrics_text();
-    let (tx, events) = mpsc::unbounded_channel();
-    let switch = Switch::start(
-        SwitchConfig {
-            name: name.into(),
-            links: vec![LinkConfig {
-                address,
-                priority: 1,
-            }],
-            dialect: Dialect::default(),
-            settings,
-        },
-        Collector(tx).start().recipient(),
-        &[],
-    );
-    (switch, events)
 }
 
 // ----- a switch that never answers Escape -------------------------------------------------------
@@ -235,15 +159,7 @@ async fn serve_deaf(stream: tokio::net::TcpStream, conn: usize, log: Arc<Mutex<F
 }
 
 fn deaf_settings(request_timeout: Duration, kpl_interval: Duration) -> LinkSettings {
-    LinkSettings {
-        request_timeout,
-        kpl_interval,
-        kpl_tolerance: 3,
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        connect_timeout: Duration::from_millis(500),
-        ..LinkSettings::default()
-    }
+    switch::settings(request_timeout, kpl_interval, 3)
 }
 
 #[actix_rt::test]
@@ -257,14 +173,7 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
         addr,
         deaf_settings(timeout, Duration::from_millis(100)),
     );
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    link_up(&mut events).await;
     let stats = switch.link_stats[0].clone();
 
     // Ten thousand hot-desk requests the switch will never answer.
@@ -330,14 +239,7 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
         "csta_router_invoke_ids_reserved{{state=\"expired\"}} at its peak"
     );
     // The link comes back, and requests work again.
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    link_up(&mut events).await;
     assert_eq!(
         switch
             .addr
@@ -407,14 +309,7 @@ async fn one_request_unanswered_for_ten_timeouts_resets_the_link() {
         addr,
         deaf_settings(timeout, Duration::from_millis(50)),
     );
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    link_up(&mut events).await;
     let sent = Instant::now();
     let r = switch
         .addr
@@ -424,27 +319,13 @@ async fn one_request_unanswered_for_ten_timeouts_resets_the_link() {
     assert!(matches!(r, Err(LinkError::Timeout { .. })), "{r:?}");
     // The switch answers everything else (keep-alives included): one ID expired for 10 ×
     // request-timeout is enough to reset the link.
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkDown",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkDown { .. }),
-    )
-    .await;
+    link_down(&mut events).await;
     assert!(
         sent.elapsed() >= timeout * 10,
         "reset after {:?}, before 10 × request-timeout",
         sent.elapsed()
     );
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    link_up(&mut events).await;
     let stats = &switch.link_stats[0];
     assert_eq!(stats.keepalive_misses.load(Ordering::Relaxed), 0);
     assert_eq!(stats.invoke_ids_expired.load(Ordering::Relaxed), 0);
@@ -480,14 +361,7 @@ async fn the_link_reads_no_more_than_link_queue_frames_ahead_of_the_router() {
             ..deaf_settings(request_timeout, Duration::ZERO)
         },
     );
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    link_up(&mut events).await;
     switch
         .addr
         .send(StartMonitor("5001".into()))
@@ -687,16 +561,9 @@ fn strip_ansi(s: &str) -> String {
 
 #[test]
 fn an_unreachable_switch_is_reported_at_warn_once_not_at_every_attempt() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("router.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let closed = format!("127.0.0.1:{}", process::free_port());
+    let config = format!(
+        r#"
 [server]
 client-listen = "127.0.0.1:0"
 metrics-listen = "127.0.0.1:0"
@@ -712,54 +579,14 @@ dns = ["5000-5999"]
 [[switch.link]]
 address = "{closed}"
 "#
-        ),
-    )
-    .unwrap();
-    let log_path = dir.path().join("router.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_csta-router"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let mut child = Kill(child);
-    let ready: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("router did not start ({e}): {line:?}"));
-    let metrics_addr: std::net::SocketAddr = ready["metrics"].as_str().unwrap().parse().unwrap();
+    );
+    let router = RouterProcess::start_with(Some(&config), &[], &[]);
     // About thirty attempts (back-off 10 ms doubling up to 100 ms).
     std::thread::sleep(Duration::from_secs(3));
-    let metrics = {
-        let mut s = std::net::TcpStream::connect(metrics_addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
-        text
-    };
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let log = strip_ansi(&std::fs::read_to_string(&log_path).unwrap());
-    assert!(!log.contains("panicked at"), "{log}");
+    let metrics = http::get_blocking(router.metrics, "/metrics", Duration::from_secs(5))
+        .unwrap()
+        .text();
+    let log = strip_ansi(&router.stop());
     let about_the_link: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("pbx-east") && l.contains("CSTA link"))

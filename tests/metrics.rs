@@ -6,6 +6,8 @@
 //! and asserts every series of SPEC section 7 against the script's own expectations.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../src/bin/csta-bench/http.rs"]
+mod http;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/router.rs"]

@@ -15,8 +15,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The scrape job the alerts (`up{job=...}`) expect.
 const JOB: &str = "csta-router";
@@ -121,32 +119,6 @@ fn promtool_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
         .collect();
     assert!(ok, "`promtool {}` failed:\n{text}", command.join(" "));
     text
-}
-
-/// A directory under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "csta-router-{tag}-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -598,8 +570,11 @@ fn dashboard_queries_are_valid_promql_once_variables_are_substituted() {
         }
     }
 
-    let dir = TempDir::new("dashboard-queries");
-    let file = dir.0.join("dashboard_queries.yml");
+    let dir = tempfile::Builder::new()
+        .prefix("csta-router-dashboard-queries-")
+        .tempdir()
+        .unwrap();
+    let file = dir.path().join("dashboard_queries.yml");
     fs::write(&file, &rules).unwrap();
     let (ok, out) = run_promtool(&[OsStr::new("check"), OsStr::new("rules"), file.as_os_str()]);
     assert!(

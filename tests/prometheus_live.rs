@@ -28,6 +28,8 @@
 //! it when missing); without them the test fails. `PROMETHEUS=/path` and `PROMTOOL=/path` pick
 //! other binaries.
 
+#[path = "../src/bin/csta-bench/http.rs"]
+mod http;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/router.rs"]
@@ -48,8 +50,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The switches of the configuration, in order.
 const SWITCHES: [&str; 2] = ["sw1", "sw2"];
@@ -134,30 +134,6 @@ fn tool(name: &str, env_var: &str) -> PathBuf {
         })
 }
 
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("csta-router-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A free loopback port: bind port 0 and let it go.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// A Prometheus server on loopback, killed (and its directory removed) on drop, also when the
 /// test fails.
 struct Prometheus {
@@ -165,13 +141,13 @@ struct Prometheus {
     addr: SocketAddr,
     log: PathBuf,
     // Dropped after `Drop::drop` has killed the server.
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Prometheus {
     /// Start `prometheus` scraping `target` every second, with these rule files.
     fn start(binary: &Path, target: SocketAddr, rule_files: &[PathBuf]) -> Prometheus {
-        let dir = TempDir::new("prometheus-live");
+        let dir = process::files_in("csta-router-prometheus-live-", &[]);
         let mut config = String::from(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\nrule_files:\n",
         );
@@ -185,10 +161,12 @@ impl Prometheus {
             "\nscrape_configs:\n  - job_name: csta-router\n    metrics_path: /metrics\n    static_configs:\n      - targets: [\"{target}\"]\n"
         )
         .unwrap();
-        let config_path = dir.0.join("prometheus.yml");
+        let config_path = dir.path().join("prometheus.yml");
         fs::write(&config_path, &config).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = dir.0.join("prometheus.log");
+        let addr: SocketAddr = format!("127.0.0.1:{}", process::free_port())
+            .parse()
+            .unwrap();
+        let log = dir.path().join("prometheus.log");
         let arg = |flag: &str, value: &Path| {
             let mut a = OsString::from(flag);
             a.push("=");
@@ -197,7 +175,7 @@ impl Prometheus {
         };
         let child = Command::new(binary)
             .arg(arg("--config.file", &config_path))
-            .arg(arg("--storage.tsdb.path", &dir.0.join("data")))
+            .arg(arg("--storage.tsdb.path", &dir.path().join("data")))
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -307,54 +285,10 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// `GET path` over HTTP/1.1 (one request per connection): the status and the body.
+/// `GET path`: the status and the body.
 async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| format!("GET {path}: no answer within 5 s"))??;
-    let text = String::from_utf8(raw).map_err(|e| e.to_string())?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("GET {path}: no HTTP head in {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("GET {path}: no status in {head:?}"))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
-    }
-    out
+    let r = http::get(addr, path, Duration::from_secs(5)).await?;
+    Ok((r.status, r.text()))
 }
 
 // --- the dashboard ---------------------------------------------------------------------------
@@ -740,7 +674,7 @@ async fn dashboard_queries_and_rules_hold_on_a_live_prometheus() {
         }
     }
     let distinct: BTreeSet<&str> = substituted.iter().map(|(_, _, q)| q.as_str()).collect();
-    let check_dir = TempDir::new("prometheus-live-promtool");
+    let check_dir = process::files_in("csta-router-prometheus-live-promtool-", &[]);
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     let mut index = String::new();
     for (n, promql) in distinct.iter().enumerate() {
@@ -752,7 +686,7 @@ async fn dashboard_queries_and_rules_hold_on_a_live_prometheus() {
         .unwrap();
         writeln!(index, "  dashboard_query_{n}: {promql}").unwrap();
     }
-    let rules_path = check_dir.0.join("dashboard_queries.yml");
+    let rules_path = check_dir.path().join("dashboard_queries.yml");
     fs::write(&rules_path, &rules).unwrap();
     let checked = Command::new(&promtool)
         .arg("check")

@@ -5,6 +5,8 @@
 //! their baseline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../src/bin/csta-bench/http.rs"]
+mod http;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/router.rs"]

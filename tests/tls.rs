@@ -13,6 +13,12 @@
 //! - `tls-insecure-skip-verify`: the same switch is reached, with a warning;
 //! - configuration errors name the key and the file.
 
+#[path = "../src/bin/csta-bench/http.rs"]
+mod http;
+#[path = "common/log_capture.rs"]
+mod log_capture;
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/router.rs"]
 mod router;
 #[path = "common/sim_control.rs"]
@@ -21,14 +27,15 @@ mod sim_control;
 use csta_router::config::Config;
 use csta_router::link::{LinkState, SwitchStatusQuery};
 use csta_router::server::{start, Running};
+use log_capture::{log_buffer, log_lines_with};
+use process::SimProcess;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use router::{assert_no_panic, watch_panics, Client};
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use router::{assert_no_panic, wait_links_up, watch_panics, Client};
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::Connector;
 
@@ -108,44 +115,6 @@ fn toml_str(p: &Path) -> String {
     toml::Value::String(p.display().to_string()).to_string()
 }
 
-// ----- log capture ---------------------------------------------------------------------------
-
-/// Everything logged at warn and above by any test of this file (the subscriber is global).
-fn log_buffer() -> &'static Mutex<Vec<u8>> {
-    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(buf))
-            .try_init();
-        buf
-    })
-}
-
-struct LogWriter(&'static Mutex<Vec<u8>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        // Visible with --nocapture too.
-        eprint!("{}", String::from_utf8_lossy(data));
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_lines_with(needle: &str) -> Vec<String> {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap())
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
-}
-
 // ----- router helpers ------------------------------------------------------------------------
 
 const OPTIONS: &str = r#"
@@ -162,38 +131,6 @@ async fn start_router(text: &str) -> Running {
     start(Config::parse(text, "tls-test.toml").unwrap())
         .await
         .unwrap()
-}
-
-async fn wait_links_up(running: &Running) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !running
-        .shared
-        .switches
-        .iter()
-        .all(|s| s.link_up.load(Ordering::Relaxed))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the switches' links did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// `RequestOpen`, checking `EventServerConnected` and one link event per switch.
-async fn open(c: &mut Client, switches: usize) -> Value {
-    let reply = c
-        .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "tls-test"}))
-        .await;
-    assert_eq!(reply["message"], "EventServerConnected", "{reply}");
-    for _ in 0..switches {
-        let ev = c.recv().await;
-        assert!(
-            ev["message"].as_str().unwrap().starts_with("EventLink"),
-            "{ev}"
-        );
-    }
-    reply
 }
 
 /// Hot-desk `guest` to `host` and cancel, checking the replies and the events on both
@@ -247,50 +184,25 @@ async fn wss_connect(
 
 // ----- pbx-sim binary ------------------------------------------------------------------------
 
-/// The `pbx-sim` binary with `--tls-cert`/`--tls-key`, killed on drop.
-struct SimProcess {
-    child: Child,
-    link: String,
-}
-
-impl SimProcess {
-    fn start(pki: &Pki) -> SimProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pbx-sim"))
-            .args([
-                "--name",
-                "swp",
-                "--dns",
-                "6000-6999",
-                "--link",
-                "127.0.0.1:0",
-            ])
-            .arg("--tls-cert")
-            .arg(pki.path("server.pem"))
-            .arg("--tls-key")
-            .arg(pki.path("server.key"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("pbx-sim did not start ({e}): {line:?}"));
-        SimProcess {
-            link: ready["links"][0].as_str().unwrap().to_owned(),
-            child,
-        }
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The `pbx-sim` binary with `--tls-cert`/`--tls-key`.
+fn tls_sim(pki: &Pki) -> SimProcess {
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let args = [
+        "--name",
+        "swp",
+        "--dns",
+        "6000-6999",
+        "--link",
+        "127.0.0.1:0",
+    ];
+    let tls = [
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).chain(tls).collect();
+    SimProcess::start(&args, Stdio::inherit())
 }
 
 // ----- tests ---------------------------------------------------------------------------------
@@ -325,7 +237,7 @@ address = "127.0.0.1:0"
     for host in ["localhost", "127.0.0.1"] {
         let url = format!("wss://{host}:{port}/v1");
         let mut c = wss_connect(&url, pki.client("ca-a.pem")).await.unwrap();
-        let reply = open(&mut c, 1).await;
+        let reply = c.open_session(None, 1).await;
         assert_eq!(reply["switches"][0]["linkState"], "connected", "{reply}");
         let (guest, host_dn) = if host == "localhost" {
             ("5001", "4001")
@@ -366,7 +278,7 @@ address = "127.0.0.1:0"
     )
     .await
     .unwrap();
-    open(&mut c, 1).await;
+    c.open_session(None, 1).await;
     running.stop().await;
     assert_no_panic();
     eprintln!("wss test took {:?}", t0.elapsed());
@@ -376,7 +288,7 @@ address = "127.0.0.1:0"
 async fn switch_links_over_tls_to_the_embedded_simulator_and_to_pbx_sim() {
     let t0 = Instant::now();
     let pki = Pki::new();
-    let sim = SimProcess::start(&pki);
+    let sim = tls_sim(&pki);
     let text = format!(
         r#"
 [server]
@@ -409,7 +321,7 @@ address = "{link}"
         ca = pki.toml("ca-a.pem"),
         cert = pki.toml("server.pem"),
         key = pki.toml("server.key"),
-        link = sim.link,
+        link = sim.link(),
     );
     let running = start_router(&text).await;
     wait_links_up(&running).await;
@@ -420,7 +332,7 @@ address = "{link}"
     assert_eq!(state["links"][0]["connections"], 1, "{state}");
 
     let mut c = Client::connect(&format!("ws://{}/v1", running.client_addr)).await;
-    let reply = open(&mut c, 2).await;
+    let reply = c.open_session(None, 2).await;
     assert_eq!(
         reply["switches"],
         json!([

@@ -136,19 +136,7 @@ impl Router {
 
     /// Wait until every switch has announced its link.
     pub async fn wait_links_up(&self) {
-        for _ in 0..500 {
-            if self
-                .running
-                .shared
-                .switches
-                .iter()
-                .all(|s| s.link_up.load(Ordering::Relaxed))
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the switches' links did not come up");
+        wait_links_up(&self.running).await;
     }
 
     /// The WebSocket URL.
@@ -169,6 +157,22 @@ impl Router {
     }
 }
 
+/// Wait (5 s at most) until every switch of a router started in process has its link up.
+pub async fn wait_links_up(running: &Running) {
+    for _ in 0..500 {
+        if running
+            .shared
+            .switches
+            .iter()
+            .all(|s| s.link_up.load(Ordering::Relaxed))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the switches' links did not come up");
+}
+
 static NEXT_REF: AtomicU64 = AtomicU64::new(1);
 
 /// A WebSocket client speaking the client protocol.
@@ -187,21 +191,28 @@ impl Client {
     /// and the link event of each of the `switches`.
     pub async fn open(url: &str, token: Option<&str>, switches: usize) -> Client {
         let mut c = Client::connect(url).await;
+        c.open_session(token, switches).await;
+        c
+    }
+
+    /// Send `RequestOpen` (with `token` if given) on this connection, check the
+    /// `EventServerConnected` reply and read the link event of each of the `switches`: the reply.
+    pub async fn open_session(&mut self, token: Option<&str>, switches: usize) -> Value {
         let mut open =
             json!({"message": "RequestOpen", "protocolVersion": 1, "application": "test"});
         if let Some(t) = token {
             open["token"] = json!(t);
         }
-        let reply = c.request(open).await;
+        let reply = self.request(open).await;
         assert_eq!(reply["message"], "EventServerConnected", "{reply}");
         for _ in 0..switches {
-            let ev = c.recv().await;
+            let ev = self.recv().await;
             assert!(
                 ev["message"].as_str().unwrap().starts_with("EventLink"),
                 "{ev}"
             );
         }
-        c
+        reply
     }
 
     /// Send a JSON value as a text frame.
