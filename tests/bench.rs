@@ -3,12 +3,8 @@
 //! router started by the bench itself), and login-storm with `--direct`. Each checks the
 //! one-line JSON summary, the exit status, and that nothing panicked.
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::process;
 
 use process::BENCH;
 use serde_json::Value;

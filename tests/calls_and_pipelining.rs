@@ -15,16 +15,8 @@
 //!   monitors are being restored on a new connection.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/process.rs"]
-mod process;
-#[path = "../src/bin/csta-bench/procfs.rs"]
-mod procfs;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{process, procfs, router, sim_control};
 
 use process::{RouterProcess, SimProcess};
 use router::{config_text, dialect_from_env, Client, Router};

@@ -4,14 +4,8 @@
 //! ends of connections (close frames answered, abrupt drops).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{process, router, sim_control};
 
 use futures_util::{SinkExt, StreamExt};
 use process::RouterProcess;

@@ -4,14 +4,8 @@
 //! lines; the configuration keys it names; the systemd unit, the container recipe and the
 //! licence file.
 
-#[path = "common/default_ports.rs"]
-mod default_ports;
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{default_ports, http, process};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -3,14 +3,8 @@
 //! gets the answer SPEC section 3 defines, and everything returns to its starting point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{process, router, sim_control};
 
 use futures_util::SinkExt;
 use process::RouterProcess;

@@ -5,14 +5,8 @@
 //! through its HTTP control API, as a phone or a faulty switch would act.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
-#[path = "common/switch.rs"]
-mod switch;
+mod common;
+use common::{sim_control, switch};
 
 use csta_router::csta::{Connection, CstaError, Dialect, HotDeskState, Message};
 use csta_router::dnplan::DnPlan;

@@ -12,18 +12,8 @@
 //!   switch, link, address and reason, and no flood while it keeps retrying.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/log_capture.rs"]
-mod log_capture;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
-#[path = "common/switch.rs"]
-mod switch;
+mod common;
+use common::{http, log_capture, process, router, sim_control, switch};
 
 use csta_router::csta::{encode_frame, Dialect, InvokeId, Message};
 use csta_router::dnplan::DnPlan;

@@ -6,14 +6,8 @@
 //! and asserts every series of SPEC section 7 against the script's own expectations.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{process, router, sim_control};
 
 use process::RouterProcess;
 use router::Client;

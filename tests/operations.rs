@@ -3,14 +3,8 @@
 //! the simulator's control API and link queues, all on the real `csta-router` and `pbx-sim`
 //! binaries (or the simulator in process where only its HTTP side matters).
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/process.rs"]
-mod process;
-#[path = "../src/bin/csta-bench/procfs.rs"]
-mod procfs;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{process, procfs, sim_control};
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -28,14 +28,8 @@
 //! it when missing); without them the test fails. `PROMETHEUS=/path` and `PROMTOOL=/path` pick
 //! other binaries.
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{http, process, router, sim_control};
 
 use process::RouterProcess;
 use router::Client;

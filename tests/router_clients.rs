@@ -3,16 +3,8 @@
 //! embedded default configuration.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/default_ports.rs"]
-mod default_ports;
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{default_ports, http, process, router};
 
 use csta_router::router::CountExtensions;
 use futures_util::StreamExt;

@@ -2,10 +2,8 @@
 //! The PBX simulator seen from outside: a raw CSTA client (tokio + `CstaCodec`) on its links and
 //! the HTTP control API, on loopback ports chosen by the OS.
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::sim_control;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -13,16 +13,8 @@
 //! - `tls-insecure-skip-verify`: the same switch is reached, with a warning;
 //! - configuration errors name the key and the file.
 
-#[path = "../src/bin/csta-bench/http.rs"]
-mod http;
-#[path = "common/log_capture.rs"]
-mod log_capture;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{log_capture, process, router, sim_control};
 
 use csta_router::config::Config;
 use csta_router::link::{LinkState, SwitchStatusQuery};

@@ -165,7 +165,7 @@ pub struct RouterProcess {
     pub child: Child,
     pub clients: SocketAddr,
     pub metrics: SocketAddr,
-    /// Control API address of each embedded simulator, in configuration order.
+    /// Control API address of each embedded simulator that has one, in configuration order.
     pub controls: Vec<SocketAddr>,
     /// The line it printed, parsed.
     pub ready: Value,
@@ -236,6 +236,7 @@ impl RouterProcess {
             .as_array()
             .unwrap()
             .iter()
+            .filter(|s| !s["control"].is_null())
             .map(|s| addr(&s["control"]))
             .collect();
         RouterProcess {

@@ -1,0 +1,24 @@
+//! The tests' shared code, one module per concept; a test file says `mod common;` and uses the
+//! modules it needs. Two of them are the benchmark's own (`http`, `procfs`), so that tests and
+//! bench speak HTTP and read `/proc` one way.
+//!
+//! - [`http`]: the HTTP/1.1 client (status, headers, body);
+//! - [`procfs`]: CPU time and memory of a process;
+//! - [`process`]: the binaries as processes (router, `pbx-sim`, `csta-bench`);
+//! - [`router`]: the router in process, its WebSocket clients and test configuration;
+//! - [`sim_control`]: the simulator's control API;
+//! - [`switch`]: the link layer alone, against a simulator or a fake switch;
+//! - [`log_capture`]: what the code under test logs;
+//! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock.
+#![allow(dead_code)]
+
+pub mod default_ports;
+#[path = "../../src/bin/csta-bench/http.rs"]
+pub mod http;
+pub mod log_capture;
+pub mod process;
+#[path = "../../src/bin/csta-bench/procfs.rs"]
+pub mod procfs;
+pub mod router;
+pub mod sim_control;
+pub mod switch;
