@@ -7,6 +7,7 @@
 mod common;
 use common::{process, router, sim_control};
 
+use csta_router::protocol::MAX_APPLICATION_LEN;
 use futures_util::{SinkExt, StreamExt};
 use process::RouterProcess;
 use router::Client;
@@ -395,7 +396,7 @@ fn audit_lines_cannot_be_forged_and_name_the_matched_application() {
         assert_eq!(forger.closed().await, 1008);
         let mut too_long = Client::connect(&r.url()).await;
         let reply = too_long
-            .request(open_request(&"a".repeat(65), Some(TOKEN)))
+            .request(open_request(&"a".repeat(MAX_APPLICATION_LEN + 1), Some(TOKEN)))
             .await;
         assert_eq!(reply["errorCode"], 53, "{reply}");
         assert_eq!(too_long.closed().await, 1008);

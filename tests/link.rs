@@ -8,7 +8,7 @@
 mod common;
 use common::{sim_control, switch};
 
-use csta_router::csta::{Connection, CstaError, Dialect, HotDeskState, Message};
+use csta_router::csta::{Connection, CstaError, Dialect, HotDeskState, InvokeId, Message};
 use csta_router::dnplan::DnPlan;
 use csta_router::link::{
     LinkError, LinkSettings, LinkState, MonitorOutcome, StartMonitor, SwitchEvent, SwitchHandle,
@@ -308,8 +308,11 @@ async fn hundred_pipelined_requests_with_random_delays_each_get_their_own_answer
 
 #[actix_rt::test]
 async fn invoke_ids_wrap_after_9998_without_reusing_one_in_flight() {
+    // Request invoke IDs run 0001 to 9998 (SPEC section 5), the codec's LAST_REQUEST.
+    let last = InvokeId::LAST_REQUEST;
+    let ids = usize::from(last - InvokeId::FIRST_REQUEST + 1);
     let settings = LinkSettings {
-        first_invoke_id: 9997,
+        first_invoke_id: last - 1,
         request_timeout: Duration::from_secs(20),
         ..fast_settings()
     };
@@ -322,8 +325,8 @@ async fn invoke_ids_wrap_after_9998_without_reusing_one_in_flight() {
     r.post("/faults/delay", json!({"ms": 0})).await;
     let started = Instant::now();
     let mut done = 0;
-    while done < 9998 {
-        let batch: Vec<_> = (0..500.min(9998 - done))
+    while done < ids {
+        let batch: Vec<_> = (0..500.min(ids - done))
             .map(|_| {
                 r.switch
                     .addr
@@ -336,7 +339,7 @@ async fn invoke_ids_wrap_after_9998_without_reusing_one_in_flight() {
                 Message::RequestSystemStatusResponse { .. }
             ));
         }
-        done += 500.min(9998 - done);
+        done += 500.min(ids - done);
     }
     assert!(
         started.elapsed() < Duration::from_millis(4800),

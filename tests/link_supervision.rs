@@ -166,7 +166,11 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
     link_up(&mut events).await;
     let stats = switch.link_stats[0].clone();
 
-    // Ten thousand hot-desk requests the switch will never answer.
+    // Ten thousand hot-desk requests the switch will never answer. Of the 9998 request invoke
+    // IDs (SPEC section 5) one is kept for the keep-alive: the others are all an ordinary
+    // request can hold.
+    let ids = usize::from(InvokeId::LAST_REQUEST - InvokeId::FIRST_REQUEST + 1);
+    let ordinary = ids - 1;
     let link = switch.active_link().unwrap();
     const SENT: u64 = 10_000;
     for tag in 0..SENT {
@@ -209,7 +213,7 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
         .unwrap();
         max_expired = max_expired.max(expired);
         // While the IDs are used up, a request of a type the switch does answer is refused.
-        if blocked.is_none() && fake.lock().unwrap().escapes >= 9_997 && !link_down {
+        if blocked.is_none() && fake.lock().unwrap().escapes >= ordinary && !link_down {
             blocked = Some(
                 switch
                     .addr
@@ -225,7 +229,7 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
         "while the IDs were used up: {blocked:?}"
     );
     assert_eq!(
-        max_expired, 9997.0,
+        max_expired, ordinary as f64,
         "csta_router_invoke_ids_reserved{{state=\"expired\"}} at its peak"
     );
     // The link comes back, and requests work again.
@@ -253,11 +257,11 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
         .values()
         .filter(|r| matches!(r, Err(LinkError::Overload { .. })))
         .count();
-    assert_eq!((timeouts, refused), (9_997, 3));
+    assert_eq!((timeouts, refused), (ordinary, SENT as usize - ordinary));
     assert_eq!(stats.reconnects.load(Ordering::Relaxed), 1);
     assert_eq!(stats.invoke_ids_expired.load(Ordering::Relaxed), 0);
     let text = metrics_text();
-    for state in ["in_flight", "expired"] {
+    for state in csta_router::metrics::INVOKE_ID_STATES {
         assert_eq!(
             metric(
                 &text,
@@ -274,7 +278,7 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
     assert!(
         log.status_requests
             .iter()
-            .any(|&(conn, escapes)| conn == 1 && escapes == 9_997),
+            .any(|&(conn, escapes)| conn == 1 && escapes == ordinary),
         "no keep-alive while the IDs were used up: {:?}",
         log.status_requests
     );
@@ -284,7 +288,9 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
     assert!(
         lines.iter().any(|l| l.contains("WARN")
             && l.contains("deaf")
-            && l.contains("of 9998 invoke IDs are reserved, 9997 of them")),
+            && l.contains(&format!(
+                "of {ids} invoke IDs are reserved, {ordinary} of them"
+            ))),
         "{lines:?}"
     );
     eprintln!("invoke ID exhaustion test took {:?}", t0.elapsed());

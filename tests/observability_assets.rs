@@ -9,6 +9,9 @@
 //! These tests need `promtool`, from Debian's `prometheus` package (`bash .ci/run` installs it
 //! when it is missing). Without it they fail; `PROMTOOL=/path/to/promtool` picks another one.
 
+mod common;
+use common::spec;
+
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -19,32 +22,19 @@ use std::process::Command;
 /// The scrape job the alerts (`up{job=...}`) expect.
 const JOB: &str = "csta-router";
 
-/// Every metric the router exports (SPEC section 7, plus the CSTA events received): each is
+/// Every metric the router exports: SPEC section 7's and the router's own additions. Each is
 /// shown on the dashboard.
-const METRICS: [&str; 22] = [
-    "csta_router_private_service_requests_total",
-    "csta_router_association_latency_seconds",
-    "csta_router_errors_total",
-    "csta_router_private_events_total",
-    "csta_router_events_delivered_total",
-    "csta_router_link_up",
-    "csta_router_link_reconnects_total",
-    "csta_router_csta_requests_in_flight",
-    "csta_router_csta_roundtrip_seconds",
-    "csta_router_csta_decode_errors_total",
-    "csta_router_csta_late_answers_total",
-    "csta_router_clients_connected",
-    "csta_router_client_disconnects_total",
-    "csta_router_registered_dns",
-    "csta_router_hotdesk_associations",
-    "csta_router_active_calls",
-    "csta_router_extension_actors",
-    "csta_router_csta_events_received_total",
-    "csta_router_invoke_ids_reserved",
-    "csta_router_link_queue_frames",
-    "csta_router_link_read_pauses_total",
-    "csta_router_calls_evicted_total",
-];
+fn metrics() -> Vec<&'static str> {
+    use csta_router::metrics::*;
+    let own = [
+        CSTA_EVENTS_RECEIVED,
+        INVOKE_IDS_RESERVED,
+        LINK_QUEUE_FRAMES,
+        LINK_READ_PAUSES,
+        CALLS_EVICTED,
+    ];
+    spec::METRICS.into_iter().chain(own).collect()
+}
 
 /// The metrics that have no `switch` label (every other query filters on `$switch`).
 const NOT_PER_SWITCH: [&str; 2] = [
@@ -496,7 +486,8 @@ fn dashboard_has_fixed_uid_variables_units_and_only_the_datasource_variable() {
     assert!(data_panels >= 12, "only {data_panels} panels with data");
 
     let queries = all_queries(&dashboard);
-    for metric in METRICS {
+    let metrics = metrics();
+    for metric in &metrics {
         assert!(
             queries.iter().any(|(_, q)| q.contains(metric)),
             "no panel shows {metric}"
@@ -504,7 +495,7 @@ fn dashboard_has_fixed_uid_variables_units_and_only_the_datasource_variable() {
     }
     for (at, expr) in &queries {
         assert!(!expr.contains("datasource"), "{at}: {expr}");
-        let per_switch = METRICS
+        let per_switch = metrics
             .iter()
             .filter(|m| !NOT_PER_SWITCH.contains(m))
             .any(|m| expr.contains(m));

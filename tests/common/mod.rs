@@ -9,7 +9,8 @@
 //! - [`sim_control`]: the simulator's control API;
 //! - [`switch`]: the link layer alone, against a simulator or a fake switch;
 //! - [`log_capture`]: what the code under test logs;
-//! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock.
+//! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock;
+//! - [`spec`]: names the product contract fixes, for the tests that check them.
 #![allow(dead_code)]
 
 pub mod default_ports;
@@ -21,4 +22,5 @@ pub mod process;
 pub mod procfs;
 pub mod router;
 pub mod sim_control;
+pub mod spec;
 pub mod switch;
