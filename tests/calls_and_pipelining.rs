@@ -16,7 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{process, procfs, router, sim_control};
+use common::{config, process, procfs, router, sim_control};
 
 use process::{RouterProcess, SimProcess};
 use router::{config_text, dialect_from_env, Client, Router};
@@ -150,27 +150,12 @@ async fn wait_for_calls(
 fn call_tracking_costs_as_much_per_call_at_100k_calls_on_a_dn_as_at_10k() {
     let _serial = one_at_a_time();
     let sim = sim(&["4000-4999", "5000-5999"]);
-    let config = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-# The test's client does not read (nor answer pings) while the calls pour in.
-client-ping-interval = "1h"
-[options]
-request-timeout = "4s"
-kpl-interval = "0s"
-# Every call of the storm stays tracked: the cost measured is the tables', not the eviction's.
-max-calls-per-dn = 1000000
-max-calls-per-switch = 1000000
-[[switch]]
-name = "sw1"
-dns = ["4000-4999", "5000-5999"]
-[[switch.link]]
-address = "{}"
-"#,
-        sim.link()
-    );
+    // The test's client does not read (nor answer pings) while the calls pour in. Every call
+    // of the storm stays tracked: the cost measured is the tables', not the eviction's.
+    let config = config::head(
+        "client-ping-interval = \"1h\"",
+        "request-timeout = \"4s\"\nkpl-interval = \"0s\"\nmax-calls-per-dn = 1000000\nmax-calls-per-switch = 1000000",
+    ) + &config::switch("sw1", &["4000-4999", "5000-5999"], "", &[&sim.link()]);
     let r = RouterProcess::start("call-cpu", &config);
     let rt = process::runtime();
     rt.block_on(async {

@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{http, log_capture, process, router, sim_control, switch};
+use common::{config, http, log_capture, process, router, sim_control, switch};
 
 use csta_router::csta::{encode_frame, Dialect, InvokeId, Message};
 use csta_router::dnplan::DnPlan;
@@ -558,24 +558,8 @@ fn strip_ansi(s: &str) -> String {
 #[test]
 fn an_unreachable_switch_is_reported_at_warn_once_not_at_every_attempt() {
     let closed = format!("127.0.0.1:{}", process::free_port());
-    let config = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-
-[options]
-reconnect-min = "10ms"
-reconnect-max = "100ms"
-
-[[switch]]
-name = "pbx-east"
-dns = ["5000-5999"]
-
-[[switch.link]]
-address = "{closed}"
-"#
-    );
+    let config = config::head("", "reconnect-min = \"10ms\"\nreconnect-max = \"100ms\"")
+        + &config::switch("pbx-east", &["5000-5999"], "", &[&closed]);
     let router = RouterProcess::start_with(Some(&config), &[], &[]);
     // About thirty attempts (back-off 10 ms doubling up to 100 ms).
     std::thread::sleep(Duration::from_secs(3));

@@ -27,13 +27,7 @@ const ONE_SWITCH: &str =
 /// Two embedded simulated switches and every listener on a free port: a router that starts
 /// and runs cleanly anywhere.
 fn simulated(extra: &str) -> String {
-    format!(
-        "[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n\n{extra}\n\
-         [[switch]]\nname = \"sw1\"\ndns = [\"4000-5999\"]\nsimulated = true\nsimulator-control = \"127.0.0.1:0\"\n\
-         [[switch.link]]\naddress = \"127.0.0.1:0\"\n\
-         [[switch]]\nname = \"sw2\"\ndns = [\"6000-7999\"]\nsimulated = true\n\
-         [[switch.link]]\naddress = \"127.0.0.1:0\"\n"
-    )
+    process::two_switches("", "", extra, 1)
 }
 
 /// Run a binary to completion (killed, and the test failed, after `limit`): status, stdout,

@@ -29,7 +29,7 @@
 //! other binaries.
 
 mod common;
-use common::{http, process, router, sim_control};
+use common::{config, http, process, router, sim_control};
 
 use process::RouterProcess;
 use router::Client;
@@ -68,37 +68,8 @@ const SETTLE: Duration = Duration::from_millis(1500);
 /// changes `csta_router_link_up` without a gap, for the "Active link changes" annotation), a
 /// short request timeout (so a late answer is quick to provoke) and frequent keep-alives.
 fn config() -> String {
-    let mut text = String::from(
-        r#"[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-
-[options]
-request-timeout = "300ms"
-kpl-interval = "250ms"
-kpl-tolerance = 5
-reconnect-min = "20ms"
-reconnect-max = "100ms"
-"#,
-    );
-    for (name, dns) in [
-        ("sw1", r#"["4000-4999", "5000-5999"]"#),
-        ("sw2", r#"["6000-6999", "7000-7999"]"#),
-    ] {
-        write!(
-            text,
-            "\n[[switch]]\nname = \"{name}\"\ndns = {dns}\nsimulated = true\nsimulator-control = \"127.0.0.1:0\"\n"
-        )
-        .unwrap();
-        for priority in 1..=2 {
-            write!(
-                text,
-                "[[switch.link]]\naddress = \"127.0.0.1:0\"\npriority = {priority}\n"
-            )
-            .unwrap();
-        }
-    }
-    text
+    let options = "request-timeout = \"300ms\"\nkpl-interval = \"250ms\"\nkpl-tolerance = 5\nreconnect-min = \"20ms\"\nreconnect-max = \"100ms\"";
+    config::head("", options) + &config::two_simulated("", [2, 2])
 }
 
 fn repo() -> PathBuf {

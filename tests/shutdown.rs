@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{process, router};
+use common::{config, process, router};
 
 use process::{RouterProcess, SimProcess};
 use router::{Client, Router};
@@ -31,20 +31,8 @@ fn sigterm_answers_in_flight_requests_closes_clients_and_stops_monitors() {
     );
     let control = sim.control();
     let link = sim.link();
-    let config = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-[options]
-request-timeout = "2s"
-[[switch]]
-name = "pbx"
-dns = ["5000-5999"]
-[[switch.link]]
-address = "{link}"
-"#
-    );
+    let config = config::head("", "request-timeout = \"2s\"")
+        + &config::switch("pbx", &["5000-5999"], "", &[&link]);
     let r = RouterProcess::start("shutdown", &config);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -14,7 +14,7 @@
 //! - configuration errors name the key and the file.
 
 mod common;
-use common::{log_capture, process, router, sim_control};
+use common::{config, log_capture, process, router, sim_control};
 
 use csta_router::config::Config;
 use csta_router::link::{LinkState, SwitchStatusQuery};
@@ -109,13 +109,21 @@ fn toml_str(p: &Path) -> String {
 
 // ----- router helpers ------------------------------------------------------------------------
 
-const OPTIONS: &str = r#"
-[options]
-request-timeout = "800ms"
-kpl-interval = "0s"
-reconnect-min = "20ms"
-reconnect-max = "200ms"
-"#;
+/// The `[options]` of every configuration here: quick timeouts and reconnects.
+const OPTIONS: &str = "request-timeout = \"800ms\"\nkpl-interval = \"0s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"200ms\"";
+
+/// The keys of an embedded simulator serving TLS with the test server certificate, and of its
+/// switch trusting the CA in `ca` (none: `extra` says how the certificate is checked).
+fn simulator_tls(pki: &Pki, ca: Option<&str>, extra: &str) -> String {
+    let ca = ca
+        .map(|c| format!("tls-ca = {}\n", pki.toml(c)))
+        .unwrap_or_default();
+    format!(
+        "tls = true\n{ca}{extra}simulator-tls-cert = {}\nsimulator-tls-key = {}",
+        pki.toml("server.pem"),
+        pki.toml("server.key")
+    )
+}
 
 async fn start_router(text: &str) -> Running {
     watch_panics();
@@ -203,24 +211,13 @@ fn tls_sim(pki: &Pki) -> SimProcess {
 async fn wss_client_endpoint_opens_registers_and_hot_desks_and_plain_ws_fails() {
     let t0 = Instant::now();
     let pki = Pki::new();
-    let text = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-tls-cert = {cert}
-tls-key = {key}
-{OPTIONS}
-[[switch]]
-name = "swc"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-[[switch.link]]
-address = "127.0.0.1:0"
-"#,
-        cert = pki.toml("server.pem"),
-        key = pki.toml("server.key"),
+    let server = format!(
+        "tls-cert = {}\ntls-key = {}",
+        pki.toml("server.pem"),
+        pki.toml("server.key")
     );
+    let text = config::head(&server, OPTIONS)
+        + &config::simulated("swc", &["4000-4999", "5000-5999"], "", 1);
     let running = start_router(&text).await;
     wait_links_up(&running).await;
     let port = running.client_addr.port();
@@ -281,40 +278,20 @@ async fn switch_links_over_tls_to_the_embedded_simulator_and_to_pbx_sim() {
     let t0 = Instant::now();
     let pki = Pki::new();
     let sim = tls_sim(&pki);
-    let text = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-{OPTIONS}
-# Embedded simulator: its certificate is checked against the link's IP (the default).
-[[switch]]
-name = "swt"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-tls = true
-tls-ca = {ca}
-simulator-tls-cert = {cert}
-simulator-tls-key = {key}
-[[switch.link]]
-address = "127.0.0.1:0"
-
-# The pbx-sim binary with --tls-cert: checked against tls-server-name.
-[[switch]]
-name = "swp"
-dns = ["6000-6999"]
-tls = true
-tls-ca = {ca}
-tls-server-name = "localhost"
-[[switch.link]]
-address = "{link}"
-"#,
-        ca = pki.toml("ca-a.pem"),
-        cert = pki.toml("server.pem"),
-        key = pki.toml("server.key"),
-        link = sim.link(),
+    // The embedded simulator's certificate is checked against the link's IP (the default);
+    // the pbx-sim binary's (--tls-cert) against tls-server-name.
+    let pbx_sim = format!(
+        "tls = true\ntls-ca = {}\ntls-server-name = \"localhost\"",
+        pki.toml("ca-a.pem")
     );
+    let text = config::head("", OPTIONS)
+        + &config::simulated(
+            "swt",
+            &["4000-4999", "5000-5999"],
+            &simulator_tls(&pki, Some("ca-a.pem"), ""),
+            1,
+        )
+        + &config::switch("swp", &["6000-6999"], &pbx_sim, &[&sim.link()]);
     let running = start_router(&text).await;
     wait_links_up(&running).await;
     let control = sim_control::SimControl {
@@ -376,28 +353,13 @@ async fn a_switch_certificate_from_an_unknown_ca_is_refused() {
     let t0 = Instant::now();
     let pki = Pki::new();
     // The simulator's certificate is from CA A; the router trusts CA B only.
-    let text = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-{OPTIONS}
-[[switch]]
-name = "swu"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-tls = true
-tls-ca = {ca}
-simulator-tls-cert = {cert}
-simulator-tls-key = {key}
-[[switch.link]]
-address = "127.0.0.1:0"
-"#,
-        ca = pki.toml("ca-b.pem"),
-        cert = pki.toml("server.pem"),
-        key = pki.toml("server.key"),
-    );
+    let text = config::head("", OPTIONS)
+        + &config::simulated(
+            "swu",
+            &["4000-4999", "5000-5999"],
+            &simulator_tls(&pki, Some("ca-b.pem"), ""),
+            1,
+        );
     let running = start_router(&text).await;
     // Long enough for several attempts (reconnect-max is 200 ms).
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -459,27 +421,14 @@ address = "127.0.0.1:0"
 #[actix_rt::test]
 async fn insecure_skip_verify_reaches_the_switch_with_a_warning() {
     let pki = Pki::new();
-    let text = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-{OPTIONS}
-[[switch]]
-name = "swi"
-dns = ["4000-4999"]
-simulated = true
-tls = true
-tls-insecure-skip-verify = true
-tls-server-name = "not-the-name.example"
-simulator-tls-cert = {cert}
-simulator-tls-key = {key}
-[[switch.link]]
-address = "127.0.0.1:0"
-"#,
-        cert = pki.toml("server.pem"),
-        key = pki.toml("server.key"),
-    );
+    let insecure = "tls-insecure-skip-verify = true\ntls-server-name = \"not-the-name.example\"\n";
+    let text = config::head("", OPTIONS)
+        + &config::switch(
+            "swi",
+            &["4000-4999"],
+            &format!("simulated = true\n{}", simulator_tls(&pki, None, insecure)),
+            &["127.0.0.1:0"],
+        );
     let running = start_router(&text).await;
     wait_links_up(&running).await;
     let lines: Vec<String> = log_lines_with("WITHOUT certificate verification")

@@ -5,6 +5,7 @@
 //! - [`http`]: the HTTP/1.1 client (status, headers, body);
 //! - [`procfs`]: CPU time and memory of a process;
 //! - [`process`]: the binaries as processes (router, `pbx-sim`, `csta-bench`);
+//! - [`config`]: router configurations (listeners on free ports, switch tables);
 //! - [`router`]: the router in process, its WebSocket clients and test configuration;
 //! - [`sim_control`]: the simulator's control API;
 //! - [`switch`]: the link layer alone, against a simulator or a fake switch;
@@ -13,6 +14,7 @@
 //! - [`spec`]: names the product contract fixes, for the tests that check them.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod default_ports;
 #[path = "../../src/bin/csta-bench/http.rs"]
 pub mod http;

@@ -4,6 +4,7 @@
 //! dropped, so a failed test leaves none running.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+use super::config;
 use super::http;
 use super::sim_control::SimControl;
 use serde_json::Value;
@@ -386,24 +387,8 @@ fn split_labels(inner: &str) -> Vec<&str> {
 /// A configuration with two simulated switches on ephemeral ports: sw1 (4000-5999, one link)
 /// and sw2 (6000-7999, `sw2_links` links by priority). `server` and `options` are added to
 /// their sections; `extra` (e.g. `[[application]]` tables) goes between.
-pub fn two_switches(server: &str, options: &str, extra: &str, sw2_links: u32) -> String {
-    let mut text = format!(
-        "[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n{server}\n\n[options]\n{options}\n\n{extra}\n"
-    );
-    for (name, dns, links) in [
-        ("sw1", "[\"4000-4999\", \"5000-5999\"]", 1),
-        ("sw2", "[\"6000-6999\", \"7000-7999\"]", sw2_links),
-    ] {
-        text.push_str(&format!(
-            "[[switch]]\nname = \"{name}\"\ndns = {dns}\nsimulated = true\nsimulator-control = \"127.0.0.1:0\"\n"
-        ));
-        for priority in 1..=links {
-            text.push_str(&format!(
-                "[[switch.link]]\naddress = \"127.0.0.1:0\"\npriority = {priority}\n"
-            ));
-        }
-    }
-    text
+pub fn two_switches(server: &str, options: &str, extra: &str, sw2_links: usize) -> String {
+    config::head(server, options) + extra + "\n" + &config::two_simulated("", [1, sw2_links])
 }
 
 /// The runtime binary tests drive their clients on (two workers, like the machine's cores).

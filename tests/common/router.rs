@@ -3,6 +3,7 @@
 //! clients, and the simulators' HTTP control API to act as phones and faulty switches.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+use super::config;
 use super::sim_control::SimControl;
 use csta_router::config::Config;
 use csta_router::server::{start, Running};
@@ -65,41 +66,11 @@ pub fn dialect_from_env() -> &'static str {
 
 /// A test configuration: two simulated switches, everything on port 0, fast timers.
 pub fn config_text(extra_options: &str, dialect: &str) -> String {
-    format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-client-ping-interval = "10s"
-
-[options]
-request-timeout = "800ms"
-kpl-interval = "0s"
-reconnect-min = "20ms"
-reconnect-max = "200ms"
-{extra_options}
-
-[[switch]]
-name = "sw1"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-{dialect}
-[[switch.link]]
-address = "127.0.0.1:0"
-priority = 1
-
-[[switch]]
-name = "sw2"
-dns = ["6000-6999", "7000-7999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-{dialect}
-[[switch.link]]
-address = "127.0.0.1:0"
-priority = 1
-"#
-    )
+    let options = format!(
+        "request-timeout = \"800ms\"\nkpl-interval = \"0s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"200ms\"\n{extra_options}"
+    );
+    config::head("client-ping-interval = \"10s\"", &options)
+        + &config::two_simulated(dialect, [1, 1])
 }
 
 /// A running router with its simulators.
