@@ -231,9 +231,7 @@ fn a_call_storm_on_one_dn_does_not_time_out_the_other_dns_requests() {
             1,
         ),
     );
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
+    let sw1 = r.controls[0];
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
@@ -404,9 +402,7 @@ fn pipelining_config() -> String {
 fn pipelined_requests_on_a_dn_get_one_reply_each_in_order_and_leave_no_monitor() {
     let _serial = one_at_a_time();
     let r = RouterProcess::start("pipelined", &pipelining_config());
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
+    let sw1 = r.controls[0];
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
@@ -497,9 +493,7 @@ fn pipelined_requests_on_a_dn_get_one_reply_each_in_order_and_leave_no_monitor()
 fn an_unregister_while_monitors_are_restored_stops_the_restored_monitor() {
     let _serial = one_at_a_time();
     let r = RouterProcess::start("restore-unregister", &pipelining_config());
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
+    let sw1 = r.controls[0];
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;

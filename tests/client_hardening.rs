@@ -5,14 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{process, router, sim_control};
+use common::{process, router};
 
 use csta_router::protocol::MAX_APPLICATION_LEN;
 use futures_util::{SinkExt, StreamExt};
 use process::RouterProcess;
 use router::Client;
 use serde_json::{json, Value};
-use sim_control::SimControl;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -227,9 +226,7 @@ fn a_client_that_stops_reading_with_room_in_its_queue_is_a_slow_consumer() {
         1,
     );
     let r = RouterProcess::start("stops-reading", &config);
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
+    let sw1 = r.controls[0];
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;

@@ -135,7 +135,7 @@ fn the_readme_examples_work_against_the_real_binaries() {
     let router_log = || router.log();
     // Where it listens, from the line it printed (compared with the README's just below).
     let (clients, metrics) = (router.clients, router.metrics);
-    let sw1_control = router.controls[0];
+    let sw1_control = router.controls[0].addr;
 
     // The stdout line, as documented.
     let documented = block_with(&blocks, "\"clients\":\"127.0.0.1:7700\"");

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{process, router, sim_control};
+use common::{process, router};
 
 use csta_router::protocol::ErrorCode;
 use futures_util::SinkExt;
@@ -13,7 +13,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
 use router::Client;
 use serde_json::{json, Map, Value};
-use sim_control::SimControl;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
@@ -237,9 +236,7 @@ fn a_flooding_client_gets_111_and_others_are_unaffected() {
     let rt = runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
-        let sw1 = SimControl {
-            addr: r.controls[0],
-        };
+        let sw1 = r.controls[0];
         let mut flood = open(&r.url()).await;
         let mut calm = open(&r.url()).await;
         flood.register("5001").await;
@@ -315,8 +312,8 @@ fn a_thousand_clients_register_and_leave_and_everything_returns_to_baseline() {
         assert_eq!(during[&key("csta_router_registered_dns", "sw1")], 500.0);
         assert_eq!(during[&key("csta_router_registered_dns", "sw2")], 500.0);
         let sims = [
-            SimControl { addr: r.controls[0] },
-            SimControl { addr: r.controls[1] },
+            r.controls[0],
+            r.controls[1],
         ];
         for sim in &sims {
             assert_eq!(sim.state().await["monitors"].as_array().unwrap().len(), 500);

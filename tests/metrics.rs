@@ -7,12 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{process, router, sim_control, spec};
+use common::{observability, process, router, spec};
 
 use process::RouterProcess;
 use router::Client;
 use serde_json::{json, Value};
-use sim_control::SimControl;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -82,12 +81,8 @@ async fn ps(c: &mut Client, dn: &str, id: u64, ext: Value) -> Value {
 async fn every_series_matches_what_the_script_did() {
     let r = RouterProcess::start("metrics", &config());
     r.wait_connected(&["sw1", "sw2"]).await;
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
-    let sw2 = SimControl {
-        addr: r.controls[1],
-    };
+    let sw1 = r.controls[0];
+    let sw2 = r.controls[1];
     let mut e = Expect::default();
     let url = r.url();
 
@@ -380,27 +375,5 @@ async fn every_series_matches_what_the_script_did() {
 
 /// `promtool check metrics` must accept the exposition.
 fn promtool_check(body: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool is needed for this test ({e}); install Debian's prometheus package (bash .ci/run does)")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    observability::promtool_ok(&["check", "metrics"], body);
 }

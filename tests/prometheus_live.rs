@@ -29,6 +29,7 @@
 //! other binaries.
 
 mod common;
+use common::observability::{self, all_queries, dashboard, repo, tool, yaml_files};
 use common::{config, http, process, router, sim_control};
 
 use process::RouterProcess;
@@ -70,33 +71,6 @@ const SETTLE: Duration = Duration::from_millis(1500);
 fn config() -> String {
     let options = "request-timeout = \"300ms\"\nkpl-interval = \"250ms\"\nkpl-tolerance = 5\nreconnect-min = \"20ms\"\nreconnect-max = \"100ms\"";
     config::head("", options) + &config::two_simulated("", [2, 2])
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-// --- tools -----------------------------------------------------------------------------------
-
-/// The path of a tool of Debian's `prometheus` package: `$ENV_VAR` if set, else found on PATH.
-/// A missing tool fails the test (never skips it).
-fn tool(name: &str, env_var: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(env_var) {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "{env_var}={} is not a file", path.display());
-        return path;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` is needed for this test and is not on PATH: install Debian's \
-                 `prometheus` package (`apt-get install prometheus`; `bash .ci/run` does it when \
-                 it is missing), or set {env_var}=/path/to/{name}"
-            )
-        })
 }
 
 /// A Prometheus server on loopback, killed (and its directory removed) on drop, also when the
@@ -258,67 +232,18 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String>
 
 // --- the dashboard ---------------------------------------------------------------------------
 
-fn dashboard() -> Value {
-    let path = repo()
-        .join("grafana")
-        .join("dashboards")
-        .join("csta-router.json");
-    let text =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-/// The PromQL of every panel target (rows' nested panels included) and annotation, with where
-/// it is.
-fn all_queries(dashboard: &Value) -> Vec<(String, String)> {
-    fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
-        for panel in panels.as_array().into_iter().flatten() {
-            let title = panel["title"].as_str().unwrap_or("?");
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = target["expr"].as_str() {
-                    let ref_id = target["refId"].as_str().unwrap_or("?");
-                    out.push((format!("panel {title:?} target {ref_id}"), expr.to_owned()));
-                }
-            }
-            walk(&panel["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    walk(&dashboard["panels"], &mut out);
-    for annotation in dashboard["annotations"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Some(expr) = annotation["expr"].as_str() {
-            let name = annotation["name"].as_str().unwrap_or("?");
-            out.push((format!("annotation {name:?}"), expr.to_owned()));
-        }
-    }
-    out
-}
-
 /// `expr` with Grafana's variables replaced as Grafana would for this `switch` value and a
 /// dashboard showing the last 30 s at a 1 s interval.
 fn substitute(expr: &str, switch: &str) -> String {
-    let mut out = expr.to_owned();
-    for (variable, value) in [
-        ("${__rate_interval}", RATE_INTERVAL),
-        ("$__rate_interval", RATE_INTERVAL),
-        ("${__interval_ms}", "1000"),
-        ("$__interval_ms", "1000"),
-        ("${__interval}", "1s"),
-        ("$__interval", "1s"),
-        ("${__range_s}", "30"),
-        ("$__range_s", "30"),
-        ("${__range}", "30s"),
-        ("$__range", "30s"),
-        ("${switch}", switch),
-        ("$switch", switch),
-    ] {
-        out = out.replace(variable, value);
-    }
-    out
+    let values = [
+        ("__rate_interval", RATE_INTERVAL),
+        ("__interval_ms", "1000"),
+        ("__interval", "1s"),
+        ("__range_s", "30"),
+        ("__range", "30s"),
+        ("switch", switch),
+    ];
+    observability::substitute(expr, &values)
 }
 
 /// A variable (`$name`, `${name}`) left after substitution.
@@ -361,15 +286,7 @@ fn switch_variable_query(dashboard: &Value) -> (String, String) {
 
 /// The rule files of `config/prometheus/rules/`, absolute, sorted.
 fn rule_files() -> Vec<PathBuf> {
-    let dir = repo().join("config").join("prometheus").join("rules");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no rule files in {}", dir.display());
-    files
+    yaml_files(&repo("config/prometheus/rules"))
 }
 
 /// The names after `- record:` and `- alert:` in the rule files.
@@ -683,11 +600,7 @@ async fn dashboard_queries_and_rules_hold_on_a_live_prometheus() {
     let traffic_started = Instant::now();
 
     let url = router.url();
-    let sims: Vec<SimControl> = router
-        .controls
-        .iter()
-        .map(|&addr| SimControl { addr })
-        .collect();
+    let sims = &router.controls;
     let (out1, out2) = tokio::join!(
         drive(url.clone(), sims[0], "sw1", 5001, 4001),
         drive(url.clone(), sims[1], "sw2", 7001, 6001),

@@ -11,6 +11,7 @@
 //! - [`switch`]: the link layer alone, against a simulator or a fake switch;
 //! - [`log_capture`]: what the code under test logs;
 //! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock;
+//! - [`observability`]: the dashboard, the Prometheus files and promtool;
 //! - [`spec`]: names the product contract fixes, for the tests that check them.
 #![allow(dead_code)]
 
@@ -19,6 +20,7 @@ pub mod default_ports;
 #[path = "../../src/bin/csta-bench/http.rs"]
 pub mod http;
 pub mod log_capture;
+pub mod observability;
 pub mod process;
 #[path = "../../src/bin/csta-bench/procfs.rs"]
 pub mod procfs;

@@ -166,8 +166,8 @@ pub struct RouterProcess {
     pub child: Child,
     pub clients: SocketAddr,
     pub metrics: SocketAddr,
-    /// Control API address of each embedded simulator that has one, in configuration order.
-    pub controls: Vec<SocketAddr>,
+    /// The control API of each embedded simulator that has one, in configuration order.
+    pub controls: Vec<SimControl>,
     /// The line it printed, parsed.
     pub ready: Value,
     /// The same line as printed.
@@ -238,7 +238,9 @@ impl RouterProcess {
             .unwrap()
             .iter()
             .filter(|s| !s["control"].is_null())
-            .map(|s| addr(&s["control"]))
+            .map(|s| SimControl {
+                addr: addr(&s["control"]),
+            })
             .collect();
         RouterProcess {
             clients: addr(&ready["clients"]),

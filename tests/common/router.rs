@@ -224,6 +224,24 @@ impl Client {
         }
     }
 
+    /// The next reply (a message with a `referenceId`; events are skipped) and its
+    /// `referenceId`, before `deadline`; fails with `what` when none comes.
+    pub async fn next_reply(
+        &mut self,
+        deadline: std::time::Instant,
+        what: impl FnOnce() -> String,
+    ) -> (u64, Value) {
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Some(m) = self.next(left).await else {
+                panic!("{}", what());
+            };
+            if let Some(r) = m.get("referenceId").and_then(Value::as_u64) {
+                return (r, m);
+            }
+        }
+    }
+
     /// Assert nothing arrives within 200 ms.
     pub async fn expect_nothing(&mut self) {
         if let Some(v) = self.next(Duration::from_millis(200)).await {
