@@ -32,9 +32,13 @@ mod call_storm;
 mod direct;
 mod fanout;
 mod http;
+#[cfg(test)]
+mod http_tests;
 mod login_storm;
 mod plan;
 mod procfs;
+#[cfg(test)]
+mod procfs_tests;
 mod redis;
 mod spawn;
 mod stats;

@@ -27,21 +27,3 @@ pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_this_process() {
-        let spin = std::time::Instant::now();
-        while spin.elapsed() < std::time::Duration::from_millis(30) {
-            std::hint::black_box(spin.elapsed());
-        }
-        assert!(cpu_seconds("self").unwrap() > 0.0);
-        let (rss, peak) = memory_mib(std::process::id()).unwrap();
-        assert!(rss > 0.0 && peak >= rss, "{rss} {peak}");
-        assert_eq!(cpu_seconds("no-such-process"), None);
-    }
-}
