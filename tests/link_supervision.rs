@@ -152,18 +152,30 @@ fn deaf_settings(request_timeout: Duration, kpl_interval: Duration) -> LinkSetti
     switch::settings(request_timeout, kpl_interval, 3)
 }
 
+/// Switch `name` linked to a new [`deaf_to_escape`] switch, once its link is up: the switch,
+/// its events and what the fake switch saw.
+async fn deaf_switch(
+    name: &str,
+    request_timeout: Duration,
+    kpl_interval: Duration,
+) -> (
+    SwitchHandle,
+    mpsc::UnboundedReceiver<SwitchEvent>,
+    Arc<Mutex<FakeLog>>,
+) {
+    let (addr, fake) = deaf_to_escape().await;
+    let settings = deaf_settings(request_timeout, kpl_interval);
+    let (switch, mut events) = start_switch(name, addr, settings);
+    link_up(&mut events).await;
+    (switch, events, fake)
+}
+
 #[actix_rt::test]
 async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
     log_buffer();
     let t0 = Instant::now();
-    let (addr, fake) = deaf_to_escape().await;
     let timeout = Duration::from_millis(800);
-    let (switch, mut events) = start_switch(
-        "deaf",
-        addr,
-        deaf_settings(timeout, Duration::from_millis(100)),
-    );
-    link_up(&mut events).await;
+    let (switch, mut events, fake) = deaf_switch("deaf", timeout, Duration::from_millis(100)).await;
     let stats = switch.link_stats[0].clone();
 
     // Ten thousand hot-desk requests the switch will never answer. Of the 9998 request invoke
@@ -298,14 +310,8 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
 
 #[actix_rt::test]
 async fn one_request_unanswered_for_ten_timeouts_resets_the_link() {
-    let (addr, fake) = deaf_to_escape().await;
     let timeout = Duration::from_millis(100);
-    let (switch, mut events) = start_switch(
-        "stuck",
-        addr,
-        deaf_settings(timeout, Duration::from_millis(50)),
-    );
-    link_up(&mut events).await;
+    let (switch, mut events, fake) = deaf_switch("stuck", timeout, Duration::from_millis(50)).await;
     let sent = Instant::now();
     let r = switch
         .addr
