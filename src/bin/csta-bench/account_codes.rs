@@ -22,7 +22,7 @@ use super::spawn::Environment;
 use super::stats::{self, Latency, Progress, Summary, WorkerResult};
 use super::ws::{self, quote};
 use super::{control_post, run_workers, share_client, BenchError, Outcome, Settings, StartGate};
-use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -87,6 +87,54 @@ async fn write_loop(
         }
     }
     let _ = sink.close().await;
+}
+
+/// Read the router's messages until the connection ends (why it ended): replies to their
+/// waiters by `referenceId`, events 501 to their device by `thisDn`, and lost links noted.
+async fn read_loop(
+    mut stream: SplitStream<ws::WsStream>,
+    rpc: Arc<Rpc>,
+    event_tx: HashMap<String, mpsc::UnboundedSender<Value>>,
+    link_errors: Arc<Mutex<Vec<String>>>,
+) -> String {
+    let why = loop {
+        let text = match stream.next().await {
+            None => break "the router closed the connection".to_owned(),
+            Some(Err(e)) => break format!("connection to the router failed: {e}"),
+            Some(Ok(WsMessage::Text(t))) => t,
+            Some(Ok(WsMessage::Close(f))) => {
+                break format!("the router closed the connection: {f:?}")
+            }
+            Some(Ok(_)) => continue,
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if let Some(r) = v["referenceId"].as_u64() {
+            let waiter = rpc
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&r);
+            if let Some(w) = waiter {
+                let _ = w.send(v);
+            }
+        } else if v["message"] == "EventPrivateInfo" && v["privateMsgId"] == 501 {
+            if let Some(tx) = v["thisDn"].as_str().and_then(|d| event_tx.get(d)) {
+                let _ = tx.send(v);
+            }
+        } else if v["message"] == "EventLinkDisconnected" {
+            link_errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!("link lost: {v}"));
+        }
+    };
+    rpc.pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    why
 }
 
 /// Run the scenario and fill in the summary.
@@ -169,7 +217,7 @@ async fn client(
         return (out, 0, Latency::new());
     };
     // Split the connection: a writer task, a reader task routing replies and events.
-    let (sink, mut stream) = c.ws.split();
+    let (sink, stream) = c.ws.split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(sink, out_rx));
     let rpc = Arc::new(Rpc {
@@ -185,50 +233,12 @@ async fn client(
         event_rx.insert(p.guest.clone(), rx);
     }
     let link_errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let rpc = rpc.clone();
-        let link_errors = link_errors.clone();
-        tokio::spawn(async move {
-            let why = loop {
-                let text = match stream.next().await {
-                    None => break "the router closed the connection".to_owned(),
-                    Some(Err(e)) => break format!("connection to the router failed: {e}"),
-                    Some(Ok(WsMessage::Text(t))) => t,
-                    Some(Ok(WsMessage::Close(f))) => {
-                        break format!("the router closed the connection: {f:?}")
-                    }
-                    Some(Ok(_)) => continue,
-                };
-                let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                    continue;
-                };
-                if let Some(r) = v["referenceId"].as_u64() {
-                    let waiter = rpc
-                        .pending
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&r);
-                    if let Some(w) = waiter {
-                        let _ = w.send(v);
-                    }
-                } else if v["message"] == "EventPrivateInfo" && v["privateMsgId"] == 501 {
-                    if let Some(tx) = v["thisDn"].as_str().and_then(|d| event_tx.get(d)) {
-                        let _ = tx.send(v);
-                    }
-                } else if v["message"] == "EventLinkDisconnected" {
-                    link_errors
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(format!("link lost: {v}"));
-                }
-            };
-            rpc.pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
-            why
-        })
-    };
+    let reader = tokio::spawn(read_loop(
+        stream,
+        rpc.clone(),
+        event_tx,
+        link_errors.clone(),
+    ));
     if gate.ready(Ok(())).await.is_none() {
         reader.abort();
         return (out, 0, Latency::new());

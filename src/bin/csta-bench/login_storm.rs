@@ -20,7 +20,7 @@ use super::direct::CstaConn;
 use super::plan::{Pair, Plan};
 use super::spawn::Environment;
 use super::stats::{self, Progress, Summary, WorkerResult};
-use super::ws::{self, quote};
+use super::ws::{self, quote, WsClient};
 use super::{run_workers, setup_window, share_client, Outcome, Schedule, Settings, StartGate};
 use csta_router::csta::{HotDeskAction, HotDeskRequest, Message};
 use futures_util::stream::FuturesUnordered;
@@ -247,61 +247,12 @@ async fn router_client(
             },
             _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => continue,
         };
-        let m = ws::parse(&text).unwrap_or_default();
-        let Some(r) = m.reference_id else {
-            if m.message == "EventPrivateInfo" {
-                out.events += 1;
-            } else if m.message == "EventLinkDisconnected" {
-                out.error(&progress, || {
-                    format!("client {index}: link lost: {}", ws::describe(&text))
-                });
-            }
-            continue;
-        };
-        let Some((op, due)) = pending.remove(&r) else {
-            out.error(&progress, || {
-                format!(
-                    "client {index}: reply to no request of ours: {}",
-                    ws::describe(&text)
-                )
-            });
-            continue;
-        };
-        let pair = &pairs[op.pair];
-        let ok = m.message == "EventPrivateInfo"
-            && m.private_msg_id == Some(if op.associate { 1 } else { 2 })
-            && m.this_dn == Some(pair.guest.as_str())
-            && m.other_dn == Some(pair.host.as_str());
-        if ok {
-            out.succeeded(&progress, due);
-        } else {
-            out.error(&progress, || {
-                format!(
-                    "client {index}: {} {}→{}: {}",
-                    if op.associate { "associate" } else { "cancel" },
-                    pair.guest,
-                    pair.host,
-                    ws::describe(&text)
-                )
-            });
-        }
+        on_message(&mut out, &progress, index, &pairs, &mut pending, &text);
     }
     // The last operations' events may still be on their way: each operation makes exactly
     // one event for this client (on its guest's monitor), so wait for them, within the drain.
     if failure.is_none() {
-        let expected = pacer.len() as u64;
-        let deadline = tokio::time::Instant::now() + drain;
-        while out.events < expected {
-            match tokio::time::timeout_at(deadline, c.recv()).await {
-                Ok(Ok(text)) => {
-                    let m = ws::parse(&text).unwrap_or_default();
-                    if m.reference_id.is_none() && m.message == "EventPrivateInfo" {
-                        out.events += 1;
-                    }
-                }
-                Ok(Err(_)) | Err(_) => break,
-            }
-        }
+        await_events(&mut c, &mut out, pacer.len() as u64, drain).await;
     }
     if let Some(e) = failure {
         let lost = (pacer.unsent() + pending.len()) as u64;
@@ -317,6 +268,112 @@ async fn router_client(
     out
 }
 
+/// Count one message a router client read: an event, or the reply to one of its `pending`
+/// requests, checked against the request's operation.
+fn on_message(
+    out: &mut WorkerResult,
+    progress: &Progress,
+    index: usize,
+    pairs: &[Pair],
+    pending: &mut HashMap<u64, (Op, Instant)>,
+    text: &str,
+) {
+    let m = ws::parse(text).unwrap_or_default();
+    let Some(r) = m.reference_id else {
+        if m.message == "EventPrivateInfo" {
+            out.events += 1;
+        } else if m.message == "EventLinkDisconnected" {
+            out.error(progress, || {
+                format!("client {index}: link lost: {}", ws::describe(text))
+            });
+        }
+        return;
+    };
+    let Some((op, due)) = pending.remove(&r) else {
+        out.error(progress, || {
+            format!(
+                "client {index}: reply to no request of ours: {}",
+                ws::describe(text)
+            )
+        });
+        return;
+    };
+    let pair = &pairs[op.pair];
+    let ok = m.message == "EventPrivateInfo"
+        && m.private_msg_id == Some(if op.associate { 1 } else { 2 })
+        && m.this_dn == Some(pair.guest.as_str())
+        && m.other_dn == Some(pair.host.as_str());
+    if ok {
+        out.succeeded(progress, due);
+    } else {
+        out.error(progress, || {
+            format!(
+                "client {index}: {} {}→{}: {}",
+                if op.associate { "associate" } else { "cancel" },
+                pair.guest,
+                pair.host,
+                ws::describe(text)
+            )
+        });
+    }
+}
+
+/// Wait (within `drain`) until the client has received `expected` hot-desk events in all.
+async fn await_events(c: &mut WsClient, out: &mut WorkerResult, expected: u64, drain: Duration) {
+    let deadline = tokio::time::Instant::now() + drain;
+    while out.events < expected {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(text)) => {
+                let m = ws::parse(&text).unwrap_or_default();
+                if m.reference_id.is_none() && m.message == "EventPrivateInfo" {
+                    out.events += 1;
+                }
+            }
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+}
+
+/// Start a monitor on each guest over the direct links, at most `window` at a time.
+async fn start_monitors(
+    pairs: &[Pair],
+    conns: &[Arc<CstaConn>],
+    window: usize,
+    progress: &Progress,
+) -> Result<(), String> {
+    let mut inflight = FuturesUnordered::new();
+    let mut next = 0usize;
+    while next < pairs.len() || !inflight.is_empty() {
+        while next < pairs.len() && inflight.len() < window {
+            let p = &pairs[next];
+            let conn = conns
+                .get(p.switch)
+                .cloned()
+                .ok_or_else(|| format!("no CSTA link for switch {}", p.switch + 1))?;
+            let guest = p.guest.clone();
+            inflight.push(async move {
+                let r = conn
+                    .request(&Message::MonitorStart {
+                        device: guest.clone(),
+                    })
+                    .await;
+                (guest, r)
+            });
+            next += 1;
+        }
+        if let Some((guest, r)) = inflight.next().await {
+            match r {
+                Ok(Message::MonitorStartResponse { .. }) => {
+                    progress.setup.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(other) => return Err(format!("MonitorStart {guest}: answered {other:?}")),
+                Err(e) => return Err(format!("MonitorStart {guest}: {e}")),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One direct worker: the same operations over the shared CSTA links.
 async fn direct_worker(
     index: usize,
@@ -328,42 +385,10 @@ async fn direct_worker(
 ) -> WorkerResult {
     let mut out = WorkerResult::default();
     // Setup: a monitor on each guest, as the router starts one when a client registers it.
-    let setup_limit = setup_window(s.plan.switches, s.args.clients, 64);
-    let setup = async {
-        let mut inflight = FuturesUnordered::new();
-        let mut next = 0usize;
-        while next < pairs.len() || !inflight.is_empty() {
-            while next < pairs.len() && inflight.len() < setup_limit {
-                let p = &pairs[next];
-                let conn = conns
-                    .get(p.switch)
-                    .cloned()
-                    .ok_or_else(|| format!("no CSTA link for switch {}", p.switch + 1))?;
-                let guest = p.guest.clone();
-                inflight.push(async move {
-                    let r = conn
-                        .request(&Message::MonitorStart {
-                            device: guest.clone(),
-                        })
-                        .await;
-                    (guest, r)
-                });
-                next += 1;
-            }
-            if let Some((guest, r)) = inflight.next().await {
-                match r {
-                    Ok(Message::MonitorStartResponse { .. }) => {
-                        progress.setup.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(other) => return Err(format!("MonitorStart {guest}: answered {other:?}")),
-                    Err(e) => return Err(format!("MonitorStart {guest}: {e}")),
-                }
-            }
-        }
-        Ok::<(), String>(())
-    };
+    let window = setup_window(s.plan.switches, s.args.clients, 64);
+    let setup = start_monitors(&pairs, &conns, window, &progress).await;
     if gate
-        .check(&format!("worker {index}"), setup.await)
+        .check(&format!("worker {index}"), setup)
         .await
         .is_none()
     {

@@ -229,6 +229,11 @@ impl Summary {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// The value of a numeric key (0 when absent).
+    pub fn get_f(&self, key: &str) -> f64 {
+        self.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+    }
+
     /// Add the throughput and latency keys common to every scenario.
     pub fn set_measure(&mut self, ops: u64, elapsed: Duration, latency: &Latency) {
         let secs = elapsed.as_secs_f64();
