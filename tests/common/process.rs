@@ -65,15 +65,20 @@ impl Drop for Killed {
 
 /// The JSON line a binary prints on stdout once it listens (its addresses), as printed and
 /// parsed. `what` names it in the failure, with `log` (where its messages went) when it
-/// printed none.
+/// printed none; the child is killed then, so a failed start leaves no process behind.
 pub fn ready_line(child: &mut Child, what: &str, log: impl FnOnce() -> String) -> (String, Value) {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("{what} did not start ({e}): {line:?}\n{}", log()));
-    (line.trim_end().to_owned(), value)
+    match serde_json::from_str(&line) {
+        Ok(value) => (line.trim_end().to_owned(), value),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not start ({e}): {line:?}\n{}", log())
+        }
+    }
 }
 
 /// Wait for a child to exit: its status, or `None` (and the child killed) after `limit`.
@@ -232,19 +237,28 @@ impl RouterProcess {
         let (line, ready) = ready_line(&mut child, "the router", || {
             std::fs::read_to_string(&log).unwrap_or_default()
         });
-        let addr = |v: &Value| -> SocketAddr { v.as_str().unwrap().parse().unwrap() };
-        let controls = ready["simulators"]
+        let addr = |v: &Value| -> Option<SocketAddr> { v.as_str()?.parse().ok() };
+        let controls: Option<Vec<SimControl>> = ready["simulators"]
             .as_array()
-            .unwrap()
-            .iter()
+            .into_iter()
+            .flatten()
             .filter(|s| !s["control"].is_null())
-            .map(|s| SimControl {
-                addr: addr(&s["control"]),
+            .map(|s| {
+                Some(SimControl {
+                    addr: addr(&s["control"])?,
+                })
             })
             .collect();
+        let (Some(clients), Some(metrics), Some(controls)) =
+            (addr(&ready["clients"]), addr(&ready["metrics"]), controls)
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the router printed no usable addresses: {line}");
+        };
         RouterProcess {
-            clients: addr(&ready["clients"]),
-            metrics: addr(&ready["metrics"]),
+            clients,
+            metrics,
             controls,
             ready,
             line,
