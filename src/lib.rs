@@ -64,7 +64,6 @@
 //! switches spreads the load without adding threads.
 
 pub mod audit;
-pub mod bench;
 pub mod client;
 pub mod config;
 pub mod csta;

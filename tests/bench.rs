@@ -3,29 +3,16 @@
 //! router started by the bench itself), and login-storm with `--direct`. Each checks the
 //! one-line JSON summary, the exit status, and that nothing panicked.
 
+mod common;
+use common::process;
+
+use process::BENCH;
 use serde_json::Value;
 use std::process::Command;
 
 /// Run csta-bench with `args`; returns the parsed summary line after checking the run.
-fn bench(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_csta-bench"))
-        .args(args)
-        .output()
-        .expect("csta-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("panicked at"),
-        "something panicked during csta-bench {args:?}:\n{stderr}"
-    );
-    assert!(
-        out.status.success(),
-        "csta-bench {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-        out.status
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one summary line: {stdout}");
-    let v: Value = serde_json::from_str(lines[0]).expect("the summary is JSON");
+fn bench(args: &str) -> Value {
+    let (v, stderr) = process::bench_summary(args);
     for key in [
         "scenario",
         "mode",
@@ -59,16 +46,7 @@ fn bench(args: &[&str]) -> Value {
 
 #[test]
 fn login_storm_through_the_router() {
-    let v = bench(&[
-        "login-storm",
-        "--spawn",
-        "--switches",
-        "2",
-        "--clients",
-        "4",
-        "--dns",
-        "200",
-    ]);
+    let v = bench("login-storm --spawn --switches 2 --clients 4 --dns 200");
     assert_eq!(v["scenario"], "login-storm");
     assert_eq!(v["mode"], "router");
     assert_eq!(v["switches"], 2);
@@ -85,17 +63,7 @@ fn login_storm_through_the_router() {
 
 #[test]
 fn login_storm_direct_baseline() {
-    let v = bench(&[
-        "login-storm",
-        "--spawn",
-        "--direct",
-        "--switches",
-        "2",
-        "--clients",
-        "4",
-        "--dns",
-        "200",
-    ]);
+    let v = bench("login-storm --spawn --direct --switches 2 --clients 4 --dns 200");
     assert_eq!(v["mode"], "direct");
     assert_eq!(v["ops"], 400, "{v}");
     // The same requests in flight as the router run: 4 clients x 2.
@@ -106,20 +74,7 @@ fn login_storm_direct_baseline() {
 
 #[test]
 fn fanout_to_monitors() {
-    let v = bench(&[
-        "fanout",
-        "--spawn",
-        "--switches",
-        "2",
-        "--dns",
-        "50",
-        "--monitors",
-        "3",
-        "--rounds",
-        "2",
-        "--window",
-        "64",
-    ]);
+    let v = bench("fanout --spawn --switches 2 --dns 50 --monitors 3 --rounds 2 --window 64");
     assert_eq!(v["scenario"], "fanout");
     assert_eq!(v["clients"], 3);
     assert_eq!(v["losses"], 0, "{v}");
@@ -135,18 +90,7 @@ fn fanout_to_monitors() {
 
 #[test]
 fn account_codes_from_phones_and_clients() {
-    let v = bench(&[
-        "account-codes",
-        "--spawn",
-        "--switches",
-        "2",
-        "--clients",
-        "3",
-        "--dns",
-        "30",
-        "--rounds",
-        "2",
-    ]);
+    let v = bench("account-codes --spawn --switches 2 --clients 3 --dns 30 --rounds 2");
     assert_eq!(v["scenario"], "account-codes");
     assert_eq!(v["losses"], 0, "{v}");
     // 30 devices x 2 codes set by the clients, each answered and then reported.
@@ -157,7 +101,7 @@ fn account_codes_from_phones_and_clients() {
 
 #[test]
 fn bad_usage_is_refused_with_a_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_csta-bench"))
+    let out = Command::new(BENCH)
         .args(["login-storm", "--switches", "3"])
         .output()
         .unwrap();
@@ -165,7 +109,7 @@ fn bad_usage_is_refused_with_a_message() {
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--spawn"), "{stderr}");
-    let out = Command::new(env!("CARGO_BIN_EXE_csta-bench"))
+    let out = Command::new(BENCH)
         .args(["login-storm", "--spawn", "--switches", "12"])
         .output()
         .unwrap();
@@ -180,15 +124,13 @@ fn bad_usage_is_refused_with_a_message() {
 #[test]
 fn redis_fanout_yardstick_smoke() {
     // A redis-server on a free loopback port (Debian's redis-server; .ci/run installs it).
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut redis = Command::new("redis-server")
+    let port = process::free_port();
+    let redis = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("redis-server is needed for this test ({e}); install Debian's redis-server package (bash .ci/run does)"));
+    let _redis = process::Killed(redis);
     let addr = format!("127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::net::TcpStream::connect(&addr).is_err() {
@@ -198,27 +140,9 @@ fn redis_fanout_yardstick_smoke() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_csta-bench"))
-        .args([
-            "redis-fanout",
-            "--redis",
-            &addr,
-            "--monitors",
-            "5",
-            "--dns",
-            "200",
-        ])
-        .output()
-        .unwrap();
-    let _ = redis.kill();
-    let _ = redis.wait();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let (v, _) = process::bench_summary(&format!(
+        "redis-fanout --redis {addr} --monitors 5 --dns 200"
+    ));
     assert_eq!(v["scenario"], "redis-fanout");
     assert_eq!(v["expected"], 5 * 2 * 200);
     assert_eq!(v["ops"], 5 * 2 * 200);
@@ -236,16 +160,9 @@ fn redis_fanout_yardstick_smoke() {
 #[test]
 fn registered_dns_stay_within_the_memory_budget() {
     let rss = |dns: &str| {
-        let v = bench(&[
-            "login-storm",
-            "--spawn",
-            "--switches",
-            "1",
-            "--clients",
-            "10",
-            "--dns",
-            dns,
-        ]);
+        let v = bench(&format!(
+            "login-storm --spawn --switches 1 --clients 10 --dns {dns}"
+        ));
         v["router_rss_mib"]
             .as_f64()
             .unwrap_or_else(|| panic!("no router_rss_mib in {v}"))

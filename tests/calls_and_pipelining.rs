@@ -15,73 +15,30 @@
 //!   monitors are being restored on a new connection.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{config, process, procfs, router, sim_control};
 
-use process::RouterProcess;
+use process::{RouterProcess, SimProcess};
 use router::{config_text, dialect_from_env, Client, Router};
 use serde_json::{json, Value};
 use sim_control::SimControl;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// A `pbx-sim` process, killed when dropped.
-struct Sim {
-    child: std::process::Child,
-    control: SimControl,
-    link: String,
-}
-
-impl Sim {
-    fn start(dns: &[&str]) -> Sim {
-        let mut args = vec!["--name", "sw1", "--link", "127.0.0.1:0"];
-        args.extend(["--control", "127.0.0.1:0"]);
-        for d in dns {
-            args.extend(["--dns", d]);
-        }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pbx-sim"))
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap();
-        Sim {
-            control: SimControl {
-                addr: ready["control"].as_str().unwrap().parse().unwrap(),
-            },
-            link: ready["links"][0].as_str().unwrap().to_owned(),
-            child,
-        }
+/// A `pbx-sim` process for switch sw1 owning `dns`, with its control API.
+fn sim(dns: &[&str]) -> SimProcess {
+    let mut args = vec!["--name", "sw1", "--link", "127.0.0.1:0"];
+    args.extend(["--control", "127.0.0.1:0"]);
+    for d in dns {
+        args.extend(["--dns", d]);
     }
+    SimProcess::start(&args, Stdio::null())
 }
 
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// CPU time (user + system, all threads) of a process so far, in clock ticks, from
-/// `/proc/<pid>/stat` (fields 14 and 15).
+/// CPU time (user + system, all threads) of a process so far, in clock ticks (1/100 s).
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    (procfs::cpu_seconds(&pid.to_string()).unwrap() * 100.0).round() as u64
 }
 
 /// A metric of switch sw1 from the router's `/metrics`.
@@ -192,28 +149,13 @@ async fn wait_for_calls(
 #[test]
 fn call_tracking_costs_as_much_per_call_at_100k_calls_on_a_dn_as_at_10k() {
     let _serial = one_at_a_time();
-    let sim = Sim::start(&["4000-4999", "5000-5999"]);
-    let config = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-# The test's client does not read (nor answer pings) while the calls pour in.
-client-ping-interval = "1h"
-[options]
-request-timeout = "4s"
-kpl-interval = "0s"
-# Every call of the storm stays tracked: the cost measured is the tables', not the eviction's.
-max-calls-per-dn = 1000000
-max-calls-per-switch = 1000000
-[[switch]]
-name = "sw1"
-dns = ["4000-4999", "5000-5999"]
-[[switch.link]]
-address = "{}"
-"#,
-        sim.link
-    );
+    let sim = sim(&["4000-4999", "5000-5999"]);
+    // The test's client does not read (nor answer pings) while the calls pour in. Every call
+    // of the storm stays tracked: the cost measured is the tables', not the eviction's.
+    let config = config::head(
+        "client-ping-interval = \"1h\"",
+        "request-timeout = \"4s\"\nkpl-interval = \"0s\"\nmax-calls-per-dn = 1000000\nmax-calls-per-switch = 1000000",
+    ) + &config::switch("sw1", &["4000-4999", "5000-5999"], "", &[&sim.link()]);
     let r = RouterProcess::start("call-cpu", &config);
     let rt = process::runtime();
     rt.block_on(async {
@@ -225,7 +167,7 @@ address = "{}"
         let pid = r.child.id();
         let cpu0 = cpu_ticks(pid);
         let t0 = Instant::now();
-        storm(sim.control, "5001", "4001", 10_000, 10_000, None).await;
+        storm(sim.control(), "5001", "4001", 10_000, 10_000, None).await;
         let small = wait_for_calls(
             &r,
             10_000.0,
@@ -239,7 +181,7 @@ address = "{}"
         let small_wall = t0.elapsed();
         let cpu1 = cpu_ticks(pid);
         let t1 = Instant::now();
-        let control = sim.control;
+        let control = sim.control();
         let storming =
             tokio::spawn(async move { storm(control, "5001", "4001", 100_000, 10_000, None).await });
         // A quadratic table costs about 120 times the CPU of the first 10,000 calls here;
@@ -289,9 +231,7 @@ fn a_call_storm_on_one_dn_does_not_time_out_the_other_dns_requests() {
             1,
         ),
     );
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
+    let sw1 = r.controls[0];
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
@@ -462,9 +402,7 @@ fn pipelining_config() -> String {
 fn pipelined_requests_on_a_dn_get_one_reply_each_in_order_and_leave_no_monitor() {
     let _serial = one_at_a_time();
     let r = RouterProcess::start("pipelined", &pipelining_config());
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
+    let sw1 = r.controls[0];
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
@@ -555,9 +493,7 @@ fn pipelined_requests_on_a_dn_get_one_reply_each_in_order_and_leave_no_monitor()
 fn an_unregister_while_monitors_are_restored_stops_the_restored_monitor() {
     let _serial = one_at_a_time();
     let r = RouterProcess::start("restore-unregister", &pipelining_config());
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
+    let sw1 = r.controls[0];
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
@@ -607,28 +543,8 @@ fn an_unregister_while_monitors_are_restored_stops_the_restored_monitor() {
 #[test]
 fn the_call_storm_bench_measures_the_other_dns_requests_during_a_storm() {
     let _serial = one_at_a_time();
-    let out = Command::new(env!("CARGO_BIN_EXE_csta-bench"))
-        .args([
-            "call-storm",
-            "--spawn",
-            "--switches",
-            "1",
-            "--clients",
-            "2",
-            "--dns",
-            "10",
-            "--calls",
-            "3000",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked at"), "{stderr}");
-    assert!(out.status.success(), "{}: {stdout} {stderr}", out.status);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one summary line: {stdout}");
-    let v: Value = serde_json::from_str(lines[0]).unwrap();
+    let (v, _) =
+        process::bench_summary("call-storm --spawn --switches 1 --clients 2 --dns 10 --calls 3000");
     assert_eq!(v["scenario"], "call-storm", "{v}");
     assert_eq!(v["calls"], 3000, "{v}");
     assert_eq!(v["errors"], 0, "{v}");

@@ -4,18 +4,14 @@
 //! ends of connections (close frames answered, abrupt drops).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{process, router};
 
+use csta_router::protocol::MAX_APPLICATION_LEN;
 use futures_util::{SinkExt, StreamExt};
 use process::RouterProcess;
 use router::Client;
 use serde_json::{json, Value};
-use sim_control::SimControl;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -230,9 +226,7 @@ fn a_client_that_stops_reading_with_room_in_its_queue_is_a_slow_consumer() {
         1,
     );
     let r = RouterProcess::start("stops-reading", &config);
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
+    let sw1 = r.controls[0];
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
@@ -399,7 +393,7 @@ fn audit_lines_cannot_be_forged_and_name_the_matched_application() {
         assert_eq!(forger.closed().await, 1008);
         let mut too_long = Client::connect(&r.url()).await;
         let reply = too_long
-            .request(open_request(&"a".repeat(65), Some(TOKEN)))
+            .request(open_request(&"a".repeat(MAX_APPLICATION_LEN + 1), Some(TOKEN)))
             .await;
         assert_eq!(reply["errorCode"], 53, "{reply}");
         assert_eq!(too_long.closed().await, 1008);

@@ -3,6 +3,7 @@
 //! input (arbitrary bytes, XML-like token soup, mutations of valid messages and frames).
 
 use bytes::BytesMut;
+use csta_router::csta::message::ERROR_CATEGORIES;
 use csta_router::csta::xml::Element;
 use csta_router::csta::{
     encode_frame, AccodeEncoding, CallEvent, CallEventKind, Connection, CstaCodec, CstaError,
@@ -104,19 +105,6 @@ const KNOWN_ROOTS: &[&str] = &[
     "TransferredEvent",
 ];
 
-const ERROR_CATEGORIES: &[&str] = &[
-    "operation",
-    "security",
-    "stateIncompatibility",
-    "systemResourceAvailability",
-    "systemResourceAvailibility",
-    "subscribedResourceAvailability",
-    "performanceManagement",
-    "privateData",
-    "unspecified",
-    "privateErrorCode",
-];
-
 /// Which devices a kind of call event carries: (subject device, other device).
 fn devices_of(kind: CallEventKind) -> (bool, bool) {
     use CallEventKind::*;
@@ -216,7 +204,7 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(call, account_code)| Message::AssociateData { call, account_code })
             .boxed(),
         Just(Message::AssociateDataResponse).boxed(),
-        (prop::sample::select(ERROR_CATEGORIES), text())
+        (prop::sample::select(&ERROR_CATEGORIES[..]), text())
             .prop_map(|(category, value)| Message::Error(CstaError::new(category, value)))
             .boxed(),
         other_name.prop_map(|name| Message::Other { name }).boxed(),

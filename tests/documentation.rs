@@ -4,22 +4,19 @@
 //! lines; the configuration keys it names; the systemd unit, the container recipe and the
 //! licence file.
 
-#[path = "common/default_ports.rs"]
-mod default_ports;
+mod common;
+use common::{default_ports, http, process};
 
-use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-const ROUTER: &str = env!("CARGO_BIN_EXE_csta-router");
-const PBX_SIM: &str = env!("CARGO_BIN_EXE_pbx-sim");
-const BENCH: &str = env!("CARGO_BIN_EXE_csta-bench");
+use process::{RouterProcess, SimProcess, ROUTER};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -106,66 +103,24 @@ fn shell_words(line: &str) -> Vec<String> {
     words
 }
 
-/// One HTTP/1.1 request (`Connection: close`): status and body.
-async fn http(
-    addr: &str,
+/// One HTTP request, its header fields written as in curl's `-H` (`Name: value`): status and
+/// body.
+async fn exchange(
+    addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[String],
     body: &str,
 ) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for h in headers {
-        request.push_str(h);
-        request.push_str("\r\n");
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw))
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|h| h.split_once(": ").unwrap())
+        .collect();
+    let within = Duration::from_secs(30);
+    let r = http::request(addr, method, path, &headers, body.as_bytes(), within)
         .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no reply within 30 s"))
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
-
-/// Wait for a child to exit, killing it after `limit`.
-fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
-/// Kill the child if a test fails half-way.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+        .unwrap_or_else(|e| panic!("{e}"));
+    (r.status, r.text())
 }
 
 /// The README's "Trying it" session, control API examples, `pbx-sim` example and `csta-bench
@@ -175,27 +130,17 @@ fn the_readme_examples_work_against_the_real_binaries() {
     let readme = read("README.md");
     let blocks = code_blocks(&readme);
     let _ports = default_ports::lock();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("router.log");
-    // No config/ in the working directory: the embedded default.
-    let child = Command::new(ROUTER)
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut router = Guard(child);
-    let mut line = String::new();
-    BufReader::new(router.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let router_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    // No configuration file, and no config/ in its working directory: the embedded default.
+    let router = RouterProcess::start_with(None, &[], &[]);
+    let router_log = || router.log();
+    // Where it listens, from the line it printed (compared with the README's just below).
+    let (clients, metrics) = (router.clients, router.metrics);
+    let sw1_control = router.controls[0].addr;
 
     // The stdout line, as documented.
     let documented = block_with(&blocks, "\"clients\":\"127.0.0.1:7700\"");
     assert_eq!(
-        timeless(&line),
+        timeless(&router.line),
         timeless(documented.trim()),
         "the router's stdout line differs from the README's"
     );
@@ -205,16 +150,12 @@ fn the_readme_examples_work_against_the_real_binaries() {
         router_log()
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = process::runtime();
     rt.block_on(async {
         // Both switches connected, as on a router that has been running a moment.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (_, body) = http("127.0.0.1:9464", "GET", "/readyz", &[], "").await;
+            let (_, body) = exchange(metrics, "GET", "/readyz", &[], "").await;
             if body.matches("link connected").count() == 2 {
                 break;
             }
@@ -225,7 +166,7 @@ fn the_readme_examples_work_against_the_real_binaries() {
         // (a) The sample session: every ">>" sent, every "<<" compared with what the router
         // sends (`time` aside), in order.
         let session = block_with(&blocks, ">> {\"message\": \"RequestOpen\"");
-        let (mut ws, _) = tokio_tungstenite::connect_async("ws://127.0.0.1:7700/v1")
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{clients}/v1"))
             .await
             .unwrap();
         let mut exchanged = 0;
@@ -261,21 +202,10 @@ fn the_readme_examples_work_against_the_real_binaries() {
         let joined = bench.replace("\\\n", " ");
         let mut ran = 0;
         for l in joined.lines().filter(|l| l.contains("csta-bench") && l.contains("--router")) {
-            let words = shell_words(l);
-            let args = &words[1..];
-            let out = tokio::task::spawn_blocking({
-                let args = args.to_vec();
-                move || Command::new(BENCH).args(&args).output().unwrap()
-            })
-            .await
-            .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "README example failed: {l}\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+            let args = shell_words(l)[1..].join(" ");
+            let (v, _) = tokio::task::spawn_blocking(move || process::bench_summary(&args))
+                .await
+                .unwrap();
             assert_eq!((&v["errors"], &v["losses"]), (&0.into(), &0.into()), "{l}: {v}");
             ran += 1;
         }
@@ -314,12 +244,12 @@ fn the_readme_examples_work_against_the_real_binaries() {
                 );
             }
             let (status, reply) =
-                http("127.0.0.1:10481", method, &path.unwrap(), &headers, &body).await;
+                exchange(sw1_control, method, &path.unwrap(), &headers, &body).await;
             assert_eq!(status, 200, "README example {l} answered {reply}");
             sent += 1;
         }
         assert!(sent >= 20, "only {sent} control API examples");
-        let (_, state) = http("127.0.0.1:10481", "GET", "/state", &[], "").await;
+        let (_, state) = exchange(sw1_control, "GET", "/state", &[], "").await;
         let state: Value = serde_json::from_str(&state).unwrap();
         assert_eq!(state["faults"]["stall"], false, "the examples end with faults cleared");
     });
@@ -331,37 +261,18 @@ fn the_readme_examples_work_against_the_real_binaries() {
         .expect("a `cargo run --release --bin pbx-sim -- ...` example");
     let words = shell_words(example);
     let args = &words[words.iter().position(|w| w == "--").unwrap() + 1..];
-    let child = Command::new(PBX_SIM)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut sim = Guard(child);
-    let mut printed = String::new();
-    BufReader::new(sim.0.stdout.take().unwrap())
-        .read_line(&mut printed)
-        .unwrap();
+    let sim = SimProcess::start(args, Stdio::null());
     let documented = block_with(&blocks, "{\"links\":[\"127.0.0.1:10501\"]");
     assert_eq!(
-        printed.trim(),
+        sim.line,
         documented.trim(),
         "pbx-sim's stdout line differs from the README's"
     );
-    sigterm(&sim.0);
-    let status = wait(&mut sim.0, Duration::from_secs(10));
+    let status = sim.stop();
     assert!(status.is_some_and(|s| s.success()), "pbx-sim: {status:?}");
 
-    // A clean stop, with no warning from the stop on.
-    sigterm(&router.0);
-    let status = wait(&mut router.0, Duration::from_secs(15));
-    let log = router_log();
-    assert!(!log.contains("panicked at"), "{log}");
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "router exit {status:?}:\n{log}"
-    );
+    // A clean stop (no panic, exit 0), with no warning from the stop on.
+    let log = router.stop();
     let (_, stop) = log.split_once("shutting down").unwrap();
     assert!(!stop.contains("WARN"), "warnings during the stop:\n{stop}");
 }

@@ -5,59 +5,25 @@
 //! through its HTTP control API, as a phone or a faulty switch would act.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{sim_control, switch};
 
-use actix::prelude::*;
-use csta_router::csta::{
-    AccodeEncoding, Connection, CstaError, Dialect, EscapeRoot, HotDeskAction, HotDeskRequest,
-    HotDeskState, Message, PrivateDataPosition,
-};
+use csta_router::csta::{Connection, CstaError, Dialect, HotDeskState, InvokeId, Message};
 use csta_router::dnplan::DnPlan;
 use csta_router::link::{
-    LinkConfig, LinkError, LinkSettings, LinkState, MonitorOutcome, StartMonitor, Switch,
-    SwitchConfig, SwitchEvent, SwitchHandle, SwitchRequest, SwitchStatusQuery,
+    LinkError, LinkSettings, LinkState, MonitorOutcome, StartMonitor, SwitchEvent, SwitchHandle,
+    SwitchRequest, SwitchStatusQuery,
 };
 use csta_router::sim::{SimConfig, Simulator};
 use serde_json::json;
 use sim_control::SimControl;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switch::{associate, cancel, second_dialect};
 use tokio::sync::mpsc;
 
-/// Forwards switch events to the test.
-struct Collector(mpsc::UnboundedSender<SwitchEvent>);
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-impl Handler<SwitchEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, ev: SwitchEvent, _: &mut Self::Context) {
-        let _ = self.0.send(ev);
-    }
-}
-
-fn second_dialect() -> Dialect {
-    Dialect {
-        csta_namespace: "http://www.ecma-international.org/standards/ecma-323/csta/ed6".into(),
-        hotdesk_namespace: "urn:example:hotdesk".into(),
-        escape_root: EscapeRoot::EscapeService,
-        private_data: PrivateDataPosition::Extensions,
-        accode_encoding: AccodeEncoding::Hex,
-    }
-}
-
 fn fast_settings() -> LinkSettings {
-    LinkSettings {
-        request_timeout: Duration::from_millis(1500),
-        kpl_interval: Duration::ZERO,
-        kpl_tolerance: 2,
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        connect_timeout: Duration::from_millis(500),
-        ..LinkSettings::default()
-    }
+    switch::settings(Duration::from_millis(1500), Duration::ZERO, 2)
 }
 
 struct Rig {
@@ -80,26 +46,7 @@ async fn rig(links: usize, dialect: Dialect, settings: LinkSettings) -> Rig {
     let control = SimControl {
         addr: sim.control_addr().unwrap(),
     };
-    let (tx, events) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let switch = Switch::start(
-        SwitchConfig {
-            name: "sw1".into(),
-            links: sim
-                .link_addrs()
-                .into_iter()
-                .enumerate()
-                .map(|(i, address)| LinkConfig {
-                    address,
-                    priority: i as u32 + 1,
-                })
-                .collect(),
-            dialect,
-            settings,
-        },
-        collector.recipient(),
-        &[],
-    );
+    let (switch, events) = switch::start_switch("sw1", sim.link_addrs(), dialect, settings);
     let mut rig = Rig {
         sim,
         control,
@@ -120,15 +67,7 @@ impl Rig {
 
     /// Skip events until one matches.
     async fn wait_for(&mut self, what: &str, pred: impl Fn(&SwitchEvent) -> bool) -> SwitchEvent {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.events.recv()).await {
-                Ok(Some(ev)) if pred(&ev) => return ev,
-                Ok(Some(_)) => continue,
-                _ => panic!("timed out waiting for {what}"),
-            }
-        }
+        switch::wait_for(&mut self.events, Duration::from_secs(5), what, pred).await
     }
 
     async fn expect_link_up(&mut self, link: usize) {
@@ -182,20 +121,6 @@ impl Rig {
             panic!("unexpected event {ev:?}");
         }
     }
-}
-
-fn associate(guest: &str, host: &str) -> Message {
-    Message::Escape(HotDeskRequest {
-        guest: guest.into(),
-        action: HotDeskAction::Associate { host: host.into() },
-    })
-}
-
-fn cancel(guest: &str) -> Message {
-    Message::Escape(HotDeskRequest {
-        guest: guest.into(),
-        action: HotDeskAction::Cancel,
-    })
 }
 
 fn rejected(r: Result<Message, LinkError>) -> CstaError {
@@ -383,8 +308,11 @@ async fn hundred_pipelined_requests_with_random_delays_each_get_their_own_answer
 
 #[actix_rt::test]
 async fn invoke_ids_wrap_after_9998_without_reusing_one_in_flight() {
+    // Request invoke IDs run 0001 to 9998 (SPEC section 5), the codec's LAST_REQUEST.
+    let last = InvokeId::LAST_REQUEST;
+    let ids = usize::from(last - InvokeId::FIRST_REQUEST + 1);
     let settings = LinkSettings {
-        first_invoke_id: 9997,
+        first_invoke_id: last - 1,
         request_timeout: Duration::from_secs(20),
         ..fast_settings()
     };
@@ -397,8 +325,8 @@ async fn invoke_ids_wrap_after_9998_without_reusing_one_in_flight() {
     r.post("/faults/delay", json!({"ms": 0})).await;
     let started = Instant::now();
     let mut done = 0;
-    while done < 9998 {
-        let batch: Vec<_> = (0..500.min(9998 - done))
+    while done < ids {
+        let batch: Vec<_> = (0..500.min(ids - done))
             .map(|_| {
                 r.switch
                     .addr
@@ -411,7 +339,7 @@ async fn invoke_ids_wrap_after_9998_without_reusing_one_in_flight() {
                 Message::RequestSystemStatusResponse { .. }
             ));
         }
-        done += 500.min(9998 - done);
+        done += 500.min(ids - done);
     }
     assert!(
         started.elapsed() < Duration::from_millis(4800),
@@ -634,19 +562,11 @@ async fn requests_without_a_link_fail_fast_with_no_switch() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let (tx, _events) = mpsc::unbounded_channel();
-    let switch = Switch::start(
-        SwitchConfig {
-            name: Arc::from("nowhere"),
-            links: vec![LinkConfig {
-                address,
-                priority: 1,
-            }],
-            dialect: Dialect::default(),
-            settings: fast_settings(),
-        },
-        Collector(tx).start().recipient(),
-        &[],
+    let (switch, _events) = switch::start_switch(
+        "nowhere",
+        vec![address],
+        Dialect::default(),
+        fast_settings(),
     );
     let t = Instant::now();
     let r = switch

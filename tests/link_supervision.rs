@@ -12,42 +12,29 @@
 //!   switch, link, address and reason, and no flood while it keeps retrying.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{config, http, log_capture, process, router, sim_control, switch};
 
-use actix::prelude::*;
-use csta_router::csta::{encode_frame, Dialect, HotDeskAction, HotDeskRequest, InvokeId, Message};
+use csta_router::csta::{encode_frame, Dialect, InvokeId, Message};
 use csta_router::dnplan::DnPlan;
 use csta_router::link::{
-    LinkConfig, LinkError, LinkSettings, LinkState, RoutedRequest, StartMonitor, Switch,
-    SwitchConfig, SwitchEvent, SwitchHandle, SwitchRequest, SwitchStatusQuery,
+    LinkError, LinkSettings, LinkState, RoutedRequest, StartMonitor, SwitchEvent, SwitchHandle,
+    SwitchRequest, SwitchStatusQuery,
 };
 use csta_router::sim::{SimConfig, Simulator};
+use log_capture::{log_buffer, log_lines_with};
+use process::RouterProcess;
 use serde_json::json;
 use sim_control::SimControl;
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use switch::{associate, link_down, link_up};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 // ----- shared helpers -------------------------------------------------------------------------
-
-/// Forwards switch events to the test, which may hold them (and their link-queue places).
-struct Collector(mpsc::UnboundedSender<SwitchEvent>);
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-impl Handler<SwitchEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, ev: SwitchEvent, _: &mut Self::Context) {
-        let _ = self.0.send(ev);
-    }
-}
 
 /// The process-wide Prometheus recorder (the router's own), for reading the link gauges.
 fn metrics_text() -> String {
@@ -66,46 +53,15 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// Everything logged at warn and above in this process (the subscriber is global).
-fn log_buffer() -> &'static Mutex<Vec<u8>> {
-    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(buf))
-            .try_init();
-        buf
-    })
-}
-
-struct LogWriter(&'static Mutex<Vec<u8>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        eprint!("{}", String::from_utf8_lossy(data));
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_lines_with(needle: &str) -> Vec<String> {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap())
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn associate(guest: &str, host: &str) -> Message {
-    Message::Escape(HotDeskRequest {
-        guest: guest.into(),
-        action: HotDeskAction::Associate { host: host.into() },
-    })
+/// Start switch `name` with one link to `address` in the default dialect, once the recorder
+/// is installed (the link takes its metric handles when it starts).
+fn start_switch(
+    name: &str,
+    address: std::net::SocketAddr,
+    settings: LinkSettings,
+) -> (SwitchHandle, mpsc::UnboundedReceiver<SwitchEvent>) {
+    metrics_text();
+    switch::start_switch(name, vec![address], Dialect::default(), settings)
 }
 
 fn associate_data() -> Message {
@@ -113,48 +69,6 @@ fn associate_data() -> Message {
         call: csta_router::csta::Connection::new("C1", "5001"),
         account_code: "42".into(),
     }
-}
-
-async fn wait_for(
-    events: &mut mpsc::UnboundedReceiver<SwitchEvent>,
-    within: Duration,
-    what: &str,
-    mut keep: impl FnMut(&SwitchEvent),
-    pred: impl Fn(&SwitchEvent) -> bool,
-) {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, events.recv()).await {
-            Ok(Some(ev)) if pred(&ev) => return,
-            Ok(Some(ev)) => keep(&ev),
-            _ => panic!("timed out waiting for {what}"),
-        }
-    }
-}
-
-fn start_switch(
-    name: &str,
-    address: std::net::SocketAddr,
-    settings: LinkSettings,
-) -> (SwitchHandle, mpsc::UnboundedReceiver<SwitchEvent>) {
-    // The recorder first: the link takes its metric handles when it starts.
-    metrics_text();
-    let (tx, events) = mpsc::unbounded_channel();
-    let switch = Switch::start(
-        SwitchConfig {
-            name: name.into(),
-            links: vec![LinkConfig {
-                address,
-                priority: 1,
-            }],
-            dialect: Dialect::default(),
-            settings,
-        },
-        Collector(tx).start().recipient(),
-        &[],
-    );
-    (switch, events)
 }
 
 // ----- a switch that never answers Escape -------------------------------------------------------
@@ -235,39 +149,40 @@ async fn serve_deaf(stream: tokio::net::TcpStream, conn: usize, log: Arc<Mutex<F
 }
 
 fn deaf_settings(request_timeout: Duration, kpl_interval: Duration) -> LinkSettings {
-    LinkSettings {
-        request_timeout,
-        kpl_interval,
-        kpl_tolerance: 3,
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        connect_timeout: Duration::from_millis(500),
-        ..LinkSettings::default()
-    }
+    switch::settings(request_timeout, kpl_interval, 3)
+}
+
+/// Switch `name` linked to a new [`deaf_to_escape`] switch, once its link is up: the switch,
+/// its events and what the fake switch saw.
+async fn deaf_switch(
+    name: &str,
+    request_timeout: Duration,
+    kpl_interval: Duration,
+) -> (
+    SwitchHandle,
+    mpsc::UnboundedReceiver<SwitchEvent>,
+    Arc<Mutex<FakeLog>>,
+) {
+    let (addr, fake) = deaf_to_escape().await;
+    let settings = deaf_settings(request_timeout, kpl_interval);
+    let (switch, mut events) = start_switch(name, addr, settings);
+    link_up(&mut events).await;
+    (switch, events, fake)
 }
 
 #[actix_rt::test]
 async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
     log_buffer();
     let t0 = Instant::now();
-    let (addr, fake) = deaf_to_escape().await;
     let timeout = Duration::from_millis(800);
-    let (switch, mut events) = start_switch(
-        "deaf",
-        addr,
-        deaf_settings(timeout, Duration::from_millis(100)),
-    );
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    let (switch, mut events, fake) = deaf_switch("deaf", timeout, Duration::from_millis(100)).await;
     let stats = switch.link_stats[0].clone();
 
-    // Ten thousand hot-desk requests the switch will never answer.
+    // Ten thousand hot-desk requests the switch will never answer. Of the 9998 request invoke
+    // IDs (SPEC section 5) one is kept for the keep-alive: the others are all an ordinary
+    // request can hold.
+    let ids = usize::from(InvokeId::LAST_REQUEST - InvokeId::FIRST_REQUEST + 1);
+    let ordinary = ids - 1;
     let link = switch.active_link().unwrap();
     const SENT: u64 = 10_000;
     for tag in 0..SENT {
@@ -310,7 +225,7 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
         .unwrap();
         max_expired = max_expired.max(expired);
         // While the IDs are used up, a request of a type the switch does answer is refused.
-        if blocked.is_none() && fake.lock().unwrap().escapes >= 9_997 && !link_down {
+        if blocked.is_none() && fake.lock().unwrap().escapes >= ordinary && !link_down {
             blocked = Some(
                 switch
                     .addr
@@ -326,18 +241,11 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
         "while the IDs were used up: {blocked:?}"
     );
     assert_eq!(
-        max_expired, 9997.0,
+        max_expired, ordinary as f64,
         "csta_router_invoke_ids_reserved{{state=\"expired\"}} at its peak"
     );
     // The link comes back, and requests work again.
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    link_up(&mut events).await;
     assert_eq!(
         switch
             .addr
@@ -361,11 +269,11 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
         .values()
         .filter(|r| matches!(r, Err(LinkError::Overload { .. })))
         .count();
-    assert_eq!((timeouts, refused), (9_997, 3));
+    assert_eq!((timeouts, refused), (ordinary, SENT as usize - ordinary));
     assert_eq!(stats.reconnects.load(Ordering::Relaxed), 1);
     assert_eq!(stats.invoke_ids_expired.load(Ordering::Relaxed), 0);
     let text = metrics_text();
-    for state in ["in_flight", "expired"] {
+    for state in csta_router::metrics::INVOKE_ID_STATES {
         assert_eq!(
             metric(
                 &text,
@@ -382,7 +290,7 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
     assert!(
         log.status_requests
             .iter()
-            .any(|&(conn, escapes)| conn == 1 && escapes == 9_997),
+            .any(|&(conn, escapes)| conn == 1 && escapes == ordinary),
         "no keep-alive while the IDs were used up: {:?}",
         log.status_requests
     );
@@ -392,7 +300,9 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
     assert!(
         lines.iter().any(|l| l.contains("WARN")
             && l.contains("deaf")
-            && l.contains("of 9998 invoke IDs are reserved, 9997 of them")),
+            && l.contains(&format!(
+                "of {ids} invoke IDs are reserved, {ordinary} of them"
+            ))),
         "{lines:?}"
     );
     eprintln!("invoke ID exhaustion test took {:?}", t0.elapsed());
@@ -400,21 +310,8 @@ async fn unanswered_requests_that_use_up_the_invoke_ids_reset_the_link() {
 
 #[actix_rt::test]
 async fn one_request_unanswered_for_ten_timeouts_resets_the_link() {
-    let (addr, fake) = deaf_to_escape().await;
     let timeout = Duration::from_millis(100);
-    let (switch, mut events) = start_switch(
-        "stuck",
-        addr,
-        deaf_settings(timeout, Duration::from_millis(50)),
-    );
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    let (switch, mut events, fake) = deaf_switch("stuck", timeout, Duration::from_millis(50)).await;
     let sent = Instant::now();
     let r = switch
         .addr
@@ -424,27 +321,13 @@ async fn one_request_unanswered_for_ten_timeouts_resets_the_link() {
     assert!(matches!(r, Err(LinkError::Timeout { .. })), "{r:?}");
     // The switch answers everything else (keep-alives included): one ID expired for 10 ×
     // request-timeout is enough to reset the link.
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkDown",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkDown { .. }),
-    )
-    .await;
+    link_down(&mut events).await;
     assert!(
         sent.elapsed() >= timeout * 10,
         "reset after {:?}, before 10 × request-timeout",
         sent.elapsed()
     );
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    link_up(&mut events).await;
     let stats = &switch.link_stats[0];
     assert_eq!(stats.keepalive_misses.load(Ordering::Relaxed), 0);
     assert_eq!(stats.invoke_ids_expired.load(Ordering::Relaxed), 0);
@@ -480,14 +363,7 @@ async fn the_link_reads_no_more_than_link_queue_frames_ahead_of_the_router() {
             ..deaf_settings(request_timeout, Duration::ZERO)
         },
     );
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        "LinkUp",
-        |_| {},
-        |e| matches!(e, SwitchEvent::LinkUp { .. }),
-    )
-    .await;
+    link_up(&mut events).await;
     switch
         .addr
         .send(StartMonitor("5001".into()))
@@ -687,79 +563,16 @@ fn strip_ansi(s: &str) -> String {
 
 #[test]
 fn an_unreachable_switch_is_reported_at_warn_once_not_at_every_attempt() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("router.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-
-[options]
-reconnect-min = "10ms"
-reconnect-max = "100ms"
-
-[[switch]]
-name = "pbx-east"
-dns = ["5000-5999"]
-
-[[switch.link]]
-address = "{closed}"
-"#
-        ),
-    )
-    .unwrap();
-    let log_path = dir.path().join("router.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_csta-router"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let mut child = Kill(child);
-    let ready: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("router did not start ({e}): {line:?}"));
-    let metrics_addr: std::net::SocketAddr = ready["metrics"].as_str().unwrap().parse().unwrap();
+    let closed = format!("127.0.0.1:{}", process::free_port());
+    let config = config::head("", "reconnect-min = \"10ms\"\nreconnect-max = \"100ms\"")
+        + &config::switch("pbx-east", &["5000-5999"], "", &[&closed]);
+    let router = RouterProcess::start_with(Some(&config), &[], &[]);
     // About thirty attempts (back-off 10 ms doubling up to 100 ms).
     std::thread::sleep(Duration::from_secs(3));
-    let metrics = {
-        let mut s = std::net::TcpStream::connect(metrics_addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
-        text
-    };
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let log = strip_ansi(&std::fs::read_to_string(&log_path).unwrap());
-    assert!(!log.contains("panicked at"), "{log}");
+    let metrics = http::get_blocking(router.metrics, "/metrics", Duration::from_secs(5))
+        .unwrap()
+        .text();
+    let log = strip_ansi(&router.stop());
     let about_the_link: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("pbx-east") && l.contains("CSTA link"))

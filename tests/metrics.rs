@@ -6,17 +6,12 @@
 //! and asserts every series of SPEC section 7 against the script's own expectations.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{observability, process, router, spec};
 
 use process::RouterProcess;
 use router::Client;
 use serde_json::{json, Value};
-use sim_control::SimControl;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -86,12 +81,8 @@ async fn ps(c: &mut Client, dn: &str, id: u64, ext: Value) -> Value {
 async fn every_series_matches_what_the_script_did() {
     let r = RouterProcess::start("metrics", &config());
     r.wait_connected(&["sw1", "sw2"]).await;
-    let sw1 = SimControl {
-        addr: r.controls[0],
-    };
-    let sw2 = SimControl {
-        addr: r.controls[1],
-    };
+    let sw1 = r.controls[0];
+    let sw2 = r.controls[1];
     let mut e = Expect::default();
     let url = r.url();
 
@@ -348,29 +339,11 @@ async fn every_series_matches_what_the_script_did() {
         }
     }
     // Every metric of SPEC section 7 is there.
-    for name in [
-        "csta_router_private_service_requests_total",
-        "csta_router_association_latency_seconds_bucket",
-        "csta_router_errors_total",
-        "csta_router_private_events_total",
-        "csta_router_events_delivered_total",
-        "csta_router_link_up",
-        "csta_router_link_reconnects_total",
-        "csta_router_csta_requests_in_flight",
-        "csta_router_csta_roundtrip_seconds_bucket",
-        "csta_router_csta_decode_errors_total",
-        "csta_router_csta_late_answers_total",
-        "csta_router_clients_connected",
-        "csta_router_client_disconnects_total",
-        "csta_router_registered_dns",
-        "csta_router_hotdesk_associations",
-        "csta_router_active_calls",
-        "csta_router_extension_actors",
-    ] {
+    for name in spec::METRICS {
         if !got.keys().any(|k| k.starts_with(name)) {
             wrong.push(format!("{name} is not exported"));
         }
-        assert!(body.contains(&format!("# HELP {}", name.trim_end_matches("_bucket"))));
+        assert!(body.contains(&format!("# HELP {name}")));
     }
     assert!(
         body.contains("csta_router_association_latency_seconds_bucket{switch=\"sw1\",operation=\"cancel\",le=\"0.3\"}"),
@@ -402,27 +375,5 @@ async fn every_series_matches_what_the_script_did() {
 
 /// `promtool check metrics` must accept the exposition.
 fn promtool_check(body: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool is needed for this test ({e}); install Debian's prometheus package (bash .ci/run does)")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    observability::promtool_ok(&["check", "metrics"], body);
 }

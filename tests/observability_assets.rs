@@ -9,44 +9,34 @@
 //! These tests need `promtool`, from Debian's `prometheus` package (`bash .ci/run` installs it
 //! when it is missing). Without it they fail; `PROMTOOL=/path/to/promtool` picks another one.
 
+mod common;
+use common::observability::{
+    self, all_panels, all_queries, dashboard, promtool, promtool_ok, read, repo, yaml_files,
+};
+use common::spec;
+
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
 
 /// The scrape job the alerts (`up{job=...}`) expect.
 const JOB: &str = "csta-router";
 
-/// Every metric the router exports (SPEC section 7, plus the CSTA events received): each is
+/// Every metric the router exports: SPEC section 7's and the router's own additions. Each is
 /// shown on the dashboard.
-const METRICS: [&str; 22] = [
-    "csta_router_private_service_requests_total",
-    "csta_router_association_latency_seconds",
-    "csta_router_errors_total",
-    "csta_router_private_events_total",
-    "csta_router_events_delivered_total",
-    "csta_router_link_up",
-    "csta_router_link_reconnects_total",
-    "csta_router_csta_requests_in_flight",
-    "csta_router_csta_roundtrip_seconds",
-    "csta_router_csta_decode_errors_total",
-    "csta_router_csta_late_answers_total",
-    "csta_router_clients_connected",
-    "csta_router_client_disconnects_total",
-    "csta_router_registered_dns",
-    "csta_router_hotdesk_associations",
-    "csta_router_active_calls",
-    "csta_router_extension_actors",
-    "csta_router_csta_events_received_total",
-    "csta_router_invoke_ids_reserved",
-    "csta_router_link_queue_frames",
-    "csta_router_link_read_pauses_total",
-    "csta_router_calls_evicted_total",
-];
+fn metrics() -> Vec<&'static str> {
+    use csta_router::metrics::*;
+    let own = [
+        CSTA_EVENTS_RECEIVED,
+        INVOKE_IDS_RESERVED,
+        LINK_QUEUE_FRAMES,
+        LINK_READ_PAUSES,
+        CALLS_EVICTED,
+    ];
+    spec::METRICS.into_iter().chain(own).collect()
+}
 
 /// The metrics that have no `switch` label (every other query filters on `$switch`).
 const NOT_PER_SWITCH: [&str; 2] = [
@@ -64,89 +54,8 @@ const REQUIRED_ALERTS: [&str; 6] = [
     "CstaRouterSlowConsumerDisconnects",
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn prometheus_dir() -> PathBuf {
-    repo().join("config").join("prometheus")
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-/// The `.yml`/`.yaml` files of a directory, sorted.
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|ext| ext == "yml" || ext == "yaml")
-        })
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no YAML files in {}", dir.display());
-    files
-}
-
-/// Runs promtool; returns whether it succeeded and what it printed. Panics (fails the test)
-/// when promtool cannot be run at all.
-fn run_promtool<S: AsRef<OsStr>>(args: &[S]) -> (bool, String) {
-    let bin = std::env::var_os("PROMTOOL").unwrap_or_else(|| OsString::from("promtool"));
-    let output = match Command::new(&bin).args(args).output() {
-        Ok(output) => output,
-        Err(e) => panic!(
-            "cannot run {} ({e}). These tests need promtool: install Debian's `prometheus` \
-             package (`apt-get install prometheus`), or run `bash .ci/run`, which installs it \
-             when it is missing. PROMTOOL=/path/to/promtool selects another binary.",
-            bin.to_string_lossy()
-        ),
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
-/// Runs promtool and fails the test, with promtool's output, unless it succeeds.
-fn promtool_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
-    let (ok, text) = run_promtool(args);
-    let command: Vec<_> = args
-        .iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect();
-    assert!(ok, "`promtool {}` failed:\n{text}", command.join(" "));
-    text
-}
-
-/// A directory under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "csta-router-{tag}-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+    repo("config/prometheus")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,11 +66,12 @@ impl Drop for TempDir {
 fn prometheus_config_is_valid_and_loads_every_rule_file() {
     let config = prometheus_dir().join("prometheus.yml");
     // Also loads and checks the rule files, resolved relative to the configuration.
-    let out = promtool_ok(&[
+    let args = [
         OsStr::new("check"),
         OsStr::new("config"),
         config.as_os_str(),
-    ]);
+    ];
+    let out = promtool_ok(&args, "");
 
     let text = read(&config);
     for rules in yaml_files(&prometheus_dir().join("rules")) {
@@ -194,7 +104,7 @@ fn rule_files_are_valid() {
 
     let mut args: Vec<OsString> = vec!["check".into(), "rules".into()];
     args.extend(files.iter().map(|p| p.clone().into_os_string()));
-    promtool_ok(&args);
+    promtool_ok(&args, "");
 }
 
 #[test]
@@ -202,7 +112,7 @@ fn rule_unit_tests_pass() {
     let files = yaml_files(&prometheus_dir().join("tests"));
     let mut args: Vec<OsString> = vec!["test".into(), "rules".into()];
     args.extend(files.iter().map(|p| p.clone().into_os_string()));
-    promtool_ok(&args);
+    promtool_ok(&args, "");
 }
 
 /// The value of a `key: value` line (trimmed, quotes removed), if `line` is one.
@@ -341,33 +251,9 @@ fn recording_rules_are_named_level_metric_operations() {
 // Grafana: dashboard and provisioning
 // ---------------------------------------------------------------------------------------------
 
-fn dashboard() -> Value {
-    let path = repo()
-        .join("grafana")
-        .join("dashboards")
-        .join("csta-router.json");
-    serde_json::from_str(&read(&path))
-        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
 /// The data source every panel, target, variable and annotation must use.
 fn datasource_variable() -> Value {
     json!({"type": "prometheus", "uid": "${datasource}"})
-}
-
-/// Every panel, rows' nested panels included.
-fn all_panels(dashboard: &Value) -> Vec<&Value> {
-    fn walk<'a>(panels: &'a Value, out: &mut Vec<&'a Value>) {
-        for panel in panels.as_array().into_iter().flatten() {
-            out.push(panel);
-            if let Some(nested) = panel.get("panels") {
-                walk(nested, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&dashboard["panels"], &mut out);
-    out
 }
 
 /// Every `"datasource"` value anywhere in the JSON, with where it was found.
@@ -388,30 +274,6 @@ fn all_datasources<'a>(value: &'a Value, at: String, out: &mut Vec<(String, &'a 
         }
         _ => {}
     }
-}
-
-/// The PromQL of every panel target and annotation, with a description of where it is.
-fn all_queries(dashboard: &Value) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for panel in all_panels(dashboard) {
-        let title = panel["title"].as_str().unwrap_or("?");
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().unwrap_or_default();
-            let ref_id = target["refId"].as_str().unwrap_or("?");
-            out.push((format!("panel {title:?} target {ref_id}"), expr.to_owned()));
-        }
-    }
-    for annotation in dashboard["annotations"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Some(expr) = annotation["expr"].as_str() {
-            let name = annotation["name"].as_str().unwrap_or("?");
-            out.push((format!("annotation {name:?}"), expr.to_owned()));
-        }
-    }
-    out
 }
 
 fn variable<'a>(dashboard: &'a Value, name: &str) -> &'a Value {
@@ -524,7 +386,8 @@ fn dashboard_has_fixed_uid_variables_units_and_only_the_datasource_variable() {
     assert!(data_panels >= 12, "only {data_panels} panels with data");
 
     let queries = all_queries(&dashboard);
-    for metric in METRICS {
+    let metrics = metrics();
+    for metric in &metrics {
         assert!(
             queries.iter().any(|(_, q)| q.contains(metric)),
             "no panel shows {metric}"
@@ -532,7 +395,7 @@ fn dashboard_has_fixed_uid_variables_units_and_only_the_datasource_variable() {
     }
     for (at, expr) in &queries {
         assert!(!expr.contains("datasource"), "{at}: {expr}");
-        let per_switch = METRICS
+        let per_switch = metrics
             .iter()
             .filter(|m| !NOT_PER_SWITCH.contains(m))
             .any(|m| expr.contains(m));
@@ -550,24 +413,17 @@ fn dashboard_has_fixed_uid_variables_units_and_only_the_datasource_variable() {
     }
 }
 
-/// `expr` with Grafana's variables replaced as Grafana would for one selected value.
+/// `expr` with Grafana's variables replaced as Grafana would for one selected value (of a
+/// dashboard showing the last 3 hours).
 fn substitute(expr: &str, switch: &str) -> String {
-    let mut out = expr.to_owned();
-    for (variable, value) in [
-        ("${__rate_interval}", "1m"),
-        ("$__rate_interval", "1m"),
-        ("${__interval_ms}", "15000"),
-        ("$__interval_ms", "15000"),
-        ("${__interval}", "15s"),
-        ("$__interval", "15s"),
-        ("${__range}", "3h"),
-        ("$__range", "3h"),
-        ("${switch}", switch),
-        ("$switch", switch),
-    ] {
-        out = out.replace(variable, value);
-    }
-    out
+    let values = [
+        ("__rate_interval", "1m"),
+        ("__interval_ms", "15000"),
+        ("__interval", "15s"),
+        ("__range", "3h"),
+        ("switch", switch),
+    ];
+    observability::substitute(expr, &values)
 }
 
 #[test]
@@ -598,10 +454,16 @@ fn dashboard_queries_are_valid_promql_once_variables_are_substituted() {
         }
     }
 
-    let dir = TempDir::new("dashboard-queries");
-    let file = dir.0.join("dashboard_queries.yml");
+    let dir = tempfile::Builder::new()
+        .prefix("csta-router-dashboard-queries-")
+        .tempdir()
+        .unwrap();
+    let file = dir.path().join("dashboard_queries.yml");
     fs::write(&file, &rules).unwrap();
-    let (ok, out) = run_promtool(&[OsStr::new("check"), OsStr::new("rules"), file.as_os_str()]);
+    let (ok, out) = promtool(
+        &[OsStr::new("check"), OsStr::new("rules"), file.as_os_str()],
+        "",
+    );
     assert!(
         ok,
         "promtool rejects dashboard queries:\n{out}\nqueries:\n{}",
@@ -615,7 +477,7 @@ fn dashboard_queries_are_valid_promql_once_variables_are_substituted() {
 
 #[test]
 fn provisioning_files_point_at_prometheus_and_the_dashboards_folder() {
-    let provisioning = repo().join("grafana").join("provisioning");
+    let provisioning = repo("grafana/provisioning");
 
     let datasource = read(&provisioning.join("datasources").join("prometheus.yaml"));
     assert!(datasource.contains("apiVersion: 1"), "{datasource}");

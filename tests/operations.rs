@@ -3,25 +3,22 @@
 //! the simulator's control API and link queues, all on the real `csta-router` and `pbx-sim`
 //! binaries (or the simulator in process where only its HTTP side matters).
 
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{process, procfs, sim_control};
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use csta_router::csta::{encode_frame, CstaCodec, Dialect, InvokeId, Message};
 use csta_router::dnplan::DnPlan;
 use csta_router::sim::{SimConfig, Simulator};
 use futures_util::SinkExt;
+use process::{files, wait_exit, RouterProcess, SimProcess, PBX_SIM, ROUTER};
 use serde_json::{json, Value};
 use sim_control::SimControl;
 use tokio_util::codec::FramedWrite;
-
-const ROUTER: &str = env!("CARGO_BIN_EXE_csta-router");
-const PBX_SIM: &str = env!("CARGO_BIN_EXE_pbx-sim");
 
 /// A switch on a closed loopback port: enough for a configuration that is only checked.
 const ONE_SWITCH: &str =
@@ -30,22 +27,7 @@ const ONE_SWITCH: &str =
 /// Two embedded simulated switches and every listener on a free port: a router that starts
 /// and runs cleanly anywhere.
 fn simulated(extra: &str) -> String {
-    format!(
-        "[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n\n{extra}\n\
-         [[switch]]\nname = \"sw1\"\ndns = [\"4000-5999\"]\nsimulated = true\nsimulator-control = \"127.0.0.1:0\"\n\
-         [[switch.link]]\naddress = \"127.0.0.1:0\"\n\
-         [[switch]]\nname = \"sw2\"\ndns = [\"6000-7999\"]\nsimulated = true\n\
-         [[switch.link]]\naddress = \"127.0.0.1:0\"\n"
-    )
-}
-
-/// A scratch directory with the given configuration files.
-fn files(entries: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in entries {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    dir
+    process::two_switches("", "", extra, 1)
 }
 
 /// Run a binary to completion (killed, and the test failed, after `limit`): status, stdout,
@@ -70,7 +52,7 @@ fn run(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let status = wait(&mut child, limit);
+    let status = wait_exit(&mut child, limit);
     let stdout = std::fs::read_to_string(&o).unwrap();
     let stderr = std::fs::read_to_string(&e).unwrap();
     let Some(status) = status else {
@@ -83,22 +65,6 @@ fn run(
         "{bin} {args:?} panicked:\n{stderr}"
     );
     (status, stdout, stderr)
-}
-
-/// Wait for a child to exit; `None` (and the child killed) after `limit`.
-fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `csta-router --check-config FILE` in `dir`: exit code, stdout, stderr.
@@ -297,99 +263,17 @@ fn tokens_never_appear_in_configuration_errors() {
     }
 }
 
-/// A router started with stderr to a file, RUST_LOG unset unless given: the running child
-/// (once it printed its address line) and its log file.
-struct Router {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Router {
-    fn start(config: &str, args: &[&str], env: &[(&str, &str)]) -> Router {
-        let dir = files(&[("router.toml", config)]);
-        let log = dir.path().join("router.log");
-        let mut cmd = Command::new(ROUTER);
-        cmd.arg("--config")
-            .arg("router.toml")
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let _: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!(
-                "no address line ({e}): {line:?}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-        Router {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait until the log shows both switches operational.
-    fn wait_for(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log().matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "no {count} × {needle:?} in:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then the exit status and the whole log.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let status = wait(&mut self.child, Duration::from_secs(10));
-        let log = self.log();
-        assert!(!log.contains("panicked at"), "the router panicked:\n{log}");
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "exit {status:?}:\n{log}"
-        );
-        log
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn logs_are_plain_or_json_quiet_for_other_crates_and_a_clean_stop_warns_nothing() {
     // Default filter, stderr to a file (not a terminal).
-    let router = Router::start(
-        &simulated("[[application]]\nname = \"desks\"\ntoken = \"short-token1\"\n"),
+    let router = RouterProcess::start_with(
+        Some(&simulated(
+            "[[application]]\nname = \"desks\"\ntoken = \"short-token1\"\n",
+        )),
         &[],
         &[],
     );
-    router.wait_for("switch operational", 2);
+    router.wait_log("switch operational", 2);
     let log = router.stop();
     assert!(
         !log.contains('\u{1b}'),
@@ -424,12 +308,12 @@ fn logs_are_plain_or_json_quiet_for_other_crates_and_a_clean_stop_warns_nothing(
     );
 
     // JSON lines, and RUST_LOG wins over the default.
-    let router = Router::start(
-        &simulated(""),
+    let router = RouterProcess::start_with(
+        Some(&simulated("")),
         &["--log-format", "json"],
         &[("RUST_LOG", "info")],
     );
-    router.wait_for("switch operational", 2);
+    router.wait_log("switch operational", 2);
     let log = router.stop();
     let lines: Vec<Value> = log
         .lines()
@@ -543,44 +427,23 @@ async fn the_control_api_refuses_posts_that_are_not_json() {
     sim.shutdown();
 }
 
-/// Peak resident memory of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib / 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_that_does_not_read_is_dropped_and_a_burst_cannot_grow_the_switch() {
-    let mut child = Command::new(PBX_SIM)
-        .args([
+    let mut sim = SimProcess::start(
+        &[
             "--dns",
             "4000-5999",
             "--link",
             "127.0.0.1:0",
             "--control",
             "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let printed: Value = serde_json::from_str(&line).unwrap();
-    let link: SocketAddr = printed["links"][0].as_str().unwrap().parse().unwrap();
-    let ctl = SimControl {
-        addr: printed["control"].as_str().unwrap().parse().unwrap(),
-    };
-    let before = peak_rss_mib(child.id());
+        ],
+        Stdio::piped(),
+    );
+    let link: SocketAddr = sim.link().parse().unwrap();
+    let ctl = sim.control();
+    let peak_rss_mib = |pid: u32| procfs::memory_mib(pid).unwrap().1;
+    let before = peak_rss_mib(sim.child.0.id());
 
     // A CTI client that starts two monitors and then never reads again.
     let stream = tokio::net::TcpStream::connect(link).await.unwrap();
@@ -603,38 +466,34 @@ async fn a_link_that_does_not_read_is_dropped_and_a_burst_cannot_grow_the_switch
     // 100 MiB if queued without bound).
     let started = Instant::now();
     let burst = tokio::spawn(async move {
-        let (status, reply) = tokio::time::timeout(
+        ctl.post_within(
+            "/burst",
+            json!({"guest": "5001", "host": "4001", "count": 100_000}),
             Duration::from_secs(60),
-            post_json(
-                ctl,
-                "/burst",
-                &json!({"guest": "5001", "host": "4001", "count": 100_000}),
-            ),
         )
         .await
-        .expect("the burst did not end within 60 s");
-        (status, reply)
     });
     let (status, reply) = burst.await.unwrap();
     let took = started.elapsed();
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["hotdeskEvents"], 200_000);
-    let peak = peak_rss_mib(child.id());
+    let peak = peak_rss_mib(sim.child.0.id());
     let state = ctl.state().await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = sim.child.0.kill();
+    let _ = sim.child.0.wait();
     let mut stderr = String::new();
     use std::io::Read;
-    child
+    sim.child
+        .0
         .stderr
         .take()
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    println!("burst took {took:?}; peak RSS {before} MiB before, {peak} MiB after");
+    println!("burst took {took:?}; peak RSS {before:.0} MiB before, {peak:.0} MiB after");
     assert!(
-        peak < before + 64,
-        "the simulator grew from {before} MiB to {peak} MiB for a link that does not read"
+        peak < before + 64.0,
+        "the simulator grew from {before:.0} MiB to {peak:.0} MiB for a link that does not read"
     );
     assert_eq!(
         state["links"][0]["connections"], 0,
@@ -643,26 +502,4 @@ async fn a_link_that_does_not_read_is_dropped_and_a_burst_cannot_grow_the_switch
     assert!(state["monitors"].as_array().unwrap().is_empty(), "{state}");
     assert!(stderr.contains("dropping a link connection"), "{stderr}");
     assert!(!stderr.contains("panicked at"), "{stderr}");
-}
-
-/// `POST` through the test client (which always says `Content-Type: application/json`) with a
-/// timeout longer than its own 5 s: a burst takes a while.
-async fn post_json(ctl: SimControl, path: &str, body: &Value) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = body.to_string();
-    let mut s = tokio::net::TcpStream::connect(ctl.addr).await.unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        serde_json::from_str(rest.trim()).unwrap_or(Value::Null),
-    )
 }

@@ -28,12 +28,9 @@
 //! it when missing); without them the test fails. `PROMETHEUS=/path` and `PROMTOOL=/path` pick
 //! other binaries.
 
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::observability::{self, all_queries, dashboard, repo, tool, yaml_files};
+use common::{config, http, process, router, sim_control};
 
 use process::RouterProcess;
 use router::Client;
@@ -48,8 +45,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The switches of the configuration, in order.
 const SWITCHES: [&str; 2] = ["sw1", "sw2"];
@@ -74,88 +69,8 @@ const SETTLE: Duration = Duration::from_millis(1500);
 /// changes `csta_router_link_up` without a gap, for the "Active link changes" annotation), a
 /// short request timeout (so a late answer is quick to provoke) and frequent keep-alives.
 fn config() -> String {
-    let mut text = String::from(
-        r#"[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-
-[options]
-request-timeout = "300ms"
-kpl-interval = "250ms"
-kpl-tolerance = 5
-reconnect-min = "20ms"
-reconnect-max = "100ms"
-"#,
-    );
-    for (name, dns) in [
-        ("sw1", r#"["4000-4999", "5000-5999"]"#),
-        ("sw2", r#"["6000-6999", "7000-7999"]"#),
-    ] {
-        write!(
-            text,
-            "\n[[switch]]\nname = \"{name}\"\ndns = {dns}\nsimulated = true\nsimulator-control = \"127.0.0.1:0\"\n"
-        )
-        .unwrap();
-        for priority in 1..=2 {
-            write!(
-                text,
-                "[[switch.link]]\naddress = \"127.0.0.1:0\"\npriority = {priority}\n"
-            )
-            .unwrap();
-        }
-    }
-    text
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-// --- tools -----------------------------------------------------------------------------------
-
-/// The path of a tool of Debian's `prometheus` package: `$ENV_VAR` if set, else found on PATH.
-/// A missing tool fails the test (never skips it).
-fn tool(name: &str, env_var: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(env_var) {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "{env_var}={} is not a file", path.display());
-        return path;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` is needed for this test and is not on PATH: install Debian's \
-                 `prometheus` package (`apt-get install prometheus`; `bash .ci/run` does it when \
-                 it is missing), or set {env_var}=/path/to/{name}"
-            )
-        })
-}
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("csta-router-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A free loopback port: bind port 0 and let it go.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    let options = "request-timeout = \"300ms\"\nkpl-interval = \"250ms\"\nkpl-tolerance = 5\nreconnect-min = \"20ms\"\nreconnect-max = \"100ms\"";
+    config::head("", options) + &config::two_simulated("", [2, 2])
 }
 
 /// A Prometheus server on loopback, killed (and its directory removed) on drop, also when the
@@ -165,13 +80,13 @@ struct Prometheus {
     addr: SocketAddr,
     log: PathBuf,
     // Dropped after `Drop::drop` has killed the server.
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Prometheus {
     /// Start `prometheus` scraping `target` every second, with these rule files.
     fn start(binary: &Path, target: SocketAddr, rule_files: &[PathBuf]) -> Prometheus {
-        let dir = TempDir::new("prometheus-live");
+        let dir = process::files_in("csta-router-prometheus-live-", &[]);
         let mut config = String::from(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\nrule_files:\n",
         );
@@ -185,10 +100,12 @@ impl Prometheus {
             "\nscrape_configs:\n  - job_name: csta-router\n    metrics_path: /metrics\n    static_configs:\n      - targets: [\"{target}\"]\n"
         )
         .unwrap();
-        let config_path = dir.0.join("prometheus.yml");
+        let config_path = dir.path().join("prometheus.yml");
         fs::write(&config_path, &config).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = dir.0.join("prometheus.log");
+        let addr: SocketAddr = format!("127.0.0.1:{}", process::free_port())
+            .parse()
+            .unwrap();
+        let log = dir.path().join("prometheus.log");
         let arg = |flag: &str, value: &Path| {
             let mut a = OsString::from(flag);
             a.push("=");
@@ -197,7 +114,7 @@ impl Prometheus {
         };
         let child = Command::new(binary)
             .arg(arg("--config.file", &config_path))
-            .arg(arg("--storage.tsdb.path", &dir.0.join("data")))
+            .arg(arg("--storage.tsdb.path", &dir.path().join("data")))
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -307,119 +224,26 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// `GET path` over HTTP/1.1 (one request per connection): the status and the body.
+/// `GET path`: the status and the body.
 async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| format!("GET {path}: no answer within 5 s"))??;
-    let text = String::from_utf8(raw).map_err(|e| e.to_string())?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("GET {path}: no HTTP head in {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("GET {path}: no status in {head:?}"))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
-    }
-    out
+    let r = http::get(addr, path, Duration::from_secs(5)).await?;
+    Ok((r.status, r.text()))
 }
 
 // --- the dashboard ---------------------------------------------------------------------------
 
-fn dashboard() -> Value {
-    let path = repo()
-        .join("grafana")
-        .join("dashboards")
-        .join("csta-router.json");
-    let text =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-/// The PromQL of every panel target (rows' nested panels included) and annotation, with where
-/// it is.
-fn all_queries(dashboard: &Value) -> Vec<(String, String)> {
-    fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
-        for panel in panels.as_array().into_iter().flatten() {
-            let title = panel["title"].as_str().unwrap_or("?");
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = target["expr"].as_str() {
-                    let ref_id = target["refId"].as_str().unwrap_or("?");
-                    out.push((format!("panel {title:?} target {ref_id}"), expr.to_owned()));
-                }
-            }
-            walk(&panel["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    walk(&dashboard["panels"], &mut out);
-    for annotation in dashboard["annotations"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Some(expr) = annotation["expr"].as_str() {
-            let name = annotation["name"].as_str().unwrap_or("?");
-            out.push((format!("annotation {name:?}"), expr.to_owned()));
-        }
-    }
-    out
-}
-
 /// `expr` with Grafana's variables replaced as Grafana would for this `switch` value and a
 /// dashboard showing the last 30 s at a 1 s interval.
 fn substitute(expr: &str, switch: &str) -> String {
-    let mut out = expr.to_owned();
-    for (variable, value) in [
-        ("${__rate_interval}", RATE_INTERVAL),
-        ("$__rate_interval", RATE_INTERVAL),
-        ("${__interval_ms}", "1000"),
-        ("$__interval_ms", "1000"),
-        ("${__interval}", "1s"),
-        ("$__interval", "1s"),
-        ("${__range_s}", "30"),
-        ("$__range_s", "30"),
-        ("${__range}", "30s"),
-        ("$__range", "30s"),
-        ("${switch}", switch),
-        ("$switch", switch),
-    ] {
-        out = out.replace(variable, value);
-    }
-    out
+    let values = [
+        ("__rate_interval", RATE_INTERVAL),
+        ("__interval_ms", "1000"),
+        ("__interval", "1s"),
+        ("__range_s", "30"),
+        ("__range", "30s"),
+        ("switch", switch),
+    ];
+    observability::substitute(expr, &values)
 }
 
 /// A variable (`$name`, `${name}`) left after substitution.
@@ -462,15 +286,7 @@ fn switch_variable_query(dashboard: &Value) -> (String, String) {
 
 /// The rule files of `config/prometheus/rules/`, absolute, sorted.
 fn rule_files() -> Vec<PathBuf> {
-    let dir = repo().join("config").join("prometheus").join("rules");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no rule files in {}", dir.display());
-    files
+    yaml_files(&repo("config/prometheus/rules"))
 }
 
 /// The names after `- record:` and `- alert:` in the rule files.
@@ -740,7 +556,7 @@ async fn dashboard_queries_and_rules_hold_on_a_live_prometheus() {
         }
     }
     let distinct: BTreeSet<&str> = substituted.iter().map(|(_, _, q)| q.as_str()).collect();
-    let check_dir = TempDir::new("prometheus-live-promtool");
+    let check_dir = process::files_in("csta-router-prometheus-live-promtool-", &[]);
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     let mut index = String::new();
     for (n, promql) in distinct.iter().enumerate() {
@@ -752,7 +568,7 @@ async fn dashboard_queries_and_rules_hold_on_a_live_prometheus() {
         .unwrap();
         writeln!(index, "  dashboard_query_{n}: {promql}").unwrap();
     }
-    let rules_path = check_dir.0.join("dashboard_queries.yml");
+    let rules_path = check_dir.path().join("dashboard_queries.yml");
     fs::write(&rules_path, &rules).unwrap();
     let checked = Command::new(&promtool)
         .arg("check")
@@ -784,11 +600,7 @@ async fn dashboard_queries_and_rules_hold_on_a_live_prometheus() {
     let traffic_started = Instant::now();
 
     let url = router.url();
-    let sims: Vec<SimControl> = router
-        .controls
-        .iter()
-        .map(|&addr| SimControl { addr })
-        .collect();
+    let sims = &router.controls;
     let (out1, out2) = tokio::join!(
         drive(url.clone(), sims[0], "sw1", 5001, 4001),
         drive(url.clone(), sims[1], "sw2", 7001, 6001),

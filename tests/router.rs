@@ -6,10 +6,8 @@
 //! second dialect (ed6 namespace, `EscapeService`, `extensions/privateData`, hex account codes).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::router;
 
 use router::{config_text, dialect_from_env, normalized, Client, Router};
 use serde_json::{json, Value};

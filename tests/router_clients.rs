@@ -3,18 +3,13 @@
 //! embedded default configuration.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/default_ports.rs"]
-mod default_ports;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{default_ports, http, process, router};
 
 use futures_util::StreamExt;
+use process::RouterProcess;
 use router::{config_text, dialect_from_env, normalized, Client, Router};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::net::TcpSocket;
 
@@ -39,15 +34,10 @@ async fn tiny_buffer_client(r: &Router) -> Client {
 
 /// `csta_router_client_disconnects_total{reason}` from the router's `/metrics`.
 async fn disconnects(r: &Router, reason: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(r.running.metrics_addr)
+    let body = http::get(r.running.metrics_addr, "/metrics", Duration::from_secs(5))
         .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
+        .unwrap()
+        .text();
     let series = format!("csta_router_client_disconnects_total{{reason=\"{reason}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -385,29 +375,17 @@ async fn conn_ids_survive_a_link_loss_within_the_grace_period() {
 #[test]
 fn the_binary_runs_out_of_the_box_on_the_embedded_default() {
     let _ports = default_ports::lock();
-    let dir = std::env::temp_dir().join(format!("csta-router-default-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // No config/ here: the embedded default (two simulated switches) is used.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_csta-router"))
-        .current_dir(&dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let ready: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(ready["clients"], "127.0.0.1:7700");
-    assert_eq!(ready["metrics"], "127.0.0.1:9464");
-    assert_eq!(ready["simulators"].as_array().unwrap().len(), 2);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // No configuration file, and no config/ in its working directory: the embedded default
+    // (two simulated switches).
+    let r = RouterProcess::start_with(None, &[], &[("RUST_LOG", "info")]);
+    let default = default_ports::config();
+    let clients = default.server.client_listen;
+    assert_eq!(r.clients, clients);
+    assert_eq!(r.metrics, default.server.metrics_listen);
+    assert_eq!(r.controls.len(), 2);
+    let rt = process::runtime();
     let close_code = rt.block_on(async {
-        let mut c = Client::connect("ws://127.0.0.1:7700/v1").await;
+        let mut c = Client::connect(&r.url()).await;
         let reply = c
             .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "readme"}))
             .await;
@@ -437,53 +415,25 @@ fn the_binary_runs_out_of_the_box_on_the_embedded_default() {
         assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
         assert_eq!(c.recv().await["privateMsgId"], 2);
         // SIGTERM: clients are closed with 1001 and the process exits 0.
-        let term = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(term.success());
+        process::sigterm(&r.child);
         let code = c.closed().await;
         let _ = c.ws.next().await;
         code
     });
     assert_eq!(close_code, 1001);
-    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(status.success(), "exit status {status:?}\n{stderr}");
+    let stderr = r.exited();
     assert!(
         stderr.contains("SIMULATED"),
         "warns that the switches are simulated:\n{stderr}"
     );
     assert!(
-        stderr.contains("ws://127.0.0.1:7700/v1"),
+        stderr.contains(&format!("ws://{clients}/v1")),
         "logs where it listens:\n{stderr}"
     );
     assert!(
         stderr.contains("private service"),
         "audit line per private service:\n{stderr}"
     );
-    assert!(!stderr.contains("panicked at"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the router did not exit within {limit:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[actix_rt::test]

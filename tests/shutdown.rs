@@ -5,33 +5,19 @@
 //! `reason="shutdown"`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{config, process, router};
 
-use process::RouterProcess;
+use process::{RouterProcess, SimProcess};
 use router::{Client, Router};
-use serde_json::{json, Value};
-use sim_control::SimControl;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use serde_json::json;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-struct Sim(std::process::Child);
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn sigterm_answers_in_flight_requests_closes_clients_and_stops_monitors() {
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_pbx-sim"))
-        .args([
+    let sim = SimProcess::start(
+        &[
             "--name",
             "pbx",
             "--dns",
@@ -40,41 +26,18 @@ fn sigterm_answers_in_flight_requests_closes_clients_and_stops_monitors() {
             "127.0.0.1:0",
             "--control",
             "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let sim = Sim(sim);
-    let ready: Value = serde_json::from_str(&line).unwrap();
-    let control = SimControl {
-        addr: ready["control"].as_str().unwrap().parse().unwrap(),
-    };
-    let link = ready["links"][0].as_str().unwrap();
-    let config = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-[options]
-request-timeout = "2s"
-[[switch]]
-name = "pbx"
-dns = ["5000-5999"]
-[[switch.link]]
-address = "{link}"
-"#
+        ],
+        Stdio::null(),
     );
+    let control = sim.control();
+    let link = sim.link();
+    let config = config::head("", "request-timeout = \"2s\"")
+        + &config::switch("pbx", &["5000-5999"], "", &[&link]);
     let r = RouterProcess::start("shutdown", &config);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let pid = r.child.id();
     let (reply, code, requests_before) = rt.block_on(async {
         r.wait_connected(&["pbx"]).await;
         let mut c = Client::connect(&r.url()).await;
@@ -92,7 +55,7 @@ address = "{link}"
         c.send(&json!({"message": "RequestPrivateService", "referenceId": 99, "thisDn": "5001", "privateMsgId": 1, "extensions": {"HOST_DN": "5002"}}))
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        process::sigterm(&r.child);
         let reply = c.recv().await;
         let code = c.closed().await;
         (reply, code, requests_before)

@@ -2,8 +2,8 @@
 //! The PBX simulator seen from outside: a raw CSTA client (tokio + `CstaCodec`) on its links and
 //! the HTTP control API, on loopback ports chosen by the OS.
 
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::sim_control;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -118,7 +118,11 @@ impl Client {
     /// The next message, which must be an event (invoke 9999).
     async fn event(&mut self) -> Message {
         let (invoke, msg) = self.recv().await;
-        assert_eq!(invoke, 9999, "events come on invoke 9999: {msg:?}");
+        assert_eq!(
+            invoke,
+            InvokeId::EVENT.get(),
+            "events come on invoke 9999: {msg:?}"
+        );
         msg
     }
 
@@ -248,7 +252,8 @@ async fn greeting_and_system_status() {
     assert_ne!(link.port(), 0);
     let mut c = Client::connect(link).await;
     assert_eq!(c.request(42, &system_status()).await, status("normal"));
-    assert_eq!(c.request(9998, &system_status()).await, status("normal"));
+    let last = InvokeId::LAST_REQUEST;
+    assert_eq!(c.request(last, &system_status()).await, status("normal"));
 
     ctl.post_ok("/faults/status", json!({"status": "disabled"}))
         .await;

@@ -5,12 +5,8 @@
 //! their baseline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{process, router, sim_control};
 
 use process::RouterProcess;
 use router::Client;
@@ -38,18 +34,16 @@ async fn ask(c: &mut Client, id: &mut u64, mut msg: Value) -> Value {
     msg["referenceId"] = json!(*id);
     c.send(&msg).await;
     let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = c
-            .next(left)
-            .await
-            .unwrap_or_else(|| panic!("request {id} not answered within 3 s: {msg}"));
-        match m.get("referenceId").and_then(Value::as_u64) {
-            Some(r) if r == *id => return m,
-            Some(r) => panic!("reply to {r} while waiting for {id} (a second reply?): {m}"),
-            None => continue,
-        }
-    }
+    let (r, m) = c
+        .next_reply(deadline, || {
+            format!("request {id} not answered within 3 s: {msg}")
+        })
+        .await;
+    assert_eq!(
+        r, *id,
+        "reply to {r} while waiting for {id} (a second reply?): {m}"
+    );
+    m
 }
 
 /// One agent: hot-desks its guest onto its host and back, as fast as replies come.
@@ -177,14 +171,7 @@ fn soak_with_link_drops_calls_and_account_codes() {
     let rt = process::runtime();
     rt.block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
-        let sims = [
-            SimControl {
-                addr: r.controls[0],
-            },
-            SimControl {
-                addr: r.controls[1],
-            },
-        ];
+        let sims = [r.controls[0], r.controls[1]];
         let (_, baseline) = r.scrape().await;
         let stop = Arc::new(AtomicBool::new(false));
         let url = r.url();

@@ -6,12 +6,8 @@
 //! events flow.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{process, router, sim_control};
 
 use process::RouterProcess;
 use router::Client;
@@ -34,14 +30,7 @@ fn rig(name: &str) -> Rig {
     let r = RouterProcess::start(name, &config());
     let rt = process::runtime();
     rt.block_on(r.wait_connected(&["sw1", "sw2"]));
-    let sims = [
-        SimControl {
-            addr: r.controls[0],
-        },
-        SimControl {
-            addr: r.controls[1],
-        },
-    ];
+    let sims = [r.controls[0], r.controls[1]];
     Rig { r, sims, rt }
 }
 
@@ -80,14 +69,11 @@ async fn busy(url: String, guest: &'static str, host: &'static str, run_for: Dur
         // The reply must come within the request timeout plus a margin.
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let m = c
-                .next(left)
-                .await
-                .unwrap_or_else(|| panic!("request {id} not answered within 3 s: {tally:?}"));
-            let Some(r) = m.get("referenceId").and_then(Value::as_u64) else {
-                continue; // events and link events
-            };
+            let (r, m) = c
+                .next_reply(deadline, || {
+                    format!("request {id} not answered within 3 s: {tally:?}")
+                })
+                .await;
             if r < 100 {
                 continue; // registration replies
             }

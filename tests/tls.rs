@@ -13,22 +13,21 @@
 //! - `tls-insecure-skip-verify`: the same switch is reached, with a warning;
 //! - configuration errors name the key and the file.
 
-#[path = "common/router.rs"]
-mod router;
-#[path = "common/sim_control.rs"]
-mod sim_control;
+mod common;
+use common::{config, log_capture, process, router, sim_control};
 
 use csta_router::config::Config;
 use csta_router::link::{LinkState, SwitchStatusQuery};
 use csta_router::server::{start, Running};
+use log_capture::{log_buffer, log_lines_with};
+use process::SimProcess;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use router::{assert_no_panic, watch_panics, Client};
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use router::{assert_no_panic, wait_links_up, watch_panics, Client};
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::Connector;
 
@@ -108,53 +107,23 @@ fn toml_str(p: &Path) -> String {
     toml::Value::String(p.display().to_string()).to_string()
 }
 
-// ----- log capture ---------------------------------------------------------------------------
-
-/// Everything logged at warn and above by any test of this file (the subscriber is global).
-fn log_buffer() -> &'static Mutex<Vec<u8>> {
-    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(buf))
-            .try_init();
-        buf
-    })
-}
-
-struct LogWriter(&'static Mutex<Vec<u8>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        // Visible with --nocapture too.
-        eprint!("{}", String::from_utf8_lossy(data));
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_lines_with(needle: &str) -> Vec<String> {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap())
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
-}
-
 // ----- router helpers ------------------------------------------------------------------------
 
-const OPTIONS: &str = r#"
-[options]
-request-timeout = "800ms"
-kpl-interval = "0s"
-reconnect-min = "20ms"
-reconnect-max = "200ms"
-"#;
+/// The `[options]` of every configuration here: quick timeouts and reconnects.
+const OPTIONS: &str = "request-timeout = \"800ms\"\nkpl-interval = \"0s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"200ms\"";
+
+/// The keys of an embedded simulator serving TLS with the test server certificate, and of its
+/// switch trusting the CA in `ca` (none: `extra` says how the certificate is checked).
+fn simulator_tls(pki: &Pki, ca: Option<&str>, extra: &str) -> String {
+    let ca = ca
+        .map(|c| format!("tls-ca = {}\n", pki.toml(c)))
+        .unwrap_or_default();
+    format!(
+        "tls = true\n{ca}{extra}simulator-tls-cert = {}\nsimulator-tls-key = {}",
+        pki.toml("server.pem"),
+        pki.toml("server.key")
+    )
+}
 
 async fn start_router(text: &str) -> Running {
     watch_panics();
@@ -162,38 +131,6 @@ async fn start_router(text: &str) -> Running {
     start(Config::parse(text, "tls-test.toml").unwrap())
         .await
         .unwrap()
-}
-
-async fn wait_links_up(running: &Running) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !running
-        .shared
-        .switches
-        .iter()
-        .all(|s| s.link_up.load(Ordering::Relaxed))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the switches' links did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// `RequestOpen`, checking `EventServerConnected` and one link event per switch.
-async fn open(c: &mut Client, switches: usize) -> Value {
-    let reply = c
-        .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "tls-test"}))
-        .await;
-    assert_eq!(reply["message"], "EventServerConnected", "{reply}");
-    for _ in 0..switches {
-        let ev = c.recv().await;
-        assert!(
-            ev["message"].as_str().unwrap().starts_with("EventLink"),
-            "{ev}"
-        );
-    }
-    reply
 }
 
 /// Hot-desk `guest` to `host` and cancel, checking the replies and the events on both
@@ -247,50 +184,25 @@ async fn wss_connect(
 
 // ----- pbx-sim binary ------------------------------------------------------------------------
 
-/// The `pbx-sim` binary with `--tls-cert`/`--tls-key`, killed on drop.
-struct SimProcess {
-    child: Child,
-    link: String,
-}
-
-impl SimProcess {
-    fn start(pki: &Pki) -> SimProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pbx-sim"))
-            .args([
-                "--name",
-                "swp",
-                "--dns",
-                "6000-6999",
-                "--link",
-                "127.0.0.1:0",
-            ])
-            .arg("--tls-cert")
-            .arg(pki.path("server.pem"))
-            .arg("--tls-key")
-            .arg(pki.path("server.key"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("pbx-sim did not start ({e}): {line:?}"));
-        SimProcess {
-            link: ready["links"][0].as_str().unwrap().to_owned(),
-            child,
-        }
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The `pbx-sim` binary with `--tls-cert`/`--tls-key`.
+fn tls_sim(pki: &Pki) -> SimProcess {
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let args = [
+        "--name",
+        "swp",
+        "--dns",
+        "6000-6999",
+        "--link",
+        "127.0.0.1:0",
+    ];
+    let tls = [
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).chain(tls).collect();
+    SimProcess::start(&args, Stdio::inherit())
 }
 
 // ----- tests ---------------------------------------------------------------------------------
@@ -299,24 +211,13 @@ impl Drop for SimProcess {
 async fn wss_client_endpoint_opens_registers_and_hot_desks_and_plain_ws_fails() {
     let t0 = Instant::now();
     let pki = Pki::new();
-    let text = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-tls-cert = {cert}
-tls-key = {key}
-{OPTIONS}
-[[switch]]
-name = "swc"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-[[switch.link]]
-address = "127.0.0.1:0"
-"#,
-        cert = pki.toml("server.pem"),
-        key = pki.toml("server.key"),
+    let server = format!(
+        "tls-cert = {}\ntls-key = {}",
+        pki.toml("server.pem"),
+        pki.toml("server.key")
     );
+    let text = config::head(&server, OPTIONS)
+        + &config::simulated("swc", &["4000-4999", "5000-5999"], "", 1);
     let running = start_router(&text).await;
     wait_links_up(&running).await;
     let port = running.client_addr.port();
@@ -325,7 +226,7 @@ address = "127.0.0.1:0"
     for host in ["localhost", "127.0.0.1"] {
         let url = format!("wss://{host}:{port}/v1");
         let mut c = wss_connect(&url, pki.client("ca-a.pem")).await.unwrap();
-        let reply = open(&mut c, 1).await;
+        let reply = c.open_session(None, 1).await;
         assert_eq!(reply["switches"][0]["linkState"], "connected", "{reply}");
         let (guest, host_dn) = if host == "localhost" {
             ("5001", "4001")
@@ -366,7 +267,7 @@ address = "127.0.0.1:0"
     )
     .await
     .unwrap();
-    open(&mut c, 1).await;
+    c.open_session(None, 1).await;
     running.stop().await;
     assert_no_panic();
     eprintln!("wss test took {:?}", t0.elapsed());
@@ -376,41 +277,21 @@ address = "127.0.0.1:0"
 async fn switch_links_over_tls_to_the_embedded_simulator_and_to_pbx_sim() {
     let t0 = Instant::now();
     let pki = Pki::new();
-    let sim = SimProcess::start(&pki);
-    let text = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-{OPTIONS}
-# Embedded simulator: its certificate is checked against the link's IP (the default).
-[[switch]]
-name = "swt"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-tls = true
-tls-ca = {ca}
-simulator-tls-cert = {cert}
-simulator-tls-key = {key}
-[[switch.link]]
-address = "127.0.0.1:0"
-
-# The pbx-sim binary with --tls-cert: checked against tls-server-name.
-[[switch]]
-name = "swp"
-dns = ["6000-6999"]
-tls = true
-tls-ca = {ca}
-tls-server-name = "localhost"
-[[switch.link]]
-address = "{link}"
-"#,
-        ca = pki.toml("ca-a.pem"),
-        cert = pki.toml("server.pem"),
-        key = pki.toml("server.key"),
-        link = sim.link,
+    let sim = tls_sim(&pki);
+    // The embedded simulator's certificate is checked against the link's IP (the default);
+    // the pbx-sim binary's (--tls-cert) against tls-server-name.
+    let pbx_sim = format!(
+        "tls = true\ntls-ca = {}\ntls-server-name = \"localhost\"",
+        pki.toml("ca-a.pem")
     );
+    let text = config::head("", OPTIONS)
+        + &config::simulated(
+            "swt",
+            &["4000-4999", "5000-5999"],
+            &simulator_tls(&pki, Some("ca-a.pem"), ""),
+            1,
+        )
+        + &config::switch("swp", &["6000-6999"], &pbx_sim, &[&sim.link()]);
     let running = start_router(&text).await;
     wait_links_up(&running).await;
     let control = sim_control::SimControl {
@@ -420,7 +301,7 @@ address = "{link}"
     assert_eq!(state["links"][0]["connections"], 1, "{state}");
 
     let mut c = Client::connect(&format!("ws://{}/v1", running.client_addr)).await;
-    let reply = open(&mut c, 2).await;
+    let reply = c.open_session(None, 2).await;
     assert_eq!(
         reply["switches"],
         json!([
@@ -472,28 +353,13 @@ async fn a_switch_certificate_from_an_unknown_ca_is_refused() {
     let t0 = Instant::now();
     let pki = Pki::new();
     // The simulator's certificate is from CA A; the router trusts CA B only.
-    let text = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-{OPTIONS}
-[[switch]]
-name = "swu"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-tls = true
-tls-ca = {ca}
-simulator-tls-cert = {cert}
-simulator-tls-key = {key}
-[[switch.link]]
-address = "127.0.0.1:0"
-"#,
-        ca = pki.toml("ca-b.pem"),
-        cert = pki.toml("server.pem"),
-        key = pki.toml("server.key"),
-    );
+    let text = config::head("", OPTIONS)
+        + &config::simulated(
+            "swu",
+            &["4000-4999", "5000-5999"],
+            &simulator_tls(&pki, Some("ca-b.pem"), ""),
+            1,
+        );
     let running = start_router(&text).await;
     // Long enough for several attempts (reconnect-max is 200 ms).
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -562,27 +428,14 @@ address = "127.0.0.1:0"
 #[actix_rt::test]
 async fn insecure_skip_verify_reaches_the_switch_with_a_warning() {
     let pki = Pki::new();
-    let text = format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-{OPTIONS}
-[[switch]]
-name = "swi"
-dns = ["4000-4999"]
-simulated = true
-tls = true
-tls-insecure-skip-verify = true
-tls-server-name = "not-the-name.example"
-simulator-tls-cert = {cert}
-simulator-tls-key = {key}
-[[switch.link]]
-address = "127.0.0.1:0"
-"#,
-        cert = pki.toml("server.pem"),
-        key = pki.toml("server.key"),
-    );
+    let insecure = "tls-insecure-skip-verify = true\ntls-server-name = \"not-the-name.example\"\n";
+    let text = config::head("", OPTIONS)
+        + &config::switch(
+            "swi",
+            &["4000-4999"],
+            &format!("simulated = true\n{}", simulator_tls(&pki, None, insecure)),
+            &["127.0.0.1:0"],
+        );
     let running = start_router(&text).await;
     wait_links_up(&running).await;
     let lines: Vec<String> = log_lines_with("WITHOUT certificate verification")

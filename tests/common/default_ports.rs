@@ -1,13 +1,31 @@
-//! The embedded default configuration listens on fixed ports (7700, 9464, 10401, 10402, 10481,
-//! 10482): tests that start the binary on it take this lock first, so that two of them (in one
-//! test binary or in two processes) never run at the same time.
+//! The embedded default configuration listens on fixed ports (the client and metrics
+//! listeners, each simulator's link and control API; read here from the configuration itself):
+//! tests that start the binary on it take this lock first, so that two of them (in one test
+//! binary or in two processes) never run at the same time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+use csta_router::config::{Config, EMBEDDED_DEFAULT};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-/// The ports of the embedded default configuration.
-pub const PORTS: [u16; 6] = [7700, 9464, 10401, 10402, 10481, 10482];
+/// The embedded default configuration, parsed.
+pub fn config() -> Config {
+    Config::parse(EMBEDDED_DEFAULT, "embedded default").unwrap()
+}
+
+/// Every port the embedded default configuration listens on.
+pub fn ports() -> Vec<u16> {
+    let c = config();
+    let mut ports = vec![
+        c.server.client_listen.port(),
+        c.server.metrics_listen.port(),
+    ];
+    for s in &c.switch {
+        ports.extend(s.link.iter().map(|l| l.address.port()));
+        ports.extend(s.simulator_control.map(|a| a.port()));
+    }
+    ports
+}
 
 /// A loopback port used only as a lock between processes: the operating system lets one
 /// socket listen on it at a time and frees it when its holder exits, however it exits.
@@ -29,7 +47,7 @@ pub fn lock() -> TcpListener {
             }
         }
     };
-    for port in PORTS {
+    for port in ports() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
             assert!(

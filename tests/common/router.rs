@@ -3,6 +3,7 @@
 //! clients, and the simulators' HTTP control API to act as phones and faulty switches.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+use super::config;
 use super::sim_control::SimControl;
 use csta_router::config::Config;
 use csta_router::server::{start, Running};
@@ -65,41 +66,11 @@ pub fn dialect_from_env() -> &'static str {
 
 /// A test configuration: two simulated switches, everything on port 0, fast timers.
 pub fn config_text(extra_options: &str, dialect: &str) -> String {
-    format!(
-        r#"
-[server]
-client-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-client-ping-interval = "10s"
-
-[options]
-request-timeout = "800ms"
-kpl-interval = "0s"
-reconnect-min = "20ms"
-reconnect-max = "200ms"
-{extra_options}
-
-[[switch]]
-name = "sw1"
-dns = ["4000-4999", "5000-5999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-{dialect}
-[[switch.link]]
-address = "127.0.0.1:0"
-priority = 1
-
-[[switch]]
-name = "sw2"
-dns = ["6000-6999", "7000-7999"]
-simulated = true
-simulator-control = "127.0.0.1:0"
-{dialect}
-[[switch.link]]
-address = "127.0.0.1:0"
-priority = 1
-"#
-    )
+    let options = format!(
+        "request-timeout = \"800ms\"\nkpl-interval = \"0s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"200ms\"\n{extra_options}"
+    );
+    config::head("client-ping-interval = \"10s\"", &options)
+        + &config::two_simulated(dialect, [1, 1])
 }
 
 /// A running router with its simulators.
@@ -136,19 +107,7 @@ impl Router {
 
     /// Wait until every switch has announced its link.
     pub async fn wait_links_up(&self) {
-        for _ in 0..500 {
-            if self
-                .running
-                .shared
-                .switches
-                .iter()
-                .all(|s| s.link_up.load(Ordering::Relaxed))
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the switches' links did not come up");
+        wait_links_up(&self.running).await;
     }
 
     /// The WebSocket URL.
@@ -169,6 +128,22 @@ impl Router {
     }
 }
 
+/// Wait (5 s at most) until every switch of a router started in process has its link up.
+pub async fn wait_links_up(running: &Running) {
+    for _ in 0..500 {
+        if running
+            .shared
+            .switches
+            .iter()
+            .all(|s| s.link_up.load(Ordering::Relaxed))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the switches' links did not come up");
+}
+
 static NEXT_REF: AtomicU64 = AtomicU64::new(1);
 
 /// A WebSocket client speaking the client protocol.
@@ -187,21 +162,28 @@ impl Client {
     /// and the link event of each of the `switches`.
     pub async fn open(url: &str, token: Option<&str>, switches: usize) -> Client {
         let mut c = Client::connect(url).await;
+        c.open_session(token, switches).await;
+        c
+    }
+
+    /// Send `RequestOpen` (with `token` if given) on this connection, check the
+    /// `EventServerConnected` reply and read the link event of each of the `switches`: the reply.
+    pub async fn open_session(&mut self, token: Option<&str>, switches: usize) -> Value {
         let mut open =
             json!({"message": "RequestOpen", "protocolVersion": 1, "application": "test"});
         if let Some(t) = token {
             open["token"] = json!(t);
         }
-        let reply = c.request(open).await;
+        let reply = self.request(open).await;
         assert_eq!(reply["message"], "EventServerConnected", "{reply}");
         for _ in 0..switches {
-            let ev = c.recv().await;
+            let ev = self.recv().await;
             assert!(
                 ev["message"].as_str().unwrap().starts_with("EventLink"),
                 "{ev}"
             );
         }
-        c
+        reply
     }
 
     /// Send a JSON value as a text frame.
@@ -238,6 +220,24 @@ impl Client {
                 }
                 Ok(Some(Ok(Ws::Close(c)))) => panic!("closed by the router: {c:?}"),
                 Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The next reply (a message with a `referenceId`; events are skipped) and its
+    /// `referenceId`, before `deadline`; fails with `what` when none comes.
+    pub async fn next_reply(
+        &mut self,
+        deadline: std::time::Instant,
+        what: impl FnOnce() -> String,
+    ) -> (u64, Value) {
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Some(m) = self.next(left).await else {
+                panic!("{}", what());
+            };
+            if let Some(r) = m.get("referenceId").and_then(Value::as_u64) {
+                return (r, m);
             }
         }
     }

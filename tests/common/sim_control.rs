@@ -1,15 +1,16 @@
-//! A small HTTP/1.1 JSON client for the simulator's control API, hand-rolled over a tokio
-//! `TcpStream` (one request per connection, `Connection: close`), so tests need no HTTP crate.
-//! Every POST says `Content-Type: application/json`, as the control API requires; `post_as`
-//! sends anything else, to test the refusal.
+//! The simulator's control API for tests, over the benchmark's HTTP client (`http`, which every
+//! test file including this one includes too). Every POST says `Content-Type:
+//! application/json`, as the control API requires; `post_as` sends anything else, to test the
+//! refusal. A reply that does not come within 5 s, or is not JSON, fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+use super::http;
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+/// How long a control request may take unless the test says otherwise.
+const WITHIN: Duration = Duration::from_secs(5);
 
 /// The control API of one simulator.
 #[derive(Debug, Clone, Copy)]
@@ -21,12 +22,17 @@ pub struct SimControl {
 impl SimControl {
     /// `GET path`: the status code and the JSON body (`Null` when empty).
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        self.request("GET", path, None).await
+        status_and_json(http::get(self.addr, path, WITHIN).await)
     }
 
     /// `POST path` with a JSON body: the status code and the JSON reply.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.request("POST", path, Some(body)).await
+        self.post_within(path, body, WITHIN).await
+    }
+
+    /// [`SimControl::post`] for a request that takes longer than 5 s (a large burst).
+    pub async fn post_within(&self, path: &str, body: Value, within: Duration) -> (u16, Value) {
+        status_and_json(http::post_json(self.addr, path, &body, within).await)
     }
 
     /// `POST path`, asserting 200; returns the JSON reply.
@@ -51,93 +57,18 @@ impl SimControl {
         content_type: Option<&str>,
         body: &str,
     ) -> (u16, Value) {
-        let head = content_type
-            .map(|t| format!("Content-Type: {t}\r\n"))
-            .unwrap_or_default();
-        let exchange = async {
-            let mut stream = TcpStream::connect(self.addr).await.unwrap();
-            let request = format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{head}Content-Length: {}\r\n\r\n{body}",
-                self.addr,
-                body.len()
-            );
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut raw = Vec::new();
-            stream.read_to_end(&mut raw).await.unwrap();
-            parse_response(&raw)
-        };
-        tokio::time::timeout(Duration::from_secs(5), exchange)
-            .await
-            .unwrap_or_else(|_| panic!("POST {path}: no reply within 5 s"))
-    }
-
-    async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        tokio::time::timeout(Duration::from_secs(5), self.exchange(method, path, body))
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path}: no reply within 5 s"))
-    }
-
-    async fn exchange(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut stream = TcpStream::connect(self.addr).await.unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(body.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.unwrap();
-        parse_response(&raw)
-    }
-}
-
-fn parse_response(raw: &[u8]) -> (u16, Value) {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response head");
-    let head = std::str::from_utf8(&raw[..split]).unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("an HTTP status line");
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if chunked {
-        body = dechunk(&body);
-    }
-    if body.is_empty() {
-        return (status, Value::Null);
-    }
-    let value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-        panic!(
-            "reply body is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&body)
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|t| ("Content-Type", t))
+            .into_iter()
+            .collect();
+        status_and_json(
+            http::request(self.addr, "POST", path, &headers, body.as_bytes(), WITHIN).await,
         )
-    });
-    (status, value)
+    }
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size = std::str::from_utf8(&data[..end]).unwrap();
-        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        data = &data[end + 2..];
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
+fn status_and_json(response: Result<http::Response, String>) -> (u16, Value) {
+    let response = response.unwrap_or_else(|e| panic!("{e}"));
+    let body = response.json().unwrap_or_else(|e| panic!("{e}"));
+    (response.status, body)
 }

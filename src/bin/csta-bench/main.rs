@@ -1,4 +1,5 @@
-//! `csta-bench`: the load generator (README, section "Benchmark").
+//! `csta-bench`: the load generator of csta-router (README, section "Benchmark"; `csta-bench
+//! --help`).
 //!
 //! It drives a running router over many WebSocket clients (`--router ws://HOST:PORT/v1`), or
 //! starts everything itself (`--spawn`: S `pbx-sim` processes and a `csta-router` with its
@@ -21,18 +22,27 @@
 //! Latency is measured from the moment each request was due (its slot in the open-loop
 //! schedule with `--rate`, otherwise the moment it could be sent), so queueing is not hidden,
 //! and kept in an HDR histogram in microseconds. The DN numbering is in [`plan`].
+//!
+//! The benchmark is a binary of its own, not part of the router's library: its WebSocket
+//! client and HDR histograms are no concern of the router. What it needs of the router it takes
+//! through the library's public items (the CSTA codec for `--direct`, the shutdown signal).
 
-pub mod account_codes;
-pub mod call_storm;
-pub mod direct;
-pub mod fanout;
-pub mod http;
-pub mod login_storm;
-pub mod plan;
-pub mod redis;
-pub mod spawn;
-pub mod stats;
-pub mod ws;
+mod account_codes;
+mod call_storm;
+mod direct;
+mod fanout;
+mod http;
+#[cfg(test)]
+mod http_tests;
+mod login_storm;
+mod plan;
+mod procfs;
+#[cfg(test)]
+mod procfs_tests;
+mod redis;
+mod spawn;
+mod stats;
+mod ws;
 
 use clap::{Parser, ValueEnum};
 use plan::Plan;
@@ -186,6 +196,24 @@ pub enum BenchError {
     Interrupted,
 }
 
+/// What a scenario ends with: its summary, or why it could not run.
+pub type Outcome = Result<Summary, BenchError>;
+
+/// How long one request to a simulator's control API may take (a large burst takes a while).
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `POST path` with a JSON body to a simulator's control API: the JSON reply of a 200, or an
+/// error naming the request and what the simulator said.
+pub async fn control_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    http::post_json(addr, path, body, CONTROL_TIMEOUT)
+        .await?
+        .ok_json(&format!("POST {path} {body}"))
+}
+
 impl From<String> for BenchError {
     fn from(s: String) -> BenchError {
         BenchError::Setup(s)
@@ -203,9 +231,10 @@ pub struct Settings {
     pub mode: &'static str,
 }
 
-/// Run `csta-bench` with parsed arguments on its own runtime (2 worker threads); returns the
-/// process exit code. The summary line goes to stdout, messages to stderr.
-pub fn main_with(args: Args) -> ExitCode {
+/// Run `csta-bench` on its own runtime (2 worker threads); the process exit code. The summary
+/// line goes to stdout, messages to stderr.
+fn main() -> ExitCode {
+    let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -250,7 +279,7 @@ pub fn main_with(args: Args) -> ExitCode {
 }
 
 /// Check the arguments, set up the environment, run the scenario and stop what was spawned.
-pub async fn run(args: Args) -> Result<Summary, BenchError> {
+pub async fn run(args: Args) -> Outcome {
     if args.scenario == Scenario::RedisFanout {
         return redis::run(&args).await;
     }
@@ -369,7 +398,7 @@ async fn prepare(s: &Settings) -> Result<Environment, BenchError> {
     Ok(env)
 }
 
-async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchError> {
+async fn run_scenario(s: &Settings, env: &Environment) -> Outcome {
     let mut summary = Summary::default();
     summary.set("scenario", s.args.scenario.name());
     summary.set("mode", s.mode);
@@ -377,16 +406,16 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
     let cpu = |env: &Environment| {
         let router = env
             .router_pid
-            .and_then(|p| spawn::cpu_seconds(&p.to_string()));
+            .and_then(|p| procfs::cpu_seconds(&p.to_string()));
         let sims: Option<f64> = if env.sim_pids.is_empty() {
             None
         } else {
             env.sim_pids
                 .iter()
-                .map(|p| spawn::cpu_seconds(&p.to_string()))
+                .map(|p| procfs::cpu_seconds(&p.to_string()))
                 .sum()
         };
-        (router, sims, spawn::cpu_seconds("self"))
+        (router, sims, procfs::cpu_seconds("self"))
     };
     let before = cpu(env);
     let mut summary = match s.args.scenario {
@@ -409,7 +438,7 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
             summary.set_f(key, a - b);
         }
     }
-    if let Some((rss, hwm)) = env.router_pid.and_then(spawn::memory_mib) {
+    if let Some((rss, hwm)) = env.router_pid.and_then(procfs::memory_mib) {
         summary.set_f("router_rss_mib", rss);
         summary.set_f("router_peak_rss_mib", hwm);
     }
@@ -418,7 +447,22 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Result<Summary, BenchE
 
 /// Resolves on ctrl-c or SIGTERM.
 async fn interrupted() {
-    crate::server::shutdown_signal().await;
+    csta_router::server::shutdown_signal().await;
+}
+
+/// The setup of client `index` of a scenario: connected as `csta-bench-<index>` with `dns`
+/// registered in share mode; the hot-desk events seen meanwhile are counted.
+pub async fn share_client(
+    s: &Settings,
+    url: &str,
+    index: usize,
+    dns: &[String],
+    progress: &Progress,
+) -> Result<(ws::WsClient, u64), String> {
+    let mut c = ws::WsClient::connect(url, &format!("csta-bench-{index}")).await?;
+    let window = setup_window(s.plan.switches, s.args.clients, 64);
+    let events = c.register_all(dns, "share", window, progress).await?;
+    Ok((c, events))
 }
 
 /// Setup requests (registrations, MonitorStarts) each client may have in flight: at most
@@ -469,6 +513,19 @@ pub struct StartGate {
 }
 
 impl StartGate {
+    /// The outcome of the first part of this worker's setup (`who` names the worker in an
+    /// error): its value, or `None` once the failure is reported (which calls the run off).
+    /// The setup then goes on; [`StartGate::ready`] ends it.
+    pub async fn check<T>(&mut self, who: &str, setup: Result<T, String>) -> Option<T> {
+        match setup {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.ready(Err(format!("{who}: {e}"))).await;
+                None
+            }
+        }
+    }
+
     /// Report the outcome of this worker's setup; on success wait for the start time every
     /// worker shares. `None` when the run was called off.
     pub async fn ready(&mut self, setup: Result<(), String>) -> Option<Instant> {

@@ -45,19 +45,7 @@ pub async fn run(args: &Args) -> Result<Summary, BenchError> {
     let disorder = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..subscribers {
-        let mut s = TcpStream::connect(addr).await.map_err(setup)?;
-        s.set_nodelay(true).map_err(setup)?;
-        let cmd = format!(
-            "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{CHANNEL}\r\n",
-            CHANNEL.len()
-        );
-        s.write_all(cmd.as_bytes()).await.map_err(setup)?;
-        // The subscription confirmation: `*3 $9 subscribe $ch :1`.
-        let mut confirm = vec![0u8; 256];
-        let n = s.read(&mut confirm).await.map_err(setup)?;
-        if !confirm[..n].windows(9).any(|w| w == b"subscribe") {
-            return Err(setup("redis did not confirm the subscription"));
-        }
+        let s = subscribe(addr).await?;
         let (counts, disorder) = (counts.clone(), disorder.clone());
         tasks.push(tokio::spawn(async move {
             subscriber(s, i, messages, counts, disorder).await;
@@ -137,6 +125,24 @@ pub async fn run(args: &Args) -> Result<Summary, BenchError> {
         summary.set(key, serde_json::Value::Null);
     }
     Ok(summary)
+}
+
+/// A connection to the redis-server at `addr` subscribed to the channel.
+async fn subscribe(addr: std::net::SocketAddr) -> Result<TcpStream, BenchError> {
+    let mut s = TcpStream::connect(addr).await.map_err(setup)?;
+    s.set_nodelay(true).map_err(setup)?;
+    let cmd = format!(
+        "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{CHANNEL}\r\n",
+        CHANNEL.len()
+    );
+    s.write_all(cmd.as_bytes()).await.map_err(setup)?;
+    // The subscription confirmation: `*3 $9 subscribe $ch :1`.
+    let mut confirm = vec![0u8; 256];
+    let n = s.read(&mut confirm).await.map_err(setup)?;
+    if !confirm[..n].windows(9).any(|w| w == b"subscribe") {
+        return Err(setup("redis did not confirm the subscription"));
+    }
+    Ok(s)
 }
 
 /// Count `message` pushes, parse each payload as JSON (as the bench's WebSocket clients

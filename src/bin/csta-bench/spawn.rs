@@ -7,6 +7,7 @@
 
 use super::plan::Plan;
 use super::ws::WsClient;
+use super::BenchError;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,28 @@ pub struct Environment {
 }
 
 impl Environment {
+    /// The router's WebSocket URL, which a scenario through the router needs.
+    pub fn router(&self) -> Result<String, BenchError> {
+        self.router_url
+            .clone()
+            .ok_or_else(|| BenchError::Setup("no router URL".into()))
+    }
+
+    /// The control API of each of the first `switches` simulators, which `scenario` needs.
+    pub fn controls(&self, switches: usize, scenario: &str) -> Result<Vec<SocketAddr>, BenchError> {
+        self.sims
+            .iter()
+            .take(switches)
+            .map(|sim| sim.control)
+            .collect::<Option<Vec<_>>>()
+            .filter(|c| c.len() == switches)
+            .ok_or_else(|| {
+                BenchError::Setup(format!(
+                    "{scenario} needs every simulator's control API address"
+                ))
+            })
+    }
+
     /// Kill every spawned process now.
     pub fn shutdown(&mut self) {
         // Signal every process first, then reap them, so none has time to log the others
@@ -277,28 +300,4 @@ pub async fn wait_links_up(url: &str, switches: usize) -> Result<(), String> {
         "the router's links did not all come up within {} s: {last}",
         LINKS_TIMEOUT.as_secs()
     ))
-}
-
-/// CPU time (user + system) a process has used so far, in seconds, from `/proc` where there
-/// is one (`"self"` for this process).
-pub fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
-    // stime 15; in clock ticks of 1/100 s on Linux.
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
-/// The resident memory of a process in MiB (current and peak), from `/proc` where there is one.
-pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
 }

@@ -1,12 +1,12 @@
 //! `--direct`: a CSTA client of the simulators, the baseline without the router.
 //!
 //! One TCP connection per switch, like the router's link: the 8-byte framing of
-//! [`crate::csta::CstaCodec`], `RequestSystemStatus` first, the switch's `SystemStatus` greeting
+//! [`csta_router::csta::CstaCodec`], `RequestSystemStatus` first, the switch's `SystemStatus` greeting
 //! answered with `SystemStatusResponse`, invoke IDs 0001–9998 never reused while in flight, and
 //! any number of requests pipelined. Events (invoke 9999) are counted, not decoded.
 
-use crate::csta::{encode_frame, CstaCodec, Dialect, InvokeId, Message};
 use bytes::{Bytes, BytesMut};
+use csta_router::csta::{encode_frame, CstaCodec, Dialect, InvokeId, Message};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;

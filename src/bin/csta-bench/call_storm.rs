@@ -23,12 +23,11 @@
 //! (the simulator making the calls) and `absorbed_s` (the router done with them), both from
 //! the start, describe the storm. With `--switches 1` every item shares the storm's switch.
 
-use super::http;
-use super::plan::{share, Pair, Plan};
+use super::plan::{Pair, Plan};
 use super::spawn::Environment;
-use super::stats::{self, Progress, Summary, Totals, WorkerResult};
+use super::stats::{self, Progress, Summary, WorkerResult};
 use super::ws::{describe, quote, WsClient};
-use super::{setup_window, start_workers, BenchError, Settings, StartGate};
+use super::{control_post, share_client, start_workers, BenchError, Outcome, Settings, StartGate};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,11 +50,7 @@ pub fn caller_dn(plan: &Plan) -> String {
 }
 
 /// Run the scenario and fill in the summary.
-pub async fn run(
-    s: &Settings,
-    env: &Environment,
-    mut summary: Summary,
-) -> Result<Summary, BenchError> {
+pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outcome {
     let a = &s.args;
     if a.direct {
         return Err(BenchError::Setup(
@@ -69,12 +64,8 @@ pub async fn run(
         .ok_or_else(|| {
             BenchError::Setup("call-storm needs sw1's simulator control API address".into())
         })?;
-    let url = env
-        .router_url
-        .clone()
-        .ok_or_else(|| BenchError::Setup("no router URL".into()))?;
-    let progress = Progress::new();
-    let _display = stats::start_display("call-storm", progress.clone());
+    let url = env.router()?;
+    let (progress, _display) = stats::progress("call-storm");
     let setup_started = Instant::now();
     let mut storm_client = WsClient::connect(&url, "csta-bench-storm").await?;
     storm_client
@@ -82,8 +73,7 @@ pub async fn run(
         .await?;
     let storming = Arc::new(AtomicBool::new(true));
     let started = start_workers(a.clients, &progress, |i, gate| {
-        let (from, to) = share(a.dns, a.clients, i);
-        let pairs: Vec<Pair> = (from..to).map(|k| s.plan.pair(k)).collect();
+        let pairs = s.plan.pairs_of(a.dns, a.clients, i);
         client(
             i,
             url.clone(),
@@ -111,7 +101,7 @@ pub async fn run(
             }
             let n = batch.min(calls - made);
             let body = json!({"from": caller_dn(&s.plan), "to": storm_dn(&s.plan), "count": n});
-            http::post(control, "/calls/burst", &body).await?;
+            control_post(control, "/calls/burst", &body).await?;
             made += n;
         }
         storm_s = start.elapsed().as_secs_f64();
@@ -139,18 +129,10 @@ pub async fn run(
     let results = started.results().await?;
     storm_client.close().await;
     let made = storm_result.map_err(BenchError::Setup)?;
-    let mut totals = Totals::default();
-    for w in results {
-        totals.add(w);
-    }
-    let elapsed = totals
-        .finished
-        .map_or(Duration::ZERO, |f| f.saturating_duration_since(start));
+    let total: WorkerResult = results.into_iter().collect();
     summary.set("clients", a.clients);
     summary.set("items", a.dns);
-    summary.errors = totals.errors;
-    summary.samples = totals.samples.clone();
-    summary.set_measure(totals.ops, elapsed, &totals.latency);
+    summary.set_workers(&total, start);
     summary.set("calls", made);
     if let Some(rate) = a.call_rate {
         summary.set_f("call_rate", rate);
@@ -158,10 +140,7 @@ pub async fn run(
     summary.set_f("storm_s", storm_s);
     summary.set_f("absorbed_s", absorbed_s);
     summary.set_f("calls_per_s", made as f64 / absorbed_s.max(1e-9));
-    summary.set_f(
-        "setup_s",
-        start.saturating_duration_since(setup_started).as_secs_f64(),
-    );
+    summary.set_setup_time(setup_started, start);
     Ok(summary)
 }
 
@@ -175,22 +154,13 @@ async fn client(
     mut gate: StartGate,
 ) -> WorkerResult {
     let mut out = WorkerResult::default();
-    let setup = async {
-        let mut c = WsClient::connect(&url, &format!("csta-bench-{index}")).await?;
-        let dns: Vec<String> = pairs
-            .iter()
-            .flat_map(|p| [p.guest.clone(), p.host.clone()])
-            .collect();
-        let window = setup_window(s.plan.switches, s.args.clients, 64);
-        c.register_all(&dns, "share", window, &progress).await?;
-        Ok::<_, String>(c)
-    };
-    let mut c = match setup.await {
-        Ok(c) => c,
-        Err(e) => {
-            gate.ready(Err(format!("client {index}: {e}"))).await;
-            return out;
-        }
+    let dns: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| [p.guest.clone(), p.host.clone()])
+        .collect();
+    let setup = share_client(&s, &url, index, &dns, &progress).await;
+    let Some((mut c, _)) = gate.check(&format!("client {index}"), setup).await else {
+        return out;
     };
     if gate.ready(Ok(())).await.is_none() || pairs.is_empty() {
         return out;
@@ -210,10 +180,7 @@ async fn client(
                 let sent = Instant::now();
                 match c.call(&fields, within).await {
                     Ok(v) if v["message"] == "EventPrivateInfo" => {
-                        out.latency.record(sent.elapsed());
-                        out.ops += 1;
-                        out.finished = Some(Instant::now());
-                        progress.ops.fetch_add(1, Ordering::Relaxed);
+                        out.succeeded(&progress, sent);
                     }
                     Ok(v) => {
                         out.latency.record(sent.elapsed());

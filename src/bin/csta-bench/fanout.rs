@@ -15,12 +15,11 @@
 //! `2 × rounds` events per DN: a shortfall counts as losses, an excess as errors. Latency is from
 //! the moment a burst was due to each delivery of its events.
 
-use super::http;
 use super::plan::Plan;
 use super::spawn::Environment;
-use super::stats::{self, Latency, Phase, Progress, Summary};
+use super::stats::{self, Phase, Progress, Summary, WorkerResult};
 use super::ws::{self, WsClient};
-use super::{setup_window, start_workers, BenchError, Settings, StartGate};
+use super::{control_post, setup_window, start_workers, BenchError, Outcome, Settings, StartGate};
 use serde_json::json;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -46,6 +45,37 @@ struct Layout {
 }
 
 impl Layout {
+    /// The layout of a run: D/2 pairs over the switches, in bursts of `--batch` pairs (by
+    /// default what `--window` allows per switch).
+    fn new(s: &Settings) -> Result<Layout, BenchError> {
+        let (a, plan) = (&s.args, s.plan);
+        let pairs_on: Vec<usize> = (0..plan.switches)
+            .map(|i| plan.items_on(i, a.dns / 2))
+            .collect();
+        let most = pairs_on.iter().copied().max().unwrap_or(1).max(1);
+        let fit = usize::try_from(a.window / 4).unwrap_or(usize::MAX).max(1);
+        let batch = match a.batch {
+            Some(b) if b == 0 || b > fit => {
+                return Err(BenchError::Setup(format!(
+                    "--batch must be 1 to {fit}: each pair yields 4 events per client and a burst must fit in --window {}",
+                    a.window
+                )))
+            }
+            Some(b) => b,
+            None => (fit / plan.switches).clamp(1, most),
+        }
+        .min(most);
+        Ok(Layout {
+            plan,
+            switches: plan.switches,
+            pairs_on,
+            batch,
+            batches: most.div_ceil(batch),
+            rounds: a.rounds,
+            switch_names: (0..plan.switches).map(Plan::switch_name).collect(),
+        })
+    }
+
     fn slot(&self, round: usize, switch: usize, batch: usize) -> usize {
         (round * self.switches + switch) * self.batches + batch
     }
@@ -69,6 +99,26 @@ struct Shared {
 }
 
 impl Shared {
+    /// Wait until every connected client has received every event generated, or nothing has
+    /// moved for `drain`.
+    async fn wait_delivered(&self, drain: Duration) {
+        let total = self.expected.load(Ordering::Relaxed);
+        let mut last_seen = (u64::MAX, Instant::now());
+        while self.slowest().is_some_and(|n| n < total) {
+            let sum: u64 = self
+                .received
+                .iter()
+                .map(|r| r.load(Ordering::Relaxed))
+                .sum();
+            if sum != last_seen.0 {
+                last_seen = (sum, Instant::now());
+            } else if last_seen.1.elapsed() >= drain {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The fewest events received by a client still connected; `None` when none is.
     fn slowest(&self) -> Option<u64> {
         self.received
@@ -80,25 +130,99 @@ impl Shared {
     }
 }
 
-/// What one monitoring client saw.
+/// What one monitoring client saw: deliveries are its operations (`ops`, latency from the
+/// moment each burst was due), the last one its `finished`.
 #[derive(Debug, Default)]
 struct ClientResult {
-    latency: Latency,
-    deliveries: u64,
-    last: Option<Instant>,
+    w: WorkerResult,
     losses: u64,
     out_of_order: u64,
-    errors: u64,
-    samples: Vec<String>,
 }
 
 impl ClientResult {
     fn error(&mut self, progress: &Progress, what: impl FnOnce() -> String) {
-        self.errors += 1;
-        progress.error();
-        if self.samples.len() < 5 {
-            self.samples.push(what());
+        self.w.error(progress, what);
+    }
+
+    /// Check one message a monitoring client read: an event of one of its DNs (`tracks`) in
+    /// order (per DN: eventSeq increasing, established and cancelled in turn, from the DN's
+    /// switch), its latency from the moment its burst was due. When it is such an event, the
+    /// moment it was counted.
+    fn on_message(
+        &mut self,
+        text: &str,
+        tracks: &mut HashMap<u64, Track, BuildHasherDefault<DnHasher>>,
+        shared: &Shared,
+        index: usize,
+        progress: &Progress,
+    ) -> Option<Instant> {
+        let per_dn = 2 * shared.layout.rounds as u64;
+        let Some(m) = ws::parse(text) else {
+            self.error(progress, || {
+                format!("monitor {index}: unreadable message {}", ws::describe(text))
+            });
+            return None;
+        };
+        if m.message != "EventPrivateInfo" || m.reference_id.is_some() {
+            if m.message == "EventLinkDisconnected" {
+                self.error(progress, || {
+                    format!("monitor {index}: link lost: {}", ws::describe(text))
+                });
+            }
+            return None;
         }
+        let now = Instant::now();
+        let Some(t) = m
+            .monitored_dn
+            .and_then(|d| d.parse::<u64>().ok())
+            .and_then(|d| tracks.get_mut(&d))
+        else {
+            self.error(progress, || {
+                format!(
+                    "monitor {index}: event for a DN not registered: {}",
+                    ws::describe(text)
+                )
+            });
+            return None;
+        };
+        let layout = &shared.layout;
+        let seq = m.event_seq.unwrap_or(0);
+        let kind_ok = m.private_msg_id == Some(if t.count % 2 == 0 { 1 } else { 2 });
+        let switch_ok = m.switch == layout.switch_names.get(t.switch).map(String::as_str);
+        if seq <= t.last_seq || !kind_ok || !switch_ok {
+            self.out_of_order += 1;
+            progress.error();
+            if self.w.samples.len() < 5 {
+                self.w.samples.push(format!(
+                    "monitor {index}: out of order after eventSeq {} (event {} of its DN): {}",
+                    t.last_seq,
+                    t.count + 1,
+                    ws::describe(text)
+                ));
+            }
+        }
+        let round = usize::try_from(t.count / 2).unwrap_or(usize::MAX);
+        if let Some(due) = shared
+            .due
+            .get(layout.slot(round, t.switch, t.batch))
+            .map(|d| d.load(Ordering::Acquire))
+            .filter(|d| *d > 0)
+        {
+            self.w
+                .latency
+                .record(now.saturating_duration_since(shared.epoch + Duration::from_nanos(due)));
+        }
+        t.last_seq = t.last_seq.max(seq);
+        t.count += 1;
+        if t.count > per_dn {
+            self.error(progress, || {
+                format!(
+                    "monitor {index}: more than {per_dn} events for {}",
+                    m.monitored_dn.unwrap_or_default()
+                )
+            });
+        }
+        Some(now)
     }
 }
 
@@ -112,54 +236,14 @@ struct Track {
 }
 
 /// Run the scenario and fill in the summary.
-pub async fn run(
-    s: &Settings,
-    env: &Environment,
-    mut summary: Summary,
-) -> Result<Summary, BenchError> {
+pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outcome {
     let a = &s.args;
     let plan = s.plan;
     let pairs = a.dns / 2;
-    let pairs_on: Vec<usize> = (0..plan.switches)
-        .map(|i| plan.items_on(i, pairs))
-        .collect();
-    let most = pairs_on.iter().copied().max().unwrap_or(1).max(1);
-    let fit = usize::try_from(a.window / 4).unwrap_or(usize::MAX).max(1);
-    let batch = match a.batch {
-        Some(b) if b == 0 || b > fit => {
-            return Err(BenchError::Setup(format!(
-                "--batch must be 1 to {fit}: each pair yields 4 events per client and a burst must fit in --window {}",
-                a.window
-            )))
-        }
-        Some(b) => b,
-        None => (fit / plan.switches).clamp(1, most),
-    }
-    .min(most);
-    let controls: Vec<SocketAddr> = env
-        .sims
-        .iter()
-        .take(plan.switches)
-        .map(|sim| sim.control)
-        .collect::<Option<Vec<_>>>()
-        .filter(|c| c.len() == plan.switches)
-        .ok_or_else(|| {
-            BenchError::Setup("fanout needs every simulator's control API address".into())
-        })?;
-    let url = env
-        .router_url
-        .clone()
-        .ok_or_else(|| BenchError::Setup("no router URL".into()))?;
-    let batches = most.div_ceil(batch);
-    let layout = Layout {
-        plan,
-        switches: plan.switches,
-        pairs_on: pairs_on.clone(),
-        batch,
-        batches,
-        rounds: a.rounds,
-        switch_names: (0..plan.switches).map(Plan::switch_name).collect(),
-    };
+    let layout = Layout::new(s)?;
+    let (batch, batches) = (layout.batch, layout.batches);
+    let controls = env.controls(plan.switches, "fanout")?;
+    let url = env.router()?;
     let slots = a.rounds * plan.switches * batches;
     let shared = Arc::new(Shared {
         layout,
@@ -185,8 +269,7 @@ pub async fn run(
     }
     let dns = Arc::new(dns);
     let per_client = 4 * pairs as u64 * a.rounds as u64;
-    let progress = Progress::new();
-    let _display = stats::start_display("fanout", progress.clone());
+    let (progress, _display) = stats::progress("fanout");
     let setup_started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let done = Arc::new(Barrier::new(a.monitors));
@@ -206,64 +289,25 @@ pub async fn run(
     .await?;
     let start = started.start;
     tokio::time::sleep_until(start.into()).await;
-    // One generator per switch.
-    let mut generators = tokio::task::JoinSet::new();
-    for (i, control) in controls.iter().copied().enumerate() {
-        generators.spawn(generate(i, control, shared.clone(), a.window));
-    }
-    let mut bursts = 0u64;
-    let mut setup_errors = Vec::new();
-    while let Some(r) = generators.join_next().await {
-        match r {
-            Ok(Ok(n)) => bursts += n,
-            Ok(Err(e)) => {
-                shared.abort.store(true, Ordering::Relaxed);
-                setup_errors.push(e);
-            }
-            Err(e) => setup_errors.push(format!("a generator failed: {e}")),
-        }
-    }
+    let (bursts, setup_errors) = generate_all(&controls, &shared, a.window).await;
     progress.set_phase(Phase::Drain);
-    // Wait until every connected client has everything, or nothing moves for --drain seconds.
-    let drain = Duration::from_secs_f64(a.drain);
-    let total = shared.expected.load(Ordering::Relaxed);
-    let mut last_seen = (u64::MAX, Instant::now());
-    while shared.slowest().is_some_and(|n| n < total) {
-        let sum: u64 = shared
-            .received
-            .iter()
-            .map(|r| r.load(Ordering::Relaxed))
-            .sum();
-        if sum != last_seen.0 {
-            last_seen = (sum, Instant::now());
-        } else if last_seen.1.elapsed() >= drain {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    shared
+        .wait_delivered(Duration::from_secs_f64(a.drain))
+        .await;
     let _ = stop_tx.send(true);
     let results = started.results().await?;
     if let Some(e) = setup_errors.first() {
         return Err(BenchError::Setup(format!("generating events failed: {e}")));
     }
-    let mut latency = Latency::new();
-    let (mut deliveries, mut losses, mut out_of_order, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    let mut last: Option<Instant> = None;
-    for r in &results {
-        latency.merge(&r.latency);
-        deliveries += r.deliveries;
+    let mut total = WorkerResult::default();
+    let (mut losses, mut out_of_order) = (0u64, 0u64);
+    for r in results {
+        total.merge(r.w);
         losses += r.losses;
         out_of_order += r.out_of_order;
-        errors += r.errors;
-        last = match (last, r.last) {
-            (Some(x), Some(y)) => Some(x.max(y)),
-            (x, y) => x.or(y),
-        };
-        for smp in &r.samples {
-            summary.sample(smp.clone());
-        }
     }
-    let elapsed = last.map_or(Duration::ZERO, |l| l.saturating_duration_since(start));
+    // An event out of order is an error too.
+    total.errors += out_of_order;
     summary.set("clients", a.monitors);
     summary.set("monitors", a.monitors);
     summary.set("dns", pairs * 2);
@@ -271,27 +315,41 @@ pub async fn run(
     summary.set("window", a.window);
     summary.set("batch", batch);
     summary.set("bursts", bursts);
-    summary.errors = errors + out_of_order;
     summary.losses = losses;
-    summary.set_measure(deliveries, elapsed, &latency);
-    summary.set("deliveries", deliveries);
+    summary.set_workers(&total, start);
+    summary.set("deliveries", total.ops);
     summary.set("expected", per_client * a.monitors as u64);
     summary.set("losses", losses);
     summary.set("out_of_order", out_of_order);
-    let secs = elapsed.as_secs_f64();
-    summary.set_f(
-        "deliveries_per_s",
-        if secs > 0.0 {
-            deliveries as f64 / secs
-        } else {
-            0.0
-        },
-    );
-    summary.set_f(
-        "setup_s",
-        start.saturating_duration_since(setup_started).as_secs_f64(),
-    );
+    summary.set_f("deliveries_per_s", summary.get_f("ops_per_s"));
+    summary.set_setup_time(setup_started, start);
     Ok(summary)
+}
+
+/// Run one generator per switch to its end: the bursts sent, and the generators' errors (the
+/// first one stops the others).
+async fn generate_all(
+    controls: &[SocketAddr],
+    shared: &Arc<Shared>,
+    window: u64,
+) -> (u64, Vec<String>) {
+    let mut generators = tokio::task::JoinSet::new();
+    for (i, control) in controls.iter().copied().enumerate() {
+        generators.spawn(generate(i, control, shared.clone(), window));
+    }
+    let mut bursts = 0u64;
+    let mut errors = Vec::new();
+    while let Some(r) = generators.join_next().await {
+        match r {
+            Ok(Ok(n)) => bursts += n,
+            Ok(Err(e)) => {
+                shared.abort.store(true, Ordering::Relaxed);
+                errors.push(e);
+            }
+            Err(e) => errors.push(format!("a generator failed: {e}")),
+        }
+    }
+    (bursts, errors)
 }
 
 /// Generate the bursts of one switch; returns how many were sent.
@@ -332,7 +390,7 @@ async fn generate(
                 "pairs": len,
                 "count": 1,
             });
-            let reply = http::post(control, "/burst", &body).await?;
+            let reply = control_post(control, "/burst", &body).await?;
             if reply["hotdeskEvents"] != json!(2 * len) {
                 return Err(format!(
                     "{}: POST /burst {body} answered {reply}",
@@ -390,12 +448,8 @@ async fn monitor_client(
         c.register_all(&names, "monitor", window, &progress).await?;
         Ok::<_, String>(c)
     };
-    let mut c = match setup.await {
-        Ok(c) => c,
-        Err(e) => {
-            gate.ready(Err(format!("monitor {index}: {e}"))).await;
-            return out;
-        }
+    let Some(mut c) = gate.check(&format!("monitor {index}"), setup.await).await else {
+        return out;
     };
     drop(names);
     // Keyed by the DN's number (every bench DN is 7 digits) with a multiplicative hash: the
@@ -424,76 +478,12 @@ async fn monitor_client(
             },
             _ = &mut stopped => break,
         };
-        let Some(m) = ws::parse(&text) else {
-            out.error(&progress, || {
-                format!(
-                    "monitor {index}: unreadable message {}",
-                    ws::describe(&text)
-                )
-            });
+        let Some(now) = out.on_message(&text, &mut tracks, &shared, index, &progress) else {
             continue;
         };
-        if m.message != "EventPrivateInfo" || m.reference_id.is_some() {
-            if m.message == "EventLinkDisconnected" {
-                out.error(&progress, || {
-                    format!("monitor {index}: link lost: {}", ws::describe(&text))
-                });
-            }
-            continue;
-        }
-        let now = Instant::now();
-        let Some(t) = m
-            .monitored_dn
-            .and_then(|d| d.parse::<u64>().ok())
-            .and_then(|d| tracks.get_mut(&d))
-        else {
-            out.error(&progress, || {
-                format!(
-                    "monitor {index}: event for a DN not registered: {}",
-                    ws::describe(&text)
-                )
-            });
-            continue;
-        };
-        let layout = &shared.layout;
-        let seq = m.event_seq.unwrap_or(0);
-        let kind_ok = m.private_msg_id == Some(if t.count % 2 == 0 { 1 } else { 2 });
-        let switch_ok = m.switch == layout.switch_names.get(t.switch).map(String::as_str);
-        if seq <= t.last_seq || !kind_ok || !switch_ok {
-            out.out_of_order += 1;
-            progress.error();
-            if out.samples.len() < 5 {
-                out.samples.push(format!(
-                    "monitor {index}: out of order after eventSeq {} (event {} of its DN): {}",
-                    t.last_seq,
-                    t.count + 1,
-                    ws::describe(&text)
-                ));
-            }
-        }
-        let round = usize::try_from(t.count / 2).unwrap_or(usize::MAX);
-        if let Some(due) = shared
-            .due
-            .get(layout.slot(round, t.switch, t.batch))
-            .map(|d| d.load(Ordering::Acquire))
-            .filter(|d| *d > 0)
-        {
-            out.latency
-                .record(now.saturating_duration_since(shared.epoch + Duration::from_nanos(due)));
-        }
-        t.last_seq = t.last_seq.max(seq);
-        t.count += 1;
-        if t.count > per_dn {
-            out.error(&progress, || {
-                format!(
-                    "monitor {index}: more than {per_dn} events for {}",
-                    m.monitored_dn.unwrap_or_default()
-                )
-            });
-        }
         count += 1;
-        out.deliveries += 1;
-        out.last = Some(now);
+        out.w.ops += 1;
+        out.w.finished = Some(now);
         received.store(count, Ordering::Release);
         // The shared progress counter is touched once every 64 events, not on each.
         if count.is_multiple_of(64) {

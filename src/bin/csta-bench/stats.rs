@@ -127,6 +127,14 @@ impl Progress {
     }
 }
 
+/// A scenario's shared counters, and their display on stderr (see [`start_display`]) until
+/// the guard is dropped.
+pub fn progress(scenario: &'static str) -> (Arc<Progress>, DisplayGuard) {
+    let progress = Progress::new();
+    let display = start_display(scenario, progress.clone());
+    (progress, display)
+}
+
 /// Draw a one-line progress display on stderr about once a second, only when stderr is a
 /// terminal and only once the run has lasted a couple of seconds. Returns a guard that erases
 /// the line when dropped.
@@ -221,6 +229,11 @@ impl Summary {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// The value of a numeric key (0 when absent).
+    pub fn get_f(&self, key: &str) -> f64 {
+        self.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+    }
+
     /// Add the throughput and latency keys common to every scenario.
     pub fn set_measure(&mut self, ops: u64, elapsed: Duration, latency: &Latency) {
         let secs = elapsed.as_secs_f64();
@@ -236,6 +249,27 @@ impl Summary {
         self.set_f("p999_ms", latency.quantile_ms(0.999));
         self.set_f("max_ms", latency.max_ms());
         self.set_f("mean_ms", latency.mean_ms());
+    }
+
+    /// The common keys of a run whose measured part started at `start`: the workers' errors
+    /// (and a few of them for stderr), operations, throughput up to the last completion, and
+    /// latencies.
+    pub fn set_workers(&mut self, total: &WorkerResult, start: Instant) {
+        let elapsed = total
+            .finished
+            .map_or(Duration::ZERO, |f| f.saturating_duration_since(start));
+        self.errors = total.errors;
+        self.samples = total.samples.clone();
+        self.set_measure(total.ops, elapsed, &total.latency);
+    }
+
+    /// `setup_s`: how long the setup took (from `setup_started` to the measured part's
+    /// `start`).
+    pub fn set_setup_time(&mut self, setup_started: Instant, start: Instant) {
+        self.set_f(
+            "setup_s",
+            start.saturating_duration_since(setup_started).as_secs_f64(),
+        );
     }
 
     /// Keep an error description (only the first few are kept).
@@ -287,41 +321,45 @@ impl WorkerResult {
             self.samples.push(what());
         }
     }
-}
 
-/// The sum of every worker's results.
-#[derive(Debug, Default)]
-pub struct Totals {
-    /// Merged latencies.
-    pub latency: Latency,
-    /// Operations.
-    pub ops: u64,
-    /// Errors.
-    pub errors: u64,
-    /// Events.
-    pub events: u64,
-    /// The last completion.
-    pub finished: Option<Instant>,
-    /// A few error descriptions.
-    pub samples: Vec<String>,
-}
+    /// Count an operation that succeeded, due (or sent) at `due`, completed now.
+    pub fn succeeded(&mut self, progress: &Progress, due: Instant) {
+        self.latency.record(due.elapsed());
+        self.ops += 1;
+        self.finished = Some(Instant::now());
+        progress.ops.fetch_add(1, Ordering::Relaxed);
+    }
 
-impl Totals {
-    /// Add one worker's results.
-    pub fn add(&mut self, w: WorkerResult) {
+    /// Add another worker's results (the sum of every worker's is the run's).
+    pub fn merge(&mut self, w: WorkerResult) {
         self.latency.merge(&w.latency);
         self.ops += w.ops;
         self.errors += w.errors;
         self.events += w.events;
-        self.finished = match (self.finished, w.finished) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        self.finished = later(self.finished, w.finished);
         for s in w.samples {
             if self.samples.len() < 5 {
                 self.samples.push(s);
             }
         }
+    }
+}
+
+impl FromIterator<WorkerResult> for WorkerResult {
+    fn from_iter<I: IntoIterator<Item = WorkerResult>>(workers: I) -> WorkerResult {
+        let mut total = WorkerResult::default();
+        for w in workers {
+            total.merge(w);
+        }
+        total
+    }
+}
+
+/// The later of two moments, either of which may be unknown.
+pub fn later(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -17,13 +17,12 @@
 //! `ops` counts the checked 501 requests; an expected event that does not come within
 //! `--drain` seconds is a loss.
 
-use super::http;
-use super::plan::{share, Pair};
+use super::plan::Pair;
 use super::spawn::Environment;
-use super::stats::{self, Latency, Progress, Summary, Totals, WorkerResult};
-use super::ws::{self, quote, WsClient};
-use super::{run_workers, setup_window, BenchError, Settings, StartGate};
-use futures_util::stream::{SplitSink, StreamExt};
+use super::stats::{self, Latency, Progress, Summary, WorkerResult};
+use super::ws::{self, quote};
+use super::{control_post, run_workers, share_client, BenchError, Outcome, Settings, StartGate};
+use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -90,40 +89,69 @@ async fn write_loop(
     let _ = sink.close().await;
 }
 
+/// Read the router's messages until the connection ends (why it ended): replies to their
+/// waiters by `referenceId`, events 501 to their device by `thisDn`, and lost links noted.
+async fn read_loop(
+    mut stream: SplitStream<ws::WsStream>,
+    rpc: Arc<Rpc>,
+    event_tx: HashMap<String, mpsc::UnboundedSender<Value>>,
+    link_errors: Arc<Mutex<Vec<String>>>,
+) -> String {
+    let why = loop {
+        let text = match stream.next().await {
+            None => break "the router closed the connection".to_owned(),
+            Some(Err(e)) => break format!("connection to the router failed: {e}"),
+            Some(Ok(WsMessage::Text(t))) => t,
+            Some(Ok(WsMessage::Close(f))) => {
+                break format!("the router closed the connection: {f:?}")
+            }
+            Some(Ok(_)) => continue,
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if let Some(r) = v["referenceId"].as_u64() {
+            let waiter = rpc
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&r);
+            if let Some(w) = waiter {
+                let _ = w.send(v);
+            }
+        } else if v["message"] == "EventPrivateInfo" && v["privateMsgId"] == 501 {
+            if let Some(tx) = v["thisDn"].as_str().and_then(|d| event_tx.get(d)) {
+                let _ = tx.send(v);
+            }
+        } else if v["message"] == "EventLinkDisconnected" {
+            link_errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!("link lost: {v}"));
+        }
+    };
+    rpc.pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    why
+}
+
 /// Run the scenario and fill in the summary.
-pub async fn run(
-    s: &Settings,
-    env: &Environment,
-    mut summary: Summary,
-) -> Result<Summary, BenchError> {
+pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outcome {
     let a = &s.args;
     if a.direct {
         return Err(BenchError::Setup(
             "account-codes has no --direct mode yet; the login-storm scenario has one".into(),
         ));
     }
-    let controls: Vec<SocketAddr> = env
-        .sims
-        .iter()
-        .take(s.plan.switches)
-        .map(|sim| sim.control)
-        .collect::<Option<Vec<_>>>()
-        .filter(|c| c.len() == s.plan.switches)
-        .ok_or_else(|| {
-            BenchError::Setup("account-codes needs every simulator's control API address".into())
-        })?;
-    let url = env
-        .router_url
-        .clone()
-        .ok_or_else(|| BenchError::Setup("no router URL".into()))?;
-    let controls = Arc::new(controls);
-    let progress = Progress::new();
-    let _display = stats::start_display("account-codes", progress.clone());
+    let controls = Arc::new(env.controls(s.plan.switches, "account-codes")?);
+    let url = env.router()?;
+    let (progress, _display) = stats::progress("account-codes");
     let setup_started = Instant::now();
     let done = Arc::new(Barrier::new(a.clients));
     let (start, results) = run_workers(a.clients, &progress, |i, gate| {
-        let (from, to) = share(a.dns, a.clients, i);
-        let pairs: Vec<Pair> = (from..to).map(|k| s.plan.pair(k)).collect();
+        let pairs = s.plan.pairs_of(a.dns, a.clients, i);
         client(
             i,
             url.clone(),
@@ -136,48 +164,39 @@ pub async fn run(
         )
     })
     .await?;
-    let mut totals = Totals::default();
+    let mut total = WorkerResult::default();
     let mut losses = 0u64;
     let mut phone_latency = Latency::new();
     for (w, lost, phone) in results {
-        totals.add(w);
+        total.merge(w);
         losses += lost;
         phone_latency.merge(&phone);
     }
-    let elapsed = totals
-        .finished
-        .map_or(Duration::ZERO, |f| f.saturating_duration_since(start));
     summary.set("clients", a.clients);
     summary.set("in_flight", a.clients * a.in_flight);
     summary.set("devices", a.dns);
     summary.set("rounds", a.rounds);
-    summary.errors = totals.errors;
+    summary.set_workers(&total, start);
     summary.losses = losses;
-    summary.samples = totals.samples.clone();
-    summary.set_measure(totals.ops, elapsed, &totals.latency);
-    summary.set("events", totals.events);
+    summary.set("events", total.events);
     summary.set("losses", losses);
     summary.set("phone_codes", phone_latency.len());
     summary.set_f("phone_p99_ms", phone_latency.quantile_ms(0.99));
-    summary.set_f(
-        "setup_s",
-        start.saturating_duration_since(setup_started).as_secs_f64(),
-    );
+    summary.set_setup_time(setup_started, start);
     Ok(summary)
 }
 
 /// What one device's work yielded.
 #[derive(Default)]
 struct DeviceOutcome {
-    latency: Latency,
+    /// The 501 requests checked, their latencies and the events received (errors are in
+    /// `errors`, for the client to count).
+    w: WorkerResult,
     phone: Latency,
-    ops: u64,
-    events: u64,
     losses: u64,
     errors: Vec<String>,
     /// Descriptions of losses (counted in `losses`, not as errors).
     lost: Vec<String>,
-    finished: Option<Instant>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -192,22 +211,13 @@ async fn client(
     done: Arc<Barrier>,
 ) -> (WorkerResult, u64, Latency) {
     let mut out = WorkerResult::default();
-    let setup = async {
-        let mut c = WsClient::connect(&url, &format!("csta-bench-{index}")).await?;
-        let devices: Vec<String> = pairs.iter().map(|p| p.guest.clone()).collect();
-        let window = setup_window(s.plan.switches, s.args.clients, 64);
-        c.register_all(&devices, "share", window, &progress).await?;
-        Ok::<_, String>(c)
-    };
-    let c = match setup.await {
-        Ok(c) => c,
-        Err(e) => {
-            gate.ready(Err(format!("client {index}: {e}"))).await;
-            return (out, 0, Latency::new());
-        }
+    let devices: Vec<String> = pairs.iter().map(|p| p.guest.clone()).collect();
+    let setup = share_client(&s, &url, index, &devices, &progress).await;
+    let Some((c, _)) = gate.check(&format!("client {index}"), setup).await else {
+        return (out, 0, Latency::new());
     };
     // Split the connection: a writer task, a reader task routing replies and events.
-    let (sink, mut stream) = c.ws.split();
+    let (sink, stream) = c.ws.split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(sink, out_rx));
     let rpc = Arc::new(Rpc {
@@ -223,50 +233,12 @@ async fn client(
         event_rx.insert(p.guest.clone(), rx);
     }
     let link_errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let rpc = rpc.clone();
-        let link_errors = link_errors.clone();
-        tokio::spawn(async move {
-            let why = loop {
-                let text = match stream.next().await {
-                    None => break "the router closed the connection".to_owned(),
-                    Some(Err(e)) => break format!("connection to the router failed: {e}"),
-                    Some(Ok(WsMessage::Text(t))) => t,
-                    Some(Ok(WsMessage::Close(f))) => {
-                        break format!("the router closed the connection: {f:?}")
-                    }
-                    Some(Ok(_)) => continue,
-                };
-                let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                    continue;
-                };
-                if let Some(r) = v["referenceId"].as_u64() {
-                    let waiter = rpc
-                        .pending
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&r);
-                    if let Some(w) = waiter {
-                        let _ = w.send(v);
-                    }
-                } else if v["message"] == "EventPrivateInfo" && v["privateMsgId"] == 501 {
-                    if let Some(tx) = v["thisDn"].as_str().and_then(|d| event_tx.get(d)) {
-                        let _ = tx.send(v);
-                    }
-                } else if v["message"] == "EventLinkDisconnected" {
-                    link_errors
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(format!("link lost: {v}"));
-                }
-            };
-            rpc.pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
-            why
-        })
-    };
+    let reader = tokio::spawn(read_loop(
+        stream,
+        rpc.clone(),
+        event_tx,
+        link_errors.clone(),
+    ));
     if gate.ready(Ok(())).await.is_none() {
         reader.abort();
         return (out, 0, Latency::new());
@@ -301,15 +273,9 @@ async fn client(
     let mut losses = 0u64;
     let mut phone = Latency::new();
     for o in outcomes {
-        out.latency.merge(&o.latency);
+        out.merge(o.w);
         phone.merge(&o.phone);
-        out.ops += o.ops;
-        out.events += o.events;
         losses += o.losses;
-        out.finished = match (out.finished, o.finished) {
-            (Some(x), Some(y)) => Some(x.max(y)),
-            (x, y) => x.or(y),
-        };
         for e in o.errors {
             out.error(&progress, || format!("client {index}: {e}"));
         }
@@ -369,7 +335,7 @@ async fn device(
 ) -> DeviceOutcome {
     let mut o = DeviceOutcome::default();
     let dn = p.guest.as_str();
-    let call = match http::post(control, "/calls", &json!({"from": dn, "to": p.host})).await {
+    let call = match control_post(control, "/calls", &json!({"from": dn, "to": p.host})).await {
         Ok(v) => v["callId"].as_str().unwrap_or_default().to_owned(),
         Err(e) => {
             o.errors.push(e);
@@ -378,7 +344,7 @@ async fn device(
     };
     let phone_code = format!("{k:07}");
     let entered = Instant::now();
-    if let Err(e) = http::post(
+    if let Err(e) = control_post(
         control,
         &format!("/calls/{call}/account-code"),
         &json!({"device": dn, "code": phone_code}),
@@ -391,7 +357,7 @@ async fn device(
     let conn_id = match tokio::time::timeout(drain, events.recv()).await {
         Ok(Some(v)) => match check_501(&v, dn, Some(&phone_code), None) {
             Ok(c) => {
-                o.events += 1;
+                o.w.events += 1;
                 o.phone.record(entered.elapsed());
                 c
             }
@@ -422,10 +388,7 @@ async fn device(
         match rpc.call(&fields, drain).await {
             Ok(v) => match check_501(&v, dn, None, Some(&conn_id)) {
                 Ok(_) => {
-                    o.latency.record(due.elapsed());
-                    o.ops += 1;
-                    o.finished = Some(Instant::now());
-                    progress.ops.fetch_add(1, Ordering::Relaxed);
+                    o.w.succeeded(&progress, due);
                 }
                 Err(e) => {
                     o.errors.push(format!("set code {code} on {dn}: reply {e}"));
@@ -439,7 +402,7 @@ async fn device(
         }
         match tokio::time::timeout(drain, events.recv()).await {
             Ok(Some(v)) => match check_501(&v, dn, Some(&code), Some(&conn_id)) {
-                Ok(_) => o.events += 1,
+                Ok(_) => o.w.events += 1,
                 Err(e) => o.errors.push(format!("set code {code} on {dn}: event {e}")),
             },
             _ => {
@@ -451,7 +414,7 @@ async fn device(
             }
         }
     }
-    if let Err(e) = http::post(control, &format!("/calls/{call}/clear"), &json!({})).await {
+    if let Err(e) = control_post(control, &format!("/calls/{call}/clear"), &json!({})).await {
         o.errors.push(e);
     }
     o

@@ -17,12 +17,12 @@
 //! the same total number of requests is in flight; the answer must be `EscapeResponse`.
 
 use super::direct::CstaConn;
-use super::plan::{share, Pair};
+use super::plan::{Pair, Plan};
 use super::spawn::Environment;
-use super::stats::{self, Progress, Summary, Totals, WorkerResult};
+use super::stats::{self, Progress, Summary, WorkerResult};
 use super::ws::{self, quote, WsClient};
-use super::{run_workers, setup_window, BenchError, Schedule, Settings, StartGate};
-use crate::csta::{HotDeskAction, HotDeskRequest, Message};
+use super::{run_workers, setup_window, share_client, Outcome, Schedule, Settings, StartGate};
+use csta_router::csta::{HotDeskAction, HotDeskRequest, Message};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -48,25 +48,75 @@ fn operations(pairs: usize, rounds: usize) -> Vec<Op> {
     ops
 }
 
+/// A worker's operations in order, and which may go when: due by the schedule, and fewer
+/// than `--in-flight` of them awaiting their answers.
+struct Pacer {
+    ops: Vec<Op>,
+    schedule: Schedule,
+    window: usize,
+    next: usize,
+}
+
+impl Pacer {
+    fn new(s: &Settings, index: usize, pairs: usize, start: Instant) -> Pacer {
+        let a = &s.args;
+        Pacer {
+            ops: operations(pairs, a.rounds),
+            schedule: Schedule::new(start, a.rate, a.clients, index),
+            window: a.in_flight,
+            next: 0,
+        }
+    }
+
+    /// The next operation if it may go now with `in_flight` others unanswered, and when it was
+    /// due.
+    fn take(&mut self, in_flight: usize, now: Instant) -> Option<(Op, Instant)> {
+        let op = *self
+            .ops
+            .get(self.next)
+            .filter(|_| in_flight < self.window)?;
+        let due = self.schedule.due(self.next);
+        if due.is_some_and(|d| d > now) {
+            return None;
+        }
+        self.next += 1;
+        Some((op, due.unwrap_or(now)))
+    }
+
+    /// When the next operation falls due, if the window lets it go then; `None` when it waits
+    /// for an answer instead (or there is none).
+    fn wake(&self, in_flight: usize) -> Option<Instant> {
+        if self.next < self.ops.len() && in_flight < self.window {
+            self.schedule.due(self.next)
+        } else {
+            None
+        }
+    }
+
+    /// How many operations there are.
+    fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// How many operations are still to be sent.
+    fn unsent(&self) -> usize {
+        self.ops.len() - self.next
+    }
+}
+
 /// Run the scenario and fill in the summary.
-pub async fn run(
-    s: &Settings,
-    env: &Environment,
-    mut summary: Summary,
-) -> Result<Summary, BenchError> {
+pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outcome {
     let a = &s.args;
-    let progress = Progress::new();
-    let _display = stats::start_display("login-storm", progress.clone());
+    let (progress, _display) = stats::progress("login-storm");
     let setup_started = Instant::now();
     let (start, results) = if a.direct {
         let mut conns = Vec::new();
         for (i, sim) in env.sims.iter().enumerate().take(s.plan.switches) {
-            conns.push(CstaConn::connect(super::plan::Plan::switch_name(i), sim.link).await?);
+            conns.push(CstaConn::connect(Plan::switch_name(i), sim.link).await?);
         }
         let conns = Arc::new(conns);
         let r = run_workers(a.clients, &progress, |i, gate| {
-            let (from, to) = share(a.dns, a.clients, i);
-            let pairs: Vec<Pair> = (from..to).map(|k| s.plan.pair(k)).collect();
+            let pairs = s.plan.pairs_of(a.dns, a.clients, i);
             direct_worker(i, pairs, s.clone(), conns.clone(), progress.clone(), gate)
         })
         .await?;
@@ -74,14 +124,10 @@ pub async fn run(
         summary.set("csta_events", events);
         r
     } else {
-        let url = env
-            .router_url
-            .clone()
-            .ok_or_else(|| BenchError::Setup("no router URL".into()))?;
+        let url = env.router()?;
         let done = Arc::new(Barrier::new(a.clients));
         run_workers(a.clients, &progress, |i, gate| {
-            let (from, to) = share(a.dns, a.clients, i);
-            let pairs: Vec<Pair> = (from..to).map(|k| s.plan.pair(k)).collect();
+            let pairs = s.plan.pairs_of(a.dns, a.clients, i);
             router_client(
                 i,
                 url.clone(),
@@ -94,13 +140,7 @@ pub async fn run(
         })
         .await?
     };
-    let mut totals = Totals::default();
-    for r in results {
-        totals.add(r);
-    }
-    let elapsed = totals
-        .finished
-        .map_or(Duration::ZERO, |f| f.saturating_duration_since(start));
+    let total: WorkerResult = results.into_iter().collect();
     summary.set("clients", a.clients);
     summary.set("in_flight", a.clients * a.in_flight);
     summary.set("guests", a.dns);
@@ -108,19 +148,14 @@ pub async fn run(
     if let Some(rate) = a.rate {
         summary.set_f("target_rate", rate);
     }
-    summary.errors = totals.errors;
-    summary.samples = totals.samples.clone();
-    summary.set_measure(totals.ops, elapsed, &totals.latency);
-    summary.set_f(
-        "setup_s",
-        start.saturating_duration_since(setup_started).as_secs_f64(),
-    );
+    summary.set_workers(&total, start);
+    summary.set_setup_time(setup_started, start);
     if !a.direct {
         // One event per operation, on the guest's monitor, to the client that registered it.
         let expected = (a.dns * 2 * a.rounds) as u64;
-        summary.set("events", totals.events);
+        summary.set("events", total.events);
         summary.set("expected", expected);
-        summary.set("losses", expected.saturating_sub(totals.events));
+        summary.set("losses", expected.saturating_sub(total.events));
     }
     Ok(summary)
 }
@@ -151,49 +186,25 @@ async fn router_client(
     done: Arc<Barrier>,
 ) -> WorkerResult {
     let mut out = WorkerResult::default();
-    let setup = async {
-        let mut c = WsClient::connect(&url, &format!("csta-bench-{index}")).await?;
-        let guests: Vec<String> = pairs.iter().map(|p| p.guest.clone()).collect();
-        let events = c
-            .register_all(
-                &guests,
-                "share",
-                setup_window(s.plan.switches, s.args.clients, 64),
-                &progress,
-            )
-            .await?;
-        Ok::<_, String>((c, events))
-    };
+    let guests: Vec<String> = pairs.iter().map(|p| p.guest.clone()).collect();
+    let setup = share_client(&s, &url, index, &guests, &progress).await;
     // Events seen while registering are not the measured operations' (there are none on a
     // quiet switch): only the events of the measured phase are counted.
-    let (mut c, _setup_events) = match setup.await {
-        Ok(x) => x,
-        Err(e) => {
-            gate.ready(Err(format!("client {index}: {e}"))).await;
-            return out;
-        }
+    let Some((mut c, _setup_events)) = gate.check(&format!("client {index}"), setup).await else {
+        return out;
     };
     let Some(start) = gate.ready(Ok(())).await else {
         return out;
     };
-    let a = &s.args;
-    let schedule = Schedule::new(start, a.rate, a.clients, index);
-    let ops = operations(pairs.len(), a.rounds);
-    let window = a.in_flight;
-    let drain = Duration::from_secs_f64(a.drain);
+    let mut pacer = Pacer::new(&s, index, pairs.len(), start);
+    let drain = Duration::from_secs_f64(s.args.drain);
     // referenceId → (operation, when it was due)
-    let mut pending: HashMap<u64, (usize, Instant)> = HashMap::with_capacity(window * 2);
-    let mut next = 0usize;
+    let mut pending: HashMap<u64, (Op, Instant)> = HashMap::with_capacity(s.args.in_flight * 2);
     let mut failure: Option<String> = None;
-    while next < ops.len() || !pending.is_empty() {
+    while pacer.unsent() > 0 || !pending.is_empty() {
         let now = Instant::now();
         let mut fed = false;
-        while next < ops.len() && pending.len() < window {
-            let due = schedule.due(next);
-            if due.is_some_and(|d| d > now) {
-                break;
-            }
-            let op = ops[next];
+        while let Some((op, due)) = pacer.take(pending.len(), now) {
             let id = c.next_ref();
             if let Err(e) = c
                 .feed(request_text(id, &pairs[op.pair], op.associate))
@@ -202,8 +213,7 @@ async fn router_client(
                 failure = Some(e);
                 break;
             }
-            pending.insert(id, (next, due.unwrap_or(now)));
-            next += 1;
+            pending.insert(id, (op, due));
             fed = true;
         }
         if failure.is_some() {
@@ -215,11 +225,7 @@ async fn router_client(
                 break;
             }
         }
-        let wake = if next < ops.len() && pending.len() < window {
-            schedule.due(next)
-        } else {
-            None
-        };
+        let wake = pacer.wake(pending.len());
         // Silence is only a failure while replies are awaited.
         let patience = if pending.is_empty() {
             Duration::from_secs(86_400)
@@ -241,68 +247,15 @@ async fn router_client(
             },
             _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => continue,
         };
-        let m = ws::parse(&text).unwrap_or_default();
-        let Some(r) = m.reference_id else {
-            if m.message == "EventPrivateInfo" {
-                out.events += 1;
-            } else if m.message == "EventLinkDisconnected" {
-                out.error(&progress, || {
-                    format!("client {index}: link lost: {}", ws::describe(&text))
-                });
-            }
-            continue;
-        };
-        let Some((j, due)) = pending.remove(&r) else {
-            out.error(&progress, || {
-                format!(
-                    "client {index}: reply to no request of ours: {}",
-                    ws::describe(&text)
-                )
-            });
-            continue;
-        };
-        let op = ops[j];
-        let pair = &pairs[op.pair];
-        let ok = m.message == "EventPrivateInfo"
-            && m.private_msg_id == Some(if op.associate { 1 } else { 2 })
-            && m.this_dn == Some(pair.guest.as_str())
-            && m.other_dn == Some(pair.host.as_str());
-        if ok {
-            out.latency.record(due.elapsed());
-            out.ops += 1;
-            out.finished = Some(Instant::now());
-            progress.ops.fetch_add(1, Ordering::Relaxed);
-        } else {
-            out.error(&progress, || {
-                format!(
-                    "client {index}: {} {}→{}: {}",
-                    if op.associate { "associate" } else { "cancel" },
-                    pair.guest,
-                    pair.host,
-                    ws::describe(&text)
-                )
-            });
-        }
+        on_message(&mut out, &progress, index, &pairs, &mut pending, &text);
     }
     // The last operations' events may still be on their way: each operation makes exactly
     // one event for this client (on its guest's monitor), so wait for them, within the drain.
     if failure.is_none() {
-        let expected = ops.len() as u64;
-        let deadline = tokio::time::Instant::now() + drain;
-        while out.events < expected {
-            match tokio::time::timeout_at(deadline, c.recv()).await {
-                Ok(Ok(text)) => {
-                    let m = ws::parse(&text).unwrap_or_default();
-                    if m.reference_id.is_none() && m.message == "EventPrivateInfo" {
-                        out.events += 1;
-                    }
-                }
-                Ok(Err(_)) | Err(_) => break,
-            }
-        }
+        await_events(&mut c, &mut out, pacer.len() as u64, drain).await;
     }
     if let Some(e) = failure {
-        let lost = (ops.len() - next + pending.len()) as u64;
+        let lost = (pacer.unsent() + pending.len()) as u64;
         out.errors += lost.saturating_sub(1);
         out.error(&progress, || {
             format!("client {index}: {e}; {lost} request(s) unanswered or unsent")
@@ -313,6 +266,112 @@ async fn router_client(
     done.wait().await;
     c.close().await;
     out
+}
+
+/// Count one message a router client read: an event, or the reply to one of its `pending`
+/// requests, checked against the request's operation.
+fn on_message(
+    out: &mut WorkerResult,
+    progress: &Progress,
+    index: usize,
+    pairs: &[Pair],
+    pending: &mut HashMap<u64, (Op, Instant)>,
+    text: &str,
+) {
+    let m = ws::parse(text).unwrap_or_default();
+    let Some(r) = m.reference_id else {
+        if m.message == "EventPrivateInfo" {
+            out.events += 1;
+        } else if m.message == "EventLinkDisconnected" {
+            out.error(progress, || {
+                format!("client {index}: link lost: {}", ws::describe(text))
+            });
+        }
+        return;
+    };
+    let Some((op, due)) = pending.remove(&r) else {
+        out.error(progress, || {
+            format!(
+                "client {index}: reply to no request of ours: {}",
+                ws::describe(text)
+            )
+        });
+        return;
+    };
+    let pair = &pairs[op.pair];
+    let ok = m.message == "EventPrivateInfo"
+        && m.private_msg_id == Some(if op.associate { 1 } else { 2 })
+        && m.this_dn == Some(pair.guest.as_str())
+        && m.other_dn == Some(pair.host.as_str());
+    if ok {
+        out.succeeded(progress, due);
+    } else {
+        out.error(progress, || {
+            format!(
+                "client {index}: {} {}→{}: {}",
+                if op.associate { "associate" } else { "cancel" },
+                pair.guest,
+                pair.host,
+                ws::describe(text)
+            )
+        });
+    }
+}
+
+/// Wait (within `drain`) until the client has received `expected` hot-desk events in all.
+async fn await_events(c: &mut WsClient, out: &mut WorkerResult, expected: u64, drain: Duration) {
+    let deadline = tokio::time::Instant::now() + drain;
+    while out.events < expected {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(text)) => {
+                let m = ws::parse(&text).unwrap_or_default();
+                if m.reference_id.is_none() && m.message == "EventPrivateInfo" {
+                    out.events += 1;
+                }
+            }
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+}
+
+/// Start a monitor on each guest over the direct links, at most `window` at a time.
+async fn start_monitors(
+    pairs: &[Pair],
+    conns: &[Arc<CstaConn>],
+    window: usize,
+    progress: &Progress,
+) -> Result<(), String> {
+    let mut inflight = FuturesUnordered::new();
+    let mut next = 0usize;
+    while next < pairs.len() || !inflight.is_empty() {
+        while next < pairs.len() && inflight.len() < window {
+            let p = &pairs[next];
+            let conn = conns
+                .get(p.switch)
+                .cloned()
+                .ok_or_else(|| format!("no CSTA link for switch {}", p.switch + 1))?;
+            let guest = p.guest.clone();
+            inflight.push(async move {
+                let r = conn
+                    .request(&Message::MonitorStart {
+                        device: guest.clone(),
+                    })
+                    .await;
+                (guest, r)
+            });
+            next += 1;
+        }
+        if let Some((guest, r)) = inflight.next().await {
+            match r {
+                Ok(Message::MonitorStartResponse { .. }) => {
+                    progress.setup.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(other) => return Err(format!("MonitorStart {guest}: answered {other:?}")),
+                Err(e) => return Err(format!("MonitorStart {guest}: {e}")),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One direct worker: the same operations over the shared CSTA links.
@@ -326,67 +385,28 @@ async fn direct_worker(
 ) -> WorkerResult {
     let mut out = WorkerResult::default();
     // Setup: a monitor on each guest, as the router starts one when a client registers it.
-    let setup_limit = setup_window(s.plan.switches, s.args.clients, 64);
-    let setup = async {
-        let mut inflight = FuturesUnordered::new();
-        let mut next = 0usize;
-        while next < pairs.len() || !inflight.is_empty() {
-            while next < pairs.len() && inflight.len() < setup_limit {
-                let p = &pairs[next];
-                let conn = conns
-                    .get(p.switch)
-                    .cloned()
-                    .ok_or_else(|| format!("no CSTA link for switch {}", p.switch + 1))?;
-                let guest = p.guest.clone();
-                inflight.push(async move {
-                    let r = conn
-                        .request(&Message::MonitorStart {
-                            device: guest.clone(),
-                        })
-                        .await;
-                    (guest, r)
-                });
-                next += 1;
-            }
-            if let Some((guest, r)) = inflight.next().await {
-                match r {
-                    Ok(Message::MonitorStartResponse { .. }) => {
-                        progress.setup.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(other) => return Err(format!("MonitorStart {guest}: answered {other:?}")),
-                    Err(e) => return Err(format!("MonitorStart {guest}: {e}")),
-                }
-            }
-        }
-        Ok::<(), String>(())
-    };
-    if let Err(e) = setup.await {
-        gate.ready(Err(format!("worker {index}: {e}"))).await;
+    let window = setup_window(s.plan.switches, s.args.clients, 64);
+    let setup = start_monitors(&pairs, &conns, window, &progress).await;
+    if gate
+        .check(&format!("worker {index}"), setup)
+        .await
+        .is_none()
+    {
         return out;
     }
     let Some(start) = gate.ready(Ok(())).await else {
         return out;
     };
-    let a = &s.args;
-    let schedule = Schedule::new(start, a.rate, a.clients, index);
-    let ops = operations(pairs.len(), a.rounds);
-    let window = a.in_flight;
+    let mut pacer = Pacer::new(&s, index, pairs.len(), start);
     let mut inflight = FuturesUnordered::new();
-    let mut next = 0usize;
-    while next < ops.len() || !inflight.is_empty() {
+    while pacer.unsent() > 0 || !inflight.is_empty() {
         let now = Instant::now();
-        while next < ops.len() && inflight.len() < window {
-            let due = schedule.due(next);
-            if due.is_some_and(|d| d > now) {
-                break;
-            }
-            let op = ops[next];
+        while let Some((op, due)) = pacer.take(inflight.len(), now) {
             let p = &pairs[op.pair];
             let Some(conn) = conns.get(p.switch).cloned() else {
                 out.error(&progress, || {
                     format!("no CSTA link for switch {}", p.switch + 1)
                 });
-                next += 1;
                 continue;
             };
             let msg = Message::Escape(HotDeskRequest {
@@ -399,30 +419,20 @@ async fn direct_worker(
                     HotDeskAction::Cancel
                 },
             });
-            let due = due.unwrap_or(now);
             inflight.push(async move {
                 let r = conn.request(&msg).await;
-                (next, due, r)
+                (op, due, r)
             });
-            next += 1;
         }
-        let wake = if next < ops.len() && inflight.len() < window {
-            schedule.due(next)
-        } else {
-            None
-        };
+        let wake = pacer.wake(inflight.len());
         tokio::select! {
             done = inflight.next(), if !inflight.is_empty() => {
-                let Some((j, due, r)) = done else { continue };
+                let Some((op, due, r)) = done else { continue };
                 match r {
                     Ok(Message::EscapeResponse) => {
-                        out.latency.record(due.elapsed());
-                        out.ops += 1;
-                        out.finished = Some(Instant::now());
-                        progress.ops.fetch_add(1, Ordering::Relaxed);
+                        out.succeeded(&progress, due);
                     }
                     other => {
-                        let op = ops[j];
                         let p = &pairs[op.pair];
                         out.error(&progress, || format!(
                             "worker {index}: {} {}→{}: {other:?}",

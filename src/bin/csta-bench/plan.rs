@@ -165,6 +165,12 @@ impl Plan {
         }
     }
 
+    /// The items `[from, to)` of [`share`]: the pairs of worker `index` of `workers`.
+    pub fn pairs_of(&self, total: usize, workers: usize, index: usize) -> Vec<Pair> {
+        let (from, to) = share(total, workers, index);
+        (from..to).map(|k| self.pair(k)).collect()
+    }
+
     /// How many of the first `items` items live on switch `index`.
     pub fn items_on(&self, index: usize, items: usize) -> usize {
         items / self.switches + usize::from(index < items % self.switches)

@@ -1,0 +1,30 @@
+//! The tests' shared code, one module per concept; a test file says `mod common;` and uses the
+//! modules it needs. Two of them are the benchmark's own (`http`, `procfs`), so that tests and
+//! bench speak HTTP and read `/proc` one way.
+//!
+//! - [`http`]: the HTTP/1.1 client (status, headers, body);
+//! - [`procfs`]: CPU time and memory of a process;
+//! - [`process`]: the binaries as processes (router, `pbx-sim`, `csta-bench`);
+//! - [`config`]: router configurations (listeners on free ports, switch tables);
+//! - [`router`]: the router in process, its WebSocket clients and test configuration;
+//! - [`sim_control`]: the simulator's control API;
+//! - [`switch`]: the link layer alone, against a simulator or a fake switch;
+//! - [`log_capture`]: what the code under test logs;
+//! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock;
+//! - [`observability`]: the dashboard, the Prometheus files and promtool;
+//! - [`spec`]: names the product contract fixes, for the tests that check them.
+#![allow(dead_code)]
+
+pub mod config;
+pub mod default_ports;
+#[path = "../../src/bin/csta-bench/http.rs"]
+pub mod http;
+pub mod log_capture;
+pub mod observability;
+pub mod process;
+#[path = "../../src/bin/csta-bench/procfs.rs"]
+pub mod procfs;
+pub mod router;
+pub mod sim_control;
+pub mod spec;
+pub mod switch;
