@@ -97,10 +97,13 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_others_get_every_ev
         }
     }
     good.expect_nothing().await;
-    // The slow client was cut off. It did not read during the second its 4008 close frame was
-    // offered, so its connection was dropped: reading now shows what had reached its socket,
-    // then the end of the connection, without a close frame.
-    assert_eq!(slow.ended().await, None);
+    // The slow client was cut off with 4008. Its close frame was offered for a second: when
+    // the router's socket buffer still had room for it (the kernel may grow that buffer), the
+    // client reads it after what had reached its socket; when not, the connection was dropped
+    // and reading shows the end of the connection without a close frame. Either way, no
+    // other close.
+    let end = slow.ended().await;
+    assert!(matches!(end, None | Some(4008)), "{end:?}");
     // Counted (only this test makes slow consumers in this process).
     eventually("slow_consumer counted", async || {
         disconnects(&r, "slow_consumer").await == 1.0
