@@ -1,5 +1,5 @@
-//! Audit lines: one per private-service request a client made, whatever its outcome (SPEC
-//! section 2, "Logging").
+//! Audit lines: one per private-service request a client made, whatever its outcome (README,
+//! "Observability", logs).
 //!
 //! Every line has the same shape, target `audit`, message "private service", and the fields
 //! `application` (the configured application the client's token matched; with no

@@ -1,4 +1,4 @@
-//! How a switch's failures become client error codes (SPEC section 3, "Errors").
+//! How a switch's failures become client error codes (README, "Client protocol v1", errors).
 //!
 //! A request to a switch is either a private service or the MonitorStart of a registration
 //! (`None` below): the same `CSTAErrorCode` means different things for them

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC section 7).
+//! Prometheus metrics (README, "Observability").
 //!
 //! The `metrics` facade with the Prometheus recorder, rendered by the router's own HTTP server
 //! at `GET /metrics`. Every metric is described (HELP text), latencies are histograms with

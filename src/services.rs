@@ -1,9 +1,9 @@
-//! The private services a client can request (SPEC section 3, "Private services"): the one
+//! The private services a client can request (README, "Client protocol v1", private services): the one
 //! catalogue of what each is.
 //!
 //! For each service: its `privateMsgId` and name, its metrics label (also its name in audit
 //! lines), the private event that reports the change it makes, the CSTA request that carries it
-//! (SPEC section 5), the switch's positive answer to that request, and the checks a request
+//! (README, "The CSTA link"), the switch's positive answer to that request, and the checks a request
 //! must pass before anything is sent. Everything else that names a service (the extension
 //! actor, metrics, audit lines, `EventServerConnected`) asks this module instead of matching
 //! the numbers 1, 2 and 501 itself.
@@ -24,7 +24,7 @@ pub enum Service {
     SetAccountCode,
 }
 
-/// The longest account code, in characters (SPEC section 3: 1 to 32 printable characters).
+/// The longest account code, in characters (1 to 32 printable characters, as the client protocol says).
 pub const MAX_ACCOUNT_CODE_CHARS: usize = 32;
 
 /// The extension key of private service 1 that names the host.
@@ -220,7 +220,7 @@ fn valid_account_code(code: &str) -> bool {
             .all(|c| !c.is_control() && (c.is_alphanumeric() || c.is_ascii_graphic() || c == ' '))
 }
 
-/// The CSTA request that carries `params` for `dn` (SPEC section 5); `call_id` is the switch's
+/// The CSTA request that carries `params` for `dn` (README, "The CSTA link"); `call_id` is the switch's
 /// ID of the call an account code goes to.
 pub fn request(params: &Params, dn: &str, call_id: Option<&str>) -> Message {
     match params {

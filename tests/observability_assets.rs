@@ -44,7 +44,8 @@ const NOT_PER_SWITCH: [&str; 2] = [
     "csta_router_client_disconnects_total",
 ];
 
-/// The alerts SPEC section 7 and the issue ask for, at least.
+/// The alerts an operator needs at least (SPEC section 7: link health, error rates, latency,
+/// slow consumers).
 const REQUIRED_ALERTS: [&str; 6] = [
     "CstaRouterTargetDown",
     "CstaRouterTargetMissing",

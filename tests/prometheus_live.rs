@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The Grafana dashboard and the Prometheus rules against a real Prometheus server scraping the
-//! real router binary under scripted traffic (issue "Observability", SPEC section 7).
+//! real router binary under scripted traffic (SPEC section 7).
 //!
 //! The test starts the `csta-router` binary with two simulated switches (sw1: 4000-5999,
 //! sw2: 6000-7999, two links each), then a Prometheus server on loopback (scrape and rule

@@ -45,7 +45,7 @@ impl EscapeRoot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PrivateDataPosition {
-    /// `privateData/private` directly under the root (SPEC section 5).
+    /// `privateData/private` directly under the root (the link profile).
     #[default]
     Root,
     /// `extensions/privateData/private`, as ordinary services carry it.

@@ -1,4 +1,4 @@
-//! The 8-byte CSTA frame header of SPEC section 5, as a tokio codec.
+//! The 8-byte CSTA frame header of the link profile (README, "The CSTA link"), as a tokio codec.
 //!
 //! ```text
 //! 00 00 LL LL I I I I <xml…>

@@ -1,4 +1,4 @@
-//! The CSTA messages of SPEC section 5, written strictly and read tolerantly.
+//! The CSTA messages of the link profile (README, "The CSTA link"), written strictly and read tolerantly.
 //!
 //! # What we write
 //!

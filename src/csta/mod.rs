@@ -1,4 +1,4 @@
-//! The CSTA Phase III XML codec (ECMA-323 over TCP, SPEC section 5).
+//! The CSTA Phase III XML codec (ECMA-323 over TCP; README, "The CSTA link").
 //!
 //! Three layers, each usable alone:
 //! - [`frame`]: the 8-byte header that cuts a TCP byte stream into frames ([`CstaCodec`]);

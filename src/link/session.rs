@@ -1,4 +1,4 @@
-//! The CSTA protocol of one link, without IO and without a clock (SPEC sections 4 and 5).
+//! The CSTA protocol of one link, without IO and without a clock (README, "The CSTA link").
 //!
 //! [`Session`] is to the link actor what a protocol state machine is to its event loop: it holds
 //! every rule of the link and touches nothing outside itself. The driver tells it what happened

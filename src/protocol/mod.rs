@@ -1,4 +1,4 @@
-//! Client protocol v1 (SPEC section 3): JSON objects over WebSocket text frames.
+//! Client protocol v1 (README, "Client protocol v1"): JSON objects over WebSocket text frames.
 //!
 //! Reading ([`mod@read`]) is strict about what it needs and lenient about the rest: a request must
 //! be a JSON object with a string `message` and (for requests) a positive integer
@@ -25,7 +25,7 @@ use std::borrow::Cow;
 /// a WebSocket text frame to any number of clients.
 pub type SharedText = ByteString;
 
-/// The T-Library compatible error codes of SPEC section 3.
+/// The T-Library compatible error codes of the client protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ErrorCode {
     /// 41: private service on a DN not registered in share mode; unregistering an unknown DN.

@@ -1,4 +1,4 @@
-//! Reading a client's request (SPEC section 3, "Requests"): one text frame into a [`Request`]
+//! Reading a client's request (README, "Client protocol v1"): one text frame into a [`Request`]
 //! and its `referenceId`, or a [`ProtocolError`] that says what is wrong.
 
 use super::{echo, ErrorCode, ProtocolError, RegisterMode, MAX_DN_LEN};

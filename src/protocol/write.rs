@@ -1,4 +1,4 @@
-//! Writing the router's messages (SPEC section 3): one constructor per message, each writing
+//! Writing the router's messages (README, "Client protocol v1"): one constructor per message, each writing
 //! its JSON straight into the bytes every recipient shares.
 
 use super::{ErrorCode, ProtocolError, RegisterMode, SharedText};

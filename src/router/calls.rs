@@ -547,7 +547,7 @@ mod tests {
         assert_ne!(
             t.hold(&c1, &a, 10).conn_id,
             first,
-            "SPEC: after call-grace a call ID seen again is a new call with a new connId"
+            "after call-grace a call ID seen again is a new call with a new connId"
         );
         assert_eq!(t.graced(), 0);
     }

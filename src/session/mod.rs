@@ -1,4 +1,4 @@
-//! Client sessions: one WebSocket connection each (SPEC section 3).
+//! Client sessions: one WebSocket connection each (README, "Client protocol v1").
 //!
 //! A session is a task, not an actor: it reads the client's frames, answers what it can
 //! itself (opening, server queries, malformed input), and hands everything about a DN to the

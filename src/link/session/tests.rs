@@ -1,4 +1,4 @@
-//! The rules of SPEC sections 4 and 5, one test each, on a session driven by hand: instants
+//! The rules of the CSTA link (README, "The CSTA link"), one test each, on a session driven by hand: instants
 //! are made up, frames from the switch and the frames expected from the session are written
 //! out literally (as the specification and the golden tests write them), never produced by
 //! the session or the encoder.

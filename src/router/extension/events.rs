@@ -1,7 +1,7 @@
 //! What a DN's events mean: the hot-desk association last reported, the DN's active calls
 //! and their connIds, and the private events clients get.
 //!
-//! The call rules of SPEC section 3 are `call_rule`, a plain function of the event and the
+//! The call rules of the client protocol (README, "Client protocol v1") are `call_rule`, a plain function of the event and the
 //! DN; the DN's call list is a plain [`DeviceCalls`] shared with the switch's
 //! [`CallTable`](crate::router::calls::CallTable) for connIds. The actor applies both.
 
@@ -42,8 +42,8 @@ impl DnState {
     }
 }
 
-/// What a call event does to the call list of the DN whose monitor carried it (SPEC
-/// section 3, "Active calls of a device").
+/// What a call event does to the call list of the DN whose monitor carried it (the client
+/// protocol's "active calls of a device").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum CallRule {
     /// Add the call if new; `activate`: it was just established or retrieved at this device
@@ -58,7 +58,7 @@ pub(super) enum CallRule {
     Drop,
 }
 
-/// The rule of SPEC section 3 for `ev` on the monitor of `dn`: added by ServiceInitiated,
+/// The rule of the client protocol for `ev` on the monitor of `dn`: added by ServiceInitiated,
 /// Originated, Delivered and Established (and kept by Held and Retrieved); removed by
 /// ConnectionCleared when the dropped connection is this device's, by CallCleared, and by a
 /// transfer or diversion that takes the call away from this device. "Most recent" is the call
