@@ -10,6 +10,7 @@
 use super::backoff::Backoff;
 use super::feed::ShardFeed;
 use super::io::{self, ConnectError, LinkStream, Read};
+use super::ownership::{Fence, Sequence};
 use super::report::{DownReport, Report};
 use super::session::{Disconnect, LinkState, Loss, Output, Session, Unsent, Waiter};
 use super::stats::{Export, LinkStats};
@@ -62,6 +63,25 @@ pub struct LinkStatusChanged {
     pub state: LinkState,
 }
 
+/// The switch is owned here from now on (a cluster node acquired it): connect, number what is
+/// read from `seq`, and act while `fence` is open.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Own {
+    /// The event numbers of this ownership.
+    pub seq: Arc<Sequence>,
+    /// Until when the switch may be acted on.
+    pub fence: Fence,
+}
+
+/// The switch is no longer owned here: close the connection and do not reconnect.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Disown {
+    /// Why, for the log.
+    pub why: String,
+}
+
 /// How the session reaches a caller of [`LinkRequest`].
 type Reply = oneshot::Sender<Result<Message, LinkError>>;
 
@@ -92,6 +112,9 @@ pub(super) struct LinkParts {
     pub feed: ShardFeed,
     /// The link's counters (shared with the switch's handle).
     pub stats: Arc<LinkStats>,
+    /// Whether the link connects from the start (a router without a cluster owns its switches
+    /// from the start; a cluster node only once it holds the switch's lease).
+    pub owned: bool,
 }
 
 /// One CSTA link (see the [link module docs](super)).
@@ -117,6 +140,8 @@ pub struct LinkActor {
     permits: Arc<Semaphore>,
     backoff: Backoff,
     down: DownReport,
+    /// Whether the switch is owned here (the link connects and reconnects only then).
+    owned: bool,
 }
 
 impl LinkActor {
@@ -131,6 +156,7 @@ impl LinkActor {
             owner,
             feed,
             stats,
+            owned,
         } = parts;
         let metrics = crate::metrics::LinkMetrics::new(&switch, index);
         let session = Session::new(
@@ -161,7 +187,19 @@ impl LinkActor {
             connection: None,
             timer: None,
             down: DownReport::default(),
+            owned,
         }
+    }
+
+    /// The switch's fence closed (its ownership lapsed): stop acting on it at once.
+    fn fenced(&mut self, ctx: &mut Context<Self>) {
+        if !self.owned {
+            return;
+        }
+        self.owned = false;
+        warn!(switch = %self.switch, link = self.index, address = %self.address, "closing the CSTA link: this node's lease on the switch has lapsed (fenced)");
+        let why = "fenced: the lease on the switch lapsed".into();
+        self.disconnect(Disconnect::Reported(why), ctx);
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -256,8 +294,10 @@ impl LinkActor {
                     let _ = to.send(result);
                 }
                 Output::ToShard { dn, delivery } => {
-                    self.feed
-                        .deliver(dn, delivery, slot.take().unwrap_or_default());
+                    let slot = slot.take().unwrap_or_default();
+                    if !self.feed.deliver(dn, delivery, slot) {
+                        self.fenced(ctx);
+                    }
                 }
                 Output::Up { status } => self.up(&status),
                 Output::Lost(loss) => self.lost(loss, ctx),
@@ -282,6 +322,12 @@ impl LinkActor {
     fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         self.trace("out", &frame);
         let id = frame.invoke_id;
+        if !self.feed.may_act() {
+            // Never a frame to a switch another node may own now.
+            let out = self.session.unsent(id, Unsent::Closed, Instant::now());
+            self.carry_out(out, None, ctx);
+            return self.fenced(ctx);
+        }
         let unsent = match &self.connection {
             None => Some(Unsent::Closed),
             Some(conn) => match conn.writer.try_send(frame) {
@@ -301,6 +347,9 @@ impl LinkActor {
     /// Queue an answer to one of the switch's own requests.
     fn reply(&mut self, frame: Frame) {
         self.trace("out", &frame);
+        if !self.feed.may_act() {
+            return;
+        }
         if let Some(conn) = &self.connection {
             if conn.writer.try_send(frame).is_err() {
                 warn!(switch = %self.switch, link = self.index, "outbound queue to the switch is full; an answer to the switch was dropped");
@@ -359,6 +408,11 @@ impl LinkActor {
             drop(conn.writer);
         }
         self.generation += 1;
+        if !self.owned {
+            // Closed on purpose (the switch is not, or no longer, owned here): no reconnect.
+            info!(switch = %self.switch, link = self.index, address = %self.address, "CSTA link closed: {why}");
+            return;
+        }
         let delay = self.backoff.next_delay();
         // At the default log level: the first failure, then a reminder at most once a minute
         // while the link stays down (every attempt at debug).
@@ -379,7 +433,7 @@ impl LinkActor {
         }
         let generation = self.generation;
         ctx.run_later(delay, move |act, ctx| {
-            if act.generation == generation && act.connection.is_none() {
+            if act.owned && act.generation == generation && act.connection.is_none() {
                 act.connect(ctx);
             }
         });
@@ -411,7 +465,41 @@ impl Actor for LinkActor {
         // senders wait and could reorder a DN's MonitorStop and MonitorStart); the real bound
         // is the invoke IDs and the outbound queue, which refuse the excess as overload.
         ctx.set_mailbox_capacity(1 << 20);
-        self.connect(ctx);
+        if self.owned {
+            self.connect(ctx);
+        }
+    }
+}
+
+impl Handler<Own> for LinkActor {
+    type Result = ();
+
+    fn handle(&mut self, own: Own, ctx: &mut Self::Context) {
+        self.feed.own(own.seq, own.fence);
+        if !self.owned {
+            self.owned = true;
+            self.backoff.reset();
+            if self.connection.is_none() {
+                self.connect(ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Disown> for LinkActor {
+    type Result = ();
+
+    fn handle(&mut self, disown: Disown, ctx: &mut Self::Context) {
+        if !self.owned {
+            return;
+        }
+        self.owned = false;
+        if self.connection.is_some() {
+            self.disconnect(Disconnect::Reported(disown.why), ctx);
+        } else {
+            // A connect in progress is dropped when it completes (its generation is stale).
+            self.generation += 1;
+        }
     }
 }
 

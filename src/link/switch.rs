@@ -7,8 +7,10 @@
 //! answers go from the link straight to the router shard. Monitor starts and stops do go
 //! through it, since it must know the monitored DNs to restore them.
 
+use super::actor::{Disown, Own};
 use super::actor::{LinkActor, LinkParts, LinkRequest, LinkStatusChanged, RoutedRequest};
 use super::feed::ShardFeed;
+use super::ownership::{Fence, Sequence};
 use super::route::{MonitorOutcome, SwitchRoute};
 use super::session::LinkState;
 use super::stats::LinkStats;
@@ -116,6 +118,25 @@ impl Switch {
         events: Recipient<SwitchEvent>,
         arbiters: &[actix::ArbiterHandle],
     ) -> SwitchHandle {
+        Switch::start_with(config, events, arbiters, true)
+    }
+
+    /// [`start`](Self::start) for a cluster node: the links stay closed until the node owns
+    /// the switch ([`Own`]).
+    pub fn start_unowned(
+        config: SwitchConfig,
+        events: Recipient<SwitchEvent>,
+        arbiters: &[actix::ArbiterHandle],
+    ) -> SwitchHandle {
+        Switch::start_with(config, events, arbiters, false)
+    }
+
+    fn start_with(
+        config: SwitchConfig,
+        events: Recipient<SwitchEvent>,
+        arbiters: &[actix::ArbiterHandle],
+        owned: bool,
+    ) -> SwitchHandle {
         let name = config.name.clone();
         let link_stats: Vec<Arc<LinkStats>> = config
             .links
@@ -128,7 +149,12 @@ impl Switch {
         let arbiters = arbiters.to_vec();
         let addr = Switch::create(move |ctx| {
             let owner = ctx.address().recipient::<LinkStatusChanged>();
-            let feed = ShardFeed::new(config.name.clone(), events.clone());
+            let feed = ShardFeed::new(
+                config.name.clone(),
+                events.clone(),
+                Sequence::unbounded(),
+                Fence::open(),
+            );
             let settings = Arc::new(config.settings.clone());
             let dialect = Arc::new(config.dialect.clone());
             let links = config
@@ -145,6 +171,7 @@ impl Switch {
                         owner: owner.clone(),
                         feed: feed.clone(),
                         stats: stats[index].clone(),
+                        owned,
                     };
                     let addr = match arbiters.get(index % arbiters.len().max(1)) {
                         Some(arbiter) => {
@@ -535,5 +562,28 @@ impl SwitchRoute for SwitchHandle {
 
     fn stop_monitor(&self, dn: Arc<str>) {
         self.addr.do_send(StopMonitor(dn));
+    }
+}
+
+impl Handler<Own> for Switch {
+    type Result = ();
+
+    /// The switch is owned here from now on: every link connects, numbering from `seq` while
+    /// the fence is open.
+    fn handle(&mut self, own: Own, _: &mut Self::Context) {
+        for slot in &self.links {
+            slot.addr.do_send(own.clone());
+        }
+    }
+}
+
+impl Handler<Disown> for Switch {
+    type Result = ();
+
+    /// The switch is no longer owned here: every link closes and stays closed.
+    fn handle(&mut self, disown: Disown, _: &mut Self::Context) {
+        for slot in &self.links {
+            slot.addr.do_send(disown.clone());
+        }
     }
 }
