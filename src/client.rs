@@ -9,6 +9,10 @@
 //!
 //! An `EventError` is counted (`csta_router_errors_total`) here, where it is queued for its
 //! client, not where its JSON is written.
+//!
+//! In a cluster, a client of another node that registered a DN of a switch owned here is a
+//! remote client: its handle queues to that node ([`RemoteNode`]) instead of to a socket, and an
+//! event goes once to each interested node, which hands it to its own clients.
 
 use crate::config::Access;
 use crate::protocol::{self, ProtocolError, SharedText};
@@ -34,15 +38,47 @@ pub struct ClientHandle(Arc<ClientInner>);
 /// The parts of a client handle.
 #[derive(Debug)]
 pub struct ClientInner {
-    /// Unique per connection for the life of the process.
+    /// Unique per connection (per remote session, for a remote client) for the life of the
+    /// process.
     pub id: u64,
     /// The application, as audited: the configured application whose token the client gave,
     /// or (with no `[[application]]` configured) the validated name from `RequestOpen`.
     pub application: Arc<str>,
     /// What the application may do.
     pub access: Access,
-    tx: mpsc::Sender<Queued>,
-    slow: CancellationToken,
+    sink: Sink,
+}
+
+/// Where a client's messages go.
+#[derive(Debug)]
+enum Sink {
+    /// A client connected here: its bounded queue, the signal that it is too slow, and the
+    /// signal that it must reconnect (1013).
+    Local {
+        tx: mpsc::Sender<Queued>,
+        slow: CancellationToken,
+        again: CancellationToken,
+    },
+    /// A session of another cluster node.
+    Remote {
+        node: Arc<dyn RemoteNode>,
+        session: Arc<str>,
+    },
+}
+
+/// Another node of the cluster, as the owner of a switch reaches it: everything for that node
+/// goes through one ordered flow, so its clients get replies and events in frame order.
+pub trait RemoteNode: Send + Sync + std::fmt::Debug {
+    /// The node's id.
+    fn node_id(&self) -> &str;
+    /// Queue a message for one session of the node (a reply when `reply`); `false` when the
+    /// flow cannot take it.
+    fn to_session(&self, session: &str, text: SharedText, reply: bool) -> bool;
+    /// Queue an event of `dn` (switch sequence `seq`) to the node, once for all its sessions
+    /// registered on the DN.
+    fn event(&self, dn: &str, seq: u64, text: SharedText) -> bool;
+    /// Whether the node is still there to take messages.
+    fn is_open(&self) -> bool;
 }
 
 impl std::ops::Deref for ClientHandle {
@@ -58,37 +94,85 @@ impl ClientHandle {
     pub fn new(inner: ClientInner) -> ClientHandle {
         ClientHandle(Arc::new(inner))
     }
+
+    /// The handle of session `session` of another cluster node (`id` stable per session).
+    pub fn remote(
+        id: u64,
+        application: Arc<str>,
+        access: Access,
+        node: Arc<dyn RemoteNode>,
+        session: Arc<str>,
+    ) -> ClientHandle {
+        ClientHandle(Arc::new(ClientInner {
+            id,
+            application,
+            access,
+            sink: Sink::Remote { node, session },
+        }))
+    }
+}
+
+/// A client's outbox as its session sees it: the queue to write from, the signal that the
+/// client is too slow (a push found the queue full), and the signal that it must reconnect
+/// (closed with 1013: something it should have received could not be delivered).
+#[derive(Debug)]
+pub struct Outbox {
+    /// The queued messages.
+    pub rx: mpsc::Receiver<Queued>,
+    /// Cancelled when the queue overflowed.
+    pub slow: CancellationToken,
+    /// Cancelled when the client must reconnect.
+    pub again: CancellationToken,
 }
 
 impl ClientInner {
     /// A client's outbox of `capacity` messages: the inner handle (application and access
     /// are set at `RequestOpen`), the queue its session writes from, and the signal that the
     /// client is too slow (cancelled when a push finds the queue full).
-    pub fn outbox(
-        id: u64,
-        capacity: usize,
-    ) -> (ClientInner, mpsc::Receiver<Queued>, CancellationToken) {
+    pub fn outbox(id: u64, capacity: usize) -> (ClientInner, Outbox) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let slow = CancellationToken::new();
+        let (slow, again) = (CancellationToken::new(), CancellationToken::new());
         let inner = ClientInner {
             id,
             application: Arc::from(""),
             access: Access::Control,
-            tx,
-            slow: slow.clone(),
+            sink: Sink::Local {
+                tx,
+                slow: slow.clone(),
+                again: again.clone(),
+            },
         };
-        (inner, rx, slow)
+        (inner, Outbox { rx, slow, again })
     }
 
     /// Queue a message; `false` if the client is gone or too slow (it is then being closed).
     pub fn push(&self, text: SharedText, reply: bool) -> bool {
-        match self.tx.try_send(Queued { text, reply }) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.slow.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        match &self.sink {
+            Sink::Local { tx, slow, .. } => match tx.try_send(Queued { text, reply }) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    slow.cancel();
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
+            Sink::Remote { node, session } => node.to_session(session, text, reply),
+        }
+    }
+
+    /// The node of a remote client (`None` for a client connected here).
+    pub fn remote_node(&self) -> Option<&Arc<dyn RemoteNode>> {
+        match &self.sink {
+            Sink::Remote { node, .. } => Some(node),
+            Sink::Local { .. } => None,
+        }
+    }
+
+    /// Close the client with 1013 ("try again later"): something it should have received
+    /// could not be delivered, and it must reconnect (and resume) to learn of it.
+    pub fn close_to_reconnect(&self) {
+        if let Sink::Local { again, .. } = &self.sink {
+            again.cancel();
         }
     }
 
@@ -120,7 +204,12 @@ impl ClientInner {
 
     /// Whether the client is still there.
     pub fn is_open(&self) -> bool {
-        !self.tx.is_closed() && !self.slow.is_cancelled()
+        match &self.sink {
+            Sink::Local { tx, slow, again } => {
+                !tx.is_closed() && !slow.is_cancelled() && !again.is_cancelled()
+            }
+            Sink::Remote { node, .. } => node.is_open(),
+        }
     }
 }
 
@@ -193,7 +282,7 @@ mod tests {
 
     #[test]
     fn a_full_outbox_marks_the_client_slow_and_never_blocks() {
-        let (inner, mut rx, slow) = ClientInner::outbox(1, 2);
+        let (inner, Outbox { mut rx, slow, .. }) = ClientInner::outbox(1, 2);
         let client = ClientHandle::new(inner);
         assert!(client.push("a".into(), false));
         assert!(client.reply("b".into()));
@@ -210,8 +299,8 @@ mod tests {
     #[test]
     fn the_hub_broadcasts_to_every_open_client() {
         let hub = Hub::default();
-        let (a, mut ra, _) = ClientInner::outbox(1, 4);
-        let (b, mut rb, _) = ClientInner::outbox(2, 4);
+        let (a, Outbox { rx: mut ra, .. }) = ClientInner::outbox(1, 4);
+        let (b, Outbox { rx: mut rb, .. }) = ClientInner::outbox(2, 4);
         hub.add(ClientHandle::new(a));
         hub.add(ClientHandle::new(b));
         hub.broadcast("x".into());

@@ -181,8 +181,9 @@ fn switches_json(switches: &[SwitchView<'_>], active_link: bool) -> Vec<Value> {
 }
 
 /// `EventLinkConnected` (`up`) or `EventLinkDisconnected`, sent to every open client; `link`
-/// is the active (or lost) link's index when there is one.
-pub fn link_event(switch: &str, up: bool, link: Option<usize>) -> SharedText {
+/// is the active (or lost) link's index when there is one, `reason` why (in a cluster:
+/// `link_lost`, `failover`, `rebalance`, `fenced`, `shutdown`).
+pub fn link_event(switch: &str, up: bool, link: Option<usize>, reason: Option<&str>) -> SharedText {
     let name = if up {
         "EventLinkConnected"
     } else {
@@ -191,6 +192,7 @@ pub fn link_event(switch: &str, up: bool, link: Option<usize>) -> SharedText {
     MessageBuilder::new(name)
         .with("switch", switch)
         .with_some("link", link)
+        .with_some("reason", reason)
         .finish()
 }
 

@@ -62,6 +62,14 @@ pub enum DnOp {
         /// `extensions`.
         extensions: BTreeMap<String, String>,
     },
+    /// A registration a new owner of the switch restores (from the cluster's records): like
+    /// `Register`, without a reply.
+    Restore {
+        /// The client (here or on another node).
+        client: ClientHandle,
+        /// The mode.
+        mode: RegisterMode,
+    },
     /// `RequestQueryAddress`.
     QueryAddress {
         /// The client.
@@ -130,6 +138,12 @@ pub struct Retiring {
     pub id: u64,
 }
 
+/// The switch is no longer owned here (a cluster node lost or gave up its lease): the actor
+/// lets go of everything without touching the switch (its links are closed) and stops.
+#[derive(Debug, ActixMessage)]
+#[rtype(result = "()")]
+pub struct Disowned;
+
 /// The shard has forgotten the actor; everything it forwarded has arrived.
 #[derive(Debug, ActixMessage)]
 #[rtype(result = "()")]
@@ -155,6 +169,8 @@ pub struct ForgetCall {
 pub struct Delivery {
     /// The event's or answer's position in the switch's stream.
     pub seq: u64,
+    /// The DN whose actor made it.
+    pub dn: Arc<str>,
     /// The messages, each with its recipients.
     pub out: Vec<FanOut>,
 }

@@ -11,20 +11,19 @@
 //!
 //! Each announced number holds a token (`T`: the frame's place in the link's queue) that is
 //! given back with its delivery, so the link does not read further ahead than the shard has
-//! delivered.
+//! delivered. What comes back (`P`) is the actor's fan-out.
 
-use super::messages::FanOut;
 use std::collections::VecDeque;
 
 /// The reorder buffer (see the [module docs](self)).
 #[derive(Debug)]
-pub struct Reorder<T> {
+pub struct Reorder<P, T> {
     /// Announced numbers in the order they were announced (increasing, except when two links
     /// of a switch both deliver during a failover), what came back for each, and its token.
-    slots: VecDeque<(u64, Option<Vec<FanOut>>, T)>,
+    slots: VecDeque<(u64, Option<P>, T)>,
 }
 
-impl<T> Default for Reorder<T> {
+impl<P, T> Default for Reorder<P, T> {
     fn default() -> Self {
         Reorder {
             slots: VecDeque::new(),
@@ -32,14 +31,14 @@ impl<T> Default for Reorder<T> {
     }
 }
 
-impl<T> Reorder<T> {
+impl<P, T> Reorder<P, T> {
     /// Event or answer `seq` went to an extension actor: its delivery waits for those before.
     pub fn expect(&mut self, seq: u64, token: T) {
         self.slots.push_back((seq, None, token));
     }
 
     /// What the actor made of `seq`. A number never announced is ignored.
-    pub fn fill(&mut self, seq: u64, out: Vec<FanOut>) {
+    pub fn fill(&mut self, seq: u64, out: P) {
         // Slots are in increasing `seq` order (sorted) except when two links of the switch both
         // delivered during a failover: search by halves, then from the front.
         let at = match self.slots.binary_search_by_key(&seq, |(s, _, _)| *s) {
@@ -51,13 +50,13 @@ impl<T> Reorder<T> {
         }
     }
 
-    /// The next delivery whose turn has come, with its token, if any.
-    pub fn pop_ready(&mut self) -> Option<(Vec<FanOut>, T)> {
+    /// The next delivery whose turn has come (its number, what came back, its token), if any.
+    pub fn pop_ready(&mut self) -> Option<(u64, P, T)> {
         if !matches!(self.slots.front(), Some((_, Some(_), _))) {
             return None;
         }
         match self.slots.pop_front() {
-            Some((_, Some(out), token)) => Some((out, token)),
+            Some((seq, Some(out), token)) => Some((seq, out, token)),
             _ => None,
         }
     }
@@ -77,17 +76,13 @@ impl<T> Reorder<T> {
 mod tests {
     use super::*;
 
-    fn out(text: &'static str) -> Vec<FanOut> {
-        vec![FanOut {
-            text: text.into(),
-            to: Vec::new(),
-            reply: false,
-        }]
+    fn out(text: &'static str) -> String {
+        text.to_owned()
     }
 
-    fn texts(r: &mut Reorder<u64>) -> Vec<(String, u64)> {
+    fn texts(r: &mut Reorder<String, u64>) -> Vec<(String, u64)> {
         std::iter::from_fn(|| r.pop_ready())
-            .map(|(o, token)| (o[0].text.to_string(), token))
+            .map(|(_, o, token)| (o, token))
             .collect()
     }
 

@@ -18,12 +18,12 @@
 
 use super::extension::Extension;
 use super::messages::{
-    Answer, CstaEvent, Delivery, DnOp, ExtensionOp, ForgetCall, LinkChange, MonitorLost, RetireAck,
-    Retiring, SweepCalls, ToDn,
+    Answer, CstaEvent, Delivery, Disowned, DnOp, ExtensionOp, FanOut, ForgetCall, LinkChange,
+    MonitorLost, RetireAck, Retiring, SweepCalls, ToDn,
 };
 use super::ordering::Reorder;
 use super::state::{ShardInbox, Shared, SwitchCtx};
-use crate::client::ClientHandle;
+use crate::client::{ClientHandle, RemoteNode};
 use crate::link::{QueueSlot, SwitchEvent};
 use crate::protocol::{self, ErrorCode, ProtocolError};
 use actix::prelude::*;
@@ -40,7 +40,7 @@ pub struct Router {
     next_id: u64,
     /// Events and answers handed out, waiting for their turn to reach the clients; each holds
     /// its frame's place in the link queue (given back once delivered, see [`QueueSlot`]).
-    reorder: Reorder<QueueSlot>,
+    reorder: Reorder<(Arc<str>, Vec<FanOut>), QueueSlot>,
 }
 
 impl Router {
@@ -158,9 +158,22 @@ impl Router {
         for (_, ext) in self.extensions.values() {
             ext.do_send(LinkChange { up });
         }
-        self.shared
-            .hub
-            .broadcast(protocol::link_event(&self.switch.name, up, Some(link)));
+        let reason = self.switch.take_link_reason();
+        let reason = match (reason, self.switch.cluster.get()) {
+            (Some(reason), _) => Some(reason),
+            // In a cluster every link event says why; a lost link is the plain case.
+            (None, Some(_)) if !up => Some("link_lost"),
+            (None, _) => None,
+        };
+        self.shared.hub.broadcast(protocol::link_event(
+            &self.switch.name,
+            up,
+            Some(link),
+            reason,
+        ));
+        if let Some(cluster) = self.switch.cluster.get() {
+            cluster.link_changed(up, link, reason);
+        }
     }
 }
 
@@ -210,18 +223,63 @@ impl Handler<Delivery> for Router {
     type Result = ();
 
     fn handle(&mut self, d: Delivery, _: &mut Self::Context) {
-        self.reorder.fill(d.seq, d.out);
-        while let Some((out, _queue_slot)) = self.reorder.pop_ready() {
-            let mut delivered = 0u64;
-            for o in out {
+        self.reorder.fill(d.seq, (d.dn, d.out));
+        while let Some((seq, (dn, out), _queue_slot)) = self.reorder.pop_ready() {
+            self.fan_out(seq, &dn, out);
+        }
+    }
+}
+
+impl Router {
+    /// Queue what an event or answer caused to its recipients: each client here gets its
+    /// copy; a node of the cluster gets an event once for all its clients (it hands it to
+    /// them), and the cluster keeps it once for the others' repairs and replays.
+    fn fan_out(&self, seq: u64, dn: &str, out: Vec<FanOut>) {
+        let mut delivered = 0u64;
+        for o in out {
+            if o.reply {
                 for client in &o.to {
-                    if client.push(o.text.clone(), o.reply) && !o.reply {
-                        delivered += 1;
+                    client.push(o.text.clone(), true);
+                }
+                continue;
+            }
+            let mut nodes: Vec<&Arc<dyn RemoteNode>> = Vec::new();
+            for client in &o.to {
+                match client.remote_node() {
+                    None => {
+                        if client.push(o.text.clone(), false) {
+                            delivered += 1;
+                        }
+                    }
+                    Some(node) => {
+                        if !nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
+                            nodes.push(node);
+                        }
                     }
                 }
             }
-            self.switch.metrics.events_delivered.increment(delivered);
+            for node in nodes {
+                node.event(dn, seq, o.text.clone());
+            }
+            if let Some(cluster) = self.switch.cluster.get() {
+                cluster.event(dn, seq, &o.text);
+            }
         }
+        self.switch.metrics.events_delivered.increment(delivered);
+    }
+}
+
+impl Handler<Disowned> for Router {
+    type Result = ();
+
+    /// The switch is no longer owned here: every extension actor answers what waits on it and
+    /// stops, and nothing handed out is waited for any more.
+    fn handle(&mut self, _: Disowned, _: &mut Self::Context) {
+        for (_, (_, ext)) in self.extensions.drain() {
+            ext.do_send(Disowned);
+            self.switch.extensions.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.reorder = Reorder::default();
     }
 }
 

@@ -11,7 +11,7 @@ use crate::client::Hub;
 use crate::config::Config;
 use crate::dnplan::DnPlan;
 use crate::link::SwitchHandle;
-use crate::protocol::SwitchView;
+use crate::protocol::{SharedText, SwitchView};
 use crate::services::Service;
 use actix::Recipient;
 use std::collections::HashMap;
@@ -58,6 +58,27 @@ pub struct SwitchCtx {
     pub metrics: crate::metrics::SwitchMetrics,
     /// Hot-desk associations last reported by the switch (guest → host), for the gauge.
     pub associations: Mutex<HashMap<String, String>>,
+    /// Whether this process owns the switch (always, without a cluster): requests then go to
+    /// the shard here, else to the cluster's way to the owner ([`SwitchCtx::remote`]).
+    pub owned_here: AtomicBool,
+    /// In a cluster: where requests for the switch go while another node owns it.
+    pub remote: OnceLock<Recipient<ToDn>>,
+    /// In a cluster: what the shard tells the other nodes (set once at start).
+    pub cluster: OnceLock<Arc<dyn ClusterHooks>>,
+    /// In a cluster: the `reason` of the next link event of the switch (why this node's links
+    /// open or close: `failover`, `fenced`, `shutdown`...), set by whoever changes ownership.
+    pub link_reason: Mutex<Option<&'static str>>,
+}
+
+/// What a switch's shard tells the rest of a cluster (implemented by the cluster, which the
+/// router does not know).
+pub trait ClusterHooks: Send + Sync {
+    /// An event of the switch was delivered here (called once per event): keep it for the
+    /// other nodes' gap repair and for replay.
+    fn event(&self, dn: &str, seq: u64, text: &SharedText);
+    /// The switch's link state changed on this node, its owner: tell the other nodes, so that
+    /// their clients get the link event too.
+    fn link_changed(&self, up: bool, link: usize, reason: Option<&'static str>);
 }
 
 impl SwitchCtx {
@@ -76,7 +97,34 @@ impl SwitchCtx {
             shard: OnceLock::new(),
             extensions: AtomicUsize::new(0),
             associations: Mutex::new(HashMap::new()),
+            owned_here: AtomicBool::new(true),
+            remote: OnceLock::new(),
+            cluster: OnceLock::new(),
+            link_reason: Mutex::new(None),
         }
+    }
+
+    /// Whether requests for the switch are served here (see [`SwitchCtx::owned_here`]).
+    pub fn is_owned_here(&self) -> bool {
+        self.owned_here.load(Ordering::Acquire)
+    }
+
+    /// Where a request about one of the switch's DNs goes: the shard here while this process
+    /// owns the switch, the cluster's way to the owner otherwise (`None` during start-up).
+    pub fn requests(&self) -> Option<&Recipient<ToDn>> {
+        if self.is_owned_here() {
+            self.shard.get().map(|s| &s.requests)
+        } else {
+            self.remote.get()
+        }
+    }
+
+    /// Take the reason of the next link event (see [`SwitchCtx::link_reason`]).
+    pub fn take_link_reason(&self) -> Option<&'static str> {
+        self.link_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// How many associations are known.

@@ -98,10 +98,12 @@ pub async fn run(
     };
     // The outbox exists from the start so replies before RequestOpen share the queue, but the
     // client joins the hub (link events) only once it is open.
-    let (pending, rx, slow) = ClientInner::outbox(id, server.client_queue);
+    let (pending, outbox) = ClientInner::outbox(id, server.client_queue);
     let state = State::new(shared.clone(), gate.clone(), pending, conn.peer);
-    let mut s = Session::new(session, rx, state, &shared);
-    let end = s.serve(&mut stream, &shutdown, &slow).await;
+    let mut s = Session::new(session, outbox.rx, state, &shared);
+    let end = s
+        .serve(&mut stream, &shutdown, &outbox.slow, &outbox.again)
+        .await;
     // Release everything first: the client may never read again.
     s.state.release_all();
     if let Some(c) = &s.state.client {
@@ -169,6 +171,7 @@ impl Session {
         stream: &mut actix_ws::MessageStream,
         shutdown: &CancellationToken,
         slow: &CancellationToken,
+        again: &CancellationToken,
     ) -> End {
         let mut ping = tokio::time::interval_at(after(self.ping_every), self.ping_every);
         // A ping that could not be sent (the session was busy writing) is not a missed ping:
@@ -184,8 +187,9 @@ impl Session {
         // WRITE_BURST messages, then the other branches get their turn.
         let shutdown_wait = shutdown.cancelled();
         let slow_wait = slow.cancelled();
+        let again_wait = again.cancelled();
         let open_wait = tokio::time::sleep_until(after(self.open_timeout));
-        tokio::pin!(shutdown_wait, slow_wait, open_wait);
+        tokio::pin!(shutdown_wait, slow_wait, again_wait, open_wait);
         loop {
             let end = tokio::select! {
                 biased;
@@ -196,6 +200,11 @@ impl Session {
                     Some(End::close(CloseCause::Shutdown, 1001, "going away"))
                 }
                 _ = &mut slow_wait => Some(End::slow_consumer()),
+                _ = &mut again_wait => Some(End::close(
+                    CloseCause::Closed,
+                    1013,
+                    "try again later: reconnect to get what could not be delivered",
+                )),
                 _ = &mut open_wait, if self.state.client.is_none() => Some(End::close(
                     CloseCause::OpenTimeout,
                     1008,

@@ -279,7 +279,7 @@ impl State {
             );
             return Some(ErrorCode::NotConfigured);
         };
-        let Some(shard) = switch.shard.get() else {
+        let Some(requests) = switch.requests() else {
             client.answer_error(
                 &ProtocolError::new(
                     reference_id,
@@ -297,7 +297,7 @@ impl State {
             self.registered.insert(dn.clone(), switch.index);
         }
         self.in_flight += 1;
-        shard.requests.do_send(ToDn { dn, op });
+        requests.do_send(ToDn { dn, op });
         None
     }
 
@@ -317,7 +317,10 @@ impl State {
         for s in &self.shared.switches {
             let view = s.view();
             let link = view.link_up.then_some(view.active_link);
-            client.push(protocol::link_event(&s.name, view.link_up, link), false);
+            client.push(
+                protocol::link_event(&s.name, view.link_up, link, None),
+                false,
+            );
         }
     }
 
@@ -325,8 +328,8 @@ impl State {
     pub(super) fn release_all(&mut self) {
         let Some(client) = &self.client else { return };
         for (dn, switch) in self.registered.drain() {
-            if let Some(shard) = self.shared.switches.get(switch).and_then(|s| s.shard.get()) {
-                shard.requests.do_send(ToDn {
+            if let Some(requests) = self.shared.switches.get(switch).and_then(|s| s.requests()) {
+                requests.do_send(ToDn {
                     dn,
                     op: DnOp::Unregister {
                         client: client.clone(),

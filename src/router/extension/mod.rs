@@ -23,8 +23,8 @@ use crate::csta::Message;
 use crate::link::{LinkError, MonitorOutcome, RoutedRequest, SwitchRoute};
 use crate::protocol::{ErrorCode, ProtocolError, SharedText};
 use crate::router::messages::{
-    Answer, CstaEvent, Delivery, DnOp, ExtensionOp, FanOut, ForgetCall, LinkChange, MonitorLost,
-    RetireAck, Retiring, SweepCalls, ToDn,
+    Answer, CstaEvent, Delivery, Disowned, DnOp, ExtensionOp, FanOut, ForgetCall, LinkChange,
+    MonitorLost, RetireAck, Retiring, SweepCalls, ToDn,
 };
 use crate::router::state::{Shared, SwitchCtx};
 use actix::prelude::*;
@@ -124,7 +124,11 @@ impl Extension {
         f(self);
         let out = self.outbox.take().unwrap_or_default();
         match self.switch.shard.get() {
-            Some(shard) => shard.deliveries.do_send(Delivery { seq, out }),
+            Some(shard) => shard.deliveries.do_send(Delivery {
+                seq,
+                dn: self.dn.clone(),
+                out,
+            }),
             None => warn!(dn = %self.dn, "no router shard for the switch; delivery dropped"),
         }
     }
@@ -136,7 +140,8 @@ impl Extension {
                 client,
                 reference_id,
                 mode,
-            } => self.on_register(client, reference_id, mode, ctx),
+            } => self.on_register(client, Some(reference_id), mode, ctx),
+            DnOp::Restore { client, mode } => self.on_register(client, None, mode, ctx),
             DnOp::Unregister {
                 client,
                 reference_id,
@@ -171,6 +176,39 @@ impl Extension {
                 });
                 self.maybe_retire();
             }
+        }
+    }
+
+    /// Answer an operation that can no longer be carried out here (the switch is no longer
+    /// owned here) with what a lost link gives.
+    fn refuse_op(&mut self, op: DnOp, gone: &LinkError) {
+        let (code, message) = crate::errors::link_error(gone, None, &self.dn);
+        let refuse = |client: &ClientHandle, reference_id: u64| {
+            let e = self.error(reference_id, code, message.clone());
+            client.reply_error(&e, Some(&self.switch.name), None);
+        };
+        match op {
+            DnOp::Register {
+                client,
+                reference_id,
+                ..
+            }
+            | DnOp::QueryAddress {
+                client,
+                reference_id,
+            }
+            | DnOp::PrivateService {
+                client,
+                reference_id,
+                ..
+            } => refuse(&client, reference_id),
+            DnOp::Unregister {
+                client,
+                reference_id: Some(reference_id),
+            } => {
+                client.reply(crate::protocol::unregistered(reference_id, &self.dn));
+            }
+            DnOp::Unregister { .. } | DnOp::Restore { .. } => {}
         }
     }
 
@@ -283,6 +321,28 @@ impl Handler<MonitorLost> for Extension {
 
     fn handle(&mut self, lost: MonitorLost, ctx: &mut Self::Context) {
         self.on_monitor_lost(&lost.error, ctx);
+    }
+}
+
+impl Handler<Disowned> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, _: Disowned, ctx: &mut Self::Context) {
+        // Nothing may reach the switch any more: every request waiting here is answered now
+        // (54), and the registrations are forgotten (the cluster's records keep them).
+        let gone = LinkError::NoSwitch {
+            switch: self.switch.name.clone(),
+        };
+        let (waiters, deferred) = self.subs.forget_all();
+        self.registrations_failed(waiters, &gone);
+        for op in deferred {
+            self.refuse_op(op, &gone);
+        }
+        self.fail_requests();
+        self.count_registration();
+        self.release_calls();
+        self.retiring = true;
+        ctx.stop();
     }
 }
 

@@ -236,6 +236,24 @@ impl Extension {
         }
     }
 
+    /// The switch is no longer owned here: the request in flight (the switch may or may not
+    /// have acted) and the queued ones are answered with 54.
+    pub(super) fn fail_requests(&mut self) {
+        let gone = || LinkError::LinkLost {
+            switch: self.switch.name.clone(),
+        };
+        if let Some(b) = self.requests.in_flight.take() {
+            let (_, req) = *b;
+            self.finish(req, Err(gone()));
+        }
+        while let Some(req) = self.requests.queue.pop_front() {
+            let e = LinkError::NoSwitch {
+                switch: self.switch.name.clone(),
+            };
+            self.finish(req, Err(e));
+        }
+    }
+
     /// The switch's answer to request `tag` (or why there is none).
     pub(super) fn on_answer(&mut self, tag: u64, result: Result<Message, LinkError>) {
         if self.requests.in_flight.as_ref().is_none_or(|b| b.0 != tag) {

@@ -22,8 +22,9 @@ struct Subscriber {
     mode: RegisterMode,
 }
 
-/// A registration waiting for a MonitorStart: the client, its `referenceId`, the mode.
-type Waiter = (ClientHandle, u64, RegisterMode);
+/// A registration waiting for a MonitorStart: the client, its `referenceId` (`None` for a
+/// registration restored by a new owner of the switch: no reply), the mode.
+type Waiter = (ClientHandle, Option<u64>, RegisterMode);
 
 #[derive(Debug, Default)]
 enum MonitorState {
@@ -94,10 +95,25 @@ impl Subscriptions {
     pub(super) fn stopped(&mut self) {
         self.monitor = MonitorState::Idle;
     }
+
+    /// Forget every registration and the monitor (the switch is no longer owned here; the
+    /// owner restores the registrations from the cluster's records). Returns the registrations
+    /// that waited for a MonitorStart and the operations deferred behind it, still to answer.
+    pub(super) fn forget_all(&mut self) -> (Vec<Waiter>, VecDeque<DnOp>) {
+        self.subscribers.clear();
+        let waiters = match std::mem::take(&mut self.monitor) {
+            MonitorState::Starting { waiters, .. } => waiters,
+            _ => Vec::new(),
+        };
+        (waiters, std::mem::take(&mut self.deferred))
+    }
 }
 
 impl Extension {
-    fn registered(&self, client: &ClientHandle, reference_id: u64, mode: RegisterMode) {
+    fn registered(&self, client: &ClientHandle, reference_id: Option<u64>, mode: RegisterMode) {
+        let Some(reference_id) = reference_id else {
+            return;
+        };
         client.reply(crate::protocol::registered(
             reference_id,
             &self.dn,
@@ -122,7 +138,7 @@ impl Extension {
     pub(super) fn on_register(
         &mut self,
         client: ClientHandle,
-        reference_id: u64,
+        reference_id: Option<u64>,
         mode: RegisterMode,
         ctx: &mut Context<Self>,
     ) {
@@ -183,11 +199,15 @@ impl Extension {
     }
 
     /// Registrations whose MonitorStart failed: each gets the error, nothing is registered.
-    fn registrations_failed(&mut self, waiters: Vec<Waiter>, e: &LinkError) {
+    pub(super) fn registrations_failed(&mut self, waiters: Vec<Waiter>, e: &LinkError) {
         let (code, message) = crate::errors::link_error(e, None, &self.dn);
         let message = format!("{} could not be registered: {message}", self.dn);
         let extensions = csta_extension(e);
         for (client, reference_id, _) in waiters {
+            let Some(reference_id) = reference_id else {
+                tracing::warn!(switch = %self.switch.name, dn = %self.dn, "a restored registration could not be monitored again: {message}");
+                continue;
+            };
             let err = self.error(reference_id, code, message.clone());
             client.reply_error(&err, Some(&self.switch.name), extensions.as_ref());
         }
@@ -210,6 +230,9 @@ impl Extension {
     fn not_started(&mut self) {
         if let MonitorState::Starting { waiters, .. } = std::mem::take(&mut self.subs.monitor) {
             for (client, reference_id, _) in waiters {
+                let Some(reference_id) = reference_id else {
+                    continue;
+                };
                 let e = self.error(
                     reference_id,
                     ErrorCode::Internal,
