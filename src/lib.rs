@@ -65,6 +65,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod csta;
 pub mod dnplan;

@@ -1,0 +1,3 @@
+//! The cluster (placeholder while its parts are assembled).
+
+pub mod flow;
