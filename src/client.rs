@@ -22,6 +22,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// A new client id, unique in the process (connections here and sessions of other nodes
+/// alike).
+pub fn next_client_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One message queued for a client.
 #[derive(Debug, Clone)]
 pub struct Queued {

@@ -29,4 +29,4 @@ pub mod shard;
 pub mod state;
 
 pub use shard::Router;
-pub use state::{ShardInbox, Shared, SwitchCtx};
+pub use state::{ClusterHooks, ShardInbox, Shared, SwitchCtx};

@@ -31,7 +31,6 @@ use gate::AUTH_FAILURE_DELAY;
 use requests::{Next, State};
 use socket::{after, close_reason, echo_close, end_connection, flush_queue, write_within, Write};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -40,8 +39,6 @@ use tracing::{debug, info};
 
 /// The most queued messages a session writes before it looks at the client's input again.
 const WRITE_BURST: usize = 256;
-
-static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
 /// How a session ended: why (the metrics label) and the close frame to send (`None`: none,
 /// the connection is gone).
@@ -80,7 +77,7 @@ pub async fn run(
 ) {
     let server = &shared.config.server;
     let mut stream = stream.max_frame_size(server.max_frame_size);
-    let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+    let id = crate::client::next_client_id();
     if conn.peer.is_some_and(|ip| gate.locked(ip)) {
         crate::metrics::client_disconnected(CloseCause::Auth.label());
         debug!(client = id, peer = ?conn.peer, "upgrade refused: address locked out after failed authentications");

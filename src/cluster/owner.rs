@@ -1,0 +1,388 @@
+//! The owner's side of the cluster for the switches it holds: the other nodes' clients as the
+//! router sees them ([`NodeFlow`], a [`RemoteNode`]), the forwarded requests it takes, and
+//! everything it publishes (flows, the event stream, link changes), always behind the
+//! switch's [`Fence`].
+//!
+//! Publishing never waits: messages go through a bounded queue to one publisher task
+//! ([`Publisher`]); a message the queue cannot take is dropped, and since its flow number was
+//! used, the node it was for sees the hole and repairs it from the stream (or has its clients
+//! reconnect). The link never waits for NATS.
+
+use super::flow::{FlowCounter, FlowMessage, Kind};
+use super::forward::{mode_of, Forwarded, Op};
+use crate::client::{ClientHandle, RemoteNode};
+use crate::link::Fence;
+use crate::protocol::SharedText;
+use crate::router::messages::{DnOp, ToDn};
+use crate::router::{ClusterHooks, SwitchCtx};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// Messages the publisher may hold before it drops (a drop in a flow is a hole its receiver
+/// repairs).
+pub const PUBLISH_QUEUE: usize = 65_536;
+
+/// One message to publish.
+#[derive(Debug)]
+pub struct Publish {
+    /// Its subject.
+    pub subject: String,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub payload: Bytes,
+    /// To the event stream (JetStream) rather than core NATS.
+    pub stream: bool,
+    /// Published only while this fence is open (`None`: always; an answer that nothing was
+    /// done needs no fence).
+    pub fence: Option<Fence>,
+}
+
+/// The way to the publisher task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<Publish>,
+}
+
+impl Publisher {
+    /// Start the publisher task on the current runtime.
+    pub fn start(client: async_nats::Client, jetstream: async_nats::jetstream::Context) -> Publisher {
+        let (tx, mut rx) = mpsc::channel::<Publish>(PUBLISH_QUEUE);
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                if p.fence.as_ref().is_some_and(|f| !f.check()) {
+                    continue;
+                }
+                let sent = if p.stream {
+                    // The stream's acknowledgement is not awaited: the flow carries the event
+                    // live, the stream is for repairs and replays.
+                    jetstream
+                        .publish_with_headers(p.subject, p.headers, p.payload)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else {
+                    client
+                        .publish_with_headers(p.subject, p.headers, p.payload)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                if let Err(e) = sent {
+                    debug!("a cluster message was not published: {e}");
+                }
+            }
+        });
+        Publisher { tx }
+    }
+
+    /// Queue a message; `false` when the queue is full (the message is dropped).
+    pub fn send(&self, p: Publish) -> bool {
+        self.tx.try_send(p).is_ok()
+    }
+}
+
+/// What the cluster's subjects are called, for one cluster.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    /// The cluster's name.
+    pub cluster: Arc<str>,
+}
+
+impl Subjects {
+    /// The flow subject of a node.
+    pub fn flow(&self, node_id: &str) -> String {
+        super::keys::flow_subject(&self.cluster, node_id)
+    }
+
+    /// The event-stream subject of a switch.
+    pub fn event(&self, switch: &str) -> String {
+        super::keys::event_subject(&self.cluster, switch)
+    }
+
+    /// The link-state subject.
+    pub fn link(&self) -> String {
+        super::keys::link_subject(&self.cluster)
+    }
+}
+
+/// Another node as the owner of one switch reaches it: one ordered flow.
+#[derive(Debug)]
+pub struct NodeFlow {
+    node_id: Arc<str>,
+    switch: Arc<str>,
+    epoch: u64,
+    subject: String,
+    counter: Mutex<FlowCounter>,
+    publisher: Publisher,
+    fence: Fence,
+    open: AtomicBool,
+}
+
+impl NodeFlow {
+    fn send(&self, kind: Kind, text: SharedText) -> bool {
+        let m = self
+            .counter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next(&self.switch, self.epoch, kind, text);
+        self.publish(m)
+    }
+
+    fn publish(&self, m: FlowMessage) -> bool {
+        self.publisher.send(Publish {
+            subject: self.subject.clone(),
+            headers: m.headers(),
+            payload: m.text.into_bytes(),
+            stream: false,
+            fence: Some(self.fence.clone()),
+        })
+    }
+
+    /// Send where the flow stands (so that a loss at its end is seen).
+    pub fn heartbeat(&self) {
+        let hb = self
+            .counter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .heartbeat(&self.switch, self.epoch);
+        if let Some(m) = hb {
+            self.publish(m);
+        }
+    }
+
+    /// The node left the cluster: nothing more goes to it.
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+}
+
+impl RemoteNode for NodeFlow {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn to_session(&self, session: &str, text: SharedText, reply: bool) -> bool {
+        let kind = Kind::Session {
+            session: Arc::from(session),
+            reply,
+        };
+        self.send(kind, text)
+    }
+
+    fn event(&self, dn: &str, seq: u64, text: SharedText) -> bool {
+        self.send(
+            Kind::Event {
+                dn: Arc::from(dn),
+                seq,
+            },
+            text,
+        )
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// A switch this node owns: its ownership (epoch, fence), the flows to the other nodes and the
+/// handles of their clients' sessions.
+pub struct Owned {
+    /// The switch.
+    pub switch: Arc<SwitchCtx>,
+    /// The lease's epoch.
+    pub epoch: u64,
+    /// Open while the lease is renewed in time.
+    pub fence: Fence,
+    publisher: Publisher,
+    subjects: Subjects,
+    flows: Mutex<HashMap<Arc<str>, Arc<NodeFlow>>>,
+    clients: Mutex<HashMap<(Arc<str>, Arc<str>), ClientHandle>>,
+}
+
+impl Owned {
+    /// The ownership of `switch` with `epoch`.
+    pub fn new(
+        switch: Arc<SwitchCtx>,
+        epoch: u64,
+        fence: Fence,
+        publisher: Publisher,
+        subjects: Subjects,
+    ) -> Owned {
+        Owned {
+            switch,
+            epoch,
+            fence,
+            publisher,
+            subjects,
+            flows: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The flow to `node`.
+    pub fn flow(&self, node: &Arc<str>) -> Arc<NodeFlow> {
+        self.flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(node.clone())
+            .or_insert_with(|| {
+                Arc::new(NodeFlow {
+                    node_id: node.clone(),
+                    switch: self.switch.name.clone(),
+                    epoch: self.epoch,
+                    subject: self.subjects.flow(node),
+                    counter: Mutex::new(FlowCounter::default()),
+                    publisher: self.publisher.clone(),
+                    fence: self.fence.clone(),
+                    open: AtomicBool::new(true),
+                })
+            })
+            .clone()
+    }
+
+    /// The handle of session `session` of `node` (the same for every request of the session,
+    /// so that the DN's actor knows it as one client).
+    pub fn client(
+        &self,
+        node: &Arc<str>,
+        session: &Arc<str>,
+        application: &Arc<str>,
+        access: crate::config::Access,
+    ) -> ClientHandle {
+        let flow = self.flow(node);
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((node.clone(), session.clone()))
+            .or_insert_with(|| {
+                ClientHandle::remote(
+                    crate::client::next_client_id(),
+                    application.clone(),
+                    access,
+                    flow,
+                    session.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// Forget a session's handle (it ended).
+    pub fn forget_session(&self, node: &Arc<str>, session: &Arc<str>) {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(node.clone(), session.clone()));
+    }
+
+    /// Every flow's heartbeat.
+    pub fn heartbeats(&self) {
+        let flows: Vec<Arc<NodeFlow>> = self
+            .flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for f in flows {
+            f.heartbeat();
+        }
+    }
+
+    /// A node left the cluster: close its flow.
+    pub fn node_left(&self, node: &str) {
+        if let Some(f) = self
+            .flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(node)
+        {
+            f.close();
+        }
+    }
+
+    /// Take a forwarded request: `false` when it is not for this ownership (another epoch) or
+    /// the lease has lapsed — then nothing was done.
+    pub fn take(&self, f: Forwarded) -> bool {
+        if f.epoch != self.epoch || !self.fence.check() {
+            return false;
+        }
+        let Some(shard) = self.switch.shard.get() else {
+            return false;
+        };
+        let client = self.client(&f.node, &f.session, &f.application, f.access);
+        let op = match f.op {
+            Op::Register { reference_id, mode } => DnOp::Register {
+                client,
+                reference_id,
+                mode: mode_of(&mode),
+            },
+            Op::Unregister { reference_id } => {
+                if reference_id.is_none() {
+                    self.forget_session(&f.node, &f.session);
+                }
+                DnOp::Unregister {
+                    client,
+                    reference_id,
+                }
+            }
+            Op::Query { reference_id } => DnOp::QueryAddress {
+                client,
+                reference_id,
+            },
+            Op::Service {
+                reference_id,
+                msg_id,
+                conn_id,
+                extensions,
+            } => DnOp::PrivateService {
+                client,
+                reference_id,
+                msg_id,
+                conn_id,
+                extensions,
+            },
+        };
+        shard.requests.do_send(ToDn { dn: f.dn, op });
+        true
+    }
+}
+
+impl ClusterHooks for Owned {
+    fn event(&self, dn: &str, seq: u64, text: &SharedText) {
+        let mut h = HeaderMap::new();
+        h.insert("Crr-Seq", seq.to_string());
+        h.insert("Crr-Dn", dn);
+        h.insert("Crr-Epoch", self.epoch.to_string());
+        self.publisher.send(Publish {
+            subject: self.subjects.event(&self.switch.name),
+            headers: h,
+            payload: text.clone().into_bytes(),
+            stream: true,
+            fence: Some(self.fence.clone()),
+        });
+    }
+
+    fn link_changed(&self, up: bool, link: usize, reason: Option<&'static str>) {
+        let mut h = HeaderMap::new();
+        h.insert("Crr-Switch", &*self.switch.name);
+        h.insert("Crr-Epoch", self.epoch.to_string());
+        h.insert("Crr-Up", if up { "1" } else { "0" });
+        h.insert("Crr-Link", link.to_string());
+        if let Some(reason) = reason {
+            h.insert("Crr-Reason", reason);
+        }
+        self.publisher.send(Publish {
+            subject: self.subjects.link(),
+            headers: h,
+            payload: Bytes::new(),
+            stream: false,
+            // A link that went down is news even after the fence closed; an up link is not.
+            fence: up.then(|| self.fence.clone()),
+        });
+    }
+}
