@@ -31,7 +31,8 @@ pub enum LogFormat {
     /// One human-readable line per event (coloured only on a terminal).
     #[default]
     Text,
-    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`).
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`),
+    /// and `node` on a cluster node.
     Json,
 }
 
