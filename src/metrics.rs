@@ -11,6 +11,9 @@
 //! own), so counting is an atomic add, not a registry lookup. Gauges that are a count of
 //! something the router holds anyway (clients, calls, associations, extension actors) are read
 //! at scrape time instead of being maintained on every change.
+//!
+//! The metrics of a cluster node are in [`cluster`] (re-exported here): a router without
+//! `[cluster]` exports none of them.
 
 use crate::csta::Message;
 use crate::protocol::{CloseCause, ErrorCode};
@@ -21,6 +24,14 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+pub mod cluster;
+pub use cluster::{
+    init_cluster_labels, set_cluster_nodes, set_config_mismatch, set_nats_connected,
+    ClusterMetrics, OwnershipReason, CLUSTER_CONFIG_MISMATCH, CLUSTER_METRICS, CLUSTER_NODES,
+    FLOW_GAPS, FLOW_GAP_RESULTS, FORWARDED_REQUESTS, FORWARDED_REQUEST_SECONDS, NATS_CONNECTED,
+    OWNERSHIP_CHANGES, SWITCH_OWNED,
+};
 
 /// Private-service requests by switch, service and result.
 pub const PRIVATE_SERVICE_REQUESTS: &str = "csta_router_private_service_requests_total";
@@ -114,15 +125,29 @@ pub fn buckets(request_timeout: Duration) -> Vec<f64> {
     b
 }
 
+/// The exporter's configuration: every `_seconds` histogram has [`buckets`] up to the request
+/// timeout, except the forwarded-request latency, which goes up to the request timeout + 1 s
+/// (how long a node waits for the owner before it answers 57).
+fn builder(
+    request_timeout: Duration,
+) -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &buckets(request_timeout),
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(FORWARDED_REQUEST_SECONDS.into()),
+            &buckets(request_timeout + Duration::from_secs(1)),
+        )
+}
+
 /// Install the recorder (once per process; later calls return the same handle, so several
 /// routers in one test process share it) and describe every metric.
 pub fn install(request_timeout: Duration) -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let b = buckets(request_timeout);
-            let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &b)
-                .and_then(|builder| builder.install_recorder());
+            let handle = builder(request_timeout).and_then(|builder| builder.install_recorder());
             let handle = match handle {
                 Ok(h) => h,
                 // Another recorder is installed (an embedding program's): render ours empty.
@@ -281,7 +306,10 @@ enum Kind {
 }
 
 fn describe() {
-    for (name, kind, help) in DESCRIPTIONS {
+    for (name, kind, help) in DESCRIPTIONS
+        .into_iter()
+        .chain(cluster::CLUSTER_DESCRIPTIONS)
+    {
         match kind {
             Kind::Counter => describe_counter!(name, Unit::Count, help),
             Kind::Gauge => describe_gauge!(name, Unit::Count, help),
@@ -593,12 +621,24 @@ mod tests {
 
     #[test]
     fn every_metric_is_described_once() {
-        let mut names: Vec<&str> = DESCRIPTIONS.iter().map(|(n, _, _)| *n).collect();
+        let mut names: Vec<&str> = DESCRIPTIONS
+            .iter()
+            .chain(&cluster::CLUSTER_DESCRIPTIONS)
+            .map(|(n, _, _)| *n)
+            .collect();
         let all = names.len();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), all, "a metric described twice");
         assert!(DESCRIPTIONS.iter().all(|(_, _, help)| help.len() > 20));
+        let cluster: Vec<&str> = cluster::CLUSTER_DESCRIPTIONS
+            .iter()
+            .map(|(n, _, _)| *n)
+            .collect();
+        assert_eq!(
+            cluster, CLUSTER_METRICS,
+            "every cluster metric described, in order"
+        );
     }
 
     #[test]

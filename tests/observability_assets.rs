@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The operator-facing observability assets of SPEC section 7, checked without a router:
+//! The operator-facing observability assets (SPEC sections 7 and 10), checked without a router:
 //!
 //! - `config/prometheus/`: the scrape configuration, the recording and alerting rules and their
 //!   `promtool test rules` unit tests;
@@ -24,8 +24,8 @@ use std::path::PathBuf;
 /// The scrape job the alerts (`up{job=...}`) expect.
 const JOB: &str = "csta-router";
 
-/// Every metric the router exports: SPEC section 7's and the router's own additions. Each is
-/// shown on the dashboard.
+/// Every metric the router exports: SPEC section 7's, the router's own additions and a cluster
+/// node's (SPEC section 10). Each is shown on the dashboard.
 fn metrics() -> Vec<&'static str> {
     use csta_router::metrics::*;
     let own = [
@@ -35,24 +35,32 @@ fn metrics() -> Vec<&'static str> {
         LINK_READ_PAUSES,
         CALLS_EVICTED,
     ];
-    spec::METRICS.into_iter().chain(own).collect()
+    spec::METRICS
+        .into_iter()
+        .chain(own)
+        .chain(CLUSTER_METRICS)
+        .collect()
 }
 
 /// The metrics that have no `switch` label (every other query filters on `$switch`).
-const NOT_PER_SWITCH: [&str; 2] = [
+const NOT_PER_SWITCH: [&str; 4] = [
     "csta_router_clients_connected",
     "csta_router_client_disconnects_total",
+    csta_router::metrics::CLUSTER_NODES,
+    csta_router::metrics::NATS_CONNECTED,
 ];
 
 /// The alerts an operator needs at least (SPEC section 7: link health, error rates, latency,
-/// slow consumers).
-const REQUIRED_ALERTS: [&str; 6] = [
+/// slow consumers; section 10: a switch without an owner, a node without NATS).
+const REQUIRED_ALERTS: [&str; 8] = [
     "CstaRouterTargetDown",
     "CstaRouterTargetMissing",
     "CstaRouterSwitchNoActiveLink",
     "CstaRouterPrivateServiceErrorsHigh",
     "CstaRouterAssociationLatencyHigh",
     "CstaRouterSlowConsumerDisconnects",
+    "CstaRouterSwitchWithoutOwner",
+    "CstaRouterNodeWithoutNats",
 ];
 
 fn prometheus_dir() -> PathBuf {
@@ -411,6 +419,52 @@ fn dashboard_has_fixed_uid_variables_units_and_only_the_datasource_variable() {
                 "{at}: range other than [$__rate_interval]: {expr}"
             );
         }
+    }
+}
+
+/// The cluster metrics exist only on nodes with `[cluster]`: their panels are together in one
+/// row of their own (so a single router's dashboard has no empty panels among the others), and
+/// no other panel uses them.
+#[test]
+fn cluster_metrics_are_shown_in_the_cluster_row_only() {
+    use csta_router::metrics::CLUSTER_METRICS;
+    let dashboard = dashboard();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut row = String::new();
+    let mut in_cluster_row = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or_default();
+        if panel["type"] == "row" {
+            row = title.to_owned();
+            assert!(
+                panel["panels"].as_array().is_none_or(Vec::is_empty),
+                "row {title:?}: a collapsed row hides its panels from this check"
+            );
+            continue;
+        }
+        let cluster = panel["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["expr"].as_str())
+            .any(|e| CLUSTER_METRICS.iter().any(|m| e.contains(m)));
+        let row_is_cluster = row.starts_with("Cluster");
+        assert_eq!(
+            cluster, row_is_cluster,
+            "panel {title:?} in row {row:?}: cluster metrics belong in the Cluster row, and only they"
+        );
+        if cluster {
+            in_cluster_row.push(title);
+        }
+    }
+    for metric in CLUSTER_METRICS {
+        assert!(
+            panels
+                .iter()
+                .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+                .any(|t| t["expr"].as_str().is_some_and(|e| e.contains(metric))),
+            "{metric} is on no panel of the Cluster row ({in_cluster_row:?})"
+        );
     }
 }
 
