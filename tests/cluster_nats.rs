@@ -142,6 +142,18 @@ async fn without_jetstream_or_without_nats_the_error_says_which() {
         "{text}"
     );
 
+    // More replicas than the NATS servers there are: said so, with the remedy.
+    let alone = NatsServer::start();
+    let mut three = config(&alone, "cc", "a");
+    three.replicas = 3;
+    let e = Cluster::join(&three).await.err().unwrap();
+    assert!(matches!(e, ClusterError::Setup { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("replicas = 3 needs a NATS cluster of at least 3 JetStream servers"),
+        "{e}"
+    );
+
     let mut gone = NatsServer::start();
     let url = gone.url();
     gone.kill();
