@@ -36,6 +36,8 @@
 //! - [`client`]: the client outbox that everyone pushes to and nobody waits on.
 //! - [`router`]: process state, one shard per switch (DN → extension actor, ordering stage),
 //!   the extension actors (subscriptions and monitor, request pipeline, event meaning), calls.
+//! - [`cluster`]: several routers as one through NATS JetStream: switch leases and the
+//!   owner's fence, node presence, eventSeq blocks, registrations and connIds in NATS.
 //! - [`session`]: one task per WebSocket client; [`server`]: process wiring.
 //! - [`sim`]: the PBX simulator, a real CSTA peer over TCP (embedded or `pbx-sim`), beside
 //!   the stack: it uses only [`csta`], [`tls`] and [`dnplan`], and only [`server`] uses it.
@@ -54,8 +56,9 @@
 //! 7. `config`, `logging`
 //! 8. `client`
 //! 9. `router`
-//! 10. `session`
-//! 11. `server`
+//! 10. `cluster`
+//! 11. `session`
+//! 12. `server`
 //!
 //! Threads: client sessions run on actix-web workers (one per core); the CSTA side runs on a
 //! pool of Arbiters (one per core). Each switch's router shard and its extension actors share

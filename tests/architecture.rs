@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "logging"],
     &["client"],
     &["router"],
+    &["cluster"],
     &["session"],
     &["server"],
 ];

@@ -7,16 +7,21 @@
 //!
 //! - [`sections`]: the file's sections and their defaults;
 //! - [`values`]: durations, addresses, and parser messages in an operator's words;
-//! - [`secrets`]: no token in an error message;
-//! - `tls`: the TLS keys and the files they name, loaded at start.
+//! - [`secrets`]: no token or password in an error message, a log line or a debug print;
+//! - `tls`: the TLS keys and the files they name, loaded at start;
+//! - `cluster`: the checks of `[cluster]`.
 
+mod cluster;
 pub mod secrets;
 pub mod sections;
 mod tls;
 pub mod values;
 
+pub use cluster::{host_node_name, is_plain_name};
+pub use secrets::Secret;
 pub use sections::{
-    Access, ApplicationConfig, LinkEntry, OptionsConfig, ServerConfig, SwitchEntry,
+    Access, ApplicationConfig, ClusterConfig, LinkEntry, OptionsConfig, Rebalance, ServerConfig,
+    SwitchEntry,
 };
 pub use values::{Dur, MAX_DURATION, MAX_LONG_DURATION};
 
@@ -87,6 +92,9 @@ pub struct Config {
     /// `[[switch]]`.
     #[serde(default)]
     pub switch: Vec<SwitchEntry>,
+    /// `[cluster]`: this router is a node of a cluster (absent: it runs alone).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// The DN plans, parsed and checked (same order as `switch`).
     #[serde(skip)]
     pub plans: Vec<DnPlan>,
@@ -123,13 +131,14 @@ impl Config {
     /// is one line here.
     fn durations(&self) -> Vec<(&'static str, Dur, Duration)> {
         let (s, o) = (&self.server, &self.options);
-        vec![
+        let mut durations = vec![
             (
                 "server.client-ping-interval",
                 s.client_ping_interval,
                 MAX_DURATION,
             ),
             ("server.open-timeout", s.open_timeout, MAX_DURATION),
+            ("server.session-linger", s.session_linger, MAX_LONG_DURATION),
             ("options.request-timeout", o.request_timeout, MAX_DURATION),
             ("options.kpl-interval", o.kpl_interval, MAX_DURATION),
             ("options.call-grace", o.call_grace, MAX_DURATION),
@@ -140,7 +149,12 @@ impl Config {
             ),
             ("options.reconnect-min", o.reconnect_min, MAX_DURATION),
             ("options.reconnect-max", o.reconnect_max, MAX_DURATION),
-        ]
+        ];
+        if let Some(c) = &self.cluster {
+            durations.push(("cluster.lease-ttl", c.lease_ttl, MAX_DURATION));
+            durations.push(("cluster.replay-window", c.replay_window, MAX_DURATION));
+        }
+        durations
     }
 
     /// Every count that must be at least 1, one line per key: (key, value, why, as the end
@@ -182,6 +196,7 @@ impl Config {
     fn check(&mut self) -> Result<(), Bad> {
         self.check_values()?;
         self.plans = self.check_switches()?;
+        self.check_cluster()?;
         for (i, app) in self.application.iter().enumerate() {
             if app.token.len() < 8 {
                 return Err((

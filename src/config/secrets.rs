@@ -1,15 +1,81 @@
-//! Application tokens never appear in a configuration error.
+//! Secrets (application tokens, NATS credentials) never appear in a configuration error, a
+//! log line or a debug print.
 
-/// Remove application tokens from a parser message. The TOML parser quotes the offending line
-/// (and may quote a value): a syntax error on a `token` line, or a misspelt key in an
-/// `[[application]]` table, would print the secret. Every quoted source line that holds a
-/// token (any line naming `token`, and any line of an `[[application]]` table other than its
-/// `name` and `access`) is replaced, and the values of those lines are cut from the rest of
-/// the message.
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+
+/// A secret from the configuration (`nats-token`, `nats-password`): its `Debug` and `Display`
+/// print `<redacted>`, so a configuration printed whole, or an error that carries one, never
+/// shows it. [`Secret::expose`] is the one way to read it, for the code that sends it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// The keys of `[cluster]` that hold no secret; any other line of the table (a misspelt
+/// `nats-pasword`) is treated as one.
+const CLUSTER_PLAIN_KEYS: &[&str] = &[
+    "name",
+    "node",
+    "nats",
+    "lease-ttl",
+    "replicas",
+    "replay-window",
+    "rebalance",
+    "nats-user",
+    "nats-creds",
+    "nats-tls-ca",
+];
+
+/// Whether a configuration line holds a secret wherever it stands: a token or a password
+/// (`token`, `nats-token`, `nats-password`), or a URL with credentials in it
+/// (`nats://user:password@host`).
+fn secret_line(trimmed: &str) -> bool {
+    let lower = trimmed.to_ascii_lowercase();
+    lower.contains("token")
+        || lower.contains("password")
+        || (lower.contains("://") && lower.contains('@'))
+}
+
+/// Remove secrets from a parser message. The TOML parser quotes the offending line (and may
+/// quote a value): a syntax error on a `token` or `nats-password` line, or a misspelt key in
+/// an `[[application]]` table, would print the secret. Every quoted source line that holds
+/// one (any line naming a token or a password, any URL with credentials, and any line of an
+/// `[[application]]` table other than its `name` and `access`) is replaced, and the values of
+/// those lines are cut from the rest of the message.
 pub(super) fn redact_secrets(message: &str, text: &str) -> String {
     let mut secret_lines = std::collections::BTreeSet::new();
     let mut secret_values: Vec<String> = Vec::new();
     let mut in_application = false;
+    let mut in_cluster = false;
     let mut open_multiline: Option<&str> = None;
     for (i, line) in text.lines().enumerate() {
         let number = i + 1;
@@ -23,11 +89,9 @@ pub(super) fn redact_secrets(message: &str, text: &str) -> String {
         }
         let trimmed = line.trim();
         if trimmed.starts_with('[') {
-            in_application = trimmed
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .trim()
-                .eq_ignore_ascii_case("application");
+            let table = trimmed.trim_start_matches('[').trim_end_matches(']').trim();
+            in_application = table.eq_ignore_ascii_case("application");
+            in_cluster = table.eq_ignore_ascii_case("cluster");
             continue;
         }
         if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -39,8 +103,9 @@ pub(super) fn redact_secrets(message: &str, text: &str) -> String {
             .unwrap_or("")
             .trim()
             .trim_matches(|c| c == '"' || c == '\'');
-        let secret = trimmed.to_ascii_lowercase().contains("token")
-            || (in_application && key != "name" && key != "access");
+        let secret = secret_line(trimmed)
+            || (in_application && key != "name" && key != "access")
+            || (in_cluster && !CLUSTER_PLAIN_KEYS.contains(&key));
         if !secret {
             continue;
         }
@@ -75,7 +140,7 @@ pub(super) fn redact_secrets(message: &str, text: &str) -> String {
             match quoted {
                 Some(n) if secret_lines.contains(&n) => {
                     format!(
-                        "{} | (a line with a token, not shown)",
+                        "{} | (a line with a secret, not shown)",
                         l.split('|').next().unwrap_or("").trim_end()
                     )
                 }

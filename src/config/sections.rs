@@ -1,5 +1,6 @@
 //! The sections of the configuration file and their defaults (README, "Configuration").
 
+use super::secrets::Secret;
 use super::values::{opt_socket_addr, socket_addr, Dur};
 use crate::csta::{AccodeEncoding, Dialect, EscapeRoot, PrivateDataPosition};
 use serde::Deserialize;
@@ -53,6 +54,15 @@ pub struct ServerConfig {
     /// (everything but browsers) are not affected.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// How long a disconnected client's registrations are kept (`session-linger`): with
+    /// `[cluster]`, the sessions of a node that died are disconnected sessions like any other,
+    /// and a client that comes back within this time finds its DNs still monitored.
+    #[serde(default = "default_session_linger")]
+    pub session_linger: Dur,
+}
+
+fn default_session_linger() -> Dur {
+    Dur(Duration::from_secs(60))
 }
 
 fn default_open_timeout() -> Dur {
@@ -80,6 +90,7 @@ impl Default for ServerConfig {
             open_timeout: default_open_timeout(),
             max_http_connections: default_max_http_connections(),
             allowed_origins: Vec::new(),
+            session_linger: default_session_linger(),
         }
     }
 }
@@ -256,6 +267,97 @@ impl SwitchEntry {
             escape_root: self.escape_root,
             private_data: self.private_data,
             accode_encoding: self.accode_encoding,
+        }
+    }
+}
+
+/// `[cluster] rebalance`: whether switches move between nodes when the spread is uneven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rebalance {
+    /// Move one switch at a time to even the spread once it has been uneven for a while.
+    #[default]
+    Auto,
+    /// Never move a healthy switch (an operator moves them by restarting nodes).
+    Off,
+}
+
+/// `[cluster]`: this router is one node of a cluster whose only shared component is a NATS
+/// server (or NATS cluster) with JetStream. Without the section the router runs alone and
+/// needs no NATS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterConfig {
+    /// The cluster's name (`[A-Za-z0-9_-]+`): every subject, bucket and stream is prefixed
+    /// with it, so several clusters can share one NATS.
+    #[serde(default)]
+    pub name: String,
+    /// This node's name (`[A-Za-z0-9_-]+`), unique in the cluster; default: the host name
+    /// (filled in when the configuration is loaded).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// NATS seed URLs (`nats://` or `tls://`), at least one.
+    #[serde(default)]
+    pub nats: Vec<String>,
+    /// The switch ownership lease: a dead owner's switches move after about this long.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: Dur,
+    /// JetStream replicas of every bucket and stream the cluster creates (3 on a
+    /// 3-server NATS cluster, so that losing one server loses nothing).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long events stay in the cluster's event stream, replayable.
+    #[serde(default = "default_replay_window")]
+    pub replay_window: Dur,
+    /// Whether switches move to even the spread.
+    #[serde(default)]
+    pub rebalance: Rebalance,
+    /// NATS token authentication.
+    #[serde(default)]
+    pub nats_token: Option<Secret>,
+    /// NATS user (with `nats-password`).
+    #[serde(default)]
+    pub nats_user: Option<String>,
+    /// NATS password of `nats-user`.
+    #[serde(default)]
+    pub nats_password: Option<Secret>,
+    /// NATS credentials file (JWT and NKey seed).
+    #[serde(default)]
+    pub nats_creds: Option<PathBuf>,
+    /// PEM bundle of the CAs trusted for the NATS servers' certificates; TLS is then required.
+    #[serde(default)]
+    pub nats_tls_ca: Option<PathBuf>,
+}
+
+fn default_lease_ttl() -> Dur {
+    Dur(Duration::from_secs(3))
+}
+
+fn default_replicas() -> usize {
+    1
+}
+
+fn default_replay_window() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+
+impl Default for ClusterConfig {
+    /// The defaults of every key; `name`, `node` and `nats` empty (a configuration must set
+    /// `name` and `nats`).
+    fn default() -> Self {
+        ClusterConfig {
+            name: String::new(),
+            node: None,
+            nats: Vec::new(),
+            lease_ttl: default_lease_ttl(),
+            replicas: default_replicas(),
+            replay_window: default_replay_window(),
+            rebalance: Rebalance::Auto,
+            nats_token: None,
+            nats_user: None,
+            nats_password: None,
+            nats_creds: None,
+            nats_tls_ca: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`sim_control`]: the simulator's control API;
 //! - [`switch`]: the link layer alone, against a simulator or a fake switch;
 //! - [`log_capture`]: what the code under test logs;
+//! - [`nats`]: real `nats-server` processes (JetStream, temporary store) for the cluster;
 //! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock;
 //! - [`observability`]: the dashboard, the Prometheus files and promtool;
 //! - [`spec`]: names the product contract fixes, for the tests that check them.
@@ -20,6 +21,7 @@ pub mod default_ports;
 #[path = "../../src/bin/csta-bench/http.rs"]
 pub mod http;
 pub mod log_capture;
+pub mod nats;
 pub mod observability;
 pub mod process;
 #[path = "../../src/bin/csta-bench/procfs.rs"]
