@@ -167,6 +167,14 @@ impl ClientInner {
         }
     }
 
+    /// The node and session of a remote client (`None` for a client connected here).
+    pub fn remote_session(&self) -> Option<(&Arc<dyn RemoteNode>, &Arc<str>)> {
+        match &self.sink {
+            Sink::Remote { node, session } => Some((node, session)),
+            Sink::Local { .. } => None,
+        }
+    }
+
     /// The node of a remote client (`None` for a client connected here).
     pub fn remote_node(&self) -> Option<&Arc<dyn RemoteNode>> {
         match &self.sink {
@@ -271,6 +279,15 @@ impl Hub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(c.id, c);
+    }
+
+    /// The open client with this id.
+    pub fn get(&self, id: u64) -> Option<ClientHandle> {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
     }
 
     /// A client's session ended.

@@ -3,6 +3,8 @@
 
 use crate::audit::LogStr;
 use crate::client::Hub;
+use crate::cluster::node::Node;
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::link::{Switch, SwitchConfig};
 use crate::router::{Router, Shared, SwitchCtx};
@@ -24,6 +26,9 @@ pub enum ServerError {
     /// A listener could not be bound, or the runtime failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The node cannot be a member of its cluster (a name in use, credentials refused...).
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// A running router: what tests and the binary need to reach it.
@@ -36,6 +41,8 @@ pub struct Running {
     pub metrics_addr: SocketAddr,
     /// The embedded simulators.
     pub simulators: Vec<Simulator>,
+    /// In a cluster: this node.
+    pub node: Option<Arc<Node>>,
     http: Vec<actix_web::dev::ServerHandle>,
     sessions: CancellationToken,
     /// The CSTA side's threads, stopped before the embedded simulators so that a clean stop
@@ -49,6 +56,11 @@ impl Running {
         // 1. Stop accepting connections.
         for h in &self.http {
             h.pause().await;
+        }
+        // In a cluster, the switches are handed over first (their leases released, so that
+        // another node takes them at once and this node's clients are served from there).
+        if let Some(node) = &self.node {
+            node.stop().await;
         }
         // 2. Let requests already sent to a switch get their answer (or time out), so that
         //    every client request is answered before its client is closed.
@@ -145,15 +157,24 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         switches,
         hub: Hub::default(),
     });
-    start_switches(&shared, switch_configs, &pool);
+    let cluster = match &shared.config.cluster {
+        Some(cfg) => Some(join_cluster(cfg).await?),
+        None => None,
+    };
+    start_switches(&shared, switch_configs, &pool, cluster.is_some());
+    let node = match cluster {
+        Some(cluster) => Some(Node::start(cluster, shared.clone()).await?),
+        None => None,
+    };
     let sessions = CancellationToken::new();
     let clients = ClientEndpoint {
         shared: shared.clone(),
         gate: Arc::new(Gate::default()),
         sessions: sessions.clone(),
+        node: node.clone(),
     };
     let (client_server, client_addr) = client_listener(clients, threads)?;
-    let (metrics_server, metrics_addr) = metrics_listener(shared.clone())?;
+    let (metrics_server, metrics_addr) = metrics_listener(shared.clone(), node.clone())?;
     let http = vec![client_server.handle(), metrics_server.handle()];
     actix_rt::spawn(client_server);
     actix_rt::spawn(metrics_server);
@@ -169,6 +190,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         client_addr,
         metrics_addr,
         simulators,
+        node,
         http,
         sessions,
         arbiters: pool,
@@ -220,7 +242,38 @@ fn switch_configs(config: &Config, simulators: &[Simulator]) -> Vec<SwitchConfig
 }
 
 /// Start each switch's router shard and link layer on the CSTA pool.
-fn start_switches(shared: &Arc<Shared>, configs: Vec<SwitchConfig>, pool: &[Arbiter]) {
+/// Join the cluster, retrying with back-off while NATS cannot be reached (each failure logged
+/// with its reason); a configuration or credential problem ends the start.
+async fn join_cluster(cfg: &crate::config::ClusterConfig) -> Result<Cluster, ServerError> {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match Cluster::join(cfg).await {
+            Ok(c) => return Ok(c),
+            Err(
+                e @ (ClusterError::Connect { .. }
+                | ClusterError::JetStreamUnavailable { .. }
+                | ClusterError::Setup { .. }
+                | ClusterError::Timeout { .. }
+                | ClusterError::Nats { .. }),
+            ) => {
+                warn!(
+                    "cannot join the cluster yet, retrying in {}: {e}",
+                    humantime::format_duration(wait)
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn start_switches(
+    shared: &Arc<Shared>,
+    configs: Vec<SwitchConfig>,
+    pool: &[Arbiter],
+    clustered: bool,
+) {
     let threads = pool.len().max(1);
     let handles: Vec<ArbiterHandle> = pool.iter().map(Arbiter::handle).collect();
     for (i, (sw, sc)) in shared.switches.iter().zip(configs).enumerate() {
@@ -231,7 +284,12 @@ fn start_switches(shared: &Arc<Shared>, configs: Vec<SwitchConfig>, pool: &[Arbi
         let mut pool = handles.clone();
         pool.rotate_left(i % threads);
         let router = Router::start_for(shared.clone(), sw.clone(), pool.first());
-        let handle = Switch::start(sc, router.recipient(), &pool);
+        // In a cluster, a switch's links open only once this node owns it.
+        let handle = if clustered {
+            Switch::start_unowned(sc, router.recipient(), &pool)
+        } else {
+            Switch::start(sc, router.recipient(), &pool)
+        };
         let _ = sw.handle.set(handle);
     }
 }
@@ -244,6 +302,8 @@ struct ClientEndpoint {
     gate: Arc<Gate>,
     /// Cancelled to close every session with 1001.
     sessions: CancellationToken,
+    /// In a cluster: this node (no client is taken while it is not ready).
+    node: Option<Arc<Node>>,
 }
 
 /// Bind the client listener (`/v1`): its server, not yet running, and its address.
@@ -296,12 +356,14 @@ fn client_listener(
 /// Bind the metrics listener (`/metrics`, `/healthz`, `/readyz`).
 fn metrics_listener(
     shared: Arc<Shared>,
+    node: Option<Arc<Node>>,
 ) -> Result<(actix_web::dev::Server, SocketAddr), ServerError> {
     let server = &shared.config.server;
     let (listen, max) = (server.metrics_listen, server.max_http_connections);
     let metrics_server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(shared.clone()))
+            .app_data(web::Data::new(node.clone()))
             .route("/metrics", web::get().to(metrics_endpoint))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -345,6 +407,11 @@ async fn ws_endpoint(
                 .content_type("text/plain; charset=utf-8")
                 .body("This web origin may not open the router's WebSocket endpoint; the router's operator can add it to server.allowed-origins.\n"));
         }
+    }
+    if state.node.as_ref().is_some_and(|n| !n.is_ready()) {
+        return Ok(HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body("This router node has lost its cluster's NATS and serves no client for now; connect to another node, or retry in a few seconds.\n"));
     }
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let conn = session::Conn {
@@ -441,8 +508,11 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
-    let mut body = String::from("ready\n");
+async fn readyz(
+    shared: web::Data<Arc<Shared>>,
+    node: web::Data<Option<Arc<Node>>>,
+) -> HttpResponse {
+    let mut body = String::new();
     for s in &shared.switches {
         let up = s.link_up.load(Ordering::Relaxed);
         body.push_str(&format!(
@@ -451,7 +521,20 @@ async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
             if up { "connected" } else { "disconnected" }
         ));
     }
-    HttpResponse::Ok().content_type("text/plain").body(body)
+    match node.as_ref() {
+        None => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(format!("ready\n{body}")),
+        Some(node) if node.is_ready() => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(format!("ready\n{body}{}", node.readiness())),
+        Some(node) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!(
+                "not ready: NATS unreachable\n{body}{}",
+                node.readiness()
+            )),
+    }
 }
 
 /// Run the router until a termination signal, then stop it cleanly.

@@ -226,9 +226,11 @@ impl FlowReceiver {
 
     /// A new owner (or ownership) of the switch: start its flow afresh.
     pub fn new_epoch(&mut self, epoch: u64) {
+        // eventSeq keeps increasing across owners: what was delivered stays delivered.
         *self = FlowReceiver {
             epoch,
             next: 1,
+            last_seq: self.last_seq,
             ..FlowReceiver::default()
         };
     }
@@ -298,7 +300,9 @@ impl FlowReceiver {
         };
         let mut steps = Vec::new();
         let mut found = found.unwrap_or_default();
-        found.retain(|m| matches!(m.kind, Kind::Event { seq, .. } if seq > hole.after && seq <= hole.until));
+        found.retain(
+            |m| matches!(m.kind, Kind::Event { seq, .. } if seq > hole.after && seq <= hole.until),
+        );
         found.sort_by_key(|m| match m.kind {
             Kind::Event { seq, .. } => seq,
             _ => 0,
@@ -432,7 +436,9 @@ mod tests {
         assert!(r.on_message(flow(&[3, 5, 8, 11, 12])[4].clone()).is_empty());
         let steps = r.repaired(Some(vec![f[2].clone(), f[1].clone()]));
         assert_eq!(delivered(&steps), [5, 8, 11, 12]);
-        assert!(!steps.iter().any(|s| matches!(s, Step::EventsLost | Step::RepliesLost)));
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::EventsLost | Step::RepliesLost)));
     }
 
     #[test]
@@ -485,7 +491,10 @@ mod tests {
     fn an_earlier_owner_s_messages_never_reach_a_client() {
         let mut r = FlowReceiver::default();
         r.new_epoch(9);
-        assert!(r.on_message(flow(&[3])[0].clone()).is_empty(), "epoch 7 < 9");
+        assert!(
+            r.on_message(flow(&[3])[0].clone()).is_empty(),
+            "epoch 7 < 9"
+        );
         // A newer epoch starts a new flow.
         let mut c = FlowCounter::default();
         let m = c.next(

@@ -171,7 +171,10 @@ impl Taken {
 
     /// Read an answer (anything but `ok` is "not taken").
     pub fn read(headers: Option<&HeaderMap>) -> Taken {
-        match headers.and_then(|h| h.get(header::RESULT)).map(|v| v.as_str()) {
+        match headers
+            .and_then(|h| h.get(header::RESULT))
+            .map(|v| v.as_str())
+        {
             Some("ok") => Taken::Ok,
             _ => Taken::NotOwner,
         }
@@ -205,11 +208,11 @@ mod tests {
         let (h, body) = f.encode();
         assert_eq!(Forwarded::decode(&h, &body), Some(f));
         assert_eq!(Taken::read(Some(&Taken::Ok.headers())), Taken::Ok);
-        assert_eq!(Taken::read(Some(&Taken::NotOwner.headers())), Taken::NotOwner);
-        assert_eq!(Taken::read(None), Taken::NotOwner);
         assert_eq!(
-            Op::Unregister { reference_id: None }.reference_id(),
-            None
+            Taken::read(Some(&Taken::NotOwner.headers())),
+            Taken::NotOwner
         );
+        assert_eq!(Taken::read(None), Taken::NotOwner);
+        assert_eq!(Op::Unregister { reference_id: None }.reference_id(), None);
     }
 }

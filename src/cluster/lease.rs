@@ -21,77 +21,14 @@
 //! start while a live entry of its name carries another process's id.
 
 use super::{keys, latest_values, within, ClusterError, KV_TIMEOUT};
+pub use crate::link::{fence_margin, Fence};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// The instant fence deadlines count from: the first use of a fence in this process.
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-/// Nanoseconds from [`base`] to `t` (0 for an earlier `t`).
-fn since_base(t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(base()).as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// How long before the lease's expiry (counted from a renew's send time) the owner stops
-/// acting: max(250 ms, `ttl`/5).
-pub fn fence_margin(ttl: Duration) -> Duration {
-    (ttl / 5).max(Duration::from_millis(250))
-}
-
-/// The owner's permission to act on a switch, as a deadline on the monotonic clock. Cheap to
-/// clone (all clones share the deadline) and to check: one atomic load and a clock read, no
-/// lock, from any thread — so the link can check it before every frame it writes.
-#[derive(Clone, Debug, Default)]
-pub struct Fence {
-    /// Nanoseconds since [`base`]; 0 = disarmed.
-    deadline: Arc<AtomicU64>,
-}
-
-impl Fence {
-    /// A disarmed fence: [`Fence::check`] is false until it is armed.
-    pub fn new() -> Fence {
-        Fence::default()
-    }
-
-    /// Whether the owner may act now.
-    pub fn check(&self) -> bool {
-        self.check_at(Instant::now())
-    }
-
-    /// Whether the owner may act at `now` (before the deadline).
-    pub fn check_at(&self, now: Instant) -> bool {
-        let deadline = self.deadline.load(Ordering::Acquire);
-        deadline != 0 && since_base(now) < deadline
-    }
-
-    /// Arm (or move) the deadline after a successful write of the lease sent at
-    /// `renew_sent`: `renew_sent` + `ttl` − [`fence_margin`]`(ttl)`.
-    pub fn arm(&self, renew_sent: Instant, ttl: Duration) {
-        let deadline = renew_sent + ttl.saturating_sub(fence_margin(ttl));
-        self.deadline.store(since_base(deadline), Ordering::Release);
-    }
-
-    /// Withdraw the permission at once (the lease was released or found lost).
-    pub fn disarm(&self) {
-        self.deadline.store(0, Ordering::Release);
-    }
-
-    /// The deadline, when armed.
-    pub fn deadline(&self) -> Option<Instant> {
-        match self.deadline.load(Ordering::Acquire) {
-            0 => None,
-            nanos => Some(base() + Duration::from_nanos(nanos)),
-        }
-    }
-}
 
 /// The value of a lease entry.
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,7 +117,7 @@ impl Leases {
         })
         .await?;
         if let Some(revision) = created {
-            let fence = Fence::new();
+            let fence = Fence::closed();
             fence.arm(sent, self.ttl);
             return Ok(Some(Lease {
                 switch: switch.to_owned(),
@@ -195,7 +132,7 @@ impl Leases {
                     switch: switch.to_owned(),
                     epoch: owner.epoch,
                     revision: owner.revision,
-                    fence: Fence::new(),
+                    fence: Fence::closed(),
                 };
                 self.renew(&mut lease).await?;
                 Ok(Some(lease))
@@ -237,7 +174,7 @@ impl Leases {
                             lease.revision = o.revision;
                         }
                         holder => {
-                            lease.fence.disarm();
+                            lease.fence.close();
                             return Err(ClusterError::LeaseLost {
                                 switch: lease.switch.clone(),
                                 holder: holder.map(|o| o.node),
@@ -253,7 +190,7 @@ impl Leases {
                 }
             }
         }
-        lease.fence.disarm();
+        lease.fence.close();
         Err(ClusterError::LeaseLost {
             switch: lease.switch.clone(),
             holder: None,
@@ -263,7 +200,7 @@ impl Leases {
     /// Give a lease up: the fence is disarmed first, then the entry deleted — only if it is
     /// still this lease's (an entry another node wrote since is left alone).
     pub async fn release(&self, lease: Lease) -> Result<(), ClusterError> {
-        lease.fence.disarm();
+        lease.fence.close();
         let key = keys::encode(&lease.switch);
         let what = || format!("releasing the lease of switch {:?}", lease.switch);
         within(
@@ -573,14 +510,14 @@ mod tests {
 
     #[test]
     fn a_disarmed_fence_refuses() {
-        let fence = Fence::new();
+        let fence = Fence::closed();
         assert!(!fence.check());
         assert_eq!(fence.deadline(), None);
     }
 
     #[test]
     fn the_deadline_counts_from_the_renew_send_time() {
-        let fence = Fence::new();
+        let fence = Fence::closed();
         let sent = Instant::now();
         fence.arm(sent, TTL);
         // 3 s − max(250 ms, 600 ms) = 2.4 s after the send.
@@ -608,7 +545,7 @@ mod tests {
             fence_margin(Duration::from_secs(30)),
             Duration::from_secs(6)
         );
-        let fence = Fence::new();
+        let fence = Fence::closed();
         let sent = Instant::now();
         fence.arm(sent, Duration::from_secs(1));
         assert!(fence.check_at(sent + Duration::from_millis(749)));
@@ -617,7 +554,7 @@ mod tests {
 
     #[test]
     fn a_renew_sent_long_ago_leaves_the_fence_shut() {
-        let fence = Fence::new();
+        let fence = Fence::closed();
         let now = Instant::now();
         // A pause (SIGSTOP, a frozen VM) longer than the lease: the renew's answer arrives
         // after the deadline it would set.
@@ -632,14 +569,14 @@ mod tests {
 
     #[test]
     fn clones_share_the_deadline_and_disarm_shuts_at_once() {
-        let fence = Fence::new();
+        let fence = Fence::closed();
         let link_side = fence.clone();
         fence.arm(Instant::now(), TTL);
         assert!(link_side.check());
         std::thread::spawn(move || assert!(link_side.check()))
             .join()
             .unwrap_or(());
-        fence.disarm();
+        fence.close();
         assert!(!fence.clone().check());
     }
 

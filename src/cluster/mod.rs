@@ -40,6 +40,7 @@ pub mod flow;
 pub mod forward;
 pub mod keys;
 pub mod lease;
+pub mod node;
 pub mod owner;
 pub mod proxy;
 pub mod records;

@@ -10,16 +10,18 @@
 
 use super::flow::{FlowCounter, FlowMessage, Kind};
 use super::forward::{mode_of, Forwarded, Op};
+use super::proxy::Proxy;
+use super::writer::RecordsWriter;
 use crate::client::{ClientHandle, RemoteNode};
 use crate::link::Fence;
-use crate::protocol::SharedText;
+use crate::protocol::{RegisterMode, SharedText};
 use crate::router::messages::{DnOp, ToDn};
 use crate::router::{ClusterHooks, SwitchCtx};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -51,7 +53,10 @@ pub struct Publisher {
 
 impl Publisher {
     /// Start the publisher task on the current runtime.
-    pub fn start(client: async_nats::Client, jetstream: async_nats::jetstream::Context) -> Publisher {
+    pub fn start(
+        client: async_nats::Client,
+        jetstream: async_nats::jetstream::Context,
+    ) -> Publisher {
         let (tx, mut rx) = mpsc::channel::<Publish>(PUBLISH_QUEUE);
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
@@ -134,6 +139,7 @@ impl NodeFlow {
     }
 
     fn publish(&self, m: FlowMessage) -> bool {
+        debug!(number = m.number, subject = %self.subject, "flow message out");
         self.publisher.send(Publish {
             subject: self.subject.clone(),
             headers: m.headers(),
@@ -189,6 +195,9 @@ impl RemoteNode for NodeFlow {
     }
 }
 
+/// A client session of another node: (node id, session).
+type SessionKey = (Arc<str>, Arc<str>);
+
 /// A switch this node owns: its ownership (epoch, fence), the flows to the other nodes and the
 /// handles of their clients' sessions.
 pub struct Owned {
@@ -201,7 +210,7 @@ pub struct Owned {
     publisher: Publisher,
     subjects: Subjects,
     flows: Mutex<HashMap<Arc<str>, Arc<NodeFlow>>>,
-    clients: Mutex<HashMap<(Arc<str>, Arc<str>), ClientHandle>>,
+    clients: Mutex<HashMap<SessionKey, ClientHandle>>,
 }
 
 impl Owned {
@@ -305,6 +314,24 @@ impl Owned {
         }
     }
 
+    /// The links' state now, for the other nodes (sent every second, so that a node that
+    /// missed a change catches up).
+    pub fn link_state(&self, up: bool, link: usize) {
+        let mut h = HeaderMap::new();
+        h.insert("Crr-Switch", &*self.switch.name);
+        h.insert("Crr-Epoch", self.epoch.to_string());
+        h.insert("Crr-Up", if up { "1" } else { "0" });
+        h.insert("Crr-Link", link.to_string());
+        h.insert("Crr-State", "1");
+        self.publisher.send(Publish {
+            subject: self.subjects.link(),
+            headers: h,
+            payload: Bytes::new(),
+            stream: false,
+            fence: Some(self.fence.clone()),
+        });
+    }
+
     /// Take a forwarded request: `false` when it is not for this ownership (another epoch) or
     /// the lease has lapsed — then nothing was done.
     pub fn take(&self, f: Forwarded) -> bool {
@@ -352,8 +379,9 @@ impl Owned {
     }
 }
 
-impl ClusterHooks for Owned {
-    fn event(&self, dn: &str, seq: u64, text: &SharedText) {
+impl Owned {
+    /// An event delivered here: into the event stream.
+    pub fn event(&self, dn: &str, seq: u64, text: &SharedText) {
         let mut h = HeaderMap::new();
         h.insert("Crr-Seq", seq.to_string());
         h.insert("Crr-Dn", dn);
@@ -367,7 +395,8 @@ impl ClusterHooks for Owned {
         });
     }
 
-    fn link_changed(&self, up: bool, link: usize, reason: Option<&'static str>) {
+    /// The link state changed: tell the other nodes.
+    pub fn link_changed(&self, up: bool, link: usize, reason: Option<&'static str>) {
         let mut h = HeaderMap::new();
         h.insert("Crr-Switch", &*self.switch.name);
         h.insert("Crr-Epoch", self.epoch.to_string());
@@ -384,5 +413,87 @@ impl ClusterHooks for Owned {
             // A link that went down is news even after the fence closed; an up link is not.
             fence: up.then(|| self.fence.clone()),
         });
+    }
+}
+
+/// What a switch's shard tells the cluster, whoever owns the switch at the moment: installed
+/// once per switch at start, it passes on to the ownership of the moment ([`Owned`]) and
+/// records the registrations a new owner restores.
+pub struct Hooks {
+    switch: Arc<str>,
+    node_id: Arc<str>,
+    records: RecordsWriter,
+    proxy: Arc<Proxy>,
+    owned: RwLock<Option<Arc<Owned>>>,
+}
+
+impl Hooks {
+    /// The hooks of `proxy`'s switch on node `node_id`.
+    pub fn new(node_id: Arc<str>, records: RecordsWriter, proxy: Arc<Proxy>) -> Hooks {
+        Hooks {
+            switch: proxy.switch.name.clone(),
+            node_id,
+            records,
+            proxy,
+            owned: RwLock::new(None),
+        }
+    }
+
+    /// The ownership of the moment (`None`: the switch is not owned here).
+    pub fn owned(&self) -> Option<Arc<Owned>> {
+        self.owned
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Set (or end) the ownership of the moment.
+    pub fn set_owned(&self, owned: Option<Arc<Owned>>) {
+        *self.owned.write().unwrap_or_else(PoisonError::into_inner) = owned;
+    }
+
+    /// The record key of a client: its node and session.
+    fn session_of(&self, client: &ClientHandle) -> (Arc<str>, Arc<str>) {
+        match client.remote_session() {
+            Some((node, session)) => (Arc::from(node.node_id()), session.clone()),
+            None => (self.node_id.clone(), Arc::from(client.id.to_string())),
+        }
+    }
+}
+
+impl ClusterHooks for Hooks {
+    fn event(&self, dn: &str, seq: u64, text: &SharedText) {
+        if let Some(o) = self.owned() {
+            o.event(dn, seq, text);
+        }
+    }
+
+    fn link_changed(&self, up: bool, link: usize, reason: Option<&'static str>) {
+        if let Some(o) = self.owned() {
+            o.link_changed(up, link, reason);
+        }
+    }
+
+    fn registered(&self, dn: &Arc<str>, client: &ClientHandle, mode: RegisterMode) {
+        if self.owned().is_none() {
+            return;
+        }
+        if client.remote_session().is_none() {
+            self.proxy.local_registered(dn, client);
+        }
+        let (node, session) = self.session_of(client);
+        self.records
+            .put(&self.switch, dn, &node, &session, mode, &client.application);
+    }
+
+    fn unregistered(&self, dn: &Arc<str>, client: &ClientHandle) {
+        if self.owned().is_none() {
+            return;
+        }
+        if client.remote_session().is_none() {
+            self.proxy.local_unregistered(dn, client);
+        }
+        let (node, session) = self.session_of(client);
+        self.records.delete(&self.switch, dn, &node, &session);
     }
 }

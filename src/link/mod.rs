@@ -50,7 +50,7 @@ mod switch;
 pub use actor::{Disown, LinkActor, LinkRequest, LinkStatusChanged, Own, RoutedRequest};
 pub use backoff::Backoff;
 pub use invoke::{Exhaustion, InvokeAllocator, ID_SPACE, LOW_FREE, ORDINARY_LIMIT, STUCK_FACTOR};
-pub use ownership::{Fence, Sequence};
+pub use ownership::{fence_margin, Fence, Sequence};
 pub use report::{DownReport, Report, REMINDER_EVERY};
 pub use route::{MonitorOutcome, SwitchRoute};
 pub use session::{Delivery, Disconnect, LinkState, Loss, Output, Session, Unsent, Waiter};

@@ -30,6 +30,12 @@ fn nanos(at: Instant) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Fence(Arc<AtomicU64>);
 
+/// How long before a lease's expiry (counted from a renewal's send time) its owner stops
+/// acting: max(250 ms, `ttl`/5).
+pub fn fence_margin(ttl: Duration) -> Duration {
+    (ttl / 5).max(Duration::from_millis(250))
+}
+
 /// A deadline that never comes.
 const OPEN: u64 = u64::MAX;
 
@@ -64,8 +70,7 @@ impl Fence {
     /// `renew_sent + ttl − max(250 ms, ttl / 5)` (the margin covers clock drift between this
     /// node and the NATS server and the time a renewal takes to be stored).
     pub fn arm(&self, renew_sent: Instant, ttl: Duration) {
-        let margin = (ttl / 5).max(Duration::from_millis(250));
-        let deadline = renew_sent + ttl.saturating_sub(margin);
+        let deadline = renew_sent + ttl.saturating_sub(fence_margin(ttl));
         // Only ever later: a slow answer to an older renewal must not pull the deadline back.
         self.0.fetch_max(nanos(deadline), Ordering::AcqRel);
     }

@@ -580,8 +580,21 @@ impl Handler<Own> for Switch {
 impl Handler<Disown> for Switch {
     type Result = ();
 
-    /// The switch is no longer owned here: every link closes and stays closed.
+    /// The switch is no longer owned here: every link closes and stays closed, and the DNs
+    /// monitored are forgotten (a next owner restores them from the cluster's records).
     fn handle(&mut self, disown: Disown, _: &mut Self::Context) {
+        self.monitored.clear();
+        let parked = std::mem::take(&mut self.monitor_parked);
+        for op in std::mem::take(&mut self.monitor_ops)
+            .into_iter()
+            .chain(parked.into_values().flatten())
+        {
+            if let MonitorOp::Start(_, tx) = op {
+                let _ = tx.send(Err(LinkError::NoSwitch {
+                    switch: self.config.name.clone(),
+                }));
+            }
+        }
         for slot in &self.links {
             slot.addr.do_send(disown.clone());
         }

@@ -96,7 +96,7 @@ fn push_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
 }
 
 /// A switch as clients see it in `EventServerConnected` and `EventServerInfo`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SwitchView<'a> {
     /// Its name.
     pub name: &'a str,
@@ -106,6 +106,9 @@ pub struct SwitchView<'a> {
     pub active_link: usize,
     /// Whether it is an embedded simulator.
     pub simulated: bool,
+    /// In a cluster, the node that owns it (`Some(None)` while no node does); `None` for a
+    /// router alone.
+    pub owner: Option<Option<std::sync::Arc<str>>>,
 }
 
 impl SwitchView<'_> {
@@ -174,6 +177,9 @@ fn switches_json(switches: &[SwitchView<'_>], active_link: bool) -> Vec<Value> {
                 } else {
                     Value::Null
                 };
+                if let Some(owner) = &s.owner {
+                    v["owner"] = owner.as_deref().map_or(Value::Null, Value::from);
+                }
             }
             v
         })

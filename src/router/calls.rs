@@ -137,17 +137,75 @@ pub struct Evicted {
     pub holders: Vec<Arc<str>>,
 }
 
+/// What a cluster records of a switch's calls, so that a call outliving a failover keeps its
+/// connId: told by the [`CallTable`] as calls come and go, written elsewhere (never waits).
+#[derive(Debug, Clone)]
+pub enum CallNote {
+    /// A call got a new connId.
+    Started(Arc<str>, ConnId),
+    /// A call's last holder let go: its record may go once `call-grace` has passed.
+    Cleared(Arc<str>, ConnId),
+    /// A call was evicted, or its grace ran out: its record goes now.
+    Gone(Arc<str>, ConnId),
+}
+
+/// Where a clustered switch's [`CallNote`]s go.
+pub type CallJournal = Box<dyn Fn(CallNote) + Send + Sync>;
+
 /// The call IDs of one switch in use by the router, with their connIds (see the
 /// [module docs](self)). Used by the switch's extension actors, which all run on the switch's
 /// router thread, and by the metrics scrape: the lock is short and rarely contended.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CallTable {
     inner: Mutex<Inner>,
+    /// In a cluster: where the calls' connIds are recorded.
+    journal: std::sync::OnceLock<CallJournal>,
+}
+
+impl std::fmt::Debug for CallTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallTable")
+            .field("inner", &self.inner)
+            .field("journal", &self.journal.get().is_some())
+            .finish()
+    }
 }
 
 impl CallTable {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// In a cluster: record the calls' connIds through `journal` from now on (set once).
+    pub fn set_journal(&self, journal: CallJournal) {
+        let _ = self.journal.set(journal);
+    }
+
+    fn note(&self, note: CallNote) {
+        if let Some(journal) = self.journal.get() {
+            journal(note);
+        }
+    }
+
+    /// A new owner of the switch takes over the calls recorded in the cluster: each keeps its
+    /// connId if the switch reports it again within `grace`.
+    pub fn adopt(&self, calls: Vec<(String, ConnId)>, grace: Duration) {
+        let until = Instant::now() + grace;
+        let mut g = self.lock();
+        let inner = &mut *g;
+        for (call_id, conn_id) in calls {
+            let call_id: Arc<str> = Arc::from(call_id);
+            if inner.live.contains_key(&call_id) || !inner.conn_ids.insert(conn_id) {
+                continue;
+            }
+            inner.stamp += 1;
+            inner
+                .grace_order
+                .insert((until, inner.stamp), (call_id.clone(), conn_id));
+            if let Some(old) = inner.graced.insert(call_id, Graced { conn_id, until }) {
+                inner.conn_ids.remove(&old.conn_id);
+            }
+        }
     }
 
     /// Device `dn` takes hold of a call: the call's connId (new for a call ID not in use, or
@@ -176,9 +234,15 @@ impl CallTable {
             // Grace over: a new call (its old connId is free again).
             Some(graced) => {
                 g.conn_ids.remove(&graced.conn_id);
-                g.fresh_conn_id()
+                let c = g.fresh_conn_id();
+                self.note(CallNote::Started(call_id.clone(), c));
+                c
             }
-            None => g.fresh_conn_id(),
+            None => {
+                let c = g.fresh_conn_id();
+                self.note(CallNote::Started(call_id.clone(), c));
+                c
+            }
         };
         g.live.insert(
             call_id.clone(),
@@ -195,6 +259,7 @@ impl CallTable {
                 break;
             };
             if let Some((call_id, live)) = g.remove_live(&oldest) {
+                self.note(CallNote::Gone(call_id.clone(), live.conn_id));
                 evicted.push(Evicted {
                     call_id,
                     conn_id: live.conn_id,
@@ -229,7 +294,9 @@ impl CallTable {
         };
         e.holders.retain(|h| &**h != dn);
         if e.holders.is_empty() {
-            g.remove_live(call_id);
+            if let Some((call_id, live)) = g.remove_live(call_id) {
+                self.note(CallNote::Cleared(call_id, live.conn_id));
+            }
         }
     }
 
@@ -272,6 +339,7 @@ impl CallTable {
             if g.graced.get(&call_id).is_some_and(|e| e.conn_id == conn_id) {
                 g.graced.remove(&call_id);
                 g.conn_ids.remove(&conn_id);
+                self.note(CallNote::Gone(call_id, conn_id));
             }
         }
     }

@@ -70,6 +70,7 @@ impl Router {
             deliveries: addr.clone().recipient(),
             retiring: addr.clone().recipient(),
             forget: addr.clone().recipient(),
+            disown: addr.clone().recipient(),
         });
         addr
     }

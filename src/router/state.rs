@@ -6,12 +6,12 @@
 //! changes it and read by everyone (link state, associations, call table).
 
 use super::calls::CallTable;
-use super::messages::{Delivery, ForgetCall, Retiring, ToDn};
-use crate::client::Hub;
+use super::messages::{Delivery, Disowned, ForgetCall, Retiring, ToDn};
+use crate::client::{ClientHandle, Hub};
 use crate::config::Config;
 use crate::dnplan::DnPlan;
 use crate::link::SwitchHandle;
-use crate::protocol::{SharedText, SwitchView};
+use crate::protocol::{RegisterMode, SharedText, SwitchView};
 use crate::services::Service;
 use actix::Recipient;
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ pub struct ShardInbox {
     pub retiring: Recipient<Retiring>,
     /// A call evicted from the switch's table, to be forgotten by a DN's actor.
     pub forget: Recipient<ForgetCall>,
+    /// The switch is no longer owned here (cluster): drop every DN's state.
+    pub disown: Recipient<Disowned>,
 }
 
 /// Everything about one switch that sessions and actors read without asking an actor.
@@ -68,6 +70,8 @@ pub struct SwitchCtx {
     /// In a cluster: the `reason` of the next link event of the switch (why this node's links
     /// open or close: `failover`, `fenced`, `shutdown`...), set by whoever changes ownership.
     pub link_reason: Mutex<Option<&'static str>>,
+    /// In a cluster: the name of the node that owns the switch, as this node knows it.
+    pub owner: Mutex<Option<Arc<str>>>,
 }
 
 /// What a switch's shard tells the rest of a cluster (implemented by the cluster, which the
@@ -79,6 +83,11 @@ pub trait ClusterHooks: Send + Sync {
     /// The switch's link state changed on this node, its owner: tell the other nodes, so that
     /// their clients get the link event too.
     fn link_changed(&self, up: bool, link: usize, reason: Option<&'static str>);
+    /// A client (here or of another node) is registered on `dn` from now on: record it, so
+    /// that a new owner can restore it.
+    fn registered(&self, dn: &Arc<str>, client: &ClientHandle, mode: RegisterMode);
+    /// A client unregistered `dn` (or left): remove its record.
+    fn unregistered(&self, dn: &Arc<str>, client: &ClientHandle);
 }
 
 impl SwitchCtx {
@@ -101,6 +110,7 @@ impl SwitchCtx {
             remote: OnceLock::new(),
             cluster: OnceLock::new(),
             link_reason: Mutex::new(None),
+            owner: Mutex::new(None),
         }
     }
 
@@ -171,6 +181,12 @@ impl SwitchCtx {
             link_up: self.is_up(),
             active_link: self.active_link.load(Ordering::Relaxed),
             simulated: self.simulated,
+            owner: self.cluster.get().map(|_| {
+                self.owner
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            }),
         }
     }
 

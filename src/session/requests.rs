@@ -325,18 +325,39 @@ impl State {
     }
 
     /// The client is gone: release every DN it registered.
+    ///
+    /// In a cluster the registrations outlive the connection by `session-linger` (README,
+    /// "Cluster"): they are released that long after the client left.
     pub(super) fn release_all(&mut self) {
-        let Some(client) = &self.client else { return };
-        for (dn, switch) in self.registered.drain() {
-            if let Some(requests) = self.shared.switches.get(switch).and_then(|s| s.requests()) {
-                requests.do_send(ToDn {
-                    dn,
-                    op: DnOp::Unregister {
-                        client: client.clone(),
-                        reference_id: None,
-                    },
-                });
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let registered: Vec<(Arc<str>, usize)> = self.registered.drain().collect();
+        if registered.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let release = move || {
+            for (dn, switch) in registered {
+                if let Some(requests) = shared.switches.get(switch).and_then(|s| s.requests()) {
+                    requests.do_send(ToDn {
+                        dn,
+                        op: DnOp::Unregister {
+                            client: client.clone(),
+                            reference_id: None,
+                        },
+                    });
+                }
             }
+        };
+        let linger = self.shared.config.server.session_linger.0;
+        if self.shared.config.cluster.is_some() && !linger.is_zero() {
+            actix_rt::spawn(async move {
+                tokio::time::sleep(linger).await;
+                release();
+            });
+        } else {
+            release();
         }
     }
 }

@@ -126,6 +126,9 @@ impl Extension {
     }
 
     fn subscribe(&mut self, client: ClientHandle, mode: RegisterMode) {
+        if let Some(cluster) = self.switch.cluster.get() {
+            cluster.registered(&self.dn, &client, mode);
+        }
         let subs = &mut self.subs.subscribers;
         match subs.iter_mut().find(|s| s.client.id == client.id) {
             Some(s) => s.mode = mode,
@@ -250,6 +253,12 @@ impl Extension {
         self.subs.subscribers.retain(|s| s.client.id != client.id);
         // Never while a MonitorStart is in flight: the operation was deferred behind it.
         let removed = self.subs.subscribers.len() != before;
+        // A client that left may have been dropped already as closed: its record goes too.
+        if removed || reference_id.is_none() {
+            if let Some(cluster) = self.switch.cluster.get() {
+                cluster.unregistered(&self.dn, &client);
+            }
+        }
         match reference_id {
             Some(reference_id) if removed => {
                 client.reply(crate::protocol::unregistered(reference_id, &self.dn));

@@ -1,0 +1,803 @@
+//! The node: what runs a router process as a member of the cluster. It announces the node,
+//! watches the other nodes and the switch leases, takes unowned switches within its fair
+//! share, renews what it holds (giving a switch up the moment its fence closes), and listens
+//! on the node's three subjects: forwarded requests, the owners' flows to it, link states.
+//!
+//! Every switch has, on every node, a [`Proxy`] (serving it while another node owns it) and a
+//! [`Hooks`] (what the switch's shard tells the cluster while this node owns it). Taking a
+//! switch ([`Node::take`]) goes: lease → eventSeq block → the records (registrations, connIds)
+//! → the registrations restored in the shard → the links opened with the new numbers and the
+//! lease's fence. Giving it up goes the other way, fence first.
+
+use super::flow::FlowMessage;
+use super::forward::{Forwarded, Taken};
+use super::keys;
+use super::lease::{Lease, Leases, Owner, Presence};
+use super::owner::{Hooks, Owned, Publisher, Subjects};
+use super::proxy::{KnownOwner, Proxy, ProxyParts};
+use super::records::Records;
+use super::seq::SeqBlocks;
+use super::writer::RecordsWriter;
+use super::{Cluster, ClusterError};
+use crate::config::Access;
+use crate::link::{Disown, Own, Sequence};
+use crate::metrics::{ClusterMetrics, OwnershipReason};
+use crate::router::calls::CallNote;
+use crate::router::messages::{Disowned, DnOp, ToDn};
+use crate::router::{ClusterHooks, Shared, SwitchCtx};
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// How long a switch stays unowned before a node already at its fair share takes it anyway
+/// (so that no switch is left without an owner while the node count is out of date).
+const SHARE_WAIT: Duration = Duration::from_secs(1);
+
+/// How often the owner sends each flow's heartbeat and its links' state.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// One switch on this node.
+struct SwitchNode {
+    ctx: Arc<SwitchCtx>,
+    proxy: Arc<Proxy>,
+    hooks: Arc<Hooks>,
+    metrics: ClusterMetrics,
+    /// The lease as the watch last showed it, and when (`None`: no node holds it).
+    seen: Mutex<Seen>,
+    /// Whether this node holds the switch's lease (or is taking it).
+    held: AtomicBool,
+}
+
+#[derive(Default)]
+struct Seen {
+    owner: Option<Owner>,
+    at: Option<Instant>,
+    /// When the switch was last found without an owner.
+    unowned_since: Option<Instant>,
+    /// Whether any node has owned it since this node started.
+    ever_owned: bool,
+}
+
+/// This node in the cluster (see the [module docs](self)).
+pub struct Node {
+    cluster: Cluster,
+    shared: Arc<Shared>,
+    switches: Vec<SwitchNode>,
+    publisher: Publisher,
+    subjects: Subjects,
+    leases: Leases,
+    presence: Presence,
+    seq: SeqBlocks,
+    records: Records,
+    writer: RecordsWriter,
+    node_name: Arc<str>,
+    node_id: Arc<str>,
+    /// The live nodes: name → id.
+    live: Mutex<BTreeMap<String, String>>,
+    /// When this node may start taking switches (it has seen the other nodes by then).
+    settled: Instant,
+    /// Set when the node stops: nothing more is taken.
+    stopping: AtomicBool,
+    /// Whether NATS has been reachable within `lease-ttl`.
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node", &self.node_name)
+            .field("id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Make this process a node of `cluster`: every switch of `shared` gets its proxy and
+    /// hooks, the node is announced (refused when a live node has its name), and the node's
+    /// tasks start on the current runtime. The switches' links must have been started
+    /// unowned.
+    pub async fn start(cluster: Cluster, shared: Arc<Shared>) -> Result<Arc<Node>, ClusterError> {
+        let node_name: Arc<str> = Arc::from(cluster.node_name());
+        let node_id: Arc<str> = Arc::from(cluster.node_id());
+        crate::logging::set_node(&node_name);
+        let presence = cluster.presence();
+        presence.announce().await?;
+        let publisher = Publisher::start(cluster.client().clone(), cluster.jetstream().clone());
+        let subjects = Subjects {
+            cluster: Arc::from(cluster.name()),
+        };
+        let writer = RecordsWriter::start(cluster.records());
+        let names: Vec<Arc<str>> = shared.switches.iter().map(|s| s.name.clone()).collect();
+        crate::metrics::init_cluster_labels(&names);
+        let cluster_name: Arc<str> = Arc::from(cluster.name());
+        let mut switches = Vec::new();
+        for ctx in &shared.switches {
+            let metrics = ClusterMetrics::new(&ctx.name);
+            let request_name = cluster_name.clone();
+            let proxy = Proxy::start(ProxyParts {
+                switch: ctx.clone(),
+                shared: shared.clone(),
+                node_id: node_id.clone(),
+                metrics: metrics.clone(),
+                client: cluster.client().clone(),
+                events: cluster.events().clone(),
+                event_subject: subjects.event(&ctx.name),
+                request_subject: Arc::new(move |id: &str| keys::request_subject(&request_name, id)),
+                records: writer.clone(),
+            });
+            let hooks = Arc::new(Hooks::new(node_id.clone(), writer.clone(), proxy.clone()));
+            let as_hooks: Arc<dyn ClusterHooks> = hooks.clone();
+            let _ = ctx.cluster.set(as_hooks);
+            ctx.owned_here.store(false, Ordering::Release);
+            journal_calls(ctx, &writer, shared.config.options.call_grace.0);
+            metrics.set_owned(false);
+            switches.push(SwitchNode {
+                ctx: ctx.clone(),
+                proxy,
+                hooks,
+                metrics,
+                seen: Mutex::new(Seen::default()),
+                held: AtomicBool::new(false),
+            });
+        }
+        let ttl = cluster.lease_ttl();
+        let node = Arc::new(Node {
+            leases: cluster.leases(),
+            seq: cluster.seq_blocks(),
+            records: cluster.records(),
+            cluster,
+            shared,
+            switches,
+            publisher,
+            subjects,
+            presence,
+            writer,
+            node_name,
+            node_id,
+            live: Mutex::new(BTreeMap::new()),
+            settled: Instant::now() + ttl,
+            stopping: AtomicBool::new(false),
+            ready: AtomicBool::new(true),
+        });
+        node.listen().await?;
+        let leases = node.leases.watch().await?;
+        let nodes = node.presence.watch().await?;
+        tokio::spawn(watch_leases(Arc::downgrade(&node), leases));
+        tokio::spawn(watch_nodes(Arc::downgrade(&node), nodes));
+        tokio::spawn(tick(Arc::downgrade(&node)));
+        tokio::spawn(renew_presence(Arc::downgrade(&node)));
+        tokio::spawn(watch_nats(Arc::downgrade(&node)));
+        info!(node = %node.node_name, node_id = %node.node_id, "this node is in the cluster; it takes switches after {}", humantime::format_duration(ttl));
+        Ok(node)
+    }
+
+    /// Whether the node can serve: NATS reachable within `lease-ttl`.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// What `/readyz` says of the cluster: NATS, and each switch's owner.
+    pub fn readiness(&self) -> String {
+        let mut out = format!(
+            "cluster {} node {} nats {}\n",
+            self.cluster.name(),
+            self.node_name,
+            if self.is_ready() {
+                "connected"
+            } else {
+                "disconnected"
+            }
+        );
+        for s in &self.switches {
+            let owner = s
+                .seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .owner
+                .clone();
+            let owner = match owner {
+                Some(o) if s.held.load(Ordering::Acquire) && o.id == *self.node_id => {
+                    format!("{} (this node)", o.node)
+                }
+                Some(o) => o.node,
+                None => "none".to_owned(),
+            };
+            out.push_str(&format!("switch {} owner {}\n", s.ctx.name, owner));
+        }
+        out
+    }
+
+    /// Subscribe to the node's subjects: forwarded requests, flows, link states.
+    async fn listen(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let client = self.cluster.client().clone();
+        let sub = |subject: String| {
+            let client = client.clone();
+            async move {
+                client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|e| ClusterError::nats(format!("subscribing to {subject}"), e))
+            }
+        };
+        let mut requests = sub(keys::request_subject(self.cluster.name(), &self.node_id)).await?;
+        let mut flows = sub(self.subjects.flow(&self.node_id)).await?;
+        let mut links = sub(self.subjects.link()).await?;
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(msg) = requests.next().await {
+                let Some(node) = me.upgrade() else { break };
+                node.on_request(msg).await;
+            }
+        });
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(msg) = flows.next().await {
+                let Some(node) = me.upgrade() else { break };
+                let Some(headers) = msg.headers.as_ref() else {
+                    continue;
+                };
+                let Some(m) = FlowMessage::read(headers, &msg.payload) else {
+                    tracing::debug!(?headers, "not a flow message");
+                    continue;
+                };
+                tracing::debug!(number = m.number, epoch = m.epoch, "a flow message");
+                if let Some(s) = node.switch(&m.switch) {
+                    s.proxy.on_flow(m);
+                }
+            }
+        });
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(msg) = links.next().await {
+                let Some(node) = me.upgrade() else { break };
+                node.on_link(&msg);
+            }
+        });
+        Ok(())
+    }
+
+    fn switch(&self, name: &str) -> Option<&SwitchNode> {
+        self.switches.iter().find(|s| &*s.ctx.name == name)
+    }
+
+    /// A forwarded request: taken (answered `ok`, then done) or refused (`not-owner`).
+    async fn on_request(&self, msg: async_nats::Message) {
+        let Some(reply) = msg.reply.clone() else {
+            return;
+        };
+        let taken = msg
+            .headers
+            .as_ref()
+            .and_then(|h| Forwarded::decode(h, &msg.payload))
+            .and_then(|f| {
+                let owned = self.switch(&f.switch)?.hooks.owned()?;
+                Some(owned.take(f))
+            })
+            .unwrap_or(false);
+        let answer = if taken { Taken::Ok } else { Taken::NotOwner };
+        tracing::debug!(taken, "a forwarded request");
+        let _ = self
+            .cluster
+            .client()
+            .publish_with_headers(reply, answer.headers(), bytes::Bytes::new())
+            .await;
+    }
+
+    /// An owner's link state.
+    fn on_link(&self, msg: &async_nats::Message) {
+        let Some(h) = msg.headers.as_ref() else {
+            return;
+        };
+        let get = |k: &str| h.get(k).map(|v| v.as_str().to_owned());
+        let (Some(switch), Some(epoch), Some(up), Some(link)) = (
+            get("Crr-Switch"),
+            get("Crr-Epoch").and_then(|e| e.parse::<u64>().ok()),
+            get("Crr-Up"),
+            get("Crr-Link").and_then(|l| l.parse::<usize>().ok()),
+        ) else {
+            return;
+        };
+        let Some(s) = self.switch(&switch) else {
+            return;
+        };
+        let reason = get("Crr-Reason");
+        let event = get("Crr-State").is_none();
+        s.proxy
+            .link_state(epoch, up == "1", link, reason.as_deref(), event);
+    }
+
+    /// The lease watch reported a switch's holder.
+    fn on_lease(&self, switch: &str, owner: Option<Owner>) {
+        let Some(s) = self.switch(switch) else {
+            return;
+        };
+        let mut seen = s.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match &owner {
+            Some(_) => {
+                seen.ever_owned = true;
+                seen.unowned_since = None;
+            }
+            None => {
+                if seen.unowned_since.is_none() {
+                    seen.unowned_since = Some(now);
+                }
+            }
+        }
+        seen.owner = owner.clone();
+        seen.at = Some(now);
+        drop(seen);
+        if s.held.load(Ordering::Acquire) {
+            return;
+        }
+        s.proxy.set_owner(owner.map(|o| KnownOwner {
+            node: Arc::from(o.node),
+            id: Arc::from(o.id),
+            epoch: o.epoch,
+            revision: o.revision,
+        }));
+    }
+
+    /// Periodic work: leases not renewed within `lease-ttl` are taken as expired (this node's
+    /// own clock), requests waiting too long are answered, unowned switches are taken.
+    fn on_tick(self: &Arc<Self>) {
+        let ttl = self.cluster.lease_ttl();
+        let now = Instant::now();
+        for s in &self.switches {
+            s.proxy.sweep();
+            if s.held.load(Ordering::Acquire) {
+                continue;
+            }
+            let expired = {
+                let seen = s.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                seen.owner.is_some() && seen.at.is_some_and(|at| now.duration_since(at) > ttl)
+            };
+            if expired {
+                self.on_lease(&s.ctx.name, None);
+            }
+        }
+        if now < self.settled || self.stopping.load(Ordering::Acquire) || !self.is_ready() {
+            return;
+        }
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            .max(1);
+        let share = self.switches.len().div_ceil(live);
+        let mut mine = self
+            .switches
+            .iter()
+            .filter(|s| s.held.load(Ordering::Acquire))
+            .count();
+        for (index, s) in self.switches.iter().enumerate() {
+            if s.held.load(Ordering::Acquire) {
+                continue;
+            }
+            let (unowned_for, ever) = {
+                let seen = s.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                if seen.owner.is_some() {
+                    continue;
+                }
+                (
+                    seen.unowned_since.map(|t| now.duration_since(t)),
+                    seen.ever_owned,
+                )
+            };
+            let waited = unowned_for.is_some_and(|d| d >= SHARE_WAIT);
+            if mine < share || waited {
+                mine += 1;
+                s.held.store(true, Ordering::Release);
+                let node = self.clone();
+                tokio::spawn(async move {
+                    let reason = if ever {
+                        OwnershipReason::Failover
+                    } else {
+                        OwnershipReason::Start
+                    };
+                    if !node.take(index, reason).await {
+                        if let Some(s) = node.switches.get(index) {
+                            s.held.store(false, Ordering::Release);
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Take switch `index`: `false` when another node got it first or NATS failed (nothing
+    /// was changed then).
+    async fn take(self: &Arc<Self>, index: usize, reason: OwnershipReason) -> bool {
+        let Some(s) = self.switches.get(index) else {
+            return false;
+        };
+        let name = s.ctx.name.clone();
+        let mut lease = match self.leases.acquire(&name).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return false,
+            Err(e) => {
+                warn!(switch = %name, "could not take the switch's lease: {e}");
+                return false;
+            }
+        };
+        let prepared = async {
+            let block = self.seq.reserve(&name).await?;
+            let regs = self.records.list(&name).await?;
+            let calls = self.records.list_calls(&name).await?;
+            Ok::<_, ClusterError>((block, regs, calls))
+        };
+        let (block, regs, calls) = match prepared.await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(switch = %name, "took the switch's lease but could not read its records; giving it back: {e}");
+                let _ = self.leases.release(lease).await;
+                return false;
+            }
+        };
+        if !lease.fence.check() {
+            warn!(switch = %name, "the switch's lease ran out while its records were read; giving it back");
+            let _ = self.leases.release(lease).await;
+            return false;
+        }
+        let owned = Arc::new(Owned::new(
+            s.ctx.clone(),
+            lease.epoch,
+            lease.fence.clone(),
+            self.publisher.clone(),
+            self.subjects.clone(),
+        ));
+        s.hooks.set_owned(Some(owned.clone()));
+        s.ctx
+            .calls
+            .adopt(calls, self.shared.config.options.call_grace.0);
+        s.proxy.owned_here();
+        s.ctx.owned_here.store(true, Ordering::Release);
+        *s.ctx.owner.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.node_name.clone());
+        if reason == OwnershipReason::Failover {
+            *s.ctx
+                .link_reason
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some("failover");
+        }
+        // The registrations first: a monitor asked for before the link is open waits for it,
+        // and the link restores every monitor before it announces itself.
+        let mut restored = 0usize;
+        if let Some(shard) = s.ctx.shard.get() {
+            for reg in regs {
+                let dn: Arc<str> = Arc::from(reg.dn.as_str());
+                let client = if reg.node_id == *self.node_id {
+                    match reg
+                        .session
+                        .parse::<u64>()
+                        .ok()
+                        .and_then(|id| self.shared.hub.get(id))
+                    {
+                        Some(c) => c,
+                        None => {
+                            let session: Arc<str> = Arc::from(reg.session.as_str());
+                            self.writer.delete(&name, &reg.dn, &self.node_id, &session);
+                            continue;
+                        }
+                    }
+                } else {
+                    let app: Arc<str> = Arc::from(reg.app.as_str());
+                    owned.client(
+                        &Arc::from(reg.node_id.as_str()),
+                        &Arc::from(reg.session.as_str()),
+                        &app,
+                        self.access_of(&reg.app),
+                    )
+                };
+                restored += 1;
+                shard.requests.do_send(ToDn {
+                    dn,
+                    op: DnOp::Restore {
+                        client,
+                        mode: reg.mode,
+                    },
+                });
+            }
+        }
+        let seq = numbers(&name, block, self.seq.clone());
+        if let Some(handle) = s.ctx.handle.get() {
+            handle.addr.do_send(Own {
+                seq,
+                fence: lease.fence.clone(),
+            });
+        }
+        s.metrics.set_owned(true);
+        s.metrics.ownership_change(reason);
+        info!(node = %self.node_name, switch = %name, epoch = lease.epoch, registrations = restored, why = reason.label(), "this node owns the switch now");
+        // Renew until the lease is lost or the node stops.
+        let node = self.clone();
+        tokio::spawn(async move {
+            let why = node.hold(index, &mut lease, &owned).await;
+            node.give_up(index, lease, why).await;
+        });
+        true
+    }
+
+    /// Keep a lease: renew every `lease-ttl`/3, heartbeats and link state every second. Returns
+    /// why it ended.
+    async fn hold(&self, index: usize, lease: &mut Lease, owned: &Arc<Owned>) -> GiveUp {
+        let mut renew = tokio::time::interval(self.leases.renew_interval());
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        renew.tick().await;
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return GiveUp::Stopping;
+            }
+            tokio::select! {
+                _ = renew.tick() => {
+                    match self.leases.renew(lease).await {
+                        Ok(()) => {}
+                        Err(ClusterError::LeaseLost { .. }) => return GiveUp::Lost,
+                        Err(e) => {
+                            if !lease.fence.check() {
+                                return GiveUp::Fenced(e.to_string());
+                            }
+                            warn!(switch = %lease.switch, "a lease renewal failed (the fence is still open): {e}");
+                        }
+                    }
+                }
+                _ = beat.tick() => {
+                    if !lease.fence.check() {
+                        return GiveUp::Fenced("no renewal succeeded in time".into());
+                    }
+                    owned.heartbeats();
+                    if let Some(s) = self.switches.get(index) {
+                        owned.link_state(s.ctx.is_up(), s.ctx.active_link.load(Ordering::Relaxed));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Give switch `index` up: the fence closes first, then the links, the shard's state and
+    /// the lease.
+    async fn give_up(&self, index: usize, lease: Lease, why: GiveUp) {
+        let Some(s) = self.switches.get(index) else {
+            return;
+        };
+        lease.fence.close();
+        s.hooks.set_owned(None);
+        s.ctx.owned_here.store(false, Ordering::Release);
+        let reason = match why {
+            GiveUp::Stopping => "shutdown",
+            GiveUp::Lost | GiveUp::Fenced(_) => "fenced",
+        };
+        *s.ctx
+            .link_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        if let Some(handle) = s.ctx.handle.get() {
+            handle.addr.do_send(Disown {
+                why: format!("the switch is no longer owned by this node ({reason})"),
+            });
+        }
+        if let Some(shard) = s.ctx.shard.get() {
+            shard.disown.do_send(Disowned);
+        }
+        s.proxy.not_owned_here();
+        s.metrics.set_owned(false);
+        match &why {
+            GiveUp::Stopping => {
+                info!(node = %self.node_name, switch = %s.ctx.name, why = "shutdown", "this node gives the switch up");
+                if let Err(e) = self.leases.release(lease).await {
+                    warn!(switch = %s.ctx.name, "the lease was not released (it expires by itself): {e}");
+                }
+            }
+            GiveUp::Lost => {
+                s.metrics.ownership_change(OwnershipReason::Fenced);
+                warn!(node = %self.node_name, switch = %s.ctx.name, why = "fenced", "this node lost the switch's lease to another node");
+            }
+            GiveUp::Fenced(e) => {
+                s.metrics.ownership_change(OwnershipReason::Fenced);
+                warn!(node = %self.node_name, switch = %s.ctx.name, why = "fenced", "this node gives the switch up: its lease was not renewed before the fence closed ({e})");
+                let _ = self.leases.release(lease).await;
+            }
+        }
+        *s.ctx.owner.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        s.held.store(false, Ordering::Release);
+    }
+
+    /// The access of a client application, from this node's configuration.
+    fn access_of(&self, app: &str) -> Access {
+        self.shared
+            .config
+            .application
+            .iter()
+            .find(|a| a.name == app)
+            .map(|a| a.access)
+            .unwrap_or(Access::Monitor)
+    }
+
+    /// Stop: give every switch up (its lease released, so another node takes it at once) and
+    /// leave the cluster.
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let deadline = Instant::now() + self.leases.renew_interval() + Duration::from_millis(500);
+        while self.switches.iter().any(|s| s.held.load(Ordering::Acquire))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = self.presence.leave().await {
+            warn!("this node's presence was not removed (it expires by itself): {e}");
+        }
+    }
+
+    /// A node joined or left.
+    fn on_node(&self, name: String, info: Option<super::lease::NodeInfo>) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone = match info {
+            Some(info) => {
+                live.insert(name, info.id);
+                None
+            }
+            None => live.remove(&name),
+        };
+        crate::metrics::set_cluster_nodes(live.len());
+        drop(live);
+        if let Some(id) = gone {
+            for s in &self.switches {
+                if let Some(o) = s.hooks.owned() {
+                    o.node_left(&id);
+                }
+            }
+        }
+    }
+}
+
+/// Why an ownership ended.
+enum GiveUp {
+    Stopping,
+    Lost,
+    Fenced(String),
+}
+
+/// The switch's event numbers for one ownership: `block`, and the next block reserved in the
+/// background once half of one is used.
+fn numbers(switch: &Arc<str>, block: std::ops::Range<u64>, blocks: SeqBlocks) -> Arc<Sequence> {
+    let slot: Arc<OnceLock<Weak<Sequence>>> = Arc::new(OnceLock::new());
+    let runtime = tokio::runtime::Handle::current();
+    let on_low = {
+        let slot = slot.clone();
+        let switch = switch.clone();
+        Box::new(move || {
+            let slot = slot.clone();
+            let switch = switch.clone();
+            let blocks = blocks.clone();
+            runtime.spawn(async move {
+                match blocks.reserve(&switch).await {
+                    Ok(next) => {
+                        if let Some(seq) = slot.get().and_then(Weak::upgrade) {
+                            seq.add_block(next);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(switch = %switch, "the next block of event numbers was not reserved: {e}")
+                    }
+                }
+            });
+        }) as Box<dyn Fn() + Send + Sync>
+    };
+    let seq = Sequence::block(block, on_low);
+    let _ = slot.set(Arc::downgrade(&seq));
+    seq
+}
+
+/// Record the switch's connIds in the cluster as calls come and go.
+fn journal_calls(ctx: &SwitchCtx, writer: &RecordsWriter, grace: Duration) {
+    let writer = writer.clone();
+    let switch = ctx.name.clone();
+    ctx.calls.set_journal(Box::new(move |note| match note {
+        CallNote::Started(call_id, conn_id) => writer.put_call(&switch, &call_id, conn_id),
+        CallNote::Cleared(call_id, conn_id) => {
+            writer.delete_call(&switch, &call_id, conn_id, grace)
+        }
+        CallNote::Gone(call_id, conn_id) => {
+            writer.delete_call(&switch, &call_id, conn_id, Duration::ZERO)
+        }
+    }));
+}
+
+async fn watch_leases(
+    node: Weak<Node>,
+    mut leases: futures_util::stream::BoxStream<
+        'static,
+        Result<(String, Option<Owner>), ClusterError>,
+    >,
+) {
+    while let Some(item) = leases.next().await {
+        let Some(node) = node.upgrade() else { break };
+        match item {
+            Ok((switch, owner)) => node.on_lease(&switch, owner),
+            Err(e) => warn!("the watch of the switch leases failed: {e}"),
+        }
+    }
+}
+
+async fn watch_nodes(
+    node: Weak<Node>,
+    mut nodes: futures_util::stream::BoxStream<
+        'static,
+        Result<(String, Option<super::lease::NodeInfo>), ClusterError>,
+    >,
+) {
+    while let Some(item) = nodes.next().await {
+        let Some(node) = node.upgrade() else { break };
+        match item {
+            Ok((name, info)) => node.on_node(name, info),
+            Err(e) => warn!("the watch of the cluster's nodes failed: {e}"),
+        }
+    }
+}
+
+async fn tick(node: Weak<Node>) {
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        every.tick().await;
+        let Some(node) = node.upgrade() else { break };
+        node.on_tick();
+    }
+}
+
+async fn renew_presence(node: Weak<Node>) {
+    let Some(interval) = node.upgrade().map(|n| n.presence.renew_interval()) else {
+        return;
+    };
+    let mut every = tokio::time::interval(interval);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(node) = node.upgrade() else { break };
+        if node.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        if let Err(e) = node.presence.renew().await {
+            warn!("this node's presence was not renewed: {e}");
+        }
+    }
+}
+
+/// Follow the NATS connection: the metric, and readiness (lost for longer than `lease-ttl`:
+/// not ready).
+async fn watch_nats(node: Weak<Node>) {
+    let Some((mut state, ttl)) = node
+        .upgrade()
+        .map(|n| (n.cluster.nats_state(), n.cluster.lease_ttl()))
+    else {
+        return;
+    };
+    loop {
+        let now = *state.borrow_and_update();
+        crate::metrics::set_nats_connected(now.connected);
+        let Some(n) = node.upgrade() else { break };
+        let ready = now.connected || now.since.elapsed() <= ttl;
+        if n.ready.swap(ready, Ordering::Relaxed) != ready {
+            if ready {
+                info!("NATS is back: this node serves again");
+            } else {
+                warn!("NATS unreachable for longer than lease-ttl: this node is not ready");
+            }
+        }
+        drop(n);
+        let wait = if now.connected {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(200)
+        };
+        let _ = tokio::time::timeout(wait, state.changed()).await;
+    }
+}

@@ -1,0 +1,568 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The cluster on real processes (README, "Cluster"; SPEC §10): a `nats-server` with JetStream,
+//! `pbx-sim` processes as the switches, and router nodes as separate `csta-router` processes,
+//! killed (SIGKILL), paused (SIGSTOP) and resumed for real. The tests run one at a time (each
+//! holds [`one_at_a_time`]), `lease-ttl` is 2 s, and time bounds are generous correctness
+//! bounds; how fast a failover is comes from `tests/benches/cluster-failover.sh`.
+
+mod common;
+use common::nats::NatsServer;
+use common::process::{self, RouterProcess, SimProcess};
+use common::router::Client;
+use common::sim_control::SimControl;
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The lease of every test cluster.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// One test at a time: each starts several processes, and failover times depend on the CPU.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A switch of a test: its name, DN ranges and simulator.
+struct Pbx {
+    name: String,
+    dns: Vec<String>,
+    sim: SimProcess,
+}
+
+impl Pbx {
+    fn control(&self) -> SimControl {
+        self.sim.control()
+    }
+}
+
+/// A cluster under test: NATS, the switches, the nodes (`None` once killed).
+struct Bed {
+    nats: NatsServer,
+    pbxes: Vec<Pbx>,
+    nodes: Vec<Option<RouterProcess>>,
+    names: Vec<String>,
+    server_extra: String,
+}
+
+impl Bed {
+    /// `switches` switches (sw1 owns 4000-4999, sw2 6000-6999, ...) and `nodes` nodes named
+    /// a, b, c, ..., all started.
+    fn start(switches: usize, nodes: usize) -> Bed {
+        Bed::start_with(switches, nodes, "session-linger = \"1s\"")
+    }
+
+    fn start_with(switches: usize, nodes: usize, server_extra: &str) -> Bed {
+        let nats = NatsServer::start();
+        let pbxes = (0..switches)
+            .map(|i| {
+                let name = format!("sw{}", i + 1);
+                let range = format!("{}-{}", 4000 + 2000 * i, 4999 + 2000 * i);
+                let sim = SimProcess::start(
+                    &[
+                        "--name",
+                        &name,
+                        "--dns",
+                        &range,
+                        "--link",
+                        "127.0.0.1:0",
+                        "--control",
+                        "127.0.0.1:0",
+                    ],
+                    Stdio::null(),
+                );
+                Pbx {
+                    name,
+                    dns: vec![range],
+                    sim,
+                }
+            })
+            .collect();
+        let mut bed = Bed {
+            nats,
+            pbxes,
+            nodes: Vec::new(),
+            names: (0..nodes)
+                .map(|i| char::from(b'a' + i as u8).to_string())
+                .collect(),
+            server_extra: server_extra.to_owned(),
+        };
+        for i in 0..nodes {
+            let node = bed.launch(i);
+            bed.nodes.push(Some(node));
+        }
+        bed
+    }
+
+    /// Node `i`'s configuration.
+    fn config(&self, i: usize) -> String {
+        let mut text = format!(
+            "[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n{}\n\n[options]\nrequest-timeout = \"2s\"\n\n[cluster]\nname = \"test\"\nnode = \"{}\"\nnats = [\"{}\"]\nlease-ttl = \"{}s\"\n\n",
+            self.server_extra,
+            self.names[i],
+            self.nats.url(),
+            LEASE_TTL.as_secs()
+        );
+        for p in &self.pbxes {
+            let dns: Vec<String> = p.dns.iter().map(|d| format!("\"{d}\"")).collect();
+            text.push_str(&format!(
+                "[[switch]]\nname = \"{}\"\ndns = [{}]\n[[switch.link]]\naddress = \"{}\"\npriority = 1\n\n",
+                p.name,
+                dns.join(", "),
+                p.sim.link()
+            ));
+        }
+        text
+    }
+
+    fn launch(&self, i: usize) -> RouterProcess {
+        RouterProcess::start(&format!("node-{}", self.names[i]), &self.config(i))
+    }
+
+    fn node(&self, name: &str) -> &RouterProcess {
+        let i = self.index(name);
+        self.nodes[i].as_ref().unwrap()
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.names.iter().position(|n| n == name).unwrap()
+    }
+
+    fn live(&self) -> impl Iterator<Item = (&str, &RouterProcess)> {
+        self.names
+            .iter()
+            .zip(&self.nodes)
+            .filter_map(|(n, p)| Some((n.as_str(), p.as_ref()?)))
+    }
+
+    /// Each switch's owner as `name`'s `/readyz` says (`None`: no owner).
+    async fn owners_seen_by(&self, name: &str) -> BTreeMap<String, Option<String>> {
+        let (_, body) = self.node(name).http_get("/readyz").await;
+        parse_owners(&body)
+    }
+
+    /// Wait until every live node reports the same owner, a live node, for every switch:
+    /// switch → owner.
+    async fn settled(&self, within: Duration) -> BTreeMap<String, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut views = Vec::new();
+            for (name, _) in self.live() {
+                views.push(self.owners_seen_by(name).await);
+            }
+            let live: Vec<&str> = self.live().map(|(n, _)| n).collect();
+            let first = views[0].clone();
+            let agreed = views.iter().all(|v| *v == first)
+                && first.len() == self.pbxes.len()
+                && first
+                    .values()
+                    .all(|o| o.as_deref().is_some_and(|o| live.contains(&o)));
+            if agreed {
+                return first.into_iter().map(|(s, o)| (s, o.unwrap())).collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes do not agree on live owners within {within:?}: {views:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until every live node says `switch`'s link is connected.
+    async fn link_up_everywhere(&self, switch: &str) {
+        for (_, node) in self.live() {
+            node.wait_connected(&[switch]).await;
+        }
+    }
+
+    /// A node other than `owner`.
+    fn other_than(&self, owner: &str) -> String {
+        self.live()
+            .map(|(n, _)| n.to_owned())
+            .find(|n| n != owner)
+            .unwrap()
+    }
+
+    /// A client on node `name`, opened (the link events of every switch read).
+    async fn client(&self, name: &str) -> Client {
+        Client::open(&self.node(name).url(), None, self.pbxes.len()).await
+    }
+
+    fn pbx(&self, name: &str) -> &Pbx {
+        self.pbxes.iter().find(|p| p.name == name).unwrap()
+    }
+
+    /// Kill node `name` with SIGKILL.
+    fn kill(&mut self, name: &str) {
+        let i = self.index(name);
+        let mut node = self.nodes[i].take().unwrap();
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+        assert_no_panic(&node.log(), name);
+    }
+
+    /// Stop every node (SIGTERM): none may panic or fail.
+    fn stop(&mut self) {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if let Some(node) = node.take() {
+                let log = node.stop();
+                assert_no_panic(&log, &self.names[i]);
+            }
+        }
+    }
+}
+
+impl Drop for Bed {
+    /// A failing test shows what every node logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (name, node) in self.live() {
+                eprintln!("===== node {name} =====\n{}", node.log());
+            }
+        }
+    }
+}
+
+fn assert_no_panic(log: &str, name: &str) {
+    assert!(!log.contains("panicked at"), "node {name} panicked:\n{log}");
+}
+
+/// `switch NAME owner NODE` lines of `/readyz` (`none`, or `NODE (this node)`).
+fn parse_owners(body: &str) -> BTreeMap<String, Option<String>> {
+    body.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("switch ")?;
+            let (switch, owner) = rest.split_once(" owner ")?;
+            let owner = owner.trim_end_matches(" (this node)");
+            Some((
+                switch.to_owned(),
+                (owner != "none").then(|| owner.to_owned()),
+            ))
+        })
+        .collect()
+}
+
+/// The simulator's open CSTA connections.
+async fn connections(sim: &SimControl) -> u64 {
+    sim.state().await["links"][0]["connections"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Wait until the simulator has (exactly) `n` monitors on `dn`.
+async fn monitors_on(sim: &SimControl, dn: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = sim.state().await;
+        let count = state["monitors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["device"] == dn || m == &&json!(dn) || m["dn"] == dn)
+            .count();
+        if count == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} monitor(s) expected on {dn}: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    process::runtime()
+}
+
+#[test]
+fn every_switch_has_one_owner_and_the_nodes_share_them_evenly() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        // Two switches on three nodes: each switch one owner, no node two.
+        let mut bed = Bed::start(2, 3);
+        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        let mut per_node: HashMap<&str, usize> = HashMap::new();
+        for o in owners.values() {
+            *per_node.entry(o).or_default() += 1;
+        }
+        assert!(per_node.values().all(|&n| n == 1), "{owners:?}");
+        for p in &bed.pbxes {
+            bed.link_up_everywhere(&p.name).await;
+            assert_eq!(connections(&p.control()).await, 1, "{}: one link", p.name);
+        }
+        // The metrics agree: the owner exports 1, the others 0; everyone sees three nodes.
+        for (name, node) in bed.live() {
+            let (_, m) = node.scrape().await;
+            assert_eq!(m["csta_router_cluster_nodes"], 3.0, "{name}");
+            for (switch, owner) in &owners {
+                let owned = m[&format!("csta_router_switch_owned{{switch=\"{switch}\"}}")];
+                assert_eq!(owned, f64::from(u8::from(owner == name)), "{name} {switch}");
+            }
+            let log = node.log();
+            for (switch, owner) in &owners {
+                if owner == name {
+                    assert!(
+                        log.contains(&format!("node={name}"))
+                            && log.contains("this node owns the switch now")
+                            && log.contains(&format!("switch={switch}")),
+                        "{log}"
+                    );
+                }
+            }
+        }
+        bed.stop();
+
+        // Four switches on two nodes: two each.
+        let mut bed = Bed::start(4, 2);
+        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        let a = owners.values().filter(|o| *o == "a").count();
+        assert_eq!(a, 2, "{owners:?}");
+        for p in &bed.pbxes {
+            bed.link_up_everywhere(&p.name).await;
+            assert_eq!(connections(&p.control()).await, 1, "{}: one link", p.name);
+        }
+        bed.stop();
+    });
+}
+
+#[test]
+fn a_non_owner_serves_every_request_from_the_owner() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let mut bed = Bed::start(1, 2);
+        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        let owner = owners["sw1"].clone();
+        let other = bed.other_than(&owner);
+        bed.link_up_everywhere("sw1").await;
+        let sim = bed.pbx("sw1").control();
+        let mut guest = bed.client(&other).await;
+        let mut host = bed.client(&owner).await;
+        guest.register("4001").await;
+        host.register("4501").await;
+        let q = guest
+            .request(json!({"message": "RequestQueryAddress", "thisDn": "4001"}))
+            .await;
+        assert_eq!(q["message"], "EventAddressInfo", "{q}");
+        assert_eq!(q["switch"], "sw1", "{q}");
+
+        // Hot-desk from the non-owner: the reply, then the events on both monitors.
+        let reply = guest
+            .request(json!({"message": "RequestPrivateService", "thisDn": "4001", "privateMsgId": 1, "extensions": {"HOST_DN": "4501"}}))
+            .await;
+        assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
+        assert_eq!(reply["otherDn"], "4501", "{reply}");
+        let ev = guest.recv().await;
+        assert_eq!((ev["privateMsgId"].clone(), ev["monitoredDn"].clone()), (json!(1), json!("4001")), "{ev}");
+        let hev = host.recv().await;
+        assert_eq!((hev["privateMsgId"].clone(), hev["monitoredDn"].clone()), (json!(1), json!("4501")), "{hev}");
+        assert_eq!(
+            sim.state().await["associations"],
+            json!([{"guest": "4001", "host": "4501"}])
+        );
+        let q = guest
+            .request(json!({"message": "RequestQueryAddress", "thisDn": "4501"}))
+            .await;
+        assert_eq!(q["hotDesk"], json!({"guestDn": "4001", "hostDn": "4501"}), "{q}");
+
+        // Cancel.
+        let reply = guest
+            .request(json!({"message": "RequestPrivateService", "thisDn": "4001", "privateMsgId": 2}))
+            .await;
+        assert_eq!(reply["privateMsgId"], 2, "{reply}");
+        assert_eq!(guest.recv().await["privateMsgId"], 2);
+        assert_eq!(host.recv().await["privateMsgId"], 2);
+
+        // An account code on a call.
+        sim.post_ok("/calls", json!({"from": "4001", "to": "4501"}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while guest.next(Duration::from_millis(100)).await.is_some() {}
+        while host.next(Duration::from_millis(100)).await.is_some() {}
+        let reply = guest
+            .request(json!({"message": "RequestPrivateService", "thisDn": "4001", "privateMsgId": 501, "extensions": {"AccountCode": "77"}}))
+            .await;
+        assert_eq!(reply["privateMsgId"], 501, "{reply}");
+        let conn_id = reply["connId"].as_str().unwrap().to_owned();
+        let ev = guest.recv().await;
+        assert_eq!((ev["privateMsgId"].clone(), ev["connId"].clone()), (json!(501), json!(conn_id)), "{ev}");
+
+        // Unregister: one reply, and the switch's monitor goes.
+        let r = guest
+            .request(json!({"message": "RequestUnregisterAddress", "thisDn": "4001"}))
+            .await;
+        assert_eq!(r["message"], "EventUnregistered", "{r}");
+        monitors_on(&sim, "4001", 0).await;
+        guest.expect_nothing().await;
+
+        // The forwarded requests are counted on the node that forwarded them.
+        let (_, m) = bed.node(&other).scrape().await;
+        let ok = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("csta_router_forwarded_requests_total") && k.contains("result=\"ok\""))
+            .map(|(_, v)| *v)
+            .sum::<f64>();
+        assert!(ok >= 7.0, "forwarded ok: {ok}");
+        bed.stop();
+    });
+}
+
+#[test]
+fn pipelined_hot_desks_through_a_non_owner_arrive_in_the_switch_s_order() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let mut bed = Bed::start(1, 2);
+        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        let other = bed.other_than(&owners["sw1"]);
+        bed.link_up_everywhere("sw1").await;
+        let sim = bed.pbx("sw1").control();
+        let mut clients = vec![bed.client(&other).await, bed.client(&other).await];
+        let guests: Vec<String> = (0..10).map(|i| (4100 + i).to_string()).collect();
+        for (i, g) in guests.iter().enumerate() {
+            clients[i % 2].register(g).await;
+        }
+        sim.post_ok("/faults/delay", json!({"minMs": 0, "maxMs": 40, "seed": 7}))
+            .await;
+        // Five requests per guest: initiate, cancel, initiate, cancel, initiate.
+        let mut sent: Vec<Vec<(u64, String, u64)>> = vec![Vec::new(), Vec::new()];
+        let mut reference = 50_000u64;
+        for round in 0..5u64 {
+            for (i, g) in guests.iter().enumerate() {
+                reference += 1;
+                let host = (4600 + i).to_string();
+                let msg = if round % 2 == 0 {
+                    json!({"message": "RequestPrivateService", "referenceId": reference, "thisDn": g, "privateMsgId": 1, "extensions": {"HOST_DN": host}})
+                } else {
+                    json!({"message": "RequestPrivateService", "referenceId": reference, "thisDn": g, "privateMsgId": 2})
+                };
+                clients[i % 2].send(&msg).await;
+                sent[i % 2].push((reference, g.clone(), if round % 2 == 0 { 1 } else { 2 }));
+            }
+        }
+        for (c, sent) in clients.iter_mut().zip(&sent) {
+            // Everything this client receives: replies and events, in arrival order.
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let want = sent.len() * 2;
+            while got.len() < want {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let m = c.next(left).await.unwrap_or_else(|| panic!("{} of {want} messages: {got:?}", got.len()));
+                got.push(m);
+            }
+            c.expect_nothing().await;
+            // One reply per request, all successful.
+            let replies: Vec<&Value> = got.iter().filter(|m| m.get("referenceId").is_some()).collect();
+            assert_eq!(replies.len(), sent.len(), "{got:?}");
+            for r in &replies {
+                assert_eq!(r["message"], "EventPrivateInfo", "{r}");
+            }
+            // Events in increasing eventSeq.
+            let seqs: Vec<u64> = got.iter().filter_map(|m| m["eventSeq"].as_u64()).collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+            // Per guest, the k-th reply's event is the guest's k-th event; the reply comes
+            // first, and replies are in the order of their events (the switch's frame order).
+            let mut events_of: HashMap<String, Vec<(usize, u64)>> = HashMap::new();
+            for (pos, m) in got.iter().enumerate() {
+                if let Some(seq) = m["eventSeq"].as_u64() {
+                    events_of.entry(m["thisDn"].as_str().unwrap().to_owned()).or_default().push((pos, seq));
+                }
+            }
+            let mut k_of: HashMap<String, usize> = HashMap::new();
+            let mut order: Vec<(usize, u64)> = Vec::new();
+            for (pos, m) in got.iter().enumerate() {
+                let Some(r) = m["referenceId"].as_u64() else { continue };
+                let (_, guest, id) = sent.iter().find(|(rr, _, _)| *rr == r).unwrap();
+                assert_eq!(m["privateMsgId"], json!(id), "{m}");
+                let k = k_of.entry(guest.clone()).or_default();
+                let (epos, seq) = events_of[guest][*k];
+                *k += 1;
+                assert!(pos < epos, "the reply to {r} came after its event: {got:?}");
+                order.push((pos, seq));
+            }
+            assert!(order.windows(2).all(|w| w[0].1 < w[1].1), "replies out of the switch's order: {order:?}");
+        }
+        sim.post_ok("/faults/clear", json!({})).await;
+        bed.stop();
+    });
+}
+
+#[test]
+fn a_switch_without_an_owner_is_answered_54_at_once() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        // A node waits lease-ttl before it takes a switch: until then no node owns it.
+        let mut bed = Bed::start_with(1, 1, "session-linger = \"1s\"");
+        let mut c = bed.client("a").await;
+        let sent = Instant::now();
+        let r = c
+            .request(json!({"message": "RequestRegisterAddress", "thisDn": "4001"}))
+            .await;
+        if r["message"] == "EventRegistered" {
+            panic!(
+                "the switch was owned within {:?}: the test needs the settle period",
+                sent.elapsed()
+            );
+        }
+        assert_eq!(r["message"], "EventError", "{r}");
+        assert_eq!(r["errorCode"], 54, "{r}");
+        assert!(
+            sent.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            sent.elapsed()
+        );
+        let text = r["errorMessage"].as_str().unwrap_or_default();
+        assert!(text.contains("sw1") && text.contains("retry"), "{r}");
+        bed.stop();
+    });
+}
+
+#[test]
+fn clients_on_three_nodes_share_one_monitor_and_see_the_same_events() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let mut bed = Bed::start(1, 3);
+        bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        bed.link_up_everywhere("sw1").await;
+        let sim = bed.pbx("sw1").control();
+        let mut clients = Vec::new();
+        for n in ["a", "b", "c"] {
+            let mut c = bed.client(n).await;
+            c.register("4200").await;
+            clients.push(c);
+        }
+        monitors_on(&sim, "4200", 1).await;
+        sim.post_ok("/hotdesk", json!({"guest": "4200", "host": "4700"}))
+            .await;
+        let mut seqs = Vec::new();
+        for c in &mut clients {
+            let ev = c.recv().await;
+            assert_eq!(
+                (ev["privateMsgId"].clone(), ev["thisDn"].clone()),
+                (json!(1), json!("4200")),
+                "{ev}"
+            );
+            seqs.push(ev["eventSeq"].as_u64().unwrap());
+        }
+        assert!(seqs.iter().all(|s| *s == seqs[0]), "{seqs:?}");
+        for c in &mut clients {
+            c.expect_nothing().await;
+        }
+        // The monitor stays until the last client leaves.
+        for (i, c) in clients.iter_mut().enumerate() {
+            let r = c
+                .request(json!({"message": "RequestUnregisterAddress", "thisDn": "4200"}))
+                .await;
+            assert_eq!(r["message"], "EventUnregistered", "{r}");
+            if i < 2 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                monitors_on(&sim, "4200", 1).await;
+            }
+        }
+        monitors_on(&sim, "4200", 0).await;
+        assert_eq!(sim.state().await["unknownMonitorStops"], 0);
+        bed.stop();
+    });
+}
