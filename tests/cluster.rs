@@ -274,6 +274,43 @@ async fn monitors_on(sim: &SimControl, dn: &str, n: usize) {
     }
 }
 
+/// Read `c`'s messages until one matches `want` (returned, with those before it); fails after
+/// `within`, naming `what`.
+async fn until(
+    c: &mut Client,
+    within: Duration,
+    what: &str,
+    want: impl Fn(&Value) -> bool,
+) -> (Value, Vec<Value>) {
+    let deadline = Instant::now() + within;
+    let mut before = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(m) = c.next(left).await else {
+            panic!("no {what} within {within:?}; got {before:?}");
+        };
+        if want(&m) {
+            return (m, before);
+        }
+        before.push(m);
+    }
+}
+
+/// Whether `m` is `EventLinkConnected` of `switch`.
+fn link_connected(m: &Value, switch: &str) -> bool {
+    m["message"] == "EventLinkConnected" && m["switch"] == switch
+}
+
+/// Send signal `sig` (STOP, CONT) to a process.
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     process::runtime()
 }
@@ -419,7 +456,7 @@ fn pipelined_hot_desks_through_a_non_owner_arrive_in_the_switch_s_order() {
         let other = bed.other_than(&owners["sw1"]);
         bed.link_up_everywhere("sw1").await;
         let sim = bed.pbx("sw1").control();
-        let mut clients = vec![bed.client(&other).await, bed.client(&other).await];
+        let mut clients = [bed.client(&other).await, bed.client(&other).await];
         let guests: Vec<String> = (0..10).map(|i| (4100 + i).to_string()).collect();
         for (i, g) in guests.iter().enumerate() {
             clients[i % 2].register(g).await;
@@ -563,6 +600,159 @@ fn clients_on_three_nodes_share_one_monitor_and_see_the_same_events() {
         }
         monitors_on(&sim, "4200", 0).await;
         assert_eq!(sim.state().await["unknownMonitorStops"], 0);
+        bed.stop();
+    });
+}
+
+#[test]
+fn a_killed_owner_s_switch_fails_over_with_its_registrations_event_numbers_and_conn_ids() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let mut bed = Bed::start(1, 3);
+        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        let owner = owners["sw1"].clone();
+        let survivors: Vec<String> = bed.live().map(|(n, _)| n.to_owned()).filter(|n| *n != owner).collect();
+        bed.link_up_everywhere("sw1").await;
+        let sim = bed.pbx("sw1").control();
+        // A guest and a caller on one survivor, the host on the other, one client on the owner.
+        let mut guest = bed.client(&survivors[0]).await;
+        let mut host = bed.client(&survivors[1]).await;
+        let mut doomed = bed.client(&owner).await;
+        guest.register("4001").await;
+        guest.register("4002").await;
+        host.register("4501").await;
+        doomed.register("4003").await;
+        let reply = guest
+            .request(json!({"message": "RequestPrivateService", "thisDn": "4001", "privateMsgId": 1, "extensions": {"HOST_DN": "4501"}}))
+            .await;
+        assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
+        let seq_before = guest.recv().await["eventSeq"].as_u64().unwrap();
+        host.recv().await;
+        let call = sim.post_ok("/calls", json!({"from": "4002", "to": "4900"})).await;
+        let call_id = call["callId"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let q = guest
+            .request(json!({"message": "RequestQueryAddress", "thisDn": "4002"}))
+            .await;
+        let conn_id = q["calls"][0].as_str().unwrap_or_else(|| panic!("{q}")).to_owned();
+        // Give the connId's record a moment to be written (it is off the hot path).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let killed = Instant::now();
+        bed.kill(&owner);
+        // The survivors' clients are told the switch failed over, then that it is back.
+        let (down, _) = until(&mut guest, LEASE_TTL + Duration::from_secs(5), "EventLinkDisconnected", |m| {
+            m["message"] == "EventLinkDisconnected"
+        })
+        .await;
+        assert_eq!(down["reason"], "failover", "{down}");
+        let (up, _) = until(&mut guest, LEASE_TTL + Duration::from_secs(5), "EventLinkConnected", |m| link_connected(m, "sw1")).await;
+        assert!(killed.elapsed() < LEASE_TTL + Duration::from_secs(5), "{:?}", killed.elapsed());
+        assert_eq!(up["switch"], "sw1");
+        until(&mut host, Duration::from_secs(5), "EventLinkConnected", |m| link_connected(m, "sw1")).await;
+        let owners = bed.settled(Duration::from_secs(5)).await;
+        assert!(survivors.contains(&owners["sw1"]), "{owners:?}");
+        // Every DN of a live session is monitored again, on one link.
+        for dn in ["4001", "4002", "4501"] {
+            monitors_on(&sim, dn, 1).await;
+        }
+        assert_eq!(connections(&sim).await, 1);
+        // Hot-desking works through either survivor; eventSeq keeps increasing.
+        let reply = guest
+            .request(json!({"message": "RequestPrivateService", "thisDn": "4001", "privateMsgId": 2}))
+            .await;
+        assert_eq!(reply["privateMsgId"], 2, "{reply}");
+        until(&mut host, Duration::from_secs(5), "the cancel's event", |m| m["privateMsgId"] == 2).await;
+        host.register("4005").await;
+        let reply = host
+            .request(json!({"message": "RequestPrivateService", "thisDn": "4005", "privateMsgId": 1, "extensions": {"HOST_DN": "4505"}}))
+            .await;
+        assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
+        let (ev, _) = until(&mut guest, Duration::from_secs(5), "the cancel's event", |m| m["privateMsgId"] == 2).await;
+        let seq_after = ev["eventSeq"].as_u64().unwrap();
+        assert!(seq_after > seq_before, "{seq_before} then {seq_after}");
+        let reply = guest
+            .request(json!({"message": "RequestPrivateService", "thisDn": "4001", "privateMsgId": 1, "extensions": {"HOST_DN": "4501"}}))
+            .await;
+        assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
+        // The call set up before the kill keeps its connId.
+        sim.post_ok(
+            &format!("/calls/{call_id}/account-code"),
+            json!({"device": "4002", "code": "31"}),
+        )
+        .await;
+        let (ev, _) = until(&mut guest, Duration::from_secs(5), "the 501 event", |m| m["privateMsgId"] == 501).await;
+        assert_eq!(ev["connId"], json!(conn_id), "{ev}");
+        assert!(ev["eventSeq"].as_u64().unwrap() > seq_after);
+        let (_, m) = bed.node(&owners["sw1"]).scrape().await;
+        assert_eq!(m["csta_router_ownership_changes_total{reason=\"failover\",switch=\"sw1\"}"], 1.0);
+        bed.stop();
+    });
+}
+
+#[test]
+fn an_owner_paused_past_its_lease_never_acts_on_the_switch_again() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let mut bed = Bed::start(1, 2);
+        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        let owner = owners["sw1"].clone();
+        let other = bed.other_than(&owner);
+        bed.link_up_everywhere("sw1").await;
+        let sim = bed.pbx("sw1").control();
+        let mut here = bed.client(&other).await;
+        let mut paused = bed.client(&owner).await;
+        here.register("4001").await;
+        paused.register("4002").await;
+
+        signal(&bed.node(&owner).child, "STOP");
+        // The other node takes over while the owner sleeps.
+        let deadline = Instant::now() + LEASE_TTL + Duration::from_secs(5);
+        loop {
+            if bed.owners_seen_by(&other).await.get("sw1") == Some(&Some(other.clone())) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{other} did not take sw1");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        until(&mut here, Duration::from_secs(5), "EventLinkConnected", |m| link_connected(m, "sw1")).await;
+        monitors_on(&sim, "4001", 2).await; // the sleeping owner's monitor and the new one
+        // A request the paused owner's client sends now waits in the socket until it wakes.
+        paused
+            .send(&json!({"message": "RequestPrivateService", "referenceId": 900, "thisDn": "4002", "privateMsgId": 1, "extensions": {"HOST_DN": "4502"}}))
+            .await;
+        signal(&bed.node(&owner).child, "CONT");
+        // Answered once: by the new owner, or 54 while the woken node learns who owns it.
+        let (reply, _) = until(&mut paused, Duration::from_secs(10), "the reply", |m| m["referenceId"] == 900).await;
+        let associations = sim.state().await["associations"].clone();
+        if reply["message"] == "EventPrivateInfo" {
+            assert_eq!(associations, json!([{"guest": "4002", "host": "4502"}]));
+        } else {
+            assert_eq!(reply["errorCode"], 54, "{reply}");
+            assert_eq!(associations, json!([]));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while paused.next(Duration::from_millis(100)).await.is_some() {}
+        while here.next(Duration::from_millis(100)).await.is_some() {}
+        // An event now: each client gets it once, with the new owner's number, though the
+        // sleeping owner's old link still had the monitor of 4001 when it woke.
+        sim.post_ok("/hotdesk", json!({"guest": "4001", "host": "4501"})).await;
+        let (ev, _) = until(&mut here, Duration::from_secs(5), "the hot-desk event", |m| m["privateMsgId"] == 1).await;
+        here.expect_nothing().await;
+        // The woken node's client of 4002 is served from the new owner: the event on 4002 once.
+        sim.post_ok("/hotdesk/cancel", json!({"guest": "4001"})).await;
+        while paused.next(Duration::from_millis(100)).await.is_some() {}
+        sim.post_ok("/hotdesk", json!({"guest": "4003", "host": "4503"})).await;
+        sim.post_ok("/hotdesk", json!({"guest": "4004", "host": "4002"})).await;
+        let (ev2, _) = until(&mut paused, Duration::from_secs(5), "the hot-desk event on 4002", |m| m["privateMsgId"] == 1 && m["otherDn"] == "4002").await;
+        assert!(ev2["eventSeq"].as_u64() > ev["eventSeq"].as_u64(), "{ev} {ev2}");
+        paused.expect_nothing().await;
+        let state = sim.state().await;
+        assert_eq!(state["staleRequests"], 0, "the old owner wrote to the switch after the new link was up: {state}");
+        let (_, m) = bed.node(&owner).scrape().await;
+        assert_eq!(m["csta_router_switch_owned{switch=\"sw1\"}"], 0.0);
+        assert!(bed.node(&owner).log().contains("why=\"fenced\"") || bed.node(&owner).log().contains("why=fenced"), "{}", bed.node(&owner).log());
+        assert!(ev["eventSeq"].as_u64().is_some());
         bed.stop();
     });
 }

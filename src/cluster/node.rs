@@ -611,15 +611,16 @@ impl Node {
         s.held.store(false, Ordering::Release);
     }
 
-    /// The access of a client application, from this node's configuration.
+    /// The access of a client application, from this node's configuration (every client has
+    /// control access when no `[[application]]` is configured, as on the node it uses).
     fn access_of(&self, app: &str) -> Access {
-        self.shared
-            .config
-            .application
-            .iter()
+        let apps = &self.shared.config.application;
+        if apps.is_empty() {
+            return Access::Control;
+        }
+        apps.iter()
             .find(|a| a.name == app)
-            .map(|a| a.access)
-            .unwrap_or(Access::Monitor)
+            .map_or(Access::Monitor, |a| a.access)
     }
 
     /// Stop: give every switch up (its lease released, so another node takes it at once) and

@@ -193,7 +193,7 @@ fn on_frame(switch: &Arc<Switch>, conn: ConnId, link: usize, frame: Frame) {
         // The client's answer to our greeting.
         return;
     }
-    let decision = switch.lock().receive(link, msg.name());
+    let decision = switch.lock().receive(link, conn, msg.name());
     let invoke = frame.invoke_id;
     match decision {
         Decision::Drop => {

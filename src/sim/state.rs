@@ -361,6 +361,9 @@ pub(crate) struct SwitchState {
     /// MonitorStops naming a cross-reference this connection does not have: a client that
     /// stops a monitor it never started (or twice), or a stop that overtook its start.
     unknown_monitor_stops: u64,
+    /// Requests read on a connection while a newer connection of the same link was open (a
+    /// router node acting on the switch after another took it over).
+    stale_requests: u64,
     faults: Faults,
     closed: bool,
 }
@@ -398,6 +401,7 @@ impl SwitchState {
                 .collect(),
             decode_errors: 0,
             unknown_monitor_stops: 0,
+            stale_requests: 0,
             faults: Faults::default(),
             closed: false,
         }
@@ -613,9 +617,14 @@ impl SwitchState {
     // ----- requests from a link ----------------------------------------------------------
 
     /// Count a request read on a link and decide, from the fault modes, what to do with it.
-    pub(crate) fn receive(&mut self, link: usize, name: &str) -> Decision {
+    pub(crate) fn receive(&mut self, link: usize, conn: ConnId, name: &str) -> Decision {
         if let Some(l) = self.links.get_mut(link) {
             l.requests += 1;
+        }
+        if self.conns.iter().any(|(id, c)| c.link == link && *id > conn) {
+            // A request on a connection after a newer one opened on the same link: a router
+            // that should have let go of the switch still acts on it.
+            self.stale_requests += 1;
         }
         if self.faults.stall {
             return Decision::Drop;
@@ -1313,6 +1322,7 @@ impl SwitchState {
             "links": links,
             "decodeErrors": self.decode_errors,
             "unknownMonitorStops": self.unknown_monitor_stops,
+            "staleRequests": self.stale_requests,
             "faults": self.faults_json(),
         })
     }
