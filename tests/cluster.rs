@@ -560,7 +560,7 @@ fn a_switch_without_an_owner_is_answered_54_at_once() {
 fn clients_on_three_nodes_share_one_monitor_and_see_the_same_events() {
     let _serial = one_at_a_time();
     runtime().block_on(async {
-        let mut bed = Bed::start(1, 3);
+        let mut bed = Bed::start_with(1, 3, "session-linger = \"3s\"");
         bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
         bed.link_up_everywhere("sw1").await;
         let sim = bed.pbx("sw1").control();
@@ -587,18 +587,27 @@ fn clients_on_three_nodes_share_one_monitor_and_see_the_same_events() {
         for c in &mut clients {
             c.expect_nothing().await;
         }
-        // The monitor stays until the last client leaves.
+        // The monitor stays until the last client leaves; a client that disconnects leaves
+        // session-linger (1 s) later.
+        let gone = clients.pop().unwrap();
+        drop(gone);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        monitors_on(&sim, "4200", 1).await;
         for (i, c) in clients.iter_mut().enumerate() {
             let r = c
                 .request(json!({"message": "RequestUnregisterAddress", "thisDn": "4200"}))
                 .await;
             assert_eq!(r["message"], "EventUnregistered", "{r}");
-            if i < 2 {
+            if i < 1 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 monitors_on(&sim, "4200", 1).await;
             }
         }
+        // The disconnected client's registration lingers, then goes.
+        let left = Instant::now();
+        monitors_on(&sim, "4200", 1).await;
         monitors_on(&sim, "4200", 0).await;
+        assert!(left.elapsed() > Duration::from_secs(1), "released {:?} after the unregisters", left.elapsed());
         assert_eq!(sim.state().await["unknownMonitorStops"], 0);
         bed.stop();
     });
@@ -686,6 +695,10 @@ fn a_killed_owner_s_switch_fails_over_with_its_registrations_event_numbers_and_c
         assert!(ev["eventSeq"].as_u64().unwrap() > seq_after);
         let (_, m) = bed.node(&owners["sw1"]).scrape().await;
         assert_eq!(m["csta_router_ownership_changes_total{reason=\"failover\",switch=\"sw1\"}"], 1.0);
+        // The killed node's session lingers out (session-linger 1 s after its presence
+        // expired): its DN is released.
+        monitors_on(&sim, "4003", 0).await;
+        bed.node(&owners["sw1"]).wait_log("lingered out and were released", 1);
         bed.stop();
     });
 }

@@ -79,6 +79,8 @@ pub struct Node {
     live: Mutex<BTreeMap<String, String>>,
     /// When this node may start taking switches (it has seen the other nodes by then).
     settled: Instant,
+    /// Nodes gone from the cluster whose sessions' registrations are lingering out.
+    expiring: Mutex<std::collections::HashSet<String>>,
     /// Set when the node stops: nothing more is taken.
     stopping: AtomicBool,
     /// Whether NATS has been reachable within `lease-ttl`.
@@ -158,6 +160,7 @@ impl Node {
             node_name,
             node_id,
             live: Mutex::new(BTreeMap::new()),
+            expiring: Mutex::new(std::collections::HashSet::new()),
             settled: Instant::now() + ttl,
             stopping: AtomicBool::new(false),
             ready: AtomicBool::new(true),
@@ -471,6 +474,13 @@ impl Node {
         // The registrations first: a monitor asked for before the link is open waits for it,
         // and the link restores every monitor before it announces itself.
         let mut restored = 0usize;
+        let mut gone_nodes: Vec<String> = regs
+            .iter()
+            .filter(|r| r.node_id != *self.node_id)
+            .map(|r| r.node_id.clone())
+            .collect();
+        gone_nodes.sort();
+        gone_nodes.dedup();
         if let Some(shard) = s.ctx.shard.get() {
             for reg in regs {
                 let dn: Arc<str> = Arc::from(reg.dn.as_str());
@@ -505,6 +515,19 @@ impl Node {
                         mode: reg.mode,
                     },
                 });
+            }
+        }
+        // Sessions of nodes no longer in the cluster linger out from now.
+        let live: Vec<String> = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for id in gone_nodes {
+            if !live.contains(&id) {
+                self.expire_sessions_of(id);
             }
         }
         let seq = numbers(&name, block, self.seq.clone());
@@ -639,7 +662,7 @@ impl Node {
     }
 
     /// A node joined or left.
-    fn on_node(&self, name: String, info: Option<super::lease::NodeInfo>) {
+    fn on_node(self: &Arc<Self>, name: String, info: Option<super::lease::NodeInfo>) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let gone = match info {
             Some(info) => {
@@ -656,7 +679,77 @@ impl Node {
                     o.node_left(&id);
                 }
             }
+            self.expire_sessions_of(id);
         }
+    }
+
+    /// The registrations of the sessions of node `id`, gone from the cluster, are released
+    /// `session-linger` from now (on the switches this node owns then) unless the node is
+    /// back.
+    fn expire_sessions_of(self: &Arc<Self>, id: String) {
+        if !self
+            .expiring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone())
+        {
+            return;
+        }
+        let linger = self.shared.config.server.session_linger.0;
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            let Some(node) = me.upgrade() else { return };
+            node.expiring
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            let back = node
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .any(|v| *v == id);
+            if back {
+                return;
+            }
+            let regs = match node.records.list_node(&id).await {
+                Ok(regs) => regs,
+                Err(e) => {
+                    warn!(node_id = %id, "the registrations of a node gone from the cluster were not read; they stay until it is seen gone again: {e}");
+                    return;
+                }
+            };
+            let node_id: Arc<str> = Arc::from(id.as_str());
+            let mut released = 0usize;
+            for reg in regs {
+                let Some(s) = node.switch(&reg.switch) else {
+                    continue;
+                };
+                let (Some(owned), Some(shard)) = (s.hooks.owned(), s.ctx.shard.get()) else {
+                    continue;
+                };
+                let session: Arc<str> = Arc::from(reg.session.as_str());
+                let client = owned.client(
+                    &node_id,
+                    &session,
+                    &Arc::from(reg.app.as_str()),
+                    node.access_of(&reg.app),
+                );
+                shard.requests.do_send(ToDn {
+                    dn: Arc::from(reg.dn.as_str()),
+                    op: DnOp::Unregister {
+                        client,
+                        reference_id: None,
+                    },
+                });
+                owned.forget_session(&node_id, &session);
+                released += 1;
+            }
+            if released > 0 {
+                info!(node_id = %id, registrations = released, "the registrations of a node gone from the cluster lingered out and were released");
+            }
+        });
     }
 }
 
