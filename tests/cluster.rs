@@ -46,6 +46,7 @@ struct Bed {
     nodes: Vec<Option<RouterProcess>>,
     names: Vec<String>,
     server_extra: String,
+    lease_ttl: Duration,
 }
 
 impl Bed {
@@ -56,6 +57,10 @@ impl Bed {
     }
 
     fn start_with(switches: usize, nodes: usize, server_extra: &str) -> Bed {
+        Bed::start_ttl(switches, nodes, server_extra, LEASE_TTL)
+    }
+
+    fn start_ttl(switches: usize, nodes: usize, server_extra: &str, lease_ttl: Duration) -> Bed {
         let nats = NatsServer::start();
         let pbxes = (0..switches)
             .map(|i| {
@@ -89,7 +94,9 @@ impl Bed {
                 .map(|i| char::from(b'a' + i as u8).to_string())
                 .collect(),
             server_extra: server_extra.to_owned(),
+            lease_ttl: LEASE_TTL,
         };
+        bed.lease_ttl = lease_ttl;
         for i in 0..nodes {
             let node = bed.launch(i);
             bed.nodes.push(Some(node));
@@ -104,7 +111,7 @@ impl Bed {
             self.server_extra,
             self.names[i],
             self.nats.url(),
-            LEASE_TTL.as_secs()
+            self.lease_ttl.as_secs()
         );
         for p in &self.pbxes {
             let dns: Vec<String> = p.dns.iter().map(|d| format!("\"{d}\"")).collect();
@@ -766,6 +773,74 @@ fn an_owner_paused_past_its_lease_never_acts_on_the_switch_again() {
         assert_eq!(m["csta_router_switch_owned{switch=\"sw1\"}"], 0.0);
         assert!(bed.node(&owner).log().contains("why=\"fenced\"") || bed.node(&owner).log().contains("why=fenced"), "{}", bed.node(&owner).log());
         assert!(ev["eventSeq"].as_u64().is_some());
+        bed.stop();
+    });
+}
+
+#[test]
+fn a_nats_restart_loses_no_event_silently() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        // A lease long enough to outlast the restart: the owner keeps the switch.
+        let ttl = Duration::from_secs(5);
+        let mut bed = Bed::start_ttl(1, 2, "session-linger = \"1s\"", ttl);
+        let owners = bed.settled(ttl * 3 + Duration::from_secs(5)).await;
+        let other = bed.other_than(&owners["sw1"]);
+        bed.link_up_everywhere("sw1").await;
+        let sim = bed.pbx("sw1").control();
+        let mut c = bed.client(&other).await;
+        c.register("4001").await;
+        // Events flow (a hot-desk, a cancel, ...) while the NATS server restarts.
+        let generator = tokio::spawn(async move {
+            let mut made = 0u64;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(4) {
+                let path = if made % 2 == 0 { "/hotdesk" } else { "/hotdesk/cancel" };
+                let (status, _) = sim.post(path, json!({"guest": "4001", "host": "4501"})).await;
+                if status == 200 {
+                    made += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            made
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::task::block_in_place(|| bed.nats.restart());
+        let made = generator.await.unwrap();
+        assert!(made > 50, "{made} events");
+        // Every event once and in order, or a close with 1013.
+        let mut seqs = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut closed = None;
+        while (seqs.len() as u64) < made {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, c.ws.next()).await {
+                Err(_) => panic!("{} of {made} events, no close: {seqs:?}", seqs.len()),
+                Ok(Some(Ok(Ws::Text(t)))) => {
+                    let m: Value = serde_json::from_str(&t).unwrap();
+                    if let Some(seq) = m["eventSeq"].as_u64() {
+                        assert_eq!(m["thisDn"], "4001", "{m}");
+                        seqs.push(seq);
+                    }
+                }
+                Ok(Some(Ok(Ws::Close(frame)))) => {
+                    closed = Some(frame.map(|f| u16::from(f.code)));
+                    break;
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("the connection ended without a close frame: {other:?}"),
+            }
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order or twice: {seqs:?}");
+        match closed {
+            None => assert_eq!(seqs.len() as u64, made),
+            Some(code) => assert_eq!(code, Some(1013), "closed with {code:?} after {} of {made} events", seqs.len()),
+        }
+        let (_, m) = bed.node(&other).scrape().await;
+        let gaps: Vec<String> = m.iter().filter(|(k, _)| k.starts_with("csta_router_flow_gaps_total")).map(|(k, v)| format!("{k} {v}")).collect();
+        eprintln!("{made} events, {} delivered, closed {closed:?}; {gaps:?}", seqs.len());
         bed.stop();
     });
 }
