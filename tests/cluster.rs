@@ -385,6 +385,17 @@ fn a_non_owner_serves_every_request_from_the_owner() {
         let sim = bed.pbx("sw1").control();
         let mut guest = bed.client(&other).await;
         let mut host = bed.client(&owner).await;
+        // Both nodes describe the switch as its owner has it.
+        for c in [&mut guest, &mut host] {
+            let info = c.request(json!({"message": "RequestQueryServer"})).await;
+            assert_eq!(info["message"], "EventServerInfo", "{info}");
+            let sw = &info["switches"][0];
+            assert_eq!(
+                (sw["name"].clone(), sw["owner"].clone(), sw["linkState"].clone(), sw["activeLink"].clone()),
+                (json!("sw1"), json!(owner), json!("connected"), json!(0)),
+                "{info}"
+            );
+        }
         guest.register("4001").await;
         host.register("4501").await;
         let q = guest
@@ -614,7 +625,11 @@ fn clients_on_three_nodes_share_one_monitor_and_see_the_same_events() {
         let left = Instant::now();
         monitors_on(&sim, "4200", 1).await;
         monitors_on(&sim, "4200", 0).await;
-        assert!(left.elapsed() > Duration::from_secs(1), "released {:?} after the unregisters", left.elapsed());
+        assert!(
+            left.elapsed() > Duration::from_secs(1),
+            "released {:?} after the unregisters",
+            left.elapsed()
+        );
         assert_eq!(sim.state().await["unknownMonitorStops"], 0);
         bed.stop();
     });
@@ -797,8 +812,14 @@ fn a_nats_restart_loses_no_event_silently() {
             let mut made = 0u64;
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(4) {
-                let path = if made % 2 == 0 { "/hotdesk" } else { "/hotdesk/cancel" };
-                let (status, _) = sim.post(path, json!({"guest": "4001", "host": "4501"})).await;
+                let path = if made.is_multiple_of(2) {
+                    "/hotdesk"
+                } else {
+                    "/hotdesk/cancel"
+                };
+                let (status, _) = sim
+                    .post(path, json!({"guest": "4001", "host": "4501"}))
+                    .await;
                 if status == 200 {
                     made += 1;
                 }
@@ -833,14 +854,73 @@ fn a_nats_restart_loses_no_event_silently() {
                 Ok(other) => panic!("the connection ended without a close frame: {other:?}"),
             }
         }
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order or twice: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "out of order or twice: {seqs:?}"
+        );
         match closed {
             None => assert_eq!(seqs.len() as u64, made),
-            Some(code) => assert_eq!(code, Some(1013), "closed with {code:?} after {} of {made} events", seqs.len()),
+            Some(code) => assert_eq!(
+                code,
+                Some(1013),
+                "closed with {code:?} after {} of {made} events",
+                seqs.len()
+            ),
         }
         let (_, m) = bed.node(&other).scrape().await;
-        let gaps: Vec<String> = m.iter().filter(|(k, _)| k.starts_with("csta_router_flow_gaps_total")).map(|(k, v)| format!("{k} {v}")).collect();
-        eprintln!("{made} events, {} delivered, closed {closed:?}; {gaps:?}", seqs.len());
+        let gaps: Vec<String> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("csta_router_flow_gaps_total"))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        eprintln!(
+            "{made} events, {} delivered, closed {closed:?}; {gaps:?}",
+            seqs.len()
+        );
+        bed.stop();
+    });
+}
+
+#[test]
+fn a_stopping_owner_hands_its_switch_over_at_once() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let mut bed = Bed::start(1, 2);
+        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        let owner = owners["sw1"].clone();
+        let other = bed.other_than(&owner);
+        bed.link_up_everywhere("sw1").await;
+        let sim = bed.pbx("sw1").control();
+        let mut c = bed.client(&other).await;
+        c.register("4001").await;
+        let i = bed.index(&owner);
+        let stopping = bed.nodes[i].take().unwrap();
+        let asked = Instant::now();
+        let log = stopping.stop();
+        assert!(
+            asked.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert!(log.contains("this node gives the switch up"), "{log}");
+        let (down, _) = until(
+            &mut c,
+            Duration::from_secs(5),
+            "EventLinkDisconnected",
+            |m| m["message"] == "EventLinkDisconnected",
+        )
+        .await;
+        assert_eq!(down["reason"], "shutdown", "{down}");
+        until(&mut c, Duration::from_secs(5), "EventLinkConnected", |m| {
+            link_connected(m, "sw1")
+        })
+        .await;
+        monitors_on(&sim, "4001", 1).await;
+        let (_, m) = bed.node(&other).scrape().await;
+        assert_eq!(
+            m["csta_router_ownership_changes_total{reason=\"shutdown\",switch=\"sw1\"}"],
+            1.0
+        );
         bed.stop();
     });
 }

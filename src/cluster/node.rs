@@ -59,6 +59,8 @@ struct Seen {
     unowned_since: Option<Instant>,
     /// Whether any node has owned it since this node started.
     ever_owned: bool,
+    /// Its last owner said it gave it up because it stops.
+    handed_over: bool,
 }
 
 /// This node in the cluster (see the [module docs](self)).
@@ -313,6 +315,12 @@ impl Node {
         };
         let reason = get("Crr-Reason");
         let event = get("Crr-State").is_none();
+        if up == "0" && reason.as_deref() == Some("shutdown") {
+            s.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .handed_over = true;
+        }
         s.proxy
             .link_state(epoch, up == "1", link, reason.as_deref(), event);
     }
@@ -325,7 +333,14 @@ impl Node {
         let mut seen = s.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match &owner {
-            Some(_) => {
+            Some(o) => {
+                if seen
+                    .owner
+                    .as_ref()
+                    .is_none_or(|before| before.epoch != o.epoch)
+                {
+                    seen.handed_over = false;
+                }
                 seen.ever_owned = true;
                 seen.unowned_since = None;
             }
@@ -386,15 +401,19 @@ impl Node {
             if s.held.load(Ordering::Acquire) {
                 continue;
             }
-            let (unowned_for, ever) = {
+            let (unowned_for, reason) = {
                 let seen = s.seen.lock().unwrap_or_else(PoisonError::into_inner);
                 if seen.owner.is_some() {
                     continue;
                 }
-                (
-                    seen.unowned_since.map(|t| now.duration_since(t)),
-                    seen.ever_owned,
-                )
+                let reason = if seen.handed_over {
+                    OwnershipReason::Shutdown
+                } else if seen.ever_owned {
+                    OwnershipReason::Failover
+                } else {
+                    OwnershipReason::Start
+                };
+                (seen.unowned_since.map(|t| now.duration_since(t)), reason)
             };
             let waited = unowned_for.is_some_and(|d| d >= SHARE_WAIT);
             if mine < share || waited {
@@ -402,11 +421,6 @@ impl Node {
                 s.held.store(true, Ordering::Release);
                 let node = self.clone();
                 tokio::spawn(async move {
-                    let reason = if ever {
-                        OwnershipReason::Failover
-                    } else {
-                        OwnershipReason::Start
-                    };
                     if !node.take(index, reason).await {
                         if let Some(s) = node.switches.get(index) {
                             s.held.store(false, Ordering::Release);
@@ -465,12 +479,15 @@ impl Node {
         s.proxy.owned_here();
         s.ctx.owned_here.store(true, Ordering::Release);
         *s.ctx.owner.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.node_name.clone());
-        if reason == OwnershipReason::Failover {
-            *s.ctx
-                .link_reason
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some("failover");
-        }
+        let link_reason = match reason {
+            OwnershipReason::Failover => Some("failover"),
+            OwnershipReason::Shutdown => Some("shutdown"),
+            _ => None,
+        };
+        *s.ctx
+            .link_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = link_reason;
         // The registrations first: a monitor asked for before the link is open waits for it,
         // and the link restores every monitor before it announces itself.
         let mut restored = 0usize;
@@ -592,6 +609,17 @@ impl Node {
         let Some(s) = self.switches.get(index) else {
             return;
         };
+        if matches!(why, GiveUp::Stopping) {
+            // The other nodes hear it first: their clients get the reason, and the next owner
+            // counts a hand-over rather than a failover.
+            if let Some(owned) = s.hooks.owned() {
+                owned.link_changed(
+                    false,
+                    s.ctx.active_link.load(Ordering::Relaxed),
+                    Some("shutdown"),
+                );
+            }
+        }
         lease.fence.close();
         s.hooks.set_owned(None);
         s.ctx.owned_here.store(false, Ordering::Release);

@@ -621,7 +621,11 @@ impl SwitchState {
         if let Some(l) = self.links.get_mut(link) {
             l.requests += 1;
         }
-        if self.conns.iter().any(|(id, c)| c.link == link && *id > conn) {
+        if self
+            .conns
+            .iter()
+            .any(|(id, c)| c.link == link && *id > conn)
+        {
             // A request on a connection after a newer one opened on the same link: a router
             // that should have let go of the switch still acts on it.
             self.stale_requests += 1;
