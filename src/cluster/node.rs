@@ -32,6 +32,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+mod tasks;
+use tasks::{journal_calls, numbers, renew_presence, tick, watch_leases, watch_nats, watch_nodes};
+
 /// How long a switch stays unowned before a node already at its fair share takes it anyway
 /// (so that no switch is left without an owner while the node count is out of date).
 const SHARE_WAIT: Duration = Duration::from_secs(1);
@@ -490,50 +493,7 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner) = link_reason;
         // The registrations first: a monitor asked for before the link is open waits for it,
         // and the link restores every monitor before it announces itself.
-        let mut restored = 0usize;
-        let mut gone_nodes: Vec<String> = regs
-            .iter()
-            .filter(|r| r.node_id != *self.node_id)
-            .map(|r| r.node_id.clone())
-            .collect();
-        gone_nodes.sort();
-        gone_nodes.dedup();
-        if let Some(shard) = s.ctx.shard.get() {
-            for reg in regs {
-                let dn: Arc<str> = Arc::from(reg.dn.as_str());
-                let client = if reg.node_id == *self.node_id {
-                    match reg
-                        .session
-                        .parse::<u64>()
-                        .ok()
-                        .and_then(|id| self.shared.hub.get(id))
-                    {
-                        Some(c) => c,
-                        None => {
-                            let session: Arc<str> = Arc::from(reg.session.as_str());
-                            self.writer.delete(&name, &reg.dn, &self.node_id, &session);
-                            continue;
-                        }
-                    }
-                } else {
-                    let app: Arc<str> = Arc::from(reg.app.as_str());
-                    owned.client(
-                        &Arc::from(reg.node_id.as_str()),
-                        &Arc::from(reg.session.as_str()),
-                        &app,
-                        self.access_of(&reg.app),
-                    )
-                };
-                restored += 1;
-                shard.requests.do_send(ToDn {
-                    dn,
-                    op: DnOp::Restore {
-                        client,
-                        mode: reg.mode,
-                    },
-                });
-            }
-        }
+        let (restored, gone_nodes) = self.restore(s, &owned, regs);
         // Sessions of nodes no longer in the cluster linger out from now.
         let live: Vec<String> = self
             .live
@@ -564,6 +524,63 @@ impl Node {
             node.give_up(index, lease, why).await;
         });
         true
+    }
+
+    /// Restore `regs` in the switch's shard, for the ownership `owned`: how many, and the
+    /// other nodes they belong to. A registration of a session of this node that is gone is
+    /// removed instead.
+    fn restore(
+        &self,
+        s: &SwitchNode,
+        owned: &Arc<Owned>,
+        regs: Vec<super::records::Registration>,
+    ) -> (usize, Vec<String>) {
+        let name = &s.ctx.name;
+        let mut restored = 0usize;
+        let mut gone_nodes: Vec<String> = regs
+            .iter()
+            .filter(|r| r.node_id != *self.node_id)
+            .map(|r| r.node_id.clone())
+            .collect();
+        gone_nodes.sort();
+        gone_nodes.dedup();
+        if let Some(shard) = s.ctx.shard.get() {
+            for reg in regs {
+                let dn: Arc<str> = Arc::from(reg.dn.as_str());
+                let client = if reg.node_id == *self.node_id {
+                    match reg
+                        .session
+                        .parse::<u64>()
+                        .ok()
+                        .and_then(|id| self.shared.hub.get(id))
+                    {
+                        Some(c) => c,
+                        None => {
+                            let session: Arc<str> = Arc::from(reg.session.as_str());
+                            self.writer.delete(name, &reg.dn, &self.node_id, &session);
+                            continue;
+                        }
+                    }
+                } else {
+                    let app: Arc<str> = Arc::from(reg.app.as_str());
+                    owned.client(
+                        &Arc::from(reg.node_id.as_str()),
+                        &Arc::from(reg.session.as_str()),
+                        &app,
+                        self.access_of(&reg.app),
+                    )
+                };
+                restored += 1;
+                shard.requests.do_send(ToDn {
+                    dn,
+                    op: DnOp::Restore {
+                        client,
+                        mode: reg.mode,
+                    },
+                });
+            }
+        }
+        (restored, gone_nodes)
     }
 
     /// Keep a lease: renew every `lease-ttl`/3, heartbeats and link state every second. Returns
@@ -710,75 +727,6 @@ impl Node {
             self.expire_sessions_of(id);
         }
     }
-
-    /// The registrations of the sessions of node `id`, gone from the cluster, are released
-    /// `session-linger` from now (on the switches this node owns then) unless the node is
-    /// back.
-    fn expire_sessions_of(self: &Arc<Self>, id: String) {
-        if !self
-            .expiring
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.clone())
-        {
-            return;
-        }
-        let linger = self.shared.config.server.session_linger.0;
-        let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(linger).await;
-            let Some(node) = me.upgrade() else { return };
-            node.expiring
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
-            let back = node
-                .live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .values()
-                .any(|v| *v == id);
-            if back {
-                return;
-            }
-            let regs = match node.records.list_node(&id).await {
-                Ok(regs) => regs,
-                Err(e) => {
-                    warn!(node_id = %id, "the registrations of a node gone from the cluster were not read; they stay until it is seen gone again: {e}");
-                    return;
-                }
-            };
-            let node_id: Arc<str> = Arc::from(id.as_str());
-            let mut released = 0usize;
-            for reg in regs {
-                let Some(s) = node.switch(&reg.switch) else {
-                    continue;
-                };
-                let (Some(owned), Some(shard)) = (s.hooks.owned(), s.ctx.shard.get()) else {
-                    continue;
-                };
-                let session: Arc<str> = Arc::from(reg.session.as_str());
-                let client = owned.client(
-                    &node_id,
-                    &session,
-                    &Arc::from(reg.app.as_str()),
-                    node.access_of(&reg.app),
-                );
-                shard.requests.do_send(ToDn {
-                    dn: Arc::from(reg.dn.as_str()),
-                    op: DnOp::Unregister {
-                        client,
-                        reference_id: None,
-                    },
-                });
-                owned.forget_session(&node_id, &session);
-                released += 1;
-            }
-            if released > 0 {
-                info!(node_id = %id, registrations = released, "the registrations of a node gone from the cluster lingered out and were released");
-            }
-        });
-    }
 }
 
 /// Why an ownership ended.
@@ -786,140 +734,4 @@ enum GiveUp {
     Stopping,
     Lost,
     Fenced(String),
-}
-
-/// The switch's event numbers for one ownership: `block`, and the next block reserved in the
-/// background once half of one is used.
-fn numbers(switch: &Arc<str>, block: std::ops::Range<u64>, blocks: SeqBlocks) -> Arc<Sequence> {
-    let slot: Arc<OnceLock<Weak<Sequence>>> = Arc::new(OnceLock::new());
-    let runtime = tokio::runtime::Handle::current();
-    let on_low = {
-        let slot = slot.clone();
-        let switch = switch.clone();
-        Box::new(move || {
-            let slot = slot.clone();
-            let switch = switch.clone();
-            let blocks = blocks.clone();
-            runtime.spawn(async move {
-                match blocks.reserve(&switch).await {
-                    Ok(next) => {
-                        if let Some(seq) = slot.get().and_then(Weak::upgrade) {
-                            seq.add_block(next);
-                        }
-                    }
-                    Err(e) => {
-                        warn!(switch = %switch, "the next block of event numbers was not reserved: {e}")
-                    }
-                }
-            });
-        }) as Box<dyn Fn() + Send + Sync>
-    };
-    let seq = Sequence::block(block, on_low);
-    let _ = slot.set(Arc::downgrade(&seq));
-    seq
-}
-
-/// Record the switch's connIds in the cluster as calls come and go.
-fn journal_calls(ctx: &SwitchCtx, writer: &RecordsWriter, grace: Duration) {
-    let writer = writer.clone();
-    let switch = ctx.name.clone();
-    ctx.calls.set_journal(Box::new(move |note| match note {
-        CallNote::Started(call_id, conn_id) => writer.put_call(&switch, &call_id, conn_id),
-        CallNote::Cleared(call_id, conn_id) => {
-            writer.delete_call(&switch, &call_id, conn_id, grace)
-        }
-        CallNote::Gone(call_id, conn_id) => {
-            writer.delete_call(&switch, &call_id, conn_id, Duration::ZERO)
-        }
-    }));
-}
-
-async fn watch_leases(
-    node: Weak<Node>,
-    mut leases: futures_util::stream::BoxStream<
-        'static,
-        Result<(String, Option<Owner>), ClusterError>,
-    >,
-) {
-    while let Some(item) = leases.next().await {
-        let Some(node) = node.upgrade() else { break };
-        match item {
-            Ok((switch, owner)) => node.on_lease(&switch, owner),
-            Err(e) => warn!("the watch of the switch leases failed: {e}"),
-        }
-    }
-}
-
-async fn watch_nodes(
-    node: Weak<Node>,
-    mut nodes: futures_util::stream::BoxStream<
-        'static,
-        Result<(String, Option<super::lease::NodeInfo>), ClusterError>,
-    >,
-) {
-    while let Some(item) = nodes.next().await {
-        let Some(node) = node.upgrade() else { break };
-        match item {
-            Ok((name, info)) => node.on_node(name, info),
-            Err(e) => warn!("the watch of the cluster's nodes failed: {e}"),
-        }
-    }
-}
-
-async fn tick(node: Weak<Node>) {
-    let mut every = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        every.tick().await;
-        let Some(node) = node.upgrade() else { break };
-        node.on_tick();
-    }
-}
-
-async fn renew_presence(node: Weak<Node>) {
-    let Some(interval) = node.upgrade().map(|n| n.presence.renew_interval()) else {
-        return;
-    };
-    let mut every = tokio::time::interval(interval);
-    every.tick().await;
-    loop {
-        every.tick().await;
-        let Some(node) = node.upgrade() else { break };
-        if node.stopping.load(Ordering::Acquire) {
-            break;
-        }
-        if let Err(e) = node.presence.renew().await {
-            warn!("this node's presence was not renewed: {e}");
-        }
-    }
-}
-
-/// Follow the NATS connection: the metric, and readiness (lost for longer than `lease-ttl`:
-/// not ready).
-async fn watch_nats(node: Weak<Node>) {
-    let Some((mut state, ttl)) = node
-        .upgrade()
-        .map(|n| (n.cluster.nats_state(), n.cluster.lease_ttl()))
-    else {
-        return;
-    };
-    loop {
-        let now = *state.borrow_and_update();
-        crate::metrics::set_nats_connected(now.connected);
-        let Some(n) = node.upgrade() else { break };
-        let ready = now.connected || now.since.elapsed() <= ttl;
-        if n.ready.swap(ready, Ordering::Relaxed) != ready {
-            if ready {
-                info!("NATS is back: this node serves again");
-            } else {
-                warn!("NATS unreachable for longer than lease-ttl: this node is not ready");
-            }
-        }
-        drop(n);
-        let wait = if now.connected {
-            Duration::from_secs(3600)
-        } else {
-            Duration::from_millis(200)
-        };
-        let _ = tokio::time::timeout(wait, state.changed()).await;
-    }
 }

