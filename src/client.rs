@@ -246,17 +246,27 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Send one message to every open client.
-    pub fn broadcast(&self, text: SharedText) {
-        let clients: Vec<ClientHandle> = self
-            .clients
+    fn all(&self) -> Vec<ClientHandle> {
+        self.clients
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
-            .collect();
-        for c in clients {
+            .collect()
+    }
+
+    /// Send one message to every open client.
+    pub fn broadcast(&self, text: SharedText) {
+        for c in self.all() {
             c.push(text.clone(), false);
+        }
+    }
+
+    /// Close every client with 1013 (a clustered node that lost NATS: they reconnect to
+    /// another node).
+    pub fn close_all_to_reconnect(&self) {
+        for c in self.all() {
+            c.close_to_reconnect();
         }
     }
 

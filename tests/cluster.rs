@@ -924,3 +924,54 @@ fn a_stopping_owner_hands_its_switch_over_at_once() {
         bed.stop();
     });
 }
+
+#[test]
+fn a_node_without_nats_for_longer_than_its_lease_closes_its_clients_with_1013() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let mut bed = Bed::start(1, 1);
+        bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        bed.link_up_everywhere("sw1").await;
+        let mut c = bed.client("a").await;
+        c.register("4001").await;
+        bed.nats.stop();
+        let lost = Instant::now();
+        assert_eq!(c.ended().await, Some(1013));
+        // Not at the first disconnection: only after lease-ttl without NATS (counted from
+        // when the node saw it, a little before the server had exited).
+        assert!(
+            lost.elapsed() >= LEASE_TTL - Duration::from_millis(500),
+            "{:?}",
+            lost.elapsed()
+        );
+        let (status, body) = bed.node("a").http_get("/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("nats disconnected"), "{body}");
+        // New clients are sent elsewhere too.
+        let refused = tokio_tungstenite::connect_async(bed.node("a").url()).await;
+        assert!(
+            refused.is_err(),
+            "a WebSocket upgrade was accepted without NATS"
+        );
+        // NATS back: ready again, and the switch owned again.
+        tokio::task::block_in_place(|| bed.nats.restart());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = bed.node("a").http_get("/readyz").await;
+            if status == 200
+                && body.contains("switch sw1 link connected")
+                && body.contains("owner a")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not serving again after NATS came back: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut c = bed.client("a").await;
+        c.register("4001").await;
+        bed.stop();
+    });
+}

@@ -202,7 +202,8 @@ pub(super) async fn watch_nats(node: Weak<Node>) {
             if ready {
                 info!("NATS is back: this node serves again");
             } else {
-                warn!("NATS unreachable for longer than lease-ttl: this node is not ready");
+                warn!("NATS unreachable for longer than lease-ttl: this node is not ready, and its clients are closed with 1013 to reconnect to another node");
+                n.shared.hub.close_all_to_reconnect();
             }
         }
         drop(n);
