@@ -5,7 +5,7 @@
 //!
 //! Every switch has, on every node, a [`Proxy`] (serving it while another node owns it) and a
 //! [`Hooks`] (what the switch's shard tells the cluster while this node owns it). Taking a
-//! switch ([`Node::take`]) goes: lease → eventSeq block → the records (registrations, connIds)
+//! switch (`Node::take`) goes: lease → eventSeq block → the records (registrations, connIds)
 //! → the registrations restored in the shard → the links opened with the new numbers and the
 //! lease's fence. Giving it up goes the other way, fence first.
 

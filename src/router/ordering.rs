@@ -3,7 +3,7 @@
 //!
 //! Every event or answer handed to an extension actor carries the switch's sequence number
 //! (`eventSeq`, stamped once by the link that read the frame); the shard announces it here
-//! ([`Reorder::expect`]) before handing it out, the actor's [`FanOut`]s come back for it
+//! ([`Reorder::expect`]) before handing it out, the actor's [`FanOut`](super::messages::FanOut)s come back for it
 //! ([`Reorder::fill`]), and they leave ([`Reorder::pop_ready`]) strictly in sequence order. This
 //! is the one entry point into ordered delivery: a source of events other than a local link (a
 //! remote owner of the switch) feeds the same two calls with its sequence number and the fan-out
