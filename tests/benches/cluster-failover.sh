@@ -106,12 +106,17 @@ for i in $(seq "$KILLS"); do
   survivor=$([ "$owner" = a ] && echo b || echo a)
   killed_at=$(now_ms)
   kill -9 "${PID[$owner]}"
+  wait "${PID[$owner]}" 2>/dev/null || true
   t=$(wait_owned "$survivor" "$killed_at")
   times+=("$t")
   echo "kill $i: node $owner killed, node $survivor owns sw1 with its link up after $t ms"
+  # The killed node's presence expires after lease-ttl; until then a node of its name is
+  # refused (as it should be).
+  sleep "$TTL.5"
   start_node "$owner"
   other=$owner
-  sleep 1
+  # Until the restarted node knows the owner and its link is up.
+  until [ "$(owner_seen_by "$other")" = "$survivor" ] && link_up_at "$other"; do sleep 0.05; done
 done
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 median=$(sed -n "$(( (KILLS + 1) / 2 ))p" <<<"$sorted")
