@@ -627,14 +627,20 @@ impl Node {
             return;
         };
         if matches!(why, GiveUp::Stopping) {
-            // The other nodes hear it first: their clients get the reason, and the next owner
-            // counts a hand-over rather than a failover.
+            // The other nodes hear it before the lease goes: their clients get the reason, and
+            // the next owner counts a hand-over rather than a failover.
             if let Some(owned) = s.hooks.owned() {
-                owned.link_changed(
-                    false,
-                    s.ctx.active_link.load(Ordering::Relaxed),
-                    Some("shutdown"),
-                );
+                let link = s.ctx.active_link.load(Ordering::Relaxed);
+                let (subject, headers) = owned.link_message(false, link, Some("shutdown"), false);
+                let client = self.cluster.client();
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    let _ = client
+                        .publish_with_headers(subject, headers, bytes::Bytes::new())
+                        .await;
+                    let _ = client.flush().await;
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         lease.fence.close();

@@ -317,19 +317,37 @@ impl Owned {
     /// The links' state now, for the other nodes (sent every second, so that a node that
     /// missed a change catches up).
     pub fn link_state(&self, up: bool, link: usize) {
+        let (subject, headers) = self.link_message(up, link, None, true);
+        self.publisher.send(Publish {
+            subject,
+            headers,
+            payload: Bytes::new(),
+            stream: false,
+            fence: Some(self.fence.clone()),
+        });
+    }
+
+    /// The subject and headers of a link-state message: a change (with its reason), or the
+    /// periodic `state`.
+    pub fn link_message(
+        &self,
+        up: bool,
+        link: usize,
+        reason: Option<&str>,
+        state: bool,
+    ) -> (String, HeaderMap) {
         let mut h = HeaderMap::new();
         h.insert("Crr-Switch", &*self.switch.name);
         h.insert("Crr-Epoch", self.epoch.to_string());
         h.insert("Crr-Up", if up { "1" } else { "0" });
         h.insert("Crr-Link", link.to_string());
-        h.insert("Crr-State", "1");
-        self.publisher.send(Publish {
-            subject: self.subjects.link(),
-            headers: h,
-            payload: Bytes::new(),
-            stream: false,
-            fence: Some(self.fence.clone()),
-        });
+        if let Some(reason) = reason {
+            h.insert("Crr-Reason", reason);
+        }
+        if state {
+            h.insert("Crr-State", "1");
+        }
+        (self.subjects.link(), h)
     }
 
     /// Take a forwarded request: `false` when it is not for this ownership (another epoch) or
@@ -397,17 +415,10 @@ impl Owned {
 
     /// The link state changed: tell the other nodes.
     pub fn link_changed(&self, up: bool, link: usize, reason: Option<&'static str>) {
-        let mut h = HeaderMap::new();
-        h.insert("Crr-Switch", &*self.switch.name);
-        h.insert("Crr-Epoch", self.epoch.to_string());
-        h.insert("Crr-Up", if up { "1" } else { "0" });
-        h.insert("Crr-Link", link.to_string());
-        if let Some(reason) = reason {
-            h.insert("Crr-Reason", reason);
-        }
+        let (subject, headers) = self.link_message(up, link, reason, false);
         self.publisher.send(Publish {
-            subject: self.subjects.link(),
-            headers: h,
+            subject,
+            headers,
             payload: Bytes::new(),
             stream: false,
             // A link that went down is news even after the fence closed; an up link is not.

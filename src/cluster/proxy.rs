@@ -1,7 +1,7 @@
 //! A switch as this node serves it while another node owns it: the client requests on its
-//! DNs go to the owner ([`Proxy::request`], a sequential forwarder per switch), and the owner's
-//! flow to this node comes back here ([`Proxy::on_flow`]) to be handed to the clients in the
-//! order the owner sent it, holes repaired from the event stream first.
+//! DNs go to the owner ([`Proxy::request`], a forwarder per switch that keeps the clients'
+//! order), and the owner's flow to this node comes back here ([`Proxy::on_flow`]) to be handed
+//! to the clients in the order the owner sent it, holes repaired from the event stream first.
 //!
 //! The proxy also keeps, whoever owns the switch, which clients of this node are registered on
 //! which DN ("interest"): learnt from the replies of the owner, or told by this node's own
@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 
 /// How long the owner has to say whether it took a forwarded request. It answers before doing
 /// anything, so this only runs out when the owner is frozen or cut off; the request is then
-/// never sent again (it may have been taken).
+/// never sent again (it may have been taken). Checked every 100 ms.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long reading a hole back from the event stream may take.
@@ -381,7 +381,11 @@ impl Proxy {
             return;
         }
         let failed = Proxy::fail_all_waiting(&mut st);
-        let tell = before.is_some() && owner.is_none() && !st.failover_told;
+        // Clients that know the link is down already (its owner said why) are not told again.
+        let tell = before.is_some()
+            && owner.is_none()
+            && !st.failover_told
+            && self.switch.link_up.load(Ordering::Relaxed);
         if tell {
             st.failover_told = true;
         }
@@ -400,7 +404,8 @@ impl Proxy {
             return;
         };
         st.suspect = Some(owner.revision);
-        let tell = gone && !st.here && !st.failover_told;
+        let tell =
+            gone && !st.here && !st.failover_told && self.switch.link_up.load(Ordering::Relaxed);
         if tell {
             st.failover_told = true;
         }
@@ -737,79 +742,160 @@ enum Sent {
     NoResponders,
     /// No answer in time: it may have been taken.
     TimedOut,
-    /// Not sent (NATS refused it).
-    Failed(String),
 }
 
-async fn send(client: &async_nats::Client, subject: String, request: &Forwarded) -> Sent {
-    let (headers, body) = request.encode();
-    let ask = client.send_request(
-        subject,
-        async_nats::Request::new()
-            .headers(headers)
-            .payload(body)
-            .timeout(Some(ACK_TIMEOUT)),
-    );
-    match ask.await {
-        Ok(answer) => Sent::Taken(Taken::read(answer.headers.as_ref())),
-        Err(e) => match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => Sent::NoResponders,
-            async_nats::RequestErrorKind::TimedOut => Sent::TimedOut,
-            _ => Sent::Failed(e.to_string()),
-        },
-    }
+/// A forwarded request sent, waiting for the owner's "taken" or "not the owner".
+struct InFlight {
+    out: Outgoing,
+    /// The owner's epoch it was sent with.
+    epoch: u64,
+    sent: Instant,
+    /// Sent a second time (to a newer owner): never a third.
+    resent: bool,
 }
 
-/// The switch's forwarder: sends the requests one at a time, in the order the clients sent
-/// them, so the owner takes a client's requests on a DN in that order.
+/// The switch's forwarder: publishes the requests in the order the clients sent them (one
+/// NATS connection keeps that order up to the owner, which takes them in the order received),
+/// without waiting for one's answer before sending the next; the answers come back on one
+/// inbox, each under its own token.
 async fn forwarder(
     proxy: Arc<Proxy>,
     client: async_nats::Client,
     subject: Arc<dyn Fn(&str) -> String + Send + Sync>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    while let Some(Outgoing { mut request, key }) = rx.recv().await {
-        if key.is_some_and(|k| !proxy.lock().waiting.contains_key(&k)) {
-            // Answered meanwhile (the owner changed): never sent.
-            continue;
+    let mut f = Forwarder {
+        inbox: client.new_inbox(),
+        proxy,
+        client,
+        subject,
+        pending: std::collections::BTreeMap::new(),
+        next: 0,
+    };
+    let mut answers = match f.client.subscribe(format!("{}.*", f.inbox)).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            warn!(switch = %f.proxy.switch.name, "the forwarder's inbox could not be subscribed to; requests on the switch get 54: {e}");
+            while let Some(out) = rx.recv().await {
+                f.fail(out.key, format!("The request could not be sent to the node owning switch {} ({e}); retry in a few seconds.", f.proxy.switch.name));
+            }
+            return;
         }
-        let mut resent = false;
-        loop {
-            let Some(owner) = proxy.owner() else {
-                if let Some(k) = key {
-                    proxy.fail_waiting(k, ErrorCode::NoSwitch, format!("No router node serves switch {} at the moment (its owner is failing over); retry in a few seconds.", proxy.switch.name));
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let Some(out) = out else { break };
+                if out.key.is_some_and(|k| !f.proxy.lock().waiting.contains_key(&k)) {
+                    // Answered meanwhile (the owner changed): never sent.
+                    continue;
                 }
-                break;
-            };
-            request.epoch = owner.epoch;
-            match send(&client, subject(&owner.id), &request).await {
-                Sent::Taken(Taken::Ok) => break,
-                Sent::TimedOut => {
-                    // Perhaps taken: never sent again; 57 if no reply comes in time.
-                    proxy.suspect(owner.epoch, false);
-                    break;
-                }
-                outcome @ (Sent::Taken(Taken::NotOwner) | Sent::NoResponders) => {
-                    if matches!(outcome, Sent::NoResponders) {
-                        proxy.suspect(owner.epoch, true);
+                f.dispatch(out, false).await;
+            }
+            Some(msg) = answers.next() => {
+                let token = msg.subject.rsplit('.').next().and_then(|t| t.parse::<u64>().ok());
+                let Some(sent) = token.and_then(|t| f.pending.remove(&t)) else {
+                    continue;
+                };
+                let outcome = if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                    Sent::NoResponders
+                } else {
+                    Sent::Taken(Taken::read(msg.headers.as_ref()))
+                };
+                f.settle(sent, outcome).await;
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let late: Vec<u64> = f
+                    .pending
+                    .iter()
+                    .filter(|(_, s)| now.duration_since(s.sent) >= ACK_TIMEOUT)
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in late {
+                    if let Some(sent) = f.pending.remove(&t) {
+                        f.settle(sent, Sent::TimedOut).await;
                     }
-                    let newer = proxy.owner().is_some_and(|o| o.epoch != owner.epoch);
-                    if !resent && newer {
-                        resent = true;
-                        continue;
-                    }
-                    if let Some(k) = key {
-                        proxy.fail_waiting(k, ErrorCode::NoSwitch, format!("The node that owned switch {} no longer serves it and no other node does yet; retry in a few seconds.", proxy.switch.name));
-                    }
-                    break;
-                }
-                Sent::Failed(why) => {
-                    if let Some(k) = key {
-                        proxy.fail_waiting(k, ErrorCode::NoSwitch, format!("The request could not be sent to the node owning switch {} ({why}); retry in a few seconds.", proxy.switch.name));
-                    }
-                    break;
                 }
             }
+        }
+    }
+}
+
+/// The forwarder's state (see [`forwarder`]).
+struct Forwarder {
+    proxy: Arc<Proxy>,
+    client: async_nats::Client,
+    subject: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    inbox: String,
+    /// Requests sent and not yet answered, by token (in the order sent).
+    pending: std::collections::BTreeMap<u64, InFlight>,
+    next: u64,
+}
+
+impl Forwarder {
+    /// Send a request to the owner known now (54 when there is none).
+    async fn dispatch(&mut self, mut out: Outgoing, resent: bool) {
+        let Some(owner) = self.proxy.owner() else {
+            self.fail(out.key, format!("No router node serves switch {} at the moment (its owner is failing over); retry in a few seconds.", self.proxy.switch.name));
+            return;
+        };
+        out.request.epoch = owner.epoch;
+        self.next += 1;
+        let token = self.next;
+        let (headers, body) = out.request.encode();
+        let published = self
+            .client
+            .publish_with_reply_and_headers(
+                (self.subject)(&owner.id),
+                format!("{}.{token}", self.inbox),
+                headers,
+                body,
+            )
+            .await;
+        match published {
+            Ok(()) => {
+                self.pending.insert(
+                    token,
+                    InFlight {
+                        out,
+                        epoch: owner.epoch,
+                        sent: Instant::now(),
+                        resent,
+                    },
+                );
+            }
+            Err(e) => self.fail(out.key, format!("The request could not be sent to the node owning switch {} ({e}); retry in a few seconds.", self.proxy.switch.name)),
+        }
+    }
+
+    /// What the owner answered (or that it did not answer in time).
+    async fn settle(&mut self, sent: InFlight, outcome: Sent) {
+        match outcome {
+            Sent::Taken(Taken::Ok) => {}
+            Sent::TimedOut => {
+                // Perhaps taken: never sent again; 57 if no reply comes in time.
+                self.proxy.suspect(sent.epoch, false);
+            }
+            outcome @ (Sent::Taken(Taken::NotOwner) | Sent::NoResponders) => {
+                if matches!(outcome, Sent::NoResponders) {
+                    self.proxy.suspect(sent.epoch, true);
+                }
+                // Not taken: sent once more if a newer owner is known.
+                let newer = self.proxy.owner().is_some_and(|o| o.epoch != sent.epoch);
+                if !sent.resent && newer {
+                    Box::pin(self.dispatch(sent.out, true)).await;
+                    return;
+                }
+                self.fail(sent.out.key, format!("The node that owned switch {} no longer serves it and no other node does yet; retry in a few seconds.", self.proxy.switch.name));
+            }
+        }
+    }
+
+    fn fail(&self, key: Option<(u64, u64)>, message: String) {
+        if let Some(k) = key {
+            self.proxy.fail_waiting(k, ErrorCode::NoSwitch, message);
         }
     }
 }
