@@ -89,15 +89,19 @@ other=$([ "$owner" = a ] && echo b || echo a)
 wait_owned "$owner" "$(now_ms)" >/dev/null
 link_up_at "$other" || sleep 1.5
 
-echo "== forwarded vs local (login-storm, 1,000 guests, 10 clients; owner $owner)"
-bench() {
-  "$BIN/csta-bench" login-storm --router "ws://${CLIENTS[$1]}/v1" --numbering shipped --switches 1 --dns 1000 --clients 10
-}
-local_run=$(bench "$owner")
-forwarded_run=$(bench "$other")
 field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
-printf 'local     (node %s): p50 %s ms, p99 %s ms, %s ops/s\n' "$owner" "$(field "$local_run" p50_ms)" "$(field "$local_run" p99_ms)" "$(field "$local_run" ops_per_s)"
-printf 'forwarded (node %s): p50 %s ms, p99 %s ms, %s ops/s\n' "$other" "$(field "$forwarded_run" p50_ms)" "$(field "$forwarded_run" p99_ms)" "$(field "$forwarded_run" ops_per_s)"
+compare() {
+  # $1: what; the rest: csta-bench arguments. Local on the owner, forwarded on the other node.
+  local what=$1; shift
+  echo "== forwarded vs local: $what (owner $owner)"
+  local local_run forwarded_run
+  local_run=$("$BIN/csta-bench" login-storm --router "ws://${CLIENTS[$owner]}/v1" --numbering shipped --switches 1 "$@")
+  forwarded_run=$("$BIN/csta-bench" login-storm --router "ws://${CLIENTS[$other]}/v1" --numbering shipped --switches 1 "$@")
+  printf 'local     (node %s): p50 %s ms, p99 %s ms, %s ops/s\n' "$owner" "$(field "$local_run" p50_ms)" "$(field "$local_run" p99_ms)" "$(field "$local_run" ops_per_s)"
+  printf 'forwarded (node %s): p50 %s ms, p99 %s ms, %s ops/s\n' "$other" "$(field "$forwarded_run" p50_ms)" "$(field "$forwarded_run" p99_ms)" "$(field "$forwarded_run" ops_per_s)"
+}
+compare "one request at a time (1 client, 1 in flight, 500 guests)" --dns 500 --clients 1 --in-flight 1
+compare "under load (10 clients, 1,000 guests)" --dns 1000 --clients 10
 
 echo "== failover: $KILLS kills of the owner, lease-ttl ${TTL}s"
 times=()
