@@ -178,6 +178,16 @@ impl Bed {
         }
     }
 
+    /// For a bed of one switch: wait until the nodes agree on its owner and see its link up;
+    /// the owner, another node and the switch's simulator.
+    async fn one_switch_ready(&self) -> (String, String, SimControl) {
+        let owners = self.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        let owner = owners["sw1"].clone();
+        let other = self.other_than(&owner);
+        self.link_up_everywhere("sw1").await;
+        (owner, other, self.pbx("sw1").control())
+    }
+
     /// Wait until every live node says `switch`'s link is connected.
     async fn link_up_everywhere(&self, switch: &str) {
         for (_, node) in self.live() {
@@ -378,11 +388,7 @@ fn a_non_owner_serves_every_request_from_the_owner() {
     let _serial = one_at_a_time();
     runtime().block_on(async {
         let mut bed = Bed::start(1, 2);
-        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
-        let owner = owners["sw1"].clone();
-        let other = bed.other_than(&owner);
-        bed.link_up_everywhere("sw1").await;
-        let sim = bed.pbx("sw1").control();
+        let (owner, other, sim) = bed.one_switch_ready().await;
         let mut guest = bed.client(&other).await;
         let mut host = bed.client(&owner).await;
         // Both nodes describe the switch as its owner has it.
@@ -470,10 +476,7 @@ fn pipelined_hot_desks_through_a_non_owner_arrive_in_the_switch_s_order() {
     let _serial = one_at_a_time();
     runtime().block_on(async {
         let mut bed = Bed::start(1, 2);
-        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
-        let other = bed.other_than(&owners["sw1"]);
-        bed.link_up_everywhere("sw1").await;
-        let sim = bed.pbx("sw1").control();
+        let (_, other, sim) = bed.one_switch_ready().await;
         let mut clients = [bed.client(&other).await, bed.client(&other).await];
         let guests: Vec<String> = (0..10).map(|i| (4100 + i).to_string()).collect();
         for (i, g) in guests.iter().enumerate() {
@@ -730,11 +733,7 @@ fn an_owner_paused_past_its_lease_never_acts_on_the_switch_again() {
     let _serial = one_at_a_time();
     runtime().block_on(async {
         let mut bed = Bed::start(1, 2);
-        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
-        let owner = owners["sw1"].clone();
-        let other = bed.other_than(&owner);
-        bed.link_up_everywhere("sw1").await;
-        let sim = bed.pbx("sw1").control();
+        let (owner, other, sim) = bed.one_switch_ready().await;
         let mut here = bed.client(&other).await;
         let mut paused = bed.client(&owner).await;
         here.register("4001").await;
@@ -886,11 +885,7 @@ fn a_stopping_owner_hands_its_switch_over_at_once() {
     let _serial = one_at_a_time();
     runtime().block_on(async {
         let mut bed = Bed::start(1, 2);
-        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
-        let owner = owners["sw1"].clone();
-        let other = bed.other_than(&owner);
-        bed.link_up_everywhere("sw1").await;
-        let sim = bed.pbx("sw1").control();
+        let (owner, other, sim) = bed.one_switch_ready().await;
         let mut c = bed.client(&other).await;
         c.register("4001").await;
         let i = bed.index(&owner);

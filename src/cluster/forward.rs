@@ -7,8 +7,10 @@
 //! The sender re-sends at most once, only after "no responders" or `not-owner`, never after a
 //! timeout: so each request reaches the switch at most once.
 
+use crate::client::ClientHandle;
 use crate::config::Access;
 use crate::protocol::RegisterMode;
+use crate::router::messages::DnOp;
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -61,6 +63,38 @@ pub enum Op {
 
 impl Op {
     /// The request's `referenceId`, when a reply is due.
+    /// The operation as a shard takes it, for `client` (the owner's handle of the session, or
+    /// the client itself when the switch became owned here while it was on its way).
+    pub fn into_dn_op(self, client: ClientHandle) -> DnOp {
+        match self {
+            Op::Register { reference_id, mode } => DnOp::Register {
+                client,
+                reference_id,
+                mode: mode_of(&mode),
+            },
+            Op::Unregister { reference_id } => DnOp::Unregister {
+                client,
+                reference_id,
+            },
+            Op::Query { reference_id } => DnOp::QueryAddress {
+                client,
+                reference_id,
+            },
+            Op::Service {
+                reference_id,
+                msg_id,
+                conn_id,
+                extensions,
+            } => DnOp::PrivateService {
+                client,
+                reference_id,
+                msg_id,
+                conn_id,
+                extensions,
+            },
+        }
+    }
+
     pub fn reference_id(&self) -> Option<u64> {
         match self {
             Op::Register { reference_id, .. }

@@ -9,13 +9,13 @@
 //! reconnect). The link never waits for NATS.
 
 use super::flow::{FlowCounter, FlowMessage, Kind};
-use super::forward::{mode_of, Forwarded, Op};
+use super::forward::{Forwarded, Op};
 use super::proxy::Proxy;
 use super::writer::RecordsWriter;
 use crate::client::{ClientHandle, RemoteNode};
 use crate::link::Fence;
 use crate::protocol::{RegisterMode, SharedText};
-use crate::router::messages::{DnOp, ToDn};
+use crate::router::messages::ToDn;
 use crate::router::{ClusterHooks, SwitchCtx};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -360,38 +360,10 @@ impl Owned {
             return false;
         };
         let client = self.client(&f.node, &f.session, &f.application, f.access);
-        let op = match f.op {
-            Op::Register { reference_id, mode } => DnOp::Register {
-                client,
-                reference_id,
-                mode: mode_of(&mode),
-            },
-            Op::Unregister { reference_id } => {
-                if reference_id.is_none() {
-                    self.forget_session(&f.node, &f.session);
-                }
-                DnOp::Unregister {
-                    client,
-                    reference_id,
-                }
-            }
-            Op::Query { reference_id } => DnOp::QueryAddress {
-                client,
-                reference_id,
-            },
-            Op::Service {
-                reference_id,
-                msg_id,
-                conn_id,
-                extensions,
-            } => DnOp::PrivateService {
-                client,
-                reference_id,
-                msg_id,
-                conn_id,
-                extensions,
-            },
-        };
+        if matches!(f.op, Op::Unregister { reference_id: None }) {
+            self.forget_session(&f.node, &f.session);
+        }
+        let op = f.op.into_dn_op(client);
         shard.requests.do_send(ToDn { dn: f.dn, op });
         true
     }

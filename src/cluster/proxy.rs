@@ -229,7 +229,7 @@ impl Proxy {
             drop(st);
             // Owned here since the session looked: the shard takes it.
             if let Some(shard) = self.switch.shard.get() {
-                let op = into_dn_op(client, op);
+                let op = op.into_dn_op(client);
                 shard.requests.do_send(ToDn { dn, op });
             }
             return;
@@ -703,38 +703,6 @@ fn remove_interest(interest: &mut HashMap<Arc<str>, Vec<ClientHandle>>, dn: &str
         if list.is_empty() {
             interest.remove(dn);
         }
-    }
-}
-
-/// A forwarded operation as this node's shard takes it (the switch became owned here while it
-/// was on its way).
-fn into_dn_op(client: ClientHandle, op: Op) -> DnOp {
-    match op {
-        Op::Register { reference_id, mode } => DnOp::Register {
-            client,
-            reference_id,
-            mode: super::forward::mode_of(&mode),
-        },
-        Op::Unregister { reference_id } => DnOp::Unregister {
-            client,
-            reference_id,
-        },
-        Op::Query { reference_id } => DnOp::QueryAddress {
-            client,
-            reference_id,
-        },
-        Op::Service {
-            reference_id,
-            msg_id,
-            conn_id,
-            extensions,
-        } => DnOp::PrivateService {
-            client,
-            reference_id,
-            msg_id,
-            conn_id,
-            extensions,
-        },
     }
 }
 
