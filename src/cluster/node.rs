@@ -356,15 +356,17 @@ impl Node {
         seen.owner = owner.clone();
         seen.at = Some(now);
         drop(seen);
-        if s.held.load(Ordering::Acquire) {
+        // This node's own lease is not news to its proxy. Another node's is, even while this
+        // node is contending for the switch: it may lose, and its clients' requests must then
+        // go to the winner at once.
+        let ours = match &owner {
+            Some(o) => o.id == *self.node_id,
+            None => s.held.load(Ordering::Acquire),
+        };
+        if ours {
             return;
         }
-        s.proxy.set_owner(owner.map(|o| KnownOwner {
-            node: Arc::from(o.node),
-            id: Arc::from(o.id),
-            epoch: o.epoch,
-            revision: o.revision,
-        }));
+        s.proxy.set_owner(owner.map(known));
     }
 
     /// Periodic work: leases not renewed within `lease-ttl` are taken as expired (this node's
@@ -663,6 +665,16 @@ impl Node {
             shard.disown.do_send(Disowned);
         }
         s.proxy.not_owned_here();
+        // The owner the lease watch showed last, if it is another node, serves from now on.
+        let seen = s
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .owner
+            .clone();
+        if let Some(o) = seen.filter(|o| o.id != *self.node_id) {
+            s.proxy.set_owner(Some(known(o)));
+        }
         s.metrics.set_owned(false);
         match &why {
             GiveUp::Stopping => {
@@ -732,6 +744,16 @@ impl Node {
             }
             self.expire_sessions_of(id);
         }
+    }
+}
+
+/// A lease holder as a proxy knows it.
+fn known(o: Owner) -> KnownOwner {
+    KnownOwner {
+        node: Arc::from(o.node),
+        id: Arc::from(o.id),
+        epoch: o.epoch,
+        revision: o.revision,
     }
 }
 

@@ -375,14 +375,15 @@ impl Proxy {
         }
         st.owner = owner.clone();
         st.suspect = None;
+        if st.here {
+            // This node owns the switch (an old lease seen late): what clients see stays.
+            return;
+        }
         *self
             .switch
             .owner
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = owner.as_ref().map(|o| o.node.clone());
-        if st.here {
-            return;
-        }
         let failed = Proxy::fail_all_waiting(&mut st);
         // Clients that know the link is down already (its owner said why) are not told again.
         let tell = before.is_some()
