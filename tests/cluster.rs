@@ -970,3 +970,43 @@ fn a_node_without_nats_for_longer_than_its_lease_closes_its_clients_with_1013() 
         bed.stop();
     });
 }
+
+#[test]
+fn nodes_that_define_a_switch_differently_say_which() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let mut bed = Bed::start(1, 1);
+        bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        // Node b: sw1 with other DNs, and a switch node a does not have.
+        bed.names.push("b".into());
+        let text = bed.config(1).replace("dns = [\"4000-4999\"]", "dns = [\"4000-4899\"]")
+            + "[[switch]]\nname = \"sw9\"\ndns = [\"9000-9999\"]\n[[switch.link]]\naddress = \"127.0.0.1:9\"\npriority = 1\n";
+        let b = RouterProcess::start("node-b", &text);
+        bed.nodes.push(Some(b));
+        for name in ["a", "b"] {
+            let node = bed.node(name);
+            node.wait_log("is defined differently on node", 1);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (_, m) = node.scrape().await;
+                let get = |s: &str| m.get(&format!("csta_router_cluster_config_mismatch{{switch=\"{s}\"}}")).copied();
+                if get("sw1") == Some(1.0) && get("sw9") == Some(1.0) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name}: sw1 {:?}, sw9 {:?}", get("sw1"), get("sw9"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let log = bed.node("a").log();
+        assert!(log.contains("switch sw1 is defined differently on node b (DNs [4000-4899] there, [4000-4999] here)"), "{log}");
+        assert!(log.contains("switch sw9 is defined differently on node b (defined there only)"), "{log}");
+        // Node b leaves: node a agrees with every live node again.
+        let i = bed.index("b");
+        let b = bed.nodes[i].take().unwrap();
+        b.stop();
+        bed.node("a").wait_log("switch sw1 is defined alike on every live node again", 1);
+        let (_, m) = bed.node("a").scrape().await;
+        assert_eq!(m["csta_router_cluster_config_mismatch{switch=\"sw1\"}"], 0.0);
+        bed.stop();
+    });
+}

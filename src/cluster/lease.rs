@@ -306,6 +306,10 @@ pub struct NodeInfo {
     pub id: String,
     /// When it started, in milliseconds since the Unix epoch.
     pub started: u64,
+    /// Its switches as its configuration defines them: name → the DN plan as written, so
+    /// that the nodes can tell when they do not agree.
+    #[serde(default)]
+    pub switches: std::collections::BTreeMap<String, String>,
 }
 
 /// This node's presence in the cluster, and the other nodes'. Cheap to clone; the clones share
@@ -335,10 +339,22 @@ impl Presence {
             info: Arc::new(NodeInfo {
                 id: id.to_owned(),
                 started,
+                switches: std::collections::BTreeMap::new(),
             }),
             ttl,
             revision: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// This presence, announcing the node's switches (name → DN plan as written).
+    pub fn with_switches(
+        mut self,
+        switches: std::collections::BTreeMap<String, String>,
+    ) -> Presence {
+        let mut info = (*self.info).clone();
+        info.switches = switches;
+        self.info = Arc::new(info);
+        self
     }
 
     /// How often presence is renewed: `lease-ttl`/3.

@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+mod definitions;
 mod tasks;
+use definitions::Definitions;
 use tasks::{journal_calls, numbers, renew_presence, tick, watch_leases, watch_nats, watch_nodes};
 
 /// How long a switch stays unowned before a node already at its fair share takes it anyway
@@ -84,6 +86,8 @@ pub struct Node {
     live: Mutex<BTreeMap<String, String>>,
     /// When this node may start taking switches (it has seen the other nodes by then).
     settled: Instant,
+    /// This node's switches (name → DN plan as written), and the other live nodes'.
+    definitions: Mutex<Definitions>,
     /// Nodes gone from the cluster whose sessions' registrations are lingering out.
     expiring: Mutex<std::collections::HashSet<String>>,
     /// Set when the node stops: nothing more is taken.
@@ -110,7 +114,13 @@ impl Node {
         let node_name: Arc<str> = Arc::from(cluster.node_name());
         let node_id: Arc<str> = Arc::from(cluster.node_id());
         crate::logging::set_node(&node_name);
-        let presence = cluster.presence();
+        let own: BTreeMap<String, String> = shared
+            .config
+            .switch
+            .iter()
+            .map(|sw| (sw.name.clone(), sw.dns.join(",")))
+            .collect();
+        let presence = cluster.presence().with_switches(own.clone());
         presence.announce().await?;
         let publisher = Publisher::start(cluster.client().clone(), cluster.jetstream().clone());
         let subjects = Subjects {
@@ -165,6 +175,7 @@ impl Node {
             node_name,
             node_id,
             live: Mutex::new(BTreeMap::new()),
+            definitions: Mutex::new(Definitions::new(own)),
             expiring: Mutex::new(std::collections::HashSet::new()),
             settled: Instant::now() + ttl,
             stopping: AtomicBool::new(false),
@@ -727,15 +738,16 @@ impl Node {
     /// A node joined or left.
     fn on_node(self: &Arc<Self>, name: String, info: Option<super::lease::NodeInfo>) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        let gone = match info {
+        let (gone, info_switches) = match info {
             Some(info) => {
-                live.insert(name, info.id);
-                None
+                live.insert(name.clone(), info.id);
+                (None, Some(info.switches))
             }
-            None => live.remove(&name),
+            None => (live.remove(&name), None),
         };
         crate::metrics::set_cluster_nodes(live.len());
         drop(live);
+        self.compare_definitions(&name, info_switches);
         if let Some(id) = gone {
             for s in &self.switches {
                 if let Some(o) = s.hooks.owned() {
