@@ -18,8 +18,8 @@ use crate::protocol::SharedText;
 use async_nats::HeaderMap;
 use std::sync::Arc;
 
-/// Header names of a flow message.
-mod header {
+/// Header names of the cluster's messages: flows, events in the stream, link states.
+pub(super) mod header {
     pub const SWITCH: &str = "Crr-Switch";
     pub const EPOCH: &str = "Crr-Epoch";
     pub const NUMBER: &str = "Crr-Flow";
@@ -30,6 +30,10 @@ mod header {
     pub const SEQ: &str = "Crr-Seq";
     pub const SESSION: &str = "Crr-Session";
     pub const REPLY: &str = "Crr-Reply";
+    pub const UP: &str = "Crr-Up";
+    pub const LINK: &str = "Crr-Link";
+    pub const REASON: &str = "Crr-Reason";
+    pub const STATE: &str = "Crr-State";
 }
 
 /// What a flow message carries.

@@ -63,6 +63,48 @@ pub enum Op {
 
 impl Op {
     /// The request's `referenceId`, when a reply is due.
+    /// A client's operation on its way to another node: the client and what it asks
+    /// (`None` for a restore, which only a new owner makes, in its own shard).
+    pub fn from_dn_op(op: DnOp) -> Option<(ClientHandle, Op)> {
+        Some(match op {
+            DnOp::Register {
+                client,
+                reference_id,
+                mode,
+            } => (
+                client,
+                Op::Register {
+                    reference_id,
+                    mode: mode_name(mode),
+                },
+            ),
+            DnOp::Unregister {
+                client,
+                reference_id,
+            } => (client, Op::Unregister { reference_id }),
+            DnOp::QueryAddress {
+                client,
+                reference_id,
+            } => (client, Op::Query { reference_id }),
+            DnOp::PrivateService {
+                client,
+                reference_id,
+                msg_id,
+                conn_id,
+                extensions,
+            } => (
+                client,
+                Op::Service {
+                    reference_id,
+                    msg_id,
+                    conn_id,
+                    extensions,
+                },
+            ),
+            DnOp::Restore { .. } => return None,
+        })
+    }
+
     /// The operation as a shard takes it, for `client` (the owner's handle of the session, or
     /// the client itself when the switch became owned here while it was on its way).
     pub fn into_dn_op(self, client: ClientHandle) -> DnOp {

@@ -159,6 +159,35 @@ pub fn parse_call_key(key: &str) -> Option<(String, String)> {
     Some((decode(switch)?, decode(call)?))
 }
 
+/// What the cluster's subjects are called, for one cluster.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    /// The cluster's name.
+    pub cluster: std::sync::Arc<str>,
+}
+
+impl Subjects {
+    /// The flow subject of a node.
+    pub fn flow(&self, node_id: &str) -> String {
+        flow_subject(&self.cluster, node_id)
+    }
+
+    /// The event-stream subject of a switch.
+    pub fn event(&self, switch: &str) -> String {
+        event_subject(&self.cluster, switch)
+    }
+
+    /// The link-state subject.
+    pub fn link(&self) -> String {
+        link_subject(&self.cluster)
+    }
+
+    /// The subject of a node's forwarded requests.
+    pub fn request(&self, node_id: &str) -> String {
+        request_subject(&self.cluster, node_id)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -246,22 +246,7 @@ impl Leases {
         &self,
     ) -> Result<BoxStream<'static, Result<(String, Option<Owner>), ClusterError>>, ClusterError>
     {
-        let watch = watch_all(&self.kv).await?;
-        Ok(watch
-            .filter_map(|entry| async move {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(e) => return Some(Err(e)),
-                };
-                let switch = keys::decode(&entry.key)?;
-                Some(match entry.operation {
-                    Operation::Put => {
-                        owner(&entry.value, entry.revision).map(|o| (switch, Some(o)))
-                    }
-                    Operation::Delete | Operation::Purge => Ok((switch, None)),
-                })
-            })
-            .boxed())
+        watch_values(&self.kv, owner).await
     }
 }
 
@@ -295,6 +280,28 @@ async fn watch_all(
     Ok(watch
         .map(move |entry| {
             entry.map_err(|e| ClusterError::nats(format!("watching bucket {name}"), e))
+        })
+        .boxed())
+}
+
+/// Every key of a bucket as `(decoded key, Some(value read by `read`))`, or `None` once the
+/// key is removed or expired: first the current entries, then each change.
+async fn watch_values<T: Send + 'static>(
+    store: &kv::Store,
+    read: fn(&[u8], u64) -> Result<T, ClusterError>,
+) -> Result<BoxStream<'static, Result<(String, Option<T>), ClusterError>>, ClusterError> {
+    let watch = watch_all(store).await?;
+    Ok(watch
+        .filter_map(move |entry| async move {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e)),
+            };
+            let key = keys::decode(&entry.key)?;
+            Some(match entry.operation {
+                Operation::Put => read(&entry.value, entry.revision).map(|v| (key, Some(v))),
+                Operation::Delete | Operation::Purge => Ok((key, None)),
+            })
         })
         .boxed())
 }
@@ -494,20 +501,7 @@ impl Presence {
         &self,
     ) -> Result<BoxStream<'static, Result<(String, Option<NodeInfo>), ClusterError>>, ClusterError>
     {
-        let watch = watch_all(&self.kv).await?;
-        Ok(watch
-            .filter_map(|entry| async move {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(e) => return Some(Err(e)),
-                };
-                let name = keys::decode(&entry.key)?;
-                Some(match entry.operation {
-                    Operation::Put => node_info(&entry.value).map(|info| (name, Some(info))),
-                    Operation::Delete | Operation::Purge => Ok((name, None)),
-                })
-            })
-            .boxed())
+        watch_values(&self.kv, |value, _| node_info(value)).await
     }
 }
 

@@ -11,9 +11,9 @@
 
 use super::flow::FlowMessage;
 use super::forward::{Forwarded, Taken};
-use super::keys;
+use super::keys::Subjects;
 use super::lease::{Lease, Leases, Owner, Presence};
-use super::owner::{Hooks, Owned, Publisher, Subjects};
+use super::owner::{Hooks, LinkMessage, Owned, Publisher};
 use super::proxy::{KnownOwner, Proxy, ProxyParts};
 use super::records::Records;
 use super::seq::SeqBlocks;
@@ -129,11 +129,9 @@ impl Node {
         let writer = RecordsWriter::start(cluster.records());
         let names: Vec<Arc<str>> = shared.switches.iter().map(|s| s.name.clone()).collect();
         crate::metrics::init_cluster_labels(&names);
-        let cluster_name: Arc<str> = Arc::from(cluster.name());
         let mut switches = Vec::new();
         for ctx in &shared.switches {
             let metrics = ClusterMetrics::new(&ctx.name);
-            let request_name = cluster_name.clone();
             let proxy = Proxy::start(ProxyParts {
                 switch: ctx.clone(),
                 shared: shared.clone(),
@@ -141,8 +139,7 @@ impl Node {
                 metrics: metrics.clone(),
                 client: cluster.client().clone(),
                 events: cluster.events().clone(),
-                event_subject: subjects.event(&ctx.name),
-                request_subject: Arc::new(move |id: &str| keys::request_subject(&request_name, id)),
+                subjects: subjects.clone(),
                 records: writer.clone(),
             });
             let hooks = Arc::new(Hooks::new(node_id.clone(), writer.clone(), proxy.clone()));
@@ -246,7 +243,7 @@ impl Node {
                     .map_err(|e| ClusterError::nats(format!("subscribing to {subject}"), e))
             }
         };
-        let mut requests = sub(keys::request_subject(self.cluster.name(), &self.node_id)).await?;
+        let mut requests = sub(self.subjects.request(&self.node_id)).await?;
         let mut flows = sub(self.subjects.flow(&self.node_id)).await?;
         let mut links = sub(self.subjects.link()).await?;
         let me = Arc::downgrade(self);
@@ -264,10 +261,8 @@ impl Node {
                     continue;
                 };
                 let Some(m) = FlowMessage::read(headers, &msg.payload) else {
-                    tracing::debug!(?headers, "not a flow message");
                     continue;
                 };
-                tracing::debug!(number = m.number, epoch = m.epoch, "a flow message");
                 if let Some(s) = node.switch(&m.switch) {
                     s.proxy.on_flow(m);
                 }
@@ -302,7 +297,6 @@ impl Node {
             })
             .unwrap_or(false);
         let answer = if taken { Taken::Ok } else { Taken::NotOwner };
-        tracing::debug!(taken, "a forwarded request");
         let _ = self
             .cluster
             .client()
@@ -312,31 +306,20 @@ impl Node {
 
     /// An owner's link state.
     fn on_link(&self, msg: &async_nats::Message) {
-        let Some(h) = msg.headers.as_ref() else {
+        let Some(m) = msg.headers.as_ref().and_then(LinkMessage::read) else {
             return;
         };
-        let get = |k: &str| h.get(k).map(|v| v.as_str().to_owned());
-        let (Some(switch), Some(epoch), Some(up), Some(link)) = (
-            get("Crr-Switch"),
-            get("Crr-Epoch").and_then(|e| e.parse::<u64>().ok()),
-            get("Crr-Up"),
-            get("Crr-Link").and_then(|l| l.parse::<usize>().ok()),
-        ) else {
+        let Some(s) = self.switch(&m.switch) else {
             return;
         };
-        let Some(s) = self.switch(&switch) else {
-            return;
-        };
-        let reason = get("Crr-Reason");
-        let event = get("Crr-State").is_none();
-        if up == "0" && reason.as_deref() == Some("shutdown") {
+        if !m.up && m.reason.as_deref() == Some("shutdown") {
             s.seen
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .handed_over = true;
         }
         s.proxy
-            .link_state(epoch, up == "1", link, reason.as_deref(), event);
+            .link_state(m.epoch, m.up, m.link, m.reason.as_deref(), !m.state);
     }
 
     /// The lease watch reported a switch's holder.

@@ -8,8 +8,9 @@
 //! used, the node it was for sees the hole and repairs it from the stream (or has its clients
 //! reconnect). The link never waits for NATS.
 
-use super::flow::{FlowCounter, FlowMessage, Kind};
+use super::flow::{header, FlowCounter, FlowMessage, Kind};
 use super::forward::{Forwarded, Op};
+use super::keys::Subjects;
 use super::proxy::Proxy;
 use super::writer::RecordsWriter;
 use crate::client::{ClientHandle, RemoteNode};
@@ -91,27 +92,35 @@ impl Publisher {
     }
 }
 
-/// What the cluster's subjects are called, for one cluster.
-#[derive(Debug, Clone)]
-pub struct Subjects {
-    /// The cluster's name.
-    pub cluster: Arc<str>,
+/// A link-state message of a switch's owner, as the other nodes read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkMessage {
+    /// The switch.
+    pub switch: String,
+    /// The owner's epoch.
+    pub epoch: u64,
+    /// Whether the switch's link is up.
+    pub up: bool,
+    /// The active link.
+    pub link: usize,
+    /// Why it changed (a change only).
+    pub reason: Option<String>,
+    /// The periodic state rather than a change.
+    pub state: bool,
 }
 
-impl Subjects {
-    /// The flow subject of a node.
-    pub fn flow(&self, node_id: &str) -> String {
-        super::keys::flow_subject(&self.cluster, node_id)
-    }
-
-    /// The event-stream subject of a switch.
-    pub fn event(&self, switch: &str) -> String {
-        super::keys::event_subject(&self.cluster, switch)
-    }
-
-    /// The link-state subject.
-    pub fn link(&self) -> String {
-        super::keys::link_subject(&self.cluster)
+impl LinkMessage {
+    /// Read a link-state message from its headers.
+    pub fn read(h: &HeaderMap) -> Option<LinkMessage> {
+        let get = |k: &str| h.get(k).map(|v| v.as_str());
+        Some(LinkMessage {
+            switch: get(header::SWITCH)?.to_owned(),
+            epoch: get(header::EPOCH)?.parse().ok()?,
+            up: get(header::UP)? == "1",
+            link: get(header::LINK)?.parse().ok()?,
+            reason: get(header::REASON).map(str::to_owned),
+            state: get(header::STATE).is_some(),
+        })
     }
 }
 
@@ -139,7 +148,6 @@ impl NodeFlow {
     }
 
     fn publish(&self, m: FlowMessage) -> bool {
-        debug!(number = m.number, subject = %self.subject, "flow message out");
         self.publisher.send(Publish {
             subject: self.subject.clone(),
             headers: m.headers(),
@@ -209,6 +217,8 @@ pub struct Owned {
     pub fence: Fence,
     publisher: Publisher,
     subjects: Subjects,
+    /// The switch's subject in the event stream (one string for every event).
+    event_subject: String,
     flows: Mutex<HashMap<Arc<str>, Arc<NodeFlow>>>,
     clients: Mutex<HashMap<SessionKey, ClientHandle>>,
 }
@@ -223,6 +233,7 @@ impl Owned {
         subjects: Subjects,
     ) -> Owned {
         Owned {
+            event_subject: subjects.event(&switch.name),
             switch,
             epoch,
             fence,
@@ -337,15 +348,15 @@ impl Owned {
         state: bool,
     ) -> (String, HeaderMap) {
         let mut h = HeaderMap::new();
-        h.insert("Crr-Switch", &*self.switch.name);
-        h.insert("Crr-Epoch", self.epoch.to_string());
-        h.insert("Crr-Up", if up { "1" } else { "0" });
-        h.insert("Crr-Link", link.to_string());
+        h.insert(header::SWITCH, &*self.switch.name);
+        h.insert(header::EPOCH, self.epoch.to_string());
+        h.insert(header::UP, if up { "1" } else { "0" });
+        h.insert(header::LINK, link.to_string());
         if let Some(reason) = reason {
-            h.insert("Crr-Reason", reason);
+            h.insert(header::REASON, reason);
         }
         if state {
-            h.insert("Crr-State", "1");
+            h.insert(header::STATE, "1");
         }
         (self.subjects.link(), h)
     }
@@ -373,11 +384,11 @@ impl Owned {
     /// An event delivered here: into the event stream.
     pub fn event(&self, dn: &str, seq: u64, text: &SharedText) {
         let mut h = HeaderMap::new();
-        h.insert("Crr-Seq", seq.to_string());
-        h.insert("Crr-Dn", dn);
-        h.insert("Crr-Epoch", self.epoch.to_string());
+        h.insert(header::SEQ, seq.to_string());
+        h.insert(header::DN, dn);
+        h.insert(header::EPOCH, self.epoch.to_string());
         self.publisher.send(Publish {
-            subject: self.subjects.event(&self.switch.name),
+            subject: self.event_subject.clone(),
             headers: h,
             payload: text.clone().into_bytes(),
             stream: true,

@@ -18,13 +18,14 @@
 //! - when the owner is found gone (its lease expired, or nobody answered), the clients get
 //!   `EventLinkDisconnected` (`reason: "failover"`) and every request waiting on it gets 54.
 
-use super::flow::{FlowMessage, FlowReceiver, Hole, Kind, Step};
-use super::forward::{mode_name, Forwarded, Op};
+use super::flow::{header, FlowMessage, FlowReceiver, Hole, Kind, Step};
+use super::forward::{Forwarded, Op};
+use super::keys::Subjects;
 use super::writer::RecordsWriter;
 use crate::client::ClientHandle;
 use crate::metrics::ClusterMetrics;
 use crate::protocol::{self, ErrorCode, ProtocolError, SharedText};
-use crate::router::messages::{DnOp, ToDn};
+use crate::router::messages::ToDn;
 use crate::router::{Shared, SwitchCtx};
 use actix::prelude::*;
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
@@ -136,10 +137,8 @@ pub struct ProxyParts {
     pub client: async_nats::Client,
     /// The cluster's event stream (repairs).
     pub events: Stream,
-    /// The stream's subject for this switch.
-    pub event_subject: String,
-    /// The subject of a node's forwarded requests, from its id.
-    pub request_subject: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// The cluster's subjects (the switch's in the stream, the owner's forwarded requests).
+    pub subjects: Subjects,
     /// Where registrations are recorded.
     pub records: RecordsWriter,
 }
@@ -150,6 +149,7 @@ impl Proxy {
     pub fn start(parts: ProxyParts) -> Arc<Proxy> {
         let (tx, rx) = mpsc::unbounded_channel();
         let proxy = Arc::new(Proxy {
+            event_subject: parts.subjects.event(&parts.switch.name),
             switch: parts.switch,
             shared: parts.shared,
             node_id: parts.node_id,
@@ -158,15 +158,9 @@ impl Proxy {
             outgoing: tx,
             records: parts.records,
             events: parts.events,
-            event_subject: parts.event_subject,
             runtime: tokio::runtime::Handle::current(),
         });
-        tokio::spawn(forwarder(
-            proxy.clone(),
-            parts.client,
-            parts.request_subject,
-            rx,
-        ));
+        tokio::spawn(forwarder(proxy.clone(), parts.client, parts.subjects, rx));
         let inbox = Inbox(proxy.clone()).start();
         let _ = proxy.switch.remote.set(inbox.recipient());
         proxy
@@ -185,43 +179,9 @@ impl Proxy {
     /// A client request about one of the switch's DNs (see the [module docs](self)).
     pub fn request(&self, to: ToDn) {
         let ToDn { dn, op } = to;
-        let (client, op) = match op {
-            DnOp::Register {
-                client,
-                reference_id,
-                mode,
-            } => (
-                client,
-                Op::Register {
-                    reference_id,
-                    mode: mode_name(mode),
-                },
-            ),
-            DnOp::Unregister {
-                client,
-                reference_id,
-            } => (client, Op::Unregister { reference_id }),
-            DnOp::QueryAddress {
-                client,
-                reference_id,
-            } => (client, Op::Query { reference_id }),
-            DnOp::PrivateService {
-                client,
-                reference_id,
-                msg_id,
-                conn_id,
-                extensions,
-            } => (
-                client,
-                Op::Service {
-                    reference_id,
-                    msg_id,
-                    conn_id,
-                    extensions,
-                },
-            ),
-            // Only a new owner restores registrations, in its own shard.
-            DnOp::Restore { .. } => return,
+        // Only a new owner restores registrations, in its own shard.
+        let Some((client, op)) = Op::from_dn_op(op) else {
+            return;
         };
         let session: Arc<str> = Arc::from(client.id.to_string());
         let mut st = self.lock();
@@ -651,8 +611,8 @@ impl Proxy {
 /// The DN and eventSeq of a message of the event stream.
 fn stream_event(msg: &async_nats::jetstream::Message) -> Option<(Arc<str>, u64)> {
     let headers = msg.headers.as_ref()?;
-    let seq = headers.get("Crr-Seq")?.as_str().parse().ok()?;
-    let dn = headers.get("Crr-Dn")?.as_str();
+    let seq = headers.get(header::SEQ)?.as_str().parse().ok()?;
+    let dn = headers.get(header::DN)?.as_str();
     Some((Arc::from(dn), seq))
 }
 

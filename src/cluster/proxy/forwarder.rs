@@ -4,6 +4,7 @@
 
 use super::{Outgoing, Proxy, ACK_TIMEOUT};
 use crate::cluster::forward::Taken;
+use crate::cluster::keys::Subjects;
 use crate::protocol::ErrorCode;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -37,14 +38,14 @@ struct InFlight {
 pub(super) async fn forwarder(
     proxy: Arc<Proxy>,
     client: async_nats::Client,
-    subject: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    subjects: Subjects,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let mut f = Forwarder {
         inbox: client.new_inbox(),
         proxy,
         client,
-        subject,
+        subjects,
         pending: std::collections::BTreeMap::new(),
         next: 0,
     };
@@ -103,7 +104,7 @@ pub(super) async fn forwarder(
 struct Forwarder {
     proxy: Arc<Proxy>,
     client: async_nats::Client,
-    subject: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    subjects: Subjects,
     inbox: String,
     /// Requests sent and not yet answered, by token (in the order sent).
     pending: std::collections::BTreeMap<u64, InFlight>,
@@ -124,7 +125,7 @@ impl Forwarder {
         let published = self
             .client
             .publish_with_reply_and_headers(
-                (self.subject)(&owner.id),
+                self.subjects.request(&owner.id),
                 format!("{}.{token}", self.inbox),
                 headers,
                 body,
