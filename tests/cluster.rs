@@ -732,7 +732,7 @@ fn a_killed_owner_s_switch_fails_over_with_its_registrations_event_numbers_and_c
 fn an_owner_paused_past_its_lease_never_acts_on_the_switch_again() {
     let _serial = one_at_a_time();
     runtime().block_on(async {
-        let mut bed = Bed::start(1, 2);
+        let mut bed = Bed::start_with(1, 2, "session-linger = \"30s\"");
         let (owner, other, sim) = bed.one_switch_ready().await;
         let mut here = bed.client(&other).await;
         let mut paused = bed.client(&owner).await;
@@ -757,7 +757,7 @@ fn an_owner_paused_past_its_lease_never_acts_on_the_switch_again() {
             .await;
         signal(&bed.node(&owner).child, "CONT");
         // Answered once: by the new owner, or 54 while the woken node learns who owns it.
-        let (reply, _) = until(&mut paused, Duration::from_secs(10), "the reply", |m| m["referenceId"] == 900).await;
+        let (reply, before) = until(&mut paused, Duration::from_secs(10), "the reply", |m| m["referenceId"] == 900).await;
         let associations = sim.state().await["associations"].clone();
         if reply["message"] == "EventPrivateInfo" {
             assert_eq!(associations, json!([{"guest": "4002", "host": "4502"}]));
@@ -765,7 +765,13 @@ fn an_owner_paused_past_its_lease_never_acts_on_the_switch_again() {
             assert_eq!(reply["errorCode"], 54, "{reply}");
             assert_eq!(associations, json!([]));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The woken node's clients hear that the switch is served again (from the new owner).
+        if !before.iter().any(|m| link_connected(m, "sw1")) {
+            until(&mut paused, Duration::from_secs(5), "EventLinkConnected", |m| {
+                link_connected(m, "sw1")
+            })
+            .await;
+        }
         while paused.next(Duration::from_millis(100)).await.is_some() {}
         while here.next(Duration::from_millis(100)).await.is_some() {}
         // An event now: each client gets it once, with the new owner's number, though the

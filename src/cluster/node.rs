@@ -732,11 +732,6 @@ impl Node {
         drop(live);
         self.compare_definitions(&name, info_switches);
         if let Some(id) = gone {
-            for s in &self.switches {
-                if let Some(o) = s.hooks.owned() {
-                    o.node_left(&id);
-                }
-            }
             self.expire_sessions_of(id);
         }
     }

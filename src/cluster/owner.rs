@@ -21,7 +21,6 @@ use crate::router::{ClusterHooks, SwitchCtx};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -134,7 +133,6 @@ pub struct NodeFlow {
     counter: Mutex<FlowCounter>,
     publisher: Publisher,
     fence: Fence,
-    open: AtomicBool,
 }
 
 impl NodeFlow {
@@ -168,11 +166,6 @@ impl NodeFlow {
             self.publish(m);
         }
     }
-
-    /// The node left the cluster: nothing more goes to it.
-    pub fn close(&self) {
-        self.open.store(false, Ordering::Release);
-    }
 }
 
 impl RemoteNode for NodeFlow {
@@ -198,8 +191,10 @@ impl RemoteNode for NodeFlow {
         )
     }
 
+    /// Always: the sessions of a node that left the cluster (or paused) stay until they
+    /// linger out (`session-linger`), like those of any disconnected client.
     fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
+        true
     }
 }
 
@@ -259,7 +254,6 @@ impl Owned {
                     counter: Mutex::new(FlowCounter::default()),
                     publisher: self.publisher.clone(),
                     fence: self.fence.clone(),
-                    open: AtomicBool::new(true),
                 })
             })
             .clone()
@@ -310,18 +304,6 @@ impl Owned {
             .collect();
         for f in flows {
             f.heartbeat();
-        }
-    }
-
-    /// A node left the cluster: close its flow.
-    pub fn node_left(&self, node: &str) {
-        if let Some(f) = self
-            .flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(node)
-        {
-            f.close();
         }
     }
 
