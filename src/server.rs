@@ -15,7 +15,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -41,8 +41,11 @@ pub struct Running {
     pub metrics_addr: SocketAddr,
     /// The embedded simulators.
     pub simulators: Vec<Simulator>,
-    /// In a cluster: this node.
+    /// In a cluster: this node, once it has joined (see [`Running::join`]).
     pub node: Option<Arc<Node>>,
+    /// What the listeners know of the node: whether there is a cluster, and the node once it
+    /// has joined.
+    slot: NodeSlot,
     http: Vec<actix_web::dev::ServerHandle>,
     sessions: CancellationToken,
     /// The CSTA side's threads, stopped before the embedded simulators so that a clean stop
@@ -51,8 +54,35 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stop accepting, close every client with 1001, stop monitors and simulators.
+    /// In a cluster: join it (retrying while NATS cannot be reached) and start this node.
+    /// Until then the listeners are open, but WebSocket upgrades get 503 and `/readyz` says
+    /// the node is joining, so that a load balancer or a desktop's URL list moves on to a
+    /// node that serves. Without a cluster there is nothing to do.
+    pub async fn join(&mut self) -> Result<(), ServerError> {
+        let Some(cfg) = self.shared.config.cluster.as_ref() else {
+            return Ok(());
+        };
+        if self.node.is_some() {
+            return Ok(());
+        }
+        let cluster = join_cluster(cfg).await?;
+        let node = Node::start(cluster, self.shared.clone()).await?;
+        let _ = self.slot.node.set(node.clone());
+        self.node = Some(node);
+        Ok(())
+    }
+
+    /// Stop accepting, close every client with 1001, stop monitors and simulators. Bounded:
+    /// the clients are closed at most `request-timeout` + 1.5 s after the call (requests in
+    /// flight are answered or time out by then).
     pub async fn stop(self) {
+        let started = tokio::time::Instant::now();
+        let until = |limit: Duration| {
+            let left = (started + self.shared.config.options.request_timeout.0
+                + Duration::from_millis(1500))
+            .saturating_duration_since(tokio::time::Instant::now());
+            limit.min(left)
+        };
         // 1. Stop accepting connections.
         for h in &self.http {
             h.pause().await;
@@ -62,26 +92,30 @@ impl Running {
         if let Some(node) = &self.node {
             node.stop().await;
         }
-        // 2. Let requests already sent to a switch get their answer (or time out), so that
-        //    every client request is answered before its client is closed.
+        // 2. Let requests already sent to a switch (here, or forwarded to another node) get
+        //    their answer (or time out), so that every client request is answered before its
+        //    client is closed.
         let in_flight = |shared: &Shared| -> u64 {
+            let forwarded = self.node.as_ref().map_or(0, |n| n.forwarded_waiting());
             shared
                 .switches
                 .iter()
                 .filter_map(|s| s.handle.get())
                 .map(|h| h.in_flight())
-                .sum()
+                .sum::<u64>()
+                + forwarded as u64
         };
         let limit = self.shared.config.options.request_timeout.0 + Duration::from_millis(200);
-        wait_until(limit, || in_flight(&self.shared) == 0).await;
+        wait_until(until(limit), || in_flight(&self.shared) == 0).await;
         // The last answers still travel link → router → extension → client queue.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // 3. Close every client with 1001; their registrations are released, so the extension
-        //    actors retire and stop their monitors.
+        // 3. Close every client with 1001; their registrations are released (in a cluster,
+        //    after session-linger, by the owners), so the extension actors retire and stop
+        //    their monitors.
         self.sessions.cancel();
-        wait_until(Duration::from_secs(3), || self.shared.hub.is_empty()).await;
+        wait_until(until(Duration::from_secs(3)), || self.shared.hub.is_empty()).await;
         // 4. Wait (bounded) until every monitor is stopped on the switches.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let deadline = tokio::time::Instant::now() + until(Duration::from_secs(3));
         for s in &self.shared.switches {
             let Some(link) = s.handle.get().map(|h| &h.addr) else {
                 continue;
@@ -95,7 +129,7 @@ impl Running {
                 }
             }
         }
-        wait_until(Duration::from_secs(1), || in_flight(&self.shared) == 0).await;
+        wait_until(until(Duration::from_secs(1)), || in_flight(&self.shared) == 0).await;
         info!("clients closed and monitors stopped");
         for h in &self.http {
             h.stop(true).await;
@@ -122,8 +156,18 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Start everything the configuration describes on the current actix System.
+/// Start everything the configuration describes on the current actix System, and join the
+/// cluster if there is one.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    let mut running = start_listening(config).await?;
+    running.join().await?;
+    Ok(running)
+}
+
+/// Start everything the configuration describes on the current actix System except the
+/// cluster membership: the listeners are open when this returns; in a cluster, call
+/// [`Running::join`] next (clients get 503 until it is done).
+pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
     let simulators = start_simulators(&config).await?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -157,24 +201,20 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         switches,
         hub: Hub::default(),
     });
-    let cluster = match &shared.config.cluster {
-        Some(cfg) => Some(join_cluster(cfg).await?),
-        None => None,
+    let slot = NodeSlot {
+        clustered: shared.config.cluster.is_some(),
+        node: Arc::new(OnceLock::new()),
     };
-    start_switches(&shared, switch_configs, &pool, cluster.is_some());
-    let node = match cluster {
-        Some(cluster) => Some(Node::start(cluster, shared.clone()).await?),
-        None => None,
-    };
+    start_switches(&shared, switch_configs, &pool, slot.clustered);
     let sessions = CancellationToken::new();
     let clients = ClientEndpoint {
         shared: shared.clone(),
         gate: Arc::new(Gate::default()),
         sessions: sessions.clone(),
-        node: node.clone(),
+        node: slot.clone(),
     };
     let (client_server, client_addr) = client_listener(clients, threads)?;
-    let (metrics_server, metrics_addr) = metrics_listener(shared.clone(), node.clone())?;
+    let (metrics_server, metrics_addr) = metrics_listener(shared.clone(), slot.clone())?;
     let http = vec![client_server.handle(), metrics_server.handle()];
     actix_rt::spawn(client_server);
     actix_rt::spawn(metrics_server);
@@ -190,7 +230,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         client_addr,
         metrics_addr,
         simulators,
-        node,
+        node: None,
+        slot,
         http,
         sessions,
         arbiters: pool,
@@ -302,8 +343,37 @@ struct ClientEndpoint {
     gate: Arc<Gate>,
     /// Cancelled to close every session with 1001.
     sessions: CancellationToken,
-    /// In a cluster: this node (no client is taken while it is not ready).
-    node: Option<Arc<Node>>,
+    /// In a cluster: this node (no client is taken before it joined or while it is not
+    /// ready).
+    node: NodeSlot,
+}
+
+/// The cluster node as the listeners see it: none without a cluster; in a cluster, empty
+/// until the node has joined.
+#[derive(Clone)]
+struct NodeSlot {
+    clustered: bool,
+    node: Arc<OnceLock<Arc<Node>>>,
+}
+
+/// Whether clients may be served, as far as the cluster goes.
+enum Membership<'a> {
+    /// No cluster: always.
+    Alone,
+    /// In a cluster, not joined yet.
+    Joining,
+    /// In a cluster, joined: when the node is ready.
+    Node(&'a Arc<Node>),
+}
+
+impl NodeSlot {
+    fn membership(&self) -> Membership<'_> {
+        match (self.clustered, self.node.get()) {
+            (false, _) => Membership::Alone,
+            (true, None) => Membership::Joining,
+            (true, Some(n)) => Membership::Node(n),
+        }
+    }
 }
 
 /// Bind the client listener (`/v1`): its server, not yet running, and its address.
@@ -356,7 +426,7 @@ fn client_listener(
 /// Bind the metrics listener (`/metrics`, `/healthz`, `/readyz`).
 fn metrics_listener(
     shared: Arc<Shared>,
-    node: Option<Arc<Node>>,
+    node: NodeSlot,
 ) -> Result<(actix_web::dev::Server, SocketAddr), ServerError> {
     let server = &shared.config.server;
     let (listen, max) = (server.metrics_listen, server.max_http_connections);
@@ -408,10 +478,16 @@ async fn ws_endpoint(
                 .body("This web origin may not open the router's WebSocket endpoint; the router's operator can add it to server.allowed-origins.\n"));
         }
     }
-    if state.node.as_ref().is_some_and(|n| !n.is_ready()) {
+    let refusal = match state.node.membership() {
+        Membership::Alone => None,
+        Membership::Joining => Some("This router node has not joined its cluster yet and serves no client for now; connect to another node, or retry in a few seconds.\n"),
+        Membership::Node(n) if !n.is_ready() => Some("This router node has lost its cluster's NATS and serves no client for now; connect to another node, or retry in a few seconds.\n"),
+        Membership::Node(_) => None,
+    };
+    if let Some(refusal) = refusal {
         return Ok(HttpResponse::ServiceUnavailable()
             .content_type("text/plain; charset=utf-8")
-            .body("This router node has lost its cluster's NATS and serves no client for now; connect to another node, or retry in a few seconds.\n"));
+            .body(refusal));
     }
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let conn = session::Conn {
@@ -510,7 +586,7 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(
     shared: web::Data<Arc<Shared>>,
-    node: web::Data<Option<Arc<Node>>>,
+    node: web::Data<NodeSlot>,
 ) -> HttpResponse {
     let mut body = String::new();
     for s in &shared.switches {
@@ -521,14 +597,17 @@ async fn readyz(
             if up { "connected" } else { "disconnected" }
         ));
     }
-    match node.as_ref() {
-        None => HttpResponse::Ok()
+    match node.membership() {
+        Membership::Alone => HttpResponse::Ok()
             .content_type("text/plain")
             .body(format!("ready\n{body}")),
-        Some(node) if node.is_ready() => HttpResponse::Ok()
+        Membership::Joining => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready: joining the cluster\n{body}")),
+        Membership::Node(node) if node.is_ready() => HttpResponse::Ok()
             .content_type("text/plain")
             .body(format!("ready\n{body}{}", node.readiness())),
-        Some(node) => HttpResponse::ServiceUnavailable()
+        Membership::Node(node) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body(format!(
                 "not ready: NATS unreachable\n{body}{}",
@@ -541,9 +620,10 @@ async fn readyz(
 pub fn run(config: Config) -> Result<(), ServerError> {
     let system = actix::System::new();
     system.block_on(async move {
-        let running = start(config).await?;
+        let mut running = start_listening(config).await?;
         // Installed before the line below: whoever reads the line may send SIGTERM at once.
         let stop = shutdown_signal();
+        tokio::pin!(stop);
         // One machine-readable line on stdout, so that scripts and tests that asked for port 0
         // learn where to connect.
         println!(
@@ -558,11 +638,20 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 })).collect::<Vec<_>>(),
             })
         );
+        let stopped = tokio::select! {
+            joined = running.join() => {
+                joined?;
+                false
+            }
+            _ = &mut stop => true,
+        };
         info!(
             switches = running.shared.switches.len(),
             "csta-router running"
         );
-        stop.await;
+        if !stopped {
+            stop.await;
+        }
         info!("shutting down: closing clients with 1001");
         running.stop().await;
         Ok::<(), ServerError>(())

@@ -718,6 +718,11 @@ impl Node {
         }
     }
 
+    /// Requests of this node's clients forwarded to other nodes and not answered yet.
+    pub fn forwarded_waiting(&self) -> usize {
+        self.switches.iter().map(|s| s.proxy.waiting()).sum()
+    }
+
     /// A node joined or left.
     fn on_node(self: &Arc<Self>, name: String, info: Option<super::lease::NodeInfo>) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);

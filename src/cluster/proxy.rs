@@ -438,6 +438,12 @@ impl Proxy {
         self.answer_54(failed, "The switch's owner changed before it answered");
     }
 
+    /// Requests of this node's clients waiting for the owner's reply (a stopping node lets
+    /// them be answered before it closes its clients).
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
     /// This node no longer owns the switch (its lease lapsed or it stops).
     pub fn not_owned_here(&self) {
         let mut st = self.lock();

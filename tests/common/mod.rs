@@ -11,11 +11,13 @@
 //! - [`switch`]: the link layer alone, against a simulator or a fake switch;
 //! - [`log_capture`]: what the code under test logs;
 //! - [`nats`]: real `nats-server` processes (JetStream, temporary store) for the cluster;
+//! - [`bed`]: a cluster of router processes, switches and NATS, and what its tests ask of it;
 //! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock;
 //! - [`observability`]: the dashboard, the Prometheus files and promtool;
 //! - [`spec`]: names the product contract fixes, for the tests that check them.
 #![allow(dead_code)]
 
+pub mod bed;
 pub mod config;
 pub mod default_ports;
 #[path = "../../src/bin/csta-bench/http.rs"]
