@@ -78,7 +78,8 @@ impl Running {
     pub async fn stop(self) {
         let started = tokio::time::Instant::now();
         let until = |limit: Duration| {
-            let left = (started + self.shared.config.options.request_timeout.0
+            let left = (started
+                + self.shared.config.options.request_timeout.0
                 + Duration::from_millis(1500))
             .saturating_duration_since(tokio::time::Instant::now());
             limit.min(left)
@@ -129,7 +130,10 @@ impl Running {
                 }
             }
         }
-        wait_until(until(Duration::from_secs(1)), || in_flight(&self.shared) == 0).await;
+        wait_until(until(Duration::from_secs(1)), || {
+            in_flight(&self.shared) == 0
+        })
+        .await;
         info!("clients closed and monitors stopped");
         for h in &self.http {
             h.stop(true).await;
@@ -584,10 +588,7 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-async fn readyz(
-    shared: web::Data<Arc<Shared>>,
-    node: web::Data<NodeSlot>,
-) -> HttpResponse {
+async fn readyz(shared: web::Data<Arc<Shared>>, node: web::Data<NodeSlot>) -> HttpResponse {
     let mut body = String::new();
     for s in &shared.switches {
         let up = s.link_up.load(Ordering::Relaxed);

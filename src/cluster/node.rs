@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 mod definitions;
+mod rebalance;
 mod tasks;
 use definitions::Definitions;
 use tasks::{journal_calls, numbers, renew_presence, tick, watch_leases, watch_nats, watch_nodes};
@@ -54,6 +55,15 @@ struct SwitchNode {
     seen: Mutex<Seen>,
     /// Whether this node holds the switch's lease (or is taking it).
     held: AtomicBool,
+    /// Woken to hand the switch over (a rebalance, or links down too long).
+    hand_over: tokio::sync::Notify,
+}
+
+impl SwitchNode {
+    /// Whether this node owns the switch now (not merely contending for it).
+    fn is_held_here(&self) -> bool {
+        self.held.load(Ordering::Acquire) && self.hooks.owned().is_some()
+    }
 }
 
 #[derive(Default)]
@@ -64,8 +74,13 @@ struct Seen {
     unowned_since: Option<Instant>,
     /// Whether any node has owned it since this node started.
     ever_owned: bool,
-    /// Its last owner said it gave it up because it stops.
-    handed_over: bool,
+    /// Why its last owner said it gave it up, when it was planned (`shutdown`, `rebalance`).
+    handed_over: Option<&'static str>,
+    /// Since when this node, its owner, has had none of its links up.
+    links_down_since: Option<Instant>,
+    /// This node released it because it could not reach it: it leaves it to the other nodes
+    /// until then.
+    avoid_until: Option<Instant>,
 }
 
 /// This node in the cluster (see the [module docs](self)).
@@ -94,6 +109,10 @@ pub struct Node {
     stopping: AtomicBool,
     /// Whether NATS has been reachable within `lease-ttl`.
     ready: AtomicBool,
+    /// How long the spread of switches has been uneven.
+    spread_clock: Mutex<rebalance::Clock>,
+    /// When this node last handed a switch over to even the spread.
+    last_move: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -155,9 +174,15 @@ impl Node {
                 metrics,
                 seen: Mutex::new(Seen::default()),
                 held: AtomicBool::new(false),
+                hand_over: tokio::sync::Notify::new(),
             });
         }
         let ttl = cluster.lease_ttl();
+        let rebalance_after = shared
+            .config
+            .cluster
+            .as_ref()
+            .map_or(Duration::from_secs(30), |c| c.rebalance_after.0);
         let node = Arc::new(Node {
             leases: cluster.leases(),
             seq: cluster.seq_blocks(),
@@ -177,6 +202,8 @@ impl Node {
             settled: Instant::now() + ttl,
             stopping: AtomicBool::new(false),
             ready: AtomicBool::new(true),
+            spread_clock: Mutex::new(rebalance::Clock::new(rebalance_after)),
+            last_move: Mutex::new(None),
         });
         node.listen().await?;
         let leases = node.leases.watch().await?;
@@ -312,11 +339,21 @@ impl Node {
         let Some(s) = self.switch(&m.switch) else {
             return;
         };
-        if !m.up && m.reason.as_deref() == Some("shutdown") {
+        let planned = match m.reason.as_deref() {
+            Some("shutdown") => Some("shutdown"),
+            Some("rebalance") => Some("rebalance"),
+            _ => None,
+        };
+        if !m.up && planned.is_some() {
             s.seen
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .handed_over = true;
+                .handed_over = planned;
+        }
+        // This node's own message, while it still holds the switch (handing it over): its
+        // clients hear of the link from its shard.
+        if s.held.load(Ordering::Acquire) {
+            return;
         }
         s.proxy
             .link_state(m.epoch, m.up, m.link, m.reason.as_deref(), !m.state);
@@ -336,7 +373,7 @@ impl Node {
                     .as_ref()
                     .is_none_or(|before| before.epoch != o.epoch)
                 {
-                    seen.handed_over = false;
+                    seen.handed_over = None;
                 }
                 seen.ever_owned = true;
                 seen.unowned_since = None;
@@ -384,6 +421,7 @@ impl Node {
         if now < self.settled || self.stopping.load(Ordering::Acquire) || !self.is_ready() {
             return;
         }
+        self.rebalance(now);
         let live = self
             .live
             .lock()
@@ -405,14 +443,20 @@ impl Node {
                 if seen.owner.is_some() {
                     continue;
                 }
-                let reason = if seen.handed_over {
-                    OwnershipReason::Shutdown
-                } else if seen.ever_owned {
-                    OwnershipReason::Failover
-                } else {
-                    OwnershipReason::Start
+                let unowned_for = seen.unowned_since.map(|t| now.duration_since(t));
+                // Released because this node could not reach it: the others first.
+                if seen.avoid_until.is_some_and(|t| now < t)
+                    && !unowned_for.is_some_and(|d| d >= SHARE_WAIT * 3 + ttl)
+                {
+                    continue;
+                }
+                let reason = match seen.handed_over {
+                    Some("shutdown") => OwnershipReason::Shutdown,
+                    Some(_) => OwnershipReason::Rebalance,
+                    None if seen.ever_owned => OwnershipReason::Failover,
+                    None => OwnershipReason::Start,
                 };
-                (seen.unowned_since.map(|t| now.duration_since(t)), reason)
+                (unowned_for, reason)
             };
             let waited = unowned_for.is_some_and(|d| d >= SHARE_WAIT);
             if mine < share || waited {
@@ -481,6 +525,7 @@ impl Node {
         let link_reason = match reason {
             OwnershipReason::Failover => Some("failover"),
             OwnershipReason::Shutdown => Some("shutdown"),
+            OwnershipReason::Rebalance => Some("rebalance"),
             _ => None,
         };
         *s.ctx
@@ -513,6 +558,8 @@ impl Node {
         s.metrics.set_owned(true);
         s.metrics.ownership_change(reason);
         info!(node = %self.node_name, switch = %name, epoch = lease.epoch, registrations = restored, why = reason.label(), "this node owns the switch now");
+        // A hand-over asked of an earlier ownership is not this one's.
+        let _ = futures_util::FutureExt::now_or_never(s.hand_over.notified());
         // Renew until the lease is lost or the node stops.
         let node = self.clone();
         tokio::spawn(async move {
@@ -586,11 +633,19 @@ impl Node {
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut beat = tokio::time::interval(HEARTBEAT);
         renew.tick().await;
+        let Some(s) = self.switches.get(index) else {
+            return GiveUp::Stopping;
+        };
         loop {
             if self.stopping.load(Ordering::Acquire) {
                 return GiveUp::Stopping;
             }
             tokio::select! {
+                _ = s.hand_over.notified() => {
+                    if !self.stopping.load(Ordering::Acquire) {
+                        return GiveUp::Rebalance;
+                    }
+                }
                 _ = renew.tick() => {
                     match self.leases.renew(lease).await {
                         Ok(()) => {}
@@ -622,12 +677,20 @@ impl Node {
         let Some(s) = self.switches.get(index) else {
             return;
         };
-        if matches!(why, GiveUp::Stopping) {
+        let planned = match why {
+            GiveUp::Stopping => Some("shutdown"),
+            GiveUp::Rebalance => Some("rebalance"),
+            GiveUp::Lost | GiveUp::Fenced(_) => None,
+        };
+        if let Some(planned) = planned {
             // The other nodes hear it before the lease goes: their clients get the reason, and
             // the next owner counts a hand-over rather than a failover.
             if let Some(owned) = s.hooks.owned() {
+                if matches!(why, GiveUp::Rebalance) {
+                    self.drain(s, &owned).await;
+                }
                 let link = s.ctx.active_link.load(Ordering::Relaxed);
-                let (subject, headers) = owned.link_message(false, link, Some("shutdown"), false);
+                let (subject, headers) = owned.link_message(false, link, Some(planned), false);
                 let client = self.cluster.client();
                 let _ = tokio::time::timeout(Duration::from_millis(500), async {
                     let _ = client
@@ -642,10 +705,7 @@ impl Node {
         lease.fence.close();
         s.hooks.set_owned(None);
         s.ctx.owned_here.store(false, Ordering::Release);
-        let reason = match why {
-            GiveUp::Stopping => "shutdown",
-            GiveUp::Lost | GiveUp::Fenced(_) => "fenced",
-        };
+        let reason = planned.unwrap_or("fenced");
         *s.ctx
             .link_reason
             .lock()
@@ -671,8 +731,8 @@ impl Node {
         }
         s.metrics.set_owned(false);
         match &why {
-            GiveUp::Stopping => {
-                info!(node = %self.node_name, switch = %s.ctx.name, why = "shutdown", "this node gives the switch up");
+            GiveUp::Stopping | GiveUp::Rebalance => {
+                info!(node = %self.node_name, switch = %s.ctx.name, why = reason, "this node gives the switch up");
                 if let Err(e) = self.leases.release(lease).await {
                     warn!(switch = %s.ctx.name, "the lease was not released (it expires by itself): {e}");
                 }
@@ -755,6 +815,8 @@ fn known(o: Owner) -> KnownOwner {
 /// Why an ownership ended.
 enum GiveUp {
     Stopping,
+    /// Handed over to even the spread, or because no link reached the switch.
+    Rebalance,
     Lost,
     Fenced(String),
 }

@@ -216,6 +216,9 @@ pub struct Owned {
     event_subject: String,
     flows: Mutex<HashMap<Arc<str>, Arc<NodeFlow>>>,
     clients: Mutex<HashMap<SessionKey, ClientHandle>>,
+    /// Set when a planned hand-over begins: forwarded requests are refused from then on
+    /// (their forwarder answers 54), while those already taken finish.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Owned {
@@ -236,7 +239,14 @@ impl Owned {
             subjects,
             flows: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A planned hand-over begins: take no more forwarded requests.
+    pub fn close_to_requests(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The flow to `node`.
@@ -343,10 +353,13 @@ impl Owned {
         (self.subjects.link(), h)
     }
 
-    /// Take a forwarded request: `false` when it is not for this ownership (another epoch) or
-    /// the lease has lapsed — then nothing was done.
+    /// Take a forwarded request: `false` when it is not for this ownership (another epoch),
+    /// the lease has lapsed or a hand-over has begun — then nothing was done.
     pub fn take(&self, f: Forwarded) -> bool {
-        if f.epoch != self.epoch || !self.fence.check() {
+        if f.epoch != self.epoch
+            || !self.fence.check()
+            || self.closing.load(std::sync::atomic::Ordering::Acquire)
+        {
             return false;
         }
         let Some(shard) = self.switch.shard.get() else {

@@ -153,6 +153,7 @@ impl Config {
         if let Some(c) = &self.cluster {
             durations.push(("cluster.lease-ttl", c.lease_ttl, MAX_DURATION));
             durations.push(("cluster.replay-window", c.replay_window, MAX_DURATION));
+            durations.push(("cluster.rebalance-after", c.rebalance_after, MAX_DURATION));
         }
         durations
     }

@@ -50,6 +50,7 @@ const CLUSTER_PLAIN_KEYS: &[&str] = &[
     "replicas",
     "replay-window",
     "rebalance",
+    "rebalance-after",
     "nats-user",
     "nats-creds",
     "nats-tls-ca",

@@ -312,6 +312,11 @@ pub struct ClusterConfig {
     /// Whether switches move to even the spread.
     #[serde(default)]
     pub rebalance: Rebalance,
+    /// How long the spread must stay uneven before a switch moves, and how long an owner's
+    /// links to a switch must all be down before it releases the switch to another node
+    /// (SPEC: 30 s; shorter in tests).
+    #[serde(default = "default_rebalance_after")]
+    pub rebalance_after: Dur,
     /// NATS token authentication.
     #[serde(default)]
     pub nats_token: Option<Secret>,
@@ -331,6 +336,10 @@ pub struct ClusterConfig {
 
 fn default_lease_ttl() -> Dur {
     Dur(Duration::from_secs(3))
+}
+
+fn default_rebalance_after() -> Dur {
+    Dur(Duration::from_secs(30))
 }
 
 fn default_replicas() -> usize {
@@ -353,6 +362,7 @@ impl Default for ClusterConfig {
             replicas: default_replicas(),
             replay_window: default_replay_window(),
             rebalance: Rebalance::Auto,
+            rebalance_after: default_rebalance_after(),
             nats_token: None,
             nats_user: None,
             nats_password: None,

@@ -40,6 +40,10 @@ use tracing::{debug, info};
 /// The most queued messages a session writes before it looks at the client's input again.
 const WRITE_BURST: usize = 256;
 
+/// At shutdown, the requests already received (at most this many) are taken and answered
+/// before the close frame: the client sent them before it could know.
+const SHUTDOWN_READS: usize = 64;
+
 /// How a session ended: why (the metrics label) and the close frame to send (`None`: none,
 /// the connection is gone).
 struct End {
@@ -191,9 +195,19 @@ impl Session {
             let end = tokio::select! {
                 biased;
                 _ = &mut shutdown_wait => {
-                    // Replies and events already queued go out before the close frame (as far
+                    // Requests already received are taken; replies and events already queued,
+                    // and the replies to requests taken, go out before the close frame (as far
                     // as the client takes them).
-                    flush_queue(&mut self.session, &mut self.rx, after(CLOSE_ATTEMPT)).await;
+                    for _ in 0..SHUTDOWN_READS {
+                        let Some(msg) = futures_util::FutureExt::now_or_never(stream.recv()) else {
+                            break;
+                        };
+                        if let Some(end) = self.on_frame(msg, shutdown).await {
+                            return end;
+                        }
+                    }
+                    let in_flight = self.state.in_flight;
+                    flush_queue(&mut self.session, &mut self.rx, in_flight, after(CLOSE_ATTEMPT)).await;
                     Some(End::close(CloseCause::Shutdown, 1001, "going away"))
                 }
                 _ = &mut slow_wait => Some(End::slow_consumer()),
@@ -325,7 +339,7 @@ impl Session {
         cause: CloseCause,
         shutdown: &CancellationToken,
     ) -> End {
-        flush_queue(&mut self.session, &mut self.rx, after(CLOSE_ATTEMPT)).await;
+        flush_queue(&mut self.session, &mut self.rx, 0, after(CLOSE_ATTEMPT)).await;
         if cause == CloseCause::Auth {
             // Guessing tokens costs a second per attempt (and the connection's place
             // meanwhile).

@@ -180,20 +180,32 @@ pub(super) async fn write_within(
     }
 }
 
-/// Write what is queued for the client, giving up at `until`; `false` if it could not all be
-/// written.
+/// Write what is queued for the client, and the replies still due to `in_flight` requests as
+/// they come, giving up at `until`; `false` if it could not all be written. Why wait for the
+/// replies: a stopping router answers every request it took before its close frame.
 pub(super) async fn flush_queue(
     session: &mut actix_ws::Session,
     rx: &mut mpsc::Receiver<Queued>,
+    mut in_flight: usize,
     until: Instant,
 ) -> bool {
-    while let Ok(out) = rx.try_recv() {
+    loop {
+        let out = match rx.try_recv() {
+            Ok(out) => out,
+            Err(_) if in_flight == 0 => return true,
+            Err(_) => match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(out)) => out,
+                _ => return false,
+            },
+        };
+        if out.reply {
+            in_flight = in_flight.saturating_sub(1);
+        }
         match tokio::time::timeout_at(until, session.text(out.text)).await {
             Ok(Ok(())) => {}
             _ => return false,
         }
     }
-    true
 }
 
 /// End a connection the router has finished with: send `reason` (a close frame, `None` for

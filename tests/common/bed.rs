@@ -44,6 +44,8 @@ pub struct Bed {
     pub nodes: Vec<Option<RouterProcess>>,
     pub names: Vec<String>,
     pub server_extra: String,
+    /// Lines added to every node's `[cluster]` section.
+    pub cluster_extra: String,
     pub lease_ttl: Duration,
 }
 
@@ -58,7 +60,23 @@ impl Bed {
         Bed::start_ttl(switches, nodes, server_extra, LEASE_TTL)
     }
 
-    pub fn start_ttl(switches: usize, nodes: usize, server_extra: &str, lease_ttl: Duration) -> Bed {
+    pub fn start_ttl(
+        switches: usize,
+        nodes: usize,
+        server_extra: &str,
+        lease_ttl: Duration,
+    ) -> Bed {
+        Bed::start_full(switches, nodes, server_extra, "", lease_ttl)
+    }
+
+    /// `switches` switches and `nodes` nodes, with lines added to `[server]` and `[cluster]`.
+    pub fn start_full(
+        switches: usize,
+        nodes: usize,
+        server_extra: &str,
+        cluster_extra: &str,
+        lease_ttl: Duration,
+    ) -> Bed {
         let nats = NatsServer::start();
         let pbxes = (0..switches)
             .map(|i| {
@@ -92,6 +110,7 @@ impl Bed {
                 .map(|i| char::from(b'a' + i as u8).to_string())
                 .collect(),
             server_extra: server_extra.to_owned(),
+            cluster_extra: cluster_extra.to_owned(),
             lease_ttl: LEASE_TTL,
         };
         bed.lease_ttl = lease_ttl;
@@ -105,11 +124,12 @@ impl Bed {
     /// Node `i`'s configuration.
     pub fn config(&self, i: usize) -> String {
         let mut text = format!(
-            "[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n{}\n\n[options]\nrequest-timeout = \"2s\"\n\n[cluster]\nname = \"test\"\nnode = \"{}\"\nnats = [\"{}\"]\nlease-ttl = \"{}s\"\n\n",
+            "[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n{}\n\n[options]\nrequest-timeout = \"2s\"\n\n[cluster]\nname = \"test\"\nnode = \"{}\"\nnats = [\"{}\"]\nlease-ttl = \"{}s\"\n{}\n\n",
             self.server_extra,
             self.names[i],
             self.nats.url(),
-            self.lease_ttl.as_secs()
+            self.lease_ttl.as_secs(),
+            self.cluster_extra
         );
         for p in &self.pbxes {
             let dns: Vec<String> = p.dns.iter().map(|d| format!("\"{d}\"")).collect();
@@ -121,6 +141,21 @@ impl Bed {
             ));
         }
         text
+    }
+
+    /// Start one more node, `name`, and return its index.
+    pub fn add_node(&mut self, name: &str) -> usize {
+        self.names.push(name.to_owned());
+        let i = self.names.len() - 1;
+        let node = self.launch(i);
+        self.nodes.push(Some(node));
+        i
+    }
+
+    /// Start node `i` again (after it was killed or stopped).
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {} still runs", self.names[i]);
+        self.nodes[i] = Some(self.launch(i));
     }
 
     pub fn launch(&self, i: usize) -> RouterProcess {
@@ -145,8 +180,11 @@ impl Bed {
 
     /// Each switch's owner as `name`'s `/readyz` says (`None`: no owner).
     pub async fn owners_seen_by(&self, name: &str) -> BTreeMap<String, Option<String>> {
-        let (_, body) = self.node(name).http_get("/readyz").await;
-        parse_owners(&body)
+        // A node may be starting or stopping: no owners seen then.
+        match self.node(name).try_http_get("/readyz").await {
+            Ok((_, body)) => parse_owners(&body),
+            Err(_) => BTreeMap::new(),
+        }
     }
 
     /// Wait until every live node reports the same owner, a live node, for every switch:
@@ -329,4 +367,3 @@ pub fn signal(child: &std::process::Child, sig: &str) {
 pub fn runtime() -> tokio::runtime::Runtime {
     process::runtime()
 }
-

@@ -297,6 +297,14 @@ impl RouterProcess {
         format!("ws://{}/v1", self.clients)
     }
 
+    /// `GET path` on the metrics listener: status and body, or why there is none.
+    pub async fn try_http_get(&self, path: &str) -> Result<(u16, String), String> {
+        http::get(self.metrics, path, Duration::from_secs(5))
+            .await
+            .map(|r| (r.status, r.text()))
+            .map_err(|e| e.to_string())
+    }
+
     /// `GET path` on the metrics listener: status and body.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         let r = http::get(self.metrics, path, Duration::from_secs(5))
