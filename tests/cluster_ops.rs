@@ -332,7 +332,7 @@ async fn desktop(
                     Some(Ok(Ws::Text(text))) => {
                         // A second reply to an earlier request would show here.
                         let m: Value = serde_json::from_str(&text).unwrap();
-                        if let Some(r) = m["referenceId"].as_u64() {
+                        if let Some(r) = m["referenceId"].as_u64().filter(|r| *r != first_ref - 1) {
                             *t.replies.entry(r).or_default() += 1;
                         }
                     }

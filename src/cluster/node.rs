@@ -446,7 +446,7 @@ impl Node {
                 let unowned_for = seen.unowned_since.map(|t| now.duration_since(t));
                 // Released because this node could not reach it: the others first.
                 if seen.avoid_until.is_some_and(|t| now < t)
-                    && !unowned_for.is_some_and(|d| d >= SHARE_WAIT * 3 + ttl)
+                    && unowned_for.is_none_or(|d| d < SHARE_WAIT * 3 + ttl)
                 {
                     continue;
                 }

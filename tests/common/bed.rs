@@ -118,7 +118,32 @@ impl Bed {
             let node = bed.launch(i);
             bed.nodes.push(Some(node));
         }
+        for i in 0..nodes {
+            bed.wait_joined(i);
+        }
         bed
+    }
+
+    /// Wait until node `i` has joined the cluster (it prints its addresses before: until it
+    /// has joined it refuses clients with 503).
+    pub fn wait_joined(&self, i: usize) {
+        let node = self.nodes[i].as_ref().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let joined = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(node.try_http_get("/readyz"))
+            });
+            if matches!(&joined, Ok((_, body)) if !body.contains("joining the cluster")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} has not joined within 20 s: {joined:?}\n{}",
+                self.names[i],
+                node.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Node `i`'s configuration.
@@ -149,6 +174,7 @@ impl Bed {
         let i = self.names.len() - 1;
         let node = self.launch(i);
         self.nodes.push(Some(node));
+        self.wait_joined(i);
         i
     }
 
@@ -156,6 +182,7 @@ impl Bed {
     pub fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node {} still runs", self.names[i]);
         self.nodes[i] = Some(self.launch(i));
+        self.wait_joined(i);
     }
 
     pub fn launch(&self, i: usize) -> RouterProcess {
