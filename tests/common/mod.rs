@@ -11,6 +11,7 @@
 //! - [`switch`]: the link layer alone, against a simulator or a fake switch;
 //! - [`log_capture`]: what the code under test logs;
 //! - [`nats`]: real `nats-server` processes (JetStream, temporary store) for the cluster;
+//! - [`nats_auth`]: a secured NATS (test CA, operator and `.creds`) and nodes that never join;
 //! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock;
 //! - [`observability`]: the dashboard, the Prometheus files and promtool;
 //! - [`spec`]: names the product contract fixes, for the tests that check them.
@@ -22,6 +23,7 @@ pub mod default_ports;
 pub mod http;
 pub mod log_capture;
 pub mod nats;
+pub mod nats_auth;
 pub mod observability;
 pub mod process;
 #[path = "../../src/bin/csta-bench/procfs.rs"]
