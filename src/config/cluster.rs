@@ -319,7 +319,7 @@ mod tests {
                 "not a certificate\n".to_owned(),
                 "no certificate",
             ),
-            ("creds.pem", CREDS.to_owned(), "no certificate"),
+            ("creds.pem", CREDS.to_owned(), "not a valid PEM file"),
         ] {
             let path = file(name, &text);
             let e = with_cluster(&format!("{OK}\nnats-tls-ca = {path:?}")).unwrap_err();
