@@ -25,9 +25,14 @@ use std::time::Duration;
 /// How long a node with wrong credentials is watched retrying: three attempts.
 const RETRIES_WITHIN: Duration = Duration::from_secs(20);
 
-/// The log filter of the nodes that must not join: everything the router logs at debug, and
-/// the NATS client's own trace (which covers the CONNECT it sends).
+/// The log filter of every node here: everything the router logs at debug, and the NATS
+/// client's own trace (which covers the CONNECT it sends).
 const VERBOSE: &str = "debug,async_nats=trace";
+
+/// A node that joins, logging at [`VERBOSE`].
+fn joined(config: &str) -> RouterProcess {
+    RouterProcess::start_with(Some(config), &[], &[("RUST_LOG", VERBOSE)])
+}
 
 /// One test at a time: each starts several processes.
 fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -80,12 +85,14 @@ async fn assert_serves(node: &RouterProcess, name: &str) {
 }
 
 /// None of `secrets` in any line the nodes logged, nor in the joined nodes' `/metrics` and
-/// `/readyz`; no node panicked. The pending nodes logged verbosely ([`VERBOSE`]): their
-/// logs hold the CONNECT messages they sent (with the credentials redacted).
+/// `/readyz`; no node panicked. Every node logged verbosely ([`VERBOSE`]): the logs hold the
+/// CONNECT messages they sent (with the credentials redacted).
 async fn assert_never_shown(secrets: &[&str], joined: &[&RouterProcess], pending: &[&PendingNode]) {
     let mut texts: Vec<(String, String)> = Vec::new();
     for (i, node) in joined.iter().enumerate() {
-        texts.push((format!("joined node {i}'s log"), node.log()));
+        let log = node.log();
+        assert!(log.contains("write operation: CONNECT"), "{log}");
+        texts.push((format!("joined node {i}'s log"), log));
         for path in ["/metrics", "/readyz"] {
             let (_, body) = node.http_get(path).await;
             texts.push((format!("joined node {i}'s {path}"), body));
@@ -124,7 +131,7 @@ fn a_node_with_the_token_joins_and_one_with_a_wrong_token_says_so_without_showin
         let nats = NatsServer::start_with(true, &["--auth", token]);
         let sim = switch();
         let auth = |t: &str| format!("nats-token = \"{t}\"");
-        let a = RouterProcess::start("node-a", &node_config("a", &nats.url(), &auth(token), &sim));
+        let a = joined(&node_config("a", &nats.url(), &auth(token), &sim));
         assert_serves(&a, "a").await;
 
         let mut b = PendingNode::start(
@@ -157,10 +164,7 @@ fn a_node_with_the_password_joins_and_one_with_a_wrong_password_says_so_without_
         let nats = NatsServer::start_with(true, &["--user", "router", "--pass", password]);
         let sim = switch();
         let auth = |p: &str| format!("nats-user = \"router\"\nnats-password = \"{p}\"");
-        let a = RouterProcess::start(
-            "node-a",
-            &node_config("a", &nats.url(), &auth(password), &sim),
-        );
+        let a = joined(&node_config("a", &nats.url(), &auth(password), &sim));
         assert_serves(&a, "a").await;
 
         let mut b = PendingNode::start(
@@ -197,7 +201,7 @@ fn a_node_trusting_the_servers_ca_joins_over_tls_and_one_trusting_another_names_
         let url = format!("tls://127.0.0.1:{}", nats.port());
         let sim = switch();
         let ca = |file: &str| format!("nats-tls-ca = {}", quoted(&pki.path(file)));
-        let a = RouterProcess::start("node-a", &node_config("a", &url, &ca("ca-a.pem"), &sim));
+        let a = joined(&node_config("a", &url, &ca("ca-a.pem"), &sim));
         assert_serves(&a, "a").await;
         assert!(a.log().contains("joined the cluster's NATS"), "{}", a.log());
 
@@ -218,7 +222,7 @@ fn a_node_trusting_the_servers_ca_joins_over_tls_and_one_trusting_another_names_
         // A plain nats:// URL to the TLS server with the CA: upgraded to TLS, and joins.
         let plain = format!("nats://127.0.0.1:{}", nats.port());
         a.stop();
-        let d = RouterProcess::start("node-d", &node_config("d", &plain, &ca("ca-a.pem"), &sim));
+        let d = joined(&node_config("d", &plain, &ca("ca-a.pem"), &sim));
         assert_serves(&d, "d").await;
         d.stop();
     });
@@ -238,10 +242,12 @@ fn a_node_with_a_creds_file_joins_an_operator_mode_server_and_an_unknown_user_is
         let nats = NatsServer::start_with(false, &["-c", conf.to_str().unwrap()]);
         let sim = switch();
         let creds = |path: &Path| format!("nats-creds = {}", quoted(path));
-        let a = RouterProcess::start(
-            "node-a",
-            &node_config("a", &nats.url(), &creds(&operator.creds_file()), &sim),
-        );
+        let a = joined(&node_config(
+            "a",
+            &nats.url(),
+            &creds(&operator.creds_file()),
+            &sim,
+        ));
         assert_serves(&a, "a").await;
 
         // A user of another operator (its account unknown to this server).
