@@ -286,9 +286,10 @@ fn switch_configs(config: &Config, simulators: &[Simulator]) -> Vec<SwitchConfig
     switch_configs
 }
 
-/// Start each switch's router shard and link layer on the CSTA pool.
-/// Join the cluster, retrying with back-off while NATS cannot be reached (each failure logged
-/// with its reason); a configuration or credential problem ends the start.
+/// Join the cluster, retrying with back-off while NATS cannot be reached, refuses the
+/// credentials or presents a certificate not trusted (each failure logged with its reason and
+/// the `[cluster]` keys to check: the server's side may be put right while the node waits); a
+/// configuration the node cannot use ends the start.
 async fn join_cluster(cfg: &crate::config::ClusterConfig) -> Result<Cluster, ServerError> {
     let mut wait = Duration::from_millis(250);
     loop {
@@ -296,6 +297,8 @@ async fn join_cluster(cfg: &crate::config::ClusterConfig) -> Result<Cluster, Ser
             Ok(c) => return Ok(c),
             Err(
                 e @ (ClusterError::Connect { .. }
+                | ClusterError::Auth { .. }
+                | ClusterError::Tls { .. }
                 | ClusterError::JetStreamUnavailable { .. }
                 | ClusterError::Setup { .. }
                 | ClusterError::Timeout { .. }
@@ -313,6 +316,7 @@ async fn join_cluster(cfg: &crate::config::ClusterConfig) -> Result<Cluster, Ser
     }
 }
 
+/// Start each switch's router shard and link layer on the CSTA pool.
 fn start_switches(
     shared: &Arc<Shared>,
     configs: Vec<SwitchConfig>,

@@ -229,6 +229,62 @@ fn every_alert_has_severity_actionable_annotations_and_unit_tests() {
     );
 }
 
+/// The cluster's alerts are about several nodes at once: each is unit-tested firing on a
+/// metric that three nodes (three `instance`s) report — for a switch's alert, three nodes'
+/// series of the switch that fires — so that a rule looking at one node's series alone, or
+/// summing over the wrong labels, is caught.
+#[test]
+fn cluster_alerts_are_tested_over_three_nodes() {
+    let text = read(&prometheus_dir().join("tests").join("alerts_test.yml"));
+    // One block of lines per test group.
+    let mut groups: Vec<Vec<&str>> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("  - name:") {
+            groups.push(Vec::new());
+        }
+        if let Some(group) = groups.last_mut() {
+            group.push(line);
+        }
+    }
+    for (alert, metric) in [
+        ("CstaRouterSwitchWithoutOwner", "csta_router_switch_owned{"),
+        ("CstaRouterSwitchOwnedTwice", "csta_router_switch_owned{"),
+        ("CstaRouterNodeWithoutNats", "csta_router_nats_connected{"),
+    ] {
+        let tested_on_three = groups.iter().any(|group| {
+            // The switches it is expected to fire for ("" for a node's alert).
+            let mut current = None;
+            let mut firing = false;
+            let mut switches = BTreeSet::new();
+            for l in group {
+                if let Some(name) = yaml_value(l, "alertname") {
+                    current = Some(name);
+                    firing = false;
+                } else if let Some(value) = yaml_value(l, "exp_alerts") {
+                    firing = current == Some(alert) && value != "[]";
+                    if firing && !metric.contains("switch") {
+                        switches.insert(String::new());
+                    }
+                } else if let Some(switch) = yaml_value(l, "switch").filter(|_| firing) {
+                    switches.insert(format!("switch=\"{switch}\""));
+                }
+            }
+            switches.iter().any(|switch| {
+                let instances: BTreeSet<&str> = group
+                    .iter()
+                    .filter(|l| l.contains(metric) && l.contains(switch.as_str()))
+                    .filter_map(|l| l.split("instance=\"").nth(1)?.split('"').next())
+                    .collect();
+                instances.len() >= 3
+            })
+        });
+        assert!(
+            tested_on_three,
+            "no unit test of alerts_test.yml expects {alert} to fire on {metric}...}} series of three nodes"
+        );
+    }
+}
+
 #[test]
 fn recording_rules_are_named_level_metric_operations() {
     let text = read(&prometheus_dir().join("rules").join("recording.yml"));

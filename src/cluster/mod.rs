@@ -84,13 +84,26 @@ pub enum ClusterError {
         /// Why (scrubbed of credentials).
         reason: String,
     },
-    /// A NATS server refused this node's credentials.
-    #[error("NATS at {urls} refused this node's credentials ({reason}): check nats-token, nats-user and nats-password, or nats-creds in [cluster]")]
+    /// A NATS server refused this node's credentials (or wanted some and got none).
+    #[error("NATS at {urls} refused this node's credentials ({reason}): {check}")]
     Auth {
         /// The seed URLs.
         urls: String,
         /// The server's words (scrubbed of credentials).
         reason: String,
+        /// Which `[cluster]` keys to check: the credential this node sent.
+        check: String,
+    },
+    /// The TLS handshake with NATS failed, usually because the server's certificate is not
+    /// trusted.
+    #[error("TLS with NATS at {urls} failed ({reason}): {check}")]
+    Tls {
+        /// The seed URLs.
+        urls: String,
+        /// rustls's words.
+        reason: String,
+        /// What to check: the certificate and `nats-tls-ca`.
+        check: String,
     },
     /// The credentials file could not be read.
     #[error("cannot read the NATS credentials file {path} (cluster.nats-creds): {reason}")]
@@ -243,21 +256,10 @@ impl Cluster {
             connects: 1,
         });
         let options = connect_options(cfg, &node_name, &node_id, state_tx).await?;
-        let client = options.connect(cfg.nats.as_slice()).await.map_err(|e| {
-            let reason = scrub(e.to_string());
-            match e.kind() {
-                ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-                    ClusterError::Auth {
-                        urls: urls.clone(),
-                        reason,
-                    }
-                }
-                _ => ClusterError::Connect {
-                    urls: urls.clone(),
-                    reason,
-                },
-            }
-        })?;
+        let client = options
+            .connect(cfg.nats.as_slice())
+            .await
+            .map_err(|e| connect_error(&e, cfg))?;
         let version = client.server_info().version;
         if !version_at_least(&version, MIN_SERVER_VERSION) {
             return Err(ClusterError::ServerTooOld { urls, version });
@@ -448,6 +450,91 @@ async fn connect_options(
         report_event(&node, &state, event);
         async {}
     }))
+}
+
+/// Why the first connection failed, in an operator's words: refused credentials name the
+/// keys of the credential this node sent, a TLS failure names the certificate and
+/// `nats-tls-ca`; scrubbed of every secret.
+fn connect_error(e: &async_nats::ConnectError, cfg: &ClusterConfig) -> ClusterError {
+    let urls = cfg.nats.join(", ");
+    let reason = scrub_secrets(e.to_string(), cfg);
+    match e.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            ClusterError::Auth {
+                urls,
+                reason,
+                check: credentials_to_check(cfg),
+            }
+        }
+        kind => {
+            let tls = tls_failure(e);
+            if tls.is_none() && kind != ConnectErrorKind::Tls {
+                return ClusterError::Connect { urls, reason };
+            }
+            ClusterError::Tls {
+                urls,
+                reason: tls.map_or(reason, |t| scrub_secrets(t.to_string(), cfg)),
+                check: tls_to_check(tls, cfg),
+            }
+        }
+    }
+}
+
+/// The `[cluster]` keys behind refused credentials: those of the credential that was sent.
+fn credentials_to_check(cfg: &ClusterConfig) -> String {
+    let sent = [
+        cfg.nats_creds
+            .as_ref()
+            .map(|p| format!("nats-creds (the user in {})", p.display())),
+        cfg.nats_user
+            .as_ref()
+            .map(|u| format!("nats-user ({u:?}) and nats-password")),
+        cfg.nats_token.as_ref().map(|_| "nats-token".to_owned()),
+    ];
+    let sent: Vec<String> = sent.into_iter().flatten().collect();
+    if sent.is_empty() {
+        return "this node sent no credentials and the server wants some: set nats-token, nats-user and nats-password, or nats-creds in [cluster]".into();
+    }
+    format!(
+        "check {} in [cluster] against the NATS server's authorization",
+        sent.join(", and ")
+    )
+}
+
+/// The rustls error behind a failed connection, if TLS failed (the handshake's error comes
+/// wrapped in an I/O error).
+fn tls_failure<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|i| i.downcast_ref::<rustls::Error>());
+        if inner.is_some() {
+            return inner;
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// What to check after a TLS failure: the server's certificate against `nats-tls-ca`.
+fn tls_to_check(error: Option<&rustls::Error>, cfg: &ClusterConfig) -> String {
+    let certificate = matches!(
+        error,
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+    );
+    match (&cfg.nats_tls_ca, certificate) {
+        (Some(ca), true) => format!(
+            "the NATS server's certificate is not trusted by nats-tls-ca ({}): it must hold the CA that signed the server's certificate, issued for the host of the URL",
+            ca.display()
+        ),
+        (None, true) => "the NATS server's certificate is not trusted by this machine's CAs: set nats-tls-ca in [cluster] to the PEM file of the CA that signed it".into(),
+        _ => "check the NATS server's tls block and its certificate, and nats-tls-ca in [cluster]".into(),
+    }
 }
 
 /// Log a connection event (with the node's name) and update the connection state.

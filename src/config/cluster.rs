@@ -153,17 +153,43 @@ fn check_nats(cluster: &ClusterConfig) -> Result<(), Bad> {
             "must not be empty (remove the key instead)".into(),
         ));
     }
-    for (key, path) in [
-        ("cluster.nats-creds", &cluster.nats_creds),
-        ("cluster.nats-tls-ca", &cluster.nats_tls_ca),
-    ] {
-        if let Some(path) = path {
-            if let Err(e) = std::fs::File::open(path) {
-                return Err((key.into(), format!("cannot read {}: {e}", path.display())));
-            }
-        }
+    if let Some(path) = &cluster.nats_creds {
+        check_creds(path).map_err(|e| ("cluster.nats-creds".to_owned(), e))?;
+    }
+    if let Some(path) = &cluster.nats_tls_ca {
+        crate::tls::client_config(crate::tls::Trust::CaFile(path))
+            .map_err(|e| ("cluster.nats-tls-ca".to_owned(), e.to_string()))?;
     }
     Ok(())
+}
+
+/// A NATS credentials file (`nats-creds`) holds a user JWT and a user nkey seed, each between
+/// its `-----BEGIN ...-----` and `------END ...------` lines, as `nsc` and `nats` write it.
+/// Checked at start so that a wrong file stops the start naming it, rather than the node
+/// retrying for ever; nothing of the file is echoed (the seed is a secret).
+fn check_creds(path: &std::path::Path) -> Result<(), String> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let block = |begin: &str| {
+        text.lines()
+            .skip_while(|l| !(l.starts_with("---") && l.contains(begin)))
+            .nth(1)
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("---"))
+    };
+    let looks = "a NATS credentials file (.creds, as nsc or the nats tool writes it) holds a user JWT and a user nkey seed";
+    match block("BEGIN NATS USER JWT") {
+        Some(jwt) if jwt.starts_with("eyJ") => {}
+        _ => {
+            return Err(format!(
+                "{file} holds no user JWT (no -----BEGIN NATS USER JWT----- block): {looks}"
+            ))
+        }
+    }
+    match block("BEGIN USER NKEY SEED") {
+        Some(seed) if seed.starts_with("SU") => Ok(()),
+        _ => Err(format!("{file} holds no NKEY seed of a user (no -----BEGIN USER NKEY SEED----- block with an SU... seed): {looks}")),
+    }
 }
 
 fn check_values(cluster: &ClusterConfig) -> Result<(), Bad> {
@@ -230,20 +256,81 @@ mod tests {
 
     #[test]
     fn every_key_is_read() {
-        let dir = std::env::temp_dir();
-        let path = dir.join("csta-router-cluster-test.creds");
-        std::fs::write(&path, "x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (creds, ca) = (dir.path().join("r.creds"), dir.path().join("ca.pem"));
+        std::fs::write(&creds, CREDS).unwrap();
+        std::fs::write(&ca, a_ca_certificate()).unwrap();
         let c = with_cluster(&format!(
             "{OK}\nlease-ttl = \"2s\"\nreplicas = 3\nreplay-window = \"10m\"\nrebalance = \"off\"\nnats-user = \"router\"\nnats-password = \"pw-123456\"\nnats-creds = {:?}\nnats-tls-ca = {:?}",
-            path.display().to_string(),
-            path.display().to_string()
+            creds.display().to_string(),
+            ca.display().to_string()
         ))
         .unwrap();
         let cluster = c.cluster.unwrap();
         assert_eq!(cluster.lease_ttl.0, Duration::from_secs(2));
         assert_eq!((cluster.replicas, cluster.rebalance), (3, Rebalance::Off));
         assert_eq!(cluster.nats_password.unwrap().expose(), "pw-123456");
-        let _ = std::fs::remove_file(path);
+        assert_eq!(cluster.nats_creds.unwrap(), creds);
+    }
+
+    /// A credentials file of the shape `nsc` writes (the JWT and the seed made up).
+    const CREDS: &str = "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln\n------END NATS USER JWT------\n\n************************* IMPORTANT *************************\nNKEY Seed printed below can be used to sign and prove identity.\n\n-----BEGIN USER NKEY SEED-----\nSUAMADEUPSEEDTHATISNOTREALBUTLOOKSLIKEONE0000000000000000\n------END USER NKEY SEED------\n";
+
+    fn a_ca_certificate() -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_creds_file_and_a_ca_file_are_checked_without_echoing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let seed = "SUAMADEUPSEEDTHATISNOTREALBUTLOOKSLIKEONE0000000000000000";
+        for (name, text, words) in [
+            ("empty.creds", String::new(), "no user JWT"),
+            (
+                "seed.creds",
+                CREDS.lines().skip(5).collect::<Vec<_>>().join("\n"),
+                "no user JWT",
+            ),
+            ("jwt.creds", CREDS.replace(seed, ""), "no NKEY seed"),
+            ("token.creds", format!("{seed}\n"), "no user JWT"),
+        ] {
+            let path = file(name, &text);
+            let e = with_cluster(&format!("{OK}\nnats-creds = {path:?}")).unwrap_err();
+            assert!(
+                e.contains("node.toml")
+                    && e.contains("cluster.nats-creds")
+                    && e.contains(&path)
+                    && e.contains(words),
+                "{name}: {e}"
+            );
+            assert!(!e.contains(seed), "{e}");
+        }
+        for (name, text, words) in [
+            (
+                "garbage.pem",
+                "not a certificate\n".to_owned(),
+                "no certificate",
+            ),
+            ("creds.pem", CREDS.to_owned(), "not a valid PEM file"),
+        ] {
+            let path = file(name, &text);
+            let e = with_cluster(&format!("{OK}\nnats-tls-ca = {path:?}")).unwrap_err();
+            assert!(
+                e.contains("cluster.nats-tls-ca") && e.contains(&path) && e.contains(words),
+                "{name}: {e}"
+            );
+            assert!(!e.contains(seed), "{e}");
+        }
+        let ca = file("ca.pem", &a_ca_certificate());
+        assert!(with_cluster(&format!("{OK}\nnats-tls-ca = {ca:?}")).is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`log_capture`]: what the code under test logs;
 //! - [`nats`]: real `nats-server` processes (JetStream, temporary store) for the cluster;
 //! - [`bed`]: a cluster of router processes, switches and NATS, and what its tests ask of it;
+//! - [`nats_auth`]: a secured NATS (test CA, operator and `.creds`) and nodes that never join;
 //! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock;
 //! - [`observability`]: the dashboard, the Prometheus files and promtool;
 //! - [`spec`]: names the product contract fixes, for the tests that check them.
@@ -24,6 +25,7 @@ pub mod default_ports;
 pub mod http;
 pub mod log_capture;
 pub mod nats;
+pub mod nats_auth;
 pub mod observability;
 pub mod process;
 #[path = "../../src/bin/csta-bench/procfs.rs"]
