@@ -12,6 +12,7 @@
 
 use super::plan::Plan;
 use super::spawn::{addr, start_program, wait_links_up, ChildGuard, SimAddrs};
+use super::window::{Probe, Watched};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -244,6 +245,24 @@ impl Cluster {
             }
         }
         agreed.ok_or_else(|| "no node runs".to_owned())
+    }
+
+    /// What the measured window watches: every running node (CPU and counters) and the NATS
+    /// server.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            routers: self
+                .nodes
+                .iter()
+                .filter_map(|n| {
+                    Some(Watched {
+                        pid: n.pid()?,
+                        metrics: Some(n.metrics),
+                    })
+                })
+                .collect(),
+            nats: self.nats_pid,
+        }
     }
 
     /// Kill every node, then the NATS server.

@@ -280,19 +280,7 @@ pub async fn spawn(plan: Plan, routers: Routers) -> Result<Environment, String> 
     if let Routers::Cluster(nodes, lease_ttl) = routers {
         let cluster = Cluster::start(plan, &env.sims, nodes, lease_ttl, router_bin).await?;
         env.router_urls = cluster.nodes.iter().map(|n| n.url()).collect();
-        env.window = Arc::new(Window::new(Probe {
-            routers: cluster
-                .nodes
-                .iter()
-                .filter_map(|n| {
-                    Some(Watched {
-                        pid: n.pid()?,
-                        metrics: Some(n.metrics),
-                    })
-                })
-                .collect(),
-            nats: cluster.nats_pid,
-        }));
+        env.window = Arc::new(Window::new(cluster.probe()));
         env.cluster = Some(cluster);
         return Ok(env);
     }
