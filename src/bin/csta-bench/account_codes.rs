@@ -294,12 +294,7 @@ async fn client(
     {
         out.error(&progress, || format!("client {index}: {e}"));
     }
-    // Disconnect together (the router stops a leaving client's monitors), once the last one
-    // to get here has closed the measured window.
-    if done.wait().await.is_leader() {
-        progress.end_window().await;
-    }
-    done.wait().await;
+    super::leave_together(&done, &progress).await;
     reader.abort();
     (out, losses, phone)
 }

@@ -501,12 +501,7 @@ async fn monitor_client(
         .values()
         .map(|t| per_dn.saturating_sub(t.count))
         .sum();
-    // Disconnect together: a client leaving early makes the router stop its monitors while
-    // the others still count. The last one to get here closes the measured window first.
-    if done.wait().await.is_leader() {
-        progress.end_window().await;
-    }
-    done.wait().await;
+    super::leave_together(&done, &progress).await;
     c.close().await;
     out
 }

@@ -263,13 +263,7 @@ async fn router_client(
             format!("client {index}: {e}; {lost} request(s) unanswered or unsent")
         });
     }
-    // Disconnect together: a client leaving early makes the router stop its monitors (one
-    // MonitorStop per DN) while the others are still measured. The last one to get here
-    // closes the measured window before anyone leaves.
-    if done.wait().await.is_leader() {
-        progress.end_window().await;
-    }
-    done.wait().await;
+    super::leave_together(&done, &progress).await;
     c.close().await;
     out
 }

@@ -583,6 +583,16 @@ pub async fn share_client(
     Ok((c, events))
 }
 
+/// Wait until every client of the run got here (after its last reply and event), the last
+/// one to arrive closing the measured window, so that none leaves while the others are
+/// measured: a leaving client makes the router stop its monitors (one MonitorStop per DN).
+pub async fn leave_together(done: &tokio::sync::Barrier, progress: &Progress) {
+    if done.wait().await.is_leader() {
+        progress.end_window().await;
+    }
+    done.wait().await;
+}
+
 /// Setup requests (registrations, MonitorStarts) each client may have in flight: at most
 /// `max`, and all clients together about 2,000 per switch, well under the 9,998 invoke IDs of a
 /// CSTA link (beyond which a router answers 111).
