@@ -103,7 +103,7 @@ compare "one request at a time (1 client, 1 in flight, 500 guests)" --dns 500 --
 compare "under load (10 clients, 1,000 guests)" --dns 1000 --clients 10
 
 # Part 2 starts its own processes: these would only take CPU from it.
-for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 PIDS=()
 echo "== failover: $KILLS kills of the owner, lease-ttl ${TTL}s"
 "$BIN/csta-bench" failover --spawn --cluster 2 --switches 1 --lease-ttl "$TTL" --rounds "$KILLS"
