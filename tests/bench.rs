@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Smoke runs of the built `csta-bench` binary: each scenario with `--spawn` (simulators and a
-//! router started by the bench itself), and login-storm with `--direct`. Each checks the
+//! router started by the bench itself), login-storm with `--direct` and through a cluster of
+//! two nodes (`--cluster 2`, with a real nats-server), and a failover. Each checks the
 //! one-line JSON summary, the exit status, and that nothing panicked.
 
 mod common;
@@ -119,6 +120,80 @@ fn bad_usage_is_refused_with_a_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A cluster is one the bench starts itself.
+    let out = Command::new(BENCH)
+        .args([
+            "login-storm",
+            "--router",
+            "ws://127.0.0.1:9/v1",
+            "--cluster",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--cluster N needs --spawn"), "{stderr}");
+}
+
+/// `--cluster 2`: a NATS server and two nodes in front of two switches; the clients alternate
+/// between the nodes, so every client uses a switch its node does not own.
+#[test]
+fn login_storm_through_a_cluster_of_two() {
+    let v =
+        bench("login-storm --spawn --cluster 2 --lease-ttl 2 --switches 2 --clients 4 --dns 200");
+    assert_eq!(v["cluster_nodes"], 2, "{v}");
+    assert_eq!(v["ops"], 400, "{v}");
+    assert_eq!(v["losses"], 0, "{v}");
+    // Every switch is owned by one of the two nodes.
+    let owners = v["owners"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no owners in {v}"));
+    assert_eq!(owners.len(), 2, "{v}");
+    let owned: usize = owners.values().map(|s| s.as_array().unwrap().len()).sum();
+    assert_eq!(owned, 2, "{v}");
+    // Router CPU per operation, summed and per node (the sum of the nodes' shares).
+    let sum = v["cpu_router_us_per_op"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no CPU figure in {v}"));
+    let per_node: Vec<f64> = v["cpu_router_us_per_op_per_node"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no per-node CPU in {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(per_node.len(), 2, "{v}");
+    assert!(sum > 0.0 && per_node.iter().all(|c| *c >= 0.0), "{v}");
+    assert!((per_node.iter().sum::<f64>() - sum).abs() < 0.01, "{v}");
+    assert!(
+        v["cpu_nats_us_per_op"].as_f64().is_some_and(|c| c >= 0.0),
+        "{v}"
+    );
+    // Each request was counted once, by the switch's owner.
+    assert_eq!(v["private_service_requests"], 400, "{v}");
+    // Each client has guests on both switches and is on one node: half its requests go to the
+    // other node's switch.
+    let share = v["forwarded_share"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no forwarded_share in {v}"));
+    assert!((0.4..=0.6).contains(&share), "{v}");
+}
+
+/// `failover`: the owner of a switch killed once; another node's client hears the switch is
+/// served again within the lease and a second.
+#[test]
+fn failover_of_a_killed_owner() {
+    let v = bench("failover --spawn --cluster 2 --lease-ttl 2 --switches 2 --rounds 1");
+    assert_eq!(v["scenario"], "failover");
+    assert_eq!(v["ops"], 1, "{v}");
+    let t = v["failover_median_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no failover time in {v}"));
+    // SPEC: another node takes the lease within lease-ttl + 1 s, then connects and monitors;
+    // generous for a loaded machine.
+    assert!(t > 0.0 && t < 10_000.0, "{v}");
+    assert_eq!(v["failover_ms"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
 #[test]

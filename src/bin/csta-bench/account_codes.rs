@@ -146,15 +146,17 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
         ));
     }
     let controls = Arc::new(env.controls(s.plan.switches, "account-codes")?);
-    let url = env.router()?;
-    let (progress, _display) = stats::progress("account-codes");
+    let urls = (0..a.clients)
+        .map(|i| env.router_for(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (progress, _display) = stats::progress("account-codes", &env.window);
     let setup_started = Instant::now();
     let done = Arc::new(Barrier::new(a.clients));
     let (start, results) = run_workers(a.clients, &progress, |i, gate| {
         let pairs = s.plan.pairs_of(a.dns, a.clients, i);
         client(
             i,
-            url.clone(),
+            urls[i].clone(),
             pairs,
             s.clone(),
             controls.clone(),
@@ -292,8 +294,7 @@ async fn client(
     {
         out.error(&progress, || format!("client {index}: {e}"));
     }
-    // Disconnect together (the router stops a leaving client's monitors).
-    done.wait().await;
+    super::leave_together(&done, &progress).await;
     reader.abort();
     (out, losses, phone)
 }

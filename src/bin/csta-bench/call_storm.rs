@@ -65,7 +65,10 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
             BenchError::Setup("call-storm needs sw1's simulator control API address".into())
         })?;
     let url = env.router()?;
-    let (progress, _display) = stats::progress("call-storm");
+    let urls = (0..a.clients)
+        .map(|i| env.router_for(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (progress, _display) = stats::progress("call-storm", &env.window);
     let setup_started = Instant::now();
     let mut storm_client = WsClient::connect(&url, "csta-bench-storm").await?;
     storm_client
@@ -76,7 +79,7 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
         let pairs = s.plan.pairs_of(a.dns, a.clients, i);
         client(
             i,
-            url.clone(),
+            urls[i].clone(),
             pairs,
             s.clone(),
             storming.clone(),

@@ -243,7 +243,9 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     let layout = Layout::new(s)?;
     let (batch, batches) = (layout.batch, layout.batches);
     let controls = env.controls(plan.switches, "fanout")?;
-    let url = env.router()?;
+    let urls = (0..a.monitors)
+        .map(|i| env.router_for(i))
+        .collect::<Result<Vec<_>, _>>()?;
     let slots = a.rounds * plan.switches * batches;
     let shared = Arc::new(Shared {
         layout,
@@ -269,14 +271,14 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     }
     let dns = Arc::new(dns);
     let per_client = 4 * pairs as u64 * a.rounds as u64;
-    let (progress, _display) = stats::progress("fanout");
+    let (progress, _display) = stats::progress("fanout", &env.window);
     let setup_started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let done = Arc::new(Barrier::new(a.monitors));
     let started = start_workers(a.monitors, &progress, |i, gate| {
         monitor_client(
             i,
-            url.clone(),
+            urls[i].clone(),
             dns.clone(),
             shared.clone(),
             per_client,
@@ -499,9 +501,7 @@ async fn monitor_client(
         .values()
         .map(|t| per_dn.saturating_sub(t.count))
         .sum();
-    // Disconnect together: a client leaving early makes the router stop its monitors while
-    // the others still count.
-    done.wait().await;
+    super::leave_together(&done, &progress).await;
     c.close().await;
     out
 }

@@ -107,7 +107,7 @@ impl Pacer {
 /// Run the scenario and fill in the summary.
 pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outcome {
     let a = &s.args;
-    let (progress, _display) = stats::progress("login-storm");
+    let (progress, _display) = stats::progress("login-storm", &env.window);
     let setup_started = Instant::now();
     let (start, results) = if a.direct {
         let mut conns = Vec::new();
@@ -124,13 +124,15 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
         summary.set("csta_events", events);
         r
     } else {
-        let url = env.router()?;
+        let urls = (0..a.clients)
+            .map(|i| env.router_for(i))
+            .collect::<Result<Vec<_>, _>>()?;
         let done = Arc::new(Barrier::new(a.clients));
         run_workers(a.clients, &progress, |i, gate| {
             let pairs = s.plan.pairs_of(a.dns, a.clients, i);
             router_client(
                 i,
-                url.clone(),
+                urls[i].clone(),
                 pairs,
                 s.clone(),
                 progress.clone(),
@@ -261,9 +263,7 @@ async fn router_client(
             format!("client {index}: {e}; {lost} request(s) unanswered or unsent")
         });
     }
-    // Disconnect together: a client leaving early makes the router stop its monitors (one
-    // MonitorStop per DN) while the others are still measured.
-    done.wait().await;
+    super::leave_together(&done, &progress).await;
     c.close().await;
     out
 }

@@ -29,7 +29,9 @@
 
 mod account_codes;
 mod call_storm;
+mod cluster;
 mod direct;
+mod failover;
 mod fanout;
 mod http;
 #[cfg(test)]
@@ -42,11 +44,14 @@ mod procfs_tests;
 mod redis;
 mod spawn;
 mod stats;
+mod window;
+#[cfg(test)]
+mod window_tests;
 mod ws;
 
 use clap::{Parser, ValueEnum};
 use plan::Plan;
-use spawn::{Environment, SimAddrs};
+use spawn::{Environment, Routers, SimAddrs};
 use stats::{Progress, Summary};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,6 +75,9 @@ pub enum Scenario {
     /// The yardstick for `fanout`: a running redis-server (`--redis`) publishes messages of an
     /// event's size to M subscribers as light as the bench's clients.
     RedisFanout,
+    /// With `--cluster N` (N >= 2): kill -9 the owner of each switch in turn (--rounds kills),
+    /// time until a client of another node gets EventLinkConnected, restart the node.
+    Failover,
 }
 
 impl Scenario {
@@ -81,6 +89,7 @@ impl Scenario {
             Scenario::AccountCodes => "account-codes",
             Scenario::CallStorm => "call-storm",
             Scenario::RedisFanout => "redis-fanout",
+            Scenario::Failover => "failover",
         }
     }
 }
@@ -105,7 +114,9 @@ EXAMPLES:
   csta-bench login-storm --spawn --direct --switches 4 --clients 200 --dns 20000
   csta-bench fanout --spawn --switches 4 --dns 10000 --monitors 100
   csta-bench account-codes --spawn --switches 2 --clients 10 --dns 1000
-  csta-bench call-storm --spawn --switches 1 --clients 10 --dns 100 --calls 60000 --call-rate 10000"
+  csta-bench call-storm --spawn --switches 1 --clients 10 --dns 100 --calls 60000 --call-rate 10000
+  csta-bench login-storm --spawn --cluster 3 --switches 3 --clients 60 --dns 6000
+  csta-bench failover --spawn --cluster 2 --switches 2 --rounds 10"
 )]
 pub struct Args {
     /// The scenario to run.
@@ -118,6 +129,16 @@ pub struct Args {
     /// Drive this running router, e.g. ws://127.0.0.1:7700/v1.
     #[arg(long, value_name = "URL")]
     pub router: Option<String>,
+    /// With --spawn: start a nats-server (JetStream, from the PATH) and N router nodes with a
+    /// [cluster] section in front of the same simulators; the clients are spread round-robin
+    /// over the nodes, and the summary adds each node's CPU per operation, NATS's and the
+    /// share of requests forwarded to another node.
+    #[arg(long, value_name = "N")]
+    pub cluster: Option<usize>,
+    /// With --cluster: the nodes' lease-ttl in seconds (how fast a dead node's switches fail
+    /// over).
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    pub lease_ttl: f64,
     /// Drive the simulators directly over CSTA (the baseline without the router), with the
     /// same number of requests in flight as a router run (clients x --in-flight).
     #[arg(long)]
@@ -144,7 +165,7 @@ pub struct Args {
     pub monitors: usize,
     /// login-storm: associate+cancel cycles per guest. fanout: associate+cancel rounds per
     /// pair. account-codes: codes set by the client per device. call-storm: the fewest
-    /// associate+cancel cycles per client (they go on while the storm lasts).
+    /// associate+cancel cycles per client (they go on while the storm lasts). failover: kills.
     #[arg(long, default_value_t = 1, value_name = "R")]
     pub rounds: usize,
     /// Requests in flight per client (login-storm, account-codes).
@@ -289,7 +310,7 @@ pub async fn run(args: Args) -> Outcome {
         _ = interrupted() => return Err(BenchError::Interrupted),
     };
     let result = tokio::select! {
-        r = run_scenario(&settings, &env) => r,
+        r = run_scenario(&settings, &mut env) => r,
         _ = interrupted() => Err(BenchError::Interrupted),
     };
     env.shutdown();
@@ -299,6 +320,7 @@ pub async fn run(args: Args) -> Outcome {
 fn check(args: Args) -> Result<Settings, BenchError> {
     let plan = Plan::with_numbering(args.switches, args.numbering)?;
     let mode = if args.direct { "direct" } else { "router" };
+    check_cluster(&args)?;
     if !args.spawn {
         if args.direct && args.sim_link.len() != args.switches {
             return Err(BenchError::Setup(format!(
@@ -367,17 +389,58 @@ fn check(args: Args) -> Result<Settings, BenchError> {
                 ));
             }
         }
-        Scenario::RedisFanout => {}
+        Scenario::RedisFanout | Scenario::Failover => {}
     }
     Ok(Settings { args, plan, mode })
 }
 
+/// The rules of `--cluster` (and of the scenario that needs it).
+fn check_cluster(args: &Args) -> Result<(), BenchError> {
+    let Some(nodes) = args.cluster else {
+        if args.scenario == Scenario::Failover {
+            return Err(BenchError::Setup(
+                "failover needs --spawn --cluster N with N of at least 2 (it kills and restarts nodes the bench started)".into(),
+            ));
+        }
+        return Ok(());
+    };
+    if !args.spawn {
+        return Err(BenchError::Setup(
+            "--cluster N needs --spawn: the bench starts the NATS server and the N nodes itself (to drive a running cluster, give --router one node's URL)".into(),
+        ));
+    }
+    if args.direct {
+        return Err(BenchError::Setup(
+            "--cluster and --direct exclude each other (--direct has no router)".into(),
+        ));
+    }
+    if !(1..=9).contains(&nodes) {
+        return Err(BenchError::Setup("--cluster must be 1 to 9 nodes".into()));
+    }
+    if !(args.lease_ttl.is_finite() && args.lease_ttl >= 1.0) {
+        return Err(BenchError::Setup(
+            "--lease-ttl must be at least 1 second".into(),
+        ));
+    }
+    if args.scenario == Scenario::Failover && nodes < 2 {
+        return Err(BenchError::Setup(
+            "failover needs --cluster 2 or more (a node to fail over to)".into(),
+        ));
+    }
+    Ok(())
+}
+
 async fn prepare(s: &Settings) -> Result<Environment, BenchError> {
     if s.args.spawn {
-        return Ok(spawn::spawn(s.plan, s.args.direct).await?);
+        let routers = match s.args.cluster {
+            _ if s.args.direct => Routers::Direct,
+            Some(n) => Routers::Cluster(n, Duration::from_secs_f64(s.args.lease_ttl)),
+            None => Routers::One,
+        };
+        return Ok(spawn::spawn(s.plan, routers).await?);
     }
     let mut env = Environment::default();
-    env.router_url = s.args.router.clone();
+    env.router_urls = s.args.router.clone().into_iter().collect();
     let n = s.args.sim_link.len().max(s.args.sim_control.len());
     for i in 0..n {
         env.sims.push(SimAddrs {
@@ -391,22 +454,34 @@ async fn prepare(s: &Settings) -> Result<Environment, BenchError> {
         });
     }
     if !s.args.direct {
-        if let Some(url) = &env.router_url {
+        if let Some(url) = env.router_urls.first() {
             spawn::wait_links_up(url, s.plan.switches).await?;
         }
     }
     Ok(env)
 }
 
-async fn run_scenario(s: &Settings, env: &Environment) -> Outcome {
+async fn run_scenario(s: &Settings, env: &mut Environment) -> Outcome {
     let mut summary = Summary::default();
     summary.set("scenario", s.args.scenario.name());
     summary.set("mode", s.mode);
     summary.set("switches", s.plan.switches);
+    if let Some(nodes) = s.args.cluster {
+        summary.set("cluster_nodes", nodes);
+    }
+    if s.args.scenario == Scenario::Failover {
+        return failover::run(s, env, summary).await;
+    }
+    let env = &*env;
     let cpu = |env: &Environment| {
-        let router = env
-            .router_pid
-            .and_then(|p| procfs::cpu_seconds(&p.to_string()));
+        let pids = env.router_pids();
+        let router: Option<f64> = if pids.is_empty() {
+            None
+        } else {
+            pids.iter()
+                .map(|p| procfs::cpu_seconds(&p.to_string()))
+                .sum()
+        };
         let sims: Option<f64> = if env.sim_pids.is_empty() {
             None
         } else {
@@ -417,16 +492,25 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Outcome {
         };
         (router, sims, procfs::cpu_seconds("self"))
     };
+    if let Some(c) = &env.cluster {
+        summary.set("owners", owners_per_node(c).await);
+    }
     let before = cpu(env);
+    let window_before = env.window.cpu_now();
     let mut summary = match s.args.scenario {
         Scenario::LoginStorm => login_storm::run(s, env, summary).await?,
         Scenario::Fanout => fanout::run(s, env, summary).await?,
         Scenario::AccountCodes => account_codes::run(s, env, summary).await?,
         Scenario::CallStorm => call_storm::run(s, env, summary).await?,
-        Scenario::RedisFanout => {
-            return Err(BenchError::Setup("redis-fanout runs on its own".into()))
+        Scenario::RedisFanout | Scenario::Failover => {
+            return Err(BenchError::Setup(format!(
+                "{} runs on its own",
+                s.args.scenario.name()
+            )))
         }
     };
+    // Scenarios without a common end of their measured part end it here.
+    env.window.mark_end().await;
     let after = cpu(env);
     // CPU seconds each side used during the scenario (setup included).
     for (key, b, a) in [
@@ -442,7 +526,41 @@ async fn run_scenario(s: &Settings, env: &Environment) -> Outcome {
         summary.set_f("router_rss_mib", rss);
         summary.set_f("router_peak_rss_mib", hwm);
     }
+    if let Some(setup) = env.window.setup_cpu(&window_before) {
+        summary.set_f("cpu_router_setup_s", setup);
+    }
+    let ops = summary
+        .get("ops")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    env.window.report(&mut summary, ops, env.cluster.is_some());
+    if s.args.scenario == Scenario::Fanout {
+        if let Some(v) = summary.get("cpu_router_us_per_op").cloned() {
+            summary.set("cpu_router_us_per_delivery", v);
+        }
+    }
+    if env.cluster.is_some() {
+        eprint!("{}", window::describe(&summary));
+    }
     Ok(summary)
+}
+
+/// How many switches each node owns, as the cluster agreed when it settled.
+async fn owners_per_node(c: &cluster::Cluster) -> serde_json::Value {
+    let owners = c.settle().await.unwrap_or_default();
+    let map: serde_json::Map<String, serde_json::Value> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let owned: Vec<serde_json::Value> = owners
+                .iter()
+                .filter(|(_, o)| **o == n.name)
+                .map(|(s, _)| s.as_str().into())
+                .collect();
+            (n.name.clone(), owned.into())
+        })
+        .collect();
+    map.into()
 }
 
 /// Resolves on ctrl-c or SIGTERM.
@@ -463,6 +581,16 @@ pub async fn share_client(
     let window = setup_window(s.plan.switches, s.args.clients, 64);
     let events = c.register_all(dns, "share", window, progress).await?;
     Ok((c, events))
+}
+
+/// Wait until every client of the run got here (after its last reply and event), the last
+/// one to arrive closing the measured window, so that none leaves while the others are
+/// measured: a leaving client makes the router stop its monitors (one MonitorStop per DN).
+pub async fn leave_together(done: &tokio::sync::Barrier, progress: &Progress) {
+    if done.wait().await.is_leader() {
+        progress.end_window().await;
+    }
+    done.wait().await;
 }
 
 /// Setup requests (registrations, MonitorStarts) each client may have in flight: at most
@@ -599,6 +727,7 @@ where
             None => return Err(BenchError::Setup("a worker stopped during setup".into())),
         }
     }
+    progress.start_window().await;
     let start = Instant::now() + Duration::from_millis(20);
     progress.set_phase(stats::Phase::Run);
     let _ = start_tx.send(Some(start));

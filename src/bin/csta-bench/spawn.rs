@@ -1,17 +1,21 @@
-//! `--spawn`: start `pbx-sim` processes (one per switch) and a `csta-router` on free loopback
-//! ports, learn their addresses from the JSON line each prints on stdout, and kill them when the
-//! run ends (normally, on error, or on ctrl-c).
+//! `--spawn`: start `pbx-sim` processes (one per switch) and a `csta-router` (or, with
+//! `--cluster N`, a NATS server and N router nodes: [`super::cluster`]) on free loopback ports,
+//! learn their addresses from the JSON line each prints on stdout, and kill them when the run
+//! ends (normally, on error, or on ctrl-c).
 //!
 //! The binaries are looked up next to the running `csta-bench`. Their logs go to our stderr at
 //! level `error` unless `RUST_LOG` says otherwise (a panic is always visible).
 
+use super::cluster::Cluster;
 use super::plan::Plan;
+use super::window::{Probe, Watched, Window};
 use super::ws::WsClient;
 use super::BenchError;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a spawned program may take to print its address line.
@@ -28,6 +32,16 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Guard a started process.
+    pub fn new(name: String, child: Child) -> ChildGuard {
+        ChildGuard { name, child }
+    }
+
+    /// Its exit status if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The process ID.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -63,14 +77,19 @@ pub struct SimAddrs {
 /// Where everything is; owns the spawned processes.
 #[derive(Debug, Default)]
 pub struct Environment {
-    /// The router's WebSocket URL (`ws://HOST:PORT/v1`), in router mode.
-    pub router_url: Option<String>,
+    /// The routers' WebSocket URLs (`ws://HOST:PORT/v1`), in router mode: one, or a
+    /// cluster's nodes in order.
+    pub router_urls: Vec<String>,
     /// The simulators, in switch order (`sw1` first), as far as known.
     pub sims: Vec<SimAddrs>,
     /// The router's process ID when we spawned it (for its memory and CPU figures).
     pub router_pid: Option<u32>,
     /// The simulators' process IDs when we spawned them.
     pub sim_pids: Vec<u32>,
+    /// With `--cluster`: the NATS server and the nodes.
+    pub cluster: Option<Cluster>,
+    /// The measured window's samples of the routers' (and NATS's) cost.
+    pub window: Arc<Window>,
     children: Vec<ChildGuard>,
     config: Option<TempFile>,
 }
@@ -78,9 +97,27 @@ pub struct Environment {
 impl Environment {
     /// The router's WebSocket URL, which a scenario through the router needs.
     pub fn router(&self) -> Result<String, BenchError> {
-        self.router_url
-            .clone()
+        self.router_urls
+            .first()
+            .cloned()
             .ok_or_else(|| BenchError::Setup("no router URL".into()))
+    }
+
+    /// The URL client `index` connects to: the clients are spread round-robin over a
+    /// cluster's nodes.
+    pub fn router_for(&self, index: usize) -> Result<String, BenchError> {
+        match self.router_urls.len() {
+            0 => self.router(),
+            n => Ok(self.router_urls[index % n].clone()),
+        }
+    }
+
+    /// The router processes the bench started (one, or a cluster's running nodes).
+    pub fn router_pids(&self) -> Vec<u32> {
+        match &self.cluster {
+            Some(c) => c.nodes.iter().filter_map(|n| n.pid()).collect(),
+            None => self.router_pid.into_iter().collect(),
+        }
     }
 
     /// The control API of each of the first `switches` simulators, which `scenario` needs.
@@ -102,10 +139,14 @@ impl Environment {
     pub fn shutdown(&mut self) {
         // Signal every process first, then reap them, so none has time to log the others
         // going away.
+        if let Some(cluster) = &mut self.cluster {
+            cluster.shutdown();
+        }
         for c in &mut self.children {
             let _ = c.child.kill();
         }
         self.children.clear();
+        self.cluster = None;
         self.config = None;
     }
 }
@@ -129,7 +170,7 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 
 /// Start a program, wait for the JSON line it prints once it listens, and keep draining its
 /// stdout (so it never writes into a closed pipe).
-async fn start_program(
+pub async fn start_program(
     path: &Path,
     args: &[String],
     name: String,
@@ -184,21 +225,31 @@ async fn start_program(
     Ok((guard, value))
 }
 
-fn addr(v: &serde_json::Value, what: &str, who: &str) -> Result<SocketAddr, String> {
+pub fn addr(v: &serde_json::Value, what: &str, who: &str) -> Result<SocketAddr, String> {
     v.as_str()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("{who} printed no usable {what} address: {v}"))
 }
 
-/// Start `switches` simulators and, unless `direct`, a router connected to them; wait until
-/// the router has every link up.
-pub async fn spawn(plan: Plan, direct: bool) -> Result<Environment, String> {
+/// What `--spawn` starts besides the simulators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routers {
+    /// None (`--direct`).
+    Direct,
+    /// One router.
+    One,
+    /// A NATS server and this many nodes with this lease.
+    Cluster(usize, Duration),
+}
+
+/// Start `switches` simulators and the `routers` in front of them; wait until every router
+/// has every link up.
+pub async fn spawn(plan: Plan, routers: Routers) -> Result<Environment, String> {
     let mut env = Environment::default();
     let sim_bin = sibling("pbx-sim")?;
-    let router_bin = if direct {
-        None
-    } else {
-        Some(sibling("csta-router")?)
+    let router_bin = match routers {
+        Routers::Direct => None,
+        _ => Some(sibling("csta-router")?),
     };
     for i in 0..plan.switches {
         let name = Plan::switch_name(i);
@@ -226,6 +277,13 @@ pub async fn spawn(plan: Plan, direct: bool) -> Result<Environment, String> {
     let Some(router_bin) = router_bin else {
         return Ok(env);
     };
+    if let Routers::Cluster(nodes, lease_ttl) = routers {
+        let cluster = Cluster::start(plan, &env.sims, nodes, lease_ttl, router_bin).await?;
+        env.router_urls = cluster.nodes.iter().map(|n| n.url()).collect();
+        env.window = Arc::new(Window::new(cluster.probe()));
+        env.cluster = Some(cluster);
+        return Ok(env);
+    }
     let path = std::env::temp_dir().join(format!(
         "csta-bench-{}-{}.toml",
         std::process::id(),
@@ -244,11 +302,18 @@ pub async fn spawn(plan: Plan, direct: bool) -> Result<Environment, String> {
     let args = vec!["--config".to_owned(), path.to_string_lossy().into_owned()];
     let (child, v) = start_program(&router_bin, &args, "csta-router".to_owned()).await?;
     env.router_pid = Some(child.pid());
+    env.window = Arc::new(Window::new(Probe {
+        routers: vec![Watched {
+            pid: child.pid(),
+            metrics: None,
+        }],
+        nats: None,
+    }));
     env.children.push(child);
     let clients = addr(&v["clients"], "clients", "csta-router")?;
     let url = format!("ws://{clients}/v1");
     wait_links_up(&url, plan.switches).await?;
-    env.router_url = Some(url);
+    env.router_urls = vec![url];
     Ok(env)
 }
 

@@ -1,11 +1,12 @@
 //! Measurements: latency histograms (HDR, microseconds), the shared counters behind the
 //! progress display, and the one-line JSON summary.
 
+use super::window::Window;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The largest latency recorded, in microseconds (larger values are clamped): 10 minutes.
@@ -89,6 +90,7 @@ pub struct Progress {
     /// Setup steps done (registrations, monitors started).
     pub setup: AtomicU64,
     phase: AtomicU8,
+    window: OnceLock<Arc<Window>>,
 }
 
 /// What a run is doing, for the progress display.
@@ -125,12 +127,34 @@ impl Progress {
     pub fn error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Measure the run's cost in `window` (opened when the workers start, closed by
+    /// [`Progress::end_window`]).
+    pub fn watch(&self, window: Arc<Window>) {
+        let _ = self.window.set(window);
+    }
+
+    /// Open the measured window, just before the first measured request is due.
+    pub async fn start_window(&self) {
+        if let Some(w) = self.window.get() {
+            w.mark_start().await;
+        }
+    }
+
+    /// Close the measured window, after the last reply and the last expected event (only
+    /// the first call counts).
+    pub async fn end_window(&self) {
+        if let Some(w) = self.window.get() {
+            w.mark_end().await;
+        }
+    }
 }
 
-/// A scenario's shared counters, and their display on stderr (see [`start_display`]) until
+/// A scenario's shared counters (measuring the run's cost in `window`), and their display on stderr (see [`start_display`]) until
 /// the guard is dropped.
-pub fn progress(scenario: &'static str) -> (Arc<Progress>, DisplayGuard) {
+pub fn progress(scenario: &'static str, window: &Arc<Window>) -> (Arc<Progress>, DisplayGuard) {
     let progress = Progress::new();
+    progress.watch(window.clone());
     let display = start_display(scenario, progress.clone());
     (progress, display)
 }
