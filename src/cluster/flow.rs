@@ -1,8 +1,9 @@
 //! The ordered flow from a switch's owner to another node: the replies to that node's forwarded
 //! requests and the events of its clients' DNs, in the order the owner read the frames.
 //!
-//! Each message is a core NATS message on the node's flow subject; its headers say which
-//! switch, which ownership (`epoch`), its number in the flow (contiguous per switch, node and
+//! Each message is a record on the node's flow subject (several records queued together go in
+//! one core NATS message); its fields say which switch, which ownership (`epoch`), its number
+//! in the flow (contiguous per switch, node and
 //! epoch, from 1), and two running counts that make any loss exactly measurable: how many
 //! events the flow carried so far, and the `eventSeq` of the last one. Core NATS may drop
 //! messages (a reconnect, a slow consumer) and the owner drops what its bounded queue cannot
@@ -15,21 +16,15 @@
 //! results and carries out the steps it returns.
 
 use crate::protocol::SharedText;
-use async_nats::HeaderMap;
 use std::sync::Arc;
 
-/// Header names of the cluster's messages: flows, events in the stream, link states.
+/// Header names of the cluster's messages: events in the stream, link states (a flow's
+/// messages carry their fields in their records, see [`FlowMessage::encode_into`]).
 pub(super) mod header {
     pub const SWITCH: &str = "Crr-Switch";
     pub const EPOCH: &str = "Crr-Epoch";
-    pub const NUMBER: &str = "Crr-Flow";
-    pub const KIND: &str = "Crr-Kind";
-    pub const EVENTS: &str = "Crr-Events";
-    pub const PREV: &str = "Crr-Prev";
     pub const DN: &str = "Crr-Dn";
     pub const SEQ: &str = "Crr-Seq";
-    pub const SESSION: &str = "Crr-Session";
-    pub const REPLY: &str = "Crr-Reply";
     pub const UP: &str = "Crr-Up";
     pub const LINK: &str = "Crr-Link";
     pub const REASON: &str = "Crr-Reason";
@@ -77,56 +72,89 @@ pub struct FlowMessage {
     pub text: SharedText,
 }
 
+/// The first word of every record of a flow's NATS message (and its version).
+const RECORD: &str = "CRR1";
+
 impl FlowMessage {
-    /// The NATS headers of the message.
-    pub fn headers(&self) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::SWITCH, &*self.switch);
-        h.insert(header::EPOCH, self.epoch.to_string());
-        h.insert(header::NUMBER, self.number.to_string());
-        h.insert(header::EVENTS, self.events.to_string());
-        h.insert(header::PREV, self.prev.to_string());
-        match &self.kind {
-            Kind::Event { dn, seq } => {
-                h.insert(header::KIND, "E");
-                h.insert(header::DN, &**dn);
-                h.insert(header::SEQ, seq.to_string());
-            }
-            Kind::Session { session, reply } => {
-                h.insert(header::KIND, "S");
-                h.insert(header::SESSION, &**session);
-                h.insert(header::REPLY, if *reply { "1" } else { "0" });
-            }
-            Kind::Heartbeat => h.insert(header::KIND, "H"),
-        }
-        h
+    /// Append the message to a flow's NATS payload: one line of fields, then the JSON.
+    ///
+    /// `CRR1 <kind> <switch> <epoch> <number> <events> <prev> <a> <b> <length>\n<JSON>`, where
+    /// `kind` is `E` (an event: `a` its DN, `b` its `eventSeq`), `S` (for one session: `a` the
+    /// session, `b` 1 for a reply, else 0) or `H` (a heartbeat: `a` is `-`, `b` 0). Why not
+    /// NATS headers: several messages of a flow often go in one NATS message (the publisher
+    /// joins what is queued for one node), and a header map per message cost allocations on
+    /// both sides of every forwarded request.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let (kind, a, b) = match &self.kind {
+            Kind::Event { dn, seq } => ("E", &**dn, *seq),
+            Kind::Session { session, reply } => ("S", &**session, u64::from(*reply)),
+            Kind::Heartbeat => ("H", "-", 0),
+        };
+        let body = self.text.as_bytes();
+        // Writing to a Vec cannot fail.
+        let _ = writeln!(
+            out,
+            "{RECORD} {kind} {} {} {} {} {} {a} {b} {}",
+            self.switch,
+            self.epoch,
+            self.number,
+            self.events,
+            self.prev,
+            body.len()
+        );
+        out.extend_from_slice(body);
     }
 
-    /// Read a message from its headers and payload; `None` when it is not a flow message.
-    pub fn read(headers: &HeaderMap, payload: &[u8]) -> Option<FlowMessage> {
-        let text = |name: &str| headers.get(name).map(|v| v.as_str());
-        let number = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
-        let kind = match text(header::KIND)? {
-            "E" => Kind::Event {
-                dn: Arc::from(text(header::DN)?),
-                seq: number(header::SEQ)?,
-            },
-            "S" => Kind::Session {
-                session: Arc::from(text(header::SESSION)?),
-                reply: text(header::REPLY)? == "1",
-            },
-            "H" => Kind::Heartbeat,
-            _ => return None,
-        };
-        Some(FlowMessage {
-            switch: Arc::from(text(header::SWITCH)?),
-            epoch: number(header::EPOCH)?,
-            number: number(header::NUMBER)?,
-            events: number(header::EVENTS)?,
-            prev: number(header::PREV)?,
-            kind,
-            text: SharedText::try_from(payload.to_vec()).ok()?,
-        })
+    /// The message alone, as a flow's NATS payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.text.as_bytes().len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Every message of a flow's NATS payload, in order; `None` when any record is malformed
+    /// (then nothing of it is used: the receiver sees a hole and repairs it).
+    pub fn read_all(payload: &[u8]) -> Option<Vec<FlowMessage>> {
+        let mut out = Vec::new();
+        let mut rest = payload;
+        while !rest.is_empty() {
+            let nl = rest.iter().position(|b| *b == b'\n')?;
+            let line = std::str::from_utf8(&rest[..nl]).ok()?;
+            let f: Vec<&str> = line.split(' ').collect();
+            let [record, kind, switch, epoch, number, events, prev, a, b, len] = f[..] else {
+                return None;
+            };
+            if record != RECORD {
+                return None;
+            }
+            let n = |v: &str| v.parse::<u64>().ok();
+            let len = usize::try_from(n(len)?).ok()?;
+            let body = rest.get(nl + 1..nl + 1 + len)?;
+            rest = &rest[nl + 1 + len..];
+            let kind = match kind {
+                "E" => Kind::Event {
+                    dn: Arc::from(a),
+                    seq: n(b)?,
+                },
+                "S" => Kind::Session {
+                    session: Arc::from(a),
+                    reply: b == "1",
+                },
+                "H" => Kind::Heartbeat,
+                _ => return None,
+            };
+            out.push(FlowMessage {
+                switch: Arc::from(switch),
+                epoch: n(epoch)?,
+                number: n(number)?,
+                events: n(events)?,
+                prev: n(prev)?,
+                kind,
+                text: SharedText::try_from(body.to_vec()).ok()?,
+            });
+        }
+        Some(out)
     }
 }
 
@@ -388,17 +416,43 @@ mod tests {
     }
 
     #[test]
-    fn headers_carry_every_field() {
-        let m = &flow(&[0, 42])[1];
-        let back = FlowMessage::read(&m.headers(), m.text.as_bytes()).unwrap();
-        assert_eq!(&back, m);
-        assert_eq!((back.number, back.events, back.prev), (2, 1, 0));
-        let reply = &flow(&[0])[0];
-        assert_eq!(
-            FlowMessage::read(&reply.headers(), reply.text.as_bytes()).as_ref(),
-            Some(reply)
-        );
-        assert!(FlowMessage::read(&HeaderMap::new(), b"").is_none());
+    fn records_carry_every_field() {
+        let f = flow(&[0, 42]);
+        let mut batch = Vec::new();
+        for m in &f {
+            m.encode_into(&mut batch);
+        }
+        // Written out by hand from the format (not by the encoder).
+        let want = b"CRR1 S sw1 7 1 0 0 s1 1 2\nm0CRR1 E sw1 7 2 1 0 5001 42 3\nm42";
+        assert_eq!(batch, want.to_vec(), "{}", String::from_utf8_lossy(&batch));
+        let back = FlowMessage::read_all(want).unwrap();
+        assert_eq!(back, f);
+        assert_eq!((back[1].number, back[1].events, back[1].prev), (2, 1, 0));
+        let hb = FlowCounter::default();
+        assert!(hb.heartbeat(&sw(), 7).is_none());
+        let read = FlowMessage::read_all(b"CRR1 H sw1 7 9 4 40 - 0 0\n").unwrap();
+        assert_eq!((read[0].number, read[0].events, read[0].prev), (9, 4, 40));
+        assert_eq!(read[0].kind, Kind::Heartbeat);
+        assert_eq!(FlowMessage::read_all(b"").unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_malformed_payload_is_refused_whole() {
+        for bad in [
+            &b"CRR1 E sw1 7 2 1 0 5001 42 9\nm42"[..],
+            b"CRR2 E sw1 7 2 1 0 5001 42 3\nm42",
+            b"CRR1 X sw1 7 2 1 0 5001 42 3\nm42",
+            b"CRR1 E sw1 7 2 1 0 5001 x 3\nm42",
+            b"CRR1 E sw1 7 2 1 0 5001 42\nm42",
+            b"CRR1 S sw1 7 1 0 0 s1 1 2\nm0CRR1 E sw1",
+            b"no line end",
+        ] {
+            assert!(
+                FlowMessage::read_all(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -284,14 +284,11 @@ impl Node {
         tokio::spawn(async move {
             while let Some(msg) = flows.next().await {
                 let Some(node) = me.upgrade() else { break };
-                let Some(headers) = msg.headers.as_ref() else {
-                    continue;
-                };
-                let Some(m) = FlowMessage::read(headers, &msg.payload) else {
-                    continue;
-                };
-                if let Some(s) = node.switch(&m.switch) {
-                    s.proxy.on_flow(m);
+                // A malformed message is dropped whole: its flow sees the hole and repairs it.
+                for m in FlowMessage::read_all(&msg.payload).unwrap_or_default() {
+                    if let Some(s) = node.switch(&m.switch) {
+                        s.proxy.on_flow(m);
+                    }
                 }
             }
         });

@@ -21,9 +21,11 @@ use crate::router::{ClusterHooks, SwitchCtx};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Messages the publisher may hold before it drops (a drop in a flow is a hole its receiver
 /// repairs).
@@ -40,6 +42,9 @@ pub struct Publish {
     pub payload: Bytes,
     /// To the event stream (JetStream) rather than core NATS.
     pub stream: bool,
+    /// A flow's records ([`FlowMessage::encode`]): joined with the records queued next for
+    /// the same subject into one NATS message.
+    pub flow: bool,
     /// Published only while this fence is open (`None`: always; an answer that nothing was
     /// done needs no fence).
     pub fence: Option<Fence>,
@@ -49,6 +54,8 @@ pub struct Publish {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     tx: mpsc::Sender<Publish>,
+    /// Messages dropped because the queue was full, and those already reported in the log.
+    dropped: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl Publisher {
@@ -59,10 +66,23 @@ impl Publisher {
     ) -> Publisher {
         let (tx, mut rx) = mpsc::channel::<Publish>(PUBLISH_QUEUE);
         tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
+            let mut next = None;
+            loop {
+                let p = match next.take() {
+                    Some(p) => p,
+                    None => match rx.recv().await {
+                        Some(p) => p,
+                        None => break,
+                    },
+                };
                 if p.fence.as_ref().is_some_and(|f| !f.check()) {
                     continue;
                 }
+                let p = if p.flow {
+                    join_flow(p, &mut rx, &mut next)
+                } else {
+                    p
+                };
                 let sent = if p.stream {
                     // The stream's acknowledgement is not awaited: the flow carries the event
                     // live, the stream is for repairs and replays.
@@ -82,12 +102,64 @@ impl Publisher {
                 }
             }
         });
-        Publisher { tx }
+        let dropped: Arc<(AtomicU64, AtomicU64)> = Arc::default();
+        let weak = Arc::downgrade(&dropped);
+        // At most one line a second: a full queue may drop thousands of messages a second.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            while let Some(d) = weak.upgrade() {
+                let (all, told) = (d.0.load(Ordering::Relaxed), d.1.load(Ordering::Relaxed));
+                if all > told {
+                    d.1.store(all, Ordering::Relaxed);
+                    warn!(dropped = all - told, "the queue of messages to NATS was full ({PUBLISH_QUEUE}): messages were dropped, and the nodes they were for see a gap (NATS or this node is too slow for the load)");
+                }
+                drop(d);
+                every.tick().await;
+            }
+        });
+        Publisher { tx, dropped }
     }
 
-    /// Queue a message; `false` when the queue is full (the message is dropped).
+    /// Queue a message; `false` when the queue is full (the message is dropped and counted).
     pub fn send(&self, p: Publish) -> bool {
-        self.tx.try_send(p).is_ok()
+        let sent = self.tx.try_send(p).is_ok();
+        if !sent {
+            self.dropped.0.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+}
+
+/// The most bytes of flow records joined in one NATS message (NATS's own limit is 1 MiB).
+const FLOW_BATCH: usize = 64 * 1024;
+
+/// `first` (flow records) and the flow records queued right after it for the same subject,
+/// as one message; the first other message met is left in `next`.
+fn join_flow(
+    first: Publish,
+    rx: &mut mpsc::Receiver<Publish>,
+    next: &mut Option<Publish>,
+) -> Publish {
+    let mut payload: Option<Vec<u8>> = None;
+    while payload.as_ref().map_or(first.payload.len(), Vec::len) < FLOW_BATCH {
+        let Ok(q) = rx.try_recv() else { break };
+        if !q.flow || q.subject != first.subject {
+            *next = Some(q);
+            break;
+        }
+        if q.fence.as_ref().is_some_and(|f| !f.check()) {
+            continue;
+        }
+        payload
+            .get_or_insert_with(|| first.payload.to_vec())
+            .extend_from_slice(&q.payload);
+    }
+    match payload {
+        Some(p) => Publish {
+            payload: Bytes::from(p),
+            ..first
+        },
+        None => first,
     }
 }
 
@@ -136,33 +208,30 @@ pub struct NodeFlow {
 }
 
 impl NodeFlow {
+    /// Number and queue a message. Both under the counter's lock: numbered here but queued
+    /// after another thread's later number (or its heartbeat saying where the flow stands),
+    /// it would reach the receiver as a gap.
     fn send(&self, kind: Kind, text: SharedText) -> bool {
-        let m = self
-            .counter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .next(&self.switch, self.epoch, kind, text);
+        let mut counter = self.counter.lock().unwrap_or_else(PoisonError::into_inner);
+        let m = counter.next(&self.switch, self.epoch, kind, text);
         self.publish(m)
     }
 
     fn publish(&self, m: FlowMessage) -> bool {
         self.publisher.send(Publish {
             subject: self.subject.clone(),
-            headers: m.headers(),
-            payload: m.text.into_bytes(),
+            headers: HeaderMap::new(),
+            payload: Bytes::from(m.encode()),
             stream: false,
+            flow: true,
             fence: Some(self.fence.clone()),
         })
     }
 
     /// Send where the flow stands (so that a loss at its end is seen).
     pub fn heartbeat(&self) {
-        let hb = self
-            .counter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .heartbeat(&self.switch, self.epoch);
-        if let Some(m) = hb {
+        let counter = self.counter.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = counter.heartbeat(&self.switch, self.epoch) {
             self.publish(m);
         }
     }
@@ -326,6 +395,7 @@ impl Owned {
             headers,
             payload: Bytes::new(),
             stream: false,
+            flow: false,
             fence: Some(self.fence.clone()),
         });
     }
@@ -387,6 +457,7 @@ impl Owned {
             headers: h,
             payload: text.clone().into_bytes(),
             stream: true,
+            flow: false,
             fence: Some(self.fence.clone()),
         });
     }
@@ -399,6 +470,7 @@ impl Owned {
             headers,
             payload: Bytes::new(),
             stream: false,
+            flow: false,
             // A link that went down is news even after the fence closed; an up link is not.
             fence: up.then(|| self.fence.clone()),
         });
