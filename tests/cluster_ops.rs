@@ -481,6 +481,26 @@ async fn hot_desk_agrees(bed: &Bed, dns: &[&str]) {
     }
 }
 
+/// The desktops' guests and hosts, on both switches.
+const PAIRS: [(&str, &str); 6] = [
+    ("4001", "4501"),
+    ("4002", "4502"),
+    ("6001", "6501"),
+    ("6002", "6502"),
+    ("4003", "4503"),
+    ("6003", "6503"),
+];
+
+/// Two switches, three nodes, and a desktop for each of [`PAIRS`] hot-desking through them:
+/// the bed, the desktops' stop flag and their tasks.
+async fn under_traffic() -> (Bed, Arc<AtomicBool>, Vec<tokio::task::JoinHandle<Tally>>) {
+    let bed = Bed::start_with(2, 3, "session-linger = \"10s\"");
+    serving(&bed).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_, tasks) = desktops(&bed, &PAIRS, &stop);
+    (bed, stop, tasks)
+}
+
 /// Wait until every switch has a live owner and its link is up on every live node.
 async fn serving(bed: &Bed) {
     bed.settled(LEASE_TTL * 3 + Duration::from_secs(10)).await;
@@ -493,18 +513,8 @@ async fn serving(bed: &Bed) {
 fn a_rolling_restart_under_traffic_answers_every_request_once() {
     let _serial = one_at_a_time();
     runtime().block_on(async {
-        let mut bed = Bed::start_with(2, 3, "session-linger = \"10s\"");
-        serving(&bed).await;
-        let pairs = [
-            ("4001", "4501"),
-            ("4002", "4502"),
-            ("6001", "6501"),
-            ("6002", "6502"),
-            ("4003", "4503"),
-            ("6003", "6503"),
-        ];
-        let stop = Arc::new(AtomicBool::new(false));
-        let (_, tasks) = desktops(&bed, &pairs, &stop);
+        let (mut bed, stop, tasks) = under_traffic().await;
+        let pairs = PAIRS;
         tokio::time::sleep(Duration::from_secs(1)).await;
         for i in 0..bed.names.len() {
             let node = bed.nodes[i].take().unwrap();
@@ -548,18 +558,8 @@ fn soak_duration() -> Duration {
 fn a_soak_with_owners_killed_in_turn_answers_every_request_once() {
     let _serial = one_at_a_time();
     runtime().block_on(async {
-        let mut bed = Bed::start_with(2, 3, "session-linger = \"10s\"");
-        serving(&bed).await;
-        let pairs = [
-            ("4001", "4501"),
-            ("4002", "4502"),
-            ("6001", "6501"),
-            ("6002", "6502"),
-            ("4003", "4503"),
-            ("6003", "6503"),
-        ];
-        let stop = Arc::new(AtomicBool::new(false));
-        let (_, tasks) = desktops(&bed, &pairs, &stop);
+        let (mut bed, stop, tasks) = under_traffic().await;
+        let pairs = PAIRS;
         let started = Instant::now();
         let mut turn = 0usize;
         while started.elapsed() < soak_duration() {

@@ -533,13 +533,7 @@ impl Node {
         // and the link restores every monitor before it announces itself.
         let (restored, gone_nodes) = self.restore(s, &owned, regs);
         // Sessions of nodes no longer in the cluster linger out from now.
-        let live: Vec<String> = self
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let live = self.live_ids();
         for id in gone_nodes {
             if !live.contains(&id) {
                 self.expire_sessions_of(id);
@@ -773,6 +767,16 @@ impl Node {
         if let Err(e) = self.presence.leave().await {
             warn!("this node's presence was not removed (it expires by itself): {e}");
         }
+    }
+
+    /// The ids of the live nodes this node sees.
+    fn live_ids(&self) -> Vec<String> {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Requests of this node's clients forwarded to other nodes and not answered yet.

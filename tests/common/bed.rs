@@ -310,20 +310,7 @@ pub fn assert_no_panic(log: &str, name: &str) {
     assert!(!log.contains("panicked at"), "node {name} panicked:\n{log}");
 }
 
-/// `switch NAME owner NODE` lines of `/readyz` (`none`, or `NODE (this node)`).
-pub fn parse_owners(body: &str) -> BTreeMap<String, Option<String>> {
-    body.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("switch ")?;
-            let (switch, owner) = rest.split_once(" owner ")?;
-            let owner = owner.trim_end_matches(" (this node)");
-            Some((
-                switch.to_owned(),
-                (owner != "none").then(|| owner.to_owned()),
-            ))
-        })
-        .collect()
-}
+pub use super::readyz::parse_owners;
 
 /// The simulator's open CSTA connections.
 pub async fn connections(sim: &SimControl) -> u64 {

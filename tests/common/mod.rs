@@ -1,9 +1,10 @@
 //! The tests' shared code, one module per concept; a test file says `mod common;` and uses the
-//! modules it needs. Two of them are the benchmark's own (`http`, `procfs`), so that tests and
-//! bench speak HTTP and read `/proc` one way.
+//! modules it needs. Three of them are the benchmark's own (`http`, `procfs`, `readyz`), so that
+//! the tests and the bench speak HTTP, read `/proc` and read a node's `/readyz` one way.
 //!
 //! - [`http`]: the HTTP/1.1 client (status, headers, body);
 //! - [`procfs`]: CPU time and memory of a process;
+//! - [`readyz`]: a cluster node's `/readyz` (the owner of each switch);
 //! - [`process`]: the binaries as processes (router, `pbx-sim`, `csta-bench`);
 //! - [`config`]: router configurations (listeners on free ports, switch tables);
 //! - [`router`]: the router in process, its WebSocket clients and test configuration;
@@ -30,6 +31,8 @@ pub mod observability;
 pub mod process;
 #[path = "../../src/bin/csta-bench/procfs.rs"]
 pub mod procfs;
+#[path = "../../src/bin/csta-bench/readyz.rs"]
+pub mod readyz;
 pub mod router;
 pub mod sim_control;
 pub mod spec;

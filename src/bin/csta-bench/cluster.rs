@@ -294,19 +294,7 @@ pub async fn readyz(
     metrics: SocketAddr,
 ) -> Result<(bool, BTreeMap<String, Option<String>>), String> {
     let r = super::http::get(metrics, "/readyz", Duration::from_secs(5)).await?;
-    let owners = r
-        .text()
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("switch ")?;
-            let (switch, owner) = rest.split_once(" owner ")?;
-            let owner = owner.trim_end_matches(" (this node)");
-            Some((
-                switch.to_owned(),
-                (owner != "none").then(|| owner.to_owned()),
-            ))
-        })
-        .collect();
+    let owners = super::readyz::parse_owners(&r.text());
     Ok((r.status == 200, owners))
 }
 
@@ -323,14 +311,7 @@ pub fn node_config(
         "# written by csta-bench --spawn --cluster\n[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n\n[cluster]\nname = \"csta-bench\"\nnode = \"{node}\"\nnats = [\"{nats_url}\"]\nlease-ttl = \"{}ms\"\n",
         lease_ttl.as_millis()
     );
-    for (i, sim) in sims.iter().enumerate() {
-        let [guests, hosts] = plan.switch_dns(i);
-        text.push_str(&format!(
-            "\n[[switch]]\nname = \"{}\"\ndns = [\"{guests}\", \"{hosts}\"]\n\n[[switch.link]]\naddress = \"{}\"\n",
-            Plan::switch_name(i),
-            sim.link
-        ));
-    }
+    super::spawn::push_switches(&mut text, plan, sims);
     text
 }
 

@@ -41,6 +41,7 @@ mod plan;
 mod procfs;
 #[cfg(test)]
 mod procfs_tests;
+mod readyz;
 mod redis;
 mod spawn;
 mod stats;

@@ -323,6 +323,12 @@ pub fn router_config(plan: Plan, sims: &[SimAddrs]) -> String {
     let mut text = String::from(
         "# written by csta-bench --spawn\n[server]\nclient-listen = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\n",
     );
+    push_switches(&mut text, plan, sims);
+    text
+}
+
+/// The `[[switch]]` tables of the spawned simulators (one link each).
+pub fn push_switches(text: &mut String, plan: Plan, sims: &[SimAddrs]) {
     for (i, sim) in sims.iter().enumerate() {
         let [guests, hosts] = plan.switch_dns(i);
         text.push_str(&format!(
@@ -331,7 +337,6 @@ pub fn router_config(plan: Plan, sims: &[SimAddrs]) -> String {
             sim.link
         ));
     }
-    text
 }
 
 /// Poll the router (RequestQueryServer) until every switch's link is connected.

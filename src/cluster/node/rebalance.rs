@@ -106,13 +106,7 @@ impl Node {
         {
             return;
         }
-        let live: Vec<String> = self
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let live = self.live_ids();
         let seen: Vec<(Option<String>, bool)> = self
             .switches
             .iter()
