@@ -37,6 +37,7 @@
 
 mod buckets;
 pub mod flow;
+pub mod health;
 pub mod forward;
 pub mod keys;
 pub mod lease;
@@ -225,6 +226,11 @@ struct Inner {
     stores: Stores,
     events: stream::Stream,
     state: watch::Receiver<NatsState>,
+    /// The settings in force (the existing buckets' where they differ from the file's), to
+    /// create the buckets and the stream again when the NATS store was lost.
+    settings: ClusterConfig,
+    /// JetStream's health and the identity of the buckets and stream (`health`).
+    health: health::Health,
 }
 
 impl Cluster {
@@ -282,11 +288,16 @@ impl Cluster {
         }
         let stores = create_buckets(&js, cfg, &node_name).await?;
         let events = create_stream(&js, cfg, &node_name).await?;
+        let settings = buckets::settings_in_force(cfg, &stores, &events, &node_name);
+        let identity = health::identity(&stores, &events);
         tracing::info!(
             node = %node_name,
             node_id = %node_id,
             cluster = %cfg.name,
             server = %version,
+            lease_ttl = %humantime::format_duration(settings.lease_ttl.0),
+            replay_window = %humantime::format_duration(settings.replay_window.0),
+            replicas = settings.replicas,
             "joined the cluster's NATS (JetStream buckets and stream ready)"
         );
         Ok(Cluster {
@@ -294,12 +305,14 @@ impl Cluster {
                 name: cfg.name.clone(),
                 node_name,
                 node_id,
-                lease_ttl: cfg.lease_ttl.0,
+                lease_ttl: settings.lease_ttl.0,
                 client,
                 jetstream: js,
                 stores,
                 events,
                 state,
+                settings,
+                health: health::Health::new(identity),
             }),
         })
     }
@@ -320,7 +333,8 @@ impl Cluster {
         &self.inner.node_id
     }
 
-    /// `[cluster] lease-ttl`.
+    /// The lease in force: `[cluster] lease-ttl`, or the existing lease bucket's when they
+    /// differ (a node never acts on a lease shorter or longer than the other nodes').
     pub fn lease_ttl(&self) -> Duration {
         self.inner.lease_ttl
     }

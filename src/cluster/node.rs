@@ -190,9 +190,10 @@ impl Node {
         Ok(node)
     }
 
-    /// Whether the node can serve: NATS reachable within `lease-ttl`.
+    /// Whether the node can serve: NATS reachable and JetStream answering within
+    /// `lease-ttl`.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.cluster.jetstream_available()
     }
 
     /// The node's name.
@@ -206,12 +207,13 @@ impl Node {
             "cluster {} node {} nats {}\n",
             self.cluster.name(),
             self.node_name,
-            if self.is_ready() {
+            if self.ready.load(Ordering::Relaxed) {
                 "connected"
             } else {
                 "disconnected"
             }
         );
+        out.push_str(&tasks::jetstream_line(&self.cluster));
         for s in &self.switches {
             let owner = s
                 .seen
