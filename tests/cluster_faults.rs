@@ -185,15 +185,6 @@ impl Bed {
         }
     }
 
-    /// Every node's `/readyz` status.
-    async fn ready_statuses(&self) -> Vec<(String, u16)> {
-        let mut out = Vec::new();
-        for (name, node) in self.live() {
-            out.push((name.to_owned(), node.http_get("/readyz").await.0));
-        }
-        out
-    }
-
     fn stop(&mut self) {
         for (i, node) in self.nodes.iter_mut().enumerate() {
             if let Some(node) = node.take() {
@@ -357,7 +348,14 @@ fn every_link_back(got: &[Value], switches: &[&str]) {
 }
 
 /// A hot-desk of `guest` on its switch reaches `c` (registered on `guest`) within `within`.
-async fn hot_desk_reaches(c: &mut Client, sim: &SimControl, guest: &str, host: &str, within: Duration) {
+async fn hot_desk_reaches(
+    c: &mut Client,
+    sim: &SimControl,
+    guest: &str,
+    host: &str,
+    within: Duration,
+    got: &mut Vec<Value>,
+) {
     sim.post_ok("/hotdesk", json!({"guest": guest, "host": host})).await;
     let deadline = Instant::now() + within;
     loop {
@@ -366,6 +364,7 @@ async fn hot_desk_reaches(c: &mut Client, sim: &SimControl, guest: &str, host: &
             .next(left)
             .await
             .unwrap_or_else(|| panic!("no hot-desk event on {guest} within {within:?}"));
+        got.push(m.clone());
         if m["thisDn"] == guest && m["privateMsgId"] == 1 {
             break;
         }
@@ -378,6 +377,7 @@ async fn hot_desk_reaches(c: &mut Client, sim: &SimControl, guest: &str, host: &
             .next(left)
             .await
             .unwrap_or_else(|| panic!("no hot-desk cancel on {guest} within {within:?}"));
+        got.push(m.clone());
         if m["thisDn"] == guest && m["privateMsgId"] == 2 {
             break;
         }
@@ -583,7 +583,7 @@ async fn hot_desks_reach(bed: &Bed, clients: &mut [(Busied, Vec<String>)], nodes
         for (i, dn) in dns.iter().enumerate() {
             let sim = bed.sim(&bed.pbxes[i].name);
             let host = (dn.parse::<u64>().unwrap() + 500).to_string();
-            hot_desk_reaches(&mut b.client, &sim, dn, &host, Duration::from_secs(10)).await;
+            hot_desk_reaches(&mut b.client, &sim, dn, &host, Duration::from_secs(10), &mut b.got).await;
         }
     }
 }
@@ -637,5 +637,284 @@ fn losing_a_nats_server_that_leads_none_of_the_cluster_s_streams_is_invisible() 
         bed.stop();
         let js = jetstream(&nats.urls()).await;
         healthy(&js, "f1").await;
+    });
+}
+
+/// Kill the leader of the lease bucket of `cluster` (moving the meta group's leadership
+/// elsewhere first, so that only the bucket's Raft group elects), just after a renewal of
+/// `switch`'s lease: the server killed.
+async fn kill_lease_leader(nats: &mut NatsCluster, cluster: &str, switch: &str) -> usize {
+    use futures_util::StreamExt;
+    let js = jetstream(&nats.urls()).await;
+    let bucket = format!("KV_CRR_{cluster}_LEASES");
+    let led = leaders(&js, cluster).await;
+    let victim_name = led[&bucket].clone();
+    let victim = nats.index_of(&victim_name).unwrap();
+    let other = nats.server_name((victim + 1) % 3);
+    let meta = nats.meta_leader((victim + 1) % 3).unwrap();
+    if meta == victim_name {
+        // The meta leader cannot be moved without the system account: move the bucket's
+        // leader to a server that does not lead the meta group instead.
+        let target = (0..3)
+            .map(|i| nats.server_name(i))
+            .find(|n| *n != meta)
+            .unwrap();
+        move_leader(&js, nats, Some(&bucket), &target).await;
+        return Box::pin(kill_lease_leader(nats, cluster, switch)).await;
+    }
+    let _ = other;
+    let kv = js.get_key_value(format!("CRR_{cluster}_LEASES")).await.unwrap();
+    let mut watch = kv.watch(switch).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("no renewal of the lease seen");
+    tokio::task::block_in_place(|| nats.kill(victim));
+    victim
+}
+
+#[test]
+fn losing_the_lease_bucket_s_leader_is_ridden_out_with_a_long_lease() {
+    let mut guard = serial();
+    let nats = nats(&mut guard);
+    runtime().block_on(async {
+        let ttl = Duration::from_secs(15);
+        let mut bed = Bed::new("f2long", nats.urls(), 3, ttl).start(1, 2);
+        bed.settled(ttl * 2 + Duration::from_secs(10)).await;
+        let clients = busy_clients(&bed).await;
+        let (stop, ready) = watch_ready(&bed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let victim = kill_lease_leader(nats, "f2long", "sw1").await;
+        let killed = Instant::now();
+        // A Raft election takes 4 to 9 s; the fence closes 12 s after the last renewal.
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        stop.store(true, Ordering::Relaxed);
+        let not_ready = ready.await.unwrap();
+        let mut clients = finish(clients).await;
+        for (b, _) in &clients {
+            let links = link_events(&b.got);
+            assert!(links.is_empty(), "{links:?}");
+            if b.closed.is_none() {
+                let failed = answered_once(b);
+                assert!(failed.is_empty(), "{failed:?}");
+            }
+        }
+        assert!(not_ready.is_empty(), "{not_ready:?}");
+        for (name, node) in bed.live() {
+            let log = node.log();
+            assert!(!log.contains("gives the switch up"), "{name}: {log}");
+        }
+        eprintln!("observed for {:?} after the kill", killed.elapsed());
+        hot_desks_reach(&bed, &mut clients, &["a", "b"]).await;
+        tokio::task::block_in_place(|| nats.restart(victim));
+        bed.stop();
+        let js = jetstream(&nats.urls()).await;
+        healthy(&js, "f2long").await;
+    });
+}
+
+#[test]
+fn losing_the_lease_bucket_s_leader_with_a_short_lease_fails_over_and_restores_everything() {
+    let mut guard = serial();
+    let nats = nats(&mut guard);
+    runtime().block_on(async {
+        let ttl = Duration::from_secs(3);
+        let mut bed = Bed::new("f2short", nats.urls(), 3, ttl).start(2, 2);
+        bed.settled(ttl * 3 + Duration::from_secs(15)).await;
+        let clients = busy_clients(&bed).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let victim = kill_lease_leader(nats, "f2short", "sw1").await;
+        let killed = Instant::now();
+        // Within 10 s (the election and its detection) + lease-ttl + 1 s, every switch is
+        // owned and connected again (a generous bound on a loaded machine).
+        let bound = Duration::from_secs(10) + ttl + Duration::from_secs(1);
+        bed.settled(bound + Duration::from_secs(10)).await;
+        let took = killed.elapsed();
+        eprintln!("every switch owned and connected again {took:?} after the kill (bound {bound:?})");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut clients = finish(clients).await;
+        for (b, _) in &clients {
+            every_link_back(&b.got, &["sw1", "sw2"]);
+        }
+        hot_desks_reach(&bed, &mut clients, &["a", "b"]).await;
+        tokio::task::block_in_place(|| nats.restart(victim));
+        bed.stop();
+        let js = jetstream(&nats.urls()).await;
+        healthy(&js, "f2short").await;
+    });
+}
+
+/// The simulator's open CSTA connections.
+async fn connections(sim: &SimControl) -> u64 {
+    sim.state().await["links"][0]["connections"].as_u64().unwrap()
+}
+
+#[test]
+fn jetstream_without_quorum_fences_every_owner_until_a_server_is_back() {
+    let mut guard = serial();
+    let nats = nats(&mut guard);
+    runtime().block_on(async {
+        let ttl = Duration::from_secs(3);
+        let mut bed = Bed::new("f3", nats.urls(), 3, ttl).start(2, 2);
+        bed.settled(ttl * 3 + Duration::from_secs(15)).await;
+        let clients = busy_clients(&bed).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Two of three servers gone: core NATS still works through the third.
+        tokio::task::block_in_place(|| {
+            nats.kill(1);
+            nats.kill(2);
+        });
+        let lost = Instant::now();
+        // Every owner fences (its lease cannot be renewed), every node says it is not ready.
+        let deadline = Instant::now() + ttl * 2 + Duration::from_secs(10);
+        loop {
+            let mut done = true;
+            for p in &bed.pbxes {
+                done &= connections(&p.sim.control()).await == 0;
+            }
+            for (_, node) in bed.live() {
+                let (status, body) = node.http_get("/readyz").await;
+                done &= status == 503 && body.contains("jetstream unavailable") && body.contains("nats connected");
+                done &= parse_owners(&body).values().all(Option::is_none);
+            }
+            if done {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not fenced and unready within {:?}", deadline - lost);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("fenced and not ready {:?} after the quorum was lost", lost.elapsed());
+        for (name, node) in bed.live() {
+            let log = node.log();
+            assert!(log.contains("JetStream unavailable"), "{name}: {log}");
+        }
+        // No node takes a switch while the buckets cannot be written.
+        let until = Instant::now() + ttl * 2;
+        while Instant::now() < until {
+            for p in &bed.pbxes {
+                assert_eq!(connections(&p.sim.control()).await, 0, "{} taken without quorum", p.name);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // One server back: the cluster recovers by itself.
+        tokio::task::block_in_place(|| nats.restart(1));
+        let back = Instant::now();
+        bed.settled(Duration::from_secs(45)).await;
+        eprintln!("recovered {:?} after one server came back", back.elapsed());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut clients = finish(clients).await;
+        for (b, _) in &clients {
+            let links = link_events(&b.got);
+            for sw in ["sw1", "sw2"] {
+                assert!(
+                    links.iter().any(|m| m["switch"] == sw && m["message"] == "EventLinkDisconnected"),
+                    "{sw}: {links:?}"
+                );
+            }
+            every_link_back(&b.got, &["sw1", "sw2"]);
+        }
+        hot_desks_reach(&bed, &mut clients, &["a", "b"]).await;
+        tokio::task::block_in_place(|| nats.restart(2));
+        bed.stop();
+        let js = jetstream(&nats.urls()).await;
+        healthy(&js, "f3").await;
+    });
+}
+
+/// The keys of a bucket whose latest entry is a value.
+async fn keys_of(js: &async_nats::jetstream::Context, bucket: &str) -> Vec<String> {
+    use futures_util::StreamExt;
+    let kv = js.get_key_value(bucket).await.unwrap();
+    let mut keys: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_single_nats_server_restarted_on_its_store_or_an_empty_one_gets_everything_back() {
+    let _guard = serial();
+    runtime().block_on(async {
+        let ttl = Duration::from_secs(2);
+        let mut server = NatsServer::start();
+        let mut bed = Bed::new("f4", vec![server.url()], 1, ttl).start(2, 2);
+        bed.settled(ttl * 3 + Duration::from_secs(10)).await;
+        let mut clients = Vec::new();
+        for (k, name) in ["a", "b"].iter().enumerate() {
+            let mut c = bed.client(name).await;
+            let mut dns = Vec::new();
+            for i in 0..2 {
+                let dn = (4001 + 2000 * i + k).to_string();
+                c.register(&dn).await;
+                dns.push(dn);
+            }
+            clients.push((Busied { client: c, sent: Vec::new(), got: Vec::new(), closed: None }, dns));
+        }
+        let js = jetstream(&[server.url()]).await;
+        let regs = keys_of(&js, "CRR_f4_REGS").await;
+        assert_eq!(regs.len(), 4, "{regs:?}");
+        drop(js);
+        for empty in [false, true] {
+            tokio::task::block_in_place(|| if empty { server.restart_empty() } else { server.restart() });
+            let restarted = Instant::now();
+            if empty {
+                // The leases are gone with the store: every switch is taken again.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while bed.live().map(|(_, n)| n.log().matches("this node owns the switch now").count()).sum::<usize>() < 4 {
+                    assert!(Instant::now() < deadline, "the switches were not taken again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            bed.settled(Duration::from_secs(30)).await;
+            // The registrations are live again: the monitors were restored on the switches.
+            hot_desks_reach(&bed, &mut clients, &["a", "b"]).await;
+            eprintln!("restart (empty store: {empty}): everything back within {:?}", restarted.elapsed());
+            let js = jetstream(&[server.url()]).await;
+            let now = keys_of(&js, "CRR_f4_REGS").await;
+            assert_eq!(now.len(), 4, "{now:?}");
+            let nodes = keys_of(&js, "CRR_f4_NODES").await;
+            assert_eq!(nodes, ["a", "b"]);
+            assert!(js.get_stream("CRR_f4_EVENTS").await.is_ok());
+        }
+        // eventSeq kept increasing across the loss of the store.
+        for (b, dns) in &clients {
+            for dn in dns {
+                let seqs: Vec<u64> = b.got.iter().filter(|m| m["thisDn"] == dn.as_str()).filter_map(|m| m["eventSeq"].as_u64()).collect();
+                assert_eq!(seqs.len(), 4, "{dn}: {seqs:?}");
+                assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{dn}: {seqs:?}");
+            }
+        }
+        for (name, node) in bed.live() {
+            let log = node.log();
+            assert!(log.contains("the cluster's buckets were created again"), "{name}: {log}");
+        }
+        bed.stop();
+    });
+}
+
+#[test]
+fn a_node_whose_settings_differ_from_the_buckets_says_so_and_uses_the_buckets() {
+    let _guard = serial();
+    runtime().block_on(async {
+        let server = NatsServer::start();
+        let mut bed = Bed::new("f5", vec![server.url()], 1, Duration::from_secs(2)).start(1, 1);
+        bed.settled(Duration::from_secs(15)).await;
+        bed.names.push("b".into());
+        let text = bed.config(1, Duration::from_secs(5), 3, "10m");
+        bed.nodes.push(Some(RouterProcess::start("node-b", &text)));
+        let b = bed.node("b");
+        b.wait_log("this node is in the cluster", 1);
+        let log = b.log();
+        for line in [
+            "lease-ttl is 5s in this node's configuration, but the existing bucket CRR_f5_LEASES has 2s: this node uses 2s",
+            "replicas is 3 in this node's configuration, but the existing bucket CRR_f5_LEASES has 1: this node uses 1",
+            "replay-window is 10m in this node's configuration, but the existing stream CRR_f5_EVENTS has 5m: this node uses 5m",
+            "it takes switches after 2s",
+        ] {
+            assert!(log.contains(line), "{line:?} not in:\n{log}");
+        }
+        let (_, body) = b.http_get("/readyz").await;
+        assert!(body.contains("lease-ttl 2s"), "{body}");
+        bed.settled(Duration::from_secs(15)).await;
+        bed.stop();
+        drop(server);
     });
 }

@@ -139,8 +139,12 @@ impl Cluster {
             );
             let cfg = &self.inner.settings;
             let node = &self.inner.node_name;
-            buckets::create_buckets(js, cfg, node).await?;
+            let leases_missing = now.first().is_some_and(|(_, c)| c.is_none());
+            let stores = buckets::create_buckets(js, cfg, node).await?;
             buckets::create_stream(js, cfg, node).await?;
+            if leases_missing {
+                skip_epochs(&stores).await;
+            }
             now = created(js, &names).await?;
         }
         let now: Vec<(String, i128)> = now
@@ -188,4 +192,33 @@ async fn created(
         Ok(out)
     })
     .await
+}
+
+/// A lease's epoch is its revision at acquisition, and a new lease bucket starts its
+/// revisions over: an ownership taken there could get the epoch of an earlier one, and the
+/// other nodes would take its messages for the earlier owner's. So the new bucket's
+/// revisions start at the current time in milliseconds, above any a bucket could have
+/// reached.
+async fn skip_epochs(stores: &Stores) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let stream = &stores.leases.stream;
+    let last = stream.cached_info().state.last_sequence;
+    if last >= now {
+        return;
+    }
+    let what = || "starting the lease bucket's revisions above the earlier ones".to_owned();
+    let done = within(KV_TIMEOUT, what, async {
+        stream
+            .purge()
+            .sequence(now)
+            .await
+            .map_err(|e| ClusterError::nats(what(), e))
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::warn!("{e}");
+    }
 }
