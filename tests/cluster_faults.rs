@@ -727,9 +727,21 @@ fn losing_the_lease_bucket_s_leader_with_a_short_lease_fails_over_and_restores_e
         // Within 10 s (the election and its detection) + lease-ttl + 1 s, every switch is
         // owned and connected again (a generous bound on a loaded machine).
         let bound = Duration::from_secs(10) + ttl + Duration::from_secs(1);
+        // A Raft election takes at least 4 s: by lease-ttl + 1 s every owner has fenced.
+        tokio::time::sleep(ttl + Duration::from_secs(1)).await;
+        for (name, node) in bed.live() {
+            let (status, body) = node.http_get("/readyz").await;
+            let owners = parse_owners(&body);
+            assert!(owners.values().all(|o| o.as_deref() != Some(name)) || status == 200, "{body}");
+        }
         bed.settled(bound + Duration::from_secs(10)).await;
         let took = killed.elapsed();
         eprintln!("every switch owned and connected again {took:?} after the kill (bound {bound:?})");
+        for (name, node) in bed.live() {
+            for l in node.log().lines().filter(|l| l.contains("WARN") || l.contains("owns the switch")) {
+                eprintln!("{name}: {l}");
+            }
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut clients = finish(clients).await;
         for (b, _) in &clients {
@@ -783,9 +795,8 @@ fn jetstream_without_quorum_fences_every_owner_until_a_server_is_back() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         eprintln!("fenced and not ready {:?} after the quorum was lost", lost.elapsed());
-        for (name, node) in bed.live() {
-            let log = node.log();
-            assert!(log.contains("JetStream unavailable"), "{name}: {log}");
+        for (_, node) in bed.live() {
+            tokio::task::block_in_place(|| node.wait_log("JetStream unavailable", 1));
         }
         // No node takes a switch while the buckets cannot be written.
         let until = Instant::now() + ttl * 2;

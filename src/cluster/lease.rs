@@ -78,7 +78,13 @@ pub struct Leases {
     node: Arc<str>,
     id: Arc<str>,
     ttl: Duration,
+    /// Per switch, when an acquire that failed (JetStream did not answer) may be tried again:
+    /// a bucket without a leader is not asked five times a second.
+    retry_at: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
 }
+
+/// How long after a failed acquire the next is tried.
+pub const ACQUIRE_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Leases {
     /// The leases in `kv`, acting as node `node` (`id`), with `lease-ttl` `ttl`.
@@ -88,6 +94,7 @@ impl Leases {
             node: Arc::from(node),
             id: Arc::from(id),
             ttl,
+            retry_at: Arc::default(),
         }
     }
 
@@ -108,7 +115,43 @@ impl Leases {
     /// Take a switch's lease: `Some` with the fence armed, or `None` when another node holds
     /// it. A lease found under this very process's id (an earlier acquire whose answer was
     /// lost) is taken over and renewed at once.
+    ///
+    /// After a failure (JetStream did not answer), the next [`ACQUIRE_BACKOFF`] returns `None`
+    /// without asking.
     pub async fn acquire(&self, switch: &str) -> Result<Option<Lease>, ClusterError> {
+        let now = Instant::now();
+        {
+            let retry_at = self
+                .retry_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if retry_at.get(switch).is_some_and(|at| now < *at) {
+                return Ok(None);
+            }
+        }
+        let result = self.acquire_now(switch).await;
+        let mut retry_at = self
+            .retry_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if result.is_err() {
+            retry_at.insert(switch.to_owned(), Instant::now() + ACQUIRE_BACKOFF);
+        } else {
+            retry_at.remove(switch);
+        }
+        result
+    }
+
+    /// Taking `switch` failed after its lease was acquired (its records could not be read):
+    /// the next acquire waits [`ACQUIRE_BACKOFF`] as after a failed acquire.
+    pub fn back_off(&self, switch: &str) {
+        self.retry_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(switch.to_owned(), Instant::now() + ACQUIRE_BACKOFF);
+    }
+
+    async fn acquire_now(&self, switch: &str) -> Result<Option<Lease>, ClusterError> {
         let what = || format!("acquiring the lease of switch {switch:?}");
         let key = keys::encode(switch);
         let sent = Instant::now();

@@ -457,6 +457,7 @@ impl Node {
             Ok(p) => p,
             Err(e) => {
                 warn!(switch = %name, "took the switch's lease but could not read its records; giving it back: {e}");
+                self.leases.back_off(&name);
                 let _ = self.leases.release(lease).await;
                 return false;
             }
