@@ -349,8 +349,11 @@ impl Node {
                 }
             }
         }
+        // The same entry seen again (a watch made anew) is no renewal.
+        if seen.owner != owner || seen.at.is_none() {
+            seen.at = Some(now);
+        }
         seen.owner = owner.clone();
-        seen.at = Some(now);
         drop(seen);
         // This node's own lease is not news to its proxy. Another node's is, even while this
         // node is contending for the switch: it may lose, and its clients' requests must then
@@ -380,7 +383,7 @@ impl Node {
                 seen.owner.is_some() && seen.at.is_some_and(|at| now.duration_since(at) > ttl)
             };
             if expired {
-                self.on_lease(&s.ctx.name, None);
+                self.verify_expired(&s.ctx.name);
             }
         }
         if now < self.settled || self.stopping.load(Ordering::Acquire) || !self.is_ready() {

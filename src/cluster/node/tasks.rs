@@ -132,9 +132,14 @@ pub(super) async fn watch_leases(
     node: Weak<Node>,
     leases: futures_util::stream::BoxStream<'static, Result<(String, Option<Owner>), ClusterError>>,
 ) {
-    let Some(mut recreated) = node.upgrade().map(|n| n.cluster.recreated()) else {
+    let Some((mut recreated, ttl)) = node
+        .upgrade()
+        .map(|n| (n.cluster.recreated(), n.cluster.lease_ttl()))
+    else {
         return;
     };
+    // Owners renew every lease-ttl/3: a watch silent for longer has stalled.
+    let stall = ttl / 3 + LEASE_WATCH_SLACK;
     let mut leases = Some(leases);
     loop {
         let Some(mut watch) = leases.take() else {
@@ -151,7 +156,17 @@ pub(super) async fn watch_leases(
         };
         loop {
             tokio::select! {
-                item = watch.next() => {
+                item = tokio::time::timeout(stall, watch.next()) => {
+                    let Ok(item) = item else {
+                        // Silent for longer than a renewal takes while a switch is owned: the
+                        // watch's consumer was lost with a NATS server. Made anew.
+                        let Some(n) = node.upgrade() else { return };
+                        if n.any_owner_seen() {
+                            info!("the watch of the switch leases is silent while switches are owned: making it again");
+                            break;
+                        }
+                        continue;
+                    };
                     let Some(item) = item else { break };
                     let Some(n) = node.upgrade() else { return };
                     match item {
@@ -167,6 +182,53 @@ pub(super) async fn watch_leases(
                 }
             }
         }
+    }
+}
+
+/// How much longer than a renewal period the lease watch may be silent, while switches are
+/// owned, before it is taken as stalled.
+const LEASE_WATCH_SLACK: Duration = Duration::from_millis(300);
+
+/// How long a lease found expired on this node's clock waits for the lease to be read
+/// before it is checked again.
+const VERIFY_WAIT: Duration = Duration::from_secs(1);
+
+impl Node {
+    /// A lease not seen renewed for `lease-ttl` on this node's clock: read it before taking it
+    /// as expired, since the watch may have missed renewals (its consumer lost with a NATS
+    /// server). Expired when the read shows no newer entry, or fails.
+    pub(super) fn verify_expired(self: &Arc<Self>, switch: &Arc<str>) {
+        let Some(s) = self.switch(switch) else { return };
+        let ttl = self.cluster.lease_ttl();
+        let seen = {
+            let mut seen = s.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            // Checked again after the read, or VERIFY_WAIT from now.
+            let wait = VERIFY_WAIT.min(ttl / 2);
+            if let Some(at) = Instant::now().checked_sub(ttl.saturating_sub(wait)) {
+                seen.at = Some(at);
+            }
+            seen.owner.clone()
+        };
+        let Some(seen) = seen else { return };
+        let node = self.clone();
+        let switch = switch.clone();
+        tokio::spawn(async move {
+            match node.leases.current(&switch).await {
+                Ok(Some(now)) if now.revision > seen.revision => node.on_lease(&switch, Some(now)),
+                _ => node.on_lease(&switch, None),
+            }
+        });
+    }
+
+    /// Whether any switch is owned, as this node last saw.
+    fn any_owner_seen(&self) -> bool {
+        self.switches.iter().any(|s| {
+            s.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .owner
+                .is_some()
+        })
     }
 }
 
