@@ -531,7 +531,8 @@ async fn readyz(
         Some(node) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body(format!(
-                "not ready: NATS unreachable\n{body}{}",
+                "not ready: {}\n{body}{}",
+                node.not_ready_reason(),
                 node.readiness()
             )),
     }

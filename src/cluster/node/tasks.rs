@@ -220,6 +220,16 @@ impl Node {
         });
     }
 
+    /// Why the node is not ready, for `/readyz`: NATS unreachable, or JetStream not answering
+    /// while core NATS works.
+    pub fn not_ready_reason(&self) -> &'static str {
+        if self.ready.load(Ordering::Relaxed) {
+            "JetStream unavailable"
+        } else {
+            "NATS unreachable"
+        }
+    }
+
     /// Whether any switch is owned, as this node last saw.
     fn any_owner_seen(&self) -> bool {
         self.switches.iter().any(|s| {
