@@ -209,7 +209,11 @@ impl Bed {
         for (i, node) in self.nodes.iter_mut().enumerate() {
             if let Some(node) = node.take() {
                 let log = node.stop();
-                assert!(!log.contains("panicked at"), "node {} panicked:\n{log}", self.names[i]);
+                assert!(
+                    !log.contains("panicked at"),
+                    "node {} panicked:\n{log}",
+                    self.names[i]
+                );
             }
         }
     }
@@ -233,7 +237,10 @@ fn parse_owners(body: &str) -> BTreeMap<String, Option<String>> {
             let rest = l.strip_prefix("switch ")?;
             let (switch, owner) = rest.split_once(" owner ")?;
             let owner = owner.trim_end_matches(" (this node)");
-            Some((switch.to_owned(), (owner != "none").then(|| owner.to_owned())))
+            Some((
+                switch.to_owned(),
+                (owner != "none").then(|| owner.to_owned()),
+            ))
         })
         .collect()
 }
@@ -294,7 +301,12 @@ impl Busy {
                     }
                 }
             }
-            Busied { client: c, sent, got, closed }
+            Busied {
+                client: c,
+                sent,
+                got,
+                closed,
+            }
         });
         Busy { stop, task }
     }
@@ -335,7 +347,11 @@ fn answered_once(b: &Busied) -> Vec<Value> {
     if let Some(code) = b.closed {
         assert_eq!(code, 1013, "closed with {code}");
     }
-    let seqs: Vec<u64> = b.got.iter().filter_map(|m| m["eventSeq"].as_u64()).collect();
+    let seqs: Vec<u64> = b
+        .got
+        .iter()
+        .filter_map(|m| m["eventSeq"].as_u64())
+        .collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "events twice or out of order: {seqs:?}"
@@ -357,12 +373,19 @@ fn link_events(got: &[Value]) -> Vec<Value> {
 /// After the link events in `got`, the last one of each switch is `EventLinkConnected`.
 fn every_link_back(got: &[Value], switches: &[&str]) {
     for sw in switches {
-        let last = got
-            .iter()
-            .rev()
-            .find(|m| m["switch"] == *sw && m["message"].as_str().is_some_and(|s| s.starts_with("EventLink")));
+        let last = got.iter().rev().find(|m| {
+            m["switch"] == *sw
+                && m["message"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("EventLink"))
+        });
         if let Some(last) = last {
-            assert_eq!(last["message"], "EventLinkConnected", "{sw}: {:?}", link_events(got));
+            assert_eq!(
+                last["message"],
+                "EventLinkConnected",
+                "{sw}: {:?}",
+                link_events(got)
+            );
         }
     }
 }
@@ -376,7 +399,8 @@ async fn hot_desk_reaches(
     within: Duration,
     got: &mut Vec<Value>,
 ) {
-    sim.post_ok("/hotdesk", json!({"guest": guest, "host": host})).await;
+    sim.post_ok("/hotdesk", json!({"guest": guest, "host": host}))
+        .await;
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -389,7 +413,8 @@ async fn hot_desk_reaches(
             break;
         }
     }
-    sim.post_ok("/hotdesk/cancel", json!({"guest": guest})).await;
+    sim.post_ok("/hotdesk/cancel", json!({"guest": guest}))
+        .await;
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -428,7 +453,11 @@ async fn leaders(js: &async_nats::jetstream::Context, cluster: &str) -> BTreeMap
     for name in streams(cluster) {
         let mut stream = js.get_stream(&name).await.unwrap();
         let info = stream.info().await.unwrap();
-        let leader = info.cluster.as_ref().and_then(|c| c.leader.clone()).unwrap_or_default();
+        let leader = info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .unwrap_or_default();
         out.insert(name, leader);
     }
     out
@@ -450,10 +479,17 @@ async fn move_leader(
     loop {
         let now = match stream {
             Some(s) => match js.get_stream(s).await {
-                Ok(mut st) => st.info().await.ok().cloned().and_then(|i| i.cluster.and_then(|c| c.leader)),
+                Ok(mut st) => st
+                    .info()
+                    .await
+                    .ok()
+                    .cloned()
+                    .and_then(|i| i.cluster.and_then(|c| c.leader)),
                 Err(_) => None,
             },
-            None => (0..3).filter(|&i| nats.running(i)).find_map(|i| nats.meta_leader(i)),
+            None => (0..3)
+                .filter(|&i| nats.running(i))
+                .find_map(|i| nats.meta_leader(i)),
         };
         if now.as_deref() == Some(to) {
             return;
@@ -480,11 +516,11 @@ fn server_of(nats: &NatsCluster, prefix: &str) -> usize {
         .find(|&i| {
             nats.running(i)
                 && nats.monitor(i, "/connz?limit=1024").is_some_and(|v| {
-                    v["connections"].as_array().into_iter().flatten().any(|c| {
-                        c["name"]
-                            .as_str()
-                            .is_some_and(|n| n.starts_with(prefix))
-                    })
+                    v["connections"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
                 })
         })
         .unwrap_or_else(|| panic!("no server has a connection named {prefix}..."))
@@ -497,7 +533,11 @@ fn watch_ready(bed: &Bed) -> (Arc<AtomicBool>, tokio::task::JoinHandle<Vec<(Stri
     let nodes: Vec<(String, String)> = bed
         .live()
         .map(|(n, p)| {
-            let addr = p.url().trim_start_matches("ws://").trim_end_matches("/v1").to_owned();
+            let addr = p
+                .url()
+                .trim_start_matches("ws://")
+                .trim_end_matches("/v1")
+                .to_owned();
             (n.to_owned(), addr)
         })
         .collect();
@@ -576,7 +616,15 @@ async fn hot_desks_reach(bed: &Bed, clients: &mut [(Busied, Vec<String>)], nodes
         for (i, dn) in dns.iter().enumerate() {
             let sim = bed.sim(&bed.pbxes[i].name);
             let host = (dn.parse::<u64>().unwrap() + 500).to_string();
-            hot_desk_reaches(&mut b.client, &sim, dn, &host, Duration::from_secs(10), &mut b.got).await;
+            hot_desk_reaches(
+                &mut b.client,
+                &sim,
+                dn,
+                &host,
+                Duration::from_secs(10),
+                &mut b.got,
+            )
+            .await;
         }
     }
 }
@@ -630,10 +678,16 @@ fn losing_a_nats_server_that_leads_none_of_the_cluster_s_streams_is_invisible() 
                 // is answered 57 if its reply never comes; a reply seen lost closes its client
                 // with 1013 (it resumes).
                 assert!(
-                    failed.iter().all(|m| m["errorCode"] == 54 || m["errorCode"] == 57),
+                    failed
+                        .iter()
+                        .all(|m| m["errorCode"] == 54 || m["errorCode"] == 57),
                     "{failed:?}"
                 );
-                assert!(failed.len() <= 40, "{} requests failed: {failed:?}", failed.len());
+                assert!(
+                    failed.len() <= 40,
+                    "{} requests failed: {failed:?}",
+                    failed.len()
+                );
             }
         }
         assert!(not_ready.is_empty(), "{not_ready:?}");
@@ -658,7 +712,10 @@ async fn kill_lease_leader(nats: &mut NatsCluster, cluster: &str, switch: &str, 
     let js = jetstream(&nats.urls()).await;
     let bucket = format!("KV_CRR_{cluster}_LEASES");
     move_leader(&js, nats, Some(&bucket), &nats.server_name(victim)).await;
-    let kv = js.get_key_value(format!("CRR_{cluster}_LEASES")).await.unwrap();
+    let kv = js
+        .get_key_value(format!("CRR_{cluster}_LEASES"))
+        .await
+        .unwrap();
     let mut watch = kv.watch(switch).await.unwrap();
     tokio::time::timeout(Duration::from_secs(20), watch.next())
         .await
@@ -726,13 +783,20 @@ fn losing_the_lease_bucket_s_leader_with_a_short_lease_fails_over_and_restores_e
         let owner = bed.settled_owner_of_log("sw1");
         tokio::time::sleep(ttl + Duration::from_secs(1)).await;
         tokio::task::block_in_place(|| {
-            bed.node(&owner).wait_log("its lease was not renewed before the fence closed", 1)
+            bed.node(&owner)
+                .wait_log("its lease was not renewed before the fence closed", 1)
         });
         bed.settled(bound + Duration::from_secs(10)).await;
         let took = killed.elapsed();
-        eprintln!("every switch owned and connected again {took:?} after the kill (bound {bound:?})");
+        eprintln!(
+            "every switch owned and connected again {took:?} after the kill (bound {bound:?})"
+        );
         for (name, node) in bed.live() {
-            for l in node.log().lines().filter(|l| l.contains("WARN") || l.contains("owns the switch")) {
+            for l in node
+                .log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("owns the switch"))
+            {
                 eprintln!("{name}: {l}");
             }
         }
@@ -749,7 +813,9 @@ fn losing_the_lease_bucket_s_leader_with_a_short_lease_fails_over_and_restores_e
 
 /// The simulator's open CSTA connections.
 async fn connections(sim: &SimControl) -> u64 {
-    sim.state().await["links"][0]["connections"].as_u64().unwrap()
+    sim.state().await["links"][0]["connections"]
+        .as_u64()
+        .unwrap()
 }
 
 #[test]
@@ -778,16 +844,25 @@ fn jetstream_without_quorum_fences_every_owner_until_a_server_is_back() {
             }
             for (_, node) in bed.live() {
                 let (status, body) = node.http_get("/readyz").await;
-                done &= status == 503 && body.contains("jetstream unavailable") && body.contains("nats connected");
+                done &= status == 503
+                    && body.contains("jetstream unavailable")
+                    && body.contains("nats connected");
                 done &= parse_owners(&body).values().all(Option::is_none);
             }
             if done {
                 break;
             }
-            assert!(Instant::now() < deadline, "not fenced and unready within {:?}", deadline - lost);
+            assert!(
+                Instant::now() < deadline,
+                "not fenced and unready within {:?}",
+                deadline - lost
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        eprintln!("fenced and not ready {:?} after the quorum was lost", lost.elapsed());
+        eprintln!(
+            "fenced and not ready {:?} after the quorum was lost",
+            lost.elapsed()
+        );
         for (_, node) in bed.live() {
             tokio::task::block_in_place(|| node.wait_log("JetStream unavailable", 1));
         }
@@ -795,7 +870,12 @@ fn jetstream_without_quorum_fences_every_owner_until_a_server_is_back() {
         let until = Instant::now() + ttl + Duration::from_secs(1);
         while Instant::now() < until {
             for p in &bed.pbxes {
-                assert_eq!(connections(&p.sim.control()).await, 0, "{} taken without quorum", p.name);
+                assert_eq!(
+                    connections(&p.sim.control()).await,
+                    0,
+                    "{} taken without quorum",
+                    p.name
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -810,7 +890,9 @@ fn jetstream_without_quorum_fences_every_owner_until_a_server_is_back() {
             let links = link_events(&b.got);
             for sw in ["sw1", "sw2"] {
                 assert!(
-                    links.iter().any(|m| m["switch"] == sw && m["message"] == "EventLinkDisconnected"),
+                    links
+                        .iter()
+                        .any(|m| m["switch"] == sw && m["message"] == "EventLinkDisconnected"),
                     "{sw}: {links:?}"
                 );
             }
@@ -826,7 +908,13 @@ fn jetstream_without_quorum_fences_every_owner_until_a_server_is_back() {
 async fn keys_of(js: &async_nats::jetstream::Context, bucket: &str) -> Vec<String> {
     use futures_util::StreamExt;
     let kv = js.get_key_value(bucket).await.unwrap();
-    let mut keys: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
+    let mut keys: Vec<String> = kv
+        .keys()
+        .await
+        .unwrap()
+        .filter_map(|k| async { k.ok() })
+        .collect()
+        .await;
     keys.sort();
     keys
 }
@@ -848,27 +936,52 @@ fn a_single_nats_server_restarted_on_its_store_or_an_empty_one_gets_everything_b
                 c.register(&dn).await;
                 dns.push(dn);
             }
-            clients.push((Busied { client: c, sent: Vec::new(), got: Vec::new(), closed: None }, dns));
+            clients.push((
+                Busied {
+                    client: c,
+                    sent: Vec::new(),
+                    got: Vec::new(),
+                    closed: None,
+                },
+                dns,
+            ));
         }
         let js = jetstream(&[server.url()]).await;
         let regs = keys_of(&js, "CRR_f4_REGS").await;
         assert_eq!(regs.len(), 4, "{regs:?}");
         drop(js);
         for empty in [false, true] {
-            tokio::task::block_in_place(|| if empty { server.restart_empty() } else { server.restart() });
+            tokio::task::block_in_place(|| {
+                if empty {
+                    server.restart_empty()
+                } else {
+                    server.restart()
+                }
+            });
             let restarted = Instant::now();
             if empty {
                 // The leases are gone with the store: every switch is taken again.
                 let deadline = Instant::now() + Duration::from_secs(30);
-                while bed.live().map(|(_, n)| n.log().matches("this node owns the switch now").count()).sum::<usize>() < 4 {
-                    assert!(Instant::now() < deadline, "the switches were not taken again");
+                while bed
+                    .live()
+                    .map(|(_, n)| n.log().matches("this node owns the switch now").count())
+                    .sum::<usize>()
+                    < 4
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the switches were not taken again"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
             bed.settled(Duration::from_secs(30)).await;
             // The registrations are live again: the monitors were restored on the switches.
             hot_desks_reach(&bed, &mut clients, &["a", "b"]).await;
-            eprintln!("restart (empty store: {empty}): everything back within {:?}", restarted.elapsed());
+            eprintln!(
+                "restart (empty store: {empty}): everything back within {:?}",
+                restarted.elapsed()
+            );
             let js = jetstream(&[server.url()]).await;
             let now = keys_of(&js, "CRR_f4_REGS").await;
             assert_eq!(now.len(), 4, "{now:?}");
@@ -879,14 +992,22 @@ fn a_single_nats_server_restarted_on_its_store_or_an_empty_one_gets_everything_b
         // eventSeq kept increasing across the loss of the store.
         for (b, dns) in &clients {
             for dn in dns {
-                let seqs: Vec<u64> = b.got.iter().filter(|m| m["thisDn"] == dn.as_str()).filter_map(|m| m["eventSeq"].as_u64()).collect();
+                let seqs: Vec<u64> = b
+                    .got
+                    .iter()
+                    .filter(|m| m["thisDn"] == dn.as_str())
+                    .filter_map(|m| m["eventSeq"].as_u64())
+                    .collect();
                 assert_eq!(seqs.len(), 4, "{dn}: {seqs:?}");
                 assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{dn}: {seqs:?}");
             }
         }
         for (name, node) in bed.live() {
             let log = node.log();
-            assert!(log.contains("the cluster's buckets were created again"), "{name}: {log}");
+            assert!(
+                log.contains("the cluster's buckets were created again"),
+                "{name}: {log}"
+            );
         }
         bed.stop();
     });

@@ -53,7 +53,10 @@ pub(super) fn identity(stores: &Stores, events: &stream::Stream) -> Vec<(String,
     .into_iter()
     .map(|s| {
         let info = s.cached_info();
-        (info.config.name.clone(), info.created.unix_timestamp_nanos())
+        (
+            info.config.name.clone(),
+            info.created.unix_timestamp_nanos(),
+        )
     })
     .collect()
 }
@@ -72,7 +75,10 @@ impl Cluster {
     /// A JetStream write sent at `sent` succeeded.
     pub fn jetstream_answered(&self, sent: Instant) {
         let health = &self.inner.health;
-        let mut last = health.last_ok.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = health
+            .last_ok
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if sent > *last {
             *last = sent;
         }

@@ -37,8 +37,8 @@
 
 mod buckets;
 pub mod flow;
-pub mod health;
 pub mod forward;
+pub mod health;
 pub mod keys;
 pub mod lease;
 pub mod node;

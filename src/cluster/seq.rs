@@ -67,7 +67,11 @@ impl SeqBlocks {
                     if highest >= mine {
                         return Ok(());
                     }
-                    match self.kv.update(&key, mine.to_string().into(), revision).await {
+                    match self
+                        .kv
+                        .update(&key, mine.to_string().into(), revision)
+                        .await
+                    {
                         Ok(_) => return Ok(()),
                         Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
                         Err(e) => return Err(ClusterError::nats(what(), e)),

@@ -215,6 +215,8 @@ pub struct NatsCluster {
     name: String,
     /// The stores and logs; a `pids` folder names the running servers for the watchdog.
     dir: PathBuf,
+    /// The watchdog (see [`NatsCluster::watchdog`]); it ends with this process.
+    watchdog: Option<Child>,
 }
 
 struct ClusterServer {
@@ -248,8 +250,9 @@ impl NatsCluster {
             name: format!("csta-test-{}", servers[0].port),
             servers,
             dir,
+            watchdog: None,
         };
-        cluster.watchdog();
+        cluster.watchdog = Some(cluster.watchdog());
         for i in 0..3 {
             cluster.spawn(i);
         }
@@ -261,7 +264,7 @@ impl NatsCluster {
     }
 
     /// Kill every server still running, and remove the stores, once this process is gone.
-    fn watchdog(&self) {
+    fn watchdog(&self) -> Child {
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; for f in '{dir}'/pids/*; do kill -9 \"${{f##*/}}\" 2>/dev/null; done; rm -rf '{dir}'",
             pid = std::process::id(),
@@ -273,7 +276,7 @@ impl NatsCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap()
     }
 
     /// The client URLs of the three servers.
@@ -314,7 +317,10 @@ impl NatsCluster {
     }
 
     fn spawn(&mut self, i: usize) {
-        assert!(self.servers[i].child.is_none(), "nats-server {i} already runs");
+        assert!(
+            self.servers[i].child.is_none(),
+            "nats-server {i} already runs"
+        );
         self.servers[i].starts += 1;
         let log = self.log_path(i, self.servers[i].starts);
         let routes: Vec<String> = (0..3)
@@ -329,10 +335,7 @@ impl NatsCluster {
             .arg("-js")
             .arg("-sd")
             .arg(self.dir.join(format!("store-{i}")))
-            .args([
-                "--cluster",
-                &format!("nats://127.0.0.1:{}", s.cluster_port),
-            ])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", s.cluster_port)])
             .args(["--routes", &routes.join(",")])
             .args(["--cluster_name", &self.name])
             .arg("-l")
@@ -357,7 +360,10 @@ impl NatsCluster {
             }
             if let Some(status) = self.servers[i].child.as_mut().unwrap().try_wait().unwrap() {
                 self.forget(i);
-                panic!("nats-server {i} exited ({status}) before it was ready:\n{}", self.log(i));
+                panic!(
+                    "nats-server {i} exited ({status}) before it was ready:\n{}",
+                    self.log(i)
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -376,7 +382,10 @@ impl NatsCluster {
                 .filter(|&i| self.running(i))
                 .map(|i| {
                     self.monitor(i, "/jsz").map_or(String::new(), |v| {
-                        v["meta_cluster"]["leader"].as_str().unwrap_or("").to_owned()
+                        v["meta_cluster"]["leader"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned()
                     })
                 })
                 .collect();
@@ -396,7 +405,8 @@ impl NatsCluster {
     pub fn monitor(&self, i: usize, path: &str) -> Option<serde_json::Value> {
         use std::io::{Read, Write};
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.servers[i].monitor_port));
-        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
         let mut text = String::new();
@@ -452,6 +462,10 @@ impl Drop for NatsCluster {
     fn drop(&mut self) {
         for i in 0..3 {
             self.kill(i);
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
