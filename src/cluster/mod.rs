@@ -24,7 +24,10 @@
 //!
 //! [`Cluster::join`] connects, checks that JetStream is there and recent enough, and creates
 //! the buckets and the stream with `[cluster] replicas` (or binds them when another node
-//! already did; `buckets`).
+//! already did; `buckets`). A node whose `lease-ttl`, `replicas` or `replay-window` differ
+//! from the existing buckets' logs it and uses the buckets' values. Afterwards [`health`]
+//! follows JetStream apart from the connection (core NATS may work while JetStream does not)
+//! and notices buckets lost with a NATS store, so that they are created again.
 //!
 //! ## Layers
 //!
