@@ -81,6 +81,9 @@ pub struct Leases {
     /// Per switch, when an acquire that failed (JetStream did not answer) may be tried again:
     /// a bucket without a leader is not asked five times a second.
     retry_at: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+    /// (switch, epoch) of every lease this process acquired: its own messages about them,
+    /// echoed back by NATS (late, after a reconnection), are not news from another owner.
+    epochs: Arc<std::sync::Mutex<std::collections::HashSet<(String, u64)>>>,
 }
 
 /// How long after a failed acquire the next is tried.
@@ -95,6 +98,7 @@ impl Leases {
             id: Arc::from(id),
             ttl,
             retry_at: Arc::default(),
+            epochs: Arc::default(),
         }
     }
 
@@ -130,6 +134,12 @@ impl Leases {
             }
         }
         let result = self.acquire_now(switch).await;
+        if let Ok(Some(lease)) = &result {
+            self.epochs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert((switch.to_owned(), lease.epoch));
+        }
         let mut retry_at = self
             .retry_at
             .lock()
@@ -140,6 +150,14 @@ impl Leases {
             retry_at.remove(switch);
         }
         result
+    }
+
+    /// Whether `epoch` is an ownership of `switch` by this process.
+    pub fn is_own_epoch(&self, switch: &str, epoch: u64) -> bool {
+        self.epochs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&(switch.to_owned(), epoch))
     }
 
     /// Taking `switch` failed after its lease was acquired (its records could not be read):

@@ -314,6 +314,10 @@ impl Node {
         let Some(s) = self.switch(&m.switch) else {
             return;
         };
+        if self.leases.is_own_epoch(&m.switch, m.epoch) {
+            // This node's own message, echoed back (late, after a reconnection).
+            return;
+        }
         if !m.up && m.reason.as_deref() == Some("shutdown") {
             s.seen
                 .lock()
