@@ -615,7 +615,8 @@ async fn readyz(shared: web::Data<Arc<Shared>>, node: web::Data<NodeSlot>) -> Ht
         Membership::Node(node) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body(format!(
-                "not ready: NATS unreachable\n{body}{}",
+                "not ready: {}\n{body}{}",
+                node.not_ready_reason(),
                 node.readiness()
             )),
     }

@@ -157,6 +157,57 @@ pub(super) async fn create_stream(
     within(KV_TIMEOUT * 5, || format!("creating {what}"), attempt).await
 }
 
+/// The settings this node works with: its configuration's, except `lease-ttl`, `replicas`
+/// and `replay-window` where the existing buckets and stream have other values — those are
+/// the cluster's, and a node acting on another lease than the others' would fence too late
+/// or take switches too early. Each difference is logged, naming the setting, this node's
+/// value, the bucket's and the value used.
+pub(super) fn settings_in_force(
+    cfg: &ClusterConfig,
+    stores: &Stores,
+    events: &stream::Stream,
+    node: &str,
+) -> ClusterConfig {
+    let mut used = cfg.clone();
+    let leases = &stores.leases.stream.cached_info().config;
+    let stream = &events.cached_info().config;
+    let dur = |d: Duration| humantime::format_duration(d).to_string();
+    let differ = |setting: &str, here: String, there: String, what: &str| {
+        tracing::warn!(
+            node = %node,
+            "{setting} is {here} in this node's configuration, but the existing {what} has {there}: this node uses {there}, as the other nodes do (to change it, stop every node and delete the cluster's buckets and stream with the nats CLI)"
+        );
+    };
+    if !leases.max_age.is_zero() && leases.max_age != cfg.lease_ttl.0 {
+        differ(
+            "lease-ttl",
+            dur(cfg.lease_ttl.0),
+            dur(leases.max_age),
+            &format!("bucket {}", stores.leases.name),
+        );
+        used.lease_ttl.0 = leases.max_age;
+    }
+    if leases.num_replicas != cfg.replicas {
+        differ(
+            "replicas",
+            cfg.replicas.to_string(),
+            leases.num_replicas.to_string(),
+            &format!("bucket {}", stores.leases.name),
+        );
+        used.replicas = leases.num_replicas;
+    }
+    if !stream.max_age.is_zero() && stream.max_age != cfg.replay_window.0 {
+        differ(
+            "replay-window",
+            dur(cfg.replay_window.0),
+            dur(stream.max_age),
+            &format!("stream {}", stream.name),
+        );
+        used.replay_window.0 = stream.max_age;
+    }
+    used
+}
+
 /// Why creating a bucket or stream failed, with the likely remedy for replicas.
 fn setup_reason(error: impl std::fmt::Display, replicas: usize) -> String {
     let mut reason = error.to_string();
@@ -169,22 +220,14 @@ fn setup_reason(error: impl std::fmt::Display, replicas: usize) -> String {
     reason
 }
 
-/// Log, as a warning, each setting of an existing bucket or stream that differs from what
-/// this node's configuration gives; the existing settings are used.
+/// Log, as a warning, each technical setting of an existing bucket or stream that differs
+/// from what this node creates (history, TTL markers, subjects); the existing settings are
+/// used.
 fn warn_differences(node: &str, what: &str, have: &stream::Config, want: &stream::Config) {
     let dur = |d: Duration| humantime::format_duration(d).to_string();
     let opt = |d: Option<Duration>| d.map(dur).unwrap_or_else(|| "none".into());
     let mut differences: Vec<(&str, String, String)> = Vec::new();
-    if have.max_age != want.max_age {
-        differences.push(("max_age", dur(have.max_age), dur(want.max_age)));
-    }
-    if have.num_replicas != want.num_replicas {
-        differences.push((
-            "replicas",
-            have.num_replicas.to_string(),
-            want.num_replicas.to_string(),
-        ));
-    }
+    // max_age (lease-ttl, replay-window) and replicas: see settings_in_force.
     if want.max_messages_per_subject != 0
         && have.max_messages_per_subject != want.max_messages_per_subject
     {

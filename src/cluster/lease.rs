@@ -30,6 +30,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// How long one write of a lease renewal may take before it is tried again (within the
+/// renewal's own bound, `lease-ttl`/3).
+pub const RENEW_ATTEMPT: Duration = Duration::from_secs(1);
+
 /// The value of a lease entry.
 #[derive(Debug, Serialize, Deserialize)]
 struct LeaseValue {
@@ -74,7 +78,16 @@ pub struct Leases {
     node: Arc<str>,
     id: Arc<str>,
     ttl: Duration,
+    /// Per switch, when an acquire that failed (JetStream did not answer) may be tried again:
+    /// a bucket without a leader is not asked five times a second.
+    retry_at: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+    /// (switch, epoch) of every lease this process acquired: its own messages about them,
+    /// echoed back by NATS (late, after a reconnection), are not news from another owner.
+    epochs: Arc<std::sync::Mutex<std::collections::HashSet<(String, u64)>>>,
 }
+
+/// How long after a failed acquire the next is tried.
+pub const ACQUIRE_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Leases {
     /// The leases in `kv`, acting as node `node` (`id`), with `lease-ttl` `ttl`.
@@ -84,6 +97,8 @@ impl Leases {
             node: Arc::from(node),
             id: Arc::from(id),
             ttl,
+            retry_at: Arc::default(),
+            epochs: Arc::default(),
         }
     }
 
@@ -104,7 +119,57 @@ impl Leases {
     /// Take a switch's lease: `Some` with the fence armed, or `None` when another node holds
     /// it. A lease found under this very process's id (an earlier acquire whose answer was
     /// lost) is taken over and renewed at once.
+    ///
+    /// After a failure (JetStream did not answer), the next [`ACQUIRE_BACKOFF`] returns `None`
+    /// without asking.
     pub async fn acquire(&self, switch: &str) -> Result<Option<Lease>, ClusterError> {
+        let now = Instant::now();
+        {
+            let retry_at = self
+                .retry_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if retry_at.get(switch).is_some_and(|at| now < *at) {
+                return Ok(None);
+            }
+        }
+        let result = self.acquire_now(switch).await;
+        if let Ok(Some(lease)) = &result {
+            self.epochs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert((switch.to_owned(), lease.epoch));
+        }
+        let mut retry_at = self
+            .retry_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if result.is_err() {
+            retry_at.insert(switch.to_owned(), Instant::now() + ACQUIRE_BACKOFF);
+        } else {
+            retry_at.remove(switch);
+        }
+        result
+    }
+
+    /// Whether `epoch` is an ownership of `switch` by this process.
+    pub fn is_own_epoch(&self, switch: &str, epoch: u64) -> bool {
+        self.epochs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&(switch.to_owned(), epoch))
+    }
+
+    /// Taking `switch` failed after its lease was acquired (its records could not be read):
+    /// the next acquire waits [`ACQUIRE_BACKOFF`] as after a failed acquire.
+    pub fn back_off(&self, switch: &str) {
+        self.retry_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(switch.to_owned(), Instant::now() + ACQUIRE_BACKOFF);
+    }
+
+    async fn acquire_now(&self, switch: &str) -> Result<Option<Lease>, ClusterError> {
         let what = || format!("acquiring the lease of switch {switch:?}");
         let key = keys::encode(switch);
         let sent = Instant::now();
@@ -128,27 +193,79 @@ impl Leases {
         }
         match self.current(switch).await? {
             Some(owner) if *owner.id == *self.id => {
-                let mut lease = Lease {
-                    switch: switch.to_owned(),
-                    epoch: owner.epoch,
-                    revision: owner.revision,
-                    fence: Fence::closed(),
-                };
-                self.renew(&mut lease).await?;
-                Ok(Some(lease))
+                // An earlier acquire whose answer was lost, or a lease this process gave up
+                // (fenced) and could not delete: removed, and taken anew with a new epoch,
+                // so that nothing this ownership sends is mistaken for the earlier one's.
+                let what = || format!("removing a stale lease of switch {switch:?}");
+                within(self.renew_interval(), what, async {
+                    match self
+                        .kv
+                        .delete_expect_revision(&key, Some(owner.revision))
+                        .await
+                    {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(()),
+                        Err(e) => Err(ClusterError::nats(what(), e)),
+                    }
+                })
+                .await?;
+                Box::pin(self.acquire_fresh(switch)).await
             }
             _ => Ok(None),
         }
+    }
+
+    /// `create` once more, after a stale lease of this process was removed.
+    async fn acquire_fresh(&self, switch: &str) -> Result<Option<Lease>, ClusterError> {
+        let what = || format!("acquiring the lease of switch {switch:?}");
+        let key = keys::encode(switch);
+        let sent = Instant::now();
+        within(self.renew_interval(), what, async {
+            match self.kv.create(&key, self.value(None)).await {
+                Ok(revision) => {
+                    let fence = Fence::closed();
+                    fence.arm(sent, self.ttl);
+                    Ok(Some(Lease {
+                        switch: switch.to_owned(),
+                        epoch: revision,
+                        revision,
+                        fence,
+                    }))
+                }
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(ClusterError::nats(what(), e)),
+            }
+        })
+        .await
     }
 
     /// Renew a lease (compare-and-set on its last revision, within `lease-ttl`/3); on success
     /// the fence is armed from this renew's send time. A lease found taken or expired is
     /// lost: the fence is disarmed and [`ClusterError::LeaseLost`] returned. On a timeout or a
     /// NATS error the fence is left as it was (it runs out by itself).
+    ///
+    /// Within that time, a write that fails or takes longer than [`RENEW_ATTEMPT`] is tried
+    /// again (a JetStream leader election, a reconnection to another server), so that the
+    /// renew succeeds as soon as the bucket is writable again.
     pub async fn renew(&self, lease: &mut Lease) -> Result<(), ClusterError> {
         let switch = lease.switch.clone();
         let what = || format!("renewing the lease of switch {switch:?}");
-        within(self.renew_interval(), what, self.renew_once(lease)).await
+        let attempt = self.renew_interval().min(RENEW_ATTEMPT);
+        within(self.renew_interval(), what, async {
+            loop {
+                let started = Instant::now();
+                let outcome = tokio::time::timeout(attempt, self.renew_once(lease)).await;
+                match outcome {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(e @ ClusterError::LeaseLost { .. })) => return Err(e),
+                    Ok(Err(_)) | Err(_) => {
+                        let pause = attempt.saturating_sub(started.elapsed());
+                        tokio::time::sleep(pause.max(Duration::from_millis(100))).await;
+                    }
+                }
+            }
+        })
+        .await
     }
 
     async fn renew_once(&self, lease: &mut Lease) -> Result<(), ClusterError> {

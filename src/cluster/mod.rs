@@ -24,7 +24,10 @@
 //!
 //! [`Cluster::join`] connects, checks that JetStream is there and recent enough, and creates
 //! the buckets and the stream with `[cluster] replicas` (or binds them when another node
-//! already did; `buckets`).
+//! already did; `buckets`). A node whose `lease-ttl`, `replicas` or `replay-window` differ
+//! from the existing buckets' logs it and uses the buckets' values. Afterwards [`health`]
+//! follows JetStream apart from the connection (core NATS may work while JetStream does not)
+//! and notices buckets lost with a NATS store, so that they are created again.
 //!
 //! ## Layers
 //!
@@ -38,6 +41,7 @@
 mod buckets;
 pub mod flow;
 pub mod forward;
+pub mod health;
 pub mod keys;
 pub mod lease;
 pub mod node;
@@ -238,6 +242,11 @@ struct Inner {
     stores: Stores,
     events: stream::Stream,
     state: watch::Receiver<NatsState>,
+    /// The settings in force (the existing buckets' where they differ from the file's), to
+    /// create the buckets and the stream again when the NATS store was lost.
+    settings: ClusterConfig,
+    /// JetStream's health and the identity of the buckets and stream (`health`).
+    health: health::Health,
 }
 
 impl Cluster {
@@ -284,11 +293,16 @@ impl Cluster {
         }
         let stores = create_buckets(&js, cfg, &node_name).await?;
         let events = create_stream(&js, cfg, &node_name).await?;
+        let settings = buckets::settings_in_force(cfg, &stores, &events, &node_name);
+        let identity = health::identity(&stores, &events);
         tracing::info!(
             node = %node_name,
             node_id = %node_id,
             cluster = %cfg.name,
             server = %version,
+            lease_ttl = %humantime::format_duration(settings.lease_ttl.0),
+            replay_window = %humantime::format_duration(settings.replay_window.0),
+            replicas = settings.replicas,
             "joined the cluster's NATS (JetStream buckets and stream ready)"
         );
         Ok(Cluster {
@@ -296,12 +310,14 @@ impl Cluster {
                 name: cfg.name.clone(),
                 node_name,
                 node_id,
-                lease_ttl: cfg.lease_ttl.0,
+                lease_ttl: settings.lease_ttl.0,
                 client,
                 jetstream: js,
                 stores,
                 events,
                 state,
+                settings,
+                health: health::Health::new(identity),
             }),
         })
     }
@@ -322,7 +338,8 @@ impl Cluster {
         &self.inner.node_id
     }
 
-    /// `[cluster] lease-ttl`.
+    /// The lease in force: `[cluster] lease-ttl`, or the existing lease bucket's when they
+    /// differ (a node never acts on a lease shorter or longer than the other nodes').
     pub fn lease_ttl(&self) -> Duration {
         self.inner.lease_ttl
     }

@@ -217,9 +217,10 @@ impl Node {
         Ok(node)
     }
 
-    /// Whether the node can serve: NATS reachable within `lease-ttl`.
+    /// Whether the node can serve: NATS reachable and JetStream answering within
+    /// `lease-ttl`.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.cluster.jetstream_available()
     }
 
     /// The node's name.
@@ -233,12 +234,13 @@ impl Node {
             "cluster {} node {} nats {}\n",
             self.cluster.name(),
             self.node_name,
-            if self.is_ready() {
+            if self.ready.load(Ordering::Relaxed) {
                 "connected"
             } else {
                 "disconnected"
             }
         );
+        out.push_str(&tasks::jetstream_line(&self.cluster));
         for s in &self.switches {
             let owner = s
                 .seen
@@ -347,9 +349,9 @@ impl Node {
                 .unwrap_or_else(PoisonError::into_inner)
                 .handed_over = planned;
         }
-        // This node's own message, while it still holds the switch (handing it over): its
-        // clients hear of the link from its shard.
-        if s.held.load(Ordering::Acquire) {
+        // This node's own message: echoed back (late, after a reconnection), or while it still
+        // holds the switch (handing it over). Its clients hear of the link from its shard.
+        if self.leases.is_own_epoch(&m.switch, m.epoch) || s.held.load(Ordering::Acquire) {
             return;
         }
         s.proxy
@@ -381,8 +383,11 @@ impl Node {
                 }
             }
         }
+        // The same entry seen again (a watch made anew) is no renewal.
+        if seen.owner != owner || seen.at.is_none() {
+            seen.at = Some(now);
+        }
         seen.owner = owner.clone();
-        seen.at = Some(now);
         drop(seen);
         // This node's own lease is not news to its proxy. Another node's is, even while this
         // node is contending for the switch: it may lose, and its clients' requests must then
@@ -412,7 +417,7 @@ impl Node {
                 seen.owner.is_some() && seen.at.is_some_and(|at| now.duration_since(at) > ttl)
             };
             if expired {
-                self.on_lease(&s.ctx.name, None);
+                self.verify_expired(&s.ctx.name);
             }
         }
         if now < self.settled || self.stopping.load(Ordering::Acquire) || !self.is_ready() {
@@ -496,6 +501,7 @@ impl Node {
             Ok(p) => p,
             Err(e) => {
                 warn!(switch = %name, "took the switch's lease but could not read its records; giving it back: {e}");
+                self.leases.back_off(&name);
                 let _ = self.leases.release(lease).await;
                 return false;
             }

@@ -15,7 +15,9 @@
 
 use super::{keys, within, ClusterError, KV_TIMEOUT};
 use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// How many eventSeq numbers one reservation takes: 2^20 (a switch at 1 000 events a second
 /// reserves a block about every 17 minutes).
@@ -32,12 +34,54 @@ const ATTEMPTS: usize = 16;
 #[derive(Clone)]
 pub struct SeqBlocks {
     kv: kv::Store,
+    /// The highest number this process reserved per switch, to write back when the bucket
+    /// was lost (a NATS server restarted on an empty store): numbers never go back.
+    reserved: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl SeqBlocks {
     /// The blocks kept in `kv`.
     pub fn new(kv: kv::Store) -> SeqBlocks {
-        SeqBlocks { kv }
+        SeqBlocks {
+            kv,
+            reserved: Arc::default(),
+        }
+    }
+
+    /// Write back, for each switch this process reserved numbers for, the highest it
+    /// reserved, where the bucket has less (it was created again empty).
+    pub async fn restore(&self) -> Result<(), ClusterError> {
+        let reserved: Vec<(String, u64)> = self
+            .reserved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for (switch, mine) in reserved {
+            let what = || format!("restoring the eventSeq of switch {switch:?}");
+            within(KV_TIMEOUT, what, async {
+                let key = keys::encode(&switch);
+                for _ in 0..ATTEMPTS {
+                    let (highest, revision) = self.highest(&switch, &key).await?;
+                    if highest >= mine {
+                        return Ok(());
+                    }
+                    match self
+                        .kv
+                        .update(&key, mine.to_string().into(), revision)
+                        .await
+                    {
+                        Ok(_) => return Ok(()),
+                        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e) => return Err(ClusterError::nats(what(), e)),
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Reserve the next block of a switch: the numbers after the highest ever reserved, at
@@ -60,7 +104,13 @@ impl SeqBlocks {
                     .update(&key, next.to_string().into(), revision)
                     .await
                 {
-                    Ok(_) => return Ok(highest + 1..next + 1),
+                    Ok(_) => {
+                        let mut reserved =
+                            self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+                        let mine = reserved.entry(switch.to_owned()).or_default();
+                        *mine = (*mine).max(next);
+                        return Ok(highest + 1..next + 1);
+                    }
                     Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
                     Err(e) => return Err(ClusterError::nats(what(), e)),
                 }

@@ -44,7 +44,13 @@ enum Write {
         conn_id: ConnId,
         after: Duration,
     },
+    /// Write again every registration and connId written and not removed since: the
+    /// buckets were lost (a NATS server restarted on an empty store).
+    Replay,
 }
+
+/// A registration's key in the writer's memory: switch, DN, node, session.
+type RegKey = (Arc<str>, Arc<str>, Arc<str>, Arc<str>);
 
 /// The way to the writer task. Cheap to clone; queuing never waits.
 #[derive(Debug, Clone)]
@@ -95,6 +101,12 @@ impl RecordsWriter {
         });
     }
 
+    /// Write again every registration and connId this node wrote and did not remove since,
+    /// after the buckets were created again.
+    pub fn replay(&self) {
+        self.send(Write::Replay);
+    }
+
     /// Record a call's connId.
     pub fn put_call(&self, switch: &Arc<str>, call_id: &str, conn_id: ConnId) {
         self.send(Write::PutCall {
@@ -119,6 +131,8 @@ impl RecordsWriter {
 async fn run(records: Records, mut rx: mpsc::UnboundedReceiver<Write>, me: RecordsWriter) {
     // The connId last recorded for each call, so that a late removal spares a newer call.
     let mut calls: HashMap<(Arc<str>, Arc<str>), ConnId> = HashMap::new();
+    // The registrations written and not removed, to write again after a loss of the buckets.
+    let mut regs: HashMap<RegKey, (RegisterMode, Arc<str>)> = HashMap::new();
     while let Some(w) = rx.recv().await {
         let done = match w {
             Write::Put {
@@ -128,13 +142,22 @@ async fn run(records: Records, mut rx: mpsc::UnboundedReceiver<Write>, me: Recor
                 session,
                 mode,
                 app,
-            } => records.put(&switch, &dn, &node, &session, mode, &app).await,
+            } => {
+                let done = records.put(&switch, &dn, &node, &session, mode, &app).await;
+                regs.insert((switch, dn, node, session), (mode, app));
+                done
+            }
             Write::Delete {
                 switch,
                 dn,
                 node,
                 session,
-            } => records.delete(&switch, &dn, &node, &session).await,
+            } => {
+                let done = records.delete(&switch, &dn, &node, &session).await;
+                regs.remove(&(switch, dn, node, session));
+                done
+            }
+            Write::Replay => replay(&records, &regs, &calls).await,
             Write::PutCall {
                 switch,
                 call_id,
@@ -176,4 +199,31 @@ async fn run(records: Records, mut rx: mpsc::UnboundedReceiver<Write>, me: Recor
             warn!("a cluster record was not written: {e}");
         }
     }
+}
+
+/// Write every remembered registration and connId again: the first error, after trying all.
+async fn replay(
+    records: &Records,
+    regs: &HashMap<RegKey, (RegisterMode, Arc<str>)>,
+    calls: &HashMap<(Arc<str>, Arc<str>), ConnId>,
+) -> Result<(), crate::cluster::ClusterError> {
+    let mut first = Ok(());
+    for ((switch, dn, node, session), (mode, app)) in regs {
+        let done = records.put(switch, dn, node, session, *mode, app).await;
+        if first.is_ok() {
+            first = done;
+        }
+    }
+    for ((switch, call_id), conn_id) in calls {
+        let done = records.put_call(switch, call_id, *conn_id).await;
+        if first.is_ok() {
+            first = done;
+        }
+    }
+    tracing::info!(
+        registrations = regs.len(),
+        calls = calls.len(),
+        "the registrations and connIds this node holds were written again"
+    );
+    first
 }
