@@ -95,6 +95,9 @@ impl Bed {
             let node = RouterProcess::start(&format!("node-{}", self.names[i]), &text);
             self.nodes.push(Some(node));
         }
+        for node in self.nodes.iter().flatten() {
+            node.wait_joined();
+        }
         self
     }
 
@@ -142,6 +145,7 @@ impl Bed {
         self.names.push(char::from(b'a' + i as u8).to_string());
         let text = self.config(i, self.lease_ttl, self.replicas, "5m");
         let node = RouterProcess::start(&format!("node-{}", self.names[i]), &text);
+        node.wait_joined();
         self.nodes.push(Some(node));
     }
 

@@ -127,23 +127,7 @@ impl Bed {
     /// Wait until node `i` has joined the cluster (it prints its addresses before: until it
     /// has joined it refuses clients with 503).
     pub fn wait_joined(&self, i: usize) {
-        let node = self.nodes[i].as_ref().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let joined = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(node.try_http_get("/readyz"))
-            });
-            if matches!(&joined, Ok((_, body)) if !body.contains("joining the cluster")) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} has not joined within 20 s: {joined:?}\n{}",
-                self.names[i],
-                node.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.nodes[i].as_ref().unwrap().wait_joined();
     }
 
     /// Node `i`'s configuration.

@@ -297,6 +297,29 @@ impl RouterProcess {
         format!("ws://{}/v1", self.clients)
     }
 
+    /// Wait until a clustered router has joined its cluster (it prints its addresses before,
+    /// and refuses clients with 503 until it has joined). From synchronous code or from a
+    /// task of a multi-threaded runtime.
+    pub fn wait_joined(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let get = || async { self.try_http_get("/readyz").await };
+            let joined = match tokio::runtime::Handle::try_current() {
+                Ok(h) => tokio::task::block_in_place(|| h.block_on(get())),
+                Err(_) => runtime().block_on(get()),
+            };
+            if matches!(&joined, Ok((_, body)) if !body.contains("joining the cluster")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the router has not joined its cluster within 20 s: {joined:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `GET path` on the metrics listener: status and body, or why there is none.
     pub async fn try_http_get(&self, path: &str) -> Result<(u16, String), String> {
         http::get(self.metrics, path, Duration::from_secs(5))
