@@ -9,6 +9,7 @@
 mod common;
 use common::nats::{NatsCluster, NatsServer};
 use common::process::{self, RouterProcess, SimProcess};
+use common::readyz::parse_owners;
 use common::router::Client;
 use common::sim_control::SimControl;
 
@@ -234,21 +235,6 @@ impl Drop for Bed {
     }
 }
 
-/// `switch NAME owner NODE` lines of `/readyz`.
-fn parse_owners(body: &str) -> BTreeMap<String, Option<String>> {
-    body.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("switch ")?;
-            let (switch, owner) = rest.split_once(" owner ")?;
-            let owner = owner.trim_end_matches(" (this node)");
-            Some((
-                switch.to_owned(),
-                (owner != "none").then(|| owner.to_owned()),
-            ))
-        })
-        .collect()
-}
-
 /// A client kept busy while a fault happens: a `RequestQueryAddress` every 100 ms, every
 /// message kept, and the close code if the router closed it.
 struct Busy {
@@ -405,29 +391,30 @@ async fn hot_desk_reaches(
 ) {
     sim.post_ok("/hotdesk", json!({"guest": guest, "host": host}))
         .await;
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = c
-            .next(left)
-            .await
-            .unwrap_or_else(|| panic!("no hot-desk event on {guest} within {within:?}"));
-        got.push(m.clone());
-        if m["thisDn"] == guest && m["privateMsgId"] == 1 {
-            break;
-        }
-    }
+    await_private(c, guest, 1, "hot-desk event", within, got).await;
     sim.post_ok("/hotdesk/cancel", json!({"guest": guest}))
         .await;
+    await_private(c, guest, 2, "hot-desk cancel", within, got).await;
+}
+
+/// Read `c` (keeping every message in `got`) until the event `msg_id` of `guest` arrives.
+async fn await_private(
+    c: &mut Client,
+    guest: &str,
+    msg_id: u64,
+    what: &str,
+    within: Duration,
+    got: &mut Vec<Value>,
+) {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let m = c
             .next(left)
             .await
-            .unwrap_or_else(|| panic!("no hot-desk cancel on {guest} within {within:?}"));
+            .unwrap_or_else(|| panic!("no {what} on {guest} within {within:?}"));
         got.push(m.clone());
-        if m["thisDn"] == guest && m["privateMsgId"] == 2 {
+        if m["thisDn"] == guest && m["privateMsgId"] == msg_id {
             break;
         }
     }
