@@ -83,6 +83,15 @@ pub const HOTDESK_ASSOCIATIONS: &str = "csta_router_hotdesk_associations";
 pub const ACTIVE_CALLS: &str = "csta_router_active_calls";
 /// Extension actors alive.
 pub const EXTENSION_ACTORS: &str = "csta_router_extension_actors";
+/// Sessions whose connection went, kept for `session-linger`.
+pub const SESSIONS_LINGERING: &str = "csta_router_sessions_lingering";
+/// `RequestOpen`s with `resume`, by result.
+pub const SESSION_RESUMES: &str = "csta_router_session_resumes_total";
+/// The results of a resume: resumed (nothing missing), gap (some events no longer kept),
+/// unknown (no such session: a new one), refused (another application's session).
+pub const RESUME_RESULTS: [&str; 4] = ["resumed", "gap", "unknown", "refused"];
+/// Events sent again to resumed sessions.
+pub const EVENTS_REPLAYED: &str = "csta_router_events_replayed_total";
 /// Calls forgotten because a DN or a switch had more than its limit.
 pub const CALLS_EVICTED: &str = "csta_router_calls_evicted_total";
 
@@ -164,7 +173,7 @@ pub fn install(request_timeout: Duration) -> PrometheusHandle {
 
 /// Every metric with its type and HELP text: a new metric is its name above and one line here
 /// (and its handle or its labels exported at 0 below).
-const DESCRIPTIONS: [(&str, Kind, &str); 26] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 29] = [
     (
         PRIVATE_SERVICE_REQUESTS,
         Kind::Counter,
@@ -266,6 +275,21 @@ const DESCRIPTIONS: [(&str, Kind, &str); 26] = [
         "Client WebSocket connections open.",
     ),
     (
+        SESSIONS_LINGERING,
+        Kind::Gauge,
+        "Client sessions whose connection went without RequestClose, kept (registrations and events) for session-linger so that a new connection can resume them.",
+    ),
+    (
+        SESSION_RESUMES,
+        Kind::Counter,
+        "RequestOpen with resume, by result: resumed, gap (some events were no longer kept), unknown (no such session: a new one), refused (another application's session).",
+    ),
+    (
+        EVENTS_REPLAYED,
+        Kind::Counter,
+        "Events sent again to resumed sessions (the events their previous connection may have missed).",
+    ),
+    (
         CLIENT_DISCONNECTS,
         Kind::Counter,
         "Client WebSocket connections closed, by reason: closed (by the client, or dropped), slow_consumer (4008: queue full, or a write blocked for client-ping-interval x client-ping-tolerance), ping_timeout (1000), protocol_error (1002, 1008, 1009), auth (1008 wrong or missing token; 1013 address locked out after repeated failures), limit (1013, max-clients), shutdown (1001), open_timeout (1008, no RequestOpen within open-timeout).",
@@ -324,6 +348,11 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
         metrics::counter!(CLIENT_DISCONNECTS, "reason" => cause.label()).absolute(0);
     }
     metrics::gauge!(CLIENTS_CONNECTED).set(0.0);
+    metrics::gauge!(SESSIONS_LINGERING).set(0.0);
+    for result in RESUME_RESULTS {
+        metrics::counter!(SESSION_RESUMES, "result" => result).absolute(0);
+    }
+    metrics::counter!(EVENTS_REPLAYED).absolute(0);
     for code in ErrorCode::ALL {
         metrics::counter!(ERRORS, "switch" => "", "code" => code.code().to_string()).absolute(0);
     }
@@ -386,6 +415,21 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
 pub fn error_sent(switch: Option<&str>, code: ErrorCode) {
     let switch = switch.map(str::to_owned).unwrap_or_default();
     metrics::counter!(ERRORS, "switch" => switch, "code" => code.code().to_string()).increment(1);
+}
+
+/// Count a `RequestOpen` with `resume` (`result`: one of [`RESUME_RESULTS`]).
+pub fn session_resume(result: &'static str) {
+    metrics::counter!(SESSION_RESUMES, "result" => result).increment(1);
+}
+
+/// Count events replayed to a resumed session.
+pub fn events_replayed(n: usize) {
+    metrics::counter!(EVENTS_REPLAYED).increment(n as u64);
+}
+
+/// Set the number of lingering sessions.
+pub fn sessions_lingering(n: usize) {
+    metrics::gauge!(SESSIONS_LINGERING).set(n as f64);
 }
 
 /// Count a client disconnect.

@@ -8,7 +8,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::link::{Switch, SwitchConfig};
 use crate::router::{Router, Shared, SwitchCtx};
-use crate::session::{self, Gate};
+use crate::session;
 use crate::sim::{SimConfig, Simulator};
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -213,7 +213,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
     let sessions = CancellationToken::new();
     let clients = ClientEndpoint {
         shared: shared.clone(),
-        gate: Arc::new(Gate::default()),
+        clients: session::Clients::default(),
         sessions: sessions.clone(),
         node: slot.clone(),
     };
@@ -347,8 +347,9 @@ fn start_switches(
 #[derive(Clone)]
 struct ClientEndpoint {
     shared: Arc<Shared>,
-    /// The admission of connections (`max-clients`, authentication back-off).
-    gate: Arc<Gate>,
+    /// The admission of connections (`max-clients`, authentication back-off) and the
+    /// sessions of this node.
+    clients: session::Clients,
     /// Cancelled to close every session with 1001.
     sessions: CancellationToken,
     /// In a cluster: this node (no client is taken before it joined or while it is not
@@ -504,7 +505,7 @@ async fn ws_endpoint(
     };
     actix_web::rt::spawn(session::run(
         shared,
-        state.gate.clone(),
+        state.clients.clone(),
         session,
         stream,
         state.sessions.clone(),

@@ -516,10 +516,10 @@ impl Proxy {
 
     fn deliver(&self, st: &mut State, m: FlowMessage) {
         match m.kind {
-            Kind::Event { dn, .. } => {
+            Kind::Event { dn, seq } => {
                 let mut delivered = 0u64;
                 for c in st.interest.get(&dn).into_iter().flatten() {
-                    if c.push(m.text.clone(), false) {
+                    if c.event(self.switch.index, seq, m.text.clone()) {
                         delivered += 1;
                     }
                 }

@@ -15,7 +15,7 @@
 pub mod read;
 pub mod write;
 
-pub use read::{parse_request, Request};
+pub use read::{parse_request, Request, Resume};
 pub use write::*;
 
 use bytestring::ByteString;
@@ -154,11 +154,13 @@ pub enum CloseCause {
     Shutdown,
     /// No valid `RequestOpen` within `open-timeout` (1008).
     OpenTimeout,
+    /// Another connection resumed the session (4009).
+    TakenOver,
 }
 
 impl CloseCause {
     /// Every cause, for metrics exported at 0.
-    pub const ALL: [CloseCause; 8] = [
+    pub const ALL: [CloseCause; 9] = [
         CloseCause::Closed,
         CloseCause::SlowConsumer,
         CloseCause::PingTimeout,
@@ -167,6 +169,7 @@ impl CloseCause {
         CloseCause::Limit,
         CloseCause::Shutdown,
         CloseCause::OpenTimeout,
+        CloseCause::TakenOver,
     ];
 
     /// The metrics label.
@@ -180,6 +183,7 @@ impl CloseCause {
             CloseCause::Limit => "limit",
             CloseCause::Shutdown => "shutdown",
             CloseCause::OpenTimeout => "open_timeout",
+            CloseCause::TakenOver => "taken_over",
         }
     }
 }

@@ -18,6 +18,8 @@ pub enum Request {
         application: String,
         /// `token`.
         token: Option<String>,
+        /// `resume`.
+        resume: Resume,
     },
     /// `RequestRegisterAddress`.
     Register {
@@ -49,6 +51,32 @@ pub enum Request {
     },
     /// `RequestQueryServer`.
     QueryServer,
+    /// `RequestClose`: end the session at once.
+    Close,
+}
+
+/// The longest `sessionId` accepted in a resume (the router's are 32 characters).
+pub const MAX_SESSION_ID_LEN: usize = 64;
+
+/// The most switches a resume's `lastEventSeq` may name.
+pub const MAX_RESUME_SWITCHES: usize = 1024;
+
+/// `RequestOpen`'s `resume`: absent, well formed, or malformed (answered with 53).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// No `resume`: a new session.
+    #[default]
+    None,
+    /// Resume session `session_id`: the client has every event of each switch up to its
+    /// `lastEventSeq` (a switch not named: none).
+    Session {
+        /// `sessionId`.
+        session_id: String,
+        /// `lastEventSeq`: switch name → the last `eventSeq` the client has.
+        last_event_seq: Vec<(String, u64)>,
+    },
+    /// A `resume` that cannot be read: why, as a sentence for `EventError` 53.
+    Malformed(String),
 }
 
 /// One field of a request as read: just what is needed to accept it or say what is wrong with
@@ -139,6 +167,8 @@ struct Wire<'a> {
     application: Option<Field<'a>>,
     #[serde(borrow, default)]
     token: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    resume: Option<Field<'a>>,
 }
 
 /// Read one text frame as a request: `(referenceId, request)`.
@@ -185,6 +215,7 @@ pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
         "RequestUnregisterAddress" => Request::Unregister { dn: fields.dn()? },
         "RequestQueryAddress" => Request::QueryAddress { dn: fields.dn()? },
         "RequestQueryServer" => Request::QueryServer,
+        "RequestClose" => Request::Close,
         "RequestPrivateService" => fields.private_service()?,
         other => {
             return Err(fields.err(
@@ -295,7 +326,59 @@ impl Fields<'_, '_> {
                 .string("application", &self.wire.application)?
                 .unwrap_or_default(),
             token: self.string("token", &self.wire.token)?,
+            resume: self.resume(),
         })
+    }
+
+    /// `RequestOpen`'s `resume`: {`sessionId`: string, `lastEventSeq`: {switch: integer}}.
+    fn resume(&self) -> Resume {
+        let malformed = |why: &str| {
+            Resume::Malformed(format!("\"resume\" {why}; send {{\"sessionId\": the id from EventServerConnected, \"lastEventSeq\": {{\"<switch>\": the last eventSeq received, ...}}}}, or open without \"resume\"."))
+        };
+        let fields = match &self.wire.resume {
+            None => return Resume::None,
+            Some(Field::Object(fields)) => fields,
+            Some(_) => return malformed("is not an object"),
+        };
+        let mut session_id = None;
+        let mut last_event_seq = Vec::new();
+        for (key, value) in fields {
+            match (&**key, value) {
+                ("sessionId", Field::Str(id))
+                    if !id.is_empty()
+                        && id.len() <= MAX_SESSION_ID_LEN
+                        && id.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+                {
+                    session_id = Some(id.to_string());
+                }
+                ("sessionId", _) => {
+                    return malformed("has a \"sessionId\" that is not a session id string")
+                }
+                ("lastEventSeq", Field::Object(seqs)) if seqs.len() <= MAX_RESUME_SWITCHES => {
+                    for (switch, seq) in seqs {
+                        let Field::Uint(n) = seq else {
+                            return malformed(
+                                "has a \"lastEventSeq\" value that is not a non-negative integer",
+                            );
+                        };
+                        last_event_seq.push((switch.to_string(), *n));
+                    }
+                }
+                ("lastEventSeq", _) => {
+                    return malformed(
+                        "has a \"lastEventSeq\" that is not an object of at most 1024 switches",
+                    )
+                }
+                _ => {}
+            }
+        }
+        match session_id {
+            Some(session_id) => Resume::Session {
+                session_id,
+                last_event_seq,
+            },
+            None => malformed("has no \"sessionId\""),
+        }
     }
 
     fn register(&self) -> Result<Request, ProtocolError> {
@@ -442,6 +525,48 @@ mod tests {
         let e = parse_request(r#"{"message":"RequestOpen","referenceId":1,"referenceId":2}"#)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidAttr);
+    }
+
+    #[test]
+    fn a_resume_is_read_or_said_to_be_malformed() {
+        let open = |resume: &str| {
+            let text = format!(
+                r#"{{"message":"RequestOpen","referenceId":1,"protocolVersion":1,"application":"a","resume":{resume}}}"#
+            );
+            match parse_request(&text).unwrap().1 {
+                Request::Open { resume, .. } => resume,
+                _ => Resume::Malformed("not RequestOpen".into()),
+            }
+        };
+        assert_eq!(
+            open(r#"{"sessionId":"0f3a9c","lastEventSeq":{"sw1":12,"sw2":0},"x":1}"#),
+            Resume::Session {
+                session_id: "0f3a9c".into(),
+                last_event_seq: vec![("sw1".into(), 12), ("sw2".into(), 0)],
+            }
+        );
+        assert_eq!(
+            open(r#"{"sessionId":"abc"}"#),
+            Resume::Session {
+                session_id: "abc".into(),
+                last_event_seq: vec![],
+            }
+        );
+        assert_eq!(open("null"), Resume::None);
+        for bad in [
+            "1",
+            r#"{"lastEventSeq":{}}"#,
+            r#"{"sessionId":""}"#,
+            r#"{"sessionId":"a b"}"#,
+            r#"{"sessionId":7}"#,
+            r#"{"sessionId":"abc","lastEventSeq":{"sw1":-1}}"#,
+            r#"{"sessionId":"abc","lastEventSeq":{"sw1":"12"}}"#,
+            r#"{"sessionId":"abc","lastEventSeq":[1]}"#,
+        ] {
+            assert!(matches!(open(bad), Resume::Malformed(_)), "{bad}");
+        }
+        let (_, close) = parse_request(r#"{"message":"RequestClose","referenceId":9}"#).unwrap();
+        assert_eq!(close, Request::Close);
     }
 
     #[test]

@@ -134,20 +134,48 @@ fn hotdesk_json(hotdesk: Option<(&str, &str)>) -> Value {
     }
 }
 
+/// What `EventServerConnected` says of the client's session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionInfo<'a> {
+    /// `sessionId`: what a later `RequestOpen` gives to resume the session.
+    pub id: &'a str,
+    /// `sessionLinger`: how long the session outlives its connection, in seconds.
+    pub linger_s: u64,
+    /// `None` when no resume was asked; else whether it resumed, how many events it
+    /// replays (`replayed`), and the switches with events no longer kept (`resumeGap`).
+    pub resumed: Option<(bool, usize, &'a [&'a str])>,
+}
+
 /// `EventServerConnected`, the reply to `RequestOpen`.
 pub fn server_connected(
     reference_id: u64,
     private_services: &[u32],
     accode_name: &str,
     switches: &[SwitchView<'_>],
+    session: &SessionInfo<'_>,
 ) -> SharedText {
-    MessageBuilder::new("EventServerConnected")
+    let mut m = MessageBuilder::new("EventServerConnected")
         .reference(reference_id)
         .with("protocolVersion", 1)
         .with("serverVersion", env!("CARGO_PKG_VERSION"))
         .with("privateServices", private_services)
         .with("accodeName", accode_name)
         .with("switches", switches_json(switches, false))
+        .with("sessionId", session.id)
+        .with("sessionLinger", session.linger_s);
+    if let Some((resumed, replayed, gap)) = session.resumed {
+        m = m.with("resumed", resumed).with("replayed", replayed);
+        if !gap.is_empty() {
+            m = m.with("resumeGap", gap);
+        }
+    }
+    m.finish()
+}
+
+/// `EventClosed`, the reply to `RequestClose`: the session is over.
+pub fn closed(reference_id: u64) -> SharedText {
+    MessageBuilder::new("EventClosed")
+        .reference(reference_id)
         .finish()
 }
 

@@ -248,7 +248,7 @@ impl Router {
             for client in &o.to {
                 match client.remote_node() {
                     None => {
-                        if client.push(o.text.clone(), false) {
+                        if client.event(self.switch.index, seq, o.text.clone()) {
                             delivered += 1;
                         }
                     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -17,14 +17,15 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Take a place for a new connection if fewer than `max` are taken (opened or not).
-    pub(super) fn admit(&self, max: usize) -> Option<Slot<'_>> {
+    /// Take a place for a new connection if fewer than `max` are taken (connections opened or
+    /// not, and lingering sessions).
+    pub(super) fn admit(self: &Arc<Self>, max: usize) -> Option<Slot> {
         self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(&self.connections))
+            .map(|_| Slot(self.clone()))
     }
 
     /// Whether `ip` is locked out now after failed authentications.
@@ -38,12 +39,13 @@ impl Gate {
     }
 }
 
-/// A connection's place under `max-clients`, given back when dropped.
-pub(super) struct Slot<'a>(&'a AtomicUsize);
+/// A place under `max-clients`, given back when dropped: a connection's, which a session
+/// that lingers after it keeps.
+pub struct Slot(Arc<Gate>);
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -205,7 +207,7 @@ mod tests {
 
     #[test]
     fn places_are_given_back() {
-        let gate = Gate::default();
+        let gate = Arc::new(Gate::default());
         let a = gate.admit(2).unwrap();
         let _b = gate.admit(2).unwrap();
         assert!(gate.admit(2).is_none());

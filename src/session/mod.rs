@@ -16,24 +16,27 @@
 //! really gone soon after ([`socket`]).
 
 pub mod gate;
+pub mod registry;
 pub mod requests;
 pub mod socket;
 
 pub use gate::Gate;
+pub use registry::Sessions;
 pub use socket::{Conn, ConnSocket, TcpHandle, CLIENT_DISCONNECT_TIMEOUT, CLOSE_ATTEMPT};
 
 use crate::audit::LogStr;
-use crate::client::{ClientInner, Queued};
+use crate::client::{ClientInner, Connection, Entry, Kind};
 use crate::protocol::{CloseCause, ErrorCode, ProtocolError};
 use crate::router::Shared;
 use actix_ws::{CloseReason, Message as WsMessage};
-use gate::AUTH_FAILURE_DELAY;
+use gate::{Slot, AUTH_FAILURE_DELAY};
+use registry::Record;
 use requests::{Next, State};
-use socket::{after, close_reason, echo_close, end_connection, flush_queue, write_within, Write};
+use socket::{after, close_reason, echo_close, end_connection, write_within, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info};
 
@@ -70,15 +73,25 @@ impl End {
     }
 }
 
-/// Run one client session until it ends. `shutdown` closes it with 1001.
+/// The sessions' shared parts: admission and the sessions of this node.
+#[derive(Default, Clone)]
+pub struct Clients {
+    /// Admission (`max-clients`, authentication back-off).
+    pub gate: Arc<Gate>,
+    /// The sessions by `sessionId`.
+    pub sessions: Arc<Sessions>,
+}
+
+/// Run one client connection until it ends. `shutdown` closes it with 1001.
 pub async fn run(
     shared: Arc<Shared>,
-    gate: Arc<Gate>,
+    clients: Clients,
     session: actix_ws::Session,
     stream: actix_ws::MessageStream,
     shutdown: CancellationToken,
     conn: Conn,
 ) {
+    let Clients { gate, sessions } = clients;
     let server = &shared.config.server;
     let mut stream = stream.max_frame_size(server.max_frame_size);
     let id = crate::client::next_client_id();
@@ -98,21 +111,32 @@ pub async fn run(
         return;
     };
     // The outbox exists from the start so replies before RequestOpen share the queue, but the
-    // client joins the hub (link events) only once it is open.
-    let (pending, outbox) = ClientInner::outbox(id, server.client_queue);
-    let state = State::new(shared.clone(), gate.clone(), pending, conn.peer);
-    let mut s = Session::new(session, outbox.rx, state, &shared);
-    let end = s
-        .serve(&mut stream, &shutdown, &outbox.slow, &outbox.again)
-        .await;
-    // Release everything first: the client may never read again.
-    s.state.release_all();
-    if let Some(c) = &s.state.client {
-        shared.hub.remove(c.id);
+    // client joins the hub (link events) only once it is open. Events are kept for a resume
+    // only when sessions linger.
+    let retain = if server.session_linger.0.is_zero() {
+        0
+    } else {
+        server.client_queue
+    };
+    let connection = Arc::new(Connection::default());
+    let pending = ClientInner::local(id, server.client_queue, retain, connection.clone());
+    let state = State::new(
+        shared.clone(),
+        gate.clone(),
+        sessions,
+        (pending, connection.clone()),
+        conn.peer,
+    );
+    let mut s = Session::new(session, state, &shared);
+    let end = s.serve(&mut stream, &shutdown, &connection).await;
+    let application = s.state.client.as_ref().map(|c| c.application.clone());
+    if let Some(record) = s.state.record.take() {
+        // The client may never read again: the session lingers or ends now.
+        leave(&s.state, record, &connection, slot);
+    } else {
+        drop(slot);
     }
-    drop(s.rx);
     if end.cause == CloseCause::SlowConsumer {
-        let application = s.state.client.as_ref().map(|c| c.application.clone());
         info!(
             client = id,
             application = %LogStr(application.as_deref().unwrap_or("")),
@@ -122,17 +146,62 @@ pub async fn run(
         debug!(client = id, peer = ?conn.peer, cause = end.cause.label(), "client session ends");
     }
     crate::metrics::client_disconnected(end.cause.label());
-    // The client's place is free as soon as the router is done with it; the connection's
-    // end below is bounded.
-    drop(slot);
+    // The connection writes nothing more but its close frame.
+    connection.gone.cancel();
     end_connection(s.session, &mut stream, end.close, &conn.tcp, id).await;
+}
+
+/// The connection of session `record` (of generation `generation`) ended: unless another
+/// connection took the session over, it lingers for `session-linger` (holding the
+/// connection's place under `max-clients`), or ends now when it was closed or sessions do not
+/// linger.
+fn leave(
+    state: &State,
+    (record, generation): (Arc<Record>, u64),
+    conn: &Arc<Connection>,
+    slot: Slot,
+) {
+    let shared = &state.shared;
+    let sessions = &state.sessions;
+    record.client.detach(conn);
+    if sessions.generation(&record) != Some(generation) {
+        // Taken over: the session is another connection's now.
+        return;
+    }
+    let linger = shared.config.server.session_linger.0;
+    if state.closed || linger.is_zero() {
+        if sessions.end(&record) {
+            end_session(shared, &record);
+        }
+        return;
+    }
+    let Some(lingering) = sessions.linger(&record, generation, slot) else {
+        return;
+    };
+    shared.hub.remove(record.client.id);
+    let (shared, sessions) = (shared.clone(), sessions.clone());
+    actix_rt::spawn(async move {
+        tokio::time::sleep(linger).await;
+        if sessions.expire(&record, lingering) {
+            debug!(client = record.client.id, "session linger expired");
+            end_session(&shared, &record);
+        }
+    });
+}
+
+/// A session is over: its registrations are released and nothing of it is kept.
+fn end_session(shared: &Shared, record: &Record) {
+    shared.hub.remove(record.client.id);
+    requests::release_all(shared, record);
+    record.client.end();
 }
 
 /// A session while it serves its client.
 struct Session {
     session: actix_ws::Session,
-    rx: mpsc::Receiver<Queued>,
     state: State,
+    /// Messages taken from the outbox, written next (kept to reuse its allocation).
+    batch: Vec<Entry>,
     ping_every: Duration,
     /// Pings unanswered in a row that close the client.
     tolerance: u32,
@@ -143,19 +212,14 @@ struct Session {
 }
 
 impl Session {
-    fn new(
-        session: actix_ws::Session,
-        rx: mpsc::Receiver<Queued>,
-        state: State,
-        shared: &Shared,
-    ) -> Session {
+    fn new(session: actix_ws::Session, state: State, shared: &Shared) -> Session {
         let server = &shared.config.server;
         let ping_every = server.client_ping_interval.0.max(Duration::from_millis(10));
         let tolerance = server.client_ping_tolerance.max(1);
         Session {
             session,
-            rx,
             state,
+            batch: Vec::new(),
             ping_every,
             tolerance,
             // A write that cannot finish while a client would have missed every ping it
@@ -171,8 +235,7 @@ impl Session {
         &mut self,
         stream: &mut actix_ws::MessageStream,
         shutdown: &CancellationToken,
-        slow: &CancellationToken,
-        again: &CancellationToken,
+        conn: &Arc<Connection>,
     ) -> End {
         let mut ping = tokio::time::interval_at(after(self.ping_every), self.ping_every);
         // A ping that could not be sent (the session was busy writing) is not a missed ping:
@@ -187,10 +250,11 @@ impl Session {
         // events) cannot starve the client's requests and pongs: each turn writes up to
         // WRITE_BURST messages, then the other branches get their turn.
         let shutdown_wait = shutdown.cancelled();
-        let slow_wait = slow.cancelled();
-        let again_wait = again.cancelled();
+        let slow_wait = conn.slow.cancelled();
+        let again_wait = conn.again.cancelled();
+        let taken_wait = conn.taken.cancelled();
         let open_wait = tokio::time::sleep_until(after(self.open_timeout));
-        tokio::pin!(shutdown_wait, slow_wait, again_wait, open_wait);
+        tokio::pin!(shutdown_wait, slow_wait, again_wait, taken_wait, open_wait);
         loop {
             let end = tokio::select! {
                 biased;
@@ -207,9 +271,10 @@ impl Session {
                         }
                     }
                     let in_flight = self.state.in_flight;
-                    flush_queue(&mut self.session, &mut self.rx, in_flight, after(CLOSE_ATTEMPT)).await;
+                    self.flush(conn, in_flight, after(CLOSE_ATTEMPT)).await;
                     Some(End::close(CloseCause::Shutdown, 1001, "going away"))
                 }
+                _ = &mut taken_wait => Some(End::close(CloseCause::TakenOver, 4009, "session taken over")),
                 _ = &mut slow_wait => Some(End::slow_consumer()),
                 _ = &mut again_wait => Some(End::close(
                     CloseCause::Closed,
@@ -223,10 +288,9 @@ impl Session {
                 )),
                 _ = ping.tick() => self.ping().await,
                 msg = stream.recv() => self.on_frame(msg, shutdown).await,
-                out = self.rx.recv() => match out {
-                    None => Some(End::gone(CloseCause::Closed)),
-                    Some(out) => self.write_burst(out, &mut slow_wait, &mut shutdown_wait).await,
-                },
+                _ = conn.wake.notified() => {
+                    self.write_burst(conn, &mut slow_wait, &mut shutdown_wait).await
+                }
             };
             if let Some(end) = end {
                 return end;
@@ -339,7 +403,8 @@ impl Session {
         cause: CloseCause,
         shutdown: &CancellationToken,
     ) -> End {
-        flush_queue(&mut self.session, &mut self.rx, 0, after(CLOSE_ATTEMPT)).await;
+        let conn = self.state.conn.clone();
+        self.flush(&conn, 0, after(CLOSE_ATTEMPT)).await;
         if cause == CloseCause::Auth {
             // Guessing tokens costs a second per attempt (and the connection's place
             // meanwhile).
@@ -356,14 +421,27 @@ impl Session {
     /// of a turn of the loop per message.
     async fn write_burst(
         &mut self,
-        first: Queued,
+        conn: &Arc<Connection>,
         slow_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
         shutdown_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Option<End> {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(out) = next.take() {
-            if out.reply {
+        if let Some(old) = self.state.taken_over.take() {
+            // The connection this one took over gets its 4009 first.
+            let _ = tokio::time::timeout(CLOSE_ATTEMPT, old.gone.cancelled()).await;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let attached = self
+            .state
+            .outbox()
+            .is_some_and(|o| o.take(conn, WRITE_BURST, &mut batch));
+        if !attached {
+            // Too slow, or taken over: the serving loop ends the session next.
+            self.batch = batch;
+            return None;
+        }
+        let mut end = None;
+        for out in batch.drain(..) {
+            if out.kind == Kind::Reply {
                 self.state.in_flight = self.state.in_flight.saturating_sub(1);
             }
             // Ready at once unless actix-ws's own queue is full; a slow client or a shutdown
@@ -371,17 +449,58 @@ impl Session {
             let write = tokio::select! {
                 biased;
                 w = write_within(self.session.text(out.text), self.write_limit) => w,
-                _ = slow_wait.as_mut() => return None,
-                _ = shutdown_wait.as_mut() => return None,
+                _ = slow_wait.as_mut() => break,
+                _ = shutdown_wait.as_mut() => break,
             };
-            if let Some(end) = self.written(write) {
-                return Some(end);
-            }
-            written += 1;
-            if written < WRITE_BURST {
-                next = self.rx.try_recv().ok();
+            end = self.written(write);
+            if end.is_some() {
+                break;
             }
         }
-        None
+        batch.clear();
+        self.batch = batch;
+        end
+    }
+
+    /// Write what is queued, and the replies still due to `in_flight` requests as they come,
+    /// giving up at `until`; `false` if it could not all be written. Why wait for the replies:
+    /// a stopping router answers every request it took before its close frame.
+    async fn flush(
+        &mut self,
+        conn: &Arc<Connection>,
+        mut in_flight: usize,
+        until: Instant,
+    ) -> bool {
+        let mut batch = Vec::new();
+        loop {
+            let attached = self
+                .state
+                .outbox()
+                .is_some_and(|o| o.take(conn, WRITE_BURST, &mut batch));
+            if !attached {
+                return false;
+            }
+            if batch.is_empty() {
+                if in_flight == 0 {
+                    return true;
+                }
+                if tokio::time::timeout_at(until, conn.wake.notified())
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                continue;
+            }
+            for out in batch.drain(..) {
+                if out.kind == Kind::Reply {
+                    in_flight = in_flight.saturating_sub(1);
+                }
+                match tokio::time::timeout_at(until, self.session.text(out.text)).await {
+                    Ok(Ok(())) => {}
+                    _ => return false,
+                }
+            }
+        }
     }
 }

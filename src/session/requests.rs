@@ -3,18 +3,21 @@
 //! shard of the DN's switch otherwise.
 
 use super::gate::{Gate, AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, AUTH_LOCKOUT};
+use super::registry::{constant_time_eq, Record, Resumed, Sessions};
 use crate::audit::LogStr;
-use crate::client::{ClientHandle, ClientInner};
+use crate::client::{ClientHandle, ClientInner, Connection};
 use crate::config::Access;
-use crate::protocol::{self, CloseCause, ErrorCode, ProtocolError, RegisterMode, Request};
+use crate::protocol::{
+    self, CloseCause, ErrorCode, ProtocolError, RegisterMode, Request, Resume, SessionInfo,
+    SharedText,
+};
 use crate::router::messages::{DnOp, ToDn};
 use crate::router::Shared;
 use crate::services;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// What to do after a client frame.
 pub(super) enum Next {
@@ -26,32 +29,49 @@ pub(super) enum Next {
 pub(super) struct State {
     pub(super) shared: Arc<Shared>,
     pub(super) gate: Arc<Gate>,
+    pub(super) sessions: Arc<Sessions>,
     /// The client's handle once it has opened; before, the outbox waiting for `RequestOpen`.
     pub(super) client: Option<ClientHandle>,
     pub(super) pending: Option<ClientInner>,
-    /// DNs this client may have registered, with their switch index, for clean-up.
-    registered: HashMap<Arc<str>, usize>,
+    /// This connection, as pushers reach it.
+    pub(super) conn: Arc<Connection>,
+    /// The session once opened or resumed, and the generation of this connection in it.
+    pub(super) record: Option<(Arc<Record>, u64)>,
+    /// The connection this one took the session over from: its close frame goes first.
+    pub(super) taken_over: Option<Arc<Connection>>,
+    /// The client sent `RequestClose`: the session ends with the connection.
+    pub(super) closed: bool,
     pub(super) in_flight: usize,
     peer: Option<IpAddr>,
 }
 
 impl State {
-    /// The state of a new connection whose outbox is `pending`.
+    /// The state of a new connection `conn` whose outbox is `pending`.
     pub(super) fn new(
         shared: Arc<Shared>,
         gate: Arc<Gate>,
-        pending: ClientInner,
+        sessions: Arc<Sessions>,
+        (pending, conn): (ClientInner, Arc<Connection>),
         peer: Option<IpAddr>,
     ) -> State {
         State {
             shared,
             gate,
+            sessions,
             client: None,
             pending: Some(pending),
-            registered: HashMap::new(),
+            conn,
+            record: None,
+            taken_over: None,
+            closed: false,
             in_flight: 0,
             peer,
         }
+    }
+
+    /// The outbox this connection writes from: the session's once opened, its own before.
+    pub(super) fn outbox(&self) -> Option<&ClientInner> {
+        self.client.as_deref().or(self.pending.as_ref())
     }
 
     /// A text frame from the client.
@@ -66,8 +86,9 @@ impl State {
                         protocol_version,
                         application,
                         token,
+                        resume,
                     },
-                )) => self.on_open(reference_id, protocol_version, &application, token),
+                )) => self.on_open(reference_id, protocol_version, &application, token, resume),
                 _ => Next::Close(
                     1008,
                     "the first request must be RequestOpen",
@@ -90,6 +111,7 @@ impl State {
         protocol_version: u64,
         application: &str,
         token: Option<String>,
+        resume: Resume,
     ) -> Next {
         let Some(mut handle) = self.pending.take() else {
             return Next::Close(1011, "internal error", CloseCause::ProtocolError);
@@ -100,6 +122,7 @@ impl State {
                     format!("Protocol version {protocol_version} is not supported; this router speaks version 1.")),
                 None,
             );
+            self.pending = Some(handle);
             return Next::Close(
                 1002,
                 "unsupported protocol version",
@@ -112,6 +135,7 @@ impl State {
                 &ProtocolError::new(reference_id, ErrorCode::InvalidAttr, why),
                 None,
             );
+            self.pending = Some(handle);
             return Next::Close(1008, "invalid application name", CloseCause::ProtocolError);
         }
         // Audited under the configured application its token matched; with no applications
@@ -122,14 +146,163 @@ impl State {
                 name
             }
             Ok(None) => application.to_owned(),
-            Err(next) => return next,
+            Err(next) => {
+                self.pending = Some(handle);
+                return next;
+            }
         };
         handle.application = Arc::from(name.as_str());
+        self.open_session(reference_id, handle, resume)
+    }
+
+    /// An authenticated `RequestOpen`: resume the session it names, or open a new one.
+    fn open_session(&mut self, reference_id: u64, handle: ClientInner, resume: Resume) -> Next {
+        let resumed = match resume {
+            Resume::None => None,
+            Resume::Malformed(why) => {
+                handle.answer_error(
+                    &ProtocolError::new(reference_id, ErrorCode::InvalidAttr, why),
+                    None,
+                );
+                // Not opened: the client may send RequestOpen again.
+                self.pending = Some(handle);
+                return Next::Continue;
+            }
+            Resume::Session {
+                session_id,
+                last_event_seq,
+            } => match self.sessions.application_of(&session_id) {
+                Some(owner)
+                    if !constant_time_eq(owner.as_bytes(), handle.application.as_bytes()) =>
+                {
+                    crate::metrics::session_resume("refused");
+                    info!(application = %LogStr(&handle.application), peer = ?self.peer,
+                        "resume refused: the session belongs to another application");
+                    self.pending = Some(handle);
+                    return Next::Close(1008, "authentication failed", CloseCause::Auth);
+                }
+                Some(_) => match self.sessions.resume(&session_id) {
+                    Resumed::Attached(record, generation) => {
+                        self.on_resumed(
+                            reference_id,
+                            (record, generation),
+                            &session_id,
+                            &last_event_seq,
+                        );
+                        return Next::Continue;
+                    }
+                    Resumed::Unknown => Some(()),
+                },
+                None => Some(()),
+            },
+        };
+        if resumed.is_some() {
+            crate::metrics::session_resume("unknown");
+        }
         let handle = ClientHandle::new(handle);
+        let Some((record, session_id)) = self.sessions.open(handle.clone()) else {
+            handle.answer_error(
+                &ProtocolError::new(reference_id, ErrorCode::Internal,
+                    "The router could not make a session id (the OS random source failed); retry in a moment."),
+                None,
+            );
+            return Next::Close(1011, "internal error", CloseCause::ProtocolError);
+        };
         info!(client = handle.id, application = %LogStr(&handle.application), "client opened");
         self.client = Some(handle.clone());
-        self.server_connected(&handle, reference_id);
+        self.record = Some((record, 1));
+        // Only now does the client get link events: its first message is the reply to
+        // RequestOpen. The states are read after joining, so a change in between may arrive
+        // twice but is never missed.
+        self.shared.hub.add(handle.clone());
+        let resumed = resumed.map(|()| (false, 0, &[][..]));
+        for text in self.opening(reference_id, &session_id, resumed) {
+            handle.answer(text);
+        }
         Next::Continue
+    }
+
+    /// `RequestOpen` resumed session `record`: this connection takes it over, and gets the
+    /// reply, the link events, the notices of registrations dropped meanwhile and the kept
+    /// events above the client's `lastEventSeq`, then live ones.
+    fn on_resumed(
+        &mut self,
+        reference_id: u64,
+        (record, generation): (Arc<Record>, u64),
+        session_id: &str,
+        last_event_seq: &[(String, u64)],
+    ) {
+        let client = record.client.clone();
+        let last: Vec<u64> = self
+            .shared
+            .switches
+            .iter()
+            .map(|s| {
+                last_event_seq
+                    .iter()
+                    .find(|(name, _)| **name == *s.name)
+                    .map_or(0, |(_, n)| *n)
+            })
+            .collect();
+        self.shared.hub.add(client.clone());
+        let (plan, taken) = client.resume(
+            self.conn.clone(),
+            |switch| last.get(usize::from(switch)).copied().unwrap_or(0),
+            |plan| {
+                let gap: Vec<&str> = plan
+                    .gap
+                    .iter()
+                    .filter_map(|i| self.shared.switches.get(usize::from(*i)))
+                    .map(|s| &*s.name)
+                    .collect();
+                self.opening(reference_id, session_id, Some((true, plan.replayed, &gap)))
+            },
+        );
+        crate::metrics::session_resume(if plan.gap.is_empty() {
+            "resumed"
+        } else {
+            "gap"
+        });
+        crate::metrics::events_replayed(plan.replayed);
+        debug!(
+            client = client.id,
+            replayed = plan.replayed,
+            taken_over = taken.is_some(),
+            "session resumed"
+        );
+        self.taken_over = taken;
+        self.client = Some(client);
+        self.record = Some((record, generation));
+    }
+
+    /// The first messages of an opened session: `EventServerConnected`, then the state of
+    /// each switch's link.
+    fn opening(
+        &self,
+        reference_id: u64,
+        session_id: &str,
+        resumed: Option<(bool, usize, &[&str])>,
+    ) -> Vec<SharedText> {
+        let options = &self.shared.config.options;
+        let linger = self.shared.config.server.session_linger.0;
+        let mut out = Vec::with_capacity(1 + self.shared.switches.len());
+        out.push(protocol::server_connected(
+            reference_id,
+            &self.shared.private_services(),
+            &options.accode_name,
+            &self.shared.views(),
+            &SessionInfo {
+                id: session_id,
+                linger_s: linger.as_secs(),
+                resumed,
+            },
+        ));
+        for s in &self.shared.switches {
+            let view = s.view();
+            let link = view.link_up.then_some(view.active_link);
+            out.push(protocol::link_event(&s.name, view.link_up, link, None));
+        }
+        out
     }
 
     /// Check the token when applications are configured: the matching application's name and
@@ -180,6 +353,11 @@ impl State {
             Request::QueryServer => {
                 client.answer(protocol::server_info(reference_id, &self.shared.views()));
             }
+            Request::Close => {
+                client.answer(protocol::closed(reference_id));
+                self.closed = true;
+                return Next::Close(1000, "session closed", CloseCause::Closed);
+            }
             Request::Register { dn, mode } => {
                 if mode == RegisterMode::Share && client.access == Access::Monitor {
                     client.answer_error(
@@ -196,7 +374,9 @@ impl State {
                 });
             }
             Request::Unregister { dn } => {
-                self.registered.remove(dn.as_str());
+                if let Some((record, _)) = &self.record {
+                    record.registered().remove(dn.as_str());
+                }
                 self.forward(client, reference_id, dn, |c| DnOp::Unregister {
                     client: c,
                     reference_id: Some(reference_id),
@@ -234,7 +414,11 @@ impl State {
     /// and `RequestOpen`, answered here) gets 111 at once; `true` if this one did.
     fn over_limit(&self, client: &ClientHandle, reference_id: u64, request: &Request) -> bool {
         let limit = self.shared.config.server.client_max_in_flight;
-        if self.in_flight < limit || matches!(request, Request::QueryServer | Request::Open { .. })
+        if self.in_flight < limit
+            || matches!(
+                request,
+                Request::QueryServer | Request::Open { .. } | Request::Close
+            )
         {
             return false;
         }
@@ -293,71 +477,27 @@ impl State {
         };
         let dn: Arc<str> = Arc::from(dn.as_str());
         let op = op(client.clone());
-        if matches!(op, DnOp::Register { .. }) {
-            self.registered.insert(dn.clone(), switch.index);
+        if let (DnOp::Register { .. }, Some((record, _))) = (&op, &self.record) {
+            record.registered().insert(dn.clone(), switch.index);
         }
         self.in_flight += 1;
         requests.do_send(ToDn { dn, op });
         None
     }
+}
 
-    /// Answer `RequestOpen`, then join the clients that get link events.
-    fn server_connected(&self, client: &ClientHandle, reference_id: u64) {
-        let options = &self.shared.config.options;
-        client.answer(protocol::server_connected(
-            reference_id,
-            &self.shared.private_services(),
-            &options.accode_name,
-            &self.shared.views(),
-        ));
-        // Only now does the client get link events: its first message is the reply to
-        // RequestOpen. The states below are read after joining, so a change in between may
-        // arrive twice but is never missed.
-        self.shared.hub.add(client.clone());
-        for s in &self.shared.switches {
-            let view = s.view();
-            let link = view.link_up.then_some(view.active_link);
-            client.push(
-                protocol::link_event(&s.name, view.link_up, link, None),
-                false,
-            );
-        }
-    }
-
-    /// The client is gone: release every DN it registered.
-    ///
-    /// In a cluster the registrations outlive the connection by `session-linger` (README,
-    /// "Cluster"): they are released that long after the client left.
-    pub(super) fn release_all(&mut self) {
-        let Some(client) = self.client.clone() else {
-            return;
-        };
-        let registered: Vec<(Arc<str>, usize)> = self.registered.drain().collect();
-        if registered.is_empty() {
-            return;
-        }
-        let shared = self.shared.clone();
-        let release = move || {
-            for (dn, switch) in registered {
-                if let Some(requests) = shared.switches.get(switch).and_then(|s| s.requests()) {
-                    requests.do_send(ToDn {
-                        dn,
-                        op: DnOp::Unregister {
-                            client: client.clone(),
-                            reference_id: None,
-                        },
-                    });
-                }
-            }
-        };
-        let linger = self.shared.config.server.session_linger.0;
-        if self.shared.config.cluster.is_some() && !linger.is_zero() {
-            actix_rt::spawn(async move {
-                tokio::time::sleep(linger).await;
-                release();
+/// Release every DN session `record` registered: it ended.
+pub(super) fn release_all(shared: &Shared, record: &Record) {
+    let registered: Vec<(Arc<str>, usize)> = record.registered().drain().collect();
+    for (dn, switch) in registered {
+        if let Some(requests) = shared.switches.get(switch).and_then(|s| s.requests()) {
+            requests.do_send(ToDn {
+                dn,
+                op: DnOp::Unregister {
+                    client: record.client.clone(),
+                    reference_id: None,
+                },
             });
-        } else {
-            release();
         }
     }
 }
@@ -371,12 +511,4 @@ fn audit_refusal(client: &ClientHandle, dn: &str, msg_id: u64, code: ErrorCode) 
         Some(code),
         Duration::ZERO,
     );
-}
-
-/// Compare secrets without leaking their common prefix length through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

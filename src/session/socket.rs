@@ -7,14 +7,12 @@
 //! closes is really gone soon after: the close frame gets [`CLOSE_ATTEMPT`], then the TCP
 //! connection is reset.
 
-use crate::client::Queued;
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage};
 use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -177,34 +175,6 @@ pub(super) async fn write_within(
         Ok(Ok(())) => Write::Done,
         Ok(Err(_)) => Write::Gone,
         Err(_) => Write::Blocked,
-    }
-}
-
-/// Write what is queued for the client, and the replies still due to `in_flight` requests as
-/// they come, giving up at `until`; `false` if it could not all be written. Why wait for the
-/// replies: a stopping router answers every request it took before its close frame.
-pub(super) async fn flush_queue(
-    session: &mut actix_ws::Session,
-    rx: &mut mpsc::Receiver<Queued>,
-    mut in_flight: usize,
-    until: Instant,
-) -> bool {
-    loop {
-        let out = match rx.try_recv() {
-            Ok(out) => out,
-            Err(_) if in_flight == 0 => return true,
-            Err(_) => match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(out)) => out,
-                _ => return false,
-            },
-        };
-        if out.reply {
-            in_flight = in_flight.saturating_sub(1);
-        }
-        match tokio::time::timeout_at(until, session.text(out.text)).await {
-            Ok(Ok(())) => {}
-            _ => return false,
-        }
     }
 }
 

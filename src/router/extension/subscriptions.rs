@@ -295,7 +295,10 @@ impl Extension {
             code,
             &format!("The switch refused to monitor {} again after the link was restored, so it is no longer registered: {message}", self.dn),
         );
-        self.deliver(text);
+        // A lingering session gets it when it resumes.
+        for s in &self.subs.subscribers {
+            s.client.dropped(text.clone());
+        }
         self.subs.subscribers.clear();
         self.subs.monitor = MonitorState::Idle;
         self.maybe_retire();

@@ -1,0 +1,334 @@
+//! The sessions of this node by `sessionId`, and their life: attached to a connection,
+//! lingering for `session-linger` after it went, or ended (README, "Resumable sessions").
+//!
+//! A `sessionId` is 128 bits from the OS random source, written as 32 hex digits. It is a
+//! secret (whoever has it can resume the session, within its application): it is never logged
+//! or exported, and it is found without comparing it in variable time: the table is indexed by
+//! its first 64 bits, and the whole id is then compared in constant time.
+
+use super::gate::Slot;
+use crate::client::ClientHandle;
+use rand::TryRngCore;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// The bytes of a `sessionId`.
+const ID_BYTES: usize = 16;
+
+/// One session of this node.
+pub struct Record {
+    secret: [u8; ID_BYTES],
+    /// Its handle: the same for every connection that resumes it.
+    pub client: ClientHandle,
+    /// The DNs it may have registered, with their switch index: released when it ends.
+    pub registered: Mutex<HashMap<Arc<str>, usize>>,
+    life: Mutex<Life>,
+}
+
+/// Where a session is in its life.
+enum Life {
+    /// A connection is attached; `generation` counts the connections so far.
+    Attached { generation: u64 },
+    /// No connection since the one of `generation` went; the session holds a place under
+    /// `max-clients` meanwhile.
+    Lingering { generation: u64, _slot: Slot },
+    /// Over: closed, or its linger expired.
+    Ended,
+}
+
+impl Record {
+    fn life(&self) -> MutexGuard<'_, Life> {
+        self.life.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The DNs registered, for a lock held briefly.
+    pub fn registered(&self) -> MutexGuard<'_, HashMap<Arc<str>, usize>> {
+        self.registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How a resume found the session.
+pub enum Resumed {
+    /// It exists and was not ended: now attached to the resuming connection, whose
+    /// generation is given (a lingering session's place under `max-clients` is given back:
+    /// the connection has its own).
+    Attached(Arc<Record>, u64),
+    /// No such session here (unknown, expired or closed).
+    Unknown,
+}
+
+/// The sessions of this node.
+#[derive(Default)]
+pub struct Sessions {
+    table: Mutex<HashMap<u64, Arc<Record>>>,
+    lingering: AtomicUsize,
+}
+
+impl Sessions {
+    fn table(&self) -> MutexGuard<'_, HashMap<u64, Arc<Record>>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many sessions linger (`csta_router_sessions_lingering`).
+    pub fn lingering(&self) -> usize {
+        self.lingering.load(Ordering::Relaxed)
+    }
+
+    fn lingering_changed(&self, by: isize) {
+        let now = if by < 0 {
+            self.lingering
+                .fetch_sub(1, Ordering::Relaxed)
+                .saturating_sub(1)
+        } else {
+            self.lingering.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        crate::metrics::sessions_lingering(now);
+    }
+
+    /// How many sessions exist (attached or lingering).
+    pub fn len(&self) -> usize {
+        self.table().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A new session for `client`, attached to its first connection: the record and its
+    /// `sessionId`. `None` when the OS random source failed (the client is told to retry).
+    pub fn open(&self, client: ClientHandle) -> Option<(Arc<Record>, String)> {
+        let mut table = self.table();
+        loop {
+            let mut secret = [0u8; ID_BYTES];
+            rand::rngs::OsRng.try_fill_bytes(&mut secret).ok()?;
+            let key = index_of(&secret);
+            if table.contains_key(&key) {
+                continue;
+            }
+            let record = Arc::new(Record {
+                secret,
+                client,
+                registered: Mutex::new(HashMap::new()),
+                life: Mutex::new(Life::Attached { generation: 1 }),
+            });
+            table.insert(key, record.clone());
+            return Some((record, hex(&secret)));
+        }
+    }
+
+    /// The session `id`, compared in constant time.
+    fn find(&self, id: &str) -> Option<Arc<Record>> {
+        let secret = unhex(id)?;
+        let record = self.table().get(&index_of(&secret)).cloned()?;
+        constant_time_eq(&record.secret, &secret).then_some(record)
+    }
+
+    /// The application of session `id`, if it exists (to refuse another application's
+    /// resume before touching the session).
+    pub fn application_of(&self, id: &str) -> Option<Arc<str>> {
+        self.find(id).map(|r| r.client.application.clone())
+    }
+
+    /// A new connection resumes session `id`: a lingering one stops lingering, an attached
+    /// one changes hands (the caller takes the older connection over). The caller attaches the
+    /// connection to the handle ([`crate::client::ClientInner::resume`]).
+    pub fn resume(&self, id: &str) -> Resumed {
+        let Some(record) = self.find(id) else {
+            return Resumed::Unknown;
+        };
+        let mut life = record.life();
+        let generation = match &*life {
+            Life::Ended => return Resumed::Unknown,
+            Life::Attached { generation } => *generation,
+            Life::Lingering { generation, .. } => {
+                self.lingering_changed(-1);
+                *generation
+            }
+        };
+        *life = Life::Attached {
+            generation: generation + 1,
+        };
+        drop(life);
+        Resumed::Attached(record, generation + 1)
+    }
+
+    /// The connection of `record` went without closing the session: it lingers, holding
+    /// `slot`. Returns the generation to give [`Sessions::expire`] when the linger is over;
+    /// `None` when the session had already changed hands or ended.
+    pub fn linger(&self, record: &Record, generation_seen: u64, slot: Slot) -> Option<u64> {
+        let mut life = record.life();
+        match &*life {
+            Life::Attached { generation } if *generation == generation_seen => {
+                *life = Life::Lingering {
+                    generation: generation_seen,
+                    _slot: slot,
+                };
+                self.lingering_changed(1);
+                Some(generation_seen)
+            }
+            _ => None,
+        }
+    }
+
+    /// The generation of the connection attached now (`None`: not attached).
+    pub fn generation(&self, record: &Record) -> Option<u64> {
+        match &*record.life() {
+            Life::Attached { generation } => Some(*generation),
+            _ => None,
+        }
+    }
+
+    /// The linger that started at `generation` is over: `true` if the session ended now (it
+    /// was not resumed meanwhile); the caller releases its registrations.
+    pub fn expire(&self, record: &Arc<Record>, generation_seen: u64) -> bool {
+        let mut life = record.life();
+        match &*life {
+            Life::Lingering { generation, .. } if *generation == generation_seen => {
+                *life = Life::Ended;
+                self.lingering_changed(-1);
+                drop(life);
+                self.forget(record);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// End the session now (closed, or not lingering): `true` if this ended it.
+    pub fn end(&self, record: &Arc<Record>) -> bool {
+        let mut life = record.life();
+        let was = std::mem::replace(&mut *life, Life::Ended);
+        drop(life);
+        match was {
+            Life::Ended => false,
+            Life::Lingering { .. } => {
+                self.lingering_changed(-1);
+                self.forget(record);
+                true
+            }
+            Life::Attached { .. } => {
+                self.forget(record);
+                true
+            }
+        }
+    }
+
+    fn forget(&self, record: &Arc<Record>) {
+        let mut table = self.table();
+        let key = index_of(&record.secret);
+        if table.get(&key).is_some_and(|r| Arc::ptr_eq(r, record)) {
+            table.remove(&key);
+        }
+    }
+}
+
+/// The table index of a session id: its first 64 bits.
+fn index_of(secret: &[u8; ID_BYTES]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&secret[..8]);
+    u64::from_le_bytes(first)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<[u8; ID_BYTES]> {
+    let s = s.as_bytes();
+    if s.len() != ID_BYTES * 2 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; ID_BYTES];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        let (hi, lo) = (digit(pair[0])?, digit(pair[1])?);
+        *out.get_mut(i)? = hi << 4 | lo;
+    }
+    Some(out)
+}
+
+/// Compare secrets without leaking their common prefix length through timing.
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::client::{ClientInner, Connection};
+
+    fn client() -> ClientHandle {
+        let conn = Arc::new(Connection::default());
+        ClientHandle::new(ClientInner::local(1, 4, 4, conn))
+    }
+
+    #[test]
+    fn ids_are_128_bit_hex_and_found_only_whole() {
+        let sessions = Sessions::default();
+        let (_, id) = sessions.open(client()).unwrap();
+        let (_, other) = sessions.open(client()).unwrap();
+        assert_ne!(id, other);
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(sessions.find(&id).is_some());
+        // Same index (first 64 bits), different rest: not found.
+        let mut wrong = id.clone();
+        let last = if wrong.ends_with('0') { "1" } else { "0" };
+        wrong.replace_range(31.., last);
+        assert!(sessions.find(&wrong).is_none());
+        assert!(sessions.find(&id.to_uppercase()).is_none());
+        assert!(sessions.find("").is_none());
+    }
+
+    #[test]
+    fn a_session_lingers_and_expires_unless_resumed() {
+        let sessions = Sessions::default();
+        let gate = Arc::new(super::super::Gate::default());
+        let (record, id) = sessions.open(client()).unwrap();
+        let g = sessions.generation(&record).unwrap();
+        let slot = gate.admit(1).unwrap();
+        let lingering = sessions.linger(&record, g, slot).unwrap();
+        assert_eq!(sessions.lingering(), 1);
+        assert!(
+            gate.admit(1).is_none(),
+            "a lingering session holds its place"
+        );
+        assert!(matches!(sessions.resume(&id), Resumed::Attached(_, 2)));
+        assert!(
+            gate.admit(1).is_some(),
+            "the resuming connection counts once"
+        );
+        assert!(!sessions.expire(&record, lingering), "resumed meanwhile");
+        let g2 = sessions.generation(&record).unwrap();
+        assert!(
+            sessions
+                .linger(&record, g, gate.admit(1).unwrap())
+                .is_none(),
+            "an old connection"
+        );
+        let l2 = sessions
+            .linger(&record, g2, gate.admit(1).unwrap())
+            .unwrap();
+        assert!(sessions.expire(&record, l2));
+        assert_eq!((sessions.lingering(), sessions.len()), (0, 0));
+        assert!(matches!(sessions.resume(&id), Resumed::Unknown));
+    }
+}
