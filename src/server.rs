@@ -48,6 +48,8 @@ pub struct Running {
     slot: NodeSlot,
     http: Vec<actix_web::dev::ServerHandle>,
     sessions: CancellationToken,
+    /// The client sessions of this node.
+    pub clients: session::Clients,
     /// The CSTA side's threads, stopped before the embedded simulators so that a clean stop
     /// does not look like a switch closing its links.
     arbiters: Vec<Arbiter>,
@@ -115,6 +117,7 @@ impl Running {
         //    their monitors.
         self.sessions.cancel();
         wait_until(until(Duration::from_secs(3)), || self.shared.hub.is_empty()).await;
+        self.clients.end_lingering(&self.shared);
         // 4. Wait (bounded) until every monitor is stopped on the switches.
         let deadline = tokio::time::Instant::now() + until(Duration::from_secs(3));
         for s in &self.shared.switches {
@@ -211,9 +214,10 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
     };
     start_switches(&shared, switch_configs, &pool, slot.clustered);
     let sessions = CancellationToken::new();
+    let session_clients = session::Clients::default();
     let clients = ClientEndpoint {
         shared: shared.clone(),
-        clients: session::Clients::default(),
+        clients: session_clients.clone(),
         sessions: sessions.clone(),
         node: slot.clone(),
     };
@@ -238,6 +242,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
         slot,
         http,
         sessions,
+        clients: session_clients,
         arbiters: pool,
     })
 }

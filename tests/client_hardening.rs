@@ -220,7 +220,7 @@ fn idle_connections_cannot_starve_metrics_readyz_or_new_clients() {
 #[test]
 fn a_client_that_stops_reading_with_room_in_its_queue_is_a_slow_consumer() {
     let config = process::two_switches(
-        "client-queue = 1000000\nclient-ping-interval = \"200ms\"\nclient-ping-tolerance = 2",
+        "client-queue = 1000000\nclient-ping-interval = \"200ms\"\nclient-ping-tolerance = 2\nsession-linger = \"0s\"",
         "kpl-interval = \"0s\"",
         "",
         1,

@@ -16,9 +16,10 @@ use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
+/// Sessions do not linger: a client that leaves releases its registrations at once.
 fn config() -> String {
     process::two_switches(
-        "",
+        "session-linger = \"0s\"",
         "request-timeout = \"500ms\"\nkpl-interval = \"0s\"",
         "",
         1,

@@ -52,6 +52,7 @@ async fn open_query_server_and_link_events() {
                 {"name": "sw1", "linkState": "connected", "simulated": true},
                 {"name": "sw2", "linkState": "connected", "simulated": true},
             ],
+            "sessionId": "<session>", "sessionLinger": 60,
         })
     );
     for sw in ["sw1", "sw2"] {

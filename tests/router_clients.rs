@@ -1,4 +1,4 @@
-//! Client life cycles end to end: slow consumers, liveness, disconnects releasing monitors,
+//! Client life cycles end to end: slow consumers, liveness, sessions closed releasing monitors,
 //! monitors lost across a reconnect, connIds kept within the grace period, and the binary on its
 //! embedded default configuration.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -161,10 +161,15 @@ async fn monitors_are_reference_counted_and_released_on_disconnect() {
     assert_eq!(r.sw1.state().await["monitors"].as_array().unwrap().len(), 1);
     assert_eq!(r.sw2.state().await["monitors"].as_array().unwrap().len(), 1);
     assert_eq!(extension_actors(&r).await, 2);
-    a.ws.close(None).await.unwrap();
+    // A client that ends its session with RequestClose gets EventClosed, then close 1000.
+    let closed = a.request(json!({"message": "RequestClose"})).await;
+    assert_eq!(closed["message"], "EventClosed", "{closed}");
+    assert_eq!(a.closed().await, 1000);
     drop(a);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(r.sw1.state().await["monitors"].as_array().unwrap().len(), 1);
+    let closed = b.request(json!({"message": "RequestClose"})).await;
+    assert_eq!(closed["message"], "EventClosed", "{closed}");
     drop(b);
     eventually("monitors stopped", async || {
         r.sw1.state().await["monitors"]

@@ -132,7 +132,7 @@ pub async fn run(
     let application = s.state.client.as_ref().map(|c| c.application.clone());
     if let Some(record) = s.state.record.take() {
         // The client may never read again: the session lingers or ends now.
-        leave(&s.state, record, &connection, slot);
+        leave(&s.state, record, &connection, slot, end.cause);
     } else {
         drop(slot);
     }
@@ -151,15 +151,17 @@ pub async fn run(
     end_connection(s.session, &mut stream, end.close, &conn.tcp, id).await;
 }
 
-/// The connection of session `record` (of generation `generation`) ended: unless another
-/// connection took the session over, it lingers for `session-linger` (holding the
-/// connection's place under `max-clients`), or ends now when it was closed or sessions do not
-/// linger.
+/// The connection of session `record` (of generation `generation`) ended for `cause`: unless
+/// another connection took the session over, it lingers for `session-linger` (holding the
+/// connection's place under `max-clients`), or ends now when it was closed, when sessions do
+/// not linger, or when a router without a cluster stops (nothing would resume it; in a
+/// cluster another node can).
 fn leave(
     state: &State,
     (record, generation): (Arc<Record>, u64),
     conn: &Arc<Connection>,
     slot: Slot,
+    cause: CloseCause,
 ) {
     let shared = &state.shared;
     let sessions = &state.sessions;
@@ -169,7 +171,8 @@ fn leave(
         return;
     }
     let linger = shared.config.server.session_linger.0;
-    if state.closed || linger.is_zero() {
+    let stopping = cause == CloseCause::Shutdown && shared.config.cluster.is_none();
+    if state.closed || linger.is_zero() || stopping {
         if sessions.end(&record) {
             end_session(shared, &record);
         }
@@ -187,6 +190,19 @@ fn leave(
             end_session(&shared, &record);
         }
     });
+}
+
+impl Clients {
+    /// The router stops: without a cluster, the lingering sessions end too (their monitors are
+    /// stopped: nothing will resume them). In a cluster they stay, for another node to resume.
+    pub fn end_lingering(&self, shared: &Shared) {
+        if shared.config.cluster.is_some() {
+            return;
+        }
+        for record in self.sessions.end_lingering() {
+            end_session(shared, &record);
+        }
+    }
 }
 
 /// A session is over: its registrations are released and nothing of it is kept.

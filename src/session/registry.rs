@@ -217,6 +217,26 @@ impl Sessions {
         }
     }
 
+    /// End every lingering session (the router stops): the records ended, for the caller to
+    /// release.
+    pub fn end_lingering(&self) -> Vec<Arc<Record>> {
+        let records: Vec<Arc<Record>> = self.table().values().cloned().collect();
+        records
+            .into_iter()
+            .filter(|r| {
+                let mut life = r.life();
+                if !matches!(&*life, Life::Lingering { .. }) {
+                    return false;
+                }
+                *life = Life::Ended;
+                drop(life);
+                self.lingering_changed(-1);
+                self.forget(r);
+                true
+            })
+            .collect()
+    }
+
     fn forget(&self, record: &Arc<Record>) {
         let mut table = self.table();
         let key = index_of(&record.secret);

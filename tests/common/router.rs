@@ -310,12 +310,21 @@ pub fn check_time(v: &Value) {
     );
 }
 
-/// The message without its `time` (checked on receipt) and, for events, with `eventSeq`
-/// replaced by `"<seq>"` after checking it is a positive integer.
+/// The message without its `time` (checked on receipt), for events with `eventSeq` replaced
+/// by `"<seq>"` after checking it is a positive integer, and with `sessionId` replaced by
+/// `"<session>"` after checking it is 32 hex digits.
 pub fn normalized(v: &Value) -> Value {
     let mut v = v.clone();
     let obj = v.as_object_mut().unwrap();
     obj.remove("time");
+    if let Some(id) = obj.get("sessionId") {
+        let id = id.as_str().unwrap_or_default();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "sessionId {id:?} is not 128 bits in hex"
+        );
+        obj.insert("sessionId".into(), json!("<session>"));
+    }
     if let Some(seq) = obj.get("eventSeq") {
         assert!(seq.as_u64().is_some_and(|s| s > 0), "eventSeq {seq}");
         obj.insert("eventSeq".into(), json!("<seq>"));
