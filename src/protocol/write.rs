@@ -139,8 +139,9 @@ fn hotdesk_json(hotdesk: Option<(&str, &str)>) -> Value {
 pub struct SessionInfo<'a> {
     /// `sessionId`: what a later `RequestOpen` gives to resume the session.
     pub id: &'a str,
-    /// `sessionLinger`: how long the session outlives its connection, in seconds.
-    pub linger_s: u64,
+    /// `sessionLinger`: how long the session outlives its connection (written in seconds, to
+    /// the millisecond).
+    pub linger: std::time::Duration,
     /// `None` when no resume was asked; else whether it resumed, how many events it
     /// replays (`replayed`), and the switches with events no longer kept (`resumeGap`).
     pub resumed: Option<(bool, usize, &'a [&'a str])>,
@@ -161,8 +162,12 @@ pub fn server_connected(
         .with("privateServices", private_services)
         .with("accodeName", accode_name)
         .with("switches", switches_json(switches, false))
-        .with("sessionId", session.id)
-        .with("sessionLinger", session.linger_s);
+        .with("sessionId", session.id);
+    m = if session.linger.subsec_millis() == 0 {
+        m.with("sessionLinger", session.linger.as_secs())
+    } else {
+        m.with("sessionLinger", session.linger.as_millis() as f64 / 1000.0)
+    };
     if let Some((resumed, replayed, gap)) = session.resumed {
         m = m.with("resumed", resumed).with("replayed", replayed);
         if !gap.is_empty() {

@@ -293,7 +293,7 @@ impl State {
             &self.shared.views(),
             &SessionInfo {
                 id: session_id,
-                linger_s: linger.as_secs(),
+                linger,
                 resumed,
             },
         ));
