@@ -66,7 +66,10 @@ fn timeless(text: &str) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("time");
         // A new session gets a new random id each time.
-        if o.get("sessionId").and_then(Value::as_str).is_some_and(|id| id.len() == 32) {
+        if o.get("sessionId")
+            .and_then(Value::as_str)
+            .is_some_and(|id| id.len() == 32)
+        {
             o.insert("sessionId".into(), Value::from("<32 hex digits>"));
         }
     }

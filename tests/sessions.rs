@@ -16,8 +16,10 @@ fn config_with(server: &str, extra: &str) -> String {
     let options = format!(
         "request-timeout = \"800ms\"\nkpl-interval = \"0s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"200ms\"\n{extra}"
     );
-    config::head(&format!("client-ping-interval = \"10s\"\n{server}"), &options)
-        + &config::two_simulated(dialect_from_env(), [1, 1])
+    config::head(
+        &format!("client-ping-interval = \"10s\"\n{server}"),
+        &options,
+    ) + &config::two_simulated(dialect_from_env(), [1, 1])
 }
 
 /// `RequestOpen` (with `resume` when given) on a new connection: the client, the reply and the
@@ -126,7 +128,10 @@ async fn a_blip_replays_what_happened_while_away_with_the_original_event_seq() {
     );
     assert!(reply.get("resumeGap").is_none(), "{reply}");
     let replayed = events(&mut c, "5041", 2).await;
-    assert_eq!(replayed, seen, "the same events, the same bytes but for time");
+    assert_eq!(
+        replayed, seen,
+        "the same events, the same bytes but for time"
+    );
     // Then live events, once.
     r.sw1
         .post_ok("/hotdesk", json!({"guest": "5041", "host": "4042"}))
@@ -234,7 +239,10 @@ async fn unknown_and_malformed_resumes() {
             .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "desk", "resume": bad}))
             .await;
         assert_eq!(e["errorCode"], 53, "{bad}: {e}");
-        assert!(e["errorMessage"].as_str().unwrap().contains("resume"), "{e}");
+        assert!(
+            e["errorMessage"].as_str().unwrap().contains("resume"),
+            "{e}"
+        );
     }
     let ok = c
         .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "desk"}))
@@ -581,7 +589,11 @@ fn lingering_sessions_count_under_max_clients_and_are_counted() {
         assert_eq!(value("csta_router_sessions_lingering").await, 0.0);
         let (mut d, _) = open(&r.url(), "desk", None).await;
         let mut refused = Client::connect(&r.url()).await;
-        assert_eq!(refused.closed().await, 1013, "a, b2 and d hold the 3 places");
+        assert_eq!(
+            refused.closed().await,
+            1013,
+            "a, b2 and d hold the 3 places"
+        );
         let closed = d.request(json!({"message": "RequestClose"})).await;
         assert_eq!(closed["message"], "EventClosed");
         assert_eq!(d.closed().await, 1000);

@@ -215,13 +215,15 @@ impl Outbox {
         Replay { replayed, gap }
     }
 
-    /// A new connection resumes the session (none may be attached: detach first): `opening`
+    /// A new connection resumes the session (one still attached is detached first): `opening`
     /// (the reply and the link events) first, then the notices of dropped registrations, then
     /// the kept events above `last`, in the order they were first queued, then whatever comes
     /// next. Events at or below `last` are forgotten: the client has them.
     pub fn resume(&mut self, last: impl Fn(u16) -> u64, opening: Vec<SharedText>) -> Replay {
-        let plan = self.plan(&last);
+        // Whatever the connection attached until now had not taken is kept first (the oldest
+        // may go), so the plan sees what is really kept.
         self.detach();
+        let plan = self.plan(&last);
         self.attached = true;
         self.unsent.extend(opening.into_iter().map(|text| Entry {
             text,
