@@ -8,6 +8,7 @@
 
 mod common;
 use common::{observability, process, router, spec};
+use csta_router::protocol::CloseCause;
 
 use process::RouterProcess;
 use router::Client;
@@ -94,6 +95,29 @@ async fn every_series_matches_what_the_script_did() {
         start[&process::normalize_series("csta_router_errors_total{switch=\"sw2\",code=\"111\"}")],
         0.0
     );
+    // SPEC section 11: the sessions' metrics and every label value, and every disconnect
+    // reason (taken_over included), at 0.
+    let mut at_zero = vec![
+        "csta_router_sessions_lingering".to_owned(),
+        "csta_router_events_replayed_total".to_owned(),
+    ];
+    at_zero.extend(
+        spec::RESUME_RESULTS
+            .map(|r| format!("csta_router_session_resumes_total{{result=\"{r}\"}}")),
+    );
+    at_zero.extend(CloseCause::ALL.map(|c| {
+        format!(
+            "csta_router_client_disconnects_total{{reason=\"{}\"}}",
+            c.label()
+        )
+    }));
+    for series in &at_zero {
+        assert_eq!(
+            start.get(&process::normalize_series(series)),
+            Some(&0.0),
+            "{series} is not exported at 0 from the start"
+        );
+    }
 
     let mut c1 = open(&url, "desk-token-123").await;
     let mut c2 = open(&url, "desk-token-123").await;
@@ -308,6 +332,8 @@ async fn every_series_matches_what_the_script_did() {
     // Gauges at the end.
     c1.expect_nothing().await;
     e.set("csta_router_clients_connected", 1.0);
+    // c2 and third went without RequestClose: their sessions linger (session-linger 60 s).
+    e.set("csta_router_sessions_lingering", 2.0);
     e.set("csta_router_registered_dns{switch=\"sw1\"}", 2.0);
     e.set("csta_router_registered_dns{switch=\"sw2\"}", 1.0);
     e.set("csta_router_extension_actors{switch=\"sw1\"}", 2.0);
@@ -338,8 +364,8 @@ async fn every_series_matches_what_the_script_did() {
             wrong.push(format!("{series}: expected 0, got {v}"));
         }
     }
-    // Every metric of SPEC section 7 is there.
-    for name in spec::METRICS {
+    // Every metric of SPEC sections 7 and 11 is there.
+    for name in spec::METRICS.into_iter().chain(spec::SESSION_METRICS) {
         if !got.keys().any(|k| k.starts_with(name)) {
             wrong.push(format!("{name} is not exported"));
         }

@@ -24,8 +24,9 @@ use std::path::PathBuf;
 /// The scrape job the alerts (`up{job=...}`) expect.
 const JOB: &str = "csta-router";
 
-/// Every metric the router exports: SPEC section 7's, the router's own additions and a cluster
-/// node's (SPEC section 10). Each is shown on the dashboard.
+/// Every metric the router exports: SPEC section 7's, the router's own additions, a cluster
+/// node's (SPEC section 10) and the resumable sessions' (SPEC section 11). Each is shown on the
+/// dashboard.
 fn metrics() -> Vec<&'static str> {
     use csta_router::metrics::*;
     let own = [
@@ -39,20 +40,25 @@ fn metrics() -> Vec<&'static str> {
         .into_iter()
         .chain(own)
         .chain(CLUSTER_METRICS)
+        .chain(spec::SESSION_METRICS)
         .collect()
 }
 
 /// The metrics that have no `switch` label (every other query filters on `$switch`).
-const NOT_PER_SWITCH: [&str; 4] = [
+const NOT_PER_SWITCH: [&str; 7] = [
     "csta_router_clients_connected",
     "csta_router_client_disconnects_total",
+    spec::SESSION_METRICS[0],
+    spec::SESSION_METRICS[1],
+    spec::SESSION_METRICS[2],
     csta_router::metrics::CLUSTER_NODES,
     csta_router::metrics::NATS_CONNECTED,
 ];
 
 /// The alerts an operator needs at least (SPEC section 7: link health, error rates, latency,
-/// slow consumers; section 10: a switch without an owner, a node without NATS).
-const REQUIRED_ALERTS: [&str; 8] = [
+/// slow consumers; section 10: a switch without an owner, a node without NATS; section 11:
+/// desktops that resumed but missed events, resumes of other applications' sessions).
+const REQUIRED_ALERTS: [&str; 10] = [
     "CstaRouterTargetDown",
     "CstaRouterTargetMissing",
     "CstaRouterSwitchNoActiveLink",
@@ -61,6 +67,8 @@ const REQUIRED_ALERTS: [&str; 8] = [
     "CstaRouterSlowConsumerDisconnects",
     "CstaRouterSwitchWithoutOwner",
     "CstaRouterNodeWithoutNats",
+    "CstaRouterResumeGaps",
+    "CstaRouterResumesRefused",
 ];
 
 fn prometheus_dir() -> PathBuf {
@@ -520,6 +528,59 @@ fn cluster_metrics_are_shown_in_the_cluster_row_only() {
                 .flat_map(|p| p["targets"].as_array().into_iter().flatten())
                 .any(|t| t["expr"].as_str().is_some_and(|e| e.contains(metric))),
             "{metric} is on no panel of the Cluster row ({in_cluster_row:?})"
+        );
+    }
+}
+
+/// The resumable sessions' metrics (SPEC section 11) are about clients: their panels are in the
+/// Clients row, next to connections and disconnects, where an operator looks after a wave of
+/// reconnections; and the disconnects panel explains every `reason` the router exports.
+#[test]
+fn session_metrics_and_every_disconnect_reason_are_in_the_clients_row() {
+    use csta_router::protocol::CloseCause;
+    let dashboard = dashboard();
+    let mut row = String::new();
+    let mut shown = BTreeSet::new();
+    let mut disconnects = None;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or_default();
+        if panel["type"] == "row" {
+            row = title.to_owned();
+            continue;
+        }
+        let exprs: Vec<&str> = panel["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["expr"].as_str())
+            .collect();
+        for metric in spec::SESSION_METRICS {
+            if exprs.iter().any(|e| e.contains(metric)) {
+                assert_eq!(
+                    row, "Clients",
+                    "panel {title:?} shows {metric} outside the Clients row"
+                );
+                shown.insert(metric);
+            }
+        }
+        if exprs
+            .iter()
+            .any(|e| e.contains("csta_router_client_disconnects_total"))
+        {
+            disconnects = Some(panel["description"].as_str().unwrap_or_default());
+        }
+    }
+    assert_eq!(
+        shown.len(),
+        spec::SESSION_METRICS.len(),
+        "session metrics on the dashboard: {shown:?}"
+    );
+    let description = disconnects.expect("no panel shows client disconnects");
+    for cause in CloseCause::ALL {
+        assert!(
+            description.contains(cause.label()),
+            "the disconnects panel does not explain reason {:?}: {description}",
+            cause.label()
         );
     }
 }

@@ -20,7 +20,8 @@
 //!    recording rule has a non-empty, finite result for each switch (all of them keep the
 //!    `switch` label);
 //! 4. the alerts that must follow from the traffic do: the decode-error alert fires for both
-//!    switches, and the router-down, router-missing and no-active-link alerts do not fire.
+//!    switches, and the router-down, router-missing and no-active-link alerts do not fire, nor
+//!    the session-resume alerts (no client resumes a session).
 //!
 //! The router has no `[cluster]`, so it exports no cluster metric (SPEC section 10): the
 //! queries and recording rules on them (the dashboard's Cluster row, the forwarded-request and
@@ -792,6 +793,8 @@ async fn dashboard_queries_and_rules_hold_on_a_live_prometheus() {
                         "CstaRouterNodeWithoutNats",
                         "CstaRouterClusterConfigMismatch",
                         "CstaRouterFlowGapsUnrepaired",
+                        "CstaRouterResumeGaps",
+                        "CstaRouterResumesRefused",
                     ]
                     .contains(&name.as_str())
                 {

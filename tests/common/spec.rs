@@ -22,3 +22,15 @@ pub const METRICS: [&str; 17] = [
     "csta_router_active_calls",
     "csta_router_extension_actors",
 ];
+
+/// SPEC section 11: the metrics of resumable client sessions, which every router exports (with
+/// or without a cluster).
+pub const SESSION_METRICS: [&str; 3] = [
+    "csta_router_sessions_lingering",
+    "csta_router_session_resumes_total",
+    "csta_router_events_replayed_total",
+];
+
+/// SPEC section 11: the `result` values of `csta_router_session_resumes_total`, each exported
+/// at 0 from the start.
+pub const RESUME_RESULTS: [&str; 4] = ["resumed", "gap", "unknown", "refused"];
