@@ -176,9 +176,24 @@ impl WsClient {
         }
     }
 
-    /// Close the connection politely (errors ignored).
+    /// End the session and close the connection politely (errors ignored): `RequestClose`
+    /// first, so the router releases the registrations at once instead of keeping the session
+    /// for `session-linger`.
     pub async fn close(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+        let id = self.next_ref();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            if self
+                .feed(format!(
+                    "{{\"message\":\"RequestClose\",\"referenceId\":{id}}}"
+                ))
+                .await
+                .is_ok()
+            {
+                let _ = self.flush().await;
+            }
+            let _ = self.ws.close(None).await;
+        })
+        .await;
     }
 
     /// Register `dns` in `mode` ("share" or "monitor") with at most `window` registrations in
