@@ -3,8 +3,10 @@
 //! with `python3` and the `websockets` package against the router binary: it follows a guest
 //! DN through a TCP proxy the test controls; the phone hot-desks, the test cuts the connection,
 //! the phone cancels while the script is away, and the script resumes its session and gets the
-//! cancellation replayed: each hot-desk event exactly once, in `eventSeq` order. SIGTERM then
-//! closes the session (`RequestClose`), which ends it at once.
+//! cancellation replayed: each hot-desk event exactly once, in `eventSeq` order. A second,
+//! longer absence outlasts what the session keeps (`client-queue`): the script resumes with a
+//! `resumeGap`, warns, queries its DN again and gets the last events kept. SIGTERM then closes
+//! the session (`RequestClose`), which ends it at once.
 
 mod common;
 use common::{config, process, router};
@@ -23,6 +25,10 @@ use tokio::task::JoinHandle;
 const HEADING: &str = "### Reconnecting with resume (Python)";
 const GUEST: &str = "5002";
 const HOST: &str = "4002";
+/// The router's `client-queue`: the events a lingering session keeps.
+const QUEUE: usize = 64;
+/// Rounds of 16 hot-desk events during the second absence: more than [`QUEUE`].
+const ROUNDS: usize = 5;
 
 /// The body of the first ```python block after the README's heading.
 fn readme_script() -> String {
@@ -100,11 +106,14 @@ impl Drop for Proxy {
     }
 }
 
-/// The script's output lines as they come: `(stderr?, line)`; every line so far is kept for
-/// the failure messages.
+/// The script's output lines as they come: `(stderr?, line)`; every line so far is kept.
+/// The two pipes are read apart, so lines of one come in their order but not in order with
+/// the other's: each pipe has its own place in `seen` up to which lines were waited past.
 struct Output {
     rx: mpsc::UnboundedReceiver<(bool, String)>,
     seen: Vec<(bool, String)>,
+    /// Per pipe (stdout, stderr): the index in `seen` after the last line waited for.
+    past: [usize; 2],
 }
 
 impl Output {
@@ -130,11 +139,12 @@ impl Output {
         Output {
             rx,
             seen: Vec::new(),
+            past: [0, 0],
         }
     }
 
-    /// The next line (on stderr if `on_stderr`, else stdout) that is JSON and satisfies
-    /// `wanted`, within 20 s.
+    /// The next line of one pipe (stderr if `on_stderr`, else stdout) after the last one
+    /// waited for there, that is JSON and satisfies `wanted`, within 20 s.
     async fn wait(
         &mut self,
         on_stderr: bool,
@@ -142,23 +152,28 @@ impl Output {
         wanted: impl Fn(&Value) -> bool,
     ) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let pipe = usize::from(on_stderr);
+        let mut i = self.past[pipe];
         loop {
+            while i < self.seen.len() {
+                let (is_err, line) = &self.seen[i];
+                i += 1;
+                if *is_err != on_stderr {
+                    continue;
+                }
+                if let Some(v) = serde_json::from_str(line).ok().filter(|v| wanted(v)) {
+                    self.past[pipe] = i;
+                    return v;
+                }
+            }
             let next = tokio::time::timeout_at(deadline, self.rx.recv()).await;
-            let Ok(Some((is_err, line))) = next else {
+            let Ok(Some(line)) = next else {
                 panic!(
                     "the script printed no {what} within 20 s; it printed:\n{}",
                     self.dump()
                 );
             };
-            self.seen.push((is_err, line.clone()));
-            if is_err != on_stderr {
-                continue;
-            }
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if wanted(&v) {
-                    return v;
-                }
-            }
+            self.seen.push(line);
         }
     }
 
@@ -235,12 +250,115 @@ fn private_info(msg_id: u64) -> impl Fn(&Value) -> bool {
     }
 }
 
+/// The hot-desk events the script printed so far.
+fn hotdesk_events(out: &Output) -> Vec<Value> {
+    out.stdout()
+        .into_iter()
+        .filter(|v| v["message"] == "EventPrivateInfo")
+        .collect()
+}
+
+/// After the first absence: each hot-desk event exactly once, in `eventSeq` order.
+fn check_first_absence(out: &Output) {
+    let hotdesk = hotdesk_events(out);
+    let ids: Vec<&Value> = hotdesk.iter().map(|v| &v["privateMsgId"]).collect();
+    assert_eq!(ids, [&json!(1), &json!(2)], "{}", out.dump());
+    for v in &hotdesk {
+        assert_eq!((&v["thisDn"], &v["otherDn"]), (&json!(GUEST), &json!(HOST)));
+    }
+}
+
+/// At the end: every hot-desk event printed once, `eventSeq` strictly increasing; the close
+/// answered; one open, then two resumes.
+fn check_printed(out: &Output) {
+    let seqs: Vec<u64> = hotdesk_events(out)
+        .iter()
+        .map(|v| v["eventSeq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "eventSeq not strictly increasing: {seqs:?}"
+    );
+    assert!(
+        out.stdout().iter().any(|v| v["message"] == "EventClosed"),
+        "no EventClosed:\n{}",
+        out.dump()
+    );
+    let opens = out
+        .seen
+        .iter()
+        .filter(|(is_err, l)| *is_err && l.contains("\"resumed\""))
+        .count();
+    assert_eq!(opens, 3, "one open and two resumes:\n{}", out.dump());
+}
+
+/// A second absence, long enough for more events than `client-queue` keeps: the script
+/// resumes with a gap, is told so, warns and queries its DN again; it gets the last
+/// [`QUEUE`] events, the same the witness got, in order. The witness then closes its session.
+async fn absence_with_a_gap(
+    r: &RouterProcess,
+    proxy: &Proxy,
+    out: &mut Output,
+    witness: &mut Client,
+) {
+    let sim = r.controls[0];
+    proxy.down();
+    out.wait(true, "disconnection", |v| v.get("disconnected").is_some())
+        .await;
+    wait_metric(r, "csta_router_sessions_lingering", 1.0).await;
+    // More events than the session keeps, in rounds the witness reads before the next (its
+    // queue is as short).
+    let mut seqs = Vec::new();
+    for _ in 0..ROUNDS {
+        let burst = sim
+            .post_ok("/burst", json!({"guest": GUEST, "host": HOST, "count": 8}))
+            .await;
+        assert_eq!(burst["hotdeskEvents"], 16, "{burst}");
+        for _ in 0..16 {
+            seqs.push(witness.recv().await["eventSeq"].as_u64().unwrap());
+        }
+    }
+    proxy.up();
+    let resumed = out.wait(true, "resume", |v| v["resumed"] == true).await;
+    assert_eq!(resumed, json!({"resumed": true, "replayed": QUEUE}));
+    let warning = out
+        .wait(true, "gap warning", |v| v.get("warning").is_some())
+        .await;
+    assert!(
+        warning["warning"].as_str().unwrap().contains("sw1"),
+        "{warning}"
+    );
+    let info = out
+        .wait(false, "EventAddressInfo", |v| {
+            v["message"] == "EventAddressInfo"
+        })
+        .await;
+    assert_eq!(
+        (&info["thisDn"], &info["hotDesk"]),
+        (&json!(GUEST), &Value::Null),
+        "{info}"
+    );
+    let replayed: Vec<u64> = hotdesk_events(out)[2..]
+        .iter()
+        .map(|v| v["eventSeq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, seqs[seqs.len() - QUEUE..], "{}", out.dump());
+    assert_eq!(
+        metric(r, "csta_router_session_resumes_total{result=\"gap\"}").await,
+        1.0
+    );
+    let closed = witness.request(json!({"message": "RequestClose"})).await;
+    assert_eq!(closed["message"], "EventClosed", "{closed}");
+}
+
 #[test]
 fn the_readme_python_example_resumes_and_misses_nothing() {
     python_with_websockets();
     let dir = process::files(&[("follow.py", &readme_script())]);
     let text = config::head(
-        "session-linger = \"30s\"\nclient-ping-interval = \"10s\"",
+        &format!(
+            "session-linger = \"30s\"\nclient-ping-interval = \"10s\"\nclient-queue = {QUEUE}"
+        ),
         "kpl-interval = \"0s\"",
     ) + &config::simulated("sw1", &["4000-5999"], "", 1);
     let r = RouterProcess::start("python-resume", &text);
@@ -303,8 +421,11 @@ fn the_readme_python_example_resumes_and_misses_nothing() {
         );
         assert_eq!(metric(&r, "csta_router_events_replayed_total").await, 1.0);
 
+        check_first_absence(&out);
+        absence_with_a_gap(&r, &proxy, &mut out, &mut witness).await;
+
         // Ctrl-C: RequestClose, EventClosed, close 1000, and the script exits; the session
-        // ends at once (only the witness's registration is left).
+        // ends at once.
         process::sigterm(&child.0);
         let status = process::wait_exit(&mut child.0, Duration::from_secs(10));
         out.rest().await;
@@ -318,35 +439,10 @@ fn the_readme_python_example_resumes_and_misses_nothing() {
             0.0,
             "a closed session lingers"
         );
-        wait_metric(&r, "csta_router_clients_connected", 1.0).await; // the witness
+        wait_metric(&r, "csta_router_clients_connected", 0.0).await;
+        wait_metric(&r, "csta_router_registered_dns{switch=\"sw1\"}", 0.0).await;
 
-        // Each hot-desk event exactly once, in eventSeq order, and the close answered.
-        let printed = out.stdout();
-        let hotdesk: Vec<&Value> = printed
-            .iter()
-            .filter(|v| v["message"] == "EventPrivateInfo")
-            .collect();
-        let ids: Vec<&Value> = hotdesk.iter().map(|v| &v["privateMsgId"]).collect();
-        assert_eq!(ids, [&json!(1), &json!(2)], "{}", out.dump());
-        let seqs: Vec<u64> = hotdesk
-            .iter()
-            .map(|v| v["eventSeq"].as_u64().unwrap())
-            .collect();
-        assert!(seqs[0] < seqs[1], "eventSeq not increasing: {seqs:?}");
-        for v in &hotdesk {
-            assert_eq!((&v["thisDn"], &v["otherDn"]), (&json!(GUEST), &json!(HOST)));
-        }
-        assert!(
-            printed.iter().any(|v| v["message"] == "EventClosed"),
-            "no EventClosed:\n{}",
-            out.dump()
-        );
-        let opens = out
-            .seen
-            .iter()
-            .filter(|(is_err, l)| *is_err && l.contains("\"resumed\""))
-            .count();
-        assert_eq!(opens, 2, "one open and one resume:\n{}", out.dump());
+        check_printed(&out);
     });
     r.stop();
 }
