@@ -2,19 +2,22 @@
 //! disconnects, slow consumers and resumes, a client never gets an event twice, never out of
 //! `eventSeq` order, and never misses one without the resume saying so (`resumeGap`).
 //!
-//! First against the session's outbox alone (no sockets, no clock: a few thousand cases),
+//! First against the session's queue and outbox alone (no sockets, no clock: a few thousand
+//! cases),
 //! then against a router in this process over loopback WebSockets (100 cases).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 use common::router;
 
-use csta_router::client::outbox::{Entry, Kind, Outbox, Pushed};
+use csta_router::client::{ClientHandle, ClientInner, Connection, Entry, Kind, Replay, Resumed};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use router::{Client, Router};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 const CASES: u32 = 4096;
 
@@ -72,11 +75,60 @@ impl Desktop {
     }
 }
 
+/// A connection of the model: its signals and, while it holds it, the session's queue.
+struct Conn {
+    signals: Arc<Connection>,
+    rx: Option<mpsc::Receiver<Entry>>,
+}
+
+/// The connection writes what it took: the client reads it.
+fn deliver(client: &ClientHandle, batch: Vec<Entry>, desk: &mut Desktop) {
+    client.taken(&batch);
+    for e in batch {
+        if let Kind::Event { switch, seq } = e.kind {
+            desk.got(switch, seq);
+        }
+    }
+}
+
+/// A new connection resumes with what the client read: the older one lets go of the queue
+/// when told to, then the new one writes what comes first.
+fn resume(client: &ClientHandle, conn: &mut Conn, desk: &mut Desktop) -> Vec<u16> {
+    let last = desk.last;
+    let new = Arc::new(Connection::default());
+    let opening = |_: &Replay| vec!["open".into()];
+    let mut resumed = client.resume(&new, |s| last[usize::from(s)], opening);
+    if let Resumed::Busy(_) = resumed {
+        assert!(conn.signals.taken.is_cancelled());
+        let rx = conn.rx.take().unwrap();
+        assert!(!client.detach(&conn.signals, rx));
+        resumed = client.resume(&new, |s| last[usize::from(s)], opening);
+    }
+    let Resumed::Attached { rx, first, plan } = resumed else {
+        panic!("the queue was given back");
+    };
+    for s in &plan.gap {
+        desk.gap_announced[usize::from(*s)] = true;
+    }
+    assert_eq!(&*first[0].text, "open");
+    deliver(client, first, desk);
+    *conn = Conn {
+        signals: new,
+        rx: Some(rx),
+    };
+    plan.gap
+}
+
 fn run(ops: &[Op], queue: usize, retain: usize) {
-    let mut outbox = Outbox::new(queue, retain);
+    let signals = Arc::new(Connection::default());
+    let (inner, rx) = ClientInner::local(1, queue, retain, signals.clone());
+    let client = ClientHandle::new(inner);
+    let mut conn = Conn {
+        signals,
+        rx: Some(rx),
+    };
     let mut next_seq = [0u64; 2];
     let mut desk = Desktop::default();
-    let mut batch = Vec::new();
     let mut last_pushed = None;
     for op in ops {
         match op {
@@ -84,55 +136,43 @@ fn run(ops: &[Op], queue: usize, retain: usize) {
                 let w = usize::from(*switch);
                 next_seq[w] += 1;
                 last_pushed = Some((*switch, next_seq[w]));
-                let pushed = outbox.push(Entry {
-                    text: format!("{switch}:{}", next_seq[w]).into(),
-                    kind: Kind::Event {
-                        switch: *switch,
-                        seq: next_seq[w],
-                    },
-                });
-                if pushed == Pushed::Slow {
-                    assert!(!outbox.attached());
-                }
+                let text = format!("{switch}:{}", next_seq[w]).into();
+                client.event(w, next_seq[w], text);
             }
             Op::Read(n) => {
-                outbox.take(*n, &mut batch);
-                for e in batch.drain(..) {
-                    if let Kind::Event { switch, seq } = e.kind {
-                        desk.got(switch, seq);
-                    }
+                if let Some(rx) = conn.rx.as_mut() {
+                    let batch: Vec<Entry> =
+                        std::iter::from_fn(|| rx.try_recv().ok()).take(*n).collect();
+                    deliver(&client, batch, &mut desk);
                 }
             }
-            Op::Drop => outbox.detach(),
-            Op::Resume => {
-                let last = desk.last;
-                let plan = outbox.resume(|s| last[usize::from(s)], vec!["open".into()]);
-                for s in plan.gap {
-                    desk.gap_announced[usize::from(s)] = true;
+            Op::Drop => {
+                if let Some(rx) = conn.rx.take() {
+                    assert!(client.detach(&conn.signals, rx));
                 }
+            }
+            Op::Resume => {
+                resume(&client, &mut conn, &mut desk);
+            }
+        }
+        // A connection found too slow is closed: it lets go of the queue.
+        if conn.signals.slow.is_cancelled() {
+            if let Some(rx) = conn.rx.take() {
+                client.detach(&conn.signals, rx);
             }
         }
     }
     // Finally the client resumes and reads everything: it then has every event of each switch
     // unless a gap was announced.
-    let last = desk.last;
-    let plan = outbox.resume(|s| last[usize::from(s)], vec![]);
-    for s in &plan.gap {
-        desk.gap_announced[usize::from(*s)] = true;
+    let final_gap = resume(&client, &mut conn, &mut desk);
+    if let Some(rx) = conn.rx.as_mut() {
+        let batch: Vec<Entry> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        deliver(&client, batch, &mut desk);
     }
-    outbox.take(usize::MAX, &mut batch);
-    for e in batch.drain(..) {
-        if let Kind::Event { switch, seq } = e.kind {
-            desk.got(switch, seq);
-        }
-    }
-    for w in 0..2 {
-        let switch = u16::try_from(w).unwrap();
+    for (w, (read, pushed)) in desk.last.iter().zip(next_seq).enumerate() {
         assert!(
-            desk.last[w] == next_seq[w] || plan.gap.contains(&switch),
-            "switch {w}: read up to {} of {} at the end, no gap said (plan {plan:?})",
-            desk.last[w],
-            next_seq[w]
+            *read == pushed || final_gap.contains(&u16::try_from(w).unwrap()),
+            "switch {w}: read up to {read} of {pushed} at the end, no gap said"
         );
     }
     if let Some((switch, seq)) = last_pushed {

@@ -1,21 +1,19 @@
-//! A session's outbox as a state machine without IO and without a clock: the queue its
-//! connection writes from, and the events it keeps for a resume (README, "Resumable
-//! sessions").
+//! What a session keeps for a resume, as a state machine without IO and without a clock
+//! (README, "Resumable sessions").
 //!
-//! Everything for a session is pushed here, whether a connection is attached or not:
-//! - with a connection, messages wait in the queue (`unsent`) until the connection takes them;
-//!   more than `queue` waiting makes the client a slow consumer (4008), which detaches it;
-//! - every event (a message with an `eventSeq`) is also kept, sent or not, as the same shared
-//!   bytes, up to the last `retain` of them; the oldest goes first, and the switch it came
-//!   from is remembered as having a gap above what the client may have read;
-//! - without a connection (the session lingers) events are only kept, replies and notices are
-//!   dropped (a resume sends fresh link events; replies to requests in flight when the
-//!   connection died are not replayed), and an `EventUnregistered` for a registration dropped
-//!   meanwhile is kept for the resume.
+//! A session's messages travel to its connection through a bounded channel (the client's
+//! queue, `client-queue` messages), written without a lock on the hot path. What the session
+//! keeps is here, in an [`Outbox`] that whoever holds the session's queue fills:
+//! - the connection's writer, for each event it takes (sent, or swallowed by a dying socket);
+//! - the connection going, for what it had not taken;
+//! - while no connection is attached (the session lingers), every push.
 //!
-//! A resume ([`Outbox::resume`]) puts, in one step, the opening messages, those notices and
-//! the kept events above the client's `lastEventSeq` in the queue ahead of everything live:
-//! no gap and no duplicate between replay and live events.
+//! Kept are the last `retain` events (messages with an `eventSeq`), as the same shared bytes
+//! as their other recipients; the oldest goes first, and the switch it came from is
+//! remembered as having a gap above what the client may have read. Replies and notices are
+//! not kept (a resume sends fresh link events; replies to requests in flight when the
+//! connection died are not replayed), but an `EventUnregistered` for a registration the
+//! router dropped is, until the resume.
 
 use crate::protocol::SharedText;
 use std::collections::VecDeque;
@@ -50,27 +48,10 @@ pub struct Entry {
     pub kind: Kind,
 }
 
-/// What a push did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
-    /// Queued for the connection; `wake` when the queue was empty (the writer may be asleep).
-    Queued {
-        /// Whether the writer must be woken.
-        wake: bool,
-    },
-    /// The queue was full: the connection is detached (it must be closed with 4008); an event
-    /// is kept for the resume.
-    Slow,
-    /// No connection: an event or a dropped registration's notice was kept for the resume.
-    Kept,
-    /// No connection, and nothing to keep.
-    Discarded,
-}
-
 /// The plan of a resume: how many events it replays and the switches with a gap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replay {
-    /// Events put in the queue to be sent again.
+    /// Events to be sent again.
     pub replayed: usize,
     /// Switch indices some of whose events above the client's `lastEventSeq` are no longer
     /// kept.
@@ -80,128 +61,67 @@ pub struct Replay {
 /// The most notices of dropped registrations kept while a session lingers.
 const MAX_DROPPED: usize = 4096;
 
-/// A session's queue and kept events (see the [module docs](self)).
-#[derive(Debug)]
+/// What a session keeps (see the [module docs](self)).
+#[derive(Debug, Default)]
 pub struct Outbox {
-    /// Waiting for the connection, in order.
-    unsent: VecDeque<Entry>,
-    /// How many of `unsent` are events.
-    unsent_events: usize,
-    /// Events already taken by a connection (or left when it went), oldest first.
-    sent: VecDeque<(u16, u64, SharedText)>,
+    /// Kept events, oldest first.
+    kept: Kept,
     /// Notices of registrations dropped while no connection was attached.
     dropped: Vec<SharedText>,
     /// Per switch index: the highest `eventSeq` no longer kept (0: none).
     evicted: Vec<u64>,
-    /// Whether a connection is attached.
-    attached: bool,
-    /// The most messages waiting for a connection.
-    queue: usize,
     /// The most events kept.
     retain: usize,
 }
 
 impl Outbox {
-    /// An outbox with a connection attached: at most `queue` messages waiting for it, and the
-    /// last `retain` events kept (0 when sessions do not linger).
-    pub fn new(queue: usize, retain: usize) -> Outbox {
+    /// An outbox keeping the last `retain` events (0 when sessions do not linger).
+    pub fn new(retain: usize) -> Outbox {
         Outbox {
-            unsent: VecDeque::new(),
-            unsent_events: 0,
-            sent: VecDeque::new(),
-            dropped: Vec::new(),
-            evicted: Vec::new(),
-            attached: true,
-            queue: queue.max(1),
             retain,
+            ..Outbox::default()
         }
     }
 
-    /// Whether a connection is attached.
-    pub fn attached(&self) -> bool {
-        self.attached
-    }
-
-    /// How many messages wait for the connection.
-    pub fn waiting(&self) -> usize {
-        self.unsent.len()
-    }
-
-    /// How many events are kept (sent or waiting).
+    /// How many events are kept.
     pub fn kept(&self) -> usize {
-        self.sent.len() + self.unsent_events
+        self.kept.len()
     }
 
-    /// Push a message.
-    pub fn push(&mut self, entry: Entry) -> Pushed {
-        if !self.attached {
-            return match entry.kind {
-                Kind::Event { switch, seq } => {
-                    self.sent.push_back((switch, seq, entry.text));
-                    self.trim();
-                    Pushed::Kept
-                }
-                Kind::Dropped if self.dropped.len() < MAX_DROPPED => {
-                    self.dropped.push(entry.text);
-                    Pushed::Kept
-                }
-                _ => Pushed::Discarded,
-            };
-        }
-        if self.unsent.len() >= self.queue {
-            self.detach();
-            self.push(entry);
-            return Pushed::Slow;
-        }
-        let wake = self.unsent.is_empty();
-        if matches!(entry.kind, Kind::Event { .. }) {
-            self.unsent_events += 1;
-        }
-        self.unsent.push_back(entry);
-        self.trim();
-        Pushed::Queued { wake }
-    }
-
-    /// The connection takes up to `max` waiting messages (appended to `out`); nothing when
-    /// none is attached.
-    pub fn take(&mut self, max: usize, out: &mut Vec<Entry>) {
-        if !self.attached {
+    /// An event was sent (or queued for a connection that went): keep it.
+    pub fn keep_event(&mut self, switch: u16, seq: u64, text: SharedText) {
+        if self.retain == 0 {
+            self.note_evicted(switch, seq);
             return;
         }
-        for _ in 0..max {
-            let Some(entry) = self.unsent.pop_front() else {
-                break;
-            };
-            if let Kind::Event { switch, seq } = entry.kind {
-                self.unsent_events -= 1;
-                if self.retain > 0 {
-                    self.sent.push_back((switch, seq, entry.text.clone()));
-                }
-            }
-            out.push(entry);
-        }
-        self.trim();
-    }
-
-    /// The connection went: what it had not taken is no longer its; its events stay kept.
-    pub fn detach(&mut self) {
-        self.attached = false;
-        for entry in self.unsent.drain(..) {
-            match entry.kind {
-                Kind::Event { switch, seq } => self.sent.push_back((switch, seq, entry.text)),
-                Kind::Dropped if self.dropped.len() < MAX_DROPPED => self.dropped.push(entry.text),
-                Kind::Dropped | Kind::Reply | Kind::Notice => {}
+        self.kept.push_back((switch, seq, text));
+        while self.kept.len() > self.retain {
+            if let Some((switch, seq, _)) = self.kept.pop_front() {
+                self.note_evicted(switch, seq);
             }
         }
-        self.unsent_events = 0;
-        self.trim();
     }
 
-    /// What a resume with `last` (a switch's `lastEventSeq`) would replay, without changing
-    /// anything.
+    /// A message no connection will take (it went, or none is attached): an event or a
+    /// dropped registration's notice is kept; `true` if it was.
+    pub fn keep(&mut self, entry: Entry) -> bool {
+        match entry.kind {
+            Kind::Event { switch, seq } => {
+                self.keep_event(switch, seq, entry.text);
+                self.retain > 0
+            }
+            Kind::Dropped if self.dropped.len() < MAX_DROPPED => {
+                self.dropped.push(entry.text);
+                true
+            }
+            Kind::Dropped | Kind::Reply | Kind::Notice => false,
+        }
+    }
+
+    /// What a resume with `last` (a switch's `lastEventSeq`) would replay.
     pub fn plan(&self, last: impl Fn(u16) -> u64) -> Replay {
         let replayed = self
-            .sent
+            .kept
             .iter()
             .filter(|(switch, seq, _)| *seq > last(*switch))
             .count();
@@ -215,50 +135,114 @@ impl Outbox {
         Replay { replayed, gap }
     }
 
-    /// A new connection resumes the session (one still attached is detached first): `opening`
-    /// (the reply and the link events) first, then the notices of dropped registrations, then
-    /// the kept events above `last`, in the order they were first queued, then whatever comes
-    /// next. Events at or below `last` are forgotten: the client has them.
-    pub fn resume(&mut self, last: impl Fn(u16) -> u64, opening: Vec<SharedText>) -> Replay {
-        // Whatever the connection attached until now had not taken is kept first (the oldest
-        // may go), so the plan sees what is really kept.
-        self.detach();
-        let plan = self.plan(&last);
-        self.attached = true;
-        self.unsent.extend(opening.into_iter().map(|text| Entry {
-            text,
-            kind: Kind::Notice,
-        }));
-        self.unsent.extend(self.dropped.drain(..).map(|text| Entry {
-            text,
-            kind: Kind::Notice,
-        }));
-        for (switch, seq, text) in self.sent.drain(..) {
+    /// A new connection resumes the session: the notices of dropped registrations, then the
+    /// kept events above `last`, in the order they were first queued, to be sent before
+    /// anything else. Events at or below `last` are forgotten (the client has them); those
+    /// sent again are kept again as the connection takes them.
+    pub fn resume(&mut self, last: impl Fn(u16) -> u64) -> Vec<Entry> {
+        let mut out: Vec<Entry> = self
+            .dropped
+            .drain(..)
+            .map(|text| Entry {
+                text,
+                kind: Kind::Notice,
+            })
+            .collect();
+        for (switch, seq, text) in self.kept.take_all() {
             if seq > last(switch) {
-                self.unsent_events += 1;
-                self.unsent.push_back(Entry {
+                out.push(Entry {
                     text,
                     kind: Kind::Event { switch, seq },
                 });
             }
         }
-        plan
+        out
     }
 
-    /// Forget the oldest kept events beyond `retain`, noting each one's switch as having a gap.
-    fn trim(&mut self) {
-        while self.sent.len() + self.unsent_events > self.retain {
-            let Some((switch, seq, _)) = self.sent.pop_front() else {
-                break;
-            };
-            let i = usize::from(switch);
-            if self.evicted.len() <= i {
-                self.evicted.resize(i + 1, 0);
-            }
-            if let Some(e) = self.evicted.get_mut(i) {
-                *e = (*e).max(seq);
-            }
+    /// How many events it keeps at most.
+    pub fn retain(&self) -> usize {
+        self.retain
+    }
+
+    /// Event `seq` of `switch` is not kept: a resume above an earlier `eventSeq` has a gap.
+    pub fn evicted(&mut self, switch: u16, seq: u64) {
+        self.note_evicted(switch, seq);
+    }
+
+    fn note_evicted(&mut self, switch: u16, seq: u64) {
+        let i = usize::from(switch);
+        if self.evicted.len() <= i {
+            self.evicted.resize(i + 1, 0);
         }
+        if let Some(e) = self.evicted.get_mut(i) {
+            *e = (*e).max(seq);
+        }
+    }
+}
+
+/// One kept event: its switch, its `eventSeq`, its bytes.
+type KeptEvent = (u16, u64, SharedText);
+
+/// The kept events, oldest first, in chunks: growing never moves what is kept (one
+/// contiguous buffer of up to `client-queue` events would be copied and faulted in anew at
+/// each doubling, for every session, which showed in fan-out profiles), and a session that
+/// keeps few events holds a small first chunk only.
+#[derive(Debug, Default)]
+struct Kept {
+    chunks: VecDeque<VecDeque<KeptEvent>>,
+    len: usize,
+    /// The last chunk emptied, reused for the next one.
+    spare: Option<VecDeque<KeptEvent>>,
+}
+
+/// The largest chunk: 256 events (12 KiB).
+const CHUNK: usize = 256;
+
+impl Kept {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push_back(&mut self, event: KeptEvent) {
+        let full = self.chunks.back().is_none_or(|c| c.len() == c.capacity());
+        if full {
+            // Chunks grow 8, 32, 128, 256, 256, ...
+            let size = self
+                .chunks
+                .back()
+                .map_or(8, |c| (c.capacity() * 4).min(CHUNK));
+            let chunk = match self.spare.take() {
+                Some(spare) if spare.capacity() >= size => spare,
+                _ => VecDeque::with_capacity(size),
+            };
+            self.chunks.push_back(chunk);
+        }
+        if let Some(last) = self.chunks.back_mut() {
+            last.push_back(event);
+            self.len += 1;
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<KeptEvent> {
+        let first = self.chunks.front_mut()?;
+        let event = first.pop_front();
+        if first.is_empty() {
+            self.spare = self.chunks.pop_front();
+        }
+        if event.is_some() {
+            self.len -= 1;
+        }
+        event
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &KeptEvent> {
+        self.chunks.iter().flatten()
+    }
+
+    /// Every kept event, oldest first; none is kept after.
+    fn take_all(&mut self) -> impl Iterator<Item = KeptEvent> {
+        self.len = 0;
+        std::mem::take(&mut self.chunks).into_iter().flatten()
     }
 }
 
@@ -274,130 +258,81 @@ mod tests {
         }
     }
 
-    fn notice(text: &str) -> Entry {
-        Entry {
-            text: text.into(),
-            kind: Kind::Notice,
+    fn texts(entries: Vec<Entry>) -> Vec<String> {
+        entries.into_iter().map(|e| e.text.to_string()).collect()
+    }
+
+    #[test]
+    fn a_resume_gives_the_dropped_notices_then_the_events_above_the_last_seq() {
+        let mut o = Outbox::new(16);
+        for seq in 1..=3 {
+            o.keep(event(0, seq));
+            o.keep(event(1, seq * 10));
         }
-    }
-
-    fn texts(o: &mut Outbox) -> Vec<String> {
-        let mut out = Vec::new();
-        o.take(usize::MAX, &mut out);
-        out.into_iter().map(|e| e.text.to_string()).collect()
-    }
-
-    #[test]
-    fn the_writer_is_woken_only_when_the_queue_was_empty() {
-        let mut o = Outbox::new(4, 8);
-        assert_eq!(o.push(event(0, 1)), Pushed::Queued { wake: true });
-        assert_eq!(o.push(notice("n")), Pushed::Queued { wake: false });
-        assert_eq!(texts(&mut o), ["e0.1", "n"]);
-        assert_eq!(o.push(event(0, 2)), Pushed::Queued { wake: true });
-    }
-
-    #[test]
-    fn a_full_queue_detaches_the_connection_and_keeps_the_event() {
-        let mut o = Outbox::new(2, 8);
-        o.push(event(0, 1));
-        o.push(Entry {
-            text: "reply".into(),
-            kind: Kind::Reply,
-        });
-        assert_eq!(o.push(event(0, 2)), Pushed::Slow);
-        assert!(!o.attached());
-        assert!(texts(&mut o).is_empty(), "no connection takes anything");
-        assert_eq!(o.kept(), 2);
-        let plan = o.resume(|_| 0, vec!["open".into()]);
+        assert!(!o.keep(Entry {
+            text: "link down".into(),
+            kind: Kind::Notice
+        }));
+        assert!(o.keep(Entry {
+            text: "unregistered".into(),
+            kind: Kind::Dropped
+        }));
+        let last = |s: u16| if s == 0 { 2 } else { 10 };
         assert_eq!(
-            plan,
+            o.plan(last),
             Replay {
-                replayed: 2,
+                replayed: 3,
                 gap: vec![]
             }
         );
         assert_eq!(
-            texts(&mut o),
-            ["open", "e0.1", "e0.2"],
-            "the reply is not replayed"
+            texts(o.resume(last)),
+            ["unregistered", "e1.20", "e0.3", "e1.30"]
         );
-    }
-
-    #[test]
-    fn a_resume_replays_above_the_last_seq_then_live_events_follow() {
-        let mut o = Outbox::new(16, 16);
-        for seq in 1..=3 {
-            o.push(event(0, seq));
-            o.push(event(1, seq * 10));
-        }
-        // The client read up to e0.2 and e1.10; the dying socket swallowed the rest.
-        assert_eq!(texts(&mut o).len(), 6);
-        o.detach();
-        assert_eq!(o.push(event(0, 4)), Pushed::Kept);
-        assert_eq!(o.push(notice("link down")), Pushed::Discarded);
-        assert_eq!(
-            o.push(Entry {
-                text: "unregistered".into(),
-                kind: Kind::Dropped
-            }),
-            Pushed::Kept
-        );
-        let last = |s: u16| if s == 0 { 2 } else { 10 };
-        assert_eq!(o.plan(last).replayed, 4);
-        let plan = o.resume(last, vec!["open".into(), "link".into()]);
-        assert_eq!(plan.replayed, 4);
-        o.push(event(1, 40));
-        assert_eq!(
-            texts(&mut o),
-            [
-                "open",
-                "link",
-                "unregistered",
-                "e1.20",
-                "e0.3",
-                "e1.30",
-                "e0.4",
-                "e1.40"
-            ]
-        );
+        assert_eq!(o.kept(), 0);
     }
 
     #[test]
     fn evicted_events_above_the_last_seq_are_a_gap_of_their_switch() {
-        let mut o = Outbox::new(16, 3);
+        let mut o = Outbox::new(3);
         for seq in 1..=4 {
-            o.push(event(0, seq));
+            o.keep(event(0, seq));
         }
-        assert_eq!(o.kept(), 4, "events waiting to be sent are not dropped");
-        assert_eq!(texts(&mut o).len(), 4);
-        o.push(event(2, 7));
+        o.keep(event(2, 7));
         assert_eq!(o.kept(), 3);
-        o.detach();
         // e0.1 and e0.2 are gone: a client that read e0.1 misses e0.2.
         assert_eq!(o.plan(|_| 1).gap, [0]);
         assert_eq!(
             o.plan(|s| if s == 0 { 2 } else { 0 }).gap,
             Vec::<u16>::new()
         );
-        let plan = o.resume(|_| 1, vec![]);
-        assert_eq!(
-            plan,
-            Replay {
-                replayed: 3,
-                gap: vec![0]
-            }
-        );
-        assert_eq!(texts(&mut o), ["e0.3", "e0.4", "e2.7"]);
+        assert_eq!(texts(o.resume(|_| 1)), ["e0.3", "e0.4", "e2.7"]);
     }
 
     #[test]
-    fn without_retention_nothing_is_kept() {
-        let mut o = Outbox::new(4, 0);
-        o.push(event(0, 1));
-        assert_eq!(texts(&mut o), ["e0.1"]);
-        o.push(event(0, 2));
-        o.detach();
+    fn without_retention_nothing_is_kept_and_every_event_is_a_gap() {
+        let mut o = Outbox::new(0);
+        assert!(!o.keep(event(0, 1)));
         assert_eq!(o.kept(), 0);
-        assert_eq!(o.resume(|_| 1, vec![]).gap, [0]);
+        assert_eq!(o.plan(|_| 0).gap, [0]);
+        assert!(o.resume(|_| 0).is_empty());
+    }
+
+    #[test]
+    fn kept_events_grow_in_chunks_and_keep_their_order() {
+        let mut o = Outbox::new(1000);
+        for seq in 1..=1500 {
+            o.keep(event(0, seq));
+        }
+        assert_eq!(o.kept(), 1000);
+        let seqs: Vec<u64> = o
+            .resume(|_| 0)
+            .iter()
+            .map(|e| match e.kind {
+                Kind::Event { seq, .. } => seq,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(seqs, (501..=1500).collect::<Vec<u64>>());
     }
 }

@@ -36,6 +36,7 @@ use socket::{after, close_reason, echo_close, end_connection, write_within, Writ
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info};
@@ -119,7 +120,7 @@ pub async fn run(
         server.client_queue
     };
     let connection = Arc::new(Connection::default());
-    let pending = ClientInner::local(id, server.client_queue, retain, connection.clone());
+    let (pending, rx) = ClientInner::local(id, server.client_queue, retain, connection.clone());
     let state = State::new(
         shared.clone(),
         gate.clone(),
@@ -127,12 +128,13 @@ pub async fn run(
         (pending, connection.clone()),
         conn.peer,
     );
-    let mut s = Session::new(session, state, &shared);
+    let mut s = Session::new(session, rx, state, &shared);
     let end = s.serve(&mut stream, &shutdown, &connection).await;
+    let rx = std::mem::replace(&mut s.rx, mpsc::channel(1).1);
     let application = s.state.client.as_ref().map(|c| c.application.clone());
     if let Some(record) = s.state.record.take() {
         // The client may never read again: the session lingers or ends now.
-        leave(&s.state, record, &connection, slot, end.cause);
+        leave(&s.state, record, (&connection, rx), slot, end.cause);
     } else {
         drop(slot);
     }
@@ -159,13 +161,13 @@ pub async fn run(
 fn leave(
     state: &State,
     (record, generation): (Arc<Record>, u64),
-    conn: &Arc<Connection>,
+    (conn, rx): (&Arc<Connection>, mpsc::Receiver<Entry>),
     slot: Slot,
     cause: CloseCause,
 ) {
     let shared = &state.shared;
     let sessions = &state.sessions;
-    record.client.detach(conn);
+    record.client.detach(conn, rx);
     if sessions.generation(&record) != Some(generation) {
         // Taken over: the session is another connection's now.
         return;
@@ -215,6 +217,10 @@ fn end_session(shared: &Shared, record: &Record) {
 /// A session while it serves its client.
 struct Session {
     session: actix_ws::Session,
+    /// The session's queue.
+    rx: mpsc::Receiver<Entry>,
+    /// Written before anything from the queue: what a resume sends first.
+    first: std::collections::VecDeque<Entry>,
     state: State,
     /// Messages taken from the outbox, written next (kept to reuse its allocation).
     batch: Vec<Entry>,
@@ -228,12 +234,19 @@ struct Session {
 }
 
 impl Session {
-    fn new(session: actix_ws::Session, state: State, shared: &Shared) -> Session {
+    fn new(
+        session: actix_ws::Session,
+        rx: mpsc::Receiver<Entry>,
+        state: State,
+        shared: &Shared,
+    ) -> Session {
         let server = &shared.config.server;
         let ping_every = server.client_ping_interval.0.max(Duration::from_millis(10));
         let tolerance = server.client_ping_tolerance.max(1);
         Session {
             session,
+            rx,
+            first: std::collections::VecDeque::new(),
             state,
             batch: Vec::new(),
             ping_every,
@@ -287,7 +300,7 @@ impl Session {
                         }
                     }
                     let in_flight = self.state.in_flight;
-                    self.flush(conn, in_flight, after(CLOSE_ATTEMPT)).await;
+                    self.flush(in_flight, after(CLOSE_ATTEMPT)).await;
                     Some(End::close(CloseCause::Shutdown, 1001, "going away"))
                 }
                 _ = &mut taken_wait => Some(End::close(CloseCause::TakenOver, 4009, "session taken over")),
@@ -304,9 +317,13 @@ impl Session {
                 )),
                 _ = ping.tick() => self.ping().await,
                 msg = stream.recv() => self.on_frame(msg, shutdown).await,
-                _ = conn.wake.notified() => {
-                    self.write_burst(conn, &mut slow_wait, &mut shutdown_wait).await
+                _ = std::future::ready(()), if !self.first.is_empty() => {
+                    self.write_first(&mut slow_wait, &mut shutdown_wait).await
                 }
+                out = self.rx.recv() => match out {
+                    None => Some(End::gone(CloseCause::Closed)),
+                    Some(out) => self.write_burst(out, &mut slow_wait, &mut shutdown_wait).await,
+                },
             };
             if let Some(end) = end {
                 return end;
@@ -382,6 +399,7 @@ impl Session {
         };
         match next {
             Next::Continue => None,
+            Next::Resume => self.resume().await,
             Next::Close(code, why, cause) => {
                 Some(self.close_after(code, why, cause, shutdown).await)
             }
@@ -419,8 +437,7 @@ impl Session {
         cause: CloseCause,
         shutdown: &CancellationToken,
     ) -> End {
-        let conn = self.state.conn.clone();
-        self.flush(&conn, 0, after(CLOSE_ATTEMPT)).await;
+        self.flush(0, after(CLOSE_ATTEMPT)).await;
         if cause == CloseCause::Auth {
             // Guessing tokens costs a second per attempt (and the connection's place
             // meanwhile).
@@ -432,30 +449,87 @@ impl Session {
         End::close(cause, code, why)
     }
 
+    /// Take over the session being resumed, once the connection holding it (if any) has let
+    /// go: bounded, after which the client is told to try again.
+    async fn resume(&mut self) -> Option<End> {
+        let deadline = after(CLOSE_ATTEMPT.saturating_mul(2));
+        let mut older = None;
+        loop {
+            match self.state.try_attach() {
+                Ok((rx, first)) => {
+                    // What this connection's own queue still holds goes first.
+                    let mut own = std::mem::replace(&mut self.rx, rx);
+                    while let Ok(out) = own.try_recv() {
+                        self.first.push_back(out);
+                    }
+                    if let Some(old) = older {
+                        // The older connection gets its 4009 before the replay starts.
+                        let old: Arc<Connection> = old;
+                        let _ = tokio::time::timeout(CLOSE_ATTEMPT, old.gone.cancelled()).await;
+                    }
+                    self.first.extend(first);
+                    return None;
+                }
+                Err(old) => older = old.or(older),
+            }
+            if Instant::now() >= deadline {
+                return Some(End::close(
+                    CloseCause::Closed,
+                    1013,
+                    "try again later: the session is still held by another connection",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Write what is queued in one go (up to a bound, so reading the client and pinging are not
     /// starved): one wake-up of this task and, usually, one send for a burst of events instead
-    /// of a turn of the loop per message.
+    /// of a turn of the loop per message. The session keeps the events it takes.
     async fn write_burst(
         &mut self,
-        conn: &Arc<Connection>,
+        first: Entry,
         slow_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
         shutdown_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Option<End> {
-        if let Some(old) = self.state.taken_over.take() {
-            // The connection this one took over gets its 4009 first.
-            let _ = tokio::time::timeout(CLOSE_ATTEMPT, old.gone.cancelled()).await;
-        }
         let mut batch = std::mem::take(&mut self.batch);
-        let attached = self
-            .state
-            .outbox()
-            .is_some_and(|o| o.take(conn, WRITE_BURST, &mut batch));
-        if !attached {
-            // Too slow, or taken over: the serving loop ends the session next.
-            self.batch = batch;
-            return None;
+        batch.push(first);
+        while batch.len() < WRITE_BURST {
+            match self.rx.try_recv() {
+                Ok(out) => batch.push(out),
+                Err(_) => break,
+            }
         }
-        let mut end = None;
+        if let Some(client) = self.state.outbox() {
+            client.taken(&batch);
+        }
+        let end = self.write_all(&mut batch, slow_wait, shutdown_wait).await;
+        batch.clear();
+        self.batch = batch;
+        end
+    }
+
+    /// Write what a resume sends first (a burst at a time, like the queue).
+    async fn write_first(
+        &mut self,
+        slow_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+        shutdown_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Option<End> {
+        let n = self.first.len().min(WRITE_BURST);
+        let mut batch: Vec<Entry> = self.first.drain(..n).collect();
+        if let Some(client) = self.state.outbox() {
+            client.taken(&batch);
+        }
+        self.write_all(&mut batch, slow_wait, shutdown_wait).await
+    }
+
+    /// Write `batch` to the WebSocket, in order; how the session ends if it must.
+    async fn write_all(
+        &mut self,
+        batch: &mut Vec<Entry>,
+        slow_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+        shutdown_wait: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Option<End> {
         for out in batch.drain(..) {
             if out.kind == Kind::Reply {
                 self.state.in_flight = self.state.in_flight.saturating_sub(1);
@@ -465,50 +539,36 @@ impl Session {
             let write = tokio::select! {
                 biased;
                 w = write_within(self.session.text(out.text), self.write_limit) => w,
-                _ = slow_wait.as_mut() => break,
-                _ = shutdown_wait.as_mut() => break,
+                _ = slow_wait.as_mut() => return None,
+                _ = shutdown_wait.as_mut() => return None,
             };
-            end = self.written(write);
-            if end.is_some() {
-                break;
+            if let Some(end) = self.written(write) {
+                return Some(end);
             }
         }
-        batch.clear();
-        self.batch = batch;
-        end
+        None
     }
 
     /// Write what is queued, and the replies still due to `in_flight` requests as they come,
     /// giving up at `until`; `false` if it could not all be written. Why wait for the replies:
     /// a stopping router answers every request it took before its close frame.
-    async fn flush(
-        &mut self,
-        conn: &Arc<Connection>,
-        mut in_flight: usize,
-        until: Instant,
-    ) -> bool {
-        let mut batch = Vec::new();
+    async fn flush(&mut self, mut in_flight: usize, until: Instant) -> bool {
+        let mut pending: Vec<Entry> = self.first.drain(..).collect();
         loop {
-            let attached = self
-                .state
-                .outbox()
-                .is_some_and(|o| o.take(conn, WRITE_BURST, &mut batch));
-            if !attached {
-                return false;
-            }
-            if batch.is_empty() {
-                if in_flight == 0 {
-                    return true;
+            if pending.is_empty() {
+                match self.rx.try_recv() {
+                    Ok(out) => pending.push(out),
+                    Err(_) if in_flight == 0 => return true,
+                    Err(_) => match tokio::time::timeout_at(until, self.rx.recv()).await {
+                        Ok(Some(out)) => pending.push(out),
+                        _ => return false,
+                    },
                 }
-                if tokio::time::timeout_at(until, conn.wake.notified())
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-                continue;
             }
-            for out in batch.drain(..) {
+            if let Some(client) = self.state.outbox() {
+                client.taken(&pending);
+            }
+            for out in pending.drain(..) {
                 if out.kind == Kind::Reply {
                     in_flight = in_flight.saturating_sub(1);
                 }

@@ -297,7 +297,7 @@ mod tests {
 
     fn client() -> ClientHandle {
         let conn = Arc::new(Connection::default());
-        ClientHandle::new(ClientInner::local(1, 4, 4, conn))
+        ClientHandle::new(ClientInner::local(1, 4, 4, conn).0)
     }
 
     #[test]

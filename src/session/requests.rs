@@ -3,9 +3,9 @@
 //! shard of the DN's switch otherwise.
 
 use super::gate::{Gate, AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, AUTH_LOCKOUT};
-use super::registry::{constant_time_eq, Record, Resumed, Sessions};
+use super::registry::{self, constant_time_eq, Record, Sessions};
 use crate::audit::LogStr;
-use crate::client::{ClientHandle, ClientInner, Connection};
+use crate::client::{ClientHandle, ClientInner, Connection, Entry, Resumed};
 use crate::config::Access;
 use crate::protocol::{
     self, CloseCause, ErrorCode, ProtocolError, RegisterMode, Request, Resume, SessionInfo,
@@ -17,12 +17,28 @@ use crate::services;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// What to do after a client frame.
 pub(super) enum Next {
     Continue,
     Close(u16, &'static str, CloseCause),
+    /// Take the session being resumed over ([`State::try_attach`]).
+    Resume,
+}
+
+/// A resumed session's queue, and what to write before anything from it.
+pub(super) type Attached = (mpsc::Receiver<Entry>, Vec<Entry>);
+
+/// A resume in progress: the session, and what the reply needs.
+pub(super) struct Resuming {
+    reference_id: u64,
+    record: Arc<Record>,
+    generation: u64,
+    session_id: String,
+    /// `lastEventSeq` by switch index.
+    last: Vec<u64>,
 }
 
 /// A session's view of its client: opened or not, what it registered, what it has in flight.
@@ -37,8 +53,8 @@ pub(super) struct State {
     pub(super) conn: Arc<Connection>,
     /// The session once opened or resumed, and the generation of this connection in it.
     pub(super) record: Option<(Arc<Record>, u64)>,
-    /// The connection this one took the session over from: its close frame goes first.
-    pub(super) taken_over: Option<Arc<Connection>>,
+    /// The session being resumed, until this connection holds its queue.
+    pub(super) resuming: Option<Resuming>,
     /// The client sent `RequestClose`: the session ends with the connection.
     pub(super) closed: bool,
     pub(super) in_flight: usize,
@@ -62,7 +78,7 @@ impl State {
             pending: Some(pending),
             conn,
             record: None,
-            taken_over: None,
+            resuming: None,
             closed: false,
             in_flight: 0,
             peer,
@@ -182,16 +198,17 @@ impl State {
                     return Next::Close(1008, "authentication failed", CloseCause::Auth);
                 }
                 Some(_) => match self.sessions.resume(&session_id) {
-                    Resumed::Attached(record, generation) => {
-                        self.on_resumed(
+                    registry::Resumed::Attached(record, generation) => {
+                        // The connection's own queue gives way to the session's.
+                        drop(handle);
+                        return self.on_resumed(
                             reference_id,
                             (record, generation),
                             &session_id,
                             &last_event_seq,
                         );
-                        return Next::Continue;
                     }
-                    Resumed::Unknown => Some(()),
+                    registry::Resumed::Unknown => Some(()),
                 },
                 None => Some(()),
             },
@@ -222,17 +239,15 @@ impl State {
         Next::Continue
     }
 
-    /// `RequestOpen` resumed session `record`: this connection takes it over, and gets the
-    /// reply, the link events, the notices of registrations dropped meanwhile and the kept
-    /// events above the client's `lastEventSeq`, then live ones.
+    /// `RequestOpen` resumes session `record`: this connection takes it over (the
+    /// connection holding it, if any, is told to let go first: [`State::try_attach`]).
     fn on_resumed(
         &mut self,
         reference_id: u64,
         (record, generation): (Arc<Record>, u64),
         session_id: &str,
         last_event_seq: &[(String, u64)],
-    ) {
-        let client = record.client.clone();
+    ) -> Next {
         let last: Vec<u64> = self
             .shared
             .switches
@@ -244,9 +259,31 @@ impl State {
                     .map_or(0, |(_, n)| *n)
             })
             .collect();
+        self.resuming = Some(Resuming {
+            reference_id,
+            record,
+            generation,
+            session_id: session_id.to_owned(),
+            last,
+        });
+        Next::Resume
+    }
+
+    /// Attach this connection to the session being resumed: its queue, and what to write
+    /// before anything from it (the reply, the link events, the notices of registrations
+    /// dropped meanwhile, the kept events above the client's `lastEventSeq`). `Err` while
+    /// another connection still holds the queue (it was told to let go: try again shortly),
+    /// with that connection.
+    pub(super) fn try_attach(&mut self) -> Result<Attached, Option<Arc<Connection>>> {
+        let Some(r) = self.resuming.as_ref() else {
+            return Err(None);
+        };
+        let client = r.record.client.clone();
+        // Link events from now on; the states are read below, after joining.
         self.shared.hub.add(client.clone());
-        let (plan, taken) = client.resume(
-            self.conn.clone(),
+        let last = &r.last;
+        let resumed = client.resume(
+            &self.conn,
             |switch| last.get(usize::from(switch)).copied().unwrap_or(0),
             |plan| {
                 let gap: Vec<&str> = plan
@@ -255,9 +292,20 @@ impl State {
                     .filter_map(|i| self.shared.switches.get(usize::from(*i)))
                     .map(|s| &*s.name)
                     .collect();
-                self.opening(reference_id, session_id, Some((true, plan.replayed, &gap)))
+                self.opening(
+                    r.reference_id,
+                    &r.session_id,
+                    Some((true, plan.replayed, &gap)),
+                )
             },
         );
+        let (rx, first, plan) = match resumed {
+            Resumed::Busy(older) => return Err(older),
+            Resumed::Attached { rx, first, plan } => (rx, first, plan),
+        };
+        let Some(r) = self.resuming.take() else {
+            return Err(None);
+        };
         crate::metrics::session_resume(if plan.gap.is_empty() {
             "resumed"
         } else {
@@ -267,12 +315,11 @@ impl State {
         debug!(
             client = client.id,
             replayed = plan.replayed,
-            taken_over = taken.is_some(),
             "session resumed"
         );
-        self.taken_over = taken;
         self.client = Some(client);
-        self.record = Some((record, generation));
+        self.record = Some((r.record, r.generation));
+        Ok((rx, first))
     }
 
     /// The first messages of an opened session: `EventServerConnected`, then the state of
