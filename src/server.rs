@@ -69,6 +69,7 @@ impl Running {
         }
         let cluster = join_cluster(cfg).await?;
         let node = Node::start(cluster, self.shared.clone()).await?;
+        node.on_give_up(self.clients.give_up(&self.shared));
         let _ = self.slot.node.set(node.clone());
         self.node = Some(node);
         Ok(())
@@ -214,7 +215,10 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
     };
     start_switches(&shared, switch_configs, &pool, slot.clustered);
     let sessions = CancellationToken::new();
-    let session_clients = session::Clients::default();
+    let session_clients = session::Clients {
+        node: slot.node.clone(),
+        ..session::Clients::default()
+    };
     let clients = ClientEndpoint {
         shared: shared.clone(),
         clients: session_clients.clone(),

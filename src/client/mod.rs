@@ -107,6 +107,8 @@ struct Parked {
     outbox: outbox::Outbox,
     /// The attached connection's signals.
     conn: Option<Arc<Connection>>,
+    /// Replies that came while no connection was attached (not kept).
+    replies_away: usize,
     /// Messages pushed after the queue overflowed, until the connection let go of the queue:
     /// they come after everything in it (at most as many as the session keeps).
     overflow: std::collections::VecDeque<Entry>,
@@ -217,6 +219,7 @@ impl ClientInner {
                 parked: Mutex::new(Parked {
                     rx: None,
                     outbox: outbox::Outbox::new(retain),
+                    replies_away: 0,
                     conn: Some(conn),
                     overflow: std::collections::VecDeque::new(),
                 }),
@@ -433,6 +436,37 @@ impl ClientInner {
         }
     }
 
+    /// How many replies came while no connection was attached (a session being resumed from
+    /// another node registers its DNs before a connection takes it).
+    pub fn replies_away(&self) -> usize {
+        match &self.sink {
+            Sink::Local(sink) => sink.lock().replies_away,
+            Sink::Remote { .. } => 0,
+        }
+    }
+
+    /// Add events of switch number `switch` read back from the cluster's event stream (`None`:
+    /// it could not be read, a gap) to those kept, in `eventSeq` order, each once.
+    pub fn merge_kept(&self, switch: u16, events: Option<Vec<(u64, SharedText)>>) {
+        if let Sink::Local(sink) = &self.sink {
+            let mut parked = sink.lock();
+            match events {
+                Some(events) => parked.outbox.merge(switch, events),
+                None => parked.outbox.evicted(switch, u64::MAX),
+            }
+        }
+    }
+
+    /// The session was resumed on another node: the connection attached here, if any, is
+    /// closed with 4009.
+    pub fn take_away(&self) {
+        if let Sink::Local(sink) = &self.sink {
+            if let Some(c) = &sink.lock().conn {
+                c.taken.cancel();
+            }
+        }
+    }
+
     /// How many events the session keeps (a local one; 0 for a remote one).
     pub fn kept(&self) -> usize {
         match &self.sink {
@@ -446,6 +480,9 @@ impl ClientInner {
 /// when the queue is parked, else (the connection still holds it) in the overflow that
 /// follows it. `false`: nobody took it now.
 fn park(parked: &mut Parked, entry: Entry) -> bool {
+    if entry.kind == Kind::Reply {
+        parked.replies_away += 1;
+    }
     if parked.rx.is_some() {
         parked.keep_after_queue(entry);
         return false;

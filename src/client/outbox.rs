@@ -159,6 +159,18 @@ impl Outbox {
         out
     }
 
+    /// Events of `switch` read back from elsewhere (the cluster's event stream): kept with
+    /// those already kept, in `eventSeq` order per switch, each once.
+    pub fn merge(&mut self, switch: u16, events: Vec<(u64, SharedText)>) {
+        let mut all: Vec<KeptEvent> = self.kept.take_all().collect();
+        all.extend(events.into_iter().map(|(seq, text)| (switch, seq, text)));
+        all.sort_by_key(|(switch, seq, _)| (*switch, *seq));
+        all.dedup_by_key(|(switch, seq, _)| (*switch, *seq));
+        for (switch, seq, text) in all {
+            self.keep_event(switch, seq, text);
+        }
+    }
+
     /// How many events it keeps at most.
     pub fn retain(&self) -> usize {
         self.retain

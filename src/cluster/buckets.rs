@@ -22,6 +22,8 @@ pub struct Stores {
     pub regs: kv::Store,
     /// `CRR_<C>_CALLS`.
     pub calls: kv::Store,
+    /// `CRR_<C>_SESS`.
+    pub sessions: kv::Store,
 }
 
 /// The buckets of the cluster, created or bound.
@@ -56,6 +58,12 @@ pub(super) async fn create_buckets(
         calls: bind_bucket(
             js,
             bucket(keys::calls_bucket(c), Duration::ZERO, records::MARKER_TTL),
+            node,
+        )
+        .await?,
+        sessions: bind_bucket(
+            js,
+            bucket(keys::sessions_bucket(c), Duration::ZERO, records::MARKER_TTL),
             node,
         )
         .await?,

@@ -48,6 +48,7 @@ pub(super) fn identity(stores: &Stores, events: &stream::Stream) -> Vec<(String,
         &stores.seq.stream,
         &stores.regs.stream,
         &stores.calls.stream,
+        &stores.sessions.stream,
         events,
     ]
     .into_iter()

@@ -89,6 +89,16 @@ pub fn regs_bucket(cluster: &str) -> String {
     format!("CRR_{cluster}_REGS")
 }
 
+/// Bucket of client sessions: a digest of the session id → its application and holder.
+pub fn sessions_bucket(cluster: &str) -> String {
+    format!("CRR_{cluster}_SESS")
+}
+
+/// The subject on which a node is told to give up one of its sessions (resumed elsewhere).
+pub fn session_subject(cluster: &str, node_id: &str) -> String {
+    format!("crr.{cluster}.sess.{}", encode(node_id))
+}
+
 /// Bucket of connIds: `<switch>.<call id>` → connId.
 pub fn calls_bucket(cluster: &str) -> String {
     format!("CRR_{cluster}_CALLS")
@@ -167,6 +177,11 @@ pub struct Subjects {
 }
 
 impl Subjects {
+    /// The subject on which a node gives up its sessions.
+    pub fn session(&self, node_id: &str) -> String {
+        session_subject(&self.cluster, node_id)
+    }
+
     /// The flow subject of a node.
     pub fn flow(&self, node_id: &str) -> String {
         flow_subject(&self.cluster, node_id)

@@ -16,11 +16,13 @@
 //!   increasing across owners without a round trip per event — [`seq::SeqBlocks`];
 //! - buckets `CRR_<C>_REGS` and `CRR_<C>_CALLS`: the client sessions' registrations and the
 //!   calls' connIds, from which a new owner rebuilds a switch — [`records::Records`];
+//! - bucket `CRR_<C>_SESS`: the client sessions (their application, and the node holding
+//!   each), so that a desktop resumes its session on any node — [`sessions::SessionStore`];
 //! - stream `CRR_<C>_EVENTS` (subjects `crr.<C>.ev.>`): every delivered event, retained
 //!   `replay-window`, to repair gaps and replay;
 //! - core subjects `crr.<C>.req.<node id>` (forwarded requests), `crr.<C>.flow.<node id>`
-//!   (an owner's ordered flow of replies and events to a node) and `crr.<C>.link` (link
-//!   state).
+//!   (an owner's ordered flow of replies and events to a node), `crr.<C>.link` (link
+//!   state) and `crr.<C>.sess.<node id>` (a session of that node resumed elsewhere).
 //!
 //! [`Cluster::join`] connects, checks that JetStream is there and recent enough, and creates
 //! the buckets and the stream with `[cluster] replicas` (or binds them when another node
@@ -49,6 +51,7 @@ pub mod owner;
 pub mod proxy;
 pub mod records;
 pub mod seq;
+pub mod sessions;
 pub mod writer;
 
 use crate::config::{host_node_name, is_plain_name, ClusterConfig};
@@ -394,6 +397,16 @@ impl Cluster {
     /// The eventSeq blocks.
     pub fn seq_blocks(&self) -> SeqBlocks {
         SeqBlocks::new(self.inner.stores.seq.clone())
+    }
+
+    /// The client sessions across the cluster.
+    pub fn sessions(&self, subjects: keys::Subjects) -> sessions::SessionStore {
+        sessions::SessionStore::new(
+            self.inner.stores.sessions.clone(),
+            self.inner.client.clone(),
+            subjects,
+            self.inner.events.clone(),
+        )
     }
 
     /// Registrations and connIds.

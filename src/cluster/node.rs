@@ -83,6 +83,13 @@ struct Seen {
     avoid_until: Option<Instant>,
 }
 
+/// How the node has a session of its own given up when another node resumed it: close its
+/// connection (4009) and release its registrations. Implemented by the sessions' layer.
+pub trait SessionGiveUp: Send + Sync {
+    /// Give up local session `session` (the client id, as in the registrations' keys).
+    fn give_up(&self, session: &str);
+}
+
 /// This node in the cluster (see the [module docs](self)).
 pub struct Node {
     cluster: Cluster,
@@ -95,6 +102,10 @@ pub struct Node {
     seq: SeqBlocks,
     records: Records,
     writer: RecordsWriter,
+    /// The client sessions across the cluster.
+    sessions: super::sessions::SessionStore,
+    /// What gives up a session of this node resumed on another (set by the sessions' layer).
+    give_up: std::sync::OnceLock<Arc<dyn SessionGiveUp>>,
     node_name: Arc<str>,
     node_id: Arc<str>,
     /// The live nodes: name → id.
@@ -184,6 +195,8 @@ impl Node {
             .as_ref()
             .map_or(Duration::from_secs(30), |c| c.rebalance_after.0);
         let node = Arc::new(Node {
+            sessions: cluster.sessions(subjects.clone()),
+            give_up: std::sync::OnceLock::new(),
             leases: cluster.leases(),
             seq: cluster.seq_blocks(),
             records: cluster.records(),
@@ -215,6 +228,26 @@ impl Node {
         tokio::spawn(watch_nats(Arc::downgrade(&node)));
         info!(node = %node.node_name, node_id = %node.node_id, "this node is in the cluster; it takes switches after {}", humantime::format_duration(ttl));
         Ok(node)
+    }
+
+    /// The client sessions across the cluster.
+    pub fn sessions(&self) -> &super::sessions::SessionStore {
+        &self.sessions
+    }
+
+    /// Registrations and connIds.
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// This node's id (the node of its sessions' registrations).
+    pub fn node_id(&self) -> &Arc<str> {
+        &self.node_id
+    }
+
+    /// Set what gives up a session of this node that another node resumed (once).
+    pub fn on_give_up(&self, give_up: Arc<dyn SessionGiveUp>) {
+        let _ = self.give_up.set(give_up);
     }
 
     /// Whether the node can serve: NATS reachable and JetStream answering within
@@ -275,6 +308,20 @@ impl Node {
         let mut requests = sub(self.subjects.request(&self.node_id)).await?;
         let mut flows = sub(self.subjects.flow(&self.node_id)).await?;
         let mut links = sub(self.subjects.link()).await?;
+        let mut sessions = sub(self.subjects.session(&self.node_id)).await?;
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(msg) = sessions.next().await {
+                let Some(node) = me.upgrade() else { break };
+                let session = String::from_utf8_lossy(&msg.payload).into_owned();
+                if let Some(give_up) = node.give_up.get() {
+                    give_up.give_up(&session);
+                }
+                if let Some(reply) = msg.reply {
+                    let _ = node.cluster.client().publish(reply, "".into()).await;
+                }
+            }
+        });
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(msg) = requests.next().await {

@@ -110,6 +110,20 @@ impl Records {
             .await
     }
 
+    /// The registrations of one session of a node.
+    pub async fn list_session(
+        &self,
+        node_id: &str,
+        session: &str,
+    ) -> Result<Vec<Registration>, ClusterError> {
+        self.registrations(&format!(
+            "*.*.{}.{}",
+            keys::encode(node_id),
+            keys::encode(session)
+        ))
+        .await
+    }
+
     /// Remove every registration of one session (it ended, or lingered out): how many.
     pub async fn delete_session(
         &self,

@@ -15,6 +15,7 @@
 //! `client-ping-interval` × `client-ping-tolerance`; and every connection the router closes is
 //! really gone soon after ([`socket`]).
 
+mod cluster;
 pub mod gate;
 pub mod registry;
 pub mod requests;
@@ -81,6 +82,8 @@ pub struct Clients {
     pub gate: Arc<Gate>,
     /// The sessions by `sessionId`.
     pub sessions: Arc<Sessions>,
+    /// The cluster node, once joined (none without a cluster).
+    pub node: Arc<std::sync::OnceLock<Arc<crate::cluster::node::Node>>>,
 }
 
 /// Run one client connection until it ends. `shutdown` closes it with 1001.
@@ -92,7 +95,11 @@ pub async fn run(
     shutdown: CancellationToken,
     conn: Conn,
 ) {
-    let Clients { gate, sessions } = clients;
+    let Clients {
+        gate,
+        sessions,
+        node,
+    } = clients;
     let server = &shared.config.server;
     let mut stream = stream.max_frame_size(server.max_frame_size);
     let id = crate::client::next_client_id();
@@ -124,7 +131,7 @@ pub async fn run(
     let state = State::new(
         shared.clone(),
         gate.clone(),
-        sessions,
+        (sessions, node),
         (pending, connection.clone()),
         conn.peer,
     );
@@ -177,6 +184,7 @@ fn leave(
     if state.closed || linger.is_zero() || stopping {
         if sessions.end(&record) {
             end_session(shared, &record);
+            cluster::forget(&state.node, &record);
         }
         return;
     }
@@ -184,12 +192,13 @@ fn leave(
         return;
     };
     shared.hub.remove(record.client.id);
-    let (shared, sessions) = (shared.clone(), sessions.clone());
+    let (shared, sessions, node) = (shared.clone(), sessions.clone(), state.node.clone());
     actix_rt::spawn(async move {
         tokio::time::sleep(linger).await;
         if sessions.expire(&record, lingering) {
             debug!(client = record.client.id, "session linger expired");
             end_session(&shared, &record);
+            cluster::forget(&node, &record);
         }
     });
 }
@@ -400,6 +409,13 @@ impl Session {
         match next {
             Next::Continue => None,
             Next::Resume => self.resume().await,
+            Next::ResumeElsewhere => match self.resume_elsewhere().await {
+                Next::Close(code, why, cause) => {
+                    Some(self.close_after(code, why, cause, shutdown).await)
+                }
+                Next::Resume => self.resume().await,
+                Next::Continue | Next::ResumeElsewhere => None,
+            },
             Next::Close(code, why, cause) => {
                 Some(self.close_after(code, why, cause, shutdown).await)
             }

@@ -42,6 +42,11 @@ impl Record {
         self.life.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Its `sessionId` (a secret: for the cluster's record, never for a log).
+    pub fn id(&self) -> String {
+        hex(&self.secret)
+    }
+
     /// The DNs registered, for a lock held briefly.
     pub fn registered(&self) -> MutexGuard<'_, HashMap<Arc<str>, usize>> {
         self.registered
@@ -118,6 +123,33 @@ impl Sessions {
             table.insert(key, record.clone());
             return Some((record, hex(&secret)));
         }
+    }
+
+    /// Hold here session `id`, resumed from another node of the cluster, for `client`: the
+    /// record and its generation (`None`: this node already holds it, or `id` is no id).
+    pub fn adopt(&self, id: &str, client: ClientHandle) -> Option<(Arc<Record>, u64)> {
+        let secret = unhex(id)?;
+        let mut table = self.table();
+        let key = index_of(&secret);
+        if table.contains_key(&key) {
+            return None;
+        }
+        let record = Arc::new(Record {
+            secret,
+            client,
+            registered: Mutex::new(HashMap::new()),
+            life: Mutex::new(Life::Attached { generation: 1 }),
+        });
+        table.insert(key, record.clone());
+        Some((record, 1))
+    }
+
+    /// The session whose handle has client id `client`.
+    pub fn find_client(&self, client: u64) -> Option<Arc<Record>> {
+        self.table()
+            .values()
+            .find(|r| r.client.id == client)
+            .cloned()
     }
 
     /// The session `id`, compared in constant time.

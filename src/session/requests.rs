@@ -26,6 +26,8 @@ pub(super) enum Next {
     Close(u16, &'static str, CloseCause),
     /// Take the session being resumed over ([`State::try_attach`]).
     Resume,
+    /// Look for the session to resume in the cluster (`cluster`).
+    ResumeElsewhere,
 }
 
 /// A resumed session's queue, and what to write before anything from it.
@@ -33,12 +35,12 @@ pub(super) type Attached = (mpsc::Receiver<Entry>, Vec<Entry>);
 
 /// A resume in progress: the session, and what the reply needs.
 pub(super) struct Resuming {
-    reference_id: u64,
-    record: Arc<Record>,
-    generation: u64,
-    session_id: String,
+    pub(super) reference_id: u64,
+    pub(super) record: Arc<Record>,
+    pub(super) generation: u64,
+    pub(super) session_id: String,
     /// `lastEventSeq` by switch index.
-    last: Vec<u64>,
+    pub(super) last: Vec<u64>,
 }
 
 /// A session's view of its client: opened or not, what it registered, what it has in flight.
@@ -55,6 +57,10 @@ pub(super) struct State {
     pub(super) record: Option<(Arc<Record>, u64)>,
     /// The session being resumed, until this connection holds its queue.
     pub(super) resuming: Option<Resuming>,
+    /// A resume of a session this node does not hold, to be looked for in the cluster.
+    pub(super) elsewhere: Option<super::cluster::Elsewhere>,
+    /// The cluster node, once joined (none without a cluster).
+    pub(super) node: Arc<std::sync::OnceLock<Arc<crate::cluster::node::Node>>>,
     /// The client sent `RequestClose`: the session ends with the connection.
     pub(super) closed: bool,
     pub(super) in_flight: usize,
@@ -66,7 +72,10 @@ impl State {
     pub(super) fn new(
         shared: Arc<Shared>,
         gate: Arc<Gate>,
-        sessions: Arc<Sessions>,
+        (sessions, node): (
+            Arc<Sessions>,
+            Arc<std::sync::OnceLock<Arc<crate::cluster::node::Node>>>,
+        ),
         (pending, conn): (ClientInner, Arc<Connection>),
         peer: Option<IpAddr>,
     ) -> State {
@@ -79,6 +88,8 @@ impl State {
             conn,
             record: None,
             resuming: None,
+            elsewhere: None,
+            node,
             closed: false,
             in_flight: 0,
             peer,
@@ -210,9 +221,30 @@ impl State {
                     }
                     registry::Resumed::Unknown => Some(()),
                 },
+                // Not held here: another node of the cluster may hold it.
+                None if self.clustered() => {
+                    self.elsewhere = Some(super::cluster::Elsewhere {
+                        reference_id,
+                        handle,
+                        session_id,
+                        last_event_seq,
+                    });
+                    return Next::ResumeElsewhere;
+                }
                 None => Some(()),
             },
         };
+        self.open_new(reference_id, handle, resumed.is_some())
+    }
+
+    /// Open a new session (`resumed_false`: a resume found nothing to resume).
+    pub(super) fn open_new(
+        &mut self,
+        reference_id: u64,
+        handle: ClientInner,
+        resumed_false: bool,
+    ) -> Next {
+        let resumed = resumed_false.then_some(());
         if resumed.is_some() {
             crate::metrics::session_resume("unknown");
         }
@@ -227,6 +259,7 @@ impl State {
         };
         info!(client = handle.id, application = %LogStr(&handle.application), "client opened");
         self.client = Some(handle.clone());
+        self.publish_session(&record);
         self.record = Some((record, 1));
         // Only now does the client get link events: its first message is the reply to
         // RequestOpen. The states are read after joining, so a change in between may arrive
@@ -248,17 +281,7 @@ impl State {
         session_id: &str,
         last_event_seq: &[(String, u64)],
     ) -> Next {
-        let last: Vec<u64> = self
-            .shared
-            .switches
-            .iter()
-            .map(|s| {
-                last_event_seq
-                    .iter()
-                    .find(|(name, _)| **name == *s.name)
-                    .map_or(0, |(_, n)| *n)
-            })
-            .collect();
+        let last = self.last_by_switch(last_event_seq);
         self.resuming = Some(Resuming {
             reference_id,
             record,
@@ -267,6 +290,20 @@ impl State {
             last,
         });
         Next::Resume
+    }
+
+    /// `lastEventSeq` by switch index (a switch not named: 0).
+    pub(super) fn last_by_switch(&self, last_event_seq: &[(String, u64)]) -> Vec<u64> {
+        self.shared
+            .switches
+            .iter()
+            .map(|s| {
+                last_event_seq
+                    .iter()
+                    .find(|(name, _)| **name == *s.name)
+                    .map_or(0, |(_, n)| *n)
+            })
+            .collect()
     }
 
     /// Attach this connection to the session being resumed: its queue, and what to write

@@ -68,6 +68,15 @@ impl Node {
                 owned.forget_session(&node_id, &session);
                 released += 1;
             }
+            match node.sessions.delete_node(&id).await {
+                Ok(n) if n > 0 => {
+                    info!(node_id = %id, sessions = n, "the client sessions of a node gone from the cluster lingered out")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(node_id = %id, "the client sessions of a node gone from the cluster were not removed: {e}")
+                }
+            }
             if released > 0 {
                 info!(node_id = %id, registrations = released, "the registrations of a node gone from the cluster lingered out and were released");
             }

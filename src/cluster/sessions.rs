@@ -1,0 +1,303 @@
+//! Client sessions across the cluster (README, "Resumable sessions"): a desktop may resume its
+//! session on any node, also after the node that held it died.
+//!
+//! - bucket `CRR_<C>_SESS`: one record per session, keyed by a SHA-256 digest of its
+//!   `sessionId` (the id itself, a secret, is never stored): the application that opened it,
+//!   and the node and local session that hold it now. A resume on another node moves it with
+//!   a compare-and-set, so that of two nodes resuming one session at once exactly one wins.
+//! - The registrations are those of the registrations bucket (`records`), under the holding
+//!   node and local session: the resuming node registers the same DNs for itself, then tells
+//!   the previous node (core subject `crr.<C>.sess.<node id>`) to close its connection with
+//!   4009 and release its own, so the monitors never stop in between.
+//! - The events missed are read back from the event stream: the first message of a switch
+//!   after the client's `lastEventSeq` is found by halves over the stream's sequence numbers
+//!   (a direct get each, no scan of the window), then the switch's events from there are read
+//!   up to what the stream held when the reading started; later ones come live.
+//!
+//! Every call has its own timeout ([`KV_TIMEOUT`]).
+
+use super::flow::header;
+use super::keys::{self, Subjects};
+use super::{within, ClusterError, KV_TIMEOUT};
+use crate::protocol::SharedText;
+use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use async_nats::jetstream::{kv, stream::Stream};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the previous node has to close its connection and release its registrations
+/// when another node resumes its session.
+pub const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long reading one switch's missed events from the stream may take.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A session as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The application that opened it (only it may resume it).
+    pub app: String,
+    /// The node that holds it now.
+    pub node: String,
+    /// Its local session on that node (the key of its registrations).
+    pub session: String,
+}
+
+/// The sessions bucket and what a resume reads.
+#[derive(Clone)]
+pub struct SessionStore {
+    kv: kv::Store,
+    client: async_nats::Client,
+    subjects: Subjects,
+    events: Stream,
+}
+
+/// The key of session `id`: a digest, so the bucket never holds an id.
+pub fn key_of(id: &str) -> String {
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let mut key = String::with_capacity(33);
+    key.push('s');
+    for b in digest.iter().take(16) {
+        key.push_str(&format!("{b:02x}"));
+    }
+    key
+}
+
+impl SessionStore {
+    /// The store over these handles.
+    pub fn new(
+        kv: kv::Store,
+        client: async_nats::Client,
+        subjects: Subjects,
+        events: Stream,
+    ) -> SessionStore {
+        SessionStore {
+            kv,
+            client,
+            subjects,
+            events,
+        }
+    }
+
+    /// Record a new session.
+    pub async fn put(&self, id: &str, record: &SessionRecord) -> Result<(), ClusterError> {
+        let value = serde_json::to_vec(record).unwrap_or_default();
+        within(
+            KV_TIMEOUT,
+            || "recording a client session".to_owned(),
+            async {
+                self.kv
+                    .put(key_of(id), value.into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| ClusterError::nats("recording a client session", e))
+            },
+        )
+        .await
+    }
+
+    /// The record of session `id` and its revision, if any.
+    pub async fn get(&self, id: &str) -> Result<Option<(SessionRecord, u64)>, ClusterError> {
+        let entry = within(KV_TIMEOUT, || "reading a client session".to_owned(), async {
+            self.kv
+                .entry(key_of(id))
+                .await
+                .map_err(|e| ClusterError::nats("reading a client session", e))
+        })
+        .await?;
+        Ok(entry
+            .filter(|e| matches!(e.operation, kv::Operation::Put))
+            .and_then(|e| {
+                serde_json::from_slice::<SessionRecord>(&e.value)
+                    .ok()
+                    .map(|r| (r, e.revision))
+            }))
+    }
+
+    /// Move session `id` to `record` if it is still at `revision`: `false` when another node
+    /// moved it first.
+    pub async fn claim(
+        &self,
+        id: &str,
+        revision: u64,
+        record: &SessionRecord,
+    ) -> Result<bool, ClusterError> {
+        let value = serde_json::to_vec(record).unwrap_or_default();
+        let updated = within(KV_TIMEOUT, || "taking a client session".to_owned(), async {
+            Ok(self.kv.update(key_of(id), value.into(), revision).await)
+        })
+        .await?;
+        Ok(updated.is_ok())
+    }
+
+    /// Forget session `id` if node `node` still holds it.
+    pub async fn delete_if_held(&self, id: &str, node: &str) -> Result<(), ClusterError> {
+        let Some((record, revision)) = self.get(id).await? else {
+            return Ok(());
+        };
+        if record.node != node {
+            return Ok(());
+        }
+        within(KV_TIMEOUT, || "removing a client session".to_owned(), async {
+            self.kv
+                .delete_expect_revision(key_of(id), Some(revision))
+                .await
+                .map_err(|e| ClusterError::nats("removing a client session", e))
+        })
+        .await
+    }
+
+    /// Forget every session held by node `node` (gone from the cluster, its sessions'
+    /// linger over); how many.
+    pub async fn delete_node(&self, node: &str) -> Result<usize, ClusterError> {
+        let values = super::latest_values(&self.kv, ">").await?;
+        let mut deleted = 0;
+        for (key, value) in values {
+            let Ok(record) = serde_json::from_slice::<SessionRecord>(&value) else {
+                continue;
+            };
+            if record.node == node {
+                let _ = within(KV_TIMEOUT, || "removing a client session".to_owned(), async {
+                    self.kv
+                        .delete(key)
+                        .await
+                        .map_err(|e| ClusterError::nats("removing a client session", e))
+                })
+                .await;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Ask node `node` to give up its local session `session` (close its connection with
+    /// 4009, release its registrations): `true` when it answered.
+    pub async fn take_over(&self, node: &str, session: &str) -> bool {
+        let subject = keys::session_subject(&self.subjects.cluster, node);
+        let request = self.client.request(subject, session.to_owned().into());
+        matches!(
+            tokio::time::timeout(TAKE_OVER_TIMEOUT, request).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// The events of `dns` on switch `switch` with an `eventSeq` above `after`, in order, as
+    /// the stream holds them now; `None` when the stream could not be read.
+    pub async fn replay(
+        &self,
+        switch: &str,
+        after: u64,
+        dns: &HashSet<Arc<str>>,
+    ) -> Option<Vec<(u64, SharedText)>> {
+        let subject = self.subjects.event(switch);
+        let deadline = tokio::time::Instant::now() + REPLAY_TIMEOUT;
+        let mut stream = self.events.clone();
+        let info = tokio::time::timeout_at(deadline, stream.info())
+            .await
+            .ok()?
+            .ok()?;
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let Some(start) = self.first_after(&subject, after, first, last, deadline).await? else {
+            return Some(Vec::new());
+        };
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        };
+        let consumer = tokio::time::timeout_at(deadline, self.events.create_consumer(config))
+            .await
+            .ok()?
+            .ok()?;
+        let mut messages = tokio::time::timeout_at(deadline, consumer.messages())
+            .await
+            .ok()?
+            .ok()?;
+        let mut found = Vec::new();
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(Ok(msg))) => msg,
+                _ => return None,
+            };
+            let Some(sequence) = msg.info().ok().map(|i| i.stream_sequence) else {
+                return None;
+            };
+            if let Some((dn, seq)) = stream_event(msg.headers.as_ref()) {
+                if seq > after && dns.contains(dn) {
+                    if let Ok(text) = SharedText::try_from(msg.payload.to_vec()) {
+                        found.push((seq, text));
+                    }
+                }
+            }
+            if sequence >= last {
+                return Some(found);
+            }
+        }
+    }
+
+    /// The stream sequence of the first message of `subject` whose `eventSeq` is above
+    /// `after`, searched by halves between `first` and `last` (`Some(None)`: none).
+    async fn first_after(
+        &self,
+        subject: &str,
+        after: u64,
+        first: u64,
+        last: u64,
+        deadline: tokio::time::Instant,
+    ) -> Option<Option<u64>> {
+        let (mut lo, mut hi) = (first.max(1), last.saturating_add(1));
+        let mut found = None;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let probe = tokio::time::timeout_at(
+                deadline,
+                self.events
+                    .direct_get_next_for_subject(subject.to_owned(), Some(mid)),
+            )
+            .await
+            .ok()?;
+            let Ok(msg) = probe else {
+                // Nothing of the switch at or after `mid`.
+                hi = mid;
+                continue;
+            };
+            let seq = stream_event(Some(&msg.headers)).map_or(0, |(_, s)| s);
+            if seq > after {
+                found = Some(msg.sequence);
+                hi = mid;
+            } else {
+                lo = msg.sequence.saturating_add(1);
+            }
+        }
+        Some(found)
+    }
+}
+
+/// The DN and eventSeq of a message of the event stream.
+fn stream_event(headers: Option<&async_nats::HeaderMap>) -> Option<(&str, u64)> {
+    let headers = headers?;
+    let seq = headers.get(header::SEQ)?.as_str().parse().ok()?;
+    let dn = headers.get(header::DN)?.as_str();
+    Some((dn, seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_key_is_a_digest_of_its_id() {
+        let a = key_of("0123456789abcdef0123456789abcdef");
+        assert_eq!(a.len(), 33);
+        assert!(a.starts_with('s'));
+        assert!(!a.contains("0123456789abcdef"));
+        assert_ne!(a, key_of("0123456789abcdef0123456789abcdee"));
+        assert_eq!(a, key_of("0123456789abcdef0123456789abcdef"));
+    }
+}
