@@ -101,7 +101,7 @@ fn resume(client: &ClientHandle, conn: &mut Conn, desk: &mut Desktop) -> Vec<u16
     if let Resumed::Busy(_) = resumed {
         assert!(conn.signals.taken.is_cancelled());
         let rx = conn.rx.take().unwrap();
-        assert!(!client.detach(&conn.signals, rx));
+        assert!(!client.detach(&conn.signals, Vec::new(), rx));
         resumed = client.resume(&new, |s| last[usize::from(s)], opening);
     }
     let Resumed::Attached { rx, first, plan } = resumed else {
@@ -148,7 +148,7 @@ fn run(ops: &[Op], queue: usize, retain: usize) {
             }
             Op::Drop => {
                 if let Some(rx) = conn.rx.take() {
-                    assert!(client.detach(&conn.signals, rx));
+                    assert!(client.detach(&conn.signals, Vec::new(), rx));
                 }
             }
             Op::Resume => {
@@ -158,7 +158,7 @@ fn run(ops: &[Op], queue: usize, retain: usize) {
         // A connection found too slow is closed: it lets go of the queue.
         if conn.signals.slow.is_cancelled() {
             if let Some(rx) = conn.rx.take() {
-                client.detach(&conn.signals, rx);
+                client.detach(&conn.signals, Vec::new(), rx);
             }
         }
     }

@@ -363,8 +363,14 @@ impl ClientInner {
     }
 
     /// The connection `conn` went, giving the queue back: the session keeps what it had not
-    /// taken. `false` when it was no longer attached (another connection took the session).
-    pub fn detach(&self, conn: &Arc<Connection>, mut rx: mpsc::Receiver<Entry>) -> bool {
+    /// written (`unwritten`, taken from the queue or given at a resume, then what the queue
+    /// holds). `false` when it was no longer attached (another connection took the session).
+    pub fn detach(
+        &self,
+        conn: &Arc<Connection>,
+        unwritten: Vec<Entry>,
+        mut rx: mpsc::Receiver<Entry>,
+    ) -> bool {
         let Sink::Local(sink) = &self.sink else {
             return false;
         };
@@ -374,6 +380,9 @@ impl ClientInner {
             parked.conn = None;
         }
         sink.attached.store(false, Ordering::Release);
+        for entry in unwritten {
+            parked.outbox.keep(entry);
+        }
         while let Ok(entry) = rx.try_recv() {
             parked.outbox.keep(entry);
         }
@@ -616,7 +625,7 @@ mod tests {
         assert!(conn.slow.is_cancelled());
         assert!(client.is_open(), "the session lingers, keeping its events");
         assert!(!client.reply("r".into()), "a reply is not kept");
-        assert!(client.detach(&conn, rx));
+        assert!(client.detach(&conn, Vec::new(), rx));
         assert_eq!(client.kept(), 2, "e1 from the queue, then e2");
         client.end();
         assert!(!client.is_open());
@@ -639,7 +648,10 @@ mod tests {
         assert!(old.taken.is_cancelled());
         // Pushed while the old connection lets go: after what its queue holds.
         client.event(0, 4, "e4".into());
-        assert!(!client.detach(&old, rx), "no longer its session");
+        assert!(
+            !client.detach(&old, Vec::new(), rx),
+            "no longer its session"
+        );
         let (mut rx, first, plan) = match client.resume(&new, |_| 1, opening) {
             Resumed::Attached { rx, first, plan } => (rx, first, plan),
             Resumed::Busy(_) => return assert!(new.taken.is_cancelled(), "the queue is free"),

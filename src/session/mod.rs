@@ -138,10 +138,17 @@ pub async fn run(
     let mut s = Session::new(session, rx, state, &shared);
     let end = s.serve(&mut stream, &shutdown, &connection).await;
     let rx = std::mem::replace(&mut s.rx, mpsc::channel(1).1);
+    let unwritten: Vec<Entry> = s.first.drain(..).collect();
     let application = s.state.client.as_ref().map(|c| c.application.clone());
     if let Some(record) = s.state.record.take() {
         // The client may never read again: the session lingers or ends now.
-        leave(&s.state, record, (&connection, rx), slot, end.cause);
+        leave(
+            &s.state,
+            record,
+            (&connection, unwritten, rx),
+            slot,
+            end.cause,
+        );
     } else {
         drop(slot);
     }
@@ -168,13 +175,13 @@ pub async fn run(
 fn leave(
     state: &State,
     (record, generation): (Arc<Record>, u64),
-    (conn, rx): (&Arc<Connection>, mpsc::Receiver<Entry>),
+    (conn, unwritten, rx): (&Arc<Connection>, Vec<Entry>, mpsc::Receiver<Entry>),
     slot: Slot,
     cause: CloseCause,
 ) {
     let shared = &state.shared;
     let sessions = &state.sessions;
-    record.client.detach(conn, rx);
+    record.client.detach(conn, unwritten, rx);
     if sessions.generation(&record) != Some(generation) {
         // Taken over: the session is another connection's now.
         return;
