@@ -63,7 +63,11 @@ pub(super) async fn create_buckets(
         .await?,
         sessions: bind_bucket(
             js,
-            bucket(keys::sessions_bucket(c), Duration::ZERO, records::MARKER_TTL),
+            bucket(
+                keys::sessions_bucket(c),
+                Duration::ZERO,
+                records::MARKER_TTL,
+            ),
             node,
         )
         .await?,

@@ -102,12 +102,16 @@ impl SessionStore {
 
     /// The record of session `id` and its revision, if any.
     pub async fn get(&self, id: &str) -> Result<Option<(SessionRecord, u64)>, ClusterError> {
-        let entry = within(KV_TIMEOUT, || "reading a client session".to_owned(), async {
-            self.kv
-                .entry(key_of(id))
-                .await
-                .map_err(|e| ClusterError::nats("reading a client session", e))
-        })
+        let entry = within(
+            KV_TIMEOUT,
+            || "reading a client session".to_owned(),
+            async {
+                self.kv
+                    .entry(key_of(id))
+                    .await
+                    .map_err(|e| ClusterError::nats("reading a client session", e))
+            },
+        )
         .await?;
         Ok(entry
             .filter(|e| matches!(e.operation, kv::Operation::Put))
@@ -142,12 +146,16 @@ impl SessionStore {
         if record.node != node {
             return Ok(());
         }
-        within(KV_TIMEOUT, || "removing a client session".to_owned(), async {
-            self.kv
-                .delete_expect_revision(key_of(id), Some(revision))
-                .await
-                .map_err(|e| ClusterError::nats("removing a client session", e))
-        })
+        within(
+            KV_TIMEOUT,
+            || "removing a client session".to_owned(),
+            async {
+                self.kv
+                    .delete_expect_revision(key_of(id), Some(revision))
+                    .await
+                    .map_err(|e| ClusterError::nats("removing a client session", e))
+            },
+        )
         .await
     }
 
@@ -161,12 +169,16 @@ impl SessionStore {
                 continue;
             };
             if record.node == node {
-                let _ = within(KV_TIMEOUT, || "removing a client session".to_owned(), async {
-                    self.kv
-                        .delete(key)
-                        .await
-                        .map_err(|e| ClusterError::nats("removing a client session", e))
-                })
+                let _ = within(
+                    KV_TIMEOUT,
+                    || "removing a client session".to_owned(),
+                    async {
+                        self.kv
+                            .delete(key)
+                            .await
+                            .map_err(|e| ClusterError::nats("removing a client session", e))
+                    },
+                )
                 .await;
                 deleted += 1;
             }
@@ -200,8 +212,22 @@ impl SessionStore {
             .await
             .ok()?
             .ok()?;
-        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
-        let Some(start) = self.first_after(&subject, after, first, last, deadline).await? else {
+        let first = info.state.first_sequence;
+        // The switch's last message now: later ones come live.
+        let last = match tokio::time::timeout_at(
+            deadline,
+            self.events.direct_get_last_for_subject(subject.clone()),
+        )
+        .await
+        .ok()?
+        {
+            Ok(msg) => msg.sequence,
+            Err(_) => return Some(Vec::new()),
+        };
+        let Some(start) = self
+            .first_after(&subject, after, first, last, deadline)
+            .await?
+        else {
             return Some(Vec::new());
         };
         let config = consumer::pull::OrderedConfig {
@@ -225,9 +251,7 @@ impl SessionStore {
                 Ok(Some(Ok(msg))) => msg,
                 _ => return None,
             };
-            let Some(sequence) = msg.info().ok().map(|i| i.stream_sequence) else {
-                return None;
-            };
+            let sequence = msg.info().ok().map(|i| i.stream_sequence)?;
             if let Some((dn, seq)) = stream_event(msg.headers.as_ref()) {
                 if seq > after && dns.contains(dn) {
                     if let Ok(text) = SharedText::try_from(msg.payload.to_vec()) {

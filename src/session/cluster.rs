@@ -150,11 +150,12 @@ impl super::Session {
             return self.state.open_new(e.reference_id, e.handle, true);
         }
         match self.take_from(&node, &e, (&held, revision)).await {
-            Some(resuming) => {
+            // Still ours: another node may have resumed it meanwhile, and this one gave it up.
+            Some(resuming) if self.state.sessions.generation(&resuming.record).is_some() => {
                 self.state.resuming = Some(resuming);
                 Next::Resume
             }
-            None => self.state.open_new(e.reference_id, e.handle, true),
+            _ => self.state.open_new(e.reference_id, e.handle, true),
         }
     }
 
@@ -177,7 +178,7 @@ impl super::Session {
         inner.application = e.handle.application.clone();
         inner.access = e.handle.access;
         // No connection until the replay is ready: replies are not sent, events are kept.
-        inner.detach(&self.state.conn, rx);
+        inner.detach(&self.state.conn, Vec::new(), rx);
         let client = ClientHandle::new(inner);
         let (record, generation) = self.state.sessions.adopt(&e.session_id, client.clone())?;
         let mine = SessionRecord {
@@ -196,7 +197,10 @@ impl super::Session {
         let last = self.state.last_by_switch(&e.last_event_seq);
         let dns = register_again(&shared, node, held, &client, &record).await;
         for (switch, dns) in dns {
-            let Some(name) = shared.switches.get(usize::from(switch)).map(|s| s.name.clone())
+            let Some(name) = shared
+                .switches
+                .get(usize::from(switch))
+                .map(|s| s.name.clone())
             else {
                 continue;
             };

@@ -1,0 +1,175 @@
+//! Resumable sessions across the cluster (README, "Resumable sessions"): real `nats-server`,
+//! `pbx-sim` and router processes. A desktop resumes its session on another node, also after
+//! its node was killed, and gets every event of its DNs it missed, in order, once; a resume
+//! on another node takes the session over (4009); of two nodes resuming one session at once,
+//! exactly one does.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::{bed, router};
+
+use bed::Bed;
+use router::Client;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Sessions linger long enough for the tests.
+const SERVER: &str = "session-linger = \"30s\"";
+
+/// `RequestOpen` on node `url` (with `resume` when given): the client and the reply, the link
+/// event of the one switch read.
+async fn open(url: &str, resume: Option<Value>) -> (Client, Value) {
+    let mut c = Client::connect(url).await;
+    let mut m = json!({"message": "RequestOpen", "protocolVersion": 1, "application": "desk"});
+    if let Some(r) = resume {
+        m["resume"] = r;
+    }
+    let reply = c.request(m).await;
+    assert_eq!(reply["message"], "EventServerConnected", "{reply}");
+    let link = c.recv().await;
+    assert!(
+        link["message"].as_str().unwrap().starts_with("EventLink"),
+        "{link}"
+    );
+    (c, reply)
+}
+
+/// The next hot-desk event, of `dn`: its `eventSeq` and `privateMsgId`.
+async fn event(c: &mut Client, dn: &str) -> (u64, u64) {
+    let ev = c.recv().await;
+    assert_eq!(ev["monitoredDn"], dn, "{ev}");
+    (
+        ev["eventSeq"].as_u64().unwrap(),
+        ev["privateMsgId"].as_u64().unwrap(),
+    )
+}
+
+/// What a connection gets within a second: the `privateMsgId`s of its events, and its close
+/// code if it was closed.
+async fn drain(c: &mut Client) -> (Vec<u64>, Option<u16>) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let mut privates = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout_at(deadline, c.ws.next()).await {
+            Err(_) => return (privates, None),
+            Ok(Some(Ok(Ws::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if let Some(m) = v["privateMsgId"].as_u64() {
+                    privates.push(m);
+                }
+            }
+            Ok(Some(Ok(Ws::Close(f)))) => return (privates, f.map(|f| u16::from(f.code))),
+            Ok(None) | Ok(Some(Err(_))) => return (privates, Some(0)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+#[test]
+fn a_desktop_resumes_on_another_node_after_its_node_was_killed() {
+    let _one = bed::one_at_a_time();
+    let mut bed = Bed::start_with(1, 3, SERVER);
+    let rt = bed::runtime();
+    rt.block_on(async {
+        let (owner, _, sim) = bed.one_switch_ready().await;
+        let others: Vec<String> = bed
+            .live()
+            .map(|(n, _)| n.to_owned())
+            .filter(|n| *n != owner)
+            .collect();
+        let (home, away) = (others[0].clone(), others[1].clone());
+        let mut watcher = bed.client(&owner).await;
+        watcher.register("4041").await;
+        let (mut c, reply) = open(&bed.node(&home).url(), None).await;
+        let id = reply["sessionId"].as_str().unwrap().to_owned();
+        c.register("4041").await;
+        sim.post_ok("/hotdesk", json!({"guest": "4041", "host": "4042"}))
+            .await;
+        let first = event(&mut c, "4041").await;
+        assert_eq!(event(&mut watcher, "4041").await, first);
+        drop(c);
+        bed.kill(&home);
+        // The phone acts while the desktop's node is gone.
+        sim.post_ok("/hotdesk/cancel", json!({"guest": "4041"}))
+            .await;
+        sim.post_ok("/hotdesk", json!({"guest": "4041", "host": "4043"}))
+            .await;
+        let missed = [
+            event(&mut watcher, "4041").await,
+            event(&mut watcher, "4041").await,
+        ];
+        let resume = json!({"sessionId": id, "lastEventSeq": {"sw1": first.0}});
+        let (mut c, reply) = open(&bed.node(&away).url(), Some(resume)).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        assert_eq!(reply["sessionId"], json!(id), "{reply}");
+        assert_eq!(reply["replayed"], 2, "{reply}");
+        assert_eq!(
+            [event(&mut c, "4041").await, event(&mut c, "4041").await],
+            missed
+        );
+        // Live events follow, once; the registration is the session's (no new one).
+        sim.post_ok("/hotdesk/cancel", json!({"guest": "4041"}))
+            .await;
+        let live = event(&mut c, "4041").await;
+        assert!(live.0 > missed[1].0);
+        c.expect_nothing().await;
+        let q = c
+            .request(json!({"message": "RequestPrivateService", "thisDn": "4041", "privateMsgId": 1, "extensions": {"HOST_DN": "4044"}}))
+            .await;
+        assert_eq!(q["message"], "EventPrivateInfo", "{q}");
+    });
+    bed.stop();
+}
+
+#[test]
+fn a_resume_on_another_node_takes_the_session_over_and_only_one_of_two_wins() {
+    let _one = bed::one_at_a_time();
+    let mut bed = Bed::start_with(1, 3, SERVER);
+    let rt = bed::runtime();
+    rt.block_on(async {
+        let (owner, _, sim) = bed.one_switch_ready().await;
+        let names: Vec<String> = bed.live().map(|(n, _)| n.to_owned()).collect();
+        let home = bed.other_than(&owner);
+        let (mut old, reply) = open(&bed.node(&home).url(), None).await;
+        let id = reply["sessionId"].as_str().unwrap().to_owned();
+        old.register("4051").await;
+        // Still connected to its node: a resume on another node closes it with 4009.
+        let elsewhere = names.iter().find(|n| **n != home).unwrap().clone();
+        let (mut new, reply) =
+            open(&bed.node(&elsewhere).url(), Some(json!({"sessionId": id}))).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        assert_eq!(old.closed().await, 4009);
+        sim.post_ok("/hotdesk", json!({"guest": "4051", "host": "4052"}))
+            .await;
+        let (_, msg) = event(&mut new, "4051").await;
+        assert_eq!(msg, 1);
+        // Dropped: two other nodes resume it at the same instant; exactly one does.
+        drop(new);
+        let rest: Vec<String> = names.iter().filter(|n| **n != elsewhere).cloned().collect();
+        let (url_a, url_b) = (bed.node(&rest[0]).url(), bed.node(&rest[1]).url());
+        let resume = || Some(json!({"sessionId": id}));
+        let ((mut a, ra), (mut b, rb)) =
+            tokio::join!(open(&url_a, resume()), open(&url_b, resume()));
+        sim.post_ok("/hotdesk/cancel", json!({"guest": "4051"}))
+            .await;
+        // Exactly one holds it and gets the live event: the other got `resumed: false` (it
+        // lost the compare-and-set) or, when it came first, was closed with 4009.
+        let (ea, eb) = tokio::join!(drain(&mut a), drain(&mut b));
+        let holders: Vec<&(Vec<u64>, Option<u16>)> = [&ea, &eb]
+            .into_iter()
+            .filter(|(privates, _)| privates.contains(&2))
+            .collect();
+        assert_eq!(holders.len(), 1, "{ra} {ea:?}\n{rb} {eb:?}");
+        for (reply, (privates, end)) in [(&ra, &ea), (&rb, &eb)] {
+            if !privates.contains(&2) {
+                assert!(
+                    reply["resumed"] == false || *end == Some(4009),
+                    "{reply} {privates:?} {end:?}"
+                );
+            }
+        }
+    });
+    bed.stop();
+}
