@@ -12,7 +12,7 @@
 use super::cluster::Cluster;
 use super::plan::Plan;
 use super::spawn::Environment;
-use super::stats::{Latency, Summary};
+use super::stats::{median, Latency, Summary};
 use super::ws::{self, WsClient};
 use super::{BenchError, Outcome, Settings};
 use std::time::{Duration, Instant};
@@ -73,16 +73,6 @@ pub async fn run(s: &Settings, env: &mut Environment, mut summary: Summary) -> O
         o.close().await;
     }
     Ok(summary)
-}
-
-/// The middle value (the lower of the two middle ones), 0 when there is none.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted
-        .get(sorted.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(0.0)
 }
 
 async fn observer(url: &str, index: usize) -> Result<WsClient, String> {

@@ -43,6 +43,7 @@ mod procfs;
 mod procfs_tests;
 mod readyz;
 mod redis;
+mod resume;
 mod spawn;
 mod stats;
 mod window;
@@ -79,6 +80,10 @@ pub enum Scenario {
     /// With `--cluster N` (N >= 2): kill -9 the owner of each switch in turn (--rounds kills),
     /// time until a client of another node gets EventLinkConnected, restart the node.
     Failover,
+    /// A desktop loses its connection while the phone makes --events events, then resumes its
+    /// session (on another node with --cluster 2 or more): time to the first replayed event
+    /// and to the last.
+    Resume,
 }
 
 impl Scenario {
@@ -91,6 +96,7 @@ impl Scenario {
             Scenario::CallStorm => "call-storm",
             Scenario::RedisFanout => "redis-fanout",
             Scenario::Failover => "failover",
+            Scenario::Resume => "resume",
         }
     }
 }
@@ -117,7 +123,9 @@ EXAMPLES:
   csta-bench account-codes --spawn --switches 2 --clients 10 --dns 1000
   csta-bench call-storm --spawn --switches 1 --clients 10 --dns 100 --calls 60000 --call-rate 10000
   csta-bench login-storm --spawn --cluster 3 --switches 3 --clients 60 --dns 6000
-  csta-bench failover --spawn --cluster 2 --switches 2 --rounds 10"
+  csta-bench failover --spawn --cluster 2 --switches 2 --rounds 10
+  csta-bench resume --spawn --switches 1 --rounds 5
+  csta-bench resume --spawn --cluster 2 --switches 1 --rounds 5"
 )]
 pub struct Args {
     /// The scenario to run.
@@ -169,6 +177,9 @@ pub struct Args {
     /// associate+cancel cycles per client (they go on while the storm lasts). failover: kills.
     #[arg(long, default_value_t = 1, value_name = "R")]
     pub rounds: usize,
+    /// resume: the events the phone makes while the desktop is away (all replayed).
+    #[arg(long, default_value_t = 1000, value_name = "E")]
+    pub events: usize,
     /// Requests in flight per client (login-storm, account-codes).
     #[arg(long, default_value_t = 2, value_name = "K")]
     pub in_flight: usize,
@@ -390,7 +401,7 @@ fn check(args: Args) -> Result<Settings, BenchError> {
                 ));
             }
         }
-        Scenario::RedisFanout | Scenario::Failover => {}
+        Scenario::RedisFanout | Scenario::Failover | Scenario::Resume => {}
     }
     Ok(Settings { args, plan, mode })
 }
@@ -473,6 +484,9 @@ async fn run_scenario(s: &Settings, env: &mut Environment) -> Outcome {
     if s.args.scenario == Scenario::Failover {
         return failover::run(s, env, summary).await;
     }
+    if s.args.scenario == Scenario::Resume {
+        return resume::run(s, env, summary).await;
+    }
     let env = &*env;
     let cpu = |env: &Environment| {
         let pids = env.router_pids();
@@ -503,7 +517,7 @@ async fn run_scenario(s: &Settings, env: &mut Environment) -> Outcome {
         Scenario::Fanout => fanout::run(s, env, summary).await?,
         Scenario::AccountCodes => account_codes::run(s, env, summary).await?,
         Scenario::CallStorm => call_storm::run(s, env, summary).await?,
-        Scenario::RedisFanout | Scenario::Failover => {
+        Scenario::RedisFanout | Scenario::Failover | Scenario::Resume => {
             return Err(BenchError::Setup(format!(
                 "{} runs on its own",
                 s.args.scenario.name()

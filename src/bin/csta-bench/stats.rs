@@ -387,6 +387,16 @@ pub fn later(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
+/// The middle value (the lower of the two middle ones), 0 when there is none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+        .get(sorted.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0.0)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -86,6 +86,16 @@ fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig 
 impl WsClient {
     /// Connect, send `RequestOpen` and check the `EventServerConnected` reply.
     pub async fn connect(url: &str, application: &str) -> Result<WsClient, String> {
+        Ok(WsClient::connect_with(url, application, "").await?.0)
+    }
+
+    /// Connect and send `RequestOpen` with `extra` fields (e.g. `,"resume":{...}`): the client
+    /// and the `EventServerConnected` reply.
+    pub async fn connect_with(
+        url: &str,
+        application: &str,
+        extra: &str,
+    ) -> Result<(WsClient, Value), String> {
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(10),
             tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true),
@@ -95,7 +105,7 @@ impl WsClient {
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
         let mut client = WsClient { ws, next_ref: 1 };
         let open = format!(
-            r#""message":"RequestOpen","protocolVersion":1,"application":{}"#,
+            r#""message":"RequestOpen","protocolVersion":1,"application":{}{extra}"#,
             quote(application)
         );
         let reply = client.call(&open, Duration::from_secs(10)).await?;
@@ -105,7 +115,7 @@ impl WsClient {
                 describe(&reply.to_string())
             ));
         }
-        Ok(client)
+        Ok((client, reply))
     }
 
     /// A fresh `referenceId`.
