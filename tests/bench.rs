@@ -183,6 +183,25 @@ fn login_storm_through_a_cluster_of_two() {
 /// `failover`: the owner of a switch killed once; another node's client hears the switch is
 /// served again within the lease and a second.
 #[test]
+fn resume_replays_what_a_desktop_missed_on_one_router_and_on_another_node() {
+    for (args, elsewhere) in [
+        ("resume --spawn --switches 1 --rounds 2 --events 200", false),
+        (
+            "resume --spawn --cluster 2 --lease-ttl 2 --switches 1 --rounds 1 --events 200",
+            true,
+        ),
+    ] {
+        let v = bench(args);
+        assert_eq!(v["scenario"], "resume");
+        assert_eq!(v["events"], 200, "{v}");
+        assert_eq!(v["resumed_on_another_node"], elsewhere, "{v}");
+        let first = v["resume_first_ms"].as_f64().unwrap();
+        let all = v["resume_all_ms"].as_f64().unwrap();
+        assert!(first > 0.0 && first <= all, "{v}");
+    }
+}
+
+#[test]
 fn failover_of_a_killed_owner() {
     let v = bench("failover --spawn --cluster 2 --lease-ttl 2 --switches 2 --rounds 1");
     assert_eq!(v["scenario"], "failover");

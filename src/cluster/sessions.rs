@@ -45,6 +45,21 @@ pub struct SessionRecord {
     pub node: String,
     /// Its local session on that node (the key of its registrations).
     pub session: String,
+    /// When it was opened (Unix milliseconds, on the node's clock): a replay gives nothing
+    /// published more than [`CLOCK_MARGIN`] before, events before were never the session's.
+    #[serde(default)]
+    pub opened_ms: u64,
+}
+
+/// How far the nodes' and the NATS server's clocks may differ before a replay misses
+/// events: it starts that long before the session was opened.
+pub const CLOCK_MARGIN: Duration = Duration::from_millis(500);
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The sessions bucket and what a resume reads.
@@ -197,12 +212,13 @@ impl SessionStore {
         )
     }
 
-    /// The events of `dns` on switch `switch` with an `eventSeq` above `after`, in order, as
-    /// the stream holds them now; `None` when the stream could not be read.
+    /// The events of `dns` on switch `switch` with an `eventSeq` above `after`, published
+    /// since `since_ms` (Unix milliseconds), in order, as the stream holds them now; `None`
+    /// when the stream could not be read.
     pub async fn replay(
         &self,
         switch: &str,
-        after: u64,
+        (after, since_ms): (u64, u64),
         dns: &HashSet<Arc<str>>,
     ) -> Option<Vec<(u64, SharedText)>> {
         let subject = self.subjects.event(switch);
@@ -251,9 +267,13 @@ impl SessionStore {
                 Ok(Some(Ok(msg))) => msg,
                 _ => return None,
             };
-            let sequence = msg.info().ok().map(|i| i.stream_sequence)?;
+            let info = msg.info().ok()?;
+            let sequence = info.stream_sequence;
+            let published_ms =
+                u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             if let Some((dn, seq)) = stream_event(msg.headers.as_ref()) {
-                if seq > after && dns.contains(dn) {
+                let margin = u64::try_from(CLOCK_MARGIN.as_millis()).unwrap_or(0);
+                if seq > after && published_ms + margin >= since_ms && dns.contains(dn) {
                     if let Ok(text) = SharedText::try_from(msg.payload.to_vec()) {
                         found.push((seq, text));
                     }

@@ -111,6 +111,7 @@ impl State {
             app: record.client.application.to_string(),
             node: node.node_id().to_string(),
             session: record.client.id.to_string(),
+            opened_ms: crate::cluster::sessions::now_ms(),
         };
         tokio::spawn(async move {
             if let Err(e) = node.sessions().put(&id, &value).await {
@@ -185,6 +186,7 @@ impl super::Session {
             app: held.app.clone(),
             node: node.node_id().to_string(),
             session: client.id.to_string(),
+            opened_ms: held.opened_ms,
         };
         if !matches!(
             node.sessions().claim(&e.session_id, revision, &mine).await,
@@ -205,7 +207,10 @@ impl super::Session {
                 continue;
             };
             let after = last.get(usize::from(switch)).copied().unwrap_or(0);
-            let events = node.sessions().replay(&name, after, &dns).await;
+            let events = node
+                .sessions()
+                .replay(&name, (after, held.opened_ms), &dns)
+                .await;
             client.merge_kept(switch, events);
         }
         node.sessions().take_over(&held.node, &held.session).await;
