@@ -33,12 +33,16 @@
 //!   IDs, timeouts, keep-alive), and one switch actor per switch (active link, failover,
 //!   monitors); [`errors`]: how a switch's failures become client error codes.
 //! - [`config`]: the TOML configuration; [`logging`]: the binaries' log output.
-//! - [`client`]: the client outbox that everyone pushes to and nobody waits on.
+//! - [`client`]: the client's queue that everyone pushes to and nobody waits on, and what a
+//!   session keeps for a resume ([`client::outbox`]).
 //! - [`router`]: process state, one shard per switch (DN → extension actor, ordering stage),
 //!   the extension actors (subscriptions and monitor, request pipeline, event meaning), calls.
 //! - [`cluster`]: several routers as one through NATS JetStream: switch leases and the
-//!   owner's fence, node presence, eventSeq blocks, registrations and connIds in NATS.
-//! - [`session`]: one task per WebSocket client; [`server`]: process wiring.
+//!   owner's fence, node presence, eventSeq blocks, registrations, connIds and client
+//!   sessions in NATS.
+//! - [`session`]: one task per WebSocket connection, and the sessions that outlive their
+//!   connections for `session-linger` and are resumed by later ones ([`session::registry`];
+//!   in a cluster, on any node); [`server`]: process wiring.
 //! - [`sim`]: the PBX simulator, a real CSTA peer over TCP (embedded or `pbx-sim`), beside
 //!   the stack: it uses only [`csta`], [`tls`] and [`dnplan`], and only [`server`] uses it.
 //!

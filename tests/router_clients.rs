@@ -4,32 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{default_ports, http, process, router};
+use common::{config, default_ports, http, process, router};
 
 use futures_util::StreamExt;
 use process::RouterProcess;
 use router::{config_text, dialect_from_env, normalized, Client, Router};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tokio::net::TcpSocket;
 
 /// A client whose socket has a tiny receive buffer, so that not reading fills up quickly.
 async fn tiny_buffer_client(r: &Router) -> Client {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(r.running.client_addr).await.unwrap();
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (ws, _) = tokio_tungstenite::client_async(r.url(), stream)
-        .await
-        .unwrap();
-    let mut c = Client { ws };
-    let reply = c
-        .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "slow"}))
-        .await;
-    assert_eq!(reply["message"], "EventServerConnected");
-    c.recv().await;
-    c.recv().await;
-    c
+    r.tiny_buffer_client().await.0
 }
 
 /// `csta_router_client_disconnects_total{reason}` from the router's `/metrics`.
@@ -479,17 +464,7 @@ async fn calls_idle_longer_than_call_cleanup_idle_are_swept() {
 
 #[actix_rt::test]
 async fn application_tokens_and_monitor_access() {
-    let apps = r#"
-[[application]]
-name = "desk"
-token = "desk-secret-0001"
-access = "control"
-
-[[application]]
-name = "wallboard"
-token = "wall-secret-0002"
-access = "monitor"
-"#;
+    let apps = config::TWO_APPLICATIONS;
     let r = Router::with(&config_text(apps, dialect_from_env())).await;
     let open = |token: Option<&str>| {
         let mut m = json!({"message": "RequestOpen", "referenceId": 1, "protocolVersion": 1, "application": "x"});

@@ -253,17 +253,7 @@ async fn unknown_and_malformed_resumes() {
 
 #[actix_rt::test]
 async fn only_the_application_that_opened_a_session_may_resume_it() {
-    let apps = r#"
-[[application]]
-name = "desk"
-token = "desk-secret-0001"
-access = "control"
-
-[[application]]
-name = "wallboard"
-token = "wall-secret-0002"
-access = "monitor"
-"#;
+    let apps = config::TWO_APPLICATIONS;
     let r = Router::with(&config_with("", apps)).await;
     let mut c = Client::connect(&r.url()).await;
     let reply = c
@@ -450,20 +440,8 @@ fn disconnects(r: &Router, reason: &str) -> f64 {
 async fn a_slow_consumer_may_resume_and_gets_the_last_events_kept() {
     let r = Router::with(&config_with("client-queue = 64", "")).await;
     // A client whose socket has a tiny receive buffer, so that not reading fills up quickly.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(r.running.client_addr).await.unwrap();
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (ws, _) = tokio_tungstenite::client_async(r.url(), stream)
-        .await
-        .unwrap();
-    let mut c = Client { ws };
-    let reply = c
-        .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "slow"}))
-        .await;
+    let (mut c, reply) = r.tiny_buffer_client().await;
     let id = session_id(&reply);
-    c.recv().await;
-    c.recv().await;
     c.register("5052").await;
     let mut watcher = r.client().await;
     watcher.register("5052").await;

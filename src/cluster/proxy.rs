@@ -18,9 +18,10 @@
 //! - when the owner is found gone (its lease expired, or nobody answered), the clients get
 //!   `EventLinkDisconnected` (`reason: "failover"`) and every request waiting on it gets 54.
 
-use super::flow::{header, FlowMessage, FlowReceiver, Hole, Kind, Step};
+use super::flow::{FlowMessage, FlowReceiver, Hole, Kind, Step};
 use super::forward::{Forwarded, Op};
 use super::keys::Subjects;
+use super::sessions::{stream_event, stream_messages};
 use super::writer::RecordsWriter;
 use crate::client::ClientHandle;
 use crate::metrics::ClusterMetrics;
@@ -576,23 +577,15 @@ impl Proxy {
             deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
             ..Default::default()
         };
-        let consumer = self.events.create_consumer(config);
         let deadline = tokio::time::Instant::now() + REPAIR_TIMEOUT;
-        let consumer = tokio::time::timeout_at(deadline, consumer)
-            .await
-            .ok()?
-            .ok()?;
-        let mut messages = tokio::time::timeout_at(deadline, consumer.messages())
-            .await
-            .ok()?
-            .ok()?;
+        let mut messages = stream_messages(&self.events, config, deadline).await?;
         let mut found = Vec::new();
         // Until the hole's last event went by, or the time is up (what was found is kept).
         while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, messages.next()).await {
-            let Some(event) = stream_event(&msg) else {
+            let Some((dn, seq)) = stream_event(msg.headers.as_ref()) else {
                 continue;
             };
-            let (dn, seq) = event;
+            let dn: Arc<str> = Arc::from(dn);
             if seq > hole.after && seq <= hole.until && dns.iter().any(|d| **d == *dn) {
                 if let Ok(text) = SharedText::try_from(msg.payload.to_vec()) {
                     found.push(FlowMessage {
@@ -612,14 +605,6 @@ impl Proxy {
         }
         Some(found)
     }
-}
-
-/// The DN and eventSeq of a message of the event stream.
-fn stream_event(msg: &async_nats::jetstream::Message) -> Option<(Arc<str>, u64)> {
-    let headers = msg.headers.as_ref()?;
-    let seq = headers.get(header::SEQ)?.as_str().parse().ok()?;
-    let dn = headers.get(header::DN)?.as_str();
-    Some((Arc::from(dn), seq))
 }
 
 /// The start of a reply, as far as the proxy reads it.

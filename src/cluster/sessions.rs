@@ -253,14 +253,7 @@ impl SessionStore {
             },
             ..Default::default()
         };
-        let consumer = tokio::time::timeout_at(deadline, self.events.create_consumer(config))
-            .await
-            .ok()?
-            .ok()?;
-        let mut messages = tokio::time::timeout_at(deadline, consumer.messages())
-            .await
-            .ok()?
-            .ok()?;
+        let mut messages = stream_messages(&self.events, config, deadline).await?;
         let mut found = Vec::new();
         loop {
             let msg = match tokio::time::timeout_at(deadline, messages.next()).await {
@@ -323,8 +316,25 @@ impl SessionStore {
     }
 }
 
+/// The messages of the event stream from `config`'s start, with `deadline` for setting up the
+/// consumer; `None` when it could not be.
+pub(super) async fn stream_messages(
+    events: &Stream,
+    config: consumer::pull::OrderedConfig,
+    deadline: tokio::time::Instant,
+) -> Option<consumer::pull::Ordered> {
+    let consumer = tokio::time::timeout_at(deadline, events.create_consumer(config))
+        .await
+        .ok()?
+        .ok()?;
+    tokio::time::timeout_at(deadline, consumer.messages())
+        .await
+        .ok()?
+        .ok()
+}
+
 /// The DN and eventSeq of a message of the event stream.
-fn stream_event(headers: Option<&async_nats::HeaderMap>) -> Option<(&str, u64)> {
+pub(super) fn stream_event(headers: Option<&async_nats::HeaderMap>) -> Option<(&str, u64)> {
     let headers = headers?;
     let seq = headers.get(header::SEQ)?.as_str().parse().ok()?;
     let dn = headers.get(header::DN)?.as_str();

@@ -15,7 +15,7 @@
 //! 6. this connection attached, as for a session held here.
 
 use super::registry::{constant_time_eq, Sessions};
-use super::requests::{Next, Resuming, State};
+use super::requests::{Elsewhere, Next, Resuming, State};
 use crate::audit::LogStr;
 use crate::client::{ClientHandle, ClientInner};
 use crate::cluster::node::{Node, SessionGiveUp};
@@ -27,15 +27,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing::{debug, info, warn};
-
-/// A resume this node must look for in the cluster.
-pub(super) struct Elsewhere {
-    pub(super) reference_id: u64,
-    /// The connection's own handle (authenticated: application and access set).
-    pub(super) handle: ClientInner,
-    pub(super) session_id: String,
-    pub(super) last_event_seq: Vec<(String, u64)>,
-}
 
 /// The node's sessions, for the node to give one up.
 struct GiveUp {

@@ -110,18 +110,9 @@ impl Sessions {
         loop {
             let mut secret = [0u8; ID_BYTES];
             rand::rngs::OsRng.try_fill_bytes(&mut secret).ok()?;
-            let key = index_of(&secret);
-            if table.contains_key(&key) {
-                continue;
+            if let Some(record) = insert(&mut table, secret, &client) {
+                return Some((record, hex(&secret)));
             }
-            let record = Arc::new(Record {
-                secret,
-                client,
-                registered: Mutex::new(HashMap::new()),
-                life: Mutex::new(Life::Attached { generation: 1 }),
-            });
-            table.insert(key, record.clone());
-            return Some((record, hex(&secret)));
         }
     }
 
@@ -129,19 +120,7 @@ impl Sessions {
     /// record and its generation (`None`: this node already holds it, or `id` is no id).
     pub fn adopt(&self, id: &str, client: ClientHandle) -> Option<(Arc<Record>, u64)> {
         let secret = unhex(id)?;
-        let mut table = self.table();
-        let key = index_of(&secret);
-        if table.contains_key(&key) {
-            return None;
-        }
-        let record = Arc::new(Record {
-            secret,
-            client,
-            registered: Mutex::new(HashMap::new()),
-            life: Mutex::new(Life::Attached { generation: 1 }),
-        });
-        table.insert(key, record.clone());
-        Some((record, 1))
+        insert(&mut self.table(), secret, &client).map(|record| (record, 1))
     }
 
     /// The session whose handle has client id `client`.
@@ -276,6 +255,26 @@ impl Sessions {
             table.remove(&key);
         }
     }
+}
+
+/// A new session in `table`, attached to its first connection (`None`: its index is taken).
+fn insert(
+    table: &mut HashMap<u64, Arc<Record>>,
+    secret: [u8; ID_BYTES],
+    client: &ClientHandle,
+) -> Option<Arc<Record>> {
+    let key = index_of(&secret);
+    if table.contains_key(&key) {
+        return None;
+    }
+    let record = Arc::new(Record {
+        secret,
+        client: client.clone(),
+        registered: Mutex::new(HashMap::new()),
+        life: Mutex::new(Life::Attached { generation: 1 }),
+    });
+    table.insert(key, record.clone());
+    Some(record)
 }
 
 /// The table index of a session id: its first 64 bits.

@@ -30,6 +30,15 @@ pub(super) enum Next {
     ResumeElsewhere,
 }
 
+/// A resume this node must look for in the cluster (`cluster`).
+pub(super) struct Elsewhere {
+    pub(super) reference_id: u64,
+    /// The connection's own handle (authenticated: application and access set).
+    pub(super) handle: ClientInner,
+    pub(super) session_id: String,
+    pub(super) last_event_seq: Vec<(String, u64)>,
+}
+
 /// A resumed session's queue, and what to write before anything from it.
 pub(super) type Attached = (mpsc::Receiver<Entry>, Vec<Entry>);
 
@@ -58,7 +67,7 @@ pub(super) struct State {
     /// The session being resumed, until this connection holds its queue.
     pub(super) resuming: Option<Resuming>,
     /// A resume of a session this node does not hold, to be looked for in the cluster.
-    pub(super) elsewhere: Option<super::cluster::Elsewhere>,
+    pub(super) elsewhere: Option<Elsewhere>,
     /// The cluster node, once joined (none without a cluster).
     pub(super) node: Arc<std::sync::OnceLock<Arc<crate::cluster::node::Node>>>,
     /// The client sent `RequestClose`: the session ends with the connection.
@@ -223,7 +232,7 @@ impl State {
                 },
                 // Not held here: another node of the cluster may hold it.
                 None if self.clustered() => {
-                    self.elsewhere = Some(super::cluster::Elsewhere {
+                    self.elsewhere = Some(Elsewhere {
                         reference_id,
                         handle,
                         session_id,

@@ -40,3 +40,17 @@ pub fn two_simulated(lines: &str, links: [usize; 2]) -> String {
     simulated("sw1", &["4000-4999", "5000-5999"], lines, links[0])
         + &simulated("sw2", &["6000-6999", "7000-7999"], lines, links[1])
 }
+
+/// Two applications with tokens (after `[options]`): `desk` (token `desk-secret-0001`,
+/// control) and `wallboard` (token `wall-secret-0002`, monitor access only).
+pub const TWO_APPLICATIONS: &str = r#"
+[[application]]
+name = "desk"
+token = "desk-secret-0001"
+access = "control"
+
+[[application]]
+name = "wallboard"
+token = "wall-secret-0002"
+access = "monitor"
+"#;

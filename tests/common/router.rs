@@ -121,6 +121,27 @@ impl Router {
         Client::open(&self.url(), None, self.running.shared.switches.len()).await
     }
 
+    /// A client whose socket has a tiny receive buffer (so that not reading fills up
+    /// quickly), opened as application `slow`: the client and the `EventServerConnected` reply
+    /// (the two switches' link events read).
+    pub async fn tiny_buffer_client(&self) -> (Client, Value) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(self.running.client_addr).await.unwrap();
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        let (ws, _) = tokio_tungstenite::client_async(self.url(), stream)
+            .await
+            .unwrap();
+        let mut c = Client { ws };
+        let reply = c
+            .request(json!({"message": "RequestOpen", "protocolVersion": 1, "application": "slow"}))
+            .await;
+        assert_eq!(reply["message"], "EventServerConnected", "{reply}");
+        c.recv().await;
+        c.recv().await;
+        (c, reply)
+    }
+
     /// Stop the router and check nothing panicked.
     pub async fn stop(self) {
         self.running.stop().await;
