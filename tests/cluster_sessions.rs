@@ -124,6 +124,65 @@ fn a_desktop_resumes_on_another_node_after_its_node_was_killed() {
 }
 
 #[test]
+fn when_the_dead_node_owned_the_switch_the_failover_comes_between_the_events() {
+    let _one = bed::one_at_a_time();
+    let mut bed = Bed::start_with(1, 3, SERVER);
+    let rt = bed::runtime();
+    rt.block_on(async {
+        let (owner, other, sim) = bed.one_switch_ready().await;
+        let mut watcher = bed.client(&other).await;
+        watcher.register("4061").await;
+        let (mut c, reply) = open(&bed.node(&owner).url(), None).await;
+        let id = reply["sessionId"].as_str().unwrap().to_owned();
+        c.register("4061").await;
+        // The phone acts once before the kill: the desktop and the watcher see it.
+        sim.post_ok("/hotdesk", json!({"guest": "4061", "host": "4062"}))
+            .await;
+        let before = event(&mut c, "4061").await;
+        assert_eq!(event(&mut watcher, "4061").await, before);
+        drop(c);
+        bed.kill(&owner);
+        // The watcher's node hears of the failover, then of the new owner's link.
+        loop {
+            let m = watcher
+                .next(Duration::from_secs(15))
+                .await
+                .expect("the watcher hears of the new owner's link");
+            if bed::link_connected(&m, "sw1") {
+                break;
+            }
+        }
+        // The phone acts once after.
+        sim.post_ok("/hotdesk/cancel", json!({"guest": "4061"}))
+            .await;
+        let after = event(&mut watcher, "4061").await;
+        let resume = json!({"sessionId": id, "lastEventSeq": {"sw1": before.0}});
+        let (mut c, reply) = open(&bed.node(&other).url(), Some(resume)).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        assert_eq!(reply["replayed"], 1, "{reply}");
+        let down = c.recv().await;
+        assert_eq!(
+            (&down["message"], &down["switch"], &down["reason"]),
+            (
+                &json!("EventLinkDisconnected"),
+                &json!("sw1"),
+                &json!("failover")
+            ),
+            "{down}"
+        );
+        let up = c.recv().await;
+        assert_eq!(
+            (&up["message"], &up["switch"]),
+            (&json!("EventLinkConnected"), &json!("sw1")),
+            "{up}"
+        );
+        assert_eq!(event(&mut c, "4061").await, after);
+        c.expect_nothing().await;
+    });
+    bed.stop();
+}
+
+#[test]
 fn a_resume_on_another_node_takes_the_session_over_and_only_one_of_two_wins() {
     let _one = bed::one_at_a_time();
     let mut bed = Bed::start_with(1, 3, SERVER);

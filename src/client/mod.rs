@@ -132,6 +132,10 @@ impl Parked {
     }
 }
 
+/// Events read back for a session, and notices to send just before some of them, each with
+/// the `eventSeq` it goes with.
+pub type ReadBack = (Vec<(u64, SharedText)>, Vec<(u64, SharedText)>);
+
 /// How a connection resumes a session.
 #[derive(Debug)]
 pub enum Resumed {
@@ -454,13 +458,14 @@ impl ClientInner {
         }
     }
 
-    /// Add events of switch number `switch` read back from the cluster's event stream (`None`:
-    /// it could not be read, a gap) to those kept, in `eventSeq` order, each once.
-    pub fn merge_kept(&self, switch: u16, events: Option<Vec<(u64, SharedText)>>) {
+    /// Add events of switch number `switch` read back from the cluster's event stream, and
+    /// notices to send just before some of them (`None`: it could not be read, a gap), to
+    /// those kept, in `eventSeq` order, each once.
+    pub fn merge_kept(&self, switch: u16, events: Option<ReadBack>) {
         if let Sink::Local(sink) = &self.sink {
             let mut parked = sink.lock();
             match events {
-                Some(events) => parked.outbox.merge(switch, events),
+                Some((events, notices)) => parked.outbox.merge(switch, events, notices),
                 None => parked.outbox.evicted(switch, u64::MAX),
             }
         }

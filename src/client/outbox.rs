@@ -68,6 +68,9 @@ pub struct Outbox {
     kept: Kept,
     /// Notices of registrations dropped while no connection was attached.
     dropped: Vec<SharedText>,
+    /// Notices to send just before a kept event (its switch and `eventSeq`): the link events
+    /// of a failover that happened between two replayed events.
+    before: Vec<(u16, u64, SharedText)>,
     /// Per switch index: the highest `eventSeq` no longer kept (0: none).
     evicted: Vec<u64>,
     /// The most events kept.
@@ -148,8 +151,18 @@ impl Outbox {
                 kind: Kind::Notice,
             })
             .collect();
+        let before = std::mem::take(&mut self.before);
         for (switch, seq, text) in self.kept.take_all() {
             if seq > last(switch) {
+                out.extend(
+                    before
+                        .iter()
+                        .filter(|(s, n, _)| (*s, *n) == (switch, seq))
+                        .map(|(_, _, text)| Entry {
+                            text: text.clone(),
+                            kind: Kind::Notice,
+                        }),
+                );
                 out.push(Entry {
                     text,
                     kind: Kind::Event { switch, seq },
@@ -160,8 +173,16 @@ impl Outbox {
     }
 
     /// Events of `switch` read back from elsewhere (the cluster's event stream): kept with
-    /// those already kept, in `eventSeq` order per switch, each once.
-    pub fn merge(&mut self, switch: u16, events: Vec<(u64, SharedText)>) {
+    /// those already kept, in `eventSeq` order per switch, each once; `notices` go just before
+    /// the event whose `eventSeq` they name.
+    pub fn merge(
+        &mut self,
+        switch: u16,
+        events: Vec<(u64, SharedText)>,
+        notices: Vec<(u64, SharedText)>,
+    ) {
+        self.before
+            .extend(notices.into_iter().map(|(seq, text)| (switch, seq, text)));
         let mut all: Vec<KeptEvent> = self.kept.take_all().collect();
         all.extend(events.into_iter().map(|(seq, text)| (switch, seq, text)));
         all.sort_by_key(|(switch, seq, _)| (*switch, *seq));
@@ -328,6 +349,24 @@ mod tests {
         assert_eq!(o.kept(), 0);
         assert_eq!(o.plan(|_| 0).gap, [0]);
         assert!(o.resume(|_| 0).is_empty());
+    }
+
+    #[test]
+    fn events_read_back_merge_once_in_order_with_their_notices_before_them() {
+        let mut o = Outbox::new(16);
+        // Live events kept while the replay was read: 5 and 6; the replay holds 3 to 5.
+        o.keep(event(0, 5));
+        o.keep(event(0, 6));
+        let back = |seq: u64| (seq, SharedText::from(format!("e0.{seq}")));
+        o.merge(
+            0,
+            vec![back(3), back(4), back(5)],
+            vec![(4, "down".into()), (4, "up".into())],
+        );
+        assert_eq!(
+            texts(o.resume(|_| 2)),
+            ["e0.3", "down", "up", "e0.4", "e0.5", "e0.6"]
+        );
     }
 
     #[test]

@@ -220,7 +220,7 @@ impl SessionStore {
         switch: &str,
         (after, since_ms): (u64, u64),
         dns: &HashSet<Arc<str>>,
-    ) -> Option<Vec<(u64, SharedText)>> {
+    ) -> Option<Replayed> {
         let subject = self.subjects.event(switch);
         let deadline = tokio::time::Instant::now() + REPLAY_TIMEOUT;
         let mut stream = self.events.clone();
@@ -238,13 +238,16 @@ impl SessionStore {
         .ok()?
         {
             Ok(msg) => msg.sequence,
-            Err(_) => return Some(Vec::new()),
+            Err(_) => return Some(Replayed::default()),
         };
-        let Some(start) = self
+        let (start, epoch_before) = self
             .first_after(&subject, after, first, last, deadline)
-            .await?
-        else {
-            return Some(Vec::new());
+            .await?;
+        let Some(start) = start else {
+            return Some(Replayed {
+                epoch_before,
+                events: Vec::new(),
+            });
         };
         let config = consumer::pull::OrderedConfig {
             filter_subject: subject,
@@ -255,6 +258,7 @@ impl SessionStore {
         };
         let mut messages = stream_messages(&self.events, config, deadline).await?;
         let mut found = Vec::new();
+        let margin = u64::try_from(CLOCK_MARGIN.as_millis()).unwrap_or(0);
         loop {
             let msg = match tokio::time::timeout_at(deadline, messages.next()).await {
                 Ok(Some(Ok(msg))) => msg,
@@ -265,21 +269,29 @@ impl SessionStore {
             let published_ms =
                 u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             if let Some((dn, seq)) = stream_event(msg.headers.as_ref()) {
-                let margin = u64::try_from(CLOCK_MARGIN.as_millis()).unwrap_or(0);
                 if seq > after && published_ms + margin >= since_ms && dns.contains(dn) {
                     if let Ok(text) = SharedText::try_from(msg.payload.to_vec()) {
-                        found.push((seq, text));
+                        found.push(ReplayedEvent {
+                            seq,
+                            epoch: stream_epoch(msg.headers.as_ref()),
+                            text,
+                        });
                     }
                 }
             }
             if sequence >= last {
-                return Some(found);
+                return Some(Replayed {
+                    epoch_before,
+                    events: found,
+                });
             }
         }
     }
 
     /// The stream sequence of the first message of `subject` whose `eventSeq` is above
-    /// `after`, searched by halves between `first` and `last` (`Some(None)`: none).
+    /// `after`, searched by halves between `first` and `last` (`None`: none), and the epoch of
+    /// the latest message at or below `after` seen on the way. `None` when the stream could not
+    /// be read.
     async fn first_after(
         &self,
         subject: &str,
@@ -287,9 +299,10 @@ impl SessionStore {
         first: u64,
         last: u64,
         deadline: tokio::time::Instant,
-    ) -> Option<Option<u64>> {
+    ) -> Option<(Option<u64>, Option<u64>)> {
         let (mut lo, mut hi) = (first.max(1), last.saturating_add(1));
         let mut found = None;
+        let mut before: Option<(u64, Option<u64>)> = None;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let probe = tokio::time::timeout_at(
@@ -309,11 +322,40 @@ impl SessionStore {
                 found = Some(msg.sequence);
                 hi = mid;
             } else {
+                if before.is_none_or(|(s, _)| seq > s) {
+                    before = Some((seq, stream_epoch(Some(&msg.headers))));
+                }
                 lo = msg.sequence.saturating_add(1);
             }
         }
-        Some(found)
+        Some((found, before.and_then(|(_, epoch)| epoch)))
     }
+}
+
+/// What a replay read back from the stream.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// The owner's epoch of the latest event at or below the client's `lastEventSeq` that the
+    /// search saw (`None`: none seen).
+    pub epoch_before: Option<u64>,
+    /// The session's events after it, in order.
+    pub events: Vec<ReplayedEvent>,
+}
+
+/// One replayed event.
+#[derive(Debug)]
+pub struct ReplayedEvent {
+    /// Its `eventSeq`.
+    pub seq: u64,
+    /// The epoch of the owner that published it (`None`: not said).
+    pub epoch: Option<u64>,
+    /// Its bytes.
+    pub text: SharedText,
+}
+
+/// The owner's epoch a message of the event stream was published in.
+fn stream_epoch(headers: Option<&async_nats::HeaderMap>) -> Option<u64> {
+    headers?.get(header::EPOCH)?.as_str().parse().ok()
 }
 
 /// The messages of the event stream from `config`'s start, with `deadline` for setting up the

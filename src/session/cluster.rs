@@ -17,10 +17,10 @@
 use super::registry::{constant_time_eq, Sessions};
 use super::requests::{Elsewhere, Next, Resuming, State};
 use crate::audit::LogStr;
-use crate::client::{ClientHandle, ClientInner};
+use crate::client::{ClientHandle, ClientInner, ReadBack};
 use crate::cluster::node::{Node, SessionGiveUp};
-use crate::cluster::sessions::SessionRecord;
-use crate::protocol::CloseCause;
+use crate::cluster::sessions::{Replayed, SessionRecord};
+use crate::protocol::{self, CloseCause};
 use crate::router::messages::{DnOp, ToDn};
 use crate::router::Shared;
 use std::collections::{HashMap, HashSet};
@@ -198,11 +198,15 @@ impl super::Session {
                 continue;
             };
             let after = last.get(usize::from(switch)).copied().unwrap_or(0);
-            let events = node
+            let replayed = node
                 .sessions()
                 .replay(&name, (after, held.opened_ms), &dns)
                 .await;
-            client.merge_kept(switch, events);
+            let link = shared
+                .switches
+                .get(usize::from(switch))
+                .map(|s| s.view().active_link);
+            client.merge_kept(switch, replayed.map(|r| with_failovers(&name, link, r)));
         }
         node.sessions().take_over(&held.node, &held.session).await;
         Some(Resuming {
@@ -265,4 +269,30 @@ async fn register_again(
         "a session resumed from another node registered again"
     );
     by_switch
+}
+
+/// The events read back, and where the owner changed between two of them (or since the
+/// client's last event) the `EventLinkDisconnected`/`EventLinkConnected` of that failover,
+/// to be sent just before the first event of the new owner: what the client would have got.
+fn with_failovers(switch: &str, link: Option<usize>, r: Replayed) -> ReadBack {
+    let mut prev = r.epoch_before;
+    let mut events = Vec::with_capacity(r.events.len());
+    let mut notices = Vec::new();
+    for e in r.events {
+        if let (Some(p), Some(epoch)) = (prev, e.epoch) {
+            if epoch > p {
+                notices.push((
+                    e.seq,
+                    protocol::link_event(switch, false, None, Some("failover")),
+                ));
+                notices.push((
+                    e.seq,
+                    protocol::link_event(switch, true, link, Some("failover")),
+                ));
+            }
+        }
+        prev = e.epoch.or(prev);
+        events.push((e.seq, e.text));
+    }
+    (events, notices)
 }
