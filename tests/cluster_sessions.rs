@@ -183,6 +183,51 @@ fn when_the_dead_node_owned_the_switch_the_failover_comes_between_the_events() {
 }
 
 #[test]
+fn a_monitoring_session_takes_all_its_registrations_to_the_other_node() {
+    let _one = bed::one_at_a_time();
+    let mut bed = Bed::start_with(1, 3, SERVER);
+    let rt = bed::runtime();
+    rt.block_on(async {
+        let (owner, home, sim) = bed.one_switch_ready().await;
+        let away = bed
+            .live()
+            .map(|(n, _)| n.to_owned())
+            .find(|n| *n != owner && *n != home)
+            .unwrap();
+        // Every DN of the switch, in monitor mode.
+        let (mut c, reply) = open(&bed.node(&home).url(), None).await;
+        let id = reply["sessionId"].as_str().unwrap().to_owned();
+        for dn in 4000..5000 {
+            let r = c
+                .request(json!({"message": "RequestRegisterAddress", "thisDn": dn.to_string(), "registerMode": "monitor"}))
+                .await;
+            assert_eq!(r["message"], "EventRegistered", "{r}");
+        }
+        bed::monitors_on(&sim, "4999", 1).await;
+        drop(c);
+        let (mut c, reply) = open(&bed.node(&away).url(), Some(json!({"sessionId": id}))).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        // The previous node released its registrations; the switch still monitors every DN.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let monitors = sim.state().await["monitors"].as_array().unwrap().len();
+        assert_eq!(monitors, 1000);
+        for (guest, host) in [("4000", "4500"), ("4999", "4998")] {
+            sim.post_ok("/hotdesk", json!({"guest": guest, "host": host}))
+                .await;
+            let mut got = vec![
+                c.recv().await["monitoredDn"].clone(),
+                c.recv().await["monitoredDn"].clone(),
+            ];
+            got.sort_by_key(|v| v.to_string());
+            let mut want = vec![json!(guest), json!(host)];
+            want.sort_by_key(|v| v.to_string());
+            assert_eq!(got, want);
+        }
+    });
+    bed.stop();
+}
+
+#[test]
 fn a_resume_on_another_node_takes_the_session_over_and_only_one_of_two_wins() {
     let _one = bed::one_at_a_time();
     let mut bed = Bed::start_with(1, 3, SERVER);

@@ -277,8 +277,17 @@ pub(crate) async fn latest_values(
     store: &kv::Store,
     filter: &str,
 ) -> Result<Vec<(String, bytes::Bytes)>, ClusterError> {
+    latest_values_within(store, filter, KV_TIMEOUT).await
+}
+
+/// [`latest_values`] within `limit` (a listing that may be long: a session's registrations).
+pub(crate) async fn latest_values_within(
+    store: &kv::Store,
+    filter: &str,
+    limit: Duration,
+) -> Result<Vec<(String, bytes::Bytes)>, ClusterError> {
     let what = || format!("listing {filter} in bucket {}", store.name);
-    within(KV_TIMEOUT, what, async {
+    within(limit, what, async {
         let consumer = store
             .stream
             .create_consumer(jetstream::consumer::pull::Config {

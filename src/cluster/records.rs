@@ -13,7 +13,7 @@
 //! one marker per session that ever existed. Every call has its own timeout
 //! ([`KV_TIMEOUT`]).
 
-use super::{keys, latest_values, within, ClusterError, KV_TIMEOUT};
+use super::{keys, latest_values, latest_values_within, within, ClusterError, KV_TIMEOUT};
 use crate::protocol::RegisterMode;
 use crate::router::calls::ConnId;
 use async_nats::jetstream::kv;
@@ -110,18 +110,16 @@ impl Records {
             .await
     }
 
-    /// The registrations of one session of a node.
+    /// The registrations of one session of a node (a monitoring session may have 100,000:
+    /// read within [`SESSION_LIST_TIMEOUT`]).
     pub async fn list_session(
         &self,
         node_id: &str,
         session: &str,
     ) -> Result<Vec<Registration>, ClusterError> {
-        self.registrations(&format!(
-            "*.*.{}.{}",
-            keys::encode(node_id),
-            keys::encode(session)
-        ))
-        .await
+        let filter = format!("*.*.{}.{}", keys::encode(node_id), keys::encode(session));
+        let values = latest_values_within(&self.regs, &filter, SESSION_LIST_TIMEOUT).await?;
+        values_to_registrations(values)
     }
 
     /// Remove every registration of one session (it ended, or lingered out): how many.
@@ -142,36 +140,7 @@ impl Records {
     }
 
     async fn registrations(&self, filter: &str) -> Result<Vec<Registration>, ClusterError> {
-        let mut out = Vec::new();
-        for (key, value) in latest_values(&self.regs, filter).await? {
-            let Some((switch, dn, node_id, session)) = keys::parse_registration_key(&key) else {
-                continue;
-            };
-            let value: RegValue =
-                serde_json::from_slice(&value).map_err(|e| ClusterError::Corrupt {
-                    what: format!("registration {key}"),
-                    reason: e.to_string(),
-                })?;
-            let mode = match value.mode.as_str() {
-                "share" => RegisterMode::Share,
-                "monitor" => RegisterMode::Monitor,
-                other => {
-                    return Err(ClusterError::Corrupt {
-                        what: format!("registration {key}"),
-                        reason: format!("mode {other:?}"),
-                    })
-                }
-            };
-            out.push(Registration {
-                switch,
-                dn,
-                node_id,
-                session,
-                mode,
-                app: value.app,
-            });
-        }
-        Ok(out)
+        values_to_registrations(latest_values(&self.regs, filter).await?)
     }
 
     /// Record a call's connId.
@@ -250,4 +219,43 @@ async fn remove(
         purged.map_err(|e| ClusterError::nats(what(), e))
     })
     .await
+}
+
+/// How long listing one session's registrations may take.
+pub const SESSION_LIST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The registrations of listed (key, value) pairs.
+fn values_to_registrations(
+    values: Vec<(String, bytes::Bytes)>,
+) -> Result<Vec<Registration>, ClusterError> {
+    let mut out = Vec::new();
+    for (key, value) in values {
+        let Some((switch, dn, node_id, session)) = keys::parse_registration_key(&key) else {
+            continue;
+        };
+        let value: RegValue =
+            serde_json::from_slice(&value).map_err(|e| ClusterError::Corrupt {
+                what: format!("registration {key}"),
+                reason: e.to_string(),
+            })?;
+        let mode = match value.mode.as_str() {
+            "share" => RegisterMode::Share,
+            "monitor" => RegisterMode::Monitor,
+            other => {
+                return Err(ClusterError::Corrupt {
+                    what: format!("registration {key}"),
+                    reason: format!("mode {other:?}"),
+                })
+            }
+        };
+        out.push(Registration {
+            switch,
+            dn,
+            node_id,
+            session,
+            mode,
+            app: value.app,
+        });
+    }
+    Ok(out)
 }

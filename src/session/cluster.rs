@@ -257,9 +257,11 @@ async fn register_again(
         });
         sent += 1;
     }
+    // A monitoring session may register 100,000 DNs: a millisecond more each.
     let deadline = tokio::time::Instant::now()
         + shared.config.options.request_timeout.0
-        + Duration::from_secs(1);
+        + Duration::from_secs(1)
+        + Duration::from_millis(u64::try_from(sent).unwrap_or(u64::MAX));
     while client.replies_away() < sent && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

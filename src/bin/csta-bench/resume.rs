@@ -6,7 +6,9 @@
 //! router sees; the desktop reconnects (to the second node with `--cluster 2` or more, else to
 //! the same router) with `resume` and reads the replay. The times are from sending the
 //! `RequestOpen` to the first replayed event (`resume_first_ms`) and to the last
-//! (`resume_all_ms`); every event must come once, in `eventSeq` order.
+//! (`resume_all_ms`); every event must come once, in `eventSeq` order. With `--dns N` the
+//! desktop is a monitoring application: it registers N guests of `sw1` in monitor mode (the
+//! events are on the first), and the resume takes all N registrations along.
 
 use super::spawn::Environment;
 use super::stats::{median, Latency, Summary};
@@ -27,7 +29,10 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
         .cloned()
         .unwrap_or_else(|| home.clone());
     let control = env.controls(1, "resume")?[0];
-    let (guest, host) = (s.plan.guest_dn(0, 0), s.plan.host_dn(0, 0));
+    let host = s.plan.host_dn(0, 0);
+    let monitored: Vec<String> = (0..s.args.dns.max(1))
+        .map(|i| s.plan.guest_dn(0, i))
+        .collect();
     let events = s.args.events.max(2) / 2 * 2;
     let started = Instant::now();
     let mut latency = Latency::new();
@@ -38,7 +43,7 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
             // the previous round's events stay out of this one's.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let (first, all) = one_round(&home, &away, control, (&guest, &host), events).await?;
+        let (first, all) = one_round(&home, &away, control, (&monitored, &host), events).await?;
         eprintln!(
             "resume {}: first replayed event after {first:.1} ms, all {events} after {all:.1} ms",
             round + 1
@@ -48,6 +53,7 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
         alls.push(all);
     }
     summary.set("clients", 2);
+    summary.set("registrations", monitored.len());
     summary.set("events", events);
     summary.set("resumed_on_another_node", home != away);
     summary.set_measure(alls.len() as u64, started.elapsed(), &latency);
@@ -68,9 +74,10 @@ async fn one_round(
     home: &str,
     away: &str,
     control: std::net::SocketAddr,
-    (guest, host): (&str, &str),
+    (monitored, host): (&[String], &str),
     events: usize,
 ) -> Result<(f64, f64), BenchError> {
+    let guest = monitored.first().map_or("", String::as_str);
     let register = format!(
         r#""message":"RequestRegisterAddress","thisDn":{}"#,
         quote(guest)
@@ -79,7 +86,13 @@ async fn one_round(
     expect(&watcher.call(&register, STEP).await?, "EventRegistered")?;
     let (mut desk, reply) = WsClient::connect_with(home, "csta-bench-desk", "").await?;
     let id = reply["sessionId"].as_str().unwrap_or_default().to_owned();
-    expect(&desk.call(&register, STEP).await?, "EventRegistered")?;
+    if monitored.len() == 1 {
+        expect(&desk.call(&register, STEP).await?, "EventRegistered")?;
+    } else {
+        let progress = super::stats::Progress::default();
+        desk.register_all(monitored, "monitor", 256, &progress)
+            .await?;
+    }
     drop(desk);
     control_post(
         control,
