@@ -183,6 +183,49 @@ fn when_the_dead_node_owned_the_switch_the_failover_comes_between_the_events() {
 }
 
 #[test]
+fn on_another_node_the_replay_is_what_the_stream_holds_not_only_client_queue_events() {
+    let _one = bed::one_at_a_time();
+    let mut bed = Bed::start_with(1, 3, "session-linger = \"30s\"\nclient-queue = 16");
+    let rt = bed::runtime();
+    rt.block_on(async {
+        let (owner, home, sim) = bed.one_switch_ready().await;
+        let mut watcher = bed.client(&owner).await;
+        watcher.register("4071").await;
+        let (mut c, reply) = open(&bed.node(&home).url(), None).await;
+        let id = reply["sessionId"].as_str().unwrap().to_owned();
+        c.register("4071").await;
+        drop(c);
+        // 40 events while away, in chunks the watcher's queue of 16 takes.
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            sim.post_ok(
+                "/burst",
+                json!({"guest": "4071", "host": "4072", "count": 4}),
+            )
+            .await;
+            for _ in 0..8 {
+                seen.push(event(&mut watcher, "4071").await.0);
+            }
+        }
+        let away = bed
+            .live()
+            .map(|(n, _)| n.to_owned())
+            .find(|n| *n != owner && *n != home)
+            .unwrap();
+        let (mut c, reply) = open(&bed.node(&away).url(), Some(json!({"sessionId": id}))).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        assert_eq!(reply["replayed"], 40, "{reply}");
+        assert!(reply.get("resumeGap").is_none(), "{reply}");
+        let mut got = Vec::new();
+        for _ in 0..40 {
+            got.push(event(&mut c, "4071").await.0);
+        }
+        assert_eq!(got, seen);
+    });
+    bed.stop();
+}
+
+#[test]
 fn a_monitoring_session_takes_all_its_registrations_to_the_other_node() {
     let _one = bed::one_at_a_time();
     let mut bed = Bed::start_with(1, 3, SERVER);

@@ -103,8 +103,8 @@ struct LocalSink {
 struct Parked {
     /// The queue's receiving side while no connection holds it.
     rx: Option<mpsc::Receiver<Entry>>,
-    /// What the session keeps for a resume.
-    outbox: outbox::Outbox,
+    /// What the session keeps for a resume (boxed: the hot path never touches it).
+    outbox: Box<outbox::Outbox>,
     /// The attached connection's signals.
     conn: Option<Arc<Connection>>,
     /// Replies that came while no connection was attached (not kept).
@@ -222,7 +222,7 @@ impl ClientInner {
                 ended: AtomicBool::new(false),
                 parked: Mutex::new(Parked {
                     rx: None,
-                    outbox: outbox::Outbox::new(retain),
+                    outbox: Box::new(outbox::Outbox::new(retain)),
                     replies_away: 0,
                     conn: Some(conn),
                     overflow: std::collections::VecDeque::new(),
@@ -445,7 +445,7 @@ impl ClientInner {
             parked.conn = None;
             parked.rx = None;
             parked.overflow = std::collections::VecDeque::new();
-            parked.outbox = outbox::Outbox::new(0);
+            *parked.outbox = outbox::Outbox::new(0);
         }
     }
 
@@ -468,6 +468,14 @@ impl ClientInner {
                 Some((events, notices)) => parked.outbox.merge(switch, events, notices),
                 None => parked.outbox.evicted(switch, u64::MAX),
             }
+        }
+    }
+
+    /// Keep up to `factor` times as many events until the next resume (a session resumed
+    /// from another node, whose replay is read back from the event stream).
+    pub fn widen_kept(&self, factor: usize) {
+        if let Sink::Local(sink) = &self.sink {
+            sink.lock().outbox.widen(factor);
         }
     }
 

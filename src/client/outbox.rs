@@ -75,6 +75,8 @@ pub struct Outbox {
     evicted: Vec<u64>,
     /// The most events kept.
     retain: usize,
+    /// The most events kept outside a widened resume ([`Outbox::widen`]).
+    normal: usize,
 }
 
 impl Outbox {
@@ -82,6 +84,7 @@ impl Outbox {
     pub fn new(retain: usize) -> Outbox {
         Outbox {
             retain,
+            normal: retain,
             ..Outbox::default()
         }
     }
@@ -151,6 +154,7 @@ impl Outbox {
                 kind: Kind::Notice,
             })
             .collect();
+        self.retain = self.normal;
         let before = std::mem::take(&mut self.before);
         for (switch, seq, text) in self.kept.take_all() {
             if seq > last(switch) {
@@ -190,6 +194,11 @@ impl Outbox {
         for (switch, seq, text) in all {
             self.keep_event(switch, seq, text);
         }
+    }
+
+    /// Keep up to `factor` times as many events until the next resume.
+    pub fn widen(&mut self, factor: usize) {
+        self.retain = self.normal.saturating_mul(factor);
     }
 
     /// How many events it keeps at most.

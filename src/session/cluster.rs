@@ -28,6 +28,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
+/// How many times `client-queue` events a resume on another node may replay at most (what
+/// the event stream holds within `replay-window`, where one router keeps `client-queue`).
+const REPLAY_FACTOR: usize = 16;
+
 /// The node's sessions, for the node to give one up.
 struct GiveUp {
     shared: Arc<Shared>,
@@ -167,6 +171,9 @@ impl super::Session {
             server.client_queue,
             self.state.conn.clone(),
         );
+        // What the event stream holds within `replay-window` is replayed, not only the last
+        // `client-queue` events; the session keeps `client-queue` again once resumed.
+        inner.widen_kept(REPLAY_FACTOR);
         inner.application = e.handle.application.clone();
         inner.access = e.handle.access;
         // No connection until the replay is ready: replies are not sent, events are kept.
