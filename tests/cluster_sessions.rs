@@ -182,8 +182,10 @@ fn when_the_dead_node_owned_the_switch_the_failover_comes_between_the_events() {
     bed.stop();
 }
 
-#[test]
-fn on_another_node_the_replay_is_what_the_stream_holds_not_only_client_queue_events() {
+/// More events than `client-queue` while away: the replay is what the event stream holds,
+/// on another node, or (`same_node`) on the node holding the session, which fills its gap
+/// from the stream.
+fn replay_beyond_client_queue(same_node: bool) {
     let _one = bed::one_at_a_time();
     let mut bed = Bed::start_with(1, 3, "session-linger = \"30s\"\nclient-queue = 16");
     let rt = bed::runtime();
@@ -207,11 +209,14 @@ fn on_another_node_the_replay_is_what_the_stream_holds_not_only_client_queue_eve
                 seen.push(event(&mut watcher, "4071").await.0);
             }
         }
-        let away = bed
-            .live()
-            .map(|(n, _)| n.to_owned())
-            .find(|n| *n != owner && *n != home)
-            .unwrap();
+        let away = if same_node {
+            home.clone()
+        } else {
+            bed.live()
+                .map(|(n, _)| n.to_owned())
+                .find(|n| *n != owner && *n != home)
+                .unwrap()
+        };
         let (mut c, reply) = open(&bed.node(&away).url(), Some(json!({"sessionId": id}))).await;
         assert_eq!(reply["resumed"], true, "{reply}");
         assert_eq!(reply["replayed"], 40, "{reply}");
@@ -223,6 +228,16 @@ fn on_another_node_the_replay_is_what_the_stream_holds_not_only_client_queue_eve
         assert_eq!(got, seen);
     });
     bed.stop();
+}
+
+#[test]
+fn on_another_node_the_replay_is_what_the_stream_holds_not_only_client_queue_events() {
+    replay_beyond_client_queue(false);
+}
+
+#[test]
+fn on_the_same_node_a_gap_in_the_kept_events_is_filled_from_the_stream() {
+    replay_beyond_client_queue(true);
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub mod outbox;
 
 use crate::config::Access;
 use crate::protocol::{self, ProtocolError, SharedText};
-pub use outbox::{Entry, Kind, Replay};
+pub use outbox::{Entry, Kind, ReadBack, Replay};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,10 +131,6 @@ impl Parked {
         self.outbox.keep(entry)
     }
 }
-
-/// Events read back for a session, and notices to send just before some of them, each with
-/// the `eventSeq` it goes with.
-pub type ReadBack = (Vec<(u64, SharedText)>, Vec<(u64, SharedText)>);
 
 /// How a connection resumes a session.
 #[derive(Debug)]
@@ -465,9 +461,17 @@ impl ClientInner {
         if let Sink::Local(sink) = &self.sink {
             let mut parked = sink.lock();
             match events {
-                Some((events, notices)) => parked.outbox.merge(switch, events, notices),
+                Some(read) => parked.outbox.merge(switch, read),
                 None => parked.outbox.evicted(switch, u64::MAX),
             }
+        }
+    }
+
+    /// What a resume with `last` (a switch's `lastEventSeq`) would replay now.
+    pub fn plan(&self, last: impl Fn(u16) -> u64) -> Replay {
+        match &self.sink {
+            Sink::Local(sink) => sink.lock().outbox.plan(last),
+            Sink::Remote { .. } => Replay::default(),
         }
     }
 

@@ -58,6 +58,11 @@ pub struct Replay {
     pub gap: Vec<u16>,
 }
 
+/// Events read back for a session (the cluster's event stream), and notices to send just
+/// before some of them, each with the `eventSeq` it goes with; and whether they are all there
+/// are above the client's `lastEventSeq` (`false`: some may be missing, a gap).
+pub type ReadBack = (Vec<(u64, SharedText)>, Vec<(u64, SharedText)>, bool);
+
 /// The most notices of dropped registrations kept while a session lingers.
 const MAX_DROPPED: usize = 4096;
 
@@ -179,12 +184,17 @@ impl Outbox {
     /// Events of `switch` read back from elsewhere (the cluster's event stream): kept with
     /// those already kept, in `eventSeq` order per switch, each once; `notices` go just before
     /// the event whose `eventSeq` they name.
-    pub fn merge(
-        &mut self,
-        switch: u16,
-        events: Vec<(u64, SharedText)>,
-        notices: Vec<(u64, SharedText)>,
-    ) {
+    ///
+    /// `covered`: the events read back are all there are above the client's `lastEventSeq`
+    /// (what was forgotten before is found again); else some may be missing: a gap.
+    pub fn merge(&mut self, switch: u16, (events, notices, covered): ReadBack) {
+        if covered {
+            if let Some(e) = self.evicted.get_mut(usize::from(switch)) {
+                *e = 0;
+            }
+        } else {
+            self.note_evicted(switch, u64::MAX);
+        }
         self.before
             .extend(notices.into_iter().map(|(seq, text)| (switch, seq, text)));
         let mut all: Vec<KeptEvent> = self.kept.take_all().collect();
@@ -369,8 +379,11 @@ mod tests {
         let back = |seq: u64| (seq, SharedText::from(format!("e0.{seq}")));
         o.merge(
             0,
-            vec![back(3), back(4), back(5)],
-            vec![(4, "down".into()), (4, "up".into())],
+            (
+                vec![back(3), back(4), back(5)],
+                vec![(4, "down".into()), (4, "up".into())],
+                true,
+            ),
         );
         assert_eq!(
             texts(o.resume(|_| 2)),

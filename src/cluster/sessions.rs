@@ -238,14 +238,23 @@ impl SessionStore {
         .ok()?
         {
             Ok(msg) => msg.sequence,
-            Err(_) => return Some(Replayed::default()),
+            Err(_) => {
+                return Some(Replayed {
+                    covered: after == 0,
+                    ..Replayed::default()
+                })
+            }
         };
-        let (start, epoch_before) = self
+        let (start, before) = self
             .first_after(&subject, after, first, last, deadline)
             .await?;
+        let epoch_before = before.and_then(|(_, epoch)| epoch);
+        // The stream still holds an event at or below `after`: nothing after it is missing.
+        let covered = after == 0 || before.is_some();
         let Some(start) = start else {
             return Some(Replayed {
                 epoch_before,
+                covered,
                 events: Vec::new(),
             });
         };
@@ -282,6 +291,7 @@ impl SessionStore {
             if sequence >= last {
                 return Some(Replayed {
                     epoch_before,
+                    covered,
                     events: found,
                 });
             }
@@ -289,9 +299,9 @@ impl SessionStore {
     }
 
     /// The stream sequence of the first message of `subject` whose `eventSeq` is above
-    /// `after`, searched by halves between `first` and `last` (`None`: none), and the epoch of
-    /// the latest message at or below `after` seen on the way. `None` when the stream could not
-    /// be read.
+    /// `after`, searched by halves between `first` and `last` (`None`: none), and the latest
+    /// message at or below `after` seen on the way (its `eventSeq` and epoch). `None` when the
+    /// stream could not be read.
     async fn first_after(
         &self,
         subject: &str,
@@ -299,7 +309,7 @@ impl SessionStore {
         first: u64,
         last: u64,
         deadline: tokio::time::Instant,
-    ) -> Option<(Option<u64>, Option<u64>)> {
+    ) -> Option<(Option<u64>, Option<(u64, Option<u64>)>)> {
         let (mut lo, mut hi) = (first.max(1), last.saturating_add(1));
         let mut found = None;
         let mut before: Option<(u64, Option<u64>)> = None;
@@ -328,7 +338,7 @@ impl SessionStore {
                 lo = msg.sequence.saturating_add(1);
             }
         }
-        Some((found, before.and_then(|(_, epoch)| epoch)))
+        Some((found, before))
     }
 }
 
@@ -338,6 +348,9 @@ pub struct Replayed {
     /// The owner's epoch of the latest event at or below the client's `lastEventSeq` that the
     /// search saw (`None`: none seen).
     pub epoch_before: Option<u64>,
+    /// Whether the stream still holds everything after the client's `lastEventSeq` (it holds
+    /// an event at or below it, or the client had none): else some may be gone.
+    pub covered: bool,
     /// The session's events after it, in order.
     pub events: Vec<ReplayedEvent>,
 }

@@ -106,7 +106,7 @@ impl State {
             app: record.client.application.to_string(),
             node: node.node_id().to_string(),
             session: record.client.id.to_string(),
-            opened_ms: crate::cluster::sessions::now_ms(),
+            opened_ms: record.opened_ms,
         };
         tokio::spawn(async move {
             if let Err(e) = node.sessions().put(&id, &value).await {
@@ -179,7 +179,10 @@ impl super::Session {
         // No connection until the replay is ready: replies are not sent, events are kept.
         inner.detach(&self.state.conn, Vec::new(), rx);
         let client = ClientHandle::new(inner);
-        let (record, generation) = self.state.sessions.adopt(&e.session_id, client.clone())?;
+        let (record, generation) =
+            self.state
+                .sessions
+                .adopt(&e.session_id, client.clone(), held.opened_ms)?;
         let mine = SessionRecord {
             app: held.app.clone(),
             node: node.node_id().to_string(),
@@ -223,6 +226,47 @@ impl super::Session {
             session_id: e.session_id.clone(),
             last,
         })
+    }
+}
+
+impl super::Session {
+    /// A session held here, resumed in a cluster: what its kept events miss above the
+    /// client's `lastEventSeq` (a gap: more than `client-queue` events while away) is read
+    /// back from the event stream first, as a resume on another node would.
+    pub(super) async fn fill_gaps(&mut self) {
+        let (Some(node), Some(r)) = (node_of(&self.state.node), self.state.resuming.as_ref())
+        else {
+            return;
+        };
+        let client = r.record.client.clone();
+        let last = r.last.clone();
+        let at = |s: u16| last.get(usize::from(s)).copied().unwrap_or(0);
+        let plan = client.plan(at);
+        if plan.gap.is_empty() {
+            return;
+        }
+        let mut dns: HashMap<u16, HashSet<Arc<str>>> = HashMap::new();
+        for (dn, switch) in r.record.registered().iter() {
+            if let Ok(s) = u16::try_from(*switch) {
+                dns.entry(s).or_default().insert(dn.clone());
+            }
+        }
+        let opened = r.record.opened_ms;
+        let shared = self.state.shared.clone();
+        client.widen_kept(REPLAY_FACTOR);
+        for switch in plan.gap {
+            let (Some(sw), Some(dns)) =
+                (shared.switches.get(usize::from(switch)), dns.get(&switch))
+            else {
+                continue;
+            };
+            let replayed = node
+                .sessions()
+                .replay(&sw.name, (at(switch), opened), dns)
+                .await;
+            let link = Some(sw.view().active_link);
+            client.merge_kept(switch, replayed.map(|r| with_failovers(&sw.name, link, r)));
+        }
     }
 }
 
@@ -303,5 +347,5 @@ fn with_failovers(switch: &str, link: Option<usize>, r: Replayed) -> ReadBack {
         prev = e.epoch.or(prev);
         events.push((e.seq, e.text));
     }
-    (events, notices)
+    (events, notices, r.covered)
 }

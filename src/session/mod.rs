@@ -475,6 +475,7 @@ impl Session {
     /// Take over the session being resumed, once the connection holding it (if any) has let
     /// go: bounded, after which the client is told to try again.
     async fn resume(&mut self) -> Option<End> {
+        self.fill_gaps().await;
         let deadline = after(CLOSE_ATTEMPT.saturating_mul(2));
         let mut older = None;
         loop {

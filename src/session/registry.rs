@@ -8,6 +8,7 @@
 
 use super::gate::Slot;
 use crate::client::ClientHandle;
+use crate::cluster::sessions::now_ms;
 use rand::TryRngCore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,8 @@ pub struct Record {
     pub client: ClientHandle,
     /// The DNs it may have registered, with their switch index: released when it ends.
     pub registered: Mutex<HashMap<Arc<str>, usize>>,
+    /// When it was opened (Unix milliseconds; in a cluster, on the node that opened it).
+    pub opened_ms: u64,
     life: Mutex<Life>,
 }
 
@@ -110,7 +113,7 @@ impl Sessions {
         loop {
             let mut secret = [0u8; ID_BYTES];
             rand::rngs::OsRng.try_fill_bytes(&mut secret).ok()?;
-            if let Some(record) = insert(&mut table, secret, &client) {
+            if let Some(record) = insert(&mut table, secret, &client, now_ms()) {
                 return Some((record, hex(&secret)));
             }
         }
@@ -118,9 +121,14 @@ impl Sessions {
 
     /// Hold here session `id`, resumed from another node of the cluster, for `client`: the
     /// record and its generation (`None`: this node already holds it, or `id` is no id).
-    pub fn adopt(&self, id: &str, client: ClientHandle) -> Option<(Arc<Record>, u64)> {
+    pub fn adopt(
+        &self,
+        id: &str,
+        client: ClientHandle,
+        opened_ms: u64,
+    ) -> Option<(Arc<Record>, u64)> {
         let secret = unhex(id)?;
-        insert(&mut self.table(), secret, &client).map(|record| (record, 1))
+        insert(&mut self.table(), secret, &client, opened_ms).map(|record| (record, 1))
     }
 
     /// The session whose handle has client id `client`.
@@ -262,6 +270,7 @@ fn insert(
     table: &mut HashMap<u64, Arc<Record>>,
     secret: [u8; ID_BYTES],
     client: &ClientHandle,
+    opened_ms: u64,
 ) -> Option<Arc<Record>> {
     let key = index_of(&secret);
     if table.contains_key(&key) {
@@ -271,6 +280,7 @@ fn insert(
         secret,
         client: client.clone(),
         registered: Mutex::new(HashMap::new()),
+        opened_ms,
         life: Mutex::new(Life::Attached { generation: 1 }),
     });
     table.insert(key, record.clone());
