@@ -262,14 +262,32 @@ fn a_monitoring_session_takes_all_its_registrations_to_the_other_node() {
             assert_eq!(r["message"], "EventRegistered", "{r}");
         }
         bed::monitors_on(&sim, "4999", 1).await;
+        let mut watcher = bed.client(&owner).await;
+        watcher.register("4999").await;
         drop(c);
+        // While away: an event on two of its DNs (read back from the switch's events, the
+        // session having too many DNs for a subject each).
+        sim.post_ok("/hotdesk", json!({"guest": "4999", "host": "4998"}))
+            .await;
+        event(&mut watcher, "4999").await;
         let (mut c, reply) = open(&bed.node(&away).url(), Some(json!({"sessionId": id}))).await;
         assert_eq!(reply["resumed"], true, "{reply}");
+        assert_eq!(reply["replayed"], 2, "{reply}");
+        let mut replayed = vec![
+            c.recv().await["monitoredDn"].clone(),
+            c.recv().await["monitoredDn"].clone(),
+        ];
+        replayed.sort_by_key(|v| v.to_string());
+        assert_eq!(replayed, [json!("4998"), json!("4999")]);
+        sim.post_ok("/hotdesk/cancel", json!({"guest": "4999"}))
+            .await;
+        c.recv().await;
+        c.recv().await;
         // The previous node released its registrations; the switch still monitors every DN.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let monitors = sim.state().await["monitors"].as_array().unwrap().len();
         assert_eq!(monitors, 1000);
-        for (guest, host) in [("4000", "4500"), ("4999", "4998")] {
+        for (guest, host) in [("4000", "4500"), ("4997", "4996")] {
             sim.post_ok("/hotdesk", json!({"guest": guest, "host": host}))
                 .await;
             let mut got = vec![

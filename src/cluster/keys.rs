@@ -119,6 +119,11 @@ pub fn event_subject(cluster: &str, switch: &str) -> String {
     format!("crr.{cluster}.ev.{}", encode(switch))
 }
 
+/// The subject of one DN's events in the event stream (under its switch's subject).
+pub fn event_dn_subject(cluster: &str, switch: &str, dn: &str) -> String {
+    format!("{}.{}", event_subject(cluster, switch), encode(dn))
+}
+
 /// The subject on which a node takes the requests forwarded to it.
 pub fn request_subject(cluster: &str, node_id: &str) -> String {
     format!("crr.{cluster}.req.{}", encode(node_id))
@@ -177,6 +182,16 @@ pub struct Subjects {
 }
 
 impl Subjects {
+    /// The subject of one DN's events in the event stream.
+    pub fn event_dn(&self, switch: &str, dn: &str) -> String {
+        event_dn_subject(&self.cluster, switch, dn)
+    }
+
+    /// Every DN's events of a switch in the event stream.
+    pub fn event_all(&self, switch: &str) -> String {
+        format!("{}.>", self.event(switch))
+    }
+
     /// The subject on which a node gives up its sessions.
     pub fn session(&self, node_id: &str) -> String {
         session_subject(&self.cluster, node_id)

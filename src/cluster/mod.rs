@@ -18,8 +18,9 @@
 //!   calls' connIds, from which a new owner rebuilds a switch — [`records::Records`];
 //! - bucket `CRR_<C>_SESS`: the client sessions (their application, and the node holding
 //!   each), so that a desktop resumes its session on any node — [`sessions::SessionStore`];
-//! - stream `CRR_<C>_EVENTS` (subjects `crr.<C>.ev.>`): every delivered event, retained
-//!   `replay-window`, to repair gaps and replay;
+//! - stream `CRR_<C>_EVENTS` (subjects `crr.<C>.ev.>`, one per DN:
+//!   `crr.<C>.ev.<switch>.<dn>`): every delivered event, retained `replay-window`, to repair
+//!   gaps and replay;
 //! - core subjects `crr.<C>.req.<node id>` (forwarded requests), `crr.<C>.flow.<node id>`
 //!   (an owner's ordered flow of replies and events to a node), `crr.<C>.link` (link
 //!   state) and `crr.<C>.sess.<node id>` (a session of that node resumed elsewhere).

@@ -453,7 +453,7 @@ impl Owned {
         h.insert(header::DN, dn);
         h.insert(header::EPOCH, self.epoch.to_string());
         self.publisher.send(Publish {
-            subject: self.event_subject.clone(),
+            subject: format!("{}.{}", self.event_subject, super::keys::encode(dn)),
             headers: h,
             payload: text.clone().into_bytes(),
             stream: true,

@@ -573,7 +573,7 @@ impl Proxy {
             .checked_sub(Duration::from_secs(5))?;
         let start = time::OffsetDateTime::from(start);
         let config = consumer::pull::OrderedConfig {
-            filter_subject: self.event_subject.clone(),
+            filter_subject: format!("{}.>", self.event_subject),
             deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
             ..Default::default()
         };

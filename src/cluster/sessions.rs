@@ -33,6 +33,10 @@ use std::time::Duration;
 /// when another node resumes its session.
 pub const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The most DNs of a session whose events a replay reads by their own subjects; beyond, it
+/// reads the switch's and keeps the session's.
+const PER_DN_SUBJECTS: usize = 64;
+
 /// How long reading one switch's missed events from the stream may take.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -221,7 +225,15 @@ impl SessionStore {
         (after, since_ms): (u64, u64),
         dns: &HashSet<Arc<str>>,
     ) -> Option<Replayed> {
-        let subject = self.subjects.event(switch);
+        // Only the session's DNs are read, one subject each, unless it has many: then the
+        // switch's, keeping the session's.
+        let subjects: Vec<String> = if dns.len() <= PER_DN_SUBJECTS {
+            dns.iter()
+                .map(|dn| self.subjects.event_dn(switch, dn))
+                .collect()
+        } else {
+            vec![self.subjects.event_all(switch)]
+        };
         let deadline = tokio::time::Instant::now() + REPLAY_TIMEOUT;
         let mut stream = self.events.clone();
         let info = tokio::time::timeout_at(deadline, stream.info())
@@ -229,25 +241,40 @@ impl SessionStore {
             .ok()?
             .ok()?;
         let first = info.state.first_sequence;
-        // The switch's last message now: later ones come live.
-        let last = match tokio::time::timeout_at(
-            deadline,
-            self.events.direct_get_last_for_subject(subject.clone()),
-        )
-        .await
-        .ok()?
-        {
-            Ok(msg) => msg.sequence,
-            Err(_) => {
-                return Some(Replayed {
-                    covered: after == 0,
-                    ..Replayed::default()
-                })
+        // The last message of those subjects now: later ones come live.
+        let mut last = None;
+        for subject in &subjects {
+            let probe = tokio::time::timeout_at(
+                deadline,
+                self.events.direct_get_last_for_subject(subject.clone()),
+            )
+            .await
+            .ok()?;
+            if let Ok(msg) = probe {
+                last = last.max(Some(msg.sequence));
             }
+        }
+        let Some(last) = last else {
+            return Some(Replayed {
+                covered: after == 0,
+                ..Replayed::default()
+            });
         };
-        let (start, before) = self
-            .first_after(&subject, after, first, last, deadline)
-            .await?;
+        let (mut start, mut before): (Option<u64>, Option<(u64, Option<u64>)>) = (None, None);
+        for subject in &subjects {
+            let (s, b) = self
+                .first_after(subject, after, first, last, deadline)
+                .await?;
+            start = match (start, s) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(b) = b {
+                if before.is_none_or(|(seq, _)| b.0 > seq) {
+                    before = Some(b);
+                }
+            }
+        }
         let epoch_before = before.and_then(|(_, epoch)| epoch);
         // The stream still holds an event at or below `after`: nothing after it is missing.
         let covered = after == 0 || before.is_some();
@@ -258,13 +285,17 @@ impl SessionStore {
                 events: Vec::new(),
             });
         };
-        let config = consumer::pull::OrderedConfig {
-            filter_subject: subject,
+        let mut config = consumer::pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
             ..Default::default()
         };
+        if let [one] = subjects.as_slice() {
+            config.filter_subject = one.clone();
+        } else {
+            config.filter_subjects = subjects;
+        }
         let mut messages = stream_messages(&self.events, config, deadline).await?;
         let mut found = Vec::new();
         let margin = u64::try_from(CLOCK_MARGIN.as_millis()).unwrap_or(0);
