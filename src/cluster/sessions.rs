@@ -241,40 +241,13 @@ impl SessionStore {
             .ok()?
             .ok()?;
         let first = info.state.first_sequence;
-        // The last message of those subjects now: later ones come live.
-        let mut last = None;
-        for subject in &subjects {
-            let probe = tokio::time::timeout_at(
-                deadline,
-                self.events.direct_get_last_for_subject(subject.clone()),
-            )
-            .await
-            .ok()?;
-            if let Ok(msg) = probe {
-                last = last.max(Some(msg.sequence));
-            }
-        }
-        let Some(last) = last else {
+        let Some((last, start, before)) = self.locate(&subjects, after, first, deadline).await?
+        else {
             return Some(Replayed {
                 covered: after == 0,
                 ..Replayed::default()
             });
         };
-        let (mut start, mut before): (Option<u64>, Option<(u64, Option<u64>)>) = (None, None);
-        for subject in &subjects {
-            let (s, b) = self
-                .first_after(subject, after, first, last, deadline)
-                .await?;
-            start = match (start, s) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if let Some(b) = b {
-                if before.is_none_or(|(seq, _)| b.0 > seq) {
-                    before = Some(b);
-                }
-            }
-        }
         let epoch_before = before.and_then(|(_, epoch)| epoch);
         // The stream still holds an event at or below `after`: nothing after it is missing.
         let covered = after == 0 || before.is_some();
@@ -329,6 +302,50 @@ impl SessionStore {
         }
     }
 
+    /// Where the replay of `subjects` is in the stream: the last message of those subjects now
+    /// (later ones come live), the first whose `eventSeq` is above `after`, and the latest at
+    /// or below `after` seen (its `eventSeq` and epoch). `Some(None)`: the subjects have no
+    /// message; `None`: the stream could not be read.
+    async fn locate(
+        &self,
+        subjects: &[String],
+        after: u64,
+        first: u64,
+        deadline: tokio::time::Instant,
+    ) -> Option<Option<Located>> {
+        let mut last = None;
+        for subject in subjects {
+            let probe = tokio::time::timeout_at(
+                deadline,
+                self.events.direct_get_last_for_subject(subject.clone()),
+            )
+            .await
+            .ok()?;
+            if let Ok(msg) = probe {
+                last = last.max(Some(msg.sequence));
+            }
+        }
+        let Some(last) = last else {
+            return Some(None);
+        };
+        let (mut start, mut before): (Option<u64>, Option<(u64, Option<u64>)>) = (None, None);
+        for subject in subjects {
+            let (s, b) = self
+                .first_after(subject, after, first, last, deadline)
+                .await?;
+            start = match (start, s) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(b) = b {
+                if before.is_none_or(|(seq, _)| b.0 > seq) {
+                    before = Some(b);
+                }
+            }
+        }
+        Some(Some((last, start, before)))
+    }
+
     /// The stream sequence of the first message of `subject` whose `eventSeq` is above
     /// `after`, searched by halves between `first` and `last` (`None`: none), and the latest
     /// message at or below `after` seen on the way (its `eventSeq` and epoch). `None` when the
@@ -372,6 +389,10 @@ impl SessionStore {
         Some((found, before))
     }
 }
+
+/// Where a replay is in the stream: the last message (stream sequence), the first to replay,
+/// and the latest at or below the client's `lastEventSeq` seen (its `eventSeq` and epoch).
+type Located = (u64, Option<u64>, Option<(u64, Option<u64>)>);
 
 /// What a replay read back from the stream.
 #[derive(Debug, Default)]
