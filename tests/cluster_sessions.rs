@@ -19,19 +19,7 @@ const SERVER: &str = "session-linger = \"30s\"";
 /// `RequestOpen` on node `url` (with `resume` when given): the client and the reply, the link
 /// event of the one switch read.
 async fn open(url: &str, resume: Option<Value>) -> (Client, Value) {
-    let mut c = Client::connect(url).await;
-    let mut m = json!({"message": "RequestOpen", "protocolVersion": 1, "application": "desk"});
-    if let Some(r) = resume {
-        m["resume"] = r;
-    }
-    let reply = c.request(m).await;
-    assert_eq!(reply["message"], "EventServerConnected", "{reply}");
-    let link = c.recv().await;
-    assert!(
-        link["message"].as_str().unwrap().starts_with("EventLink"),
-        "{link}"
-    );
-    (c, reply)
+    Client::open_as(url, "desk", resume, 1).await
 }
 
 /// The next hot-desk event, of `dn`: its `eventSeq` and `privateMsgId`.

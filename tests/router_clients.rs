@@ -8,7 +8,7 @@ use common::{config, default_ports, http, process, router};
 
 use futures_util::StreamExt;
 use process::RouterProcess;
-use router::{config_text, dialect_from_env, normalized, Client, Router};
+use router::{config_text, dialect_from_env, eventually, normalized, Client, Router};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -37,14 +37,6 @@ async fn extension_actors(r: &Router) -> usize {
         .iter()
         .map(|s| s.extension_count())
         .sum()
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[actix_rt::test]

@@ -273,15 +273,7 @@ async fn interleavings_against_the_router() {
 }
 
 async fn open(r: &Router, resume: Option<Value>) -> (Client, Value) {
-    let mut c = Client::connect(&r.url()).await;
-    let mut m = json!({"message": "RequestOpen", "protocolVersion": 1, "application": "props"});
-    if let Some(resume) = resume {
-        m["resume"] = resume;
-    }
-    let reply = c.request(m).await;
-    c.recv().await;
-    c.recv().await;
-    (c, reply)
+    Client::open_as(&r.url(), "props", resume, 2).await
 }
 
 fn seq_of(ev: &Value) -> u64 {

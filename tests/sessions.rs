@@ -7,9 +7,9 @@ mod common;
 use common::{config, process, router};
 
 use process::RouterProcess;
-use router::{dialect_from_env, normalized, Client, Router};
+use router::{dialect_from_env, eventually, normalized, Client, Router};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Two simulated switches, with `server` lines in `[server]` and `extra` after `[options]`.
 fn config_with(server: &str, extra: &str) -> String {
@@ -22,24 +22,10 @@ fn config_with(server: &str, extra: &str) -> String {
     ) + &config::two_simulated(dialect_from_env(), [1, 1])
 }
 
-/// `RequestOpen` (with `resume` when given) on a new connection: the client, the reply and the
-/// two link events.
+/// `RequestOpen` (with `resume` when given) on a new connection: the client and the reply,
+/// the two link events read.
 async fn open(url: &str, application: &str, resume: Option<Value>) -> (Client, Value) {
-    let mut c = Client::connect(url).await;
-    let mut m = json!({"message": "RequestOpen", "protocolVersion": 1, "application": application});
-    if let Some(r) = resume {
-        m["resume"] = r;
-    }
-    let reply = c.request(m).await;
-    assert_eq!(reply["message"], "EventServerConnected", "{reply}");
-    for _ in 0..2 {
-        let link = c.recv().await;
-        assert!(
-            link["message"].as_str().unwrap().starts_with("EventLink"),
-            "{link}"
-        );
-    }
-    (c, reply)
+    Client::open_as(url, application, resume, 2).await
 }
 
 /// What came next on a connection within `within`: a message, the end of the connection (the
@@ -79,14 +65,6 @@ fn seqs(events: &[Value]) -> Vec<u64> {
         .iter()
         .map(|e| e["eventSeq"].as_u64().unwrap())
         .collect()
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn monitors(r: &Router) -> usize {

@@ -27,6 +27,20 @@ pub fn encode(raw: &str) -> String {
     out
 }
 
+/// The key of client session `id` in the sessions bucket: `s` and the first 128 bits of its
+/// SHA-256 digest in hex, so the bucket never holds an id.
+pub fn session_key(id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let mut key = String::with_capacity(33);
+    key.push('s');
+    for b in digest.iter().take(16) {
+        key.push(hex_digit(b >> 4));
+        key.push(hex_digit(b & 0xF));
+    }
+    key
+}
+
 fn hex_digit(n: u8) -> char {
     char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
 }

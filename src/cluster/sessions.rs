@@ -17,14 +17,13 @@
 //! Every call has its own timeout ([`KV_TIMEOUT`]).
 
 use super::flow::header;
-use super::keys::{self, Subjects};
+use super::keys::{self, session_key as key_of, Subjects};
 use super::{within, ClusterError, KV_TIMEOUT};
 use crate::protocol::SharedText;
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use async_nats::jetstream::{kv, stream::Stream};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,17 +72,6 @@ pub struct SessionStore {
     client: async_nats::Client,
     subjects: Subjects,
     events: Stream,
-}
-
-/// The key of session `id`: a digest, so the bucket never holds an id.
-pub fn key_of(id: &str) -> String {
-    let digest = sha2::Sha256::digest(id.as_bytes());
-    let mut key = String::with_capacity(33);
-    key.push('s');
-    for b in digest.iter().take(16) {
-        key.push_str(&format!("{b:02x}"));
-    }
-    key
 }
 
 impl SessionStore {

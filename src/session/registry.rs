@@ -66,6 +66,8 @@ pub enum Resumed {
     Attached(Arc<Record>, u64),
     /// No such session here (unknown, expired or closed).
     Unknown,
+    /// The session is another application's.
+    Refused,
 }
 
 /// The sessions of this node.
@@ -146,19 +148,17 @@ impl Sessions {
         constant_time_eq(&record.secret, &secret).then_some(record)
     }
 
-    /// The application of session `id`, if it exists (to refuse another application's
-    /// resume before touching the session).
-    pub fn application_of(&self, id: &str) -> Option<Arc<str>> {
-        self.find(id).map(|r| r.client.application.clone())
-    }
-
-    /// A new connection resumes session `id`: a lingering one stops lingering, an attached
-    /// one changes hands (the caller takes the older connection over). The caller attaches the
-    /// connection to the handle ([`crate::client::ClientInner::resume`]).
-    pub fn resume(&self, id: &str) -> Resumed {
+    /// A new connection of `application` resumes session `id`: a lingering one stops
+    /// lingering, an attached one changes hands (the caller takes the older connection over).
+    /// The caller attaches the connection to the handle
+    /// ([`crate::client::ClientInner::resume`]). Another application's session is not touched.
+    pub fn resume(&self, id: &str, application: &str) -> Resumed {
         let Some(record) = self.find(id) else {
             return Resumed::Unknown;
         };
+        if !constant_time_eq(record.client.application.as_bytes(), application.as_bytes()) {
+            return Resumed::Refused;
+        }
         let mut life = record.life();
         let generation = match &*life {
             Life::Ended => return Resumed::Unknown,
@@ -372,7 +372,7 @@ mod tests {
             gate.admit(1).is_none(),
             "a lingering session holds its place"
         );
-        assert!(matches!(sessions.resume(&id), Resumed::Attached(_, 2)));
+        assert!(matches!(sessions.resume(&id, ""), Resumed::Attached(_, 2)));
         assert!(
             gate.admit(1).is_some(),
             "the resuming connection counts once"
@@ -390,6 +390,6 @@ mod tests {
             .unwrap();
         assert!(sessions.expire(&record, l2));
         assert_eq!((sessions.lingering(), sessions.len()), (0, 0));
-        assert!(matches!(sessions.resume(&id), Resumed::Unknown));
+        assert!(matches!(sessions.resume(&id, ""), Resumed::Unknown));
     }
 }

@@ -207,31 +207,26 @@ impl State {
             Resume::Session {
                 session_id,
                 last_event_seq,
-            } => match self.sessions.application_of(&session_id) {
-                Some(owner)
-                    if !constant_time_eq(owner.as_bytes(), handle.application.as_bytes()) =>
-                {
+            } => match self.sessions.resume(&session_id, &handle.application) {
+                registry::Resumed::Refused => {
                     crate::metrics::session_resume("refused");
                     info!(application = %LogStr(&handle.application), peer = ?self.peer,
                         "resume refused: the session belongs to another application");
                     self.pending = Some(handle);
                     return Next::Close(1008, "authentication failed", CloseCause::Auth);
                 }
-                Some(_) => match self.sessions.resume(&session_id) {
-                    registry::Resumed::Attached(record, generation) => {
-                        // The connection's own queue gives way to the session's.
-                        drop(handle);
-                        return self.on_resumed(
-                            reference_id,
-                            (record, generation),
-                            &session_id,
-                            &last_event_seq,
-                        );
-                    }
-                    registry::Resumed::Unknown => Some(()),
-                },
+                registry::Resumed::Attached(record, generation) => {
+                    // The connection's own queue gives way to the session's.
+                    drop(handle);
+                    return self.on_resumed(
+                        reference_id,
+                        (record, generation),
+                        &session_id,
+                        &last_event_seq,
+                    );
+                }
                 // Not held here: another node of the cluster may hold it.
-                None if self.clustered() => {
+                registry::Resumed::Unknown if self.clustered() => {
                     self.elsewhere = Some(Elsewhere {
                         reference_id,
                         handle,
@@ -240,7 +235,7 @@ impl State {
                     });
                     return Next::ResumeElsewhere;
                 }
-                None => Some(()),
+                registry::Resumed::Unknown => Some(()),
             },
         };
         self.open_new(reference_id, handle, resumed.is_some())

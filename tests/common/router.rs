@@ -195,6 +195,30 @@ impl Client {
         if let Some(t) = token {
             open["token"] = json!(t);
         }
+        self.opened(open, switches).await
+    }
+
+    /// Connect to `url` and open as `application` (with `resume` when given): the client and
+    /// the `EventServerConnected` reply, the link event of each of the `switches` read.
+    pub async fn open_as(
+        url: &str,
+        application: &str,
+        resume: Option<Value>,
+        switches: usize,
+    ) -> (Client, Value) {
+        let mut c = Client::connect(url).await;
+        let mut open =
+            json!({"message": "RequestOpen", "protocolVersion": 1, "application": application});
+        if let Some(r) = resume {
+            open["resume"] = r;
+        }
+        let reply = c.opened(open, switches).await;
+        (c, reply)
+    }
+
+    /// Send `open` (a `RequestOpen`), check the `EventServerConnected` reply and read the link
+    /// event of each of the `switches`: the reply.
+    async fn opened(&mut self, open: Value, switches: usize) -> Value {
         let reply = self.request(open).await;
         assert_eq!(reply["message"], "EventServerConnected", "{reply}");
         for _ in 0..switches {
@@ -317,6 +341,18 @@ impl Client {
                 Ok(Some(Err(e))) => panic!("WebSocket error before the close frame: {e}"),
             }
         }
+    }
+}
+
+/// Poll `check` every 10 ms until it holds; fail after 5 s naming `what`.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
