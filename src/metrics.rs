@@ -63,6 +63,12 @@ pub const CSTA_IN_FLIGHT: &str = "csta_router_csta_requests_in_flight";
 pub const CSTA_ROUNDTRIP: &str = "csta_router_csta_roundtrip_seconds";
 /// Frames whose XML could not be read.
 pub const CSTA_DECODE_ERRORS: &str = "csta_router_csta_decode_errors_total";
+/// ECMA-354 application sessions the switch refused (or did not answer), by reason.
+pub const LINK_SESSION_FAILURES: &str = "csta_router_link_session_failures_total";
+/// Frames read that are not quite as the standard has them, by kind (answered, not errors).
+pub const LINK_WARNINGS: &str = "csta_router_link_warnings_total";
+/// The `kind` of [`LINK_WARNINGS`] for a `SystemStatus` without its `systemStatus`.
+pub const WARNING_EMPTY_SYSTEM_STATUS: &str = "system_status_empty";
 /// Answers that came after their request had timed out.
 pub const CSTA_LATE_ANSWERS: &str = "csta_router_csta_late_answers_total";
 /// Invoke IDs reserved, by state (`in_flight`, `expired`).
@@ -173,7 +179,7 @@ pub fn install(request_timeout: Duration) -> PrometheusHandle {
 
 /// Every metric with its type and HELP text: a new metric is its name above and one line here
 /// (and its handle or its labels exported at 0 below).
-const DESCRIPTIONS: [(&str, Kind, &str); 29] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 31] = [
     (
         PRIVATE_SERVICE_REQUESTS,
         Kind::Counter,
@@ -313,6 +319,16 @@ const DESCRIPTIONS: [(&str, Kind, &str); 29] = [
         EXTENSION_ACTORS,
         Kind::Gauge,
         "Extension actors alive (one per DN in use).",
+    ),
+    (
+        LINK_SESSION_FAILURES,
+        Kind::Counter,
+        "ECMA-354 application sessions a switch refused or left unanswered, by reason: the standard definedError value, other (its text in the log) or timeout; the link stays down meanwhile.",
+    ),
+    (
+        LINK_WARNINGS,
+        Kind::Counter,
+        "Frames read from a switch that are not quite as the standard has them but are handled all the same (kind system_status_empty: a SystemStatus without its systemStatus, answered).",
     ),
     (
         CALLS_EVICTED,
@@ -556,6 +572,8 @@ pub struct LinkMetrics {
     pub link_queue_frames: Gauge,
     /// Times the link stopped reading for the router shard (per switch).
     pub read_pauses: Counter,
+    /// Frames handled with a warning (per switch).
+    pub warnings: Counter,
     /// Round trips, in the order of [`CSTA_REQUESTS`].
     roundtrip: Vec<Histogram>,
     switch: Arc<str>,
@@ -577,6 +595,7 @@ impl LinkMetrics {
             invoke_ids_expired: metrics::gauge!(INVOKE_IDS_RESERVED, "switch" => sw.clone(), "state" => INVOKE_ID_STATES[1]),
             link_queue_frames: metrics::gauge!(LINK_QUEUE_FRAMES, "switch" => sw.clone()),
             read_pauses: metrics::counter!(LINK_READ_PAUSES, "switch" => sw.clone()),
+            warnings: metrics::counter!(LINK_WARNINGS, "switch" => sw.clone(), "kind" => WARNING_EMPTY_SYSTEM_STATUS),
             roundtrip: CSTA_REQUESTS
                 .iter()
                 .map(|r| metrics::histogram!(CSTA_ROUNDTRIP, "switch" => sw.clone(), "request" => *r))
@@ -598,6 +617,25 @@ impl LinkMetrics {
         metrics::histogram!(CSTA_ROUNDTRIP, "switch" => self.switch.clone(), "request" => request)
             .record(elapsed.as_secs_f64());
     }
+}
+
+/// Show every session-failure reason of `switch` at 0 (a switch with
+/// `application-session = true`), so that a dashboard sees the series before the first one.
+pub fn session_failures_init(switch: &Arc<str>) {
+    let reasons = crate::csta::appsession::DEFINED_ERRORS
+        .into_iter()
+        .chain(["other", "timeout"]);
+    for reason in reasons {
+        metrics::counter!(LINK_SESSION_FAILURES, "switch" => switch.clone(), "reason" => reason)
+            .absolute(0);
+    }
+}
+
+/// Count a session failure of `switch` (`reason`: a standard `definedError`, `other` or
+/// `timeout`).
+pub fn session_failure(switch: &Arc<str>, reason: &'static str) {
+    metrics::counter!(LINK_SESSION_FAILURES, "switch" => switch.clone(), "reason" => reason)
+        .increment(1);
 }
 
 /// Set a link's `link_up` gauge.

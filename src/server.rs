@@ -143,7 +143,16 @@ impl Running {
             h.stop(true).await;
         }
         // The links go before the simulators: an embedded simulator stopping first would be
-        // seen (and logged as a warning) as the switch closing the link.
+        // seen (and logged as a warning) as the switch closing the link. Each link closes on
+        // purpose first (an ECMA-354 application session is stopped, within request-timeout).
+        let closing = self
+            .shared
+            .switches
+            .iter()
+            .filter_map(|s| s.handle.get())
+            .map(|h| h.addr.send(crate::link::CloseLinks));
+        let limit = self.shared.config.options.request_timeout.0 + Duration::from_millis(200);
+        let _ = tokio::time::timeout(limit, futures_util::future::join_all(closing)).await;
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
@@ -255,7 +264,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
 async fn start_simulators(config: &Config) -> Result<Vec<Simulator>, ServerError> {
     let mut simulators = Vec::new();
     for sw in config.switch.iter().filter(|s| s.simulated) {
-        let sim = Simulator::start_with_tls(
+        let sim = Simulator::start_vendor(
             SimConfig {
                 name: sw.name.clone(),
                 dns: crate::dnplan::DnPlan::parse(&sw.dns).unwrap_or_default(),
@@ -263,6 +272,7 @@ async fn start_simulators(config: &Config) -> Result<Vec<Simulator>, ServerError
                 control: sw.simulator_control,
                 dialect: sw.dialect(),
             },
+            sw.simulator_vendor,
             sw.simulator_tls.clone(),
         )
         .await?;

@@ -191,7 +191,7 @@ fn request_system_status_response() {
 #[test]
 fn system_status() {
     let m = Message::SystemStatus {
-        status: "enabled".into(),
+        status: Some("enabled".into()),
     };
     assert_eq!(
         m.encode(&ed3()),

@@ -147,7 +147,9 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|status| Message::RequestSystemStatusResponse { status })
             .boxed(),
         text()
-            .prop_map(|status| Message::SystemStatus { status })
+            .prop_map(|status| Message::SystemStatus {
+                status: Some(status),
+            })
             .boxed(),
         Just(Message::SystemStatusResponse).boxed(),
         text()

@@ -67,7 +67,7 @@ impl Client {
         assert_eq!(
             msg,
             Message::SystemStatus {
-                status: "enabled".into()
+                status: Some("enabled".into())
             }
         );
         c.send(0, &Message::SystemStatusResponse).await;

@@ -15,7 +15,7 @@ use clap::Parser;
 use csta_router::csta::{AccodeEncoding, Dialect, EscapeRoot, PrivateDataPosition};
 use csta_router::dnplan::DnPlan;
 use csta_router::logging::LogFormat;
-use csta_router::sim::{SimConfig, Simulator};
+use csta_router::sim::{SimConfig, Simulator, Vendor};
 
 /// A simulated PBX speaking CSTA Phase III XML (ECMA-323) over TCP, with an HTTP control API.
 ///
@@ -73,6 +73,10 @@ struct Args {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Behave like a switch of this make: osv, avaya, zultys or generic (namespace, device
+    /// forms, cross-references, ECMA-354 application sessions, greeting; README "pbx-sim").
+    #[arg(long, default_value = "generic", value_name = "VENDOR")]
+    vendor: Vendor,
 }
 
 /// One `--dns` value: a range of numbers (checked by the DN plan) or one DN made of dial-pad
@@ -159,7 +163,7 @@ async fn main() -> ExitCode {
         _ => None,
     };
 
-    let sim = match Simulator::start_with_tls(
+    let sim = match Simulator::start_vendor(
         SimConfig {
             name: args.name,
             dns,
@@ -167,6 +171,7 @@ async fn main() -> ExitCode {
             control: args.control,
             dialect,
         },
+        args.vendor,
         tls,
     )
     .await

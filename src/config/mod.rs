@@ -272,6 +272,9 @@ impl Config {
             if sw.dns.is_empty() {
                 return bad("dns", format!("switch {:?} owns no DN", sw.name));
             }
+            if let Err((key, message)) = sw.check_session() {
+                return bad(key, message);
+            }
             let plan = match DnPlan::parse(&sw.dns) {
                 Ok(plan) => plan,
                 Err(e) => return bad("dns", e.to_string()),
@@ -321,6 +324,8 @@ impl Config {
                 dialect: sw.dialect(),
                 settings: LinkSettings {
                     tls: sw.link_tls.clone(),
+                    app_session: sw.session_settings(),
+                    system_register: sw.system_register,
                     ..self.link_settings(sw.wire_trace)
                 },
             })

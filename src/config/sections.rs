@@ -245,9 +245,38 @@ pub struct SwitchEntry {
     /// The embedded simulator's TLS, loaded at start from `simulator-tls-cert`/`-key`.
     #[serde(skip)]
     pub simulator_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Open an ECMA-354 application session on every link connection before any CSTA
+    /// request (`application-session`), as Avaya AES and many OpenScape Voice deployments
+    /// require.
+    #[serde(default)]
+    pub application_session: bool,
+    /// The `applicationID` of the session (`session-application-id`).
+    #[serde(default = "default_session_application_id")]
+    pub session_application_id: String,
+    /// The ECMA-323 protocol version asked for (`session-protocol-version`).
+    #[serde(default = "default_csta_ns")]
+    pub session_protocol_version: String,
+    /// The session duration asked for (`session-duration`), whole seconds.
+    #[serde(default = "default_session_duration")]
+    pub session_duration: Dur,
+    /// Register for the switch's status reports after link start (`system-register`).
+    #[serde(default)]
+    pub system_register: bool,
+    /// The make the embedded simulator imitates (`simulator-vendor`, `simulated = true`
+    /// only); the router's own reading and writing follow its own keys, never this one.
+    #[serde(default)]
+    pub simulator_vendor: crate::sim::Vendor,
     /// The links, at least one.
     #[serde(default)]
     pub link: Vec<LinkEntry>,
+}
+
+fn default_session_application_id() -> String {
+    "csta-router".to_owned()
+}
+
+fn default_session_duration() -> Dur {
+    Dur(Duration::from_secs(180))
 }
 
 fn default_csta_ns() -> String {
@@ -259,6 +288,37 @@ fn default_hotdesk_ns() -> String {
 }
 
 impl SwitchEntry {
+    /// The application session its links open (`application-session = true`), if any.
+    pub fn session_settings(&self) -> Option<crate::link::AppSessionSettings> {
+        self.application_session
+            .then(|| crate::link::AppSessionSettings {
+                application_id: self.session_application_id.clone(),
+                protocol_version: self.session_protocol_version.clone(),
+                duration: self.session_duration.0,
+            })
+    }
+
+    /// The session keys' values: the key (under the switch) and what is wrong.
+    pub fn check_session(&self) -> Result<(), (&'static str, String)> {
+        let d = self.session_duration.0;
+        if d.subsec_nanos() != 0 || d < Duration::from_secs(1) {
+            return Err((
+                "session-duration",
+                format!(
+                    "{} is not a whole number of seconds of at least 1 s: ECMA-354 session durations are whole seconds (write e.g. \"180s\")",
+                    humantime::format_duration(d)
+                ),
+            ));
+        }
+        if d > super::values::MAX_DURATION {
+            return Err(("session-duration", "must be at most a day".into()));
+        }
+        if self.application_session && self.session_application_id.trim().is_empty() {
+            return Err(("session-application-id", "must not be empty".into()));
+        }
+        Ok(())
+    }
+
     /// The switch's dialect.
     pub fn dialect(&self) -> Dialect {
         Dialect {

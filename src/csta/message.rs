@@ -308,10 +308,12 @@ pub enum Message {
         /// The `systemStatus` value.
         status: String,
     },
-    /// The switch tells its status (a request from the switch; some send it on connect).
+    /// The switch tells its status (a request from the switch; some send it on connect, and
+    /// system registration reports status changes with it).
     SystemStatus {
-        /// The `systemStatus` value.
-        status: String,
+        /// The `systemStatus` value; `None` when the element is missing (real peers send a
+        /// self-closing `SystemStatus`): answered all the same.
+        status: Option<String>,
     },
     /// Our answer to [`Message::SystemStatus`].
     SystemStatusResponse,
@@ -367,6 +369,10 @@ pub enum Message {
     AssociateDataResponse,
     /// A negative response.
     Error(CstaError),
+    /// An ECMA-354 application-session message (see [`super::appsession`]).
+    AppSession(super::appsession::AppSession),
+    /// A system-registration message (see [`super::appsession`]).
+    SystemRegister(super::appsession::SystemRegister),
     /// A well-formed message we have no use for, named by its root.
     Other {
         /// The root element's local name.
@@ -436,6 +442,8 @@ impl Message {
             Message::AssociateData { .. } => "AssociateData",
             Message::AssociateDataResponse => "AssociateDataResponse",
             Message::Error(_) => "CSTAErrorCode",
+            Message::AppSession(m) => m.name(),
+            Message::SystemRegister(m) => m.name(),
             Message::Other { name } => name,
         }
     }
@@ -466,7 +474,7 @@ impl Message {
             }
             Message::SystemStatus { status } => {
                 let mut w = XmlWriter::new("SystemStatus", ns);
-                w.leaf("systemStatus", status);
+                w.opt_leaf("systemStatus", status.as_deref());
                 w.finish("SystemStatus")
             }
             Message::MonitorStart { device } => {
@@ -519,6 +527,8 @@ impl Message {
                 w.leaf(&e.category, &e.value);
                 w.finish("CSTAErrorCode")
             }
+            Message::AppSession(m) => m.encode(),
+            Message::SystemRegister(m) => m.encode(d),
             Message::Other { name } => XmlWriter::empty(name, ns),
         }
     }
@@ -546,7 +556,7 @@ impl Message {
                 status: status("RequestSystemStatusResponse")?,
             },
             "SystemStatus" => Message::SystemStatus {
-                status: status("SystemStatus")?,
+                status: root.child_value("systemStatus").map(str::to_owned),
             },
             "SystemStatusResponse" => Message::SystemStatusResponse,
             "MonitorStart" => Message::MonitorStart {
@@ -579,6 +589,7 @@ impl Message {
             "AssociateData" => decode_associate_data(root, d)?,
             "AssociateDataResponse" => Message::AssociateDataResponse,
             "CSTAErrorCode" => decode_error(root)?,
+            name if super::appsession::is_root(name) => super::appsession::decode(root),
             name => match CallEventKind::from_root(name) {
                 Some(kind) => {
                     let (_, conn, dev, other, _) = kind.layout();

@@ -9,11 +9,13 @@
 //! The router and the simulator both use this module; golden tests under `tests/` pin it to
 //! bytes written by hand from the specification, so the two cannot share one misreading.
 
+pub mod appsession;
 pub mod dialect;
 pub mod frame;
 pub mod message;
 pub mod xml;
 
+pub use appsession::{AppSession, SessionError, SystemRegister};
 pub use dialect::{AccodeEncoding, Dialect, EscapeRoot, PrivateDataPosition};
 pub use frame::{CstaCodec, Frame, FrameError, InvokeId};
 pub use message::{

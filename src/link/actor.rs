@@ -82,6 +82,13 @@ pub struct Disown {
     pub why: String,
 }
 
+/// Close the link on purpose and keep it closed (the router is shutting down): an open
+/// ECMA-354 application session is stopped first (`StopApplicationSession`, waiting at most
+/// `request-timeout` for the answer). Answered once the connection is closed.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
 /// How the session reaches a caller of [`LinkRequest`].
 type Reply = oneshot::Sender<Result<Message, LinkError>>;
 
@@ -142,6 +149,9 @@ pub struct LinkActor {
     down: DownReport,
     /// Whether the switch is owned here (the link connects and reconnects only then).
     owned: bool,
+    /// The link is stopping its application session: that one frame goes out even with the
+    /// fence closed (it ends only this node's own session, never acts on the switch's calls).
+    stopping_session: bool,
 }
 
 impl LinkActor {
@@ -159,6 +169,9 @@ impl LinkActor {
             owned,
         } = parts;
         let metrics = crate::metrics::LinkMetrics::new(&switch, index);
+        if settings.app_session.is_some() {
+            crate::metrics::session_failures_init(&switch);
+        }
         let session = Session::new(
             switch.clone(),
             index,
@@ -188,7 +201,55 @@ impl LinkActor {
             timer: None,
             down: DownReport::default(),
             owned,
+            stopping_session: false,
         }
+    }
+
+    /// Close the connection on purpose (the actor is no longer owned): stop an open
+    /// application session first, waiting at most `request-timeout` for its answer, never on
+    /// a lost link. Resolves once the connection is closed.
+    fn close_on_purpose(
+        &mut self,
+        why: String,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, ()> {
+        let stop = match (&self.connection, self.session.session_id()) {
+            (Some(_), Some(_)) => {
+                let (tx, rx) = oneshot::channel();
+                let out = self.session.stop_session(tx, Instant::now());
+                self.stopping_session = true;
+                self.carry_out(out, None, ctx);
+                self.stopping_session = false;
+                Some(rx)
+            }
+            _ => None,
+        };
+        let limit = self.settings.request_timeout + Duration::from_millis(50);
+        let switch = self.switch.clone();
+        let index = self.index;
+        let wait = async move {
+            if let Some(rx) = stop {
+                match tokio::time::timeout(limit, rx).await {
+                    Ok(Ok(Ok(_))) => {
+                        info!(switch = %switch, link = index, "ECMA-354 application session stopped")
+                    }
+                    Ok(Ok(Err(e))) => {
+                        info!(switch = %switch, link = index, "StopApplicationSession not confirmed: {e}")
+                    }
+                    _ => {
+                        info!(switch = %switch, link = index, "StopApplicationSession not answered in time")
+                    }
+                }
+            }
+        };
+        Box::pin(wait.into_actor(self).map(move |(), act, ctx| {
+            if act.connection.is_some() {
+                act.disconnect(Disconnect::Reported(why), ctx);
+            } else {
+                // A connect in progress is dropped when it completes (its generation is stale).
+                act.generation += 1;
+            }
+        }))
     }
 
     /// The switch's fence closed (its ownership lapsed): stop acting on it at once.
@@ -301,6 +362,9 @@ impl LinkActor {
                 }
                 Output::Up { status } => self.up(&status),
                 Output::Lost(loss) => self.lost(loss, ctx),
+                Output::SessionFailed { reason } => {
+                    crate::metrics::session_failure(&self.switch, reason);
+                }
                 Output::RoundTrip { request, elapsed } => {
                     self.export.metrics().roundtrip(request, elapsed);
                 }
@@ -322,7 +386,7 @@ impl LinkActor {
     fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         self.trace("out", &frame);
         let id = frame.invoke_id;
-        if !self.feed.may_act() {
+        if !self.feed.may_act() && !self.stopping_session {
             // Never a frame to a switch another node may own now.
             let out = self.session.unsent(id, Unsent::Closed, Instant::now());
             self.carry_out(out, None, ctx);
@@ -487,19 +551,26 @@ impl Handler<Own> for LinkActor {
 }
 
 impl Handler<Disown> for LinkActor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, disown: Disown, ctx: &mut Self::Context) {
+    fn handle(&mut self, disown: Disown, ctx: &mut Self::Context) -> Self::Result {
         if !self.owned {
-            return;
+            return Box::pin(actix::fut::ready(()));
         }
         self.owned = false;
-        if self.connection.is_some() {
-            self.disconnect(Disconnect::Reported(disown.why), ctx);
-        } else {
-            // A connect in progress is dropped when it completes (its generation is stale).
-            self.generation += 1;
+        self.close_on_purpose(disown.why, ctx)
+    }
+}
+
+impl Handler<Close> for LinkActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) -> Self::Result {
+        let was_owned = std::mem::replace(&mut self.owned, false);
+        if !was_owned && self.connection.is_none() {
+            return Box::pin(actix::fut::ready(()));
         }
+        self.close_on_purpose("the router is shutting down".into(), ctx)
     }
 }
 

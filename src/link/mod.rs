@@ -47,7 +47,7 @@ mod session;
 mod stats;
 mod switch;
 
-pub use actor::{Disown, LinkActor, LinkRequest, LinkStatusChanged, Own, RoutedRequest};
+pub use actor::{Close, Disown, LinkActor, LinkRequest, LinkStatusChanged, Own, RoutedRequest};
 pub use backoff::Backoff;
 pub use invoke::{Exhaustion, InvokeAllocator, ID_SPACE, LOW_FREE, ORDINARY_LIMIT, STUCK_FACTOR};
 pub use ownership::{fence_margin, Fence, Sequence};
@@ -56,7 +56,8 @@ pub use route::{MonitorOutcome, SwitchRoute};
 pub use session::{Delivery, Disconnect, LinkState, Loss, Output, Session, Unsent, Waiter};
 pub use stats::LinkStats;
 pub use switch::{
-    StartMonitor, StopMonitor, Switch, SwitchHandle, SwitchRequest, SwitchStatus, SwitchStatusQuery,
+    CloseLinks, StartMonitor, StopMonitor, Switch, SwitchHandle, SwitchRequest, SwitchStatus,
+    SwitchStatusQuery,
 };
 
 use crate::csta::{CstaError, Dialect, Message};
@@ -149,6 +150,24 @@ pub struct LinkSettings {
     /// TLS on the links (`tls = true`): the TCP connection is wrapped in a TLS client
     /// connection before anything is sent; `None`: plain TCP.
     pub tls: Option<crate::tls::LinkTls>,
+    /// ECMA-354 application sessions (`application-session = true`): a session is opened
+    /// before anything else on every connection, and its timer resets replace the
+    /// keep-alive; `None`: no sessions.
+    pub app_session: Option<AppSessionSettings>,
+    /// Send `SystemRegister` once the link is up (`system-register = true`), so that the
+    /// switch reports its status changes.
+    pub system_register: bool,
+}
+
+/// What a link asks for when it opens an ECMA-354 application session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSessionSettings {
+    /// `applicationID` (`session-application-id`): how the switch's administrator knows us.
+    pub application_id: String,
+    /// The requested `protocolVersion` (`session-protocol-version`).
+    pub protocol_version: String,
+    /// The requested session duration (`session-duration`, whole seconds).
+    pub duration: Duration,
 }
 
 impl Default for LinkSettings {
@@ -166,6 +185,8 @@ impl Default for LinkSettings {
             first_invoke_id: 1,
             wire_trace: false,
             tls: None,
+            app_session: None,
+            system_register: false,
         }
     }
 }

@@ -35,6 +35,9 @@
 //!   `MonitorStop`, forgotten with the connection; an event is reported for the DN whose
 //!   monitor carried it, an event on no known monitor is ignored.
 //!
+//! - **ECMA-354 sessions and system registration**: see the `app` submodule (a session
+//!   opened before the handshake, timer resets as the keep-alive, a stop on purpose).
+//!
 //! Counters live in the [`LinkStats`] the session is given (the one set of books of a link;
 //! the driver exports them to Prometheus).
 
@@ -48,6 +51,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
+mod app;
 #[cfg(test)]
 mod tests;
 
@@ -165,6 +169,12 @@ pub enum Output<C> {
     /// The link is lost (or could not be established): drop the connection and reconnect
     /// later. Everything that was in flight has been answered.
     Lost(Loss),
+    /// The switch refused to open an ECMA-354 application session, or did not answer:
+    /// count it under `reason` (a standard `definedError`, `other` or `timeout`).
+    SessionFailed {
+        /// The `reason` label.
+        reason: &'static str,
+    },
     /// A request was answered (in time) after `elapsed`: one sample of the round-trip
     /// histogram.
     RoundTrip {
@@ -184,6 +194,10 @@ enum Waiting<C> {
     Monitor(Arc<str>, C),
     Handshake,
     Keepalive,
+    /// `StartApplicationSession`.
+    AppStart,
+    /// `SystemRegister`.
+    Register,
     /// Timed out: the ID stays reserved until the answer arrives or the link resets.
     Expired,
 }
@@ -249,6 +263,7 @@ pub struct Session<C> {
     handshake_retry_at: Option<Instant>,
     keepalive: Keepalive,
     reading: Reading,
+    app: app::App,
     stats: Arc<LinkStats>,
     out: Vec<Output<C>>,
 }
@@ -291,6 +306,11 @@ impl<C> Session<C> {
                 blocked_until: None,
             },
             reading: Reading::default(),
+            app: app::App {
+                settings: settings.app_session.clone(),
+                system_register: settings.system_register,
+                ..app::App::default()
+            },
             stats,
             out: Vec::new(),
         }
@@ -310,7 +330,7 @@ impl<C> Session<C> {
     pub fn connected(&mut self, now: Instant) -> Vec<Output<C>> {
         self.state = LinkState::Handshaking;
         self.keepalive.last_rx = now;
-        self.handshake(now);
+        self.app_start(now);
         self.flush()
     }
 
@@ -371,7 +391,10 @@ impl<C> Session<C> {
     /// A frame from the switch.
     pub fn on_frame(&mut self, frame: Frame, now: Instant) -> Vec<Output<C>> {
         self.keepalive.last_rx = now;
-        self.keepalive.misses = 0;
+        if !self.uses_sessions() {
+            // On a session link only a positive timer reset ends a run of misses.
+            self.keepalive.misses = 0;
+        }
         let id = frame.invoke_id;
         match Message::decode(&frame.body, &self.dialect) {
             Ok(message) => self.on_message(id, message, now),
@@ -521,7 +544,9 @@ impl<C> Session<C> {
     ) -> Result<(), (LinkError, Waiting<C>)> {
         // The link's own requests may take the ID that ordinary ones always leave free.
         let id = match waiting {
-            Waiting::Keepalive | Waiting::Handshake => self.invokes.allocate_spare(),
+            Waiting::Keepalive | Waiting::Handshake | Waiting::AppStart => {
+                self.invokes.allocate_spare()
+            }
             _ => self.invokes.allocate(),
         };
         let Some(id) = id else {
@@ -558,10 +583,15 @@ impl<C> Session<C> {
                 result: Err(error),
             }),
             Waiting::Routed(dn, tag) => self.route_answer(dn, tag, Err(error)),
-            Waiting::Handshake => self.lose(Loss::Failed(error.to_string()), now),
+            Waiting::Handshake | Waiting::AppStart => {
+                self.lose(Loss::Failed(error.to_string()), now)
+            }
             Waiting::Keepalive => {
                 self.keepalive.outstanding = false;
                 debug!(switch = %self.switch, link = self.link, "keep-alive not sent: {error}");
+            }
+            Waiting::Register => {
+                debug!(switch = %self.switch, link = self.link, "SystemRegister not sent: {error}");
             }
             Waiting::Expired => {}
         }
@@ -583,10 +613,16 @@ impl<C> Session<C> {
         match message {
             // Requests from the switch: answered with the switch's own invoke ID.
             Message::SystemStatus { status } => {
-                self.reply(id, &Message::SystemStatusResponse);
-                if self.state == LinkState::Up && !is_operational(&status) {
-                    let why = format!("the switch reports systemStatus {status}");
-                    self.lose(Loss::Failed(why), now);
+                if id != InvokeId::EVENT {
+                    self.reply(id, &Message::SystemStatusResponse);
+                }
+                match status {
+                    Some(status) if self.state == LinkState::Up && !is_operational(&status) => {
+                        let why = format!("the switch reports systemStatus {status}");
+                        self.lose(Loss::Failed(why), now);
+                    }
+                    Some(_) => {}
+                    None => self.empty_status(),
                 }
             }
             Message::RequestSystemStatus => {
@@ -644,7 +680,14 @@ impl<C> Session<C> {
                 self.out.push(Output::Answer { to, result });
             }
             Waiting::Handshake => self.handshake_answered(result, now),
-            Waiting::Keepalive => self.keepalive.outstanding = false,
+            Waiting::Keepalive => {
+                self.keepalive.outstanding = false;
+                if self.uses_sessions() {
+                    self.app_reset_answered(result, now);
+                }
+            }
+            Waiting::AppStart => self.app_started(result, now),
+            Waiting::Register => self.app_registered(result),
             Waiting::Expired => {
                 count(&self.stats.late_answers);
                 debug!(switch = %self.switch, invoke = %id, request = p.request, "late answer dropped");
@@ -661,10 +704,15 @@ impl<C> Session<C> {
                 }
                 self.state = LinkState::Up;
                 self.out.push(Output::Up { status });
+                self.app_up(now);
             }
             Ok(Message::RequestSystemStatusResponse { status }) => {
                 debug!(switch = %self.switch, link = self.link, "switch not ready (systemStatus {status}); asking again");
                 self.handshake_retry_at = Some(now + self.timers.handshake_retry);
+            }
+            Err(LinkError::Rejected { error, .. }) => {
+                let why = self.refused_handshake(&error);
+                self.lose(Loss::Failed(why), now);
             }
             other => {
                 let why = format!("unexpected answer to RequestSystemStatus: {other:?}");
@@ -700,6 +748,10 @@ impl<C> Session<C> {
                 self.lose(Loss::Failed(why), now);
             }
             Waiting::Keepalive => self.keepalive_expired(now),
+            Waiting::AppStart => self.app_start_expired(now),
+            Waiting::Register => {
+                debug!(switch = %self.switch, link = self.link, "SystemRegister unanswered");
+            }
             Waiting::Expired => {}
         }
     }
@@ -729,11 +781,15 @@ impl<C> Session<C> {
     fn keepalive_due(&self) -> Option<Instant> {
         let k = &self.keepalive;
         let interval = self.timers.kpl_interval;
-        if self.state != LinkState::Up || k.outstanding || interval.is_zero() || self.reading.paused
-        {
+        if self.state != LinkState::Up || k.outstanding || self.reading.paused {
             return None;
         }
-        let due = k.last_rx.checked_add(interval)?;
+        let due = match self.app_reset_due() {
+            // A session link: the timer resets, whatever the traffic and kpl-interval.
+            Some(next_reset) => next_reset?,
+            None if interval.is_zero() => return None,
+            None => k.last_rx.checked_add(interval)?,
+        };
         Some(k.blocked_until.map_or(due, |b| due.max(b)))
     }
 
@@ -756,6 +812,9 @@ impl<C> Session<C> {
         }
         self.keepalive.outstanding = true;
         self.keepalive.pauses_at_send = self.stats.read_pauses.load(Ordering::Relaxed);
+        if self.app_reset_due().is_some() {
+            return self.app_reset(now);
+        }
         if let Err((error, waiting)) =
             self.send(Message::RequestSystemStatus, Waiting::Keepalive, now)
         {
@@ -790,9 +849,16 @@ impl<C> Session<C> {
                     result: Err(error),
                 }),
                 Waiting::Routed(dn, tag) => self.route_answer(dn, tag, Err(error)),
-                Waiting::Handshake | Waiting::Keepalive | Waiting::Expired => {}
+                Waiting::Handshake
+                | Waiting::Keepalive
+                | Waiting::AppStart
+                | Waiting::Register
+                | Waiting::Expired => {}
             }
         }
+        // The session goes with the connection: the next one opens a new one.
+        self.app.session_id = None;
+        self.app.next_reset = None;
         self.invokes.release_all();
         self.deadlines.clear();
         self.monitors.clear();
@@ -807,6 +873,17 @@ impl<C> Session<C> {
         }
         self.state = LinkState::Down;
         self.out.push(Output::Lost(loss));
+    }
+}
+
+impl<C> Session<C> {
+    /// A `SystemStatus` without its `systemStatus` (answered all the same): a warning, logged
+    /// once per link, never a decode error.
+    fn empty_status(&mut self) {
+        count(&self.stats.warnings);
+        if !std::mem::replace(&mut self.app.warned_empty_status, true) {
+            warn!(switch = %self.switch, link = self.link, "the switch sent a SystemStatus without systemStatus; answered, and read as no change (logged once per link)");
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub struct LinkStats {
     /// Invoke IDs held by requests that timed out and were never answered (freed by a link
     /// reset).
     pub invoke_ids_expired: AtomicU64,
+    /// Frames read but not quite as the standard has them (a `SystemStatus` without its
+    /// `systemStatus`): answered, counted here rather than as decode errors.
+    pub warnings: AtomicU64,
 }
 
 /// Add one to a counter of [`LinkStats`].
@@ -53,7 +56,7 @@ enum Series<'a> {
 }
 
 /// Number of rows in [`Export::table`].
-const ROWS: usize = 10;
+const ROWS: usize = 11;
 
 /// Carries a link's [`LinkStats`] to its Prometheus handles.
 #[derive(Debug)]
@@ -97,6 +100,7 @@ impl Export {
                 &stats.invoke_ids_expired,
                 Series::Level(&m.invoke_ids_expired),
             ),
+            (&stats.warnings, Series::Counter(&m.warnings)),
         ]
     }
 

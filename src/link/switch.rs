@@ -7,7 +7,7 @@
 //! answers go from the link straight to the router shard. Monitor starts and stops do go
 //! through it, since it must know the monitored DNs to restore them.
 
-use super::actor::{Disown, Own};
+use super::actor::{Close, Disown, Own};
 use super::actor::{LinkActor, LinkParts, LinkRequest, LinkStatusChanged, RoutedRequest};
 use super::feed::ShardFeed;
 use super::ownership::{Fence, Sequence};
@@ -485,6 +485,26 @@ impl Handler<StopMonitor> for Switch {
             self.monitor_ops.push_back(MonitorOp::Stop(msg.0));
             self.pump_monitor_ops(ctx);
         }
+    }
+}
+
+/// Close every link of the switch on purpose (the router is shutting down): each stops its
+/// ECMA-354 application session, if it has one, waiting at most `request-timeout`, and stays
+/// closed. Answered once every link has closed.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct CloseLinks;
+
+impl Handler<CloseLinks> for Switch {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: CloseLinks, _: &mut Self::Context) -> Self::Result {
+        let closing: Vec<_> = self.links.iter().map(|s| s.addr.send(Close)).collect();
+        Box::pin(async move {
+            for c in closing {
+                let _ = c.await;
+            }
+        })
     }
 }
 

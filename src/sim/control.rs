@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::session::ResetMode;
 use super::state::{Garbage, SimError, ERROR_CATEGORIES};
 use super::Switch;
 use crate::csta::{CstaError, HotDeskAction, HotDeskRequest};
@@ -85,6 +86,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/hotdesk/cancel", web::post().to(hotdesk_cancel))
         .route("/burst", web::post().to(burst))
         .route("/faults/{fault}", web::post().to(fault))
+        .route("/session", web::post().to(session))
         .default_service(web::to(not_found));
 }
 
@@ -396,6 +398,61 @@ struct StatusBody {
 
 /// XML element content must not be able to break the document: the values the control API
 /// puts on the wire are restricted to a safe alphabet.
+/// `POST /session`: the switch's ECMA-354 behaviour; every key optional, absent keys keep
+/// their value.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SessionBody {
+    /// The longest session granted, seconds (at least 1).
+    grant_max_s: Option<u32>,
+    /// Refuse CSTA requests outside a session.
+    required: Option<bool>,
+    /// Refuse the next StartApplicationSession with this definedError ("" clears it).
+    reject_next_start: Option<String>,
+    /// Answer (and apply) timer resets this late (0: at once).
+    reset_delay_ms: Option<u64>,
+    /// Never answer nor apply timer resets (false: back to answering).
+    ignore_resets: Option<bool>,
+}
+
+async fn session(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
+    respond((|| {
+        let b: SessionBody = parse(&body)?;
+        let mut st = sw.lock();
+        let s = &mut st.sessions;
+        if let Some(cap) = b.grant_max_s {
+            if cap == 0 {
+                return Err(SimError::bad_request("grantMaxS must be at least 1"));
+            }
+            s.cap_s = cap;
+        }
+        if let Some(required) = b.required {
+            s.required = required;
+        }
+        if let Some(e) = b.reject_next_start {
+            if !e.is_empty() && !xml_safe(&e) {
+                return Err(SimError::bad_request(
+                    "the definedError must be letters, digits, '_', '-', '.' or ':'",
+                ));
+            }
+            s.reject_next_start((!e.is_empty()).then_some(e));
+        }
+        if let Some(ms) = b.reset_delay_ms {
+            s.resets = if ms == 0 {
+                ResetMode::Answer
+            } else {
+                ResetMode::Delay(std::time::Duration::from_millis(ms))
+            };
+        }
+        match b.ignore_resets {
+            Some(true) => s.resets = ResetMode::Ignore,
+            Some(false) if s.resets == ResetMode::Ignore => s.resets = ResetMode::Answer,
+            _ => {}
+        }
+        Ok(json!({ "sessions": s.json() }))
+    })())
+}
+
 fn xml_safe(value: &str) -> bool {
     !value.is_empty()
         && value

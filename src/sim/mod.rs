@@ -16,7 +16,11 @@
 
 mod control;
 mod server;
+mod session;
 mod state;
+pub mod vendor;
+
+pub use vendor::Vendor;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -144,6 +148,20 @@ impl Simulator {
         config: SimConfig,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<Simulator> {
+        Simulator::start_vendor(config, Vendor::Generic, tls).await
+    }
+
+    /// [`Simulator::start_with_tls`], shaped like a switch of `vendor` (see [`vendor`]): the
+    /// preset's namespace replaces the dialect's, and its device forms, cross-references,
+    /// greeting and application-session rules apply.
+    pub async fn start_vendor(
+        mut config: SimConfig,
+        vendor: Vendor,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Simulator> {
+        if let Some(ns) = vendor.namespace() {
+            config.dialect.csta_namespace = ns.to_owned();
+        }
         let mut listeners = Vec::with_capacity(config.links.len());
         let mut link_addrs = Vec::with_capacity(config.links.len());
         for addr in &config.links {
@@ -167,6 +185,7 @@ impl Simulator {
                 config.dns,
                 config.dialect,
                 &link_addrs,
+                vendor,
             )),
             shutdown: CancellationToken::new(),
         });
@@ -200,6 +219,7 @@ impl Simulator {
             links = ?link_addrs,
             control = ?control_addr,
             tls = with_tls,
+            vendor = vendor.name(),
             "simulated switch listening"
         );
         Ok(Simulator {

@@ -13,9 +13,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use super::session::ResetMode;
 use super::state::{ConnId, ConnTx, Decision, Out};
 use super::Switch;
-use crate::csta::{CstaCodec, CstaError, DecodeError, Frame, Message};
+use crate::csta::{AppSession, CstaCodec, CstaError, DecodeError, Frame, InvokeId, Message};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How long a TLS client has to complete its handshake before the connection is dropped.
@@ -96,9 +97,18 @@ where
     };
     let writer = tokio::spawn(write_loop(write, rx, queued, cancel.clone()));
     let mut frames = FramedRead::new(read, CstaCodec);
+    // How often an application session's timer is checked (the grants are whole seconds).
+    let mut session_check = tokio::time::interval(Duration::from_millis(25));
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = session_check.tick() => {
+                if switch.lock().sessions.expired(id, std::time::Instant::now()) {
+                    tracing::info!(switch = %switch.name, link, "application session not reset in time: it is over, closing the link connection");
+                    break;
+                }
+                continue;
+            }
             next = frames.next() => next,
         };
         match next {
@@ -162,6 +172,43 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(Duration::from_secs(1), write.shutdown()).await;
 }
 
+/// An ECMA-354 request from a link: start, reset (subject to the reset fault) or stop.
+fn on_session_request(switch: &Arc<Switch>, conn: ConnId, invoke: InvokeId, request: AppSession) {
+    let now = std::time::Instant::now();
+    let mut st = switch.lock();
+    if !st.sessions.serves {
+        let error = CstaError::new("operation", "generic");
+        return st.reply(conn, invoke, &Message::Error(error));
+    }
+    let answer = match request {
+        AppSession::Start { duration, .. } => st.sessions.start(conn, duration, now),
+        AppSession::Stop { session_id } => st.sessions.stop(conn, &session_id),
+        AppSession::Reset { session_id, .. } => match st.sessions.resets {
+            ResetMode::Answer => st.sessions.reset(conn, &session_id, now),
+            ResetMode::Ignore => return,
+            ResetMode::Delay(delay) => {
+                drop(st);
+                let switch = switch.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = switch.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {
+                            let mut st = switch.lock();
+                            let now = std::time::Instant::now();
+                            let answer = st.sessions.reset(conn, &session_id, now);
+                            st.reply(conn, invoke, &Message::AppSession(answer));
+                        }
+                    }
+                });
+                return;
+            }
+        },
+        // Responses and anything else a client has no business sending: ignored.
+        _ => return,
+    };
+    st.reply(conn, invoke, &Message::AppSession(answer));
+}
+
 /// Handle one frame read from a link: decode, apply the fault modes, answer.
 fn on_frame(switch: &Arc<Switch>, conn: ConnId, link: usize, frame: Frame) {
     let (msg, refusal) = match Message::decode(&frame.body, &switch.dialect) {
@@ -191,6 +238,17 @@ fn on_frame(switch: &Arc<Switch>, conn: ConnId, link: usize, frame: Frame) {
     tracing::trace!(switch = %switch.name, link, invoke = %frame.invoke_id, message = msg.name(), "received");
     if matches!(msg, Message::SystemStatusResponse) {
         // The client's answer to our greeting.
+        return;
+    }
+    if let Message::AppSession(request) = msg {
+        return on_session_request(switch, conn, frame.invoke_id, request);
+    }
+    let refused = switch.lock().sessions.gate(conn);
+    if let Some(error) = refused {
+        tracing::debug!(switch = %switch.name, link, "{} refused: no application session", msg.name());
+        switch
+            .lock()
+            .reply(conn, frame.invoke_id, &Message::Error(error));
         return;
     }
     let decision = switch.lock().receive(link, conn, msg.name());

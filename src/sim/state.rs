@@ -27,6 +27,9 @@ use crate::csta::{
 };
 use crate::dnplan::DnPlan;
 
+use super::session::Sessions;
+use super::vendor::Vendor;
+
 /// The connection identifier inside one simulator.
 pub(crate) type ConnId = u64;
 
@@ -366,6 +369,12 @@ pub(crate) struct SwitchState {
     stale_requests: u64,
     faults: Faults,
     closed: bool,
+    /// The preset: how devices, cross-references and greetings are written.
+    vendor: Vendor,
+    /// ECMA-354 application sessions, per connection.
+    pub(crate) sessions: Sessions,
+    /// Connections that sent `SystemRegister`: they get `SystemStatus` on a status change.
+    registered: BTreeSet<ConnId>,
 }
 
 impl SwitchState {
@@ -375,8 +384,16 @@ impl SwitchState {
         dns: DnPlan,
         dialect: Dialect,
         links: &[SocketAddr],
+        vendor: Vendor,
     ) -> SwitchState {
         SwitchState {
+            vendor,
+            sessions: Sessions::new(
+                vendor.serves_sessions(),
+                vendor.requires_session(),
+                vendor.session_cap(),
+            ),
+            registered: BTreeSet::new(),
             name,
             dns,
             dialect,
@@ -428,19 +445,18 @@ impl SwitchState {
         self.next_conn += 1;
         let id = self.next_conn;
         self.conns.insert(id, ConnEntry { link, tx, cancel });
-        self.send(
-            id,
-            InvokeId::ZERO,
-            &Message::SystemStatus {
-                status: "enabled".to_owned(),
-            },
-        );
+        if let Some(status) = self.vendor.greeting() {
+            let status = Some(status.to_owned());
+            self.send(id, InvokeId::ZERO, &Message::SystemStatus { status });
+        }
         Some(id)
     }
 
     /// Forget a closed connection and the monitors it owned.
     pub(crate) fn remove_conn(&mut self, id: ConnId) {
         self.conns.remove(&id);
+        self.sessions.remove_conn(id);
+        self.registered.remove(&id);
         let gone: Vec<String> = self
             .monitors
             .iter()
@@ -566,13 +582,24 @@ impl SwitchState {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        match encode_frame(invoke, msg, &self.dialect) {
+        let encoded = if invoke == InvokeId::EVENT {
+            let xml = self.vendor.decorate_event(msg.encode(&self.dialect));
+            Ok(crate::csta::Frame::new(invoke, xml))
+        } else {
+            encode_frame(invoke, msg, &self.dialect)
+        };
+        match encoded {
             Ok(frame) => {
                 tracing::trace!(switch = %self.name, conn, invoke = %invoke, message = msg.name(), "sending");
                 self.queue(conn, c, Out::Frame(frame));
             }
             Err(e) => tracing::warn!(switch = %self.name, "cannot send {}: {e}", msg.name()),
         }
+    }
+
+    /// Answer a request on one connection (nothing if it has closed).
+    pub(crate) fn reply(&self, conn: ConnId, invoke: InvokeId, msg: &Message) {
+        self.send(conn, invoke, msg);
     }
 
     /// Send an event to every monitor of the given devices, each copy carrying the cross-ref of
@@ -603,13 +630,18 @@ impl SwitchState {
         device: Option<&str>,
         other: Option<&str>,
     ) {
+        let v = self.vendor;
+        let connection = Connection {
+            call_id: connection.call_id,
+            device_id: connection.device_id.map(|d| v.connection_device(&d)),
+        };
         self.notify(devices, |x| {
             Message::Call(CallEvent {
                 kind,
                 cross_ref: Some(x),
                 connection: connection.clone(),
-                device: device.map(str::to_owned),
-                other_device: other.map(str::to_owned),
+                device: device.map(|d| v.device(d)),
+                other_device: other.map(|d| v.device(d)),
             })
         });
     }
@@ -675,9 +707,19 @@ impl SwitchState {
             Message::RequestSystemStatus => Ok(Message::RequestSystemStatusResponse {
                 status: self.faults.status.clone(),
             }),
-            Message::MonitorStart { device } => self.monitor_start(conn, &device),
+            Message::MonitorStart { device } => {
+                self.monitor_start(conn, &self.vendor.read_device(&device))
+            }
+            Message::SystemRegister(crate::csta::SystemRegister::Request) => {
+                self.registered.insert(conn);
+                Ok(Message::SystemRegister(
+                    crate::csta::SystemRegister::Response {
+                        register_id: Some(format!("{conn}ss")),
+                    },
+                ))
+            }
             Message::MonitorStop { cross_ref } => self.monitor_stop(conn, &cross_ref),
-            Message::Escape(req) => match self.hotdesk(&req) {
+            Message::Escape(req) => match self.hotdesk(&self.read_request(req)) {
                 Ok(event) => {
                     self.send(conn, invoke, &Message::EscapeResponse);
                     self.emit_hotdesk(&event);
@@ -687,7 +729,7 @@ impl SwitchState {
             },
             Message::AssociateData { call, account_code } => {
                 let call_id = call.call_id.unwrap_or_default();
-                let device = call.device_id.unwrap_or_default();
+                let device = self.vendor.read_device(&call.device_id.unwrap_or_default());
                 match self.set_account_code(&call_id, &device, &account_code) {
                     Ok(()) => {
                         self.send(conn, invoke, &Message::AssociateDataResponse);
@@ -723,7 +765,7 @@ impl SwitchState {
         };
         self.next_monitor += 1;
         let seq = self.next_monitor;
-        let cross_ref = format!("M{seq}");
+        let cross_ref = self.vendor.cross_ref(seq);
         self.monitors.insert(
             cross_ref.clone(),
             Monitor {
@@ -756,6 +798,20 @@ impl SwitchState {
     }
 
     // ----- hot-desking -------------------------------------------------------------------
+
+    /// A hot-desk request with its devices read as this switch reads them (`N<…>` forms).
+    fn read_request(&self, req: HotDeskRequest) -> HotDeskRequest {
+        let v = self.vendor;
+        HotDeskRequest {
+            guest: v.read_device(&req.guest),
+            action: match req.action {
+                HotDeskAction::Associate { host } => HotDeskAction::Associate {
+                    host: v.read_device(&host),
+                },
+                HotDeskAction::Cancel => HotDeskAction::Cancel,
+            },
+        }
+    }
 
     /// Apply a hot-desk request (from a link or from the phone); returns the event to send.
     pub(crate) fn hotdesk(&mut self, req: &HotDeskRequest) -> Result<HotDeskEvent, SimError> {
@@ -1187,10 +1243,11 @@ impl SwitchState {
             return;
         };
         let devices = call.devices();
+        let v = self.vendor;
         self.notify(&devices, |x| Message::CallInformation {
             cross_ref: Some(x),
-            connection: Connection::new(call_id, device),
-            device: Some(device.to_owned()),
+            connection: Connection::new(call_id, v.connection_device(device)),
+            device: Some(v.device(device)),
             account_code: code.to_owned(),
         });
     }
@@ -1232,6 +1289,13 @@ impl SwitchState {
 
     /// Set the status answered to `RequestSystemStatus`.
     pub(crate) fn set_status(&mut self, status: String) {
+        // A connection registered for status reports (SystemRegister) hears of the change.
+        for &conn in &self.registered {
+            let report = Message::SystemStatus {
+                status: Some(status.clone()),
+            };
+            self.send(conn, InvokeId::ZERO, &report);
+        }
         self.faults.status = status;
     }
 
@@ -1328,6 +1392,8 @@ impl SwitchState {
             "unknownMonitorStops": self.unknown_monitor_stops,
             "staleRequests": self.stale_requests,
             "faults": self.faults_json(),
+            "vendor": self.vendor.name(),
+            "sessions": self.sessions.json(),
         })
     }
 

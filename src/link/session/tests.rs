@@ -8,6 +8,8 @@ use super::*;
 use crate::csta::{CstaError, HotDeskAction, HotDeskEvent, HotDeskRequest, HotDeskState};
 use std::sync::atomic::AtomicU64;
 
+mod app;
+
 // ----- frames, as the specification writes them ----------------------------------------------
 
 /// Our `RequestSystemStatus` (handshake and keep-alive).
@@ -244,7 +246,7 @@ fn a_switch_not_ready_is_asked_again_and_a_wrong_answer_or_silence_loses_the_lin
     let out = s.on_frame(frame(3, INVALID_DEVICE), t0 + ms(600));
     assert!(
         matches!(out.as_slice(), [Output::RoundTrip { .. }, Output::Lost(Loss::Failed(why))]
-            if why.starts_with("unexpected answer to RequestSystemStatus: Err(Rejected")),
+            if why.starts_with("the switch refused RequestSystemStatus (operation/invalidDeviceID): the switch wants an ECMA-354 application session")),
         "{out:?}"
     );
     assert_eq!(s.state(), LinkState::Down);
