@@ -272,7 +272,7 @@ async fn start_simulators(config: &Config) -> Result<Vec<Simulator>, ServerError
                 control: sw.simulator_control,
                 dialect: sw.dialect(),
             },
-            sw.simulator_vendor,
+            sw.simulator_vendor.name().parse().unwrap_or_default(),
             sw.simulator_tls.clone(),
         )
         .await?;

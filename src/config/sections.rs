@@ -189,6 +189,34 @@ fn default_priority() -> u32 {
     1
 }
 
+/// `simulator-vendor`: the make an embedded simulator imitates (README, "pbx-sim"). Only the
+/// simulator reads it; the router follows its own keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimulatorVendor {
+    /// The simulator's own dialect.
+    #[default]
+    Generic,
+    /// Unify OpenScape Voice.
+    Osv,
+    /// Avaya Aura AES (DMCC).
+    Avaya,
+    /// Zultys MX.
+    Zultys,
+}
+
+impl SimulatorVendor {
+    /// The value as written in the configuration (and as `pbx-sim --vendor` takes it).
+    pub fn name(self) -> &'static str {
+        match self {
+            SimulatorVendor::Generic => "generic",
+            SimulatorVendor::Osv => "osv",
+            SimulatorVendor::Avaya => "avaya",
+            SimulatorVendor::Zultys => "zultys",
+        }
+    }
+}
+
 /// `[[switch]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -265,7 +293,7 @@ pub struct SwitchEntry {
     /// The make the embedded simulator imitates (`simulator-vendor`, `simulated = true`
     /// only); the router's own reading and writing follow its own keys, never this one.
     #[serde(default)]
-    pub simulator_vendor: crate::sim::Vendor,
+    pub simulator_vendor: SimulatorVendor,
     /// The links, at least one.
     #[serde(default)]
     pub link: Vec<LinkEntry>,

@@ -589,7 +589,7 @@ impl Message {
             "AssociateData" => decode_associate_data(root, d)?,
             "AssociateDataResponse" => Message::AssociateDataResponse,
             "CSTAErrorCode" => decode_error(root)?,
-            name if super::appsession::is_root(name) => super::appsession::decode(root),
+            name if super::appsession::is_root(name) => decode_session(root),
             name => match CallEventKind::from_root(name) {
                 Some(kind) => {
                     let (_, conn, dev, other, _) = kind.layout();
@@ -607,6 +607,17 @@ impl Message {
             },
         })
     }
+}
+
+/// An ECMA-354 or system-register message (a root of that family we do not know is `Other`).
+fn decode_session(root: &Element) -> Message {
+    use super::appsession::{AppSession, SystemRegister};
+    AppSession::decode(root)
+        .map(Message::AppSession)
+        .or_else(|| SystemRegister::decode(root).map(Message::SystemRegister))
+        .unwrap_or_else(|| Message::Other {
+            name: root.name.clone(),
+        })
 }
 
 /// The hot-desk request in an `Escape` (or `EscapeService`).

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::state::ConnId;
 use crate::csta::{AppSession, CstaError, SessionError};
+
+/// A link connection of the simulator (the state's connection IDs).
+type ConnId = u64;
 
 /// An open session.
 #[derive(Debug)]
