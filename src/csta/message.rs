@@ -29,42 +29,11 @@
 //! either as text or wrapped (`deviceIdentifier`). A well-formed document whose root we do not
 //! use is [`Message::Other`], never an error.
 
+pub use super::call::{CallEvent, CallEventKind, Connection, ConnectionChange};
+
+use super::call::{decode_call, encode_call};
 use super::dialect::Dialect;
 use super::xml::{Element, XmlError, XmlWriter};
-
-/// A connection: a call at a device. Both parts are opaque strings chosen by the switch and
-/// both are optional in the schema.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
-pub struct Connection {
-    /// The switch's call ID.
-    pub call_id: Option<String>,
-    /// The device of this connection.
-    pub device_id: Option<String>,
-}
-
-impl Connection {
-    /// A connection with both parts present.
-    pub fn new(call_id: impl Into<String>, device_id: impl Into<String>) -> Connection {
-        Connection {
-            call_id: Some(call_id.into()),
-            device_id: Some(device_id.into()),
-        }
-    }
-
-    fn read(e: &Element) -> Connection {
-        Connection {
-            call_id: e.child_value("callID").map(str::to_owned),
-            device_id: e.child_value("deviceID").map(str::to_owned),
-        }
-    }
-
-    fn write(&self, w: &mut XmlWriter, name: &str) {
-        w.open(name);
-        w.opt_leaf("callID", self.call_id.as_deref());
-        w.opt_leaf("deviceID", self.device_id.as_deref());
-        w.close(name);
-    }
-}
 
 /// What a hot-desk escape asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,162 +74,6 @@ pub struct HotDeskEvent {
     pub guest: String,
     /// The host, when the switch says which.
     pub host: Option<String>,
-}
-
-/// The kinds of call event that maintain a device's list of active calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CallEventKind {
-    /// `ServiceInitiatedEvent`: `initiatedConnection`, `initiatingDevice`.
-    ServiceInitiated,
-    /// `OriginatedEvent`: `originatedConnection`, `callingDevice`, `calledDevice`.
-    Originated,
-    /// `DeliveredEvent`: `connection`, `alertingDevice`, `callingDevice`.
-    Delivered,
-    /// `EstablishedEvent`: `establishedConnection`, `answeringDevice`, `callingDevice`.
-    Established,
-    /// `ConnectionClearedEvent`: `droppedConnection`, `releasingDevice`.
-    ConnectionCleared,
-    /// `CallClearedEvent`: `clearedCall`.
-    CallCleared,
-    /// `HeldEvent`: `heldConnection`, `holdingDevice`.
-    Held,
-    /// `RetrievedEvent`: `retrievedConnection`, `retrievingDevice`.
-    Retrieved,
-    /// `TransferedEvent` (ECMA-323's spelling): `primaryOldCall`, `transferringDevice`,
-    /// `transferredToDevice`.
-    Transferred,
-    /// `DivertedEvent`: `connection`, `divertingDevice`, `newDestination`.
-    Diverted,
-}
-
-impl CallEventKind {
-    /// Every kind, for tests and metrics.
-    pub const ALL: [CallEventKind; 10] = [
-        CallEventKind::ServiceInitiated,
-        CallEventKind::Originated,
-        CallEventKind::Delivered,
-        CallEventKind::Established,
-        CallEventKind::ConnectionCleared,
-        CallEventKind::CallCleared,
-        CallEventKind::Held,
-        CallEventKind::Retrieved,
-        CallEventKind::Transferred,
-        CallEventKind::Diverted,
-    ];
-
-    /// (root, connection element, subject device element, other device element, cause)
-    fn layout(
-        self,
-    ) -> (
-        &'static str,
-        &'static str,
-        Option<&'static str>,
-        Option<&'static str>,
-        &'static str,
-    ) {
-        use CallEventKind::*;
-        match self {
-            ServiceInitiated => (
-                "ServiceInitiatedEvent",
-                "initiatedConnection",
-                Some("initiatingDevice"),
-                None,
-                "newCall",
-            ),
-            Originated => (
-                "OriginatedEvent",
-                "originatedConnection",
-                Some("callingDevice"),
-                Some("calledDevice"),
-                "newCall",
-            ),
-            Delivered => (
-                "DeliveredEvent",
-                "connection",
-                Some("alertingDevice"),
-                Some("callingDevice"),
-                "newCall",
-            ),
-            Established => (
-                "EstablishedEvent",
-                "establishedConnection",
-                Some("answeringDevice"),
-                Some("callingDevice"),
-                "newCall",
-            ),
-            ConnectionCleared => (
-                "ConnectionClearedEvent",
-                "droppedConnection",
-                Some("releasingDevice"),
-                None,
-                "normalClearing",
-            ),
-            CallCleared => (
-                "CallClearedEvent",
-                "clearedCall",
-                None,
-                None,
-                "normalClearing",
-            ),
-            Held => (
-                "HeldEvent",
-                "heldConnection",
-                Some("holdingDevice"),
-                None,
-                "normal",
-            ),
-            Retrieved => (
-                "RetrievedEvent",
-                "retrievedConnection",
-                Some("retrievingDevice"),
-                None,
-                "normal",
-            ),
-            Transferred => (
-                "TransferedEvent",
-                "primaryOldCall",
-                Some("transferringDevice"),
-                Some("transferredToDevice"),
-                "transfer",
-            ),
-            Diverted => (
-                "DivertedEvent",
-                "connection",
-                Some("divertingDevice"),
-                Some("newDestination"),
-                "redirected",
-            ),
-        }
-    }
-
-    /// The root element name of this event.
-    pub fn root(self) -> &'static str {
-        self.layout().0
-    }
-
-    fn from_root(root: &str) -> Option<CallEventKind> {
-        // "TransferredEvent" is read too: some switches correct ECMA's spelling.
-        if root == "TransferredEvent" {
-            return Some(CallEventKind::Transferred);
-        }
-        CallEventKind::ALL.into_iter().find(|k| k.root() == root)
-    }
-}
-
-/// A call event (see [`CallEventKind`] for the elements of each kind).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallEvent {
-    /// Which event.
-    pub kind: CallEventKind,
-    /// The monitor it was sent on.
-    pub cross_ref: Option<String>,
-    /// The connection the event is about.
-    pub connection: Connection,
-    /// The subject device (initiating, calling, alerting, answering, releasing, holding,
-    /// retrieving, transferring or diverting device).
-    pub device: Option<String>,
-    /// The other device (called, calling, transferred-to device or new destination).
-    pub other_device: Option<String>,
 }
 
 /// A negative response (`CSTAErrorCode`): a category and a value, both as the switch wrote them.
@@ -355,8 +168,10 @@ pub enum Message {
         connection: Connection,
         /// The device where the code was entered.
         device: Option<String>,
-        /// The code, decoded per the dialect's `accode-encoding`.
-        account_code: String,
+        /// The code, decoded per the dialect's `accode-encoding`; `None` when the event carries
+        /// no `accountInfo` (the common case on some switches: call information without a
+        /// code), which is then a call event like any other and no account-code event.
+        account_code: Option<String>,
     },
     /// Set an account code on a call (private service 501).
     AssociateData {
@@ -513,7 +328,9 @@ impl Message {
                         .leaf("deviceIdentifier", device)
                         .close("device");
                 }
-                w.leaf("accountInfo", &d.accode_encoding.encode(account_code));
+                if let Some(code) = account_code {
+                    w.leaf("accountInfo", &d.accode_encoding.encode(code));
+                }
                 w.finish("CallInformationEvent")
             }
             Message::AssociateData { call, account_code } => {
@@ -591,16 +408,7 @@ impl Message {
             "CSTAErrorCode" => decode_error(root)?,
             name if super::appsession::is_root(name) => decode_session(root),
             name => match CallEventKind::from_root(name) {
-                Some(kind) => {
-                    let (_, conn, dev, other, _) = kind.layout();
-                    Message::Call(CallEvent {
-                        kind,
-                        cross_ref: cross_ref(),
-                        connection: root.child(conn).map(Connection::read).unwrap_or_default(),
-                        device: dev.and_then(|n| root.child_value(n)).map(str::to_owned),
-                        other_device: other.and_then(|n| root.child_value(n)).map(str::to_owned),
-                    })
-                }
+                Some(kind) => Message::Call(decode_call(kind, root)),
                 None => Message::Other {
                     name: name.to_owned(),
                 },
@@ -659,21 +467,6 @@ fn encode_private_event(cross_ref: Option<&str>, event: &HotDeskEvent, d: &Diale
     w.close("guestAssociatedEvent");
     close_private(&mut w, d);
     w.finish("PrivateEvent")
-}
-
-/// A call event, laid out as its kind says.
-fn encode_call(c: &CallEvent, ns: &str) -> String {
-    let (root, conn, dev, other, cause) = c.kind.layout();
-    let mut w = XmlWriter::new(root, ns);
-    w.opt_leaf("monitorCrossRefID", c.cross_ref.as_deref());
-    c.connection.write(&mut w, conn);
-    for (name, value) in [(dev, &c.device), (other, &c.other_device)] {
-        if let (Some(name), Some(value)) = (name, value) {
-            w.open(name).leaf("deviceIdentifier", value).close(name);
-        }
-    }
-    w.leaf("cause", cause);
-    w.finish(root)
 }
 
 /// `value`, or the error naming what is missing from `message`.
@@ -764,8 +557,17 @@ fn account_code(
 }
 
 fn decode_call_information(root: &Element, d: &Dialect) -> Result<Message, DecodeError> {
+    let account_code = match root.child_value("accountInfo") {
+        Some(_) => Some(account_code(
+            root,
+            d,
+            "CallInformationEvent",
+            "accountInfo",
+        )?),
+        None => None,
+    };
     Ok(Message::CallInformation {
-        account_code: account_code(root, d, "CallInformationEvent", "accountInfo")?,
+        account_code,
         cross_ref: root.child_value("monitorCrossRefID").map(str::to_owned),
         connection: root
             .child("connection")

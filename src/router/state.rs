@@ -9,6 +9,7 @@ use super::calls::CallTable;
 use super::messages::{Delivery, Disowned, ForgetCall, Retiring, ToDn};
 use crate::client::{ClientHandle, Hub};
 use crate::config::Config;
+use crate::csta::DeviceNaming;
 use crate::dnplan::DnPlan;
 use crate::link::SwitchHandle;
 use crate::protocol::{RegisterMode, SharedText, SwitchView};
@@ -42,6 +43,9 @@ pub struct SwitchCtx {
     pub name: Arc<str>,
     /// Its DN plan.
     pub plan: DnPlan,
+    /// How the switch names devices (`device-id-form`, `dn-prefix`, `dn-suffix`): requests
+    /// are written so, and DNs found so in its events.
+    pub naming: DeviceNaming,
     /// Whether it is an embedded simulator.
     pub simulated: bool,
     /// The link layer (set once at start, before any client can connect).
@@ -98,6 +102,7 @@ impl SwitchCtx {
             metrics: crate::metrics::SwitchMetrics::new(&name),
             name,
             plan,
+            naming: DeviceNaming::default(),
             simulated,
             handle: OnceLock::new(),
             link_up: AtomicBool::new(false),
@@ -112,6 +117,12 @@ impl SwitchCtx {
             link_reason: Mutex::new(None),
             owner: Mutex::new(None),
         }
+    }
+
+    /// The context with the switch's device naming (default: bare DNs).
+    pub fn with_naming(mut self, naming: DeviceNaming) -> SwitchCtx {
+        self.naming = naming;
+        self
     }
 
     /// Whether requests for the switch are served here (see [`SwitchCtx::owned_here`]).

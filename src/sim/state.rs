@@ -642,6 +642,8 @@ impl SwitchState {
                 connection: connection.clone(),
                 device: device.map(|d| v.device(d)),
                 other_device: other.map(|d| v.device(d)),
+                cause: Some(kind.default_cause().to_owned()),
+                changes: Vec::new(),
             })
         });
     }
@@ -1248,7 +1250,7 @@ impl SwitchState {
             cross_ref: Some(x),
             connection: Connection::new(call_id, v.connection_device(device)),
             device: Some(v.device(device)),
-            account_code: code.to_owned(),
+            account_code: Some(code.to_owned()),
         });
     }
 
