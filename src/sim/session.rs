@@ -51,15 +51,14 @@ pub(crate) struct Sessions {
     reject_next: Option<String>,
     pub resets: ResetMode,
     open: HashMap<ConnId, Open>,
-    /// CSTA requests read on a connection before it opened a session.
-    early: HashMap<ConnId, u64>,
     next_id: u64,
     started: u64,
     refused: u64,
     stopped: u64,
     expired: u64,
     resets_answered: u64,
-    requests_before_session: u64,
+    /// CSTA requests read on a connection without an open session.
+    requests_outside_session: u64,
 }
 
 impl Sessions {
@@ -72,14 +71,13 @@ impl Sessions {
             reject_next: None,
             resets: ResetMode::Answer,
             open: HashMap::new(),
-            early: HashMap::new(),
             next_id: 0,
             started: 0,
             refused: 0,
             stopped: 0,
             expired: 0,
             resets_answered: 0,
-            requests_before_session: 0,
+            requests_outside_session: 0,
         }
     }
 
@@ -109,7 +107,6 @@ impl Sessions {
             self.next_id
         );
         let grant = Duration::from_secs(u64::from(granted));
-        self.requests_before_session += self.early.remove(&conn).unwrap_or(0);
         self.open.insert(
             conn,
             Open {
@@ -157,7 +154,7 @@ impl Sessions {
         if self.open.contains_key(&conn) {
             return None;
         }
-        *self.early.entry(conn).or_default() += 1;
+        self.requests_outside_session += 1;
         self.required.then(|| CstaError::new("security", "generic"))
     }
 
@@ -176,7 +173,6 @@ impl Sessions {
     /// Forget a closed connection (its session goes with it).
     pub(crate) fn remove_conn(&mut self, conn: ConnId) {
         self.open.remove(&conn);
-        self.early.remove(&conn);
     }
 
     /// The sessions as JSON, for `GET /state`.
@@ -196,7 +192,7 @@ impl Sessions {
             "stopped": self.stopped,
             "expired": self.expired,
             "resetsAnswered": self.resets_answered,
-            "requestsBeforeSession": self.requests_before_session,
+            "requestsOutsideSession": self.requests_outside_session,
             "rejectNextStart": self.reject_next,
             "resets": resets,
         })
@@ -222,7 +218,7 @@ mod tests {
             panic!()
         };
         assert_eq!(duration, Some(2));
-        assert_eq!(s.json()["requestsBeforeSession"], 1);
+        assert_eq!(s.json()["requestsOutsideSession"], 1);
         assert!(s.gate(1).is_none());
         let reset = s.reset(1, &session_id, t0 + Duration::from_millis(1500));
         assert_eq!(reset, AppSession::ResetPos { duration: Some(2) });

@@ -582,11 +582,12 @@ impl SwitchState {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let encoded = if invoke == InvokeId::EVENT {
-            let xml = self.vendor.decorate_event(msg.encode(&self.dialect));
-            Ok(crate::csta::Frame::new(invoke, xml))
-        } else {
+        let encoded = if self.vendor == Vendor::Generic {
             encode_frame(invoke, msg, &self.dialect)
+        } else {
+            let xml = msg.encode(&self.dialect);
+            let xml = self.vendor.shape(xml, invoke == InvokeId::EVENT);
+            Ok(crate::csta::Frame::new(invoke, xml))
         };
         match encoded {
             Ok(frame) => {

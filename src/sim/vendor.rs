@@ -125,7 +125,7 @@ impl Vendor {
     /// A device as the switch names it in a `connection/deviceID`.
     pub fn connection_device(self, dn: &str) -> String {
         match self {
-            Vendor::Osv => format!("{}{dn}", OSV_PREFIX.trim_start_matches('+')),
+            Vendor::Osv => format!("{OSV_PREFIX}{dn}"),
             _ => dn.to_owned(),
         }
     }
@@ -149,12 +149,18 @@ impl Vendor {
             .to_owned()
     }
 
-    /// Decorate an event document as the switch does (Avaya adds its private data to
-    /// every event).
-    pub fn decorate_event(self, xml: String) -> String {
-        if self != Vendor::Avaya {
-            return xml;
+    /// Shape a document as the switch writes it: Zultys declares no namespace at all, Avaya
+    /// adds its private data to every event.
+    pub fn shape(self, xml: String, event: bool) -> String {
+        match self {
+            Vendor::Zultys => xml.replacen(" xmlns=\"\"", "", 1),
+            Vendor::Avaya if event => Vendor::decorate_event(xml),
+            _ => xml,
         }
+    }
+
+    /// Avaya's private data, added to an event before its root closes.
+    fn decorate_event(xml: String) -> String {
         let Some(at) = xml.rfind("</") else {
             return xml;
         };
@@ -189,19 +195,24 @@ mod tests {
             Vendor::Osv.device("5001"),
             "N<+15615555001>;displayNumber=5001;noa=nk"
         );
-        assert_eq!(Vendor::Osv.connection_device("5001"), "15615555001");
+        assert_eq!(Vendor::Osv.connection_device("5001"), "+15615555001");
         assert_eq!(Vendor::Zultys.device("5001"), "5001");
     }
 
     #[test]
     fn avaya_events_carry_private_data_before_the_root_closes() {
         let xml = "<X xmlns=\"a\"><y>1</y></X>".to_owned();
-        let out = Vendor::Avaya.decorate_event(xml);
+        let out = Vendor::Avaya.shape(xml.clone(), true);
         assert!(
             out.starts_with("<X xmlns=\"a\"><y>1</y><extensions>"),
             "{out}"
         );
         assert!(out.ends_with("</extensions></X>"), "{out}");
-        assert_eq!(Vendor::Osv.decorate_event("<X/>".into()), "<X/>");
+        assert_eq!(Vendor::Avaya.shape(xml.clone(), false), xml);
+        assert_eq!(Vendor::Osv.shape(xml.clone(), true), xml);
+        assert_eq!(
+            Vendor::Zultys.shape("<X xmlns=\"\"><y/></X>".into(), true),
+            "<X><y/></X>"
+        );
     }
 }
