@@ -374,3 +374,39 @@ async fn an_osv_form_switch_end_to_end() {
     assert_eq!(decode_errors(&metrics), 0.0);
     router.stop();
 }
+
+/// `device-id-form` takes `"bare"` or `"osv"`; anything else is refused, naming the key and
+/// the file, and the three keys are accepted in a `[[switch]]` table.
+#[test]
+fn device_form_keys_are_checked() {
+    let switch = |lines: &str| {
+        format!("[[switch]]\nname = \"pbx\"\ndns = [\"5000-5999\"]\n{lines}\n[[switch.link]]\naddress = \"127.0.0.1:3000\"\n")
+    };
+    let dir = common::process::files(&[
+        (
+            "good.toml",
+            &switch("device-id-form = \"osv\"\ndn-prefix = \"+4989700\"\ndn-suffix = \"#\""),
+        ),
+        ("bad.toml", &switch("device-id-form = \"N<>\"")),
+    ]);
+    let check = |file: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_csta-router"))
+            .arg("--check-config")
+            .arg(file)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!text.contains("panicked at"), "{text}");
+        (out.status.code(), text)
+    };
+    let (code, text) = check("good.toml");
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = check("bad.toml");
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("device-id-form"), "{text}");
+    assert!(text.contains("bad.toml"), "{text}");
+    assert!(text.contains("bare") && text.contains("osv"), "{text}");
+}
