@@ -393,3 +393,77 @@ fn a_session_duration_that_is_not_whole_seconds_is_refused_naming_key_and_file()
         }
     }
 }
+
+/// The link layer alone against an in-process simulator in the avaya preset: a link closed
+/// on purpose (handed over to another node, or the router shutting down) stops its session.
+#[actix_rt::test]
+async fn a_hand_over_and_a_shutdown_stop_the_session() {
+    use common::switch;
+    use csta_router::csta::Dialect;
+    use csta_router::dnplan::DnPlan;
+    use csta_router::link::{AppSessionSettings, CloseLinks, Disown, LinkSettings, SwitchEvent};
+    use csta_router::sim::{SimConfig, Simulator, Vendor};
+
+    let sim = Simulator::start_vendor(
+        SimConfig {
+            name: "aes".into(),
+            dns: DnPlan::parse(&["5000-5999"]).unwrap(),
+            links: vec!["127.0.0.1:0".parse().unwrap()],
+            control: Some("127.0.0.1:0".parse().unwrap()),
+            dialect: Dialect::default(),
+        },
+        Vendor::Avaya,
+        None,
+    )
+    .await
+    .unwrap();
+    let control = SimControl {
+        addr: sim.control_addr().unwrap(),
+    };
+    let settings = LinkSettings {
+        app_session: Some(AppSessionSettings {
+            application_id: "csta-router".into(),
+            protocol_version: "http://www.ecma-international.org/standards/ecma-323/csta/ed3"
+                .into(),
+            duration: Duration::from_secs(180),
+        }),
+        ..switch::settings(Duration::from_secs(1), Duration::ZERO, 2)
+    };
+    async fn up(events: &mut tokio::sync::mpsc::UnboundedReceiver<SwitchEvent>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, events.recv()).await;
+            if matches!(ev, Ok(Some(SwitchEvent::LinkUp { .. }))) {
+                return;
+            }
+            assert!(ev.is_ok(), "no LinkUp within 10 s");
+        }
+    }
+    let (handle, mut events) = switch::start_switch(
+        "aes",
+        sim.link_addrs(),
+        Dialect::default(),
+        settings.clone(),
+    );
+    up(&mut events).await;
+    handle.addr.do_send(Disown {
+        why: "handed over".into(),
+    });
+    let state = until_state(&control, "a stop after the hand-over", |st| {
+        st["sessions"]["stopped"] == 1
+    })
+    .await;
+    assert_eq!(state["sessions"]["open"], 0, "{state}");
+
+    let (handle, mut events) =
+        switch::start_switch("aes", sim.link_addrs(), Dialect::default(), settings);
+    up(&mut events).await;
+    handle.addr.send(CloseLinks).await.unwrap();
+    let state = control.state().await;
+    assert_eq!(
+        (&state["sessions"]["stopped"], &state["sessions"]["open"]),
+        (&json!(2), &json!(0)),
+        "{state}"
+    );
+    sim.shutdown();
+}
