@@ -467,3 +467,40 @@ async fn a_hand_over_and_a_shutdown_stop_the_session() {
     );
     sim.shutdown();
 }
+
+#[test]
+fn simulator_vendor_shapes_an_embedded_simulator() {
+    let s = sample("osv");
+    let block = s
+        .block
+        .replace(
+            "[[switch.link]]",
+            "simulated = true\nsimulator-control = \"127.0.0.1:0\"\nsimulator-vendor = \"osv\"\n\n[[switch.link]]",
+        )
+        .lines()
+        .map(|l| {
+            if l.starts_with("address = ") {
+                "address = \"127.0.0.1:0\"".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = config::head("", "request-timeout = \"1s\"") + &block + "\n";
+    let r = RouterProcess::start("vendor-embedded", &text);
+    process::runtime().block_on(async {
+        until_link(&r, "osv", "connected").await;
+        let state = r.controls[0].state().await;
+        assert_eq!(state["vendor"], "osv", "{state}");
+        assert_eq!(
+            (
+                &state["sessions"]["started"],
+                &state["sessions"]["requestsOutsideSession"]
+            ),
+            (&json!(1), &json!(0)),
+            "{state}"
+        );
+    });
+    r.stop();
+}

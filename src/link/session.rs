@@ -781,10 +781,14 @@ impl<C> Session<C> {
     fn keepalive_due(&self) -> Option<Instant> {
         let k = &self.keepalive;
         let interval = self.timers.kpl_interval;
-        if self.state != LinkState::Up || k.outstanding || self.reading.paused {
+        let reset_due = self.app_reset_due();
+        // A session's timer runs from its start: it is reset while the handshake waits too.
+        let active = self.state == LinkState::Up
+            || (reset_due.is_some() && self.state == LinkState::Handshaking);
+        if !active || k.outstanding || self.reading.paused {
             return None;
         }
-        let due = match self.app_reset_due() {
+        let due = match reset_due {
             // A session link: the timer resets, whatever the traffic and kpl-interval.
             Some(next_reset) => next_reset?,
             None if interval.is_zero() => return None,

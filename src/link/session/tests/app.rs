@@ -152,6 +152,36 @@ fn timer_resets_replace_the_keepalive_at_a_third_of_the_grant_whatever_the_traff
 }
 
 #[test]
+fn the_session_timer_is_reset_while_the_switch_is_not_ready_yet() {
+    let (mut s, t0) = session(&session_settings());
+    s.connected(t0);
+    s.on_frame(frame(1, GRANTED_6S), t0);
+    s.on_frame(frame(2, &status_response("initializing")), t0 + ms(1));
+    assert_eq!(s.state(), LinkState::Handshaking);
+    // Asked again every reconnect-min; the reset comes a third of the grant after the start.
+    let mut resets = 0;
+    let mut t = t0;
+    while t < t0 + secs(3) {
+        t = s.poll_timeout().unwrap();
+        for out in s.tick(t) {
+            if let Output::Send(f) = &out {
+                if f.body == RESET_S1 {
+                    resets += 1;
+                    assert_eq!(t, t0 + secs(2));
+                }
+                let answer = if f.body == RESET_S1 {
+                    RESET_OK.to_owned()
+                } else {
+                    status_response("initializing")
+                };
+                s.on_frame(frame(f.invoke_id.get(), &answer), t);
+            }
+        }
+    }
+    assert_eq!(resets, 1);
+}
+
+#[test]
 fn resets_refused_or_unanswered_kpl_tolerance_times_in_a_row_lose_the_link() {
     let settings = LinkSettings {
         request_timeout: ms(500),
