@@ -180,8 +180,8 @@ fn every_preset_works_with_its_readme_sample() {
         let control = sim.control();
         let name = s.name();
         rt.block_on(async {
-            // Grants of 1 s, so that resets are seen within the test.
-            control.post_ok("/session", json!({"grantMaxS": 1})).await;
+            // Grants of 2 s, so that resets are seen within the test.
+            control.post_ok("/session", json!({"grantMaxS": 2})).await;
             let r = router(&s, &sim, str::to_owned);
             until_link(&r, &name, "connected").await;
             let state = control.state().await;
@@ -227,7 +227,7 @@ fn every_preset_works_with_its_readme_sample() {
             if s.sessions() {
                 // Three grants long: the timer resets keep the one session alive.
                 let open = sessions(&control).await;
-                tokio::time::sleep(Duration::from_millis(3200)).await;
+                tokio::time::sleep(Duration::from_millis(6200)).await;
                 let later = sessions(&control).await;
                 assert_eq!(
                     (&later["started"], &later["expired"], &later["open"]),
