@@ -298,9 +298,46 @@ async fn an_osv_form_switch_end_to_end() {
         "{q}"
     );
 
+    account_codes(&fake, &mut guest, &mut host, [&x_guest, &x_host]).await;
+
+    // The cancellation, host left out as some switches do.
+    fake.send(hotdesk_event(&x_guest, "cancelled", "5001", None));
+    let ev = guest.recv().await;
+    assert_eq!(
+        (ev["privateMsgId"].clone(), ev["thisDn"].clone()),
+        (json!(2), json!("5001")),
+        "{ev}"
+    );
+
+    // A call's events as OSV writes them, then a transfer away from 5001 naming it in N<…>
+    // form: the call comes and goes, and no frame is a decode error.
+    let call = "FF0001000000000077AB00C3D4E50000";
+    for doc in osv_call_events(&x_guest, call) {
+        fake.send(doc);
+    }
+    calls_become(&mut guest, "5001", 1).await;
+    fake.send(osv_transfer(&x_guest, call));
+    calls_become(&mut guest, "5001", 0).await;
+
+    let (_, metrics) = router.scrape().await;
+    assert_eq!(decode_errors(&metrics), 0.0);
+    router.stop();
+}
+
+/// Account codes on the OSV-form switch: call information without one gives nothing, one
+/// entered at 5001 (the event reported on both `monitors`, 5001's first) gives event 501 to
+/// 5001's client only; one set by the client goes out with the bare number; the call then
+/// leaves 5001's list when the switch clears 5001's connection, named in its form.
+async fn account_codes(
+    fake: &FakeOsv,
+    guest: &mut Client,
+    host: &mut Client,
+    monitors: [&String; 2],
+) {
+    let xg = monitors[0];
     // Call information without a code: no event, no decode error.
     let call = "FF00010000000000E2E00E6416060000";
-    for xref in [&x_guest, &x_host] {
+    for xref in monitors {
         fake.send(call_information(xref, call, "5001", None));
     }
     guest.expect_nothing().await;
@@ -308,7 +345,7 @@ async fn an_osv_form_switch_end_to_end() {
 
     // An account code entered at 5001, reported on both monitors: event 501 to 5001's
     // client only.
-    for xref in [&x_guest, &x_host] {
+    for xref in monitors {
         fake.send(call_information(xref, call, "5001", Some("4711")));
     }
     let ev = guest.recv().await;
@@ -339,7 +376,7 @@ async fn an_osv_form_switch_end_to_end() {
     fake.send(format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <ConnectionClearedEvent xmlns="{ED4}">
-  <monitorCrossRefID>{x_guest}</monitorCrossRefID>
+  <monitorCrossRefID>{xg}</monitorCrossRefID>
   <droppedConnection>
     <callID>{call}</callID>
     <deviceID>N&lt;{PREFIX}5001&gt;;displayNumber=5001</deviceID>
@@ -349,30 +386,113 @@ async fn an_osv_form_switch_end_to_end() {
   <cause>normalClearing</cause>
 </ConnectionClearedEvent>"#
     ));
+    calls_become(guest, "5001", 0).await;
+}
+
+/// Wait (5 s at most) until `dn`'s call list, as `RequestQueryAddress` gives it, has `count`
+/// calls.
+async fn calls_become(client: &mut Client, dn: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let q = guest
-            .request(json!({"message": "RequestQueryAddress", "thisDn": "5001"}))
+        let q = client
+            .request(json!({"message": "RequestQueryAddress", "thisDn": dn}))
             .await;
-        if q["calls"] == json!([]) {
-            break;
+        if q["calls"].as_array().map(Vec::len) == Some(count) {
+            return;
         }
-        assert!(Instant::now() < deadline, "the call stayed: {q}");
+        assert!(
+            Instant::now() < deadline,
+            "{dn} did not get to {count} calls: {q}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
 
-    // The cancellation, host left out as some switches do.
-    fake.send(hotdesk_event(&x_guest, "cancelled", "5001", None));
-    let ev = guest.recv().await;
-    assert_eq!(
-        (ev["privateMsgId"].clone(), ev["thisDn"].clone()),
-        (json!(2), json!("5001")),
-        "{ev}"
-    );
+/// An outside caller's call to 5001, answered, held and retrieved, in OSV's shapes (one line
+/// or pretty-printed, devices in `N<…>` form, vendor private data with `xsi:type`).
+fn osv_call_events(xref: &str, call: &str) -> Vec<String> {
+    let me = format!("N&lt;{PREFIX}5001&gt;;displayNumber=5001;noa=nk");
+    let caller = "N&lt;+13055550177&gt;Line40001;displayNumber=3055550177;uid=FF00";
+    let conn = format!("<callID>{call}</callID><deviceID>{PREFIX}5001</deviceID>");
+    vec![
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<DeliveredEvent xmlns="{ED4}">
+   <monitorCrossRefID>{xref}</monitorCrossRefID>
+   <connection>
+      <callID>{call}</callID>
+      <deviceID>{PREFIX}5001</deviceID>
+   </connection>
+   <alertingDevice>
+      <deviceIdentifier>{me}</deviceIdentifier>
+   </alertingDevice>
+   <callingDevice>
+      <deviceIdentifier>{caller}</deviceIdentifier>
+   </callingDevice>
+   <lastRedirectionDevice>
+      <notRequired/>
+   </lastRedirectionDevice>
+   <localConnectionInfo>alerting</localConnectionInfo>
+   <correlatorData>
+      <string>
+         7
+         5
+         726E
+      </string>
+   </correlatorData>
+   <cause>newCall</cause>
+   <associatedCallingDevice>
+      <notKnown/>
+   </associatedCallingDevice>
+</DeliveredEvent>"#
+        ),
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><EstablishedEvent xmlns="{ED4}"><monitorCrossRefID>{xref}</monitorCrossRefID><establishedConnection>{conn}</establishedConnection><answeringDevice><deviceIdentifier>{me}</deviceIdentifier></answeringDevice><callingDevice><deviceIdentifier>{caller}</deviceIdentifier></callingDevice><localConnectionInfo>connected</localConnectionInfo><cause>newCall</cause></EstablishedEvent>"#
+        ),
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><HeldEvent xmlns="{ED4}"><monitorCrossRefID>{xref}</monitorCrossRefID><heldConnection>{conn}</heldConnection><holdingDevice><deviceIdentifier>{me}</deviceIdentifier></holdingDevice><localConnectionInfo>hold</localConnectionInfo><cause>normal</cause></HeldEvent>"#
+        ),
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><RetrievedEvent xmlns="{ED4}"><monitorCrossRefID>{xref}</monitorCrossRefID><retrievedConnection>{conn}</retrievedConnection><retrievingDevice><deviceIdentifier>{me}</deviceIdentifier></retrievingDevice><localConnectionInfo>connected</localConnectionInfo><cause>normal</cause></RetrievedEvent>"#
+        ),
+        // A private event of a feature we do not use, typed the Avaya way.
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><PrivateEvent xmlns="{ED4}"><monitorCrossRefID>{xref}</monitorCrossRefID><privateData><private><VendorEvent xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="ns1:LampModeEvent" xmlns:ns1="urn:example:vendor"><lamp>5</lamp></VendorEvent></private></privateData></PrivateEvent>"#
+        ),
+    ]
+}
 
-    let (_, metrics) = router.scrape().await;
-    assert_eq!(decode_errors(&metrics), 0.0);
-    router.stop();
+/// 5001 transfers the call to 4400: the staying parties get a new call ID.
+fn osv_transfer(xref: &str, call: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<TransferedEvent xmlns="{ED4}">
+<monitorCrossRefID>{xref}</monitorCrossRefID>
+<primaryOldCall>
+<callID>{call}</callID>
+<deviceID>N&lt;{PREFIX}5001&gt;</deviceID>
+</primaryOldCall>
+<transferringDevice>
+<deviceIdentifier>N&lt;{PREFIX}5001&gt;;displayNumber=5001</deviceIdentifier>
+</transferringDevice>
+<transferredToDevice>
+<deviceIdentifier>N&lt;{PREFIX}4400&gt;Line04400;displayNumber=4400</deviceIdentifier>
+</transferredToDevice>
+<transferredConnections>
+<connectionListItem>
+<newConnection>
+<callID>03{call}</callID>
+<deviceID>{PREFIX}4400</deviceID>
+</newConnection>
+<endpoint>
+<deviceID>N&lt;{PREFIX}4400&gt;Line04400;displayNumber=4400</deviceID>
+</endpoint>
+</connectionListItem>
+</transferredConnections>
+<localConnectionInfo>null</localConnectionInfo>
+<cause>singleStepTransfer</cause>
+</TransferedEvent>"#
+    )
 }
 
 /// `device-id-form` takes `"bare"` or `"osv"`; anything else is refused, naming the key and

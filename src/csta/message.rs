@@ -16,8 +16,8 @@
 //! | `MonitorStop` | `monitorCrossRefID` |
 //! | `Escape` (root from the dialect) | `privateData/private/guestAssociatedExtension` (`xmlns` = hot-desk namespace) with `action`, `guestDevice`, `hostDevice`; under `extensions/` when the dialect says so |
 //! | `PrivateEvent` | `monitorCrossRefID`, then `privateData/private/guestAssociatedEvent` (`xmlns` = hot-desk namespace) with `state`, `guestDevice`, `hostDevice` |
-//! | call events | `monitorCrossRefID`, the connection (`callID`, `deviceID`), the subject device and the other device (each as `<x><deviceIdentifier>…</deviceIdentifier></x>`), `cause` — see [`CallEventKind`] |
-//! | `CallInformationEvent` | `monitorCrossRefID`, `connection` (`callID`, `deviceID`), `device/deviceIdentifier`, `accountInfo` |
+//! | call events | `monitorCrossRefID`, the connection (`callID`, `deviceID`), the subject device and the other device (each as `<x><deviceIdentifier>…</deviceIdentifier></x>`), for a transfer with changed connections `transferredConnections` (one `connectionListItem` per change, `newConnection` then `oldConnection`, as the schema orders them), then `cause` when there is one — see [`CallEventKind`] |
+//! | `CallInformationEvent` | `monitorCrossRefID`, `connection` (`callID`, `deviceID`), `device/deviceIdentifier`, `accountInfo` when there is a code |
 //! | `AssociateData` | `existingCall` (`callID`, `deviceID`), `accountCode` |
 //! | `CSTAErrorCode` | one element named by the category, whose text is the value |
 //!
@@ -26,8 +26,14 @@
 //! Elements by local name whatever the namespace or prefix; unknown elements ignored; the
 //! escape root `Escape` or `EscapeService` (and their responses), with `privateData` under the
 //! root or under `extensions`; both spellings of `systemResourceAvailability`; device values
-//! either as text or wrapped (`deviceIdentifier`). A well-formed document whose root we do not
-//! use is [`Message::Other`], never an error.
+//! either as text or wrapped (`deviceIdentifier`, with or without attributes); a call event's
+//! `cause` as written and a transfer's `transferredConnections`; a `CallInformationEvent`
+//! without `accountInfo` as call information with no account code (not an error). Devices are
+//! kept as the switch wrote them (`N<+4989…>;noa=nk`, `<sip:…@host>`, DMCC IDs): the router
+//! finds DNs in them with the switch's [`DeviceNaming`](super::device::DeviceNaming).
+//! Attributes carry nothing we read but must be well-formed. A well-formed document whose root
+//! we do not use is [`Message::Other`], never an error; one that is not well-formed is a
+//! [`DecodeError::Xml`].
 
 pub use super::call::{CallEvent, CallEventKind, Connection, ConnectionChange};
 
