@@ -238,6 +238,20 @@ fn every_preset_works_with_its_readme_sample() {
                 assert!(later["resetsAnswered"].as_u64().unwrap() >= 3, "{later}");
             }
 
+            // A SystemStatus without its child: answered, a warning (logged once), no error.
+            for _ in 0..2 {
+                control.post_ok("/system-status", json!({})).await;
+            }
+            let warnings =
+                format!("csta_router_link_warnings_total{{kind=\"system_status_empty\",switch=\"{name}\"}}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while r.scrape().await.1.get(&warnings) != Some(&2.0) {
+                assert!(Instant::now() < deadline, "{}: {warnings} not 2", s.vendor);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(r.log().matches("SystemStatus without systemStatus").count(), 1);
+            until_link(&r, &name, "connected").await;
+
             // Nothing the switch sent was unreadable, and nothing the router sent either.
             let (_, metrics) = r.scrape().await;
             let series = format!("csta_router_csta_decode_errors_total{{switch=\"{name}\"}}");

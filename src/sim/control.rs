@@ -87,6 +87,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/burst", web::post().to(burst))
         .route("/faults/{fault}", web::post().to(fault))
         .route("/session", web::post().to(session))
+        .route("/system-status", web::post().to(system_status))
         .default_service(web::to(not_found));
 }
 
@@ -450,6 +451,28 @@ async fn session(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
             _ => {}
         }
         Ok(json!({ "sessions": s.json() }))
+    })())
+}
+
+/// `POST /system-status`: the switch tells every link connection its status with a
+/// `SystemStatus` request on invoke 0000 (without `status`: a self-closing one, as some
+/// peers send it).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SystemStatusBody {
+    status: Option<String>,
+}
+
+async fn system_status(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
+    respond((|| {
+        let b: SystemStatusBody = parse(&body)?;
+        if b.status.as_deref().is_some_and(|s| !xml_safe(s)) {
+            return Err(SimError::bad_request(
+                "the status must be letters, digits, '_', '-', '.' or ':'",
+            ));
+        }
+        let sent = sw.lock().tell_status(b.status);
+        Ok(json!({ "sent": sent }))
     })())
 }
 

@@ -1302,6 +1302,16 @@ impl SwitchState {
         self.faults.status = status;
     }
 
+    /// Send `SystemStatus` (with `status`, or self-closing without) on every connection;
+    /// returns how many.
+    pub(crate) fn tell_status(&self, status: Option<String>) -> usize {
+        let report = Message::SystemStatus { status };
+        for &conn in self.conns.keys() {
+            self.send(conn, InvokeId::ZERO, &report);
+        }
+        self.conns.len()
+    }
+
     /// Reset every fault: links up, no stall, delay or reject, status `normal`.
     pub(crate) fn clear_faults(&mut self) {
         self.faults = Faults::default();
