@@ -304,6 +304,7 @@ async fn register_again(
                 client: client.clone(),
                 reference_id: u64::MAX - i as u64,
                 mode: reg.mode,
+                call_events: reg.call_events,
             },
         });
         sent += 1;

@@ -446,7 +446,11 @@ impl State {
                 self.closed = true;
                 return Next::Close(1000, "session closed", CloseCause::Closed);
             }
-            Request::Register { dn, mode } => {
+            Request::Register {
+                dn,
+                mode,
+                call_events,
+            } => {
                 if mode == RegisterMode::Share && client.access == Access::Monitor {
                     client.answer_error(
                         &ProtocolError::new(reference_id, ErrorCode::InvalidAttr,
@@ -459,6 +463,7 @@ impl State {
                     client: c,
                     reference_id,
                     mode,
+                    call_events,
                 });
             }
             Request::Unregister { dn } => {

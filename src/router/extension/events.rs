@@ -32,6 +32,19 @@ impl DnState {
         self.hotdesk.as_ref().map(|(g, h)| (g.as_str(), h.as_str()))
     }
 
+    /// The DN's calls as a client with call events sees them, oldest first.
+    pub(super) fn call_views(&self) -> Vec<crate::protocol::CallView> {
+        self.calls
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|c| crate::protocol::CallView {
+                conn_id: c.conn_id.to_string(),
+                call_state: c.state,
+                other_dn: c.other.as_deref().map(str::to_owned),
+            })
+            .collect()
+    }
+
     /// The connIds of the DN's calls, oldest first.
     pub(super) fn conn_ids(&self) -> Vec<String> {
         self.calls
@@ -81,7 +94,10 @@ pub(super) fn call_rule(ev: &CallEvent, dn: &str) -> CallRule {
         CallEventKind::ConnectionCleared => CallRule::Touch,
         CallEventKind::CallCleared => CallRule::Drop,
         CallEventKind::Transferred | CallEventKind::Diverted if at_this_device => CallRule::Drop,
-        CallEventKind::Transferred | CallEventKind::Diverted => CallRule::Hold { activate: false },
+        // The transferred-to device joins the call by its own events (Delivered, Established):
+        // a transfer names only the call it came from.
+        CallEventKind::Transferred => CallRule::Touch,
+        CallEventKind::Diverted => CallRule::Hold { activate: false },
     }
 }
 
@@ -91,7 +107,7 @@ impl Extension {
     pub(super) fn on_event(&mut self, seq: u64, message: &Message) {
         match message {
             Message::PrivateEvent { event, .. } => self.on_hotdesk_event(seq, event),
-            Message::Call(call) => self.on_call_event(call),
+            Message::Call(call) => self.on_call_event(seq, call),
             Message::CallInformation {
                 connection,
                 device,
@@ -152,32 +168,9 @@ impl Extension {
         self.deliver(text);
     }
 
-    fn on_call_event(&mut self, ev: &CallEvent) {
-        let Some(call_id) = ev.connection.call_id.as_deref() else {
-            return;
-        };
-        match call_rule(ev, &self.dn) {
-            CallRule::Hold { activate } => {
-                self.touch_call(call_id, activate);
-            }
-            CallRule::Touch => {
-                if let Some(call) = self
-                    .state
-                    .calls
-                    .as_mut()
-                    .and_then(|list| list.touch(call_id, false, Instant::now()))
-                {
-                    let conn_id = call.conn_id;
-                    self.switch.calls.touch(call_id, conn_id);
-                }
-            }
-            CallRule::Drop => self.drop_call(call_id),
-        }
-    }
-
     /// Add the call if new (within `max-calls-per-dn` and `max-calls-per-switch`: the call idle
     /// the longest is evicted beyond them); mark it active if asked. Returns its connId.
-    fn touch_call(&mut self, call_id: &str, activated: bool) -> ConnId {
+    pub(super) fn touch_call(&mut self, call_id: &str, activated: bool) -> ConnId {
         let now = Instant::now();
         if let Some(call) = self
             .state
@@ -249,7 +242,7 @@ impl Extension {
         }
     }
 
-    fn drop_call(&mut self, call_id: &str) {
+    pub(super) fn drop_call(&mut self, call_id: &str) {
         if let Some(c) = self
             .state
             .calls

@@ -1,0 +1,315 @@
+//! Call events for desktops (README, "Call events"): what each CSTA call event on a DN's
+//! monitor means for the DN's own connection, as one client event for the clients registered
+//! with `callEvents: true`.
+//!
+//! The rules, a plain function ([`client_event`]) of the CSTA event, the DN and the call's state
+//! at the DN before it:
+//! - only events about the DN's own connection make a client event: another party's
+//!   connection clearing, holding or retrieving makes none, and once the DN's call is
+//!   established a Delivered or Established at another device makes none either;
+//! - CallCleared releases every device still holding the call;
+//! - at a transfer the transferring device's call is released and every staying device gets
+//!   `EventPartyChanged` with the state it had; a transfer that gives the staying devices a new
+//!   call ID (`transferredConnections`) moves the call in their lists to the new ID, with a
+//!   new connId, and the event names the old one (`previousConnId`).
+//!
+//! Each event is serialized once and the same bytes queued to every such client; a DN none of
+//! whose clients asked for call events costs only the call-list bookkeeping it always had.
+
+use super::events::{call_rule, CallRule};
+use super::Extension;
+use crate::csta::{CallEvent, CallEventKind};
+use crate::protocol::{CallEventName, CallEventOut, CallState};
+use std::time::Instant;
+
+/// What the other party of the DN's call becomes with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Other<'a> {
+    /// As it was.
+    Keep,
+    /// This device (as the switch names it).
+    Set(&'a str),
+}
+
+/// The client event a CSTA event makes at a DN: which, the call's state after it, the other
+/// party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seen<'a> {
+    /// The client event.
+    pub(super) name: CallEventName,
+    /// `callState` after the event.
+    pub(super) state: CallState,
+    /// The other party after it.
+    pub(super) other: Other<'a>,
+}
+
+fn seen(name: CallEventName, state: CallState, other: Other<'_>) -> Option<Seen<'_>> {
+    Some(Seen { name, state, other })
+}
+
+/// The client event `ev` makes at the DN (`here` tells whether a device the switch names is
+/// the DN), given the call's state at the DN before it (`None`: the DN does not hold the call).
+/// `None`: no client event. The table of the module docs and of the README.
+pub(super) fn client_event<'a>(
+    ev: &'a CallEvent,
+    here: impl Fn(Option<&str>) -> bool,
+    before: Option<CallState>,
+) -> Option<Seen<'a>> {
+    use CallEventName as N;
+    let at_this_device = here(ev.device.as_deref()) || here(ev.connection.device_id.as_deref());
+    let device = || ev.device.as_deref().map_or(Other::Keep, Other::Set);
+    let other_device = || ev.other_device.as_deref().map_or(Other::Keep, Other::Set);
+    // Before the DN's call is answered: a device dialling, or the far end ringing.
+    let setting_up = matches!(
+        before,
+        None | Some(CallState::Initiated | CallState::Dialing)
+    );
+    match ev.kind {
+        CallEventKind::ServiceInitiated if at_this_device => {
+            seen(N::OffHook, CallState::Initiated, Other::Keep)
+        }
+        CallEventKind::Originated if at_this_device => {
+            seen(N::Dialing, CallState::Dialing, other_device())
+        }
+        CallEventKind::Delivered if at_this_device => {
+            seen(N::Ringing, CallState::Ringing, other_device())
+        }
+        CallEventKind::Delivered if setting_up => seen(N::Dialing, CallState::Dialing, device()),
+        CallEventKind::Established if at_this_device => {
+            seen(N::Established, CallState::Established, other_device())
+        }
+        CallEventKind::Established if setting_up => {
+            seen(N::Established, CallState::Established, device())
+        }
+        CallEventKind::Held if at_this_device => seen(N::Held, CallState::Held, Other::Keep),
+        CallEventKind::Retrieved if at_this_device => {
+            seen(N::Retrieved, CallState::Established, Other::Keep)
+        }
+        CallEventKind::ConnectionCleared | CallEventKind::Transferred
+            if at_this_device && before.is_some() =>
+        {
+            seen(N::Released, CallState::Released, Other::Keep)
+        }
+        CallEventKind::CallCleared if before.is_some() => {
+            seen(N::Released, CallState::Released, Other::Keep)
+        }
+        CallEventKind::Transferred => {
+            let state = before?;
+            let other = match ev.other_device.as_deref() {
+                Some(to) if !here(Some(to)) => Other::Set(to),
+                _ => Other::Keep,
+            };
+            seen(N::PartyChanged, state, other)
+        }
+        CallEventKind::Diverted if at_this_device && before.is_some() => {
+            seen(N::Diverted, CallState::Released, other_device())
+        }
+        _ => None,
+    }
+}
+
+impl Extension {
+    /// Whether a device as the switch names it is this DN.
+    fn is_here(&self, raw: Option<&str>) -> bool {
+        raw.is_some_and(|raw| device_number(raw) == &*self.dn)
+    }
+
+    /// The other party as clients see it: the DN when the plan has it, else the number.
+    fn other_dn(&self, raw: &str) -> String {
+        device_number(raw).to_owned()
+    }
+
+    /// A call event from the DN's monitor: the DN's call list, then the client event.
+    pub(super) fn on_call_event(&mut self, seq: u64, ev: &CallEvent) {
+        let Some(call_id) = ev.connection.call_id.as_deref() else {
+            return;
+        };
+        if ev.kind == CallEventKind::Transferred && self.moved_by_transfer(seq, ev) {
+            return;
+        }
+        let before = self
+            .state
+            .calls
+            .as_ref()
+            .and_then(|list| list.get(call_id))
+            .map(|c| (c.conn_id, c.state, c.other.clone()));
+        let seen = client_event(ev, |d| self.is_here(d), before.as_ref().map(|b| b.1));
+        self.apply_call_rule(ev, call_id);
+        let Some(seen) = seen else {
+            return;
+        };
+        let other = match seen.other {
+            Other::Set(raw) => Some(Box::from(self.other_dn(raw))),
+            Other::Keep => None,
+        };
+        let (conn_id, other) = match self
+            .state
+            .calls
+            .as_mut()
+            .and_then(|list| list.get_mut(call_id))
+        {
+            Some(call) => {
+                call.state = seen.state;
+                if other.is_some() {
+                    call.other = other;
+                }
+                (call.conn_id, call.other.clone())
+            }
+            None => match before {
+                Some((conn_id, _, kept)) => (conn_id, other.or(kept)),
+                None => return,
+            },
+        };
+        self.send_call_event(seq, ev, seen.name, seen.state, conn_id, None, other);
+    }
+
+    /// The call list's rule for `ev` (see [`call_rule`]).
+    fn apply_call_rule(&mut self, ev: &CallEvent, call_id: &str) {
+        match call_rule(ev, &self.dn) {
+            CallRule::Hold { activate } => {
+                self.touch_call(call_id, activate);
+            }
+            CallRule::Touch => {
+                if let Some(call) = self
+                    .state
+                    .calls
+                    .as_mut()
+                    .and_then(|list| list.touch(call_id, false, Instant::now()))
+                {
+                    let conn_id = call.conn_id;
+                    self.switch.calls.touch(call_id, conn_id);
+                }
+            }
+            CallRule::Drop => self.drop_call(call_id),
+        }
+    }
+
+    /// A transfer that gives this DN's call a new call ID (`transferredConnections`): the call
+    /// moves to the new ID in the DN's list, with the new ID's connId (shared by every staying
+    /// device), and the DN's clients get `EventPartyChanged` naming the old connId. Whether it
+    /// did.
+    fn moved_by_transfer(&mut self, seq: u64, ev: &CallEvent) -> bool {
+        if self.is_here(ev.device.as_deref()) {
+            return false;
+        }
+        let Some(list) = self.state.calls.as_ref() else {
+            return false;
+        };
+        // The change of this device's connection; else one of a call the device holds that
+        // names no device.
+        let moves = changes_of(ev).iter().filter_map(|(old, new)| {
+            let (old_id, new_id) = (old.call_id.as_deref()?, new.call_id.as_deref()?);
+            (old_id != new_id && list.get(old_id).is_some()).then_some((old, new, old_id, new_id))
+        });
+        let mut chosen = None;
+        for (old, new, old_id, new_id) in moves {
+            if self.is_here(old.device_id.as_deref()) || self.is_here(new.device_id.as_deref()) {
+                chosen = Some((old_id, new_id));
+                break;
+            }
+            if chosen.is_none() && old.device_id.is_none() && new.device_id.is_none() {
+                chosen = Some((old_id, new_id));
+            }
+        }
+        let Some((old_id, new_id)) = chosen else {
+            return false;
+        };
+        let Some(list) = self.state.calls.as_mut() else {
+            return false;
+        };
+        let Some(old) = list.remove(old_id) else {
+            return false;
+        };
+        self.switch
+            .calls
+            .release(&old.call_id, old.conn_id, &self.dn);
+        let active = self
+            .state
+            .calls
+            .as_ref()
+            .and_then(|l| l.most_recent())
+            .is_none()
+            || old.state == CallState::Established;
+        let conn_id = self.touch_call(new_id, active);
+        let other = match ev.other_device.as_deref() {
+            Some(to) if !self.is_here(Some(to)) => Some(Box::from(self.other_dn(to))),
+            _ => old.other,
+        };
+        if let Some(call) = self
+            .state
+            .calls
+            .as_mut()
+            .and_then(|list| list.get_mut(new_id))
+        {
+            call.state = old.state;
+            call.other = other.clone();
+        }
+        self.send_call_event(
+            seq,
+            ev,
+            CallEventName::PartyChanged,
+            old.state,
+            conn_id,
+            Some(old.conn_id),
+            other,
+        );
+        true
+    }
+
+    /// Count a call event and queue it, serialized once, to the DN's clients registered with
+    /// `callEvents` (none: nothing is built).
+    #[allow(clippy::too_many_arguments)]
+    fn send_call_event(
+        &mut self,
+        seq: u64,
+        ev: &CallEvent,
+        name: CallEventName,
+        state: CallState,
+        conn_id: crate::router::calls::ConnId,
+        previous: Option<crate::router::calls::ConnId>,
+        other: Option<Box<str>>,
+    ) {
+        if !self.subs.wants_call_events() {
+            return;
+        }
+        self.switch.metrics.call_event(name);
+        let (conn_id, previous) = (conn_id.to_string(), previous.map(|p| p.to_string()));
+        let text = crate::protocol::call_event(&CallEventOut {
+            name,
+            dn: &self.dn,
+            switch: &self.switch.name,
+            seq,
+            conn_id: &conn_id,
+            previous_conn_id: previous.as_deref(),
+            other_dn: other.as_deref(),
+            call_state: state,
+            cause: cause_of(ev),
+        });
+        let to = self.subs.call_event_clients();
+        self.emit(to, text, false);
+    }
+}
+
+/// The number inside a device identifier as switches write it (`N<…>…`, `sip:`/`tel:`,
+/// `@host`); the identifier itself when it has no decoration.
+fn device_number(raw: &str) -> &str {
+    let raw = raw.trim();
+    let raw = match raw.strip_prefix("N<") {
+        Some(rest) => rest.split('>').next().unwrap_or(rest),
+        None => raw,
+    };
+    let raw = raw.trim_start_matches('<');
+    let raw = raw
+        .strip_prefix("sip:")
+        .or_else(|| raw.strip_prefix("tel:"))
+        .unwrap_or(raw);
+    raw.split(['@', '>', ';']).next().unwrap_or(raw)
+}
+
+// PENDING-API: replaced by the codec's `CallEvent::cause` / `CallEvent::changes`.
+fn cause_of(_ev: &CallEvent) -> Option<&str> {
+    None
+}
+fn changes_of(_ev: &CallEvent) -> &'static [(crate::csta::Connection, crate::csta::Connection)] {
+    &[]
+}
