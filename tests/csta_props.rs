@@ -6,9 +6,9 @@ use bytes::BytesMut;
 use csta_router::csta::message::ERROR_CATEGORIES;
 use csta_router::csta::xml::Element;
 use csta_router::csta::{
-    encode_frame, AccodeEncoding, CallEvent, CallEventKind, Connection, CstaCodec, CstaError,
-    Dialect, EscapeRoot, Frame, HotDeskAction, HotDeskEvent, HotDeskRequest, HotDeskState,
-    InvokeId, Message, PrivateDataPosition,
+    encode_frame, AccodeEncoding, CallEvent, CallEventKind, Connection, ConnectionChange,
+    CstaCodec, CstaError, Dialect, EscapeRoot, Frame, HotDeskAction, HotDeskEvent, HotDeskRequest,
+    HotDeskState, InvokeId, Message, PrivateDataPosition,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -28,6 +28,7 @@ fn dialects() -> [Dialect; 2] {
             escape_root: EscapeRoot::EscapeService,
             private_data: PrivateDataPosition::Extensions,
             accode_encoding: AccodeEncoding::Hex,
+            device: Default::default(),
         },
     ]
 }
@@ -122,17 +123,36 @@ fn call_event() -> impl Strategy<Value = Message> {
         connection(),
         opt_text(),
         opt_text(),
+        opt_text(),
+        vec(
+            (
+                prop::option::of(connection()),
+                prop::option::of(connection()),
+            ),
+            0..3,
+        ),
     )
-        .prop_map(|(kind, cross_ref, connection, device, other_device)| {
-            let (has_device, has_other) = devices_of(kind);
-            Message::Call(CallEvent {
-                kind,
-                cross_ref,
-                connection,
-                device: device.filter(|_| has_device),
-                other_device: other_device.filter(|_| has_other),
-            })
-        })
+        .prop_map(
+            |(kind, cross_ref, connection, device, other_device, cause, changes)| {
+                let (has_device, has_other) = devices_of(kind);
+                // Only transfers carry changes, and an item with neither connection is none.
+                let changes = changes
+                    .into_iter()
+                    .filter(|_| kind == CallEventKind::Transferred)
+                    .filter(|(old, new)| old.is_some() || new.is_some())
+                    .map(|(old, new)| ConnectionChange { old, new })
+                    .collect();
+                Message::Call(CallEvent {
+                    kind,
+                    cross_ref,
+                    connection,
+                    device: device.filter(|_| has_device),
+                    other_device: other_device.filter(|_| has_other),
+                    cause,
+                    changes,
+                })
+            },
+        )
 }
 
 /// Every variant of `Message`.
@@ -196,7 +216,7 @@ fn message() -> impl Strategy<Value = Message> {
                     cross_ref,
                     connection,
                     device,
-                    account_code,
+                    account_code: Some(account_code),
                 },
             )
             .boxed(),

@@ -207,7 +207,7 @@ async fn hotdesk_round_trips(dialect: Dialect) {
         } => {
             assert_eq!(connection.call_id.as_deref(), Some(call_id.as_str()));
             assert_eq!(device.as_deref(), Some("5001"));
-            assert_eq!(account_code, "7788");
+            assert_eq!(account_code.as_deref(), Some("7788"));
         }
         other => panic!("expected CallInformationEvent, got {other:?}"),
     }

@@ -210,6 +210,8 @@ fn call_event(
         },
         device: device.map(Into::into),
         other_device: other.map(Into::into),
+        cause: Some(kind.default_cause().to_owned()),
+        changes: vec![],
     })
 }
 
@@ -218,7 +220,7 @@ fn call_info(x: &str, call: &str, device: &str, code: &str) -> Message {
         cross_ref: Some(x.into()),
         connection: Connection::new(call, device),
         device: Some(device.into()),
-        account_code: code.into(),
+        account_code: Some(code.into()),
     }
 }
 
@@ -958,6 +960,7 @@ async fn another_dialect_escape_service_extensions_hex() {
         escape_root: EscapeRoot::EscapeService,
         private_data: PrivateDataPosition::Extensions,
         accode_encoding: AccodeEncoding::Hex,
+        device: Default::default(),
     };
     let (sim, ctl) = start(1, dialect.clone()).await;
     let mut c = Client::connect_with(sim.link_addrs()[0], dialect).await;

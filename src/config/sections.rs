@@ -2,7 +2,9 @@
 
 use super::secrets::Secret;
 use super::values::{opt_socket_addr, socket_addr, Dur};
-use crate::csta::{AccodeEncoding, Dialect, EscapeRoot, PrivateDataPosition};
+use crate::csta::{
+    AccodeEncoding, DeviceForm, DeviceNaming, Dialect, EscapeRoot, PrivateDataPosition,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -218,6 +220,15 @@ pub struct SwitchEntry {
     /// `"text"` or `"hex"`.
     #[serde(default)]
     pub accode_encoding: AccodeEncoding,
+    /// How the switch names devices in private data: `"bare"` or `"osv"` (`N<number>`).
+    #[serde(default)]
+    pub device_id_form: DeviceForm,
+    /// Written before every DN sent to the switch, removed from devices it names.
+    #[serde(default)]
+    pub dn_prefix: String,
+    /// Written after every DN sent to the switch, removed from devices it names.
+    #[serde(default)]
+    pub dn_suffix: String,
     /// Log every CSTA frame of this switch.
     #[serde(default)]
     pub wire_trace: bool,
@@ -267,6 +278,11 @@ impl SwitchEntry {
             escape_root: self.escape_root,
             private_data: self.private_data,
             accode_encoding: self.accode_encoding,
+            device: DeviceNaming {
+                form: self.device_id_form,
+                prefix: self.dn_prefix.clone(),
+                suffix: self.dn_suffix.clone(),
+            },
         }
     }
 }

@@ -7,6 +7,8 @@
 
 use serde::Deserialize;
 
+use super::device::DeviceNaming;
+
 /// The ECMA-323 edition 3 namespace, the default.
 pub const CSTA_ED3_NAMESPACE: &str =
     "http://www.ecma-international.org/standards/ecma-323/csta/ed3";
@@ -77,6 +79,9 @@ pub struct Dialect {
     pub private_data: PrivateDataPosition,
     /// How account codes are written and read.
     pub accode_encoding: AccodeEncoding,
+    /// How devices are named on this switch (`device-id-form`, `dn-prefix`, `dn-suffix`):
+    /// the router writes them so and finds DNs in them.
+    pub device: DeviceNaming,
 }
 
 impl Default for Dialect {
@@ -87,6 +92,7 @@ impl Default for Dialect {
             escape_root: EscapeRoot::Escape,
             private_data: PrivateDataPosition::Root,
             accode_encoding: AccodeEncoding::Text,
+            device: DeviceNaming::default(),
         }
     }
 }

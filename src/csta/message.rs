@@ -238,6 +238,12 @@ impl CallEventKind {
         self.layout().0
     }
 
+    /// The usual ECMA-323 `cause` of this kind (`newCall`, `normalClearing`, …): what a
+    /// writer that has no better cause to give (our simulator) puts in the event.
+    pub fn default_cause(self) -> &'static str {
+        self.layout().4
+    }
+
     fn from_root(root: &str) -> Option<CallEventKind> {
         // "TransferredEvent" is read too: some switches correct ECMA's spelling.
         if root == "TransferredEvent" {
@@ -261,6 +267,22 @@ pub struct CallEvent {
     pub device: Option<String>,
     /// The other device (called, calling, transferred-to device or new destination).
     pub other_device: Option<String>,
+    /// The CSTA `cause`, as written (None when absent): desktops show why a call changed.
+    pub cause: Option<String>,
+    /// `TransferedEvent` only: the connections whose call ID changed, from
+    /// `transferredConnections/connectionListItem/{newConnection,oldConnection}` (empty when
+    /// the switch sent none), so that a staying party's call can follow its new call ID.
+    pub changes: Vec<ConnectionChange>,
+}
+
+/// One `connectionListItem` of a transfer: a party's connection before and after, either of
+/// which a switch may leave out (OpenScape Voice sends only `newConnection`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectionChange {
+    /// `oldConnection`: the party's connection in the call that ended.
+    pub old: Option<Connection>,
+    /// `newConnection`: the party's connection in the call it is now in.
+    pub new: Option<Connection>,
 }
 
 /// A negative response (`CSTAErrorCode`): a category and a value, both as the switch wrote them.
@@ -353,8 +375,10 @@ pub enum Message {
         connection: Connection,
         /// The device where the code was entered.
         device: Option<String>,
-        /// The code, decoded per the dialect's `accode-encoding`.
-        account_code: String,
+        /// The code, decoded per the dialect's `accode-encoding`; `None` when the event carries
+        /// no `accountInfo` (the common case on some switches: call information without a
+        /// code), which is then a call event like any other and no account-code event.
+        account_code: Option<String>,
     },
     /// Set an account code on a call (private service 501).
     AssociateData {
@@ -505,7 +529,9 @@ impl Message {
                         .leaf("deviceIdentifier", device)
                         .close("device");
                 }
-                w.leaf("accountInfo", &d.accode_encoding.encode(account_code));
+                if let Some(code) = account_code {
+                    w.leaf("accountInfo", &d.accode_encoding.encode(code));
+                }
                 w.finish("CallInformationEvent")
             }
             Message::AssociateData { call, account_code } => {
@@ -588,6 +614,8 @@ impl Message {
                         connection: root.child(conn).map(Connection::read).unwrap_or_default(),
                         device: dev.and_then(|n| root.child_value(n)).map(str::to_owned),
                         other_device: other.and_then(|n| root.child_value(n)).map(str::to_owned),
+                        cause: root.child_value("cause").map(str::to_owned),
+                        changes: read_changes(root),
                     })
                 }
                 None => Message::Other {
@@ -641,7 +669,7 @@ fn encode_private_event(cross_ref: Option<&str>, event: &HotDeskEvent, d: &Diale
 
 /// A call event, laid out as its kind says.
 fn encode_call(c: &CallEvent, ns: &str) -> String {
-    let (root, conn, dev, other, cause) = c.kind.layout();
+    let (root, conn, dev, other, _) = c.kind.layout();
     let mut w = XmlWriter::new(root, ns);
     w.opt_leaf("monitorCrossRefID", c.cross_ref.as_deref());
     c.connection.write(&mut w, conn);
@@ -650,8 +678,38 @@ fn encode_call(c: &CallEvent, ns: &str) -> String {
             w.open(name).leaf("deviceIdentifier", value).close(name);
         }
     }
-    w.leaf("cause", cause);
+    if c.kind == CallEventKind::Transferred && !c.changes.is_empty() {
+        w.open("transferredConnections");
+        for change in &c.changes {
+            w.open("connectionListItem");
+            if let Some(new) = &change.new {
+                new.write(&mut w, "newConnection");
+            }
+            if let Some(old) = &change.old {
+                old.write(&mut w, "oldConnection");
+            }
+            w.close("connectionListItem");
+        }
+        w.close("transferredConnections");
+    }
+    w.opt_leaf("cause", c.cause.as_deref());
     w.finish(root)
+}
+
+/// The `transferredConnections` of a transfer (an item with neither connection is skipped).
+fn read_changes(root: &Element) -> Vec<ConnectionChange> {
+    let Some(list) = root.child("transferredConnections") else {
+        return Vec::new();
+    };
+    list.children
+        .iter()
+        .filter(|item| item.name == "connectionListItem")
+        .map(|item| ConnectionChange {
+            old: item.child("oldConnection").map(Connection::read),
+            new: item.child("newConnection").map(Connection::read),
+        })
+        .filter(|c| c.old.is_some() || c.new.is_some())
+        .collect()
 }
 
 /// `value`, or the error naming what is missing from `message`.
@@ -742,8 +800,17 @@ fn account_code(
 }
 
 fn decode_call_information(root: &Element, d: &Dialect) -> Result<Message, DecodeError> {
+    let account_code = match root.child_value("accountInfo") {
+        Some(_) => Some(account_code(
+            root,
+            d,
+            "CallInformationEvent",
+            "accountInfo",
+        )?),
+        None => None,
+    };
     Ok(Message::CallInformation {
-        account_code: account_code(root, d, "CallInformationEvent", "accountInfo")?,
+        account_code,
         cross_ref: root.child_value("monitorCrossRefID").map(str::to_owned),
         connection: root
             .child("connection")

@@ -3,22 +3,25 @@
 //! Three layers, each usable alone:
 //! - [`frame`]: the 8-byte header that cuts a TCP byte stream into frames ([`CstaCodec`]);
 //! - [`xml`]: a tolerant reader (local names only, depth-limited) and a strict compact writer;
+//! - [`device`]: device identifiers in a switch's form, mapped to and from the DN plan;
 //! - [`message`]: the messages the product uses, as a Rust enum ([`Message`]), written in a
 //!   switch's [`Dialect`] and read whatever the dialect.
 //!
 //! The router and the simulator both use this module; golden tests under `tests/` pin it to
 //! bytes written by hand from the specification, so the two cannot share one misreading.
 
+pub mod device;
 pub mod dialect;
 pub mod frame;
 pub mod message;
 pub mod xml;
 
+pub use device::{DeviceForm, DeviceNaming};
 pub use dialect::{AccodeEncoding, Dialect, EscapeRoot, PrivateDataPosition};
 pub use frame::{CstaCodec, Frame, FrameError, InvokeId};
 pub use message::{
-    CallEvent, CallEventKind, Connection, CstaError, DecodeError, HotDeskAction, HotDeskEvent,
-    HotDeskRequest, HotDeskState, Message,
+    CallEvent, CallEventKind, Connection, ConnectionChange, CstaError, DecodeError, HotDeskAction,
+    HotDeskEvent, HotDeskRequest, HotDeskState, Message,
 };
 
 /// Encode a message as a complete frame with the given invoke ID.

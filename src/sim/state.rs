@@ -610,6 +610,8 @@ impl SwitchState {
                 connection: connection.clone(),
                 device: device.map(str::to_owned),
                 other_device: other.map(str::to_owned),
+                cause: Some(kind.default_cause().to_owned()),
+                changes: Vec::new(),
             })
         });
     }
@@ -1191,7 +1193,7 @@ impl SwitchState {
             cross_ref: Some(x),
             connection: Connection::new(call_id, device),
             device: Some(device.to_owned()),
-            account_code: code.to_owned(),
+            account_code: Some(code.to_owned()),
         });
     }
 

@@ -123,6 +123,10 @@ impl Extension {
                     return;
                 };
                 let conn_id = self.touch_call(call_id, false);
+                let Some(account_code) = account_code else {
+                    // Call information without a code: a call event like any other.
+                    return;
+                };
                 self.switch.metrics.private_event(Service::SetAccountCode);
                 let options = &self.shared.config.options;
                 if options.accode_privateservice {
@@ -291,6 +295,8 @@ mod tests {
             connection: Connection::new("C1", connection_device),
             device: device.map(str::to_owned),
             other_device: None,
+            cause: None,
+            changes: vec![],
         }
     }
 

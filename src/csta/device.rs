@@ -1,0 +1,265 @@
+//! Device identifiers as switches write them, mapped to and from the DN plan (SPEC §14).
+//!
+//! Our own simulator names devices by their bare DN, but real switches do not: OpenScape
+//! Voice writes `N<+4989700712345>;displayNumber=…;noa=nk` or `<sip:4001@host>`, Avaya's DMCC
+//! writes `4001:switch:10.0.0.1:0`, numbers come with `+` and a country code, and unknown
+//! parties as `notKnown`. A switch's [`DeviceNaming`] (`device-id-form`, `dn-prefix`,
+//! `dn-suffix`) says how to write a DN for that switch and how to find the DN in what it
+//! writes, so that events naming a device in the switch's form still reach the DN's clients.
+//!
+//! Reading, in this order: the text inside `N<…>` (what follows `>` is dropped); `<`/`>`
+//! around a URI, `sip:`/`sips:`/`tel:`, URI parameters after `;` and `@host` stripped; a DMCC
+//! ID `ext:switch:ip:instance` gives `ext`; then `dn-prefix`/`dn-suffix` are removed when
+//! present (a number without them is tried as is).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+/// How a switch writes a device inside private data (`device-id-form`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceForm {
+    /// The number itself (our simulator, most switches).
+    #[default]
+    Bare,
+    /// OpenScape Voice: `N<number>`.
+    Osv,
+}
+
+/// A switch's mapping between its device identifiers and the DN plan.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceNaming {
+    /// The form of devices in private data.
+    pub form: DeviceForm,
+    /// Written before a DN (`dn-prefix`, e.g. the country and area code), removed on reading.
+    pub prefix: String,
+    /// Written after a DN (`dn-suffix`), removed on reading.
+    pub suffix: String,
+}
+
+/// Values that name no device at all.
+const NO_DEVICE: [&str; 2] = ["notKnown", "notRequired"];
+
+impl DeviceNaming {
+    /// What we write for a DN inside private data (hot-desk `guestDevice`/`hostDevice`):
+    /// `N<prefix+dn+suffix>` for [`DeviceForm::Osv`], `prefix+dn+suffix` for
+    /// [`DeviceForm::Bare`], because the switch compares them with its own names.
+    pub fn private_device(&self, dn: &str) -> String {
+        match self.form {
+            DeviceForm::Bare => self.plain_device(dn),
+            DeviceForm::Osv => format!("N<{}>", self.plain_device(dn)),
+        }
+    }
+
+    /// What we write in `MonitorStart` `deviceObject` and `AssociateData` `deviceID`:
+    /// `prefix+dn+suffix`, the bare number as real clients of such a switch send it.
+    pub fn plain_device(&self, dn: &str) -> String {
+        let mut out = String::with_capacity(self.prefix.len() + dn.len() + self.suffix.len());
+        out.push_str(&self.prefix);
+        out.push_str(dn);
+        out.push_str(&self.suffix);
+        out
+    }
+
+    /// The number inside any known form (`N<…>…`, `sip:`/`tel:`, `@host`, DMCC
+    /// `ext:switch:ip:instance`), with the prefix and suffix removed when present; `None` for
+    /// `notKnown`, `notRequired` or an empty value.
+    pub fn number<'a>(&self, raw: &'a str) -> Option<Cow<'a, str>> {
+        undecorated(raw).map(|n| Cow::Borrowed(self.strip_affixes(n)))
+    }
+
+    /// The DN of a device when the plan has it: the number without prefix/suffix, then the
+    /// number as is; `None` when the plan has neither (or the value names no device).
+    pub fn dn_in(&self, raw: &str, plan_has: impl Fn(&str) -> bool) -> Option<String> {
+        let number = undecorated(raw)?;
+        let stripped = self.strip_affixes(number);
+        [stripped, number]
+            .into_iter()
+            .find(|n| plan_has(n))
+            .map(str::to_owned)
+    }
+
+    /// `otherDn`: the DN when the plan has it, else the undecorated number (keeping a leading
+    /// `+`, so that it stays dialable); `None` for `notKnown`, `notRequired` or empty.
+    pub fn other_dn(&self, raw: &str, plan_has: impl Fn(&str) -> bool) -> Option<String> {
+        self.dn_in(raw, &plan_has)
+            .or_else(|| undecorated(raw).map(str::to_owned))
+    }
+
+    /// `number` without the prefix and the suffix, each removed only when present.
+    fn strip_affixes<'a>(&self, number: &'a str) -> &'a str {
+        let mut n = number;
+        if !self.prefix.is_empty() {
+            n = n.strip_prefix(self.prefix.as_str()).unwrap_or(n);
+        }
+        if !self.suffix.is_empty() {
+            n = n.strip_suffix(self.suffix.as_str()).unwrap_or(n);
+        }
+        if n.is_empty() {
+            number
+        } else {
+            n
+        }
+    }
+}
+
+/// The number inside a device identifier, before prefix/suffix are considered.
+fn undecorated(raw: &str) -> Option<&str> {
+    let mut v = raw.trim();
+    // OpenScape Voice: `N<number>` then anything (`Line00001;displayNumber=…;noa=nk`).
+    if let Some(inner) = v.strip_prefix("N<") {
+        v = inner.split('>').next().unwrap_or_default().trim();
+    }
+    // A URI in angle brackets: `<sip:4001@host>`.
+    if let Some(inner) = v.strip_prefix('<') {
+        v = inner.split('>').next().unwrap_or_default().trim();
+    }
+    let mut uri = false;
+    for scheme in ["sip:", "sips:", "tel:"] {
+        if v.len() >= scheme.len() && v[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            v = &v[scheme.len()..];
+            uri = true;
+            break;
+        }
+    }
+    if uri {
+        // URI parameters: `tel:+4930123;phone-context=…`, `sip:4001@host;transport=tcp`.
+        v = v.split(';').next().unwrap_or_default();
+    }
+    // `4001@host` (with or without a scheme).
+    v = v.split('@').next().unwrap_or_default();
+    // DMCC: `ext:switch:ip:instance`.
+    v = v.split(':').next().unwrap_or_default().trim();
+    if v.is_empty() || NO_DEVICE.contains(&v) {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn bare() -> DeviceNaming {
+        DeviceNaming::default()
+    }
+
+    fn osv(prefix: &str, suffix: &str) -> DeviceNaming {
+        DeviceNaming {
+            form: DeviceForm::Osv,
+            prefix: prefix.into(),
+            suffix: suffix.into(),
+        }
+    }
+
+    fn num(n: &DeviceNaming, raw: &str) -> Option<String> {
+        n.number(raw).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn writes_the_switch_form() {
+        assert_eq!(bare().private_device("4001"), "4001");
+        assert_eq!(bare().plain_device("4001"), "4001");
+        let n = osv("+4989700", "");
+        assert_eq!(n.private_device("4001"), "N<+49897004001>");
+        assert_eq!(n.plain_device("4001"), "+49897004001");
+        let n = DeviceNaming {
+            form: DeviceForm::Bare,
+            prefix: "9".into(),
+            suffix: "#".into(),
+        };
+        assert_eq!(n.private_device("4001"), "94001#");
+        assert_eq!(osv("", "").private_device("4001"), "N<4001>");
+    }
+
+    #[test]
+    fn reads_a_bare_number() {
+        assert_eq!(num(&bare(), "4001").unwrap(), "4001");
+        assert_eq!(num(&bare(), "  4001\n ").unwrap(), "4001");
+        assert_eq!(num(&bare(), "+17867104700").unwrap(), "+17867104700");
+    }
+
+    #[test]
+    fn reads_the_osv_forms() {
+        let n = bare();
+        assert_eq!(
+            num(&n, "N<+17867100001>Line00001;displayNumber=00001").unwrap(),
+            "+17867100001"
+        );
+        assert_eq!(num(&n, "N<3021061290000>;noa=nk").unwrap(), "3021061290000");
+        assert_eq!(
+            num(
+                &n,
+                "N<+17867100000>+ 30(210)8216100;displayNumber=7867100000;uid=FF0001"
+            )
+            .unwrap(),
+            "+17867100000"
+        );
+        assert_eq!(num(&n, "N<4001>").unwrap(), "4001");
+        assert_eq!(num(&n, "N<>;noa=nk"), None);
+    }
+
+    #[test]
+    fn reads_uris() {
+        let n = bare();
+        assert_eq!(num(&n, "<sip:4001@osv.example.com>").unwrap(), "4001");
+        assert_eq!(num(&n, "sip:4001@10.0.0.1:5060").unwrap(), "4001");
+        assert_eq!(num(&n, "SIP:4001@host;transport=tcp").unwrap(), "4001");
+        assert_eq!(num(&n, "sips:4001@host").unwrap(), "4001");
+        assert_eq!(num(&n, "tel:+4930123456").unwrap(), "+4930123456");
+        assert_eq!(num(&n, "tel:+4930123;phone-context=x").unwrap(), "+4930123");
+        assert_eq!(num(&n, "4001@host").unwrap(), "4001");
+    }
+
+    #[test]
+    fn reads_dmcc_device_ids() {
+        assert_eq!(num(&bare(), "4001:S8300:10.0.0.1:0").unwrap(), "4001");
+    }
+
+    #[test]
+    fn no_device_for_unknown_or_empty() {
+        for raw in ["", "   ", "notKnown", "notRequired", "<sip:@host>"] {
+            assert_eq!(num(&bare(), raw), None, "{raw:?}");
+            assert_eq!(bare().other_dn(raw, |_| true), None, "{raw:?}");
+            assert_eq!(bare().dn_in(raw, |_| true), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn prefix_and_suffix_removed_when_present() {
+        let n = osv("+4989700", "#");
+        assert_eq!(num(&n, "N<+49897004001#>;noa=nk").unwrap(), "4001");
+        assert_eq!(num(&n, "+49897004001").unwrap(), "4001");
+        assert_eq!(num(&n, "4001").unwrap(), "4001");
+        // The prefix alone is not a number of its own.
+        assert_eq!(num(&n, "+4989700").unwrap(), "+4989700");
+    }
+
+    #[test]
+    fn dn_when_the_plan_has_it() {
+        let plan = |d: &str| d == "4001" || d == "+4930555";
+        let n = osv("+4989700", "");
+        assert_eq!(n.dn_in("N<+49897004001>;noa=nk", plan).unwrap(), "4001");
+        assert_eq!(n.dn_in("4001", plan).unwrap(), "4001");
+        // Without the prefix it is not in the plan; as is it is.
+        assert_eq!(n.dn_in("tel:+4930555", plan).unwrap(), "+4930555");
+        assert_eq!(n.dn_in("N<+49897004002>", plan), None);
+    }
+
+    #[test]
+    fn other_dn_is_the_dn_or_the_number() {
+        let plan = |d: &str| d == "4001";
+        let n = osv("+4989700", "");
+        assert_eq!(n.other_dn("N<+49897004001>", plan).unwrap(), "4001");
+        assert_eq!(
+            n.other_dn("N<+17867100000>;displayNumber=7867100000", plan)
+                .unwrap(),
+            "+17867100000"
+        );
+        assert_eq!(n.other_dn("<sip:5555@host>", plan).unwrap(), "5555");
+        assert_eq!(n.other_dn("notKnown", plan), None);
+    }
+}
