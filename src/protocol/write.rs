@@ -239,13 +239,13 @@ pub fn link_event(switch: &str, up: bool, link: Option<usize>, reason: Option<&s
         .finish()
 }
 
-/// `EventRegistered`, the reply to `RequestRegisterAddress`.
+/// `EventRegistered`, the reply to `RequestRegisterAddress`: the mode and `callEvents` as
+/// registered.
 pub fn registered(
     reference_id: u64,
     dn: &str,
     switch: &str,
-    mode: RegisterMode,
-    call_events: bool,
+    (mode, call_events): (RegisterMode, bool),
     link_up: bool,
     hotdesk: Option<(&str, &str)>,
     hotdesk_known: bool,

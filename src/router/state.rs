@@ -46,6 +46,10 @@ pub struct SwitchCtx {
     pub simulated: bool,
     /// The link layer (set once at start, before any client can connect).
     pub handle: OnceLock<SwitchHandle>,
+    /// How the switch names devices (`device-id-form`, `dn-prefix`, `dn-suffix`), read from
+    /// the configuration by the first extension actor that needs it: every call event's
+    /// devices are read with it.
+    pub naming: OnceLock<crate::csta::DeviceNaming>,
     /// Whether the switch has an operational, announced link.
     pub link_up: AtomicBool,
     /// The active link's index (meaningful while `link_up`).
@@ -106,6 +110,7 @@ impl SwitchCtx {
             plan,
             simulated,
             handle: OnceLock::new(),
+            naming: OnceLock::new(),
             link_up: AtomicBool::new(false),
             active_link: AtomicUsize::new(0),
             calls: CallTable::default(),

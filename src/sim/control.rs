@@ -202,6 +202,22 @@ struct CallBody {
     from: Option<String>,
     to: Option<String>,
     code: Option<String>,
+    /// Transfer only: the staying parties get a new call ID (`true`: one the switch picks, a
+    /// string: that one), as OpenScape Voice does.
+    new_call_id: Option<Value>,
+}
+
+/// `newCallId` of a transfer: `None` keeps the call ID, `Some(None)` asks for a new one the
+/// switch picks, `Some(Some(id))` for that one.
+fn new_call_id(value: Option<Value>) -> Result<Option<Option<String>>, SimError> {
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
+        Some(Value::Bool(true)) => Ok(Some(None)),
+        Some(Value::String(id)) => Ok(Some(Some(id))),
+        Some(_) => Err(SimError::bad_request(
+            "\"newCallId\" must be true, false or a call ID",
+        )),
+    }
 }
 
 fn need(value: Option<String>, name: &str) -> Result<String, SimError> {
@@ -217,8 +233,16 @@ async fn call_action(
     respond((|| {
         let b: CallBody = parse(&body)?;
         let mut st = sw.lock();
+        let mut now_id = call_id.clone();
         match action.as_str() {
             "answer" => st.call_answer(&call_id, b.device.as_deref())?,
+            "transfer" if b.new_call_id.is_some() => {
+                let (from, to) = (need(b.from, "from")?, need(b.to, "to")?);
+                match new_call_id(b.new_call_id)? {
+                    None => st.call_transfer(&call_id, &from, &to)?,
+                    Some(new) => now_id = st.call_transfer_new_id(&call_id, &from, &to, new)?,
+                }
+            }
             "hold" => st.call_hold(&call_id, &need(b.device, "device")?, true)?,
             "retrieve" => st.call_hold(&call_id, &need(b.device, "device")?, false)?,
             "transfer" => st.call_transfer(&call_id, &need(b.from, "from")?, &need(b.to, "to")?)?,
@@ -239,7 +263,7 @@ async fn call_action(
                 ))
             }
         }
-        Ok(st.call_json(&call_id))
+        Ok(st.call_json(&now_id))
     })())
 }
 

@@ -109,14 +109,29 @@ pub(super) fn client_event<'a>(
 }
 
 impl Extension {
-    /// Whether a device as the switch names it is this DN.
-    fn is_here(&self, raw: Option<&str>) -> bool {
-        raw.is_some_and(|raw| device_number(raw) == &*self.dn)
+    /// How the switch names devices.
+    fn naming(&self) -> &crate::csta::DeviceNaming {
+        self.switch.naming.get_or_init(|| {
+            self.shared
+                .config
+                .switch
+                .get(self.switch.index)
+                .map(|sw| sw.dialect().device)
+                .unwrap_or_default()
+        })
     }
 
-    /// The other party as clients see it: the DN when the plan has it, else the number.
-    fn other_dn(&self, raw: &str) -> String {
-        device_number(raw).to_owned()
+    /// Whether a device as the switch names it is this DN.
+    pub(super) fn is_here(&self, raw: Option<&str>) -> bool {
+        raw.is_some_and(|raw| self.naming().dn_in(raw, |n| n == &*self.dn).is_some())
+    }
+
+    /// The other party as clients see it: the DN when the plan has it, else the number
+    /// (`None`: the switch does not know it).
+    fn other_dn(&self, raw: &str) -> Option<Box<str>> {
+        self.naming()
+            .other_dn(raw, |n| self.switch.plan.contains(n))
+            .map(Box::from)
     }
 
     /// A call event from the DN's monitor: the DN's call list, then the client event.
@@ -139,7 +154,7 @@ impl Extension {
             return;
         };
         let other = match seen.other {
-            Other::Set(raw) => Some(Box::from(self.other_dn(raw))),
+            Other::Set(raw) => self.other_dn(raw),
             Other::Keep => None,
         };
         let (conn_id, other) = match self
@@ -165,7 +180,7 @@ impl Extension {
 
     /// The call list's rule for `ev` (see [`call_rule`]).
     fn apply_call_rule(&mut self, ev: &CallEvent, call_id: &str) {
-        match call_rule(ev, &self.dn) {
+        match call_rule(ev, |d| self.is_here(d)) {
             CallRule::Hold { activate } => {
                 self.touch_call(call_id, activate);
             }
@@ -197,7 +212,8 @@ impl Extension {
         };
         // The change of this device's connection; else one of a call the device holds that
         // names no device.
-        let moves = changes_of(ev).iter().filter_map(|(old, new)| {
+        let moves = ev.changes.iter().filter_map(|c| {
+            let (old, new) = (c.old.as_ref()?, c.new.as_ref()?);
             let (old_id, new_id) = (old.call_id.as_deref()?, new.call_id.as_deref()?);
             (old_id != new_id && list.get(old_id).is_some()).then_some((old, new, old_id, new_id))
         });
@@ -232,7 +248,7 @@ impl Extension {
             || old.state == CallState::Established;
         let conn_id = self.touch_call(new_id, active);
         let other = match ev.other_device.as_deref() {
-            Some(to) if !self.is_here(Some(to)) => Some(Box::from(self.other_dn(to))),
+            Some(to) if !self.is_here(Some(to)) => self.other_dn(to).or(old.other),
             _ => old.other,
         };
         if let Some(call) = self
@@ -283,33 +299,9 @@ impl Extension {
             previous_conn_id: previous.as_deref(),
             other_dn: other.as_deref(),
             call_state: state,
-            cause: cause_of(ev),
+            cause: ev.cause.as_deref(),
         });
         let to = self.subs.call_event_clients();
         self.emit(to, text, false);
     }
-}
-
-/// The number inside a device identifier as switches write it (`N<…>…`, `sip:`/`tel:`,
-/// `@host`); the identifier itself when it has no decoration.
-fn device_number(raw: &str) -> &str {
-    let raw = raw.trim();
-    let raw = match raw.strip_prefix("N<") {
-        Some(rest) => rest.split('>').next().unwrap_or(rest),
-        None => raw,
-    };
-    let raw = raw.trim_start_matches('<');
-    let raw = raw
-        .strip_prefix("sip:")
-        .or_else(|| raw.strip_prefix("tel:"))
-        .unwrap_or(raw);
-    raw.split(['@', '>', ';']).next().unwrap_or(raw)
-}
-
-// PENDING-API: replaced by the codec's `CallEvent::cause` / `CallEvent::changes`.
-fn cause_of(_ev: &CallEvent) -> Option<&str> {
-    None
-}
-fn changes_of(_ev: &CallEvent) -> &'static [(crate::csta::Connection, crate::csta::Connection)] {
-    &[]
 }

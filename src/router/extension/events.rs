@@ -71,13 +71,13 @@ pub(super) enum CallRule {
     Drop,
 }
 
-/// The rule of the client protocol for `ev` on the monitor of `dn`: added by ServiceInitiated,
+/// The rule of the client protocol for `ev` on the monitor of a DN (`here`: whether a device
+/// the switch names is the DN): added by ServiceInitiated,
 /// Originated, Delivered and Established (and kept by Held and Retrieved); removed by
 /// ConnectionCleared when the dropped connection is this device's, by CallCleared, and by a
 /// transfer or diversion that takes the call away from this device. "Most recent" is the call
 /// last established or retrieved at the device.
-pub(super) fn call_rule(ev: &CallEvent, dn: &str) -> CallRule {
-    let here = |d: Option<&str>| d == Some(dn);
+pub(super) fn call_rule(ev: &CallEvent, here: impl Fn(Option<&str>) -> bool) -> CallRule {
     let at_this_device = here(ev.device.as_deref()) || here(ev.connection.device_id.as_deref());
     match ev.kind {
         CallEventKind::ServiceInitiated
@@ -288,6 +288,10 @@ mod tests {
     use super::*;
     use crate::csta::Connection;
 
+    fn at(dn: &str) -> impl Fn(Option<&str>) -> bool + '_ {
+        move |d| d == Some(dn)
+    }
+
     fn ev(kind: CallEventKind, connection_device: &str, device: Option<&str>) -> CallEvent {
         CallEvent {
             kind,
@@ -308,18 +312,18 @@ mod tests {
             CallEventKind::Delivered,
         ] {
             assert_eq!(
-                call_rule(&ev(kind, "5001", None), "5001"),
+                call_rule(&ev(kind, "5001", None), at("5001")),
                 CallRule::Hold { activate: false },
                 "{kind:?}"
             );
         }
         assert_eq!(
-            call_rule(&ev(CallEventKind::Established, "4001", None), "5001"),
+            call_rule(&ev(CallEventKind::Established, "4001", None), at("5001")),
             CallRule::Hold { activate: true },
             "established at any party's monitor"
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::Held, "5001", None), "5001"),
+            call_rule(&ev(CallEventKind::Held, "5001", None), at("5001")),
             CallRule::Hold { activate: false }
         );
     }
@@ -327,16 +331,19 @@ mod tests {
     #[test]
     fn retrieved_makes_the_call_most_recent_only_at_the_retrieving_device() {
         assert_eq!(
-            call_rule(&ev(CallEventKind::Retrieved, "5001", None), "5001"),
+            call_rule(&ev(CallEventKind::Retrieved, "5001", None), at("5001")),
             CallRule::Hold { activate: true }
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::Retrieved, "4001", Some("5001")), "5001"),
+            call_rule(
+                &ev(CallEventKind::Retrieved, "4001", Some("5001")),
+                at("5001")
+            ),
             CallRule::Hold { activate: true },
             "the retrieving device named by `device`"
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::Retrieved, "4001", None), "5001"),
+            call_rule(&ev(CallEventKind::Retrieved, "4001", None), at("5001")),
             CallRule::Hold { activate: false }
         );
     }
@@ -344,35 +351,53 @@ mod tests {
     #[test]
     fn cleared_transferred_and_diverted_remove_the_call_from_the_device_it_leaves() {
         assert_eq!(
-            call_rule(&ev(CallEventKind::ConnectionCleared, "5001", None), "5001"),
+            call_rule(
+                &ev(CallEventKind::ConnectionCleared, "5001", None),
+                at("5001")
+            ),
             CallRule::Drop,
             "this device's connection dropped"
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::ConnectionCleared, "4001", None), "5001"),
+            call_rule(
+                &ev(CallEventKind::ConnectionCleared, "4001", None),
+                at("5001")
+            ),
             CallRule::Touch,
             "another party dropped: the call stays"
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::CallCleared, "4001", None), "5001"),
+            call_rule(&ev(CallEventKind::CallCleared, "4001", None), at("5001")),
             CallRule::Drop
         );
         for kind in [CallEventKind::Transferred, CallEventKind::Diverted] {
             assert_eq!(
-                call_rule(&ev(kind, "4001", Some("5001")), "5001"),
+                call_rule(&ev(kind, "4001", Some("5001")), at("5001")),
                 CallRule::Drop,
                 "{kind:?} away from this device"
             );
             assert_eq!(
-                call_rule(&ev(kind, "5001", None), "5001"),
+                call_rule(&ev(kind, "5001", None), at("5001")),
                 CallRule::Drop,
                 "{kind:?}: this device's connection left"
             );
-            assert_eq!(
-                call_rule(&ev(kind, "4001", Some("4002")), "5001"),
-                CallRule::Hold { activate: false },
-                "{kind:?} between other parties: the call stays here"
-            );
         }
+        assert_eq!(
+            call_rule(
+                &ev(CallEventKind::Diverted, "4001", Some("4002")),
+                at("5001")
+            ),
+            CallRule::Hold { activate: false },
+            "a diversion between other parties: the call stays here"
+        );
+        assert_eq!(
+            call_rule(
+                &ev(CallEventKind::Transferred, "4001", Some("4002")),
+                at("5001")
+            ),
+            CallRule::Touch,
+            "a transfer between other parties: the call stays where it was, and the \
+             transferred-to device joins by its own events"
+        );
     }
 }
