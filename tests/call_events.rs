@@ -20,6 +20,7 @@ use process::RouterProcess;
 use router::Client;
 use serde_json::{json, Value};
 use sim_control::SimControl;
+use std::time::Duration;
 
 fn config() -> String {
     process::two_switches(
@@ -368,4 +369,120 @@ fn an_outbound_call_a_diverted_call_and_clients_without_call_events() {
         assert_eq!(metric(&r, "diverted").await, 1.0);
     });
     r.stop();
+}
+
+/// The call events among `messages` as (message, eventSeq, connId, callState).
+fn call_events_of(messages: &[Value]) -> Vec<(String, u64, String, String)> {
+    messages
+        .iter()
+        .filter(|m| m.get("callState").is_some())
+        .map(|m| {
+            (
+                m["message"].as_str().unwrap().to_owned(),
+                m["eventSeq"].as_u64().unwrap(),
+                m["connId"].as_str().unwrap().to_owned(),
+                m["callState"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every message `c` gets until none comes for `quiet`.
+async fn drain(c: &mut Client, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some(m) = c.next(quiet).await {
+        out.push(m);
+    }
+    out
+}
+
+#[test]
+fn a_client_on_another_node_gets_the_owner_s_call_events_also_across_an_owner_kill() {
+    use common::bed::{monitors_on, one_at_a_time, runtime, until, Bed, LEASE_TTL};
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let mut bed = Bed::start(1, 3);
+        let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+        let owner = owners["sw1"].clone();
+        let survivors: Vec<String> = bed
+            .live()
+            .map(|(n, _)| n.to_owned())
+            .filter(|n| *n != owner)
+            .collect();
+        bed.link_up_everywhere("sw1").await;
+        let sim = bed.pbx("sw1").control();
+        let mut on_owner = bed.client(&owner).await;
+        let mut first = bed.client(&survivors[0]).await;
+        let mut second = bed.client(&survivors[1]).await;
+        let mut plain = bed.client(&survivors[0]).await;
+        for c in [&mut on_owner, &mut first, &mut second] {
+            register(c, "4001", true).await;
+        }
+        register(&mut plain, "4001", false).await;
+        monitors_on(&sim, "4001", 1).await;
+
+        let made = sim
+            .post_ok("/calls", json!({"from": "4001", "to": "4900"}))
+            .await;
+        let call_id = made["callId"].as_str().unwrap().to_owned();
+        call(&sim, &call_id, "hold", json!({"device": "4001"})).await;
+        let quiet = Duration::from_millis(500);
+        let seen = call_events_of(&drain(&mut on_owner, quiet).await);
+        let names: Vec<&str> = seen.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "EventOffHook",
+                "EventDialing",
+                "EventDialing",
+                "EventEstablished",
+                "EventHeld"
+            ]
+        );
+        let conn_id = seen[0].2.clone();
+        assert!(seen.iter().all(|e| e.2 == conn_id), "{seen:?}");
+        for c in [&mut first, &mut second] {
+            assert_eq!(
+                call_events_of(&drain(c, quiet).await),
+                seen,
+                "the same events, numbers, connIds and order on every node"
+            );
+        }
+        assert_eq!(drain(&mut plain, quiet).await, Vec::<Value>::new());
+        // Give the connId's record a moment to be written (it is off the hot path).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        bed.kill(&owner);
+        for c in [&mut first, &mut second] {
+            until(
+                c,
+                LEASE_TTL + Duration::from_secs(8),
+                "EventLinkConnected",
+                |m| m["message"] == "EventLinkConnected" && m["switch"] == "sw1",
+            )
+            .await;
+        }
+        bed.settled(Duration::from_secs(5)).await;
+        monitors_on(&sim, "4001", 1).await;
+        call(&sim, &call_id, "retrieve", json!({"device": "4001"})).await;
+        call(&sim, &call_id, "clear", json!({})).await;
+        let after = call_events_of(&drain(&mut first, quiet).await);
+        let names: Vec<&str> = after.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["EventRetrieved", "EventReleased"], "{after:?}");
+        assert!(
+            after.iter().all(|e| e.2 == conn_id),
+            "the call keeps its connId: {after:?}"
+        );
+        assert!(
+            after[0].1 > seen[4].1,
+            "eventSeq keeps increasing: {after:?}"
+        );
+        assert_eq!(
+            call_events_of(&drain(&mut second, quiet).await),
+            after,
+            "the new owner's clients and another node's get the same"
+        );
+        assert!(call_events_of(&drain(&mut plain, quiet).await).is_empty());
+        bed.stop();
+    });
 }
