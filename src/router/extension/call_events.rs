@@ -305,3 +305,176 @@ impl Extension {
         self.emit(to, text, false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csta::Connection;
+    use CallEventKind as K;
+    use CallEventName as N;
+    use CallState as S;
+
+    fn ev(kind: CallEventKind, conn_device: &str, device: &str, other: &str) -> CallEvent {
+        CallEvent {
+            kind,
+            cross_ref: None,
+            connection: Connection::new("C1", conn_device),
+            device: Some(device.to_owned()).filter(|d| !d.is_empty()),
+            other_device: Some(other.to_owned()).filter(|d| !d.is_empty()),
+            cause: None,
+            changes: Vec::new(),
+        }
+    }
+
+    fn at_5001(d: Option<&str>) -> bool {
+        d == Some("5001")
+    }
+
+    fn name_state(e: &CallEvent, before: Option<CallState>) -> Option<(N, S)> {
+        client_event(e, at_5001, before).map(|s| (s.name, s.state))
+    }
+
+    #[test]
+    fn each_row_of_the_table() {
+        let rows = [
+            (
+                ev(K::ServiceInitiated, "5001", "5001", ""),
+                None,
+                Some((N::OffHook, S::Initiated)),
+            ),
+            (
+                ev(K::Originated, "5001", "5001", "4001"),
+                Some(S::Initiated),
+                Some((N::Dialing, S::Dialing)),
+            ),
+            (
+                ev(K::Delivered, "4001", "4001", "5001"),
+                Some(S::Dialing),
+                Some((N::Dialing, S::Dialing)),
+            ),
+            (
+                ev(K::Delivered, "5001", "5001", "4001"),
+                None,
+                Some((N::Ringing, S::Ringing)),
+            ),
+            (
+                ev(K::Established, "5001", "5001", "4001"),
+                Some(S::Ringing),
+                Some((N::Established, S::Established)),
+            ),
+            (
+                ev(K::Established, "4001", "4001", "5001"),
+                Some(S::Dialing),
+                Some((N::Established, S::Established)),
+            ),
+            (
+                ev(K::Held, "5001", "5001", ""),
+                Some(S::Established),
+                Some((N::Held, S::Held)),
+            ),
+            (
+                ev(K::Retrieved, "5001", "5001", ""),
+                Some(S::Held),
+                Some((N::Retrieved, S::Established)),
+            ),
+            (
+                ev(K::Transferred, "5001", "5001", "5002"),
+                Some(S::Established),
+                Some((N::Released, S::Released)),
+            ),
+            (
+                ev(K::Transferred, "4001", "4001", "5002"),
+                Some(S::Held),
+                Some((N::PartyChanged, S::Held)),
+            ),
+            (
+                ev(K::Diverted, "5001", "5001", "5002"),
+                Some(S::Ringing),
+                Some((N::Diverted, S::Released)),
+            ),
+            (
+                ev(K::ConnectionCleared, "5001", "5001", ""),
+                Some(S::Established),
+                Some((N::Released, S::Released)),
+            ),
+            (
+                ev(K::CallCleared, "", "", ""),
+                Some(S::Held),
+                Some((N::Released, S::Released)),
+            ),
+        ];
+        for (e, before, want) in rows {
+            assert_eq!(
+                name_state(&e, before),
+                want,
+                "{:?} before {before:?}",
+                e.kind
+            );
+        }
+    }
+
+    #[test]
+    fn another_party_s_connection_makes_no_event() {
+        let none = [
+            (
+                ev(K::ConnectionCleared, "4001", "4001", ""),
+                Some(S::Established),
+            ),
+            (ev(K::Held, "4001", "4001", ""), Some(S::Established)),
+            (ev(K::Retrieved, "4001", "4001", ""), Some(S::Established)),
+            (
+                ev(K::Delivered, "5002", "5002", "4001"),
+                Some(S::Established),
+            ),
+            (ev(K::Established, "5002", "5002", "4001"), Some(S::Held)),
+            (ev(K::Diverted, "4001", "4001", "5002"), Some(S::Dialing)),
+            (ev(K::ServiceInitiated, "4001", "4001", ""), None),
+            // Nothing to release or change where the DN never held the call.
+            (ev(K::CallCleared, "", "", ""), None),
+            (ev(K::ConnectionCleared, "5001", "5001", ""), None),
+            (ev(K::Transferred, "4001", "4001", "5001"), None),
+        ];
+        for (e, before) in none {
+            assert_eq!(
+                name_state(&e, before),
+                None,
+                "{:?} before {before:?}",
+                e.kind
+            );
+        }
+    }
+
+    #[test]
+    fn the_other_party_is_the_device_across_the_call() {
+        fn other(e: &CallEvent, before: Option<CallState>) -> Option<Other<'_>> {
+            client_event(e, at_5001, before).map(|s| s.other)
+        }
+        assert_eq!(
+            other(&ev(K::Delivered, "5001", "5001", "4001"), None),
+            Some(Other::Set("4001"))
+        );
+        assert_eq!(
+            other(&ev(K::Delivered, "4001", "4001", "5001"), Some(S::Dialing)),
+            Some(Other::Set("4001"))
+        );
+        assert_eq!(
+            other(&ev(K::Held, "5001", "5001", ""), Some(S::Established)),
+            Some(Other::Keep)
+        );
+        assert_eq!(
+            other(
+                &ev(K::Transferred, "4002", "4002", "5001"),
+                Some(S::Established)
+            ),
+            Some(Other::Keep),
+            "transferred to this device: the other party is not named"
+        );
+        assert_eq!(
+            other(
+                &ev(K::Transferred, "4002", "4002", "5003"),
+                Some(S::Established)
+            ),
+            Some(Other::Set("5003"))
+        );
+    }
+}
