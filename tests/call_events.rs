@@ -10,7 +10,11 @@
 //!   when the far end hangs up, released on the device's own clearing;
 //! - a diverted call, seen from the caller, the device it left and the one it went to;
 //! - a client registered without `callEvents` (or registered again without it) gets none, and
-//!   `csta_router_call_events_total` counts each event once.
+//!   `csta_router_call_events_total` counts each event once;
+//! - in a cluster (real `nats-server`, `pbx-sim` and three router processes), clients on the
+//!   owner and on the other nodes get the same call events (names, `eventSeq`, connIds, order),
+//!   also after the owner is killed, and a client without `callEvents` on another node none;
+//! - the README's Python example prints a ringing call, its answer and its end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -485,4 +489,80 @@ fn a_client_on_another_node_gets_the_owner_s_call_events_also_across_an_owner_ki
         assert!(call_events_of(&drain(&mut plain, quiet).await).is_empty());
         bed.stop();
     });
+}
+
+/// The body of the first ```python block after the README's heading `heading`.
+fn readme_python(heading: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let at = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README has no heading {heading:?}"));
+    let rest = &readme[at..];
+    let start = rest.find("\n```python\n").unwrap() + "\n```python\n".len();
+    let len = rest[start..].find("\n```\n").unwrap();
+    rest[start..start + len + 1].to_owned()
+}
+
+/// The README's call-watching example, run as written: it prints the ringing call (with its
+/// caller), then its answer and its end.
+#[test]
+fn the_readme_python_example_shows_a_ringing_call() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = process::files(&[(
+        "calls.py",
+        &readme_python("### Watching calls ring (Python)"),
+    )]);
+    let r = RouterProcess::start("call-events-python", &config());
+    let sim = r.controls[0];
+    let mut child = process::Killed(
+        Command::new("python3")
+            .arg(dir.path().join("calls.py"))
+            .args([&r.url(), "5001"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 is needed for the README's Python example: {e}")),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let line = || {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the README's example printed nothing within 10 s (is the websockets package installed?)")
+    };
+    process::runtime().block_on(async {
+        r.wait_connected(&["sw1", "sw2"]).await;
+        assert_eq!(line(), "watching 5001");
+        let made = sim
+            .post_ok(
+                "/calls",
+                json!({"from": "4001", "to": "5001", "answer": false}),
+            )
+            .await;
+        let ringing = line();
+        let conn_id = ringing
+            .strip_prefix("5001: call ")
+            .and_then(|l| l.strip_suffix(" from 4001 is ringing"))
+            .unwrap_or_else(|| panic!("{ringing}"));
+        assert_eq!(conn_id.len(), 16, "{ringing}");
+        let call_id = made["callId"].as_str().unwrap();
+        call(&sim, call_id, "answer", json!({"device": "5001"})).await;
+        assert_eq!(
+            line(),
+            format!("5001: call {conn_id} established (established)")
+        );
+        call(&sim, call_id, "clear", json!({"device": "4001"})).await;
+        assert_eq!(line(), format!("5001: call {conn_id} released (released)"));
+    });
+    drop(child);
+    r.stop();
 }
