@@ -566,3 +566,20 @@ fn the_readme_python_example_shows_a_ringing_call() {
     drop(child);
     r.stop();
 }
+
+/// `csta-bench fanout --call-events`: the monitors get every call event besides the hot-desk
+/// events, in order, none lost.
+#[test]
+fn the_fanout_bench_with_call_events_delivers_every_one() {
+    let (v, _) = process::bench_summary(
+        "fanout --spawn --switches 2 --dns 50 --monitors 3 --rounds 2 --window 128 --call-events",
+    );
+    assert_eq!(v["call_events"], true, "{v}");
+    assert_eq!(v["losses"], 0, "{v}");
+    assert_eq!(v["out_of_order"], 0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    // 25 pairs x 2 rounds x (4 hot-desk events + 5 call events at the guest + 3 at the host)
+    // x 3 monitors.
+    assert_eq!(v["expected"], 1800, "{v}");
+    assert_eq!(v["deliveries"], 1800, "{v}");
+}

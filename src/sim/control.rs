@@ -305,6 +305,10 @@ struct BurstBody {
     pairs: u64,
     #[serde(default = "one")]
     count: u64,
+    /// Also a call from the guest to the host after each associate + cancel, answered and
+    /// cleared (call events for the call-event benchmark).
+    #[serde(default)]
+    calls: bool,
 }
 
 fn one() -> u64 {
@@ -315,6 +319,8 @@ fn one() -> u64 {
 /// guest/host pairs starting at `guest`/`host` (numbers incremented, width kept): a burst of
 /// events for load and slow-consumer tests, generated inside the switch as fast as the links
 /// read them (each step waits for room in every link's queue: [`Switch::wait_for_room`]).
+/// With `calls`, each pair's round also has a call from the guest to the host, answered and
+/// cleared.
 async fn burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
     let pairs = (|| {
         let b: BurstBody = parse(&body)?;
@@ -330,13 +336,13 @@ async fn burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
         let pairs: Vec<(String, String)> = (0..b.pairs)
             .map(|i| Ok((nth(&b.guest, i)?, nth(&b.host, i)?)))
             .collect::<Result<_, SimError>>()?;
-        Ok((pairs, b.count))
+        Ok((pairs, b.count, b.calls))
     })();
-    let (pairs, count) = match pairs {
+    let (pairs, count, calls) = match pairs {
         Ok(p) => p,
         Err(e) => return respond(Err(e)),
     };
-    let mut events = 0u64;
+    let (mut events, mut made_calls) = (0u64, 0u64);
     for _ in 0..count {
         for (guest, host) in &pairs {
             for action in [
@@ -355,9 +361,20 @@ async fn burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
                 st.emit_hotdesk(&event);
                 events += 1;
             }
+            if calls {
+                sw.wait_for_room().await;
+                let mut st = sw.lock();
+                let made = st
+                    .call_new(guest, host, None, true)
+                    .and_then(|id| st.call_clear(&id, None));
+                if let Err(e) = made {
+                    return respond(Err(e));
+                }
+                made_calls += 1;
+            }
         }
     }
-    respond(Ok(json!({ "hotdeskEvents": events })))
+    respond(Ok(json!({ "hotdeskEvents": events, "calls": made_calls })))
 }
 
 #[derive(Deserialize)]
