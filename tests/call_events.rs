@@ -583,3 +583,57 @@ fn the_fanout_bench_with_call_events_delivers_every_one() {
     assert_eq!(v["expected"], 1800, "{v}");
     assert_eq!(v["deliveries"], 1800, "{v}");
 }
+
+/// A session resumed after its connection dropped keeps `callEvents` and gets the call events
+/// it missed replayed (only those of the DN registered with them).
+#[test]
+fn a_resumed_session_keeps_call_events_and_gets_the_missed_ones() {
+    let r = RouterProcess::start("call-events-resume", &config());
+    let sim = r.controls[0];
+    process::runtime().block_on(async {
+        r.wait_connected(&["sw1", "sw2"]).await;
+        let (mut c, opened) = Client::open_as(&r.url(), "desk", None, 2).await;
+        let session_id = opened["sessionId"].as_str().unwrap().to_owned();
+        register(&mut c, "5006", true).await;
+        register(&mut c, "5007", false).await;
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let made = sim
+            .post_ok(
+                "/calls",
+                json!({"from": "4006", "to": "5006", "answer": false}),
+            )
+            .await;
+        sim.post_ok(
+            "/calls",
+            json!({"from": "4007", "to": "5007", "answer": false}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let resume = json!({"sessionId": session_id, "lastEventSeq": {"sw1": 0, "sw2": 0}});
+        let (mut c, reply) = Client::open_as(&r.url(), "desk", Some(resume), 2).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        assert_eq!(reply["replayed"], 1, "only the call event of 5006: {reply}");
+        let ringing = events(&mut c, 1).await;
+        let conn_id = check(&ringing[0], "EventRinging", "5006", "ringing", Some("4006"));
+        call(
+            &sim,
+            made["callId"].as_str().unwrap(),
+            "answer",
+            json!({"device": "5006"}),
+        )
+        .await;
+        let answered = events(&mut c, 1).await;
+        assert_eq!(
+            check(
+                &answered[0],
+                "EventEstablished",
+                "5006",
+                "established",
+                Some("4006")
+            ),
+            conn_id
+        );
+    });
+    r.stop();
+}
