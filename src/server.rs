@@ -201,7 +201,8 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
         .enumerate()
         .map(|(index, (sw, plan))| {
             let name: Arc<str> = Arc::from(sw.name.as_str());
-            Arc::new(SwitchCtx::new(index, name, plan.clone(), sw.simulated))
+            let ctx = SwitchCtx::new(index, name, plan.clone(), sw.simulated);
+            Arc::new(ctx.with_naming(sw.dialect().device))
         })
         .collect();
     let shared = Arc::new(Shared {

@@ -8,7 +8,7 @@
 //! actor, metrics, audit lines, `EventServerConnected`) asks this module instead of matching
 //! the numbers 1, 2 and 501 itself.
 
-use crate::csta::{Connection, HotDeskAction, HotDeskRequest, Message};
+use crate::csta::{Connection, DeviceNaming, HotDeskAction, HotDeskRequest, Message};
 use crate::protocol::ErrorCode;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -221,19 +221,23 @@ fn valid_account_code(code: &str) -> bool {
 }
 
 /// The CSTA request that carries `params` for `dn` (README, "The CSTA link"); `call_id` is the switch's
-/// ID of the call an account code goes to.
-pub fn request(params: &Params, dn: &str, call_id: Option<&str>) -> Message {
+/// ID of the call an account code goes to. Devices are written as the switch names them
+/// (`naming`): hot-desk devices in its private-data form, the `AssociateData` device as the
+/// bare number with prefix and suffix.
+pub fn request(params: &Params, dn: &str, call_id: Option<&str>, naming: &DeviceNaming) -> Message {
     match params {
         Params::Associate { host } => Message::Escape(HotDeskRequest {
-            guest: dn.to_owned(),
-            action: HotDeskAction::Associate { host: host.clone() },
+            guest: naming.private_device(dn),
+            action: HotDeskAction::Associate {
+                host: naming.private_device(host),
+            },
         }),
         Params::Cancel => Message::Escape(HotDeskRequest {
-            guest: dn.to_owned(),
+            guest: naming.private_device(dn),
             action: HotDeskAction::Cancel,
         }),
         Params::AccountCode { code } => Message::AssociateData {
-            call: Connection::new(call_id.unwrap_or_default(), dn),
+            call: Connection::new(call_id.unwrap_or_default(), naming.plain_device(dn)),
             account_code: code.clone(),
         },
     }
@@ -349,7 +353,8 @@ mod tests {
                     host: "4001".into()
                 },
                 "5001",
-                None
+                None,
+                &DeviceNaming::default()
             ),
             Message::Escape(HotDeskRequest {
                 guest: "5001".into(),
@@ -364,10 +369,39 @@ mod tests {
                     code: "1234".into()
                 },
                 "5001",
-                Some("C7")
+                Some("C7"),
+                &DeviceNaming::default()
             ),
             Message::AssociateData {
                 call: Connection::new("C7", "5001"),
+                account_code: "1234".into()
+            }
+        );
+        // In an OpenScape Voice form with a prefix.
+        let osv = DeviceNaming {
+            form: crate::csta::DeviceForm::Osv,
+            prefix: "+4989".into(),
+            suffix: String::new(),
+        };
+        let host = Params::Associate {
+            host: "4001".into(),
+        };
+        assert_eq!(
+            request(&host, "5001", None, &osv),
+            Message::Escape(HotDeskRequest {
+                guest: "N<+49895001>".into(),
+                action: HotDeskAction::Associate {
+                    host: "N<+49894001>".into()
+                }
+            })
+        );
+        let code = Params::AccountCode {
+            code: "1234".into(),
+        };
+        assert_eq!(
+            request(&code, "5001", Some("C7"), &osv),
+            Message::AssociateData {
+                call: Connection::new("C7", "+49895001"),
                 account_code: "1234".into()
             }
         );

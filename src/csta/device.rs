@@ -16,6 +16,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::call::{CallEvent, Connection, ConnectionChange};
+
 /// How a switch writes a device inside private data (`device-id-form`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -85,6 +87,56 @@ impl DeviceNaming {
     pub fn other_dn(&self, raw: &str, plan_has: impl Fn(&str) -> bool) -> Option<String> {
         self.dn_in(raw, &plan_has)
             .or_else(|| undecorated(raw).map(str::to_owned))
+    }
+
+    /// The call event with every device it names (subject, other, the connection's and the
+    /// transferred connections') as [`other_dn`](Self::other_dn) gives it: the DN when the
+    /// plan has it, else the undecorated number, absent for `notKnown`. Borrowed when nothing
+    /// changes (a switch that writes bare DNs), so the common case costs no copy.
+    pub fn normalize_call<'a>(
+        &self,
+        ev: &'a CallEvent,
+        plan_has: impl Fn(&str) -> bool,
+    ) -> Cow<'a, CallEvent> {
+        let fix = |v: &Option<String>| -> Option<Option<String>> {
+            let raw = v.as_deref()?;
+            let norm = self.other_dn(raw, &plan_has);
+            (norm.as_deref() != Some(raw)).then_some(norm)
+        };
+        let conns = ev
+            .changes
+            .iter()
+            .flat_map(|c| [&c.old, &c.new])
+            .flatten()
+            .chain([&ev.connection]);
+        let unchanged = [&ev.device, &ev.other_device]
+            .into_iter()
+            .all(|v| fix(v).is_none())
+            && conns.into_iter().all(|c| fix(&c.device_id).is_none());
+        if unchanged {
+            return Cow::Borrowed(ev);
+        }
+        let apply = |v: &Option<String>| fix(v).unwrap_or_else(|| v.clone());
+        let conn = |c: &Connection| Connection {
+            call_id: c.call_id.clone(),
+            device_id: apply(&c.device_id),
+        };
+        Cow::Owned(CallEvent {
+            kind: ev.kind,
+            cross_ref: ev.cross_ref.clone(),
+            connection: conn(&ev.connection),
+            device: apply(&ev.device),
+            other_device: apply(&ev.other_device),
+            cause: ev.cause.clone(),
+            changes: ev
+                .changes
+                .iter()
+                .map(|c| ConnectionChange {
+                    old: c.old.as_ref().map(conn),
+                    new: c.new.as_ref().map(conn),
+                })
+                .collect(),
+        })
     }
 
     /// `number` without the prefix and the suffix, each removed only when present.
@@ -247,6 +299,49 @@ mod tests {
         // Without the prefix it is not in the plan; as is it is.
         assert_eq!(n.dn_in("tel:+4930555", plan).unwrap(), "+4930555");
         assert_eq!(n.dn_in("N<+49897004002>", plan), None);
+    }
+
+    #[test]
+    fn call_events_name_dns() {
+        use crate::csta::CallEventKind;
+        let plan = |d: &str| d == "4001" || d == "5001";
+        let n = osv("+4989700", "");
+        let bare_event = CallEvent {
+            kind: CallEventKind::Transferred,
+            cross_ref: Some("1184300014".into()),
+            connection: Connection::new("C1", "4001"),
+            device: Some("4001".into()),
+            other_device: Some("+17867100000".into()),
+            cause: Some("singleStepTransfer".into()),
+            changes: vec![ConnectionChange {
+                old: None,
+                new: Some(Connection::new("C2", "5001")),
+            }],
+        };
+        // Already DNs and numbers: borrowed as it is.
+        assert!(matches!(
+            n.normalize_call(&bare_event, plan),
+            Cow::Borrowed(_)
+        ));
+        let osv_event = CallEvent {
+            connection: Connection::new("C1", "+49897004001"),
+            device: Some("N<+49897004001>;displayNumber=4001".into()),
+            other_device: Some("N<+17867100000>Line1;displayNumber=7867100000".into()),
+            changes: vec![ConnectionChange {
+                old: None,
+                new: Some(Connection::new("C2", "N<+49897005001>;uid=FF00")),
+            }],
+            ..bare_event.clone()
+        };
+        let got = n.normalize_call(&osv_event, plan);
+        assert!(matches!(got, Cow::Owned(_)));
+        assert_eq!(got.into_owned(), bare_event);
+        // notKnown: absent.
+        let unknown = CallEvent {
+            other_device: Some("notKnown".into()),
+            ..bare_event.clone()
+        };
+        assert_eq!(n.normalize_call(&unknown, plan).other_device, None);
     }
 
     #[test]

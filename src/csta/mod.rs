@@ -3,6 +3,7 @@
 //! Three layers, each usable alone:
 //! - [`frame`]: the 8-byte header that cuts a TCP byte stream into frames ([`CstaCodec`]);
 //! - [`xml`]: a tolerant reader (local names only, depth-limited) and a strict compact writer;
+//! - [`call`]: the call events (part of [`message`]);
 //! - [`device`]: device identifiers in a switch's form, mapped to and from the DN plan;
 //! - [`message`]: the messages the product uses, as a Rust enum ([`Message`]), written in a
 //!   switch's [`Dialect`] and read whatever the dialect.
@@ -10,6 +11,7 @@
 //! The router and the simulator both use this module; golden tests under `tests/` pin it to
 //! bytes written by hand from the specification, so the two cannot share one misreading.
 
+pub mod call;
 pub mod device;
 pub mod dialect;
 pub mod frame;

@@ -3,8 +3,8 @@
 //! Reading: a CSTA message is at most 64 KiB, so it is parsed into a tiny tree of elements named
 //! by their *local* name (prefix and namespace dropped). That is what makes the reader tolerant of
 //! every ECMA-323 edition (ed2–ed6) and of whatever prefix a switch likes: the namespace is
-//! never compared. Attributes are ignored (CSTA carries no data in attributes). Depth is limited,
-//! so hostile input cannot exhaust the stack.
+//! never compared. Attributes are ignored (CSTA carries no data in attributes), once checked to
+//! be well-formed. Depth is limited, so hostile input cannot exhaust the stack.
 //!
 //! Writing: [`XmlWriter`] produces compact documents (an XML declaration, then elements with no
 //! whitespace between them) with text escaped.
@@ -59,6 +59,7 @@ impl Element {
                 .map_err(|e| XmlError::Malformed(e.to_string()))?;
             match event {
                 Event::Start(start) => {
+                    check_attributes(&start)?;
                     if root.is_some() {
                         return Err(XmlError::Malformed("content after the root element".into()));
                     }
@@ -71,6 +72,7 @@ impl Element {
                     });
                 }
                 Event::Empty(start) => {
+                    check_attributes(&start)?;
                     if root.is_some() {
                         return Err(XmlError::Malformed("content after the root element".into()));
                     }
@@ -184,6 +186,34 @@ impl Element {
     pub fn child_value(&self, name: &str) -> Option<&str> {
         self.child(name).and_then(Element::value)
     }
+}
+
+/// Attributes carry nothing we read, but a document whose attributes are not well-formed
+/// (`a="1"b="2"`, a duplicate, a missing quote) is not XML, and is refused like any other.
+fn check_attributes(start: &quick_xml::events::BytesStart<'_>) -> Result<(), XmlError> {
+    for attribute in start.attributes() {
+        attribute.map_err(|e| XmlError::Malformed(e.to_string()))?;
+    }
+    // The parser above does not insist on whitespace between attributes: XML does.
+    let raw = start.attributes_raw().as_bytes();
+    let mut quote: Option<u8> = None;
+    for (i, &b) in raw.iter().enumerate() {
+        match quote {
+            Some(q) if b == q => {
+                quote = None;
+                let next = raw.get(i + 1).copied();
+                if !matches!(next, None | Some(b' ' | b'\t' | b'\n' | b'\r' | b'/')) {
+                    return Err(XmlError::Malformed(
+                        "no whitespace between two attributes".into(),
+                    ));
+                }
+            }
+            Some(_) => {}
+            None if b == b'"' || b == b'\'' => quote = Some(b),
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// Builds a compact XML document: `<?xml version="1.0" encoding="UTF-8"?>` followed by the
@@ -300,6 +330,10 @@ mod tests {
     fn refuses_broken_documents() {
         assert!(Element::parse(b"<a><b></a>").is_err());
         assert!(Element::parse(b"<a>").is_err());
+        // Attributes with no space between them, or twice the same.
+        assert!(Element::parse(br#"<a><b x="1"y="2">3</b></a>"#).is_err());
+        assert!(Element::parse(br#"<a x="1" x="2"/>"#).is_err());
+        assert!(Element::parse(br#"<a x="1" y='2'>3</a>"#).is_ok());
         assert_eq!(Element::parse(b""), Err(XmlError::Empty));
         assert_eq!(Element::parse(&[0xff, 0xfe]), Err(XmlError::NotUtf8));
         let deep = "<a>".repeat(MAX_DEPTH + 1);

@@ -342,7 +342,7 @@ impl<C> Session<C> {
     /// Start a monitor on `dn`; once the switch accepts it, events on it are reported for `dn`.
     pub fn start_monitor(&mut self, dn: Arc<str>, caller: C, now: Instant) -> Vec<Output<C>> {
         let message = Message::MonitorStart {
-            device: dn.to_string(),
+            device: self.dialect.device.plain_device(&dn),
         };
         self.submit(message, Waiting::Monitor(dn, caller), now);
         self.flush()

@@ -9,6 +9,7 @@ use super::calls::CallTable;
 use super::messages::{Delivery, Disowned, ForgetCall, Retiring, ToDn};
 use crate::client::{ClientHandle, Hub};
 use crate::config::Config;
+use crate::csta::DeviceNaming;
 use crate::dnplan::DnPlan;
 use crate::link::SwitchHandle;
 use crate::protocol::{RegisterMode, SharedText, SwitchView};
@@ -42,14 +43,13 @@ pub struct SwitchCtx {
     pub name: Arc<str>,
     /// Its DN plan.
     pub plan: DnPlan,
+    /// How the switch names devices (`device-id-form`, `dn-prefix`, `dn-suffix`): requests
+    /// are written so, and DNs found so in its events.
+    pub naming: DeviceNaming,
     /// Whether it is an embedded simulator.
     pub simulated: bool,
     /// The link layer (set once at start, before any client can connect).
     pub handle: OnceLock<SwitchHandle>,
-    /// How the switch names devices (`device-id-form`, `dn-prefix`, `dn-suffix`), read from
-    /// the configuration by the first extension actor that needs it: every call event's
-    /// devices are read with it.
-    pub naming: OnceLock<crate::csta::DeviceNaming>,
     /// Whether the switch has an operational, announced link.
     pub link_up: AtomicBool,
     /// The active link's index (meaningful while `link_up`).
@@ -108,9 +108,9 @@ impl SwitchCtx {
             metrics: crate::metrics::SwitchMetrics::new(&name),
             name,
             plan,
+            naming: DeviceNaming::default(),
             simulated,
             handle: OnceLock::new(),
-            naming: OnceLock::new(),
             link_up: AtomicBool::new(false),
             active_link: AtomicUsize::new(0),
             calls: CallTable::default(),
@@ -123,6 +123,12 @@ impl SwitchCtx {
             link_reason: Mutex::new(None),
             owner: Mutex::new(None),
         }
+    }
+
+    /// The context with the switch's device naming (default: bare DNs).
+    pub fn with_naming(mut self, naming: DeviceNaming) -> SwitchCtx {
+        self.naming = naming;
+        self
     }
 
     /// Whether requests for the switch are served here (see [`SwitchCtx::owned_here`]).

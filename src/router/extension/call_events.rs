@@ -109,29 +109,16 @@ pub(super) fn client_event<'a>(
 }
 
 impl Extension {
-    /// How the switch names devices.
-    fn naming(&self) -> &crate::csta::DeviceNaming {
-        self.switch.naming.get_or_init(|| {
-            self.shared
-                .config
-                .switch
-                .get(self.switch.index)
-                .map(|sw| sw.dialect().device)
-                .unwrap_or_default()
-        })
+    /// Whether a device the switch names is this DN (devices come normalized: the DN when the
+    /// plan has it, else the undecorated number).
+    pub(super) fn is_here(&self, device: Option<&str>) -> bool {
+        device == Some(&*self.dn)
     }
 
-    /// Whether a device as the switch names it is this DN.
-    pub(super) fn is_here(&self, raw: Option<&str>) -> bool {
-        raw.is_some_and(|raw| self.naming().dn_in(raw, |n| n == &*self.dn).is_some())
-    }
-
-    /// The other party as clients see it: the DN when the plan has it, else the number
-    /// (`None`: the switch does not know it).
-    fn other_dn(&self, raw: &str) -> Option<Box<str>> {
-        self.naming()
-            .other_dn(raw, |n| self.switch.plan.contains(n))
-            .map(Box::from)
+    /// The other party as clients see it: the device as normalized (the DN when the plan has
+    /// it, else the number without decoration).
+    fn other_dn(&self, device: &str) -> Option<Box<str>> {
+        Some(Box::from(device))
     }
 
     /// A call event from the DN's monitor: the DN's call list, then the client event.

@@ -106,16 +106,39 @@ impl Extension {
     /// events (through the ordering stage; see `ordered`).
     pub(super) fn on_event(&mut self, seq: u64, message: &Message) {
         match message {
-            Message::PrivateEvent { event, .. } => self.on_hotdesk_event(seq, event),
-            Message::Call(call) => self.on_call_event(seq, call),
+            Message::PrivateEvent { event, .. } => {
+                // Clients and the association table see DNs, whatever form the switch wrote.
+                let event = HotDeskEvent {
+                    state: event.state,
+                    guest: self.dn_or_number(&event.guest),
+                    host: event.host.as_deref().map(|h| self.dn_or_number(h)),
+                };
+                self.on_hotdesk_event(seq, &event)
+            }
+            Message::Call(call) => {
+                // The rules compare devices with DNs, whatever form the switch wrote.
+                let call = self
+                    .switch
+                    .naming
+                    .normalize_call(call, |d| self.switch.plan.contains(d));
+                self.on_call_event(seq, &call)
+            }
             Message::CallInformation {
                 connection,
                 device,
                 account_code,
                 ..
             } => {
-                let at = device.as_deref().or(connection.device_id.as_deref());
-                if at != Some(&*self.dn) {
+                // The device by `device`, else `connection/deviceID`, in the switch's form.
+                let naming = &self.switch.naming;
+                let at = [device.as_deref(), connection.device_id.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .find(|raw| naming.number(raw).is_some());
+                if at
+                    .and_then(|raw| naming.dn_in(raw, |d| d == &*self.dn))
+                    .is_none()
+                {
                     // Reported on every party's monitor; delivered from the named device's only.
                     return;
                 }
@@ -143,6 +166,16 @@ impl Extension {
             }
             _ => {}
         }
+    }
+
+    /// The DN a device of the switch names when the plan has it, else its number (or the
+    /// value as written when it is no number at all).
+    fn dn_or_number(&self, raw: &str) -> String {
+        let switch = &self.switch;
+        switch
+            .naming
+            .other_dn(raw, |d| switch.plan.contains(d))
+            .unwrap_or_else(|| raw.to_owned())
     }
 
     fn on_hotdesk_event(&mut self, seq: u64, event: &HotDeskEvent) {
