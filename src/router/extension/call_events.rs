@@ -2,7 +2,7 @@
 //! monitor means for the DN's own connection, as one client event for the clients registered
 //! with `callEvents: true`.
 //!
-//! The rules, a plain function ([`client_event`]) of the CSTA event, the DN and the call's state
+//! The rules, a plain function (`client_event`) of the CSTA event, the DN and the call's state
 //! at the DN before it:
 //! - only events about the DN's own connection make a client event: another party's
 //!   connection clearing, holding or retrieving makes none, and once the DN's call is
@@ -129,13 +129,17 @@ impl Extension {
         if ev.kind == CallEventKind::Transferred && self.moved_by_transfer(seq, ev) {
             return;
         }
-        let before = self
+        let held = self
             .state
             .calls
             .as_ref()
-            .and_then(|list| list.get(call_id))
-            .map(|c| (c.conn_id, c.state, c.other.clone()));
-        let seen = client_event(ev, |d| self.is_here(d), before.as_ref().map(|b| b.1));
+            .and_then(|list| list.get(call_id));
+        let seen = client_event(ev, |d| self.is_here(d), held.map(|c| c.state));
+        // What a call leaving the list takes with it (copied only then).
+        let before = held.map(|c| {
+            let leaving = seen.is_some_and(|s| s.state == CallState::Released);
+            (c.conn_id, leaving.then(|| c.other.clone()).flatten())
+        });
         self.apply_call_rule(ev, call_id);
         let Some(seen) = seen else {
             return;
@@ -158,7 +162,7 @@ impl Extension {
                 (call.conn_id, call.other.clone())
             }
             None => match before {
-                Some((conn_id, _, kept)) => (conn_id, other.or(kept)),
+                Some((conn_id, kept)) => (conn_id, other.or(kept)),
                 None => return,
             },
         };
