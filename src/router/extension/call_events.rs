@@ -141,6 +141,17 @@ impl Extension {
             (c.conn_id, leaving.then(|| c.other.clone()).flatten())
         });
         self.apply_call_rule(ev, call_id);
+        if ev.kind == CallEventKind::Transferred && self.is_here(ev.device.as_deref()) {
+            // The transferring device's other call of the transfer (the consultation, named
+            // among the changed connections) leaves its list too.
+            for change in &ev.changes {
+                if let Some(old) = change.old.as_ref().and_then(|c| c.call_id.as_deref()) {
+                    if old != call_id {
+                        self.drop_call(old);
+                    }
+                }
+            }
+        }
         let Some(seen) = seen else {
             return;
         };
