@@ -616,4 +616,40 @@ mod tests {
         let e = parse_request(&format!(r#"{{"message":"{name}"}}"#)).unwrap_err();
         assert!(e.message.len() < 300, "{}", e.message);
     }
+
+    #[test]
+    fn call_events_is_a_boolean_false_by_default() {
+        let register = |extra: &str| {
+            parse_request(&format!(
+                r#"{{"message":"RequestRegisterAddress","referenceId":6,"thisDn":"5001"{extra}}}"#
+            ))
+        };
+        for (extra, want) in [
+            ("", false),
+            (r#","callEvents":null"#, false),
+            (r#","callEvents":false"#, false),
+            (r#","callEvents":true"#, true),
+        ] {
+            let (_, r) = register(extra).unwrap();
+            assert_eq!(
+                r,
+                Request::Register {
+                    dn: "5001".into(),
+                    mode: RegisterMode::Share,
+                    call_events: want,
+                },
+                "{extra}"
+            );
+        }
+        for bad in [
+            r#","callEvents":"true""#,
+            r#","callEvents":1"#,
+            r#","callEvents":[]"#,
+        ] {
+            let e = register(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidAttr, "{bad}");
+            assert!(e.message.contains("callEvents"), "{}", e.message);
+            assert_eq!(e.this_dn.as_deref(), Some("5001"));
+        }
+    }
 }

@@ -129,11 +129,7 @@ impl Extension {
         if ev.kind == CallEventKind::Transferred && self.moved_by_transfer(seq, ev) {
             return;
         }
-        let held = self
-            .state
-            .calls
-            .as_ref()
-            .and_then(|list| list.get(call_id));
+        let held = self.state.calls.as_ref().and_then(|list| list.get(call_id));
         let seen = client_event(ev, |d| self.is_here(d), held.map(|c| c.state));
         // What a call leaving the list takes with it (copied only then).
         let before = held.map(|c| {
