@@ -16,7 +16,7 @@
 //! `[cluster]` exports none of them.
 
 use crate::csta::Message;
-use crate::protocol::{CloseCause, ErrorCode};
+use crate::protocol::{CallEventName, CloseCause, ErrorCode};
 use crate::services::Service;
 use metrics::{
     describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
@@ -41,6 +41,8 @@ pub const ASSOCIATION_LATENCY: &str = "csta_router_association_latency_seconds";
 pub const ERRORS: &str = "csta_router_errors_total";
 /// Private events received from switches.
 pub const PRIVATE_EVENTS: &str = "csta_router_private_events_total";
+/// Call events for desktops, by switch and event (once per CSTA event that makes one).
+pub const CALL_EVENTS: &str = "csta_router_call_events_total";
 /// Event copies delivered to clients.
 pub const EVENTS_DELIVERED: &str = "csta_router_events_delivered_total";
 /// CSTA events received from switches (any kind).
@@ -179,7 +181,7 @@ pub fn install(request_timeout: Duration) -> PrometheusHandle {
 
 /// Every metric with its type and HELP text: a new metric is its name above and one line here
 /// (and its handle or its labels exported at 0 below).
-const DESCRIPTIONS: [(&str, Kind, &str); 31] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
     (
         PRIVATE_SERVICE_REQUESTS,
         Kind::Counter,
@@ -331,6 +333,11 @@ const DESCRIPTIONS: [(&str, Kind, &str); 31] = [
         "Frames read from a switch that are not quite as the standard has them but are handled all the same (kind system_status_empty: a SystemStatus without its systemStatus, answered).",
     ),
     (
+        CALL_EVENTS,
+        Kind::Counter,
+        "Call events made for clients registered with callEvents, by event (off_hook, dialing, ringing, established, held, retrieved, party_changed, diverted, released): once per CSTA event, however many clients get it.",
+    ),
+    (
         CALLS_EVICTED,
         Kind::Counter,
         "Calls forgotten because a DN had more than max-calls-per-dn or the switch more than max-calls-per-switch active calls (the call idle the longest goes); a steady rise means the switch does not report calls clearing.",
@@ -394,6 +401,10 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
         }
         for service in Service::ALL {
             metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => service.event_label()).absolute(0);
+        }
+        for event in CallEventName::ALL {
+            metrics::counter!(CALL_EVENTS, "switch" => sw.clone(), "event" => event.label())
+                .absolute(0);
         }
         for request in CSTA_REQUESTS {
             let _ =
@@ -461,6 +472,8 @@ pub struct SwitchMetrics {
     /// Private events, in the order of [`Service::ALL`] (the service whose change each
     /// reports).
     private_events: Vec<Counter>,
+    /// Call events, in the order of [`CallEventName::ALL`].
+    call_events: Vec<Counter>,
     /// Registered DNs.
     pub registered_dns: Gauge,
     /// Extension actors.
@@ -487,6 +500,10 @@ impl SwitchMetrics {
             private_events: Service::ALL
                 .iter()
                 .map(|s| metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => s.event_label()))
+                .collect(),
+            call_events: CallEventName::ALL
+                .iter()
+                .map(|e| metrics::counter!(CALL_EVENTS, "switch" => sw.clone(), "event" => e.label()))
                 .collect(),
             registered_dns: metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()),
             extension_actors: metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()),
@@ -533,6 +550,14 @@ impl SwitchMetrics {
         let at = Service::ALL.iter().position(|p| *p == service);
         if let Some(Some(h)) = at.and_then(|i| self.association.get(i)) {
             h.record(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Count a call event made for the clients of a DN.
+    pub fn call_event(&self, event: CallEventName) {
+        let at = CallEventName::ALL.iter().position(|e| *e == event);
+        if let Some(c) = at.and_then(|i| self.call_events.get(i)) {
+            c.increment(1);
         }
     }
 

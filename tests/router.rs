@@ -145,7 +145,7 @@ async fn register_unregister_and_query_address() {
         normalized(&reply),
         json!({
             "message": "EventRegistered", "referenceId": reply["referenceId"],
-            "thisDn": "5001", "switch": "sw1", "registerMode": "share",
+            "thisDn": "5001", "switch": "sw1", "registerMode": "share", "callEvents": false,
             "linkState": "connected", "hotDesk": null, "hotDeskKnown": false,
         })
     );

@@ -37,6 +37,9 @@ pub enum Op {
         reference_id: u64,
         /// `"share"` or `"monitor"`.
         mode: String,
+        /// `callEvents` (absent: false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        call_events: bool,
     },
     /// `RequestUnregisterAddress` (`None`: the client left; no reply).
     Unregister {
@@ -71,11 +74,13 @@ impl Op {
                 client,
                 reference_id,
                 mode,
+                call_events,
             } => (
                 client,
                 Op::Register {
                     reference_id,
                     mode: mode_name(mode),
+                    call_events,
                 },
             ),
             DnOp::Unregister {
@@ -109,10 +114,15 @@ impl Op {
     /// the client itself when the switch became owned here while it was on its way).
     pub fn into_dn_op(self, client: ClientHandle) -> DnOp {
         match self {
-            Op::Register { reference_id, mode } => DnOp::Register {
+            Op::Register {
+                reference_id,
+                mode,
+                call_events,
+            } => DnOp::Register {
                 client,
                 reference_id,
                 mode: mode_of(&mode),
+                call_events,
             },
             Op::Unregister { reference_id } => DnOp::Unregister {
                 client,

@@ -663,6 +663,7 @@ impl Node {
                     op: DnOp::Restore {
                         client,
                         mode: reg.mode,
+                        call_events: reg.call_events,
                     },
                 });
             }

@@ -535,16 +535,28 @@ impl ClusterHooks for Hooks {
         }
     }
 
-    fn registered(&self, dn: &Arc<str>, client: &ClientHandle, mode: RegisterMode) {
+    fn registered(
+        &self,
+        dn: &Arc<str>,
+        client: &ClientHandle,
+        mode: RegisterMode,
+        call_events: bool,
+    ) {
         if self.owned().is_none() {
             return;
         }
         if client.remote_session().is_none() {
-            self.proxy.local_registered(dn, client);
+            self.proxy.local_registered(dn, client, call_events);
         }
         let (node, session) = self.session_of(client);
-        self.records
-            .put(&self.switch, dn, &node, &session, mode, &client.application);
+        self.records.put(
+            &self.switch,
+            dn,
+            &node,
+            &session,
+            (mode, call_events),
+            &client.application,
+        );
     }
 
     fn unregistered(&self, dn: &Arc<str>, client: &ClientHandle) {

@@ -85,8 +85,8 @@ struct State {
     /// The clients were told the switch failed over and not yet that it is back.
     failover_told: bool,
     receiver: FlowReceiver,
-    /// This node's clients registered on each DN.
-    interest: HashMap<Arc<str>, Vec<ClientHandle>>,
+    /// This node's clients registered on each DN, each with whether it asked for call events.
+    interest: HashMap<Arc<str>, Vec<(ClientHandle, bool)>>,
     /// Requests waiting for their reply, by (client id, referenceId).
     waiting: HashMap<(u64, u64), Waiting>,
     /// When the flow last delivered something (where a repair starts reading the stream).
@@ -453,8 +453,8 @@ impl Proxy {
     }
 
     /// A client of this node registered a DN in this node's shard (the switch is owned here).
-    pub fn local_registered(&self, dn: &Arc<str>, client: &ClientHandle) {
-        add_interest(&mut self.lock().interest, dn, client);
+    pub fn local_registered(&self, dn: &Arc<str>, client: &ClientHandle, call_events: bool) {
+        add_interest(&mut self.lock().interest, dn, client, call_events);
     }
 
     /// A client of this node unregistered a DN in this node's shard.
@@ -505,7 +505,7 @@ impl Proxy {
                 Step::EventsLost => {
                     warn!(switch = %self.switch.name, "events from the switch's owner were lost and are not in the event stream: its registered clients are closed with 1013");
                     self.metrics.flow_gap(false);
-                    close.extend(st.interest.values().flatten().cloned());
+                    close.extend(st.interest.values().flatten().map(|(c, _)| c.clone()));
                 }
             }
         }
@@ -519,7 +519,12 @@ impl Proxy {
         match m.kind {
             Kind::Event { dn, seq } => {
                 let mut delivered = 0u64;
-                for c in st.interest.get(&dn).into_iter().flatten() {
+                // Call events only to the clients that asked for them.
+                let call = protocol::is_call_event(&m.text);
+                for (c, calls) in st.interest.get(&dn).into_iter().flatten() {
+                    if call && !calls {
+                        continue;
+                    }
                     if c.event(self.switch.index, seq, m.text.clone()) {
                         delivered += 1;
                     }
@@ -545,7 +550,9 @@ impl Proxy {
                     return;
                 };
                 match head.kind.as_str() {
-                    "EventRegistered" => add_interest(&mut st.interest, &w.dn, &w.client),
+                    "EventRegistered" => {
+                        add_interest(&mut st.interest, &w.dn, &w.client, head.call_events)
+                    }
                     "EventUnregistered" => remove_interest(&mut st.interest, &w.dn, id),
                     _ => {}
                 }
@@ -613,6 +620,8 @@ struct Head {
     kind: String,
     reference_id: u64,
     error: Option<ErrorCode>,
+    /// `callEvents` of an `EventRegistered`.
+    call_events: bool,
 }
 
 impl Head {
@@ -625,6 +634,8 @@ impl Head {
             reference_id: u64,
             #[serde(rename = "errorCode")]
             error_code: Option<u32>,
+            #[serde(rename = "callEvents", default)]
+            call_events: bool,
         }
         let w: Wire = serde_json::from_str(text).ok()?;
         let error = w
@@ -634,24 +645,28 @@ impl Head {
             kind: w.kind,
             reference_id: w.reference_id,
             error,
+            call_events: w.call_events,
         })
     }
 }
 
 fn add_interest(
-    interest: &mut HashMap<Arc<str>, Vec<ClientHandle>>,
+    interest: &mut HashMap<Arc<str>, Vec<(ClientHandle, bool)>>,
     dn: &Arc<str>,
     client: &ClientHandle,
+    call_events: bool,
 ) {
     let list = interest.entry(dn.clone()).or_default();
-    if !list.iter().any(|c| c.id == client.id) {
-        list.push(client.clone());
+    match list.iter_mut().find(|(c, _)| c.id == client.id) {
+        // Registering again replaces what it asked for.
+        Some((_, calls)) => *calls = call_events,
+        None => list.push((client.clone(), call_events)),
     }
 }
 
-fn remove_interest(interest: &mut HashMap<Arc<str>, Vec<ClientHandle>>, dn: &str, id: u64) {
+fn remove_interest(interest: &mut HashMap<Arc<str>, Vec<(ClientHandle, bool)>>, dn: &str, id: u64) {
     if let Some(list) = interest.get_mut(dn) {
-        list.retain(|c| c.id != id);
+        list.retain(|(c, _)| c.id != id);
         if list.is_empty() {
             interest.remove(dn);
         }

@@ -37,6 +37,8 @@ pub struct Registration {
     pub session: String,
     /// Its register mode.
     pub mode: RegisterMode,
+    /// Registered with `callEvents: true`.
+    pub call_events: bool,
     /// Its application (`RequestOpen`'s `application`).
     pub app: String,
 }
@@ -46,6 +48,9 @@ pub struct Registration {
 struct RegValue {
     mode: String,
     app: String,
+    /// Written only when true: records of registrations without call events stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    call_events: bool,
 }
 
 /// Registrations and connIds.
@@ -71,10 +76,25 @@ impl Records {
         mode: RegisterMode,
         app: &str,
     ) -> Result<(), ClusterError> {
+        self.put_with_calls(switch, dn, node_id, session, (mode, false), app)
+            .await
+    }
+
+    /// Record a registration with its `callEvents`.
+    pub async fn put_with_calls(
+        &self,
+        switch: &str,
+        dn: &str,
+        node_id: &str,
+        session: &str,
+        (mode, call_events): (RegisterMode, bool),
+        app: &str,
+    ) -> Result<(), ClusterError> {
         let key = keys::registration_key(switch, dn, node_id, session);
         let value = RegValue {
             mode: mode.as_str().to_owned(),
             app: app.to_owned(),
+            call_events,
         };
         let value = serde_json::to_vec(&value).unwrap_or_default();
         put(&self.regs, key, value.into(), || {
@@ -254,6 +274,7 @@ fn values_to_registrations(
             node_id,
             session,
             mode,
+            call_events: value.call_events,
             app: value.app,
         });
     }

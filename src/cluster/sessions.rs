@@ -24,7 +24,7 @@ use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use async_nats::jetstream::{kv, stream::Stream};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,18 +205,19 @@ impl SessionStore {
     }
 
     /// The events of `dns` on switch `switch` with an `eventSeq` above `after`, published
-    /// since `since_ms` (Unix milliseconds), in order, as the stream holds them now; `None`
-    /// when the stream could not be read.
+    /// since `since_ms` (Unix milliseconds), in order, as the stream holds them now (call
+    /// events only of the DNs whose value says the session registered them with
+    /// `callEvents`); `None` when the stream could not be read.
     pub async fn replay(
         &self,
         switch: &str,
         (after, since_ms): (u64, u64),
-        dns: &HashSet<Arc<str>>,
+        dns: &HashMap<Arc<str>, bool>,
     ) -> Option<Replayed> {
         // Only the session's DNs are read, one subject each, unless it has many: then the
         // switch's, keeping the session's.
         let subjects: Vec<String> = if dns.len() <= PER_DN_SUBJECTS {
-            dns.iter()
+            dns.keys()
                 .map(|dn| self.subjects.event_dn(switch, dn))
                 .collect()
         } else {
@@ -270,8 +271,13 @@ impl SessionStore {
             let published_ms =
                 u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             if let Some((dn, seq)) = stream_event(msg.headers.as_ref()) {
-                if seq > after && published_ms + margin >= since_ms && dns.contains(dn) {
-                    if let Ok(text) = SharedText::try_from(msg.payload.to_vec()) {
+                let wanted = dns.get(dn).copied();
+                if seq > after && published_ms + margin >= since_ms && wanted.is_some() {
+                    let text = SharedText::try_from(msg.payload.to_vec()).ok();
+                    // Call events only for a DN registered with callEvents.
+                    let text =
+                        text.filter(|t| wanted == Some(true) || !crate::protocol::is_call_event(t));
+                    if let Some(text) = text {
                         found.push(ReplayedEvent {
                             seq,
                             epoch: stream_epoch(msg.headers.as_ref()),

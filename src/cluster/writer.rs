@@ -23,7 +23,7 @@ enum Write {
         dn: Arc<str>,
         node: Arc<str>,
         session: Arc<str>,
-        mode: RegisterMode,
+        mode: (RegisterMode, bool),
         app: Arc<str>,
     },
     Delete {
@@ -71,14 +71,15 @@ impl RecordsWriter {
         let _ = self.tx.send(w);
     }
 
-    /// Record that `session` of `node` registered `dn` of `switch`.
+    /// Record that `session` of `node` registered `dn` of `switch` (in `mode`, with
+    /// `callEvents` or not).
     pub fn put(
         &self,
         switch: &Arc<str>,
         dn: &Arc<str>,
         node: &Arc<str>,
         session: &Arc<str>,
-        mode: RegisterMode,
+        mode: (RegisterMode, bool),
         app: &Arc<str>,
     ) {
         self.send(Write::Put {
@@ -132,7 +133,7 @@ async fn run(records: Records, mut rx: mpsc::UnboundedReceiver<Write>, me: Recor
     // The connId last recorded for each call, so that a late removal spares a newer call.
     let mut calls: HashMap<(Arc<str>, Arc<str>), ConnId> = HashMap::new();
     // The registrations written and not removed, to write again after a loss of the buckets.
-    let mut regs: HashMap<RegKey, (RegisterMode, Arc<str>)> = HashMap::new();
+    let mut regs: HashMap<RegKey, ((RegisterMode, bool), Arc<str>)> = HashMap::new();
     while let Some(w) = rx.recv().await {
         let done = match w {
             Write::Put {
@@ -143,7 +144,9 @@ async fn run(records: Records, mut rx: mpsc::UnboundedReceiver<Write>, me: Recor
                 mode,
                 app,
             } => {
-                let done = records.put(&switch, &dn, &node, &session, mode, &app).await;
+                let done = records
+                    .put_with_calls(&switch, &dn, &node, &session, mode, &app)
+                    .await;
                 regs.insert((switch, dn, node, session), (mode, app));
                 done
             }
@@ -204,12 +207,14 @@ async fn run(records: Records, mut rx: mpsc::UnboundedReceiver<Write>, me: Recor
 /// Write every remembered registration and connId again: the first error, after trying all.
 async fn replay(
     records: &Records,
-    regs: &HashMap<RegKey, (RegisterMode, Arc<str>)>,
+    regs: &HashMap<RegKey, ((RegisterMode, bool), Arc<str>)>,
     calls: &HashMap<(Arc<str>, Arc<str>), ConnId>,
 ) -> Result<(), crate::cluster::ClusterError> {
     let mut first = Ok(());
     for ((switch, dn, node, session), (mode, app)) in regs {
-        let done = records.put(switch, dn, node, session, *mode, app).await;
+        let done = records
+            .put_with_calls(switch, dn, node, session, *mode, app)
+            .await;
         if first.is_ok() {
             first = done;
         }

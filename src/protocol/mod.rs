@@ -12,9 +12,13 @@
 //! This module is a codec and nothing else: it counts nothing and sends nothing, so what it
 //! builds can be tested alone and used by whoever sends it.
 
+pub mod calls;
 pub mod read;
 pub mod write;
 
+pub use calls::{
+    call_event, is_call_event, CallEventName, CallEventOut, CallState, CallView, Calls,
+};
 pub use read::{parse_request, Request, Resume};
 pub use write::*;
 

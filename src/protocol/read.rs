@@ -27,6 +27,8 @@ pub enum Request {
         dn: String,
         /// `registerMode`.
         mode: RegisterMode,
+        /// `callEvents`: the client wants the DN's call events (default false).
+        call_events: bool,
     },
     /// `RequestUnregisterAddress`.
     Unregister {
@@ -89,9 +91,11 @@ enum Field<'a> {
     Str(Cow<'a, str>),
     Uint(u64),
     Object(Vec<(Cow<'a, str>, Field<'a>)>),
+    /// A boolean.
+    Bool(bool),
     /// A negative or fractional number.
     Number,
-    /// `null` (inside an object), a boolean or an array.
+    /// `null` (inside an object) or an array.
     Other,
 }
 
@@ -124,8 +128,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
             fn visit_unit<E>(self) -> Result<Field<'a>, E> {
                 Ok(Field::Other)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Field<'a>, E> {
-                Ok(Field::Other)
+            fn visit_bool<E>(self, v: bool) -> Result<Field<'a>, E> {
+                Ok(Field::Bool(v))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'a>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -155,6 +159,8 @@ struct Wire<'a> {
     this_dn: Option<Field<'a>>,
     #[serde(borrow, default)]
     register_mode: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    call_events: Option<Field<'a>>,
     #[serde(borrow, default)]
     private_msg_id: Option<Field<'a>>,
     #[serde(borrow, default)]
@@ -401,7 +407,23 @@ impl Fields<'_, '_> {
                     .dn(&dn))
             }
         };
-        Ok(Request::Register { dn, mode })
+        let call_events = match &self.wire.call_events {
+            None => false,
+            Some(Field::Bool(b)) => *b,
+            Some(_) => {
+                return Err(self
+                    .err(
+                        ErrorCode::InvalidAttr,
+                        "\"callEvents\" must be true or false.".to_owned(),
+                    )
+                    .dn(&dn))
+            }
+        };
+        Ok(Request::Register {
+            dn,
+            mode,
+            call_events,
+        })
     }
 
     fn private_service(&self) -> Result<Request, ProtocolError> {
@@ -500,7 +522,8 @@ mod tests {
             r,
             Request::Register {
                 dn: "5001".into(),
-                mode: RegisterMode::Share
+                mode: RegisterMode::Share,
+                call_events: false,
             }
         );
         let e = parse_request(
@@ -592,5 +615,41 @@ mod tests {
         assert!(e.message.len() < 300, "{}", e.message);
         let e = parse_request(&format!(r#"{{"message":"{name}"}}"#)).unwrap_err();
         assert!(e.message.len() < 300, "{}", e.message);
+    }
+
+    #[test]
+    fn call_events_is_a_boolean_false_by_default() {
+        let register = |extra: &str| {
+            parse_request(&format!(
+                r#"{{"message":"RequestRegisterAddress","referenceId":6,"thisDn":"5001"{extra}}}"#
+            ))
+        };
+        for (extra, want) in [
+            ("", false),
+            (r#","callEvents":null"#, false),
+            (r#","callEvents":false"#, false),
+            (r#","callEvents":true"#, true),
+        ] {
+            let (_, r) = register(extra).unwrap();
+            assert_eq!(
+                r,
+                Request::Register {
+                    dn: "5001".into(),
+                    mode: RegisterMode::Share,
+                    call_events: want,
+                },
+                "{extra}"
+            );
+        }
+        for bad in [
+            r#","callEvents":"true""#,
+            r#","callEvents":1"#,
+            r#","callEvents":[]"#,
+        ] {
+            let e = register(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidAttr, "{bad}");
+            assert!(e.message.contains("callEvents"), "{}", e.message);
+            assert_eq!(e.this_dn.as_deref(), Some("5001"));
+        }
     }
 }

@@ -42,11 +42,11 @@ fn with_now<R>(f: impl FnOnce(&str) -> R) -> R {
 /// written anyway. Each key must be added once; keys are written as given (they are the
 /// protocol's field names, never client input).
 #[derive(Debug)]
-struct MessageBuilder(Vec<u8>);
+pub(super) struct MessageBuilder(Vec<u8>);
 
 impl MessageBuilder {
     /// Start a message with its name.
-    fn new(message: &str) -> MessageBuilder {
+    pub(super) fn new(message: &str) -> MessageBuilder {
         let mut out = Vec::with_capacity(192);
         out.extend_from_slice(b"{\"message\":");
         push_json(&mut out, message);
@@ -57,7 +57,7 @@ impl MessageBuilder {
     }
 
     /// Add a field.
-    fn with(mut self, key: &str, value: impl serde::Serialize) -> MessageBuilder {
+    pub(super) fn with(mut self, key: &str, value: impl serde::Serialize) -> MessageBuilder {
         self.0.extend_from_slice(b",\"");
         self.0.extend_from_slice(key.as_bytes());
         self.0.extend_from_slice(b"\":");
@@ -66,7 +66,11 @@ impl MessageBuilder {
     }
 
     /// Add a field when there is a value.
-    fn with_some(self, key: &str, value: Option<impl serde::Serialize>) -> MessageBuilder {
+    pub(super) fn with_some(
+        self,
+        key: &str,
+        value: Option<impl serde::Serialize>,
+    ) -> MessageBuilder {
         match value {
             Some(v) => self.with(key, v),
             None => self,
@@ -79,7 +83,7 @@ impl MessageBuilder {
     }
 
     /// Serialize once.
-    fn finish(mut self) -> SharedText {
+    pub(super) fn finish(mut self) -> SharedText {
         self.0.push(b'}');
         // Everything written is UTF-8 (JSON from serde_json, keys and time from `str`s).
         ByteString::try_from(self.0).unwrap_or_else(|_| ByteString::from_static("{}"))
@@ -235,12 +239,13 @@ pub fn link_event(switch: &str, up: bool, link: Option<usize>, reason: Option<&s
         .finish()
 }
 
-/// `EventRegistered`, the reply to `RequestRegisterAddress`.
+/// `EventRegistered`, the reply to `RequestRegisterAddress`: the mode and `callEvents` as
+/// registered.
 pub fn registered(
     reference_id: u64,
     dn: &str,
     switch: &str,
-    mode: RegisterMode,
+    (mode, call_events): (RegisterMode, bool),
     link_up: bool,
     hotdesk: Option<(&str, &str)>,
     hotdesk_known: bool,
@@ -250,6 +255,7 @@ pub fn registered(
         .with("thisDn", dn)
         .with("switch", switch)
         .with("registerMode", mode.as_str())
+        .with("callEvents", call_events)
         .with("linkState", link_state(link_up))
         .with("hotDesk", hotdesk_json(hotdesk))
         .with("hotDeskKnown", hotdesk_known)
@@ -275,14 +281,15 @@ pub fn monitor_lost(dn: &str, switch: &str, code: ErrorCode, message: &str) -> S
         .finish()
 }
 
-/// `EventAddressInfo`, the reply to `RequestQueryAddress`; `calls` are connIds, oldest first.
+/// `EventAddressInfo`, the reply to `RequestQueryAddress`; `calls` oldest first, as connIds or
+/// (for a client registered on the DN with `callEvents`) as objects.
 pub fn address_info(
     reference_id: u64,
     dn: &str,
     switch: &str,
     hotdesk: Option<(&str, &str)>,
     hotdesk_known: bool,
-    calls: &[String],
+    calls: &super::Calls,
 ) -> SharedText {
     MessageBuilder::new("EventAddressInfo")
         .reference(reference_id)

@@ -367,6 +367,10 @@ pub struct DeviceCall {
     pub call_id: Arc<str>,
     /// Its connId.
     pub conn_id: ConnId,
+    /// Its state at the device, as call events tell it.
+    pub state: crate::protocol::CallState,
+    /// The other party, when known (the DN, or the number as the switch names it).
+    pub other: Option<Box<str>>,
     /// Key in `DeviceCalls::calls` (order of addition).
     added: u64,
     /// Key in `DeviceCalls::active` when established or retrieved at the device (0: never).
@@ -433,6 +437,8 @@ impl DeviceCalls {
             DeviceCall {
                 call_id,
                 conn_id,
+                state: crate::protocol::CallState::Dialing,
+                other: None,
                 added,
                 activated: if activated { added } else { 0 },
                 touched: added,
@@ -497,6 +503,16 @@ impl DeviceCalls {
             None => *self.calls.last_key_value()?.0,
         };
         self.calls.get(&added)
+    }
+
+    /// The call with this call ID, to read or to update its state and other party.
+    pub fn get_mut(&mut self, call_id: &str) -> Option<&mut DeviceCall> {
+        self.calls.get_mut(self.by_call_id.get(call_id)?)
+    }
+
+    /// The call with this call ID.
+    pub fn get(&self, call_id: &str) -> Option<&DeviceCall> {
+        self.calls.get(self.by_call_id.get(call_id)?)
     }
 
     /// The call with this connId.

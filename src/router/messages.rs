@@ -41,6 +41,8 @@ pub enum DnOp {
         reference_id: u64,
         /// The mode.
         mode: RegisterMode,
+        /// `callEvents`: the client gets the DN's call events.
+        call_events: bool,
     },
     /// `RequestUnregisterAddress`, or (without a reference) the client left.
     Unregister {
@@ -69,6 +71,8 @@ pub enum DnOp {
         client: ClientHandle,
         /// The mode.
         mode: RegisterMode,
+        /// `callEvents`, as registered.
+        call_events: bool,
     },
     /// `RequestQueryAddress`.
     QueryAddress {

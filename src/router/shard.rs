@@ -111,7 +111,7 @@ impl Router {
                         &self.switch.name,
                         None,
                         false,
-                        &[],
+                        &protocol::Calls::ConnIds(Vec::new()),
                     ));
                     return;
                 }

@@ -89,7 +89,13 @@ pub trait ClusterHooks: Send + Sync {
     fn link_changed(&self, up: bool, link: usize, reason: Option<&'static str>);
     /// A client (here or of another node) is registered on `dn` from now on: record it, so
     /// that a new owner can restore it.
-    fn registered(&self, dn: &Arc<str>, client: &ClientHandle, mode: RegisterMode);
+    fn registered(
+        &self,
+        dn: &Arc<str>,
+        client: &ClientHandle,
+        mode: RegisterMode,
+        call_events: bool,
+    );
     /// A client unregistered `dn` (or left): remove its record.
     fn unregistered(&self, dn: &Arc<str>, client: &ClientHandle);
 }

@@ -23,7 +23,7 @@ use crate::cluster::sessions::{Replayed, SessionRecord};
 use crate::protocol::{self, CloseCause};
 use crate::router::messages::{DnOp, ToDn};
 use crate::router::Shared;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -245,10 +245,10 @@ impl super::Session {
         if plan.gap.is_empty() {
             return;
         }
-        let mut dns: HashMap<u16, HashSet<Arc<str>>> = HashMap::new();
-        for (dn, switch) in r.record.registered().iter() {
+        let mut dns: HashMap<u16, HashMap<Arc<str>, bool>> = HashMap::new();
+        for (dn, (switch, calls)) in r.record.registered().iter() {
             if let Ok(s) = u16::try_from(*switch) {
-                dns.entry(s).or_default().insert(dn.clone());
+                dns.entry(s).or_default().insert(dn.clone(), *calls);
             }
         }
         let opened = r.record.opened_ms;
@@ -271,14 +271,14 @@ impl super::Session {
 }
 
 /// Register for `client` the DNs of the previous node's session `held`, and wait (bounded)
-/// for the replies: the DNs by switch index.
+/// for the replies: the DNs by switch index, each with whether it has `callEvents`.
 async fn register_again(
     shared: &Arc<Shared>,
     node: &Arc<Node>,
     held: &SessionRecord,
     client: &ClientHandle,
     record: &super::registry::Record,
-) -> HashMap<u16, HashSet<Arc<str>>> {
+) -> HashMap<u16, HashMap<Arc<str>, bool>> {
     let regs = match node.records().list_session(&held.node, &held.session).await {
         Ok(regs) => regs,
         Err(e) => {
@@ -286,7 +286,7 @@ async fn register_again(
             Vec::new()
         }
     };
-    let mut by_switch: HashMap<u16, HashSet<Arc<str>>> = HashMap::new();
+    let mut by_switch: HashMap<u16, HashMap<Arc<str>, bool>> = HashMap::new();
     let mut sent = 0usize;
     for (i, reg) in regs.iter().enumerate() {
         let Some(switch) = shared.switch_of(&reg.dn) else {
@@ -296,14 +296,20 @@ async fn register_again(
             continue;
         };
         let dn: Arc<str> = Arc::from(reg.dn.as_str());
-        record.registered().insert(dn.clone(), switch.index);
-        by_switch.entry(index).or_default().insert(dn.clone());
+        record
+            .registered()
+            .insert(dn.clone(), (switch.index, reg.call_events));
+        by_switch
+            .entry(index)
+            .or_default()
+            .insert(dn.clone(), reg.call_events);
         requests.do_send(ToDn {
             dn,
             op: DnOp::Register {
                 client: client.clone(),
                 reference_id: u64::MAX - i as u64,
                 mode: reg.mode,
+                call_events: reg.call_events,
             },
         });
         sent += 1;

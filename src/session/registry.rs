@@ -22,8 +22,9 @@ pub struct Record {
     secret: [u8; ID_BYTES],
     /// Its handle: the same for every connection that resumes it.
     pub client: ClientHandle,
-    /// The DNs it may have registered, with their switch index: released when it ends.
-    pub registered: Mutex<HashMap<Arc<str>, usize>>,
+    /// The DNs it may have registered, with their switch index and whether with
+    /// `callEvents`: released when it ends, and what a cluster replay reads for it.
+    pub registered: Mutex<HashMap<Arc<str>, (usize, bool)>>,
     /// When it was opened (Unix milliseconds; in a cluster, on the node that opened it).
     pub opened_ms: u64,
     life: Mutex<Life>,
@@ -51,7 +52,7 @@ impl Record {
     }
 
     /// The DNs registered, for a lock held briefly.
-    pub fn registered(&self) -> MutexGuard<'_, HashMap<Arc<str>, usize>> {
+    pub fn registered(&self) -> MutexGuard<'_, HashMap<Arc<str>, (usize, bool)>> {
         self.registered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

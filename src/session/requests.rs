@@ -446,7 +446,11 @@ impl State {
                 self.closed = true;
                 return Next::Close(1000, "session closed", CloseCause::Closed);
             }
-            Request::Register { dn, mode } => {
+            Request::Register {
+                dn,
+                mode,
+                call_events,
+            } => {
                 if mode == RegisterMode::Share && client.access == Access::Monitor {
                     client.answer_error(
                         &ProtocolError::new(reference_id, ErrorCode::InvalidAttr,
@@ -459,6 +463,7 @@ impl State {
                     client: c,
                     reference_id,
                     mode,
+                    call_events,
                 });
             }
             Request::Unregister { dn } => {
@@ -565,8 +570,10 @@ impl State {
         };
         let dn: Arc<str> = Arc::from(dn.as_str());
         let op = op(client.clone());
-        if let (DnOp::Register { .. }, Some((record, _))) = (&op, &self.record) {
-            record.registered().insert(dn.clone(), switch.index);
+        if let (DnOp::Register { call_events, .. }, Some((record, _))) = (&op, &self.record) {
+            record
+                .registered()
+                .insert(dn.clone(), (switch.index, *call_events));
         }
         self.in_flight += 1;
         requests.do_send(ToDn { dn, op });
@@ -576,7 +583,11 @@ impl State {
 
 /// Release every DN session `record` registered: it ended.
 pub(super) fn release_all(shared: &Shared, record: &Record) {
-    let registered: Vec<(Arc<str>, usize)> = record.registered().drain().collect();
+    let registered: Vec<(Arc<str>, usize)> = record
+        .registered()
+        .drain()
+        .map(|(dn, (switch, _))| (dn, switch))
+        .collect();
     for (dn, switch) in registered {
         if let Some(requests) = shared.switches.get(switch).and_then(|s| s.requests()) {
             requests.do_send(ToDn {

@@ -205,6 +205,22 @@ struct CallBody {
     from: Option<String>,
     to: Option<String>,
     code: Option<String>,
+    /// Transfer only: the staying parties get a new call ID (`true`: one the switch picks, a
+    /// string: that one), as OpenScape Voice does.
+    new_call_id: Option<Value>,
+}
+
+/// `newCallId` of a transfer: `None` keeps the call ID, `Some(None)` asks for a new one the
+/// switch picks, `Some(Some(id))` for that one.
+fn new_call_id(value: Option<Value>) -> Result<Option<Option<String>>, SimError> {
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
+        Some(Value::Bool(true)) => Ok(Some(None)),
+        Some(Value::String(id)) => Ok(Some(Some(id))),
+        Some(_) => Err(SimError::bad_request(
+            "\"newCallId\" must be true, false or a call ID",
+        )),
+    }
 }
 
 fn need(value: Option<String>, name: &str) -> Result<String, SimError> {
@@ -220,8 +236,16 @@ async fn call_action(
     respond((|| {
         let b: CallBody = parse(&body)?;
         let mut st = sw.lock();
+        let mut now_id = call_id.clone();
         match action.as_str() {
             "answer" => st.call_answer(&call_id, b.device.as_deref())?,
+            "transfer" if b.new_call_id.is_some() => {
+                let (from, to) = (need(b.from, "from")?, need(b.to, "to")?);
+                match new_call_id(b.new_call_id)? {
+                    None => st.call_transfer(&call_id, &from, &to)?,
+                    Some(new) => now_id = st.call_transfer_new_id(&call_id, &from, &to, new)?,
+                }
+            }
             "hold" => st.call_hold(&call_id, &need(b.device, "device")?, true)?,
             "retrieve" => st.call_hold(&call_id, &need(b.device, "device")?, false)?,
             "transfer" => st.call_transfer(&call_id, &need(b.from, "from")?, &need(b.to, "to")?)?,
@@ -242,7 +266,7 @@ async fn call_action(
                 ))
             }
         }
-        Ok(st.call_json(&call_id))
+        Ok(st.call_json(&now_id))
     })())
 }
 
@@ -284,6 +308,10 @@ struct BurstBody {
     pairs: u64,
     #[serde(default = "one")]
     count: u64,
+    /// Also a call from the guest to the host after each associate + cancel, answered and
+    /// cleared (call events for the call-event benchmark).
+    #[serde(default)]
+    calls: bool,
 }
 
 fn one() -> u64 {
@@ -294,6 +322,8 @@ fn one() -> u64 {
 /// guest/host pairs starting at `guest`/`host` (numbers incremented, width kept): a burst of
 /// events for load and slow-consumer tests, generated inside the switch as fast as the links
 /// read them (each step waits for room in every link's queue: [`Switch::wait_for_room`]).
+/// With `calls`, each pair's round also has a call from the guest to the host, answered and
+/// cleared.
 async fn burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
     let pairs = (|| {
         let b: BurstBody = parse(&body)?;
@@ -309,13 +339,13 @@ async fn burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
         let pairs: Vec<(String, String)> = (0..b.pairs)
             .map(|i| Ok((nth(&b.guest, i)?, nth(&b.host, i)?)))
             .collect::<Result<_, SimError>>()?;
-        Ok((pairs, b.count))
+        Ok((pairs, b.count, b.calls))
     })();
-    let (pairs, count) = match pairs {
+    let (pairs, count, calls) = match pairs {
         Ok(p) => p,
         Err(e) => return respond(Err(e)),
     };
-    let mut events = 0u64;
+    let (mut events, mut made_calls) = (0u64, 0u64);
     for _ in 0..count {
         for (guest, host) in &pairs {
             for action in [
@@ -334,9 +364,20 @@ async fn burst(sw: web::Data<Switch>, body: web::Bytes) -> HttpResponse {
                 st.emit_hotdesk(&event);
                 events += 1;
             }
+            if calls {
+                sw.wait_for_room().await;
+                let mut st = sw.lock();
+                let made = st
+                    .call_new(guest, host, None, true)
+                    .and_then(|id| st.call_clear(&id, None));
+                if let Err(e) = made {
+                    return respond(Err(e));
+                }
+                made_calls += 1;
+            }
         }
     }
-    respond(Ok(json!({ "hotdeskEvents": events })))
+    respond(Ok(json!({ "hotdeskEvents": events, "calls": made_calls })))
 }
 
 #[derive(Deserialize)]

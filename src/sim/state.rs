@@ -22,8 +22,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::csta::{
-    encode_frame, CallEvent, CallEventKind, Connection, CstaError, Dialect, HotDeskAction,
-    HotDeskEvent, HotDeskRequest, HotDeskState, InvokeId, Message,
+    encode_frame, CallEvent, CallEventKind, Connection, ConnectionChange, CstaError, Dialect,
+    HotDeskAction, HotDeskEvent, HotDeskRequest, HotDeskState, InvokeId, Message,
 };
 use crate::dnplan::DnPlan;
 
@@ -916,22 +916,7 @@ impl SwitchState {
                 format!("device {from:?} cannot call itself"),
             ));
         }
-        let id = match call_id {
-            Some(id) if id.is_empty() => {
-                return Err(SimError::bad_request("callId must not be empty"))
-            }
-            Some(id) if self.calls.contains_key(&id) => {
-                return Err(SimError::state(format!("call {id:?} is already active")))
-            }
-            Some(id) => id,
-            None => loop {
-                self.next_call += 1;
-                let id = format!("C{}", self.next_call);
-                if !self.calls.contains_key(&id) {
-                    break id;
-                }
-            },
-        };
+        let id = self.fresh_call_id(call_id)?;
         self.call_seq += 1;
         self.calls.insert(
             id.clone(),
@@ -963,6 +948,26 @@ impl SwitchState {
         );
         self.join(&id, to, from, answer)?;
         Ok(id)
+    }
+
+    /// The call ID asked for (when not in use), else a new one.
+    fn fresh_call_id(&mut self, call_id: Option<String>) -> Result<String, SimError> {
+        Ok(match call_id {
+            Some(id) if id.is_empty() => {
+                return Err(SimError::bad_request("callId must not be empty"))
+            }
+            Some(id) if self.calls.contains_key(&id) => {
+                return Err(SimError::state(format!("call {id:?} is already active")))
+            }
+            Some(id) => id,
+            None => loop {
+                self.next_call += 1;
+                let id = format!("C{}", self.next_call);
+                if !self.calls.contains_key(&id) {
+                    break id;
+                }
+            },
+        })
     }
 
     /// `count` answered calls from `from` to `to`, each with a fresh call ID and none cleared
@@ -1126,6 +1131,54 @@ impl SwitchState {
         to: &str,
     ) -> Result<(), SimError> {
         self.call_move(call_id, from, to, CallEventKind::Transferred, true)
+    }
+
+    /// Single-step transfer in which the staying parties get a new call ID (`new_id`, or one
+    /// the switch picks), as OpenScape Voice reports it: a TransferedEvent naming the old call
+    /// (`primaryOldCall`) with each staying party's old and new connection
+    /// (`transferredConnections`), then Delivered and Established at `to` under the new ID.
+    /// Returns the new call ID.
+    pub(crate) fn call_transfer_new_id(
+        &mut self,
+        call_id: &str,
+        from: &str,
+        to: &str,
+        new_id: Option<String>,
+    ) -> Result<String, SimError> {
+        let i = self.check_move(call_id, from, to)?;
+        let new_id = self.fresh_call_id(new_id)?;
+        let mut call = self
+            .calls
+            .remove(call_id)
+            .ok_or_else(|| SimError::unknown_call(call_id))?;
+        call.parties.remove(i);
+        let staying = call.devices();
+        let calling = call.other_party(to);
+        let changes: Vec<ConnectionChange> = staying
+            .iter()
+            .map(|d| ConnectionChange {
+                old: Some(Connection::new(call_id, d)),
+                new: Some(Connection::new(&new_id, d)),
+            })
+            .collect();
+        let mut recipients = staying;
+        recipients.push(from.to_owned());
+        recipients.push(to.to_owned());
+        let connection = Connection::new(call_id, from);
+        self.notify(&recipients, |x| {
+            Message::Call(CallEvent {
+                kind: CallEventKind::Transferred,
+                cross_ref: Some(x),
+                connection: connection.clone(),
+                device: Some(from.to_owned()),
+                other_device: Some(to.to_owned()),
+                cause: Some(CallEventKind::Transferred.default_cause().to_owned()),
+                changes: changes.clone(),
+            })
+        });
+        self.calls.insert(new_id.clone(), call);
+        self.join(&new_id, to, &calling, true)?;
+        Ok(new_id)
     }
 
     /// Diversion: the call leaves `from` (ringing, typically) for `to`, where it rings.

@@ -14,6 +14,13 @@
 //! the events alternate established (1) / cancelled (2), and at the end that it received exactly
 //! `2 × rounds` events per DN: a shortfall counts as losses, an excess as errors. Latency is from
 //! the moment a burst was due to each delivery of its events.
+//!
+//! With `--call-events` the clients register with `callEvents: true` and each pair's round also
+//! has a call from the guest to the host, answered and cleared by the switch
+//! (`POST /burst {"calls": true}`): 8 more events per pair and round for each client (the
+//! guest's off hook, dialing twice, established and released; the host's ringing, established
+//! and released), counted and checked (`eventSeq` order per DN, exact numbers) like the
+//! hot-desk events.
 
 use super::plan::Plan;
 use super::spawn::Environment;
@@ -42,7 +49,13 @@ struct Layout {
     batches: usize,
     rounds: usize,
     switch_names: Vec<String>,
+    /// `--call-events`: each pair's round also makes a call.
+    calls: bool,
 }
+
+/// Call events per round at a pair's guest (the caller) and host (the called device).
+const GUEST_CALL_EVENTS: u64 = 5;
+const HOST_CALL_EVENTS: u64 = 3;
 
 impl Layout {
     /// The layout of a run: D/2 pairs over the switches, in bursts of `--batch` pairs (by
@@ -53,11 +66,14 @@ impl Layout {
             .map(|i| plan.items_on(i, a.dns / 2))
             .collect();
         let most = pairs_on.iter().copied().max().unwrap_or(1).max(1);
-        let fit = usize::try_from(a.window / 4).unwrap_or(usize::MAX).max(1);
+        let per_pair = per_pair(a.call_events);
+        let fit = usize::try_from(a.window / per_pair)
+            .unwrap_or(usize::MAX)
+            .max(1);
         let batch = match a.batch {
             Some(b) if b == 0 || b > fit => {
                 return Err(BenchError::Setup(format!(
-                    "--batch must be 1 to {fit}: each pair yields 4 events per client and a burst must fit in --window {}",
+                    "--batch must be 1 to {fit}: each pair yields {per_pair} events per client and a burst must fit in --window {}",
                     a.window
                 )))
             }
@@ -73,11 +89,22 @@ impl Layout {
             batches: most.div_ceil(batch),
             rounds: a.rounds,
             switch_names: (0..plan.switches).map(Plan::switch_name).collect(),
+            calls: a.call_events,
         })
     }
 
     fn slot(&self, round: usize, switch: usize, batch: usize) -> usize {
         (round * self.switches + switch) * self.batches + batch
+    }
+}
+
+/// Events per pair and round for each client: 4 hot-desk events, and 8 call events with
+/// `--call-events`.
+fn per_pair(calls: bool) -> u64 {
+    if calls {
+        4 + GUEST_CALL_EVENTS + HOST_CALL_EVENTS
+    } else {
+        4
     }
 }
 
@@ -163,6 +190,9 @@ impl ClientResult {
             });
             return None;
         };
+        if m.call_state.is_some() && shared.layout.calls && m.reference_id.is_none() {
+            return self.on_call_event(text, &m, tracks, shared, index, progress);
+        }
         if m.message != "EventPrivateInfo" || m.reference_id.is_some() {
             if m.message == "EventLinkDisconnected" {
                 self.error(progress, || {
@@ -224,6 +254,70 @@ impl ClientResult {
         }
         Some(now)
     }
+
+    /// Check a call event (`--call-events`): of one of the client's DNs, in `eventSeq` order
+    /// with the DN's other events, no more than the DN's calls make; its latency from the
+    /// moment the burst of the round it belongs to was due. The moment it was counted.
+    fn on_call_event(
+        &mut self,
+        text: &str,
+        m: &ws::Incoming<'_>,
+        tracks: &mut HashMap<u64, Track, BuildHasherDefault<DnHasher>>,
+        shared: &Shared,
+        index: usize,
+        progress: &Progress,
+    ) -> Option<Instant> {
+        let now = Instant::now();
+        let Some(t) = m
+            .monitored_dn
+            .and_then(|d| d.parse::<u64>().ok())
+            .and_then(|d| tracks.get_mut(&d))
+        else {
+            self.error(progress, || {
+                format!(
+                    "monitor {index}: call event for a DN not registered: {}",
+                    ws::describe(text)
+                )
+            });
+            return None;
+        };
+        let layout = &shared.layout;
+        let seq = m.event_seq.unwrap_or(0);
+        if seq <= t.last_seq {
+            self.out_of_order += 1;
+            progress.error();
+            if self.w.samples.len() < 5 {
+                self.w.samples.push(format!(
+                    "monitor {index}: call event out of order after eventSeq {}: {}",
+                    t.last_seq,
+                    ws::describe(text)
+                ));
+            }
+        }
+        // The call of a round comes after the round's cancel.
+        let round = usize::try_from(t.count.saturating_sub(1) / 2).unwrap_or(usize::MAX);
+        if let Some(due) = shared
+            .due
+            .get(layout.slot(round, t.switch, t.batch))
+            .map(|d| d.load(Ordering::Acquire))
+            .filter(|d| *d > 0)
+        {
+            self.w
+                .latency
+                .record(now.saturating_duration_since(shared.epoch + Duration::from_nanos(due)));
+        }
+        t.last_seq = t.last_seq.max(seq);
+        t.calls += 1;
+        if t.calls > t.calls_per_round * layout.rounds as u64 {
+            self.error(progress, || {
+                format!(
+                    "monitor {index}: more call events than its calls make: {}",
+                    ws::describe(text)
+                )
+            });
+        }
+        Some(now)
+    }
 }
 
 /// Per (switch, DN) bookkeeping of one client.
@@ -233,6 +327,10 @@ struct Track {
     batch: usize,
     count: u64,
     last_seq: u64,
+    /// Call events received.
+    calls: u64,
+    /// Call events per round expected (0 without `--call-events`).
+    calls_per_round: u64,
 }
 
 /// Run the scenario and fill in the summary.
@@ -265,12 +363,18 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
             batch: p.local / batch,
             count: 0,
             last_seq: 0,
+            calls: 0,
+            calls_per_round: 0,
         };
-        dns.push((p.guest, t));
-        dns.push((p.host, t));
+        let calls = |n: u64| Track {
+            calls_per_round: if a.call_events { n } else { 0 },
+            ..t
+        };
+        dns.push((p.guest, calls(GUEST_CALL_EVENTS)));
+        dns.push((p.host, calls(HOST_CALL_EVENTS)));
     }
     let dns = Arc::new(dns);
-    let per_client = 4 * pairs as u64 * a.rounds as u64;
+    let per_client = per_pair(a.call_events) * pairs as u64 * a.rounds as u64;
     let (progress, _display) = stats::progress("fanout", &env.window);
     let setup_started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -316,6 +420,7 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     summary.set("rounds", a.rounds);
     summary.set("window", a.window);
     summary.set("batch", batch);
+    summary.set("call_events", a.call_events);
     summary.set("bursts", bursts);
     summary.losses = losses;
     summary.set_workers(&total, start);
@@ -369,7 +474,7 @@ async fn generate(
         let mut batch = 0usize;
         while first < pairs {
             let len = layout.batch.min(pairs - first);
-            let events = 4 * len as u64;
+            let events = per_pair(layout.calls) * len as u64;
             let target = shared.expected.fetch_add(events, Ordering::AcqRel) + events;
             // Wait for room in the window.
             loop {
@@ -391,9 +496,11 @@ async fn generate(
                 "host": layout.plan.host_dn(switch, first),
                 "pairs": len,
                 "count": 1,
+                "calls": layout.calls,
             });
             let reply = control_post(control, "/burst", &body).await?;
-            if reply["hotdeskEvents"] != json!(2 * len) {
+            let calls = if layout.calls { len } else { 0 };
+            if reply["hotdeskEvents"] != json!(2 * len) || reply["calls"] != json!(calls) {
                 return Err(format!(
                     "{}: POST /burst {body} answered {reply}",
                     Plan::switch_name(switch)
@@ -447,7 +554,9 @@ async fn monitor_client(
         // Every client registers the same DNs in the same order, so the router starts few
         // monitors at a time whatever the number of clients: a window of at least 16.
         let window = setup_window(shared.layout.switches, shared.received.len(), 128).max(16);
-        c.register_all(&names, "monitor", window, &progress).await?;
+        let calls = shared.layout.calls;
+        c.register_all_with(&names, ("monitor", calls), window, &progress)
+            .await?;
         Ok::<_, String>(c)
     };
     let Some(mut c) = gate.check(&format!("monitor {index}"), setup.await).await else {
@@ -497,9 +606,12 @@ async fn monitor_client(
         shared.dead[index].store(true, Ordering::Relaxed);
         out.error(&progress, || format!("monitor {index}: {e}"));
     }
+    let rounds = shared.layout.rounds as u64;
     out.losses = tracks
         .values()
-        .map(|t| per_dn.saturating_sub(t.count))
+        .map(|t| {
+            per_dn.saturating_sub(t.count) + (t.calls_per_round * rounds).saturating_sub(t.calls)
+        })
         .sum();
     super::leave_together(&done, &progress).await;
     c.close().await;

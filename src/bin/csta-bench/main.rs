@@ -187,6 +187,10 @@ pub struct Args {
     /// counted from each request's slot); default: as fast as the window allows.
     #[arg(long, value_name = "OPS")]
     pub rate: Option<f64>,
+    /// fanout: the monitors register with callEvents and every pair's round also has a call
+    /// from the guest to the host (answered and cleared): call events besides the hot-desk ones.
+    #[arg(long)]
+    pub call_events: bool,
     /// fanout: the most events per client the bench lets be outstanding (generated but not yet
     /// received); keep it under the router's client-queue (4096 by default).
     #[arg(long, default_value_t = 2048, value_name = "EVENTS")]

@@ -38,6 +38,8 @@ pub struct Incoming<'a> {
     pub conn_id: Option<&'a str>,
     /// `eventSeq` (events only).
     pub event_seq: Option<u64>,
+    /// `callState` (call events only).
+    pub call_state: Option<&'a str>,
     /// `errorCode` (`EventError`).
     pub error_code: Option<u64>,
 }
@@ -216,6 +218,18 @@ impl WsClient {
         window: usize,
         progress: &Progress,
     ) -> Result<u64, String> {
+        self.register_all_with(dns, (mode, false), window, progress)
+            .await
+    }
+
+    /// [`WsClient::register_all`], with `callEvents` as given.
+    pub async fn register_all_with(
+        &mut self,
+        dns: &[String],
+        (mode, call_events): (&str, bool),
+        window: usize,
+        progress: &Progress,
+    ) -> Result<u64, String> {
         let window = window.max(1);
         let first = self.next_ref;
         let mut sent = 0usize;
@@ -225,7 +239,7 @@ impl WsClient {
             while sent < dns.len() && sent - done < window {
                 let id = self.next_ref();
                 self.feed(format!(
-                    r#"{{"message":"RequestRegisterAddress","referenceId":{id},"thisDn":{},"registerMode":"{mode}"}}"#,
+                    r#"{{"message":"RequestRegisterAddress","referenceId":{id},"thisDn":{},"registerMode":"{mode}","callEvents":{call_events}}}"#,
                     quote(&dns[sent])
                 ))
                 .await?;

@@ -32,6 +32,19 @@ impl DnState {
         self.hotdesk.as_ref().map(|(g, h)| (g.as_str(), h.as_str()))
     }
 
+    /// The DN's calls as a client with call events sees them, oldest first.
+    pub(super) fn call_views(&self) -> Vec<crate::protocol::CallView> {
+        self.calls
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|c| crate::protocol::CallView {
+                conn_id: c.conn_id.to_string(),
+                call_state: c.state,
+                other_dn: c.other.as_deref().map(str::to_owned),
+            })
+            .collect()
+    }
+
     /// The connIds of the DN's calls, oldest first.
     pub(super) fn conn_ids(&self) -> Vec<String> {
         self.calls
@@ -58,13 +71,13 @@ pub(super) enum CallRule {
     Drop,
 }
 
-/// The rule of the client protocol for `ev` on the monitor of `dn`: added by ServiceInitiated,
+/// The rule of the client protocol for `ev` on the monitor of a DN (`here`: whether a device
+/// the switch names is the DN): added by ServiceInitiated,
 /// Originated, Delivered and Established (and kept by Held and Retrieved); removed by
 /// ConnectionCleared when the dropped connection is this device's, by CallCleared, and by a
 /// transfer or diversion that takes the call away from this device. "Most recent" is the call
 /// last established or retrieved at the device.
-pub(super) fn call_rule(ev: &CallEvent, dn: &str) -> CallRule {
-    let here = |d: Option<&str>| d == Some(dn);
+pub(super) fn call_rule(ev: &CallEvent, here: impl Fn(Option<&str>) -> bool) -> CallRule {
     let at_this_device = here(ev.device.as_deref()) || here(ev.connection.device_id.as_deref());
     match ev.kind {
         CallEventKind::ServiceInitiated
@@ -81,7 +94,10 @@ pub(super) fn call_rule(ev: &CallEvent, dn: &str) -> CallRule {
         CallEventKind::ConnectionCleared => CallRule::Touch,
         CallEventKind::CallCleared => CallRule::Drop,
         CallEventKind::Transferred | CallEventKind::Diverted if at_this_device => CallRule::Drop,
-        CallEventKind::Transferred | CallEventKind::Diverted => CallRule::Hold { activate: false },
+        // The transferred-to device joins the call by its own events (Delivered, Established):
+        // a transfer names only the call it came from.
+        CallEventKind::Transferred => CallRule::Touch,
+        CallEventKind::Diverted => CallRule::Hold { activate: false },
     }
 }
 
@@ -105,7 +121,7 @@ impl Extension {
                     .switch
                     .naming
                     .normalize_call(call, |d| self.switch.plan.contains(d));
-                self.on_call_event(&call)
+                self.on_call_event(seq, &call)
             }
             Message::CallInformation {
                 connection,
@@ -189,32 +205,9 @@ impl Extension {
         self.deliver(text);
     }
 
-    fn on_call_event(&mut self, ev: &CallEvent) {
-        let Some(call_id) = ev.connection.call_id.as_deref() else {
-            return;
-        };
-        match call_rule(ev, &self.dn) {
-            CallRule::Hold { activate } => {
-                self.touch_call(call_id, activate);
-            }
-            CallRule::Touch => {
-                if let Some(call) = self
-                    .state
-                    .calls
-                    .as_mut()
-                    .and_then(|list| list.touch(call_id, false, Instant::now()))
-                {
-                    let conn_id = call.conn_id;
-                    self.switch.calls.touch(call_id, conn_id);
-                }
-            }
-            CallRule::Drop => self.drop_call(call_id),
-        }
-    }
-
     /// Add the call if new (within `max-calls-per-dn` and `max-calls-per-switch`: the call idle
     /// the longest is evicted beyond them); mark it active if asked. Returns its connId.
-    fn touch_call(&mut self, call_id: &str, activated: bool) -> ConnId {
+    pub(super) fn touch_call(&mut self, call_id: &str, activated: bool) -> ConnId {
         let now = Instant::now();
         if let Some(call) = self
             .state
@@ -286,7 +279,7 @@ impl Extension {
         }
     }
 
-    fn drop_call(&mut self, call_id: &str) {
+    pub(super) fn drop_call(&mut self, call_id: &str) {
         if let Some(c) = self
             .state
             .calls
@@ -328,6 +321,10 @@ mod tests {
     use super::*;
     use crate::csta::Connection;
 
+    fn at(dn: &str) -> impl Fn(Option<&str>) -> bool + '_ {
+        move |d| d == Some(dn)
+    }
+
     fn ev(kind: CallEventKind, connection_device: &str, device: Option<&str>) -> CallEvent {
         CallEvent {
             kind,
@@ -348,18 +345,18 @@ mod tests {
             CallEventKind::Delivered,
         ] {
             assert_eq!(
-                call_rule(&ev(kind, "5001", None), "5001"),
+                call_rule(&ev(kind, "5001", None), at("5001")),
                 CallRule::Hold { activate: false },
                 "{kind:?}"
             );
         }
         assert_eq!(
-            call_rule(&ev(CallEventKind::Established, "4001", None), "5001"),
+            call_rule(&ev(CallEventKind::Established, "4001", None), at("5001")),
             CallRule::Hold { activate: true },
             "established at any party's monitor"
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::Held, "5001", None), "5001"),
+            call_rule(&ev(CallEventKind::Held, "5001", None), at("5001")),
             CallRule::Hold { activate: false }
         );
     }
@@ -367,16 +364,19 @@ mod tests {
     #[test]
     fn retrieved_makes_the_call_most_recent_only_at_the_retrieving_device() {
         assert_eq!(
-            call_rule(&ev(CallEventKind::Retrieved, "5001", None), "5001"),
+            call_rule(&ev(CallEventKind::Retrieved, "5001", None), at("5001")),
             CallRule::Hold { activate: true }
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::Retrieved, "4001", Some("5001")), "5001"),
+            call_rule(
+                &ev(CallEventKind::Retrieved, "4001", Some("5001")),
+                at("5001")
+            ),
             CallRule::Hold { activate: true },
             "the retrieving device named by `device`"
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::Retrieved, "4001", None), "5001"),
+            call_rule(&ev(CallEventKind::Retrieved, "4001", None), at("5001")),
             CallRule::Hold { activate: false }
         );
     }
@@ -384,35 +384,53 @@ mod tests {
     #[test]
     fn cleared_transferred_and_diverted_remove_the_call_from_the_device_it_leaves() {
         assert_eq!(
-            call_rule(&ev(CallEventKind::ConnectionCleared, "5001", None), "5001"),
+            call_rule(
+                &ev(CallEventKind::ConnectionCleared, "5001", None),
+                at("5001")
+            ),
             CallRule::Drop,
             "this device's connection dropped"
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::ConnectionCleared, "4001", None), "5001"),
+            call_rule(
+                &ev(CallEventKind::ConnectionCleared, "4001", None),
+                at("5001")
+            ),
             CallRule::Touch,
             "another party dropped: the call stays"
         );
         assert_eq!(
-            call_rule(&ev(CallEventKind::CallCleared, "4001", None), "5001"),
+            call_rule(&ev(CallEventKind::CallCleared, "4001", None), at("5001")),
             CallRule::Drop
         );
         for kind in [CallEventKind::Transferred, CallEventKind::Diverted] {
             assert_eq!(
-                call_rule(&ev(kind, "4001", Some("5001")), "5001"),
+                call_rule(&ev(kind, "4001", Some("5001")), at("5001")),
                 CallRule::Drop,
                 "{kind:?} away from this device"
             );
             assert_eq!(
-                call_rule(&ev(kind, "5001", None), "5001"),
+                call_rule(&ev(kind, "5001", None), at("5001")),
                 CallRule::Drop,
                 "{kind:?}: this device's connection left"
             );
-            assert_eq!(
-                call_rule(&ev(kind, "4001", Some("4002")), "5001"),
-                CallRule::Hold { activate: false },
-                "{kind:?} between other parties: the call stays here"
-            );
         }
+        assert_eq!(
+            call_rule(
+                &ev(CallEventKind::Diverted, "4001", Some("4002")),
+                at("5001")
+            ),
+            CallRule::Hold { activate: false },
+            "a diversion between other parties: the call stays here"
+        );
+        assert_eq!(
+            call_rule(
+                &ev(CallEventKind::Transferred, "4001", Some("4002")),
+                at("5001")
+            ),
+            CallRule::Touch,
+            "a transfer between other parties: the call stays where it was, and the \
+             transferred-to device joins by its own events"
+        );
     }
 }

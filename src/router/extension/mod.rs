@@ -1,10 +1,11 @@
 //! The extension actor: one per DN in use, holding everything the router knows of the DN.
 //!
-//! Its three jobs, one module each:
+//! Its jobs, one module each:
 //! - [`subscriptions`]: the clients registered on the DN (and their modes) and the life of the
 //!   DN's monitor on the switch, shared by their registrations;
 //! - [`requests`]: the DN's private-service requests, checked against the
 //!   [catalogue](crate::services), sent to the switch one at a time in arrival order;
+//! - [`call_events`]: the call events clients registered with `callEvents` get;
 //! - [`events`]: what the DN's events mean (the hot-desk association, the active calls and
 //!   their connIds) and the private events clients get, each serialized once and the same
 //!   bytes queued to every registered client.
@@ -14,6 +15,7 @@
 //! ordering stage ([`Delivery`]), so a client sees the reply to its request before the event
 //! the request caused, and events in the order the switch sent them.
 
+pub mod call_events;
 pub mod events;
 pub mod requests;
 pub mod subscriptions;
@@ -140,8 +142,13 @@ impl Extension {
                 client,
                 reference_id,
                 mode,
-            } => self.on_register(client, Some(reference_id), mode, ctx),
-            DnOp::Restore { client, mode } => self.on_register(client, None, mode, ctx),
+                call_events,
+            } => self.on_register(client, Some(reference_id), mode, call_events, ctx),
+            DnOp::Restore {
+                client,
+                mode,
+                call_events,
+            } => self.on_register(client, None, mode, call_events, ctx),
             DnOp::Unregister {
                 client,
                 reference_id,
@@ -150,13 +157,18 @@ impl Extension {
                 client,
                 reference_id,
             } => {
+                let calls = if self.subs.call_events_of(&client) {
+                    crate::protocol::Calls::Objects(self.state.call_views())
+                } else {
+                    crate::protocol::Calls::ConnIds(self.state.conn_ids())
+                };
                 client.reply(crate::protocol::address_info(
                     reference_id,
                     &self.dn,
                     &self.switch.name,
                     self.state.hotdesk(),
                     self.state.hotdesk_known,
-                    &self.state.conn_ids(),
+                    &calls,
                 ));
                 self.maybe_retire();
             }

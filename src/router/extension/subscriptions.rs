@@ -20,11 +20,13 @@ use std::collections::VecDeque;
 struct Subscriber {
     client: ClientHandle,
     mode: RegisterMode,
+    /// Registered with `callEvents: true`: gets the DN's call events.
+    call_events: bool,
 }
 
 /// A registration waiting for a MonitorStart: the client, its `referenceId` (`None` for a
-/// registration restored by a new owner of the switch: no reply), the mode.
-type Waiter = (ClientHandle, Option<u64>, RegisterMode);
+/// registration restored by a new owner of the switch: no reply), the mode, `callEvents`.
+type Waiter = (ClientHandle, Option<u64>, RegisterMode, bool);
 
 #[derive(Debug, Default)]
 enum MonitorState {
@@ -58,6 +60,28 @@ impl Subscriptions {
             .iter()
             .find(|s| s.client.id == client.id)
             .map(|s| s.mode)
+    }
+
+    /// Whether `client` registered the DN with `callEvents: true`.
+    pub(super) fn call_events_of(&self, client: &ClientHandle) -> bool {
+        self.subscribers
+            .iter()
+            .any(|s| s.client.id == client.id && s.call_events)
+    }
+
+    /// Whether any subscriber wants the DN's call events (most do not: then none is built).
+    pub(super) fn wants_call_events(&self) -> bool {
+        self.subscribers.iter().any(|s| s.call_events)
+    }
+
+    /// The clients still open that registered with `callEvents: true`.
+    pub(super) fn call_event_clients(&mut self) -> Vec<ClientHandle> {
+        self.subscribers.retain(|s| s.client.is_open());
+        self.subscribers
+            .iter()
+            .filter(|s| s.call_events)
+            .map(|s| s.client.clone())
+            .collect()
     }
 
     /// Whether `op` must wait for the MonitorStart in flight: anything but a registration
@@ -110,7 +134,13 @@ impl Subscriptions {
 }
 
 impl Extension {
-    fn registered(&self, client: &ClientHandle, reference_id: Option<u64>, mode: RegisterMode) {
+    fn registered(
+        &self,
+        client: &ClientHandle,
+        reference_id: Option<u64>,
+        mode: RegisterMode,
+        call_events: bool,
+    ) {
         let Some(reference_id) = reference_id else {
             return;
         };
@@ -118,21 +148,28 @@ impl Extension {
             reference_id,
             &self.dn,
             &self.switch.name,
-            mode,
+            (mode, call_events),
             self.switch.is_up(),
             self.state.hotdesk(),
             self.state.hotdesk_known,
         ));
     }
 
-    fn subscribe(&mut self, client: ClientHandle, mode: RegisterMode) {
+    fn subscribe(&mut self, client: ClientHandle, mode: RegisterMode, call_events: bool) {
         if let Some(cluster) = self.switch.cluster.get() {
-            cluster.registered(&self.dn, &client, mode);
+            cluster.registered(&self.dn, &client, mode, call_events);
         }
         let subs = &mut self.subs.subscribers;
         match subs.iter_mut().find(|s| s.client.id == client.id) {
-            Some(s) => s.mode = mode,
-            None => subs.push(Subscriber { client, mode }),
+            Some(s) => {
+                s.mode = mode;
+                s.call_events = call_events;
+            }
+            None => subs.push(Subscriber {
+                client,
+                mode,
+                call_events,
+            }),
         }
         self.count_registration();
     }
@@ -143,20 +180,23 @@ impl Extension {
         client: ClientHandle,
         reference_id: Option<u64>,
         mode: RegisterMode,
+        call_events: bool,
         ctx: &mut Context<Self>,
     ) {
         match &mut self.subs.monitor {
             MonitorState::Active => {
-                self.subscribe(client.clone(), mode);
-                self.registered(&client, reference_id, mode);
+                self.subscribe(client.clone(), mode, call_events);
+                self.registered(&client, reference_id, mode, call_events);
             }
-            MonitorState::Starting { waiters, .. } => waiters.push((client, reference_id, mode)),
+            MonitorState::Starting { waiters, .. } => {
+                waiters.push((client, reference_id, mode, call_events))
+            }
             MonitorState::Idle => {
                 self.subs.starts += 1;
                 let start = self.subs.starts;
                 self.subs.monitor = MonitorState::Starting {
                     start,
-                    waiters: vec![(client, reference_id, mode)],
+                    waiters: vec![(client, reference_id, mode, call_events)],
                 };
                 self.state.hotdesk_known = false;
                 let Some(started) = self.start_monitor() else {
@@ -188,11 +228,11 @@ impl Extension {
         match res {
             Ok(MonitorOutcome::Started) | Ok(MonitorOutcome::Pending) => {
                 self.subs.monitor = MonitorState::Active;
-                for (client, reference_id, mode) in waiters {
+                for (client, reference_id, mode, call_events) in waiters {
                     if client.is_open() {
-                        self.subscribe(client.clone(), mode);
+                        self.subscribe(client.clone(), mode, call_events);
                     }
-                    self.registered(&client, reference_id, mode);
+                    self.registered(&client, reference_id, mode, call_events);
                 }
             }
             Err(e) => self.registrations_failed(waiters, &e),
@@ -206,7 +246,7 @@ impl Extension {
         let (code, message) = crate::errors::link_error(e, None, &self.dn);
         let message = format!("{} could not be registered: {message}", self.dn);
         let extensions = csta_extension(e);
-        for (client, reference_id, _) in waiters {
+        for (client, reference_id, _, _) in waiters {
             let Some(reference_id) = reference_id else {
                 tracing::warn!(switch = %self.switch.name, dn = %self.dn, "a restored registration could not be monitored again: {message}");
                 continue;
@@ -232,7 +272,7 @@ impl Extension {
     /// The switch's link layer is not started yet (only possible during start-up).
     fn not_started(&mut self) {
         if let MonitorState::Starting { waiters, .. } = std::mem::take(&mut self.subs.monitor) {
-            for (client, reference_id, _) in waiters {
+            for (client, reference_id, _, _) in waiters {
                 let Some(reference_id) = reference_id else {
                     continue;
                 };
