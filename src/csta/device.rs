@@ -98,10 +98,20 @@ impl DeviceNaming {
         ev: &'a CallEvent,
         plan_has: impl Fn(&str) -> bool,
     ) -> Cow<'a, CallEvent> {
+        // What `other_dn` gives, as `Some(new value)` when it differs from the value as
+        // written; without allocating when it does not (the hot path of bare DNs).
         let fix = |v: &Option<String>| -> Option<Option<String>> {
             let raw = v.as_deref()?;
-            let norm = self.other_dn(raw, &plan_has);
-            (norm.as_deref() != Some(raw)).then_some(norm)
+            let Some(number) = undecorated(raw) else {
+                return Some(None);
+            };
+            let stripped = self.strip_affixes(number);
+            let norm = if stripped != number && plan_has(stripped) {
+                stripped
+            } else {
+                number
+            };
+            (norm != raw).then(|| Some(norm.to_owned()))
         };
         let conns = ev
             .changes
@@ -342,6 +352,40 @@ mod tests {
             ..bare_event.clone()
         };
         assert_eq!(n.normalize_call(&unknown, plan).other_device, None);
+    }
+
+    #[test]
+    fn call_devices_are_what_other_dn_gives() {
+        use crate::csta::CallEventKind;
+        let plan = |d: &str| d == "4001" || d == "+49897004002";
+        for n in [bare(), osv("+4989700", ""), osv("", "#")] {
+            for raw in [
+                "4001",
+                "+49897004001",
+                "+49897004002",
+                "N<+49897004001>;noa=nk",
+                "4001#",
+                "<sip:4001@host>",
+                "4001:CM1:10.0.0.1:0",
+                " 4001 ",
+                "notKnown",
+                "+17865550100",
+            ] {
+                let ev = CallEvent {
+                    kind: CallEventKind::Delivered,
+                    cross_ref: None,
+                    connection: Connection::new("C1", raw),
+                    device: Some(raw.into()),
+                    other_device: None,
+                    cause: None,
+                    changes: vec![],
+                };
+                let got = n.normalize_call(&ev, plan);
+                let want = n.other_dn(raw, plan);
+                assert_eq!(got.device, want, "{n:?} {raw:?}");
+                assert_eq!(got.connection.device_id, want, "{n:?} {raw:?}");
+            }
+        }
     }
 
     #[test]
