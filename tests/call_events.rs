@@ -416,9 +416,12 @@ fn a_client_on_another_node_gets_the_owner_s_call_events_also_across_an_owner_ki
         bed.link_up_everywhere("sw1").await;
         let sim = bed.pbx("sw1").control();
         let mut on_owner = bed.client(&owner).await;
-        let mut first = bed.client(&survivors[0]).await;
+        let home = bed.node(&survivors[0]).url();
+        let (mut first, opened) = Client::open_as(&home, "desk", None, 1).await;
+        let first_id = opened["sessionId"].as_str().unwrap().to_owned();
         let mut second = bed.client(&survivors[1]).await;
-        let mut plain = bed.client(&survivors[0]).await;
+        let (mut plain, opened) = Client::open_as(&home, "desk", None, 1).await;
+        let plain_id = opened["sessionId"].as_str().unwrap().to_owned();
         for c in [&mut on_owner, &mut first, &mut second] {
             register(c, "4001", true).await;
         }
@@ -487,6 +490,34 @@ fn a_client_on_another_node_gets_the_owner_s_call_events_also_across_an_owner_ki
             "the new owner's clients and another node's get the same"
         );
         assert!(call_events_of(&drain(&mut plain, quiet).await).is_empty());
+
+        // Both sessions on the first survivor drop and resume on the second within their
+        // linger (1 s): the call events missed meanwhile are read back from the event stream,
+        // for the session registered with callEvents only.
+        let last = after[1].1;
+        drop(first);
+        drop(plain);
+        sim.post_ok(
+            "/calls",
+            json!({"from": "4001", "to": "4900", "answer": false}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let there = bed.node(&survivors[1]).url();
+        let resume = |id: &str| Some(json!({"sessionId": id, "lastEventSeq": {"sw1": last}}));
+        let (mut back, reply) = Client::open_as(&there, "desk", resume(&first_id), 1).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        let (mut plain_back, reply) = Client::open_as(&there, "desk", resume(&plain_id), 1).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        assert_eq!(
+            reply["replayed"], 0,
+            "no call event for a DN without callEvents: {reply}"
+        );
+        let missed = call_events_of(&drain(&mut second, quiet).await);
+        let names: Vec<&str> = missed.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["EventOffHook", "EventDialing", "EventDialing"]);
+        assert_eq!(call_events_of(&drain(&mut back, quiet).await), missed);
+        assert!(call_events_of(&drain(&mut plain_back, quiet).await).is_empty());
         bed.stop();
     });
 }
