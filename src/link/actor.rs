@@ -213,43 +213,44 @@ impl LinkActor {
         why: String,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, ()> {
-        let stop = match (&self.connection, self.session.session_id()) {
-            (Some(_), Some(_)) => {
-                let (tx, rx) = oneshot::channel();
-                let out = self.session.stop_session(tx, Instant::now());
-                self.stopping_session = true;
-                self.carry_out(out, None, ctx);
-                self.stopping_session = false;
-                Some(rx)
-            }
-            _ => None,
-        };
-        let limit = self.settings.request_timeout + Duration::from_millis(50);
-        let switch = self.switch.clone();
-        let index = self.index;
-        let wait = async move {
-            if let Some(rx) = stop {
-                match tokio::time::timeout(limit, rx).await {
-                    Ok(Ok(Ok(_))) => {
-                        info!(switch = %switch, link = index, "ECMA-354 application session stopped")
-                    }
-                    Ok(Ok(Err(e))) => {
-                        info!(switch = %switch, link = index, "StopApplicationSession not confirmed: {e}")
-                    }
-                    _ => {
-                        info!(switch = %switch, link = index, "StopApplicationSession not answered in time")
-                    }
-                }
-            }
-        };
-        Box::pin(wait.into_actor(self).map(move |(), act, ctx| {
+        let closed = move |act: &mut LinkActor, ctx: &mut Context<LinkActor>| {
             if act.connection.is_some() {
                 act.disconnect(Disconnect::Reported(why), ctx);
             } else {
                 // A connect in progress is dropped when it completes (its generation is stale).
                 act.generation += 1;
             }
-        }))
+        };
+        if self.connection.is_none() || self.session.session_id().is_none() {
+            // Nothing to stop: closed at once, as before sessions existed.
+            closed(self, ctx);
+            return Box::pin(actix::fut::ready(()));
+        }
+        let (tx, stop) = oneshot::channel();
+        let out = self.session.stop_session(tx, Instant::now());
+        self.stopping_session = true;
+        self.carry_out(out, None, ctx);
+        self.stopping_session = false;
+        let limit = self.settings.request_timeout + Duration::from_millis(50);
+        let switch = self.switch.clone();
+        let index = self.index;
+        let wait = async move {
+            match tokio::time::timeout(limit, stop).await {
+                Ok(Ok(Ok(_))) => {
+                    info!(switch = %switch, link = index, "ECMA-354 application session stopped")
+                }
+                Ok(Ok(Err(e))) => {
+                    info!(switch = %switch, link = index, "StopApplicationSession not confirmed: {e}")
+                }
+                _ => {
+                    info!(switch = %switch, link = index, "StopApplicationSession not answered in time")
+                }
+            }
+        };
+        Box::pin(
+            wait.into_actor(self)
+                .map(move |(), act, ctx| closed(act, ctx)),
+        )
     }
 
     /// The switch's fence closed (its ownership lapsed): stop acting on it at once.

@@ -880,17 +880,6 @@ impl<C> Session<C> {
     }
 }
 
-impl<C> Session<C> {
-    /// A `SystemStatus` without its `systemStatus` (answered all the same): a warning, logged
-    /// once per link, never a decode error.
-    fn empty_status(&mut self) {
-        count(&self.stats.warnings);
-        if !std::mem::replace(&mut self.app.warned_empty_status, true) {
-            warn!(switch = %self.switch, link = self.link, "the switch sent a SystemStatus without systemStatus; answered, and read as no change (logged once per link)");
-        }
-    }
-}
-
 /// Whether a `systemStatus` value means operational.
 fn is_operational(status: &str) -> bool {
     matches!(status, "normal" | "enabled")

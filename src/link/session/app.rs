@@ -20,11 +20,12 @@
 //! - **A switch that wants a session**: a link without sessions whose `RequestSystemStatus`
 //!   is answered with a `CSTAErrorCode` says so in the reason it stays down for.
 
+use super::super::stats::count;
 use super::{LinkState, Loss, Output, Session, Waiting};
 use crate::csta::{AppSession, CstaError, Message, SystemRegister};
 use crate::link::{AppSessionSettings, LinkError};
 use std::time::{Duration, Instant};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// The application session of the current connection.
 #[derive(Debug, Default)]
@@ -183,6 +184,15 @@ impl<C> Session<C> {
             other => {
                 info!(switch = %self.switch, link = self.link, "the switch did not accept SystemRegister ({other:?}); its status is still asked by the keep-alive");
             }
+        }
+    }
+
+    /// A `SystemStatus` without its `systemStatus` (answered all the same): a warning, logged
+    /// once per link, never a decode error.
+    pub(super) fn empty_status(&mut self) {
+        count(&self.stats.warnings);
+        if !std::mem::replace(&mut self.app.warned_empty_status, true) {
+            warn!(switch = %self.switch, link = self.link, "the switch sent a SystemStatus without systemStatus; answered, and read as no change (logged once per link)");
         }
     }
 
