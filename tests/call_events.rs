@@ -1,4 +1,6 @@
-//! Call events for desktops, against the router binary and its embedded simulator:
+//! Call events for desktops, against the router binary and its embedded simulator (the
+//! first two scenarios in each simulator preset: generic, OpenScape Voice, Avaya, Zultys, with
+//! the router keys of the README's "Connecting your PBX"):
 //!
 //! - an inbound call with hold, retrieve, a transfer that gives the staying party a new call
 //!   ID, and clear, seen from all three parties: each event of the table in order, with
@@ -26,13 +28,32 @@ use serde_json::{json, Value};
 use sim_control::SimControl;
 use std::time::Duration;
 
+const OPTIONS: &str = "request-timeout = \"2s\"\nkpl-interval = \"0s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"100ms\"";
+
 fn config() -> String {
-    process::two_switches(
-        "",
-        "request-timeout = \"2s\"\nkpl-interval = \"0s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"100ms\"",
-        "",
-        1,
-    )
+    process::two_switches("", OPTIONS, "", 1)
+}
+
+/// The simulator presets with the router keys each needs (as in the README's "Connecting
+/// your PBX"): the call scenarios run against each, so that calls named in each switch's
+/// form (OpenScape Voice `N<+1561555…>;displayNumber=…`, Avaya DMCC `…:CM1:…:0`, no namespace
+/// for Zultys) give the same client events.
+const PRESETS: [(&str, &str); 4] = [
+    ("generic", ""),
+    (
+        "osv",
+        "simulator-vendor = \"osv\"\ncsta-namespace = \"http://www.ecma-international.org/standards/ecma-323/csta/ed4\"\ndevice-id-form = \"osv\"\ndn-prefix = \"+1561555\"\n",
+    ),
+    (
+        "avaya",
+        "simulator-vendor = \"avaya\"\napplication-session = true\n",
+    ),
+    ("zultys", "simulator-vendor = \"zultys\"\ncsta-namespace = \"\"\n"),
+];
+
+/// Two embedded simulators in the preset `lines` configure.
+fn preset_config(lines: &str) -> String {
+    common::config::head("", OPTIONS) + "\n" + &common::config::two_simulated(lines, [1, 1])
 }
 
 /// An open client.
@@ -111,7 +132,14 @@ async fn metric(r: &RouterProcess, event: &str) -> f64 {
 
 #[test]
 fn an_inbound_call_held_retrieved_transferred_with_a_new_call_id_and_cleared() {
-    let r = RouterProcess::start("call-events-inbound", &config());
+    for (vendor, lines) in PRESETS {
+        println!("preset {vendor}");
+        inbound(vendor, lines);
+    }
+}
+
+fn inbound(vendor: &str, lines: &str) {
+    let r = RouterProcess::start(&format!("call-events-in-{vendor}"), &preset_config(lines));
     let sim = r.controls[0];
     process::runtime().block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;
@@ -290,7 +318,14 @@ fn an_inbound_call_held_retrieved_transferred_with_a_new_call_id_and_cleared() {
 
 #[test]
 fn an_outbound_call_a_diverted_call_and_clients_without_call_events() {
-    let r = RouterProcess::start("call-events-outbound", &config());
+    for (vendor, lines) in PRESETS {
+        println!("preset {vendor}");
+        outbound(vendor, lines);
+    }
+}
+
+fn outbound(vendor: &str, lines: &str) {
+    let r = RouterProcess::start(&format!("call-events-out-{vendor}"), &preset_config(lines));
     let sim = r.controls[0];
     process::runtime().block_on(async {
         r.wait_connected(&["sw1", "sw2"]).await;

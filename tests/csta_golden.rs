@@ -2021,3 +2021,27 @@ fn invoke_ids() {
     assert_eq!(InvokeId::FIRST_REQUEST, 1);
     assert_eq!(InvokeId::LAST_REQUEST, 9998);
 }
+
+/// `csta-namespace = ""` (Zultys MX): documents without any namespace declaration.
+#[test]
+fn no_namespace_at_all() {
+    let none = Dialect {
+        csta_namespace: String::new(),
+        ..ed3()
+    };
+    assert_eq!(
+        Message::RequestSystemStatus.encode(&none),
+        r#"<?xml version="1.0" encoding="UTF-8"?><RequestSystemStatus/>"#
+    );
+    assert_eq!(
+        Message::MonitorStart {
+            device: "5001".into()
+        }
+        .encode(&none),
+        concat!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+            r#"<MonitorStart><monitorObject><deviceObject>5001</deviceObject></monitorObject>"#,
+            r#"</MonitorStart>"#,
+        )
+    );
+}

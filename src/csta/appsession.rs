@@ -16,7 +16,7 @@
 //! |---|---|
 //! | `StartApplicationSession` | `applicationInfo/applicationID`, `requestedProtocolVersions/protocolVersion`, `requestedSessionDuration` |
 //! | `StartApplicationSessionPosResponse` | `sessionID`, `actualProtocolVersion`, `actualSessionDuration` |
-//! | `StartApplicationSessionNegResponse`, `ResetApplicationSessionTimerNegResponse`, `StopApplicationSessionNegResponse` | `errorCode/definedError` (a standard value) or `errorCode/privateError` |
+//! | `StartApplicationSessionNegResponse`, `ResetApplicationSessionTimerNegResponse`, `StopApplicationSessionNegResponse` | `errorCode/definedError` (a standard value) or `errorCode/applError` |
 //! | `ResetApplicationSessionTimer` | `sessionID`, `requestedSessionDuration` |
 //! | `ResetApplicationSessionTimerPosResponse` | `actualSessionDuration` |
 //! | `StopApplicationSession` | `sessionID`, `sessionEndReason/appEndReason` (`normal`) |
@@ -38,16 +38,18 @@ use super::xml::{Element, XmlWriter};
 pub const APPL_SESSION_NAMESPACE: &str =
     "http://www.ecma-international.org/standards/ecma-354/appl_session";
 
-/// The standard ECMA-354 `definedError` values. A negative response naming one of them is
-/// counted under its own name; anything else is counted as `other` (so the label set of
+/// The standard ECMA-354 `definedError` values: those of `StartApplicationSessionNegResponse`
+/// (the first four) and of `ResetApplicationSessionTimerNegResponse` /
+/// `StopApplicationSessionNegResponse`. A negative response naming one of them is counted
+/// under its own name; anything else is counted as `other` (so the label set of
 /// `csta_router_link_session_failures_total` stays bounded whatever a switch sends).
 pub const DEFINED_ERRORS: [&str; 6] = [
-    "unspecified",
     "invalidApplicationInfo",
-    "nonSupportedApplicationInfo",
-    "unacceptableSessionDuration",
+    "requestedProtocolVersionNotSupported",
+    "serverResourcesBusy",
+    "maxNumberSessions",
     "invalidSessionID",
-    "nonSupportedProtocolVersion",
+    "serverCannotResetSessionTimer",
 ];
 
 /// Why a switch refused an ECMA-354 request (`errorCode`).
@@ -55,7 +57,7 @@ pub const DEFINED_ERRORS: [&str; 6] = [
 pub enum SessionError {
     /// `definedError`: one of the standard values, or another text a switch wrote there.
     Defined(String),
-    /// `privateError` (or an `errorCode` we cannot read), as written.
+    /// `applError` (or another `errorCode` child), as written.
     Private(String),
 }
 
@@ -89,7 +91,7 @@ impl SessionError {
         w.open("errorCode");
         match self {
             SessionError::Defined(v) => w.leaf("definedError", v),
-            SessionError::Private(v) => w.leaf("privateError", v),
+            SessionError::Private(v) => w.leaf("applError", v),
         };
         w.close("errorCode");
     }
@@ -100,7 +102,7 @@ impl std::fmt::Display for SessionError {
         match self {
             SessionError::Defined(v) => write!(f, "definedError {v}"),
             SessionError::Private(v) if v.is_empty() => write!(f, "an error without a value"),
-            SessionError::Private(v) => write!(f, "privateError {v:?}"),
+            SessionError::Private(v) => write!(f, "applError {v:?}"),
         }
     }
 }
@@ -410,14 +412,13 @@ mod tests {
             unreachable!()
         };
         assert_eq!(e.label(), "other");
-        let Read::AppSession(AppSession::StartNeg(e)) =
-            neg("<privateError>no licence</privateError>")
+        let Read::AppSession(AppSession::StartNeg(e)) = neg("<applError>no licence</applError>")
         else {
             unreachable!()
         };
         assert_eq!(
             (e.label(), e.to_string()),
-            ("other", "privateError \"no licence\"".to_owned())
+            ("other", "applError \"no licence\"".to_owned())
         );
     }
 

@@ -231,9 +231,8 @@ impl XmlWriter {
         let mut out = String::with_capacity(256);
         out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?><");
         out.push_str(root);
-        out.push_str(" xmlns=\"");
-        escape_into(&mut out, ns);
-        out.push_str("\">");
+        push_default_ns(&mut out, ns);
+        out.push('>');
         XmlWriter { out }
     }
 
@@ -289,10 +288,19 @@ impl XmlWriter {
         let mut out = String::with_capacity(128);
         out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?><");
         out.push_str(root);
-        out.push_str(" xmlns=\"");
-        escape_into(&mut out, ns);
-        out.push_str("\"/>");
+        push_default_ns(&mut out, ns);
+        out.push_str("/>");
         out
+    }
+}
+
+/// ` xmlns="ns"` on a root element; nothing for `""` (`csta-namespace = ""`: switches such as
+/// Zultys MX write and expect no namespace at all).
+fn push_default_ns(out: &mut String, ns: &str) {
+    if !ns.is_empty() {
+        out.push_str(" xmlns=\"");
+        escape_into(out, ns);
+        out.push('"');
     }
 }
 

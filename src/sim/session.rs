@@ -94,9 +94,7 @@ impl Sessions {
         }
         if requested == 0 {
             self.refused += 1;
-            return AppSession::StartNeg(SessionError::Defined(
-                "unacceptableSessionDuration".into(),
-            ));
+            return AppSession::StartNeg(SessionError::Defined("invalidApplicationInfo".into()));
         }
         self.next_id += 1;
         self.started += 1;

@@ -870,6 +870,12 @@ impl SwitchState {
     pub(crate) fn emit_hotdesk(&self, event: &HotDeskEvent) {
         let mut devices = vec![event.guest.clone()];
         devices.extend(event.host.iter().cloned());
+        let v = self.vendor;
+        let event = HotDeskEvent {
+            state: event.state,
+            guest: v.private_device(&event.guest),
+            host: event.host.as_deref().map(|h| v.private_device(h)),
+        };
         self.notify(&devices, |x| Message::PrivateEvent {
             cross_ref: Some(x),
             event: event.clone(),

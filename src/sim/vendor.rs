@@ -10,7 +10,7 @@
 //! |---|---|---|---|---|---|
 //! | `generic` | the configured dialect's | bare DN | `M<n>` | accepted | `SystemStatus enabled` |
 //! | `osv` (OpenScape Voice) | ECMA-323 ed4 | `N<+1561555DN>;displayNumber=DN;noa=nk` | large numbers | accepted, optional | `SystemStatus normal` |
-//! | `avaya` (AES/DMCC) | ECMA-323 ed3, Avaya private data | bare DN | small integers | required | none |
+//! | `avaya` (AES/DMCC) | ECMA-323 ed3, Avaya private data | DMCC device ID `DN:CM1:192.0.2.10:0` | small integers | required | none |
 //! | `zultys` (MX) | none | bare DN | numbers | not served | none |
 
 use serde::Deserialize;
@@ -118,6 +118,16 @@ impl Vendor {
     pub fn device(self, dn: &str) -> String {
         match self {
             Vendor::Osv => format!("N<{OSV_PREFIX}{dn}>;displayNumber={dn};noa=nk"),
+            Vendor::Avaya => format!("{dn}:CM1:192.0.2.10:0"),
+            _ => dn.to_owned(),
+        }
+    }
+
+    /// A device as the switch names it inside hot-desk private data (`guestDevice`,
+    /// `hostDevice`).
+    pub fn private_device(self, dn: &str) -> String {
+        match self {
+            Vendor::Osv => format!("N<{OSV_PREFIX}{dn}>"),
             _ => dn.to_owned(),
         }
     }
@@ -197,6 +207,8 @@ mod tests {
         );
         assert_eq!(Vendor::Osv.connection_device("5001"), "+15615555001");
         assert_eq!(Vendor::Zultys.device("5001"), "5001");
+        assert_eq!(Vendor::Avaya.device("5001"), "5001:CM1:192.0.2.10:0");
+        assert_eq!(Vendor::Osv.private_device("5001"), "N<+15615555001>");
     }
 
     #[test]

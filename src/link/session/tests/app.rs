@@ -97,9 +97,9 @@ fn a_refused_or_unanswered_session_keeps_the_link_down_and_says_why() {
             "definedError tooManySessions",
         ),
         (
-            refused("<privateError>licence</privateError>"),
+            refused("<applError>licence</applError>"),
             "other",
-            "privateError \"licence\"",
+            "applError \"licence\"",
         ),
         (
             INVALID_DEVICE.to_owned(),
