@@ -171,6 +171,21 @@ impl ClientResult {
         self.w.error(progress, what);
     }
 
+    /// The latency of an event of `round` on `t`'s DN, read `now`: from the moment the burst
+    /// it belongs to was due (nothing when that moment is not known yet).
+    fn record_latency(&mut self, shared: &Shared, round: usize, t: &Track, now: Instant) {
+        if let Some(due) = shared
+            .due
+            .get(shared.layout.slot(round, t.switch, t.batch))
+            .map(|d| d.load(Ordering::Acquire))
+            .filter(|d| *d > 0)
+        {
+            self.w
+                .latency
+                .record(now.saturating_duration_since(shared.epoch + Duration::from_nanos(due)));
+        }
+    }
+
     /// Check one message a monitoring client read: an event of one of its DNs (`tracks`) in
     /// order (per DN: eventSeq increasing, established and cancelled in turn, from the DN's
     /// switch), its latency from the moment its burst was due. When it is such an event, the
@@ -232,16 +247,7 @@ impl ClientResult {
             }
         }
         let round = usize::try_from(t.count / 2).unwrap_or(usize::MAX);
-        if let Some(due) = shared
-            .due
-            .get(layout.slot(round, t.switch, t.batch))
-            .map(|d| d.load(Ordering::Acquire))
-            .filter(|d| *d > 0)
-        {
-            self.w
-                .latency
-                .record(now.saturating_duration_since(shared.epoch + Duration::from_nanos(due)));
-        }
+        self.record_latency(shared, round, t, now);
         t.last_seq = t.last_seq.max(seq);
         t.count += 1;
         if t.count > per_dn {
@@ -296,16 +302,7 @@ impl ClientResult {
         }
         // The call of a round comes after the round's cancel.
         let round = usize::try_from(t.count.saturating_sub(1) / 2).unwrap_or(usize::MAX);
-        if let Some(due) = shared
-            .due
-            .get(layout.slot(round, t.switch, t.batch))
-            .map(|d| d.load(Ordering::Acquire))
-            .filter(|d| *d > 0)
-        {
-            self.w
-                .latency
-                .record(now.saturating_duration_since(shared.epoch + Duration::from_nanos(due)));
-        }
+        self.record_latency(shared, round, t, now);
         t.last_seq = t.last_seq.max(seq);
         t.calls += 1;
         if t.calls > t.calls_per_round * layout.rounds as u64 {
