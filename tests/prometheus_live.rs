@@ -73,10 +73,13 @@ const SETTLE: Duration = Duration::from_millis(1500);
 
 /// The router's configuration: two simulated switches with two links each (so that a failover
 /// changes `csta_router_link_up` without a gap, for the "Active link changes" annotation), a
-/// short request timeout (so a late answer is quick to provoke) and frequent keep-alives.
+/// short request timeout (so a late answer is quick to provoke) and frequent keep-alives. Both
+/// switches open ECMA-354 application sessions (so that the session-failure series exist, at
+/// 0), so their keep-alives are session timer resets, every second.
 fn config() -> String {
     let options = "request-timeout = \"300ms\"\nkpl-interval = \"250ms\"\nkpl-tolerance = 5\nreconnect-min = \"20ms\"\nreconnect-max = \"100ms\"";
-    config::head("", options) + &config::two_simulated("", [2, 2])
+    let sessions = "application-session = true\nsession-duration = \"3s\"";
+    config::head("", options) + &config::two_simulated(sessions, [2, 2])
 }
 
 /// A Prometheus server on loopback, killed (and its directory removed) on drop, also when the
