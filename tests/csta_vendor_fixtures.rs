@@ -11,8 +11,8 @@
 use bytes::BytesMut;
 use csta_router::csta::xml::Element;
 use csta_router::csta::{
-    Connection, ConnectionChange, CstaCodec, DecodeError, DeviceForm, DeviceNaming, Dialect,
-    Message,
+    AppSession, Connection, ConnectionChange, CstaCodec, DecodeError, DeviceForm, DeviceNaming,
+    Dialect, Message, SessionError,
 };
 use tokio_util::codec::Decoder;
 
@@ -451,25 +451,38 @@ fn responses_we_do_not_use_are_other_messages() {
 }
 
 #[test]
-fn ecma_354_session_responses_are_read_without_error() {
-    // Their meaning belongs to the application session; here: read, named by the root.
-    for (root, doc) in [
+fn ecma_354_session_responses_are_read_with_their_values() {
+    let pos = |id: &str, version: Option<&str>, duration: u32| {
+        Message::AppSession(AppSession::StartPos {
+            session_id: id.to_owned(),
+            protocol_version: version.map(str::to_owned),
+            duration: Some(duration),
+        })
+    };
+    for (expected, doc) in [
         (
-            "StartApplicationSessionPosResponse",
+            // Avaya: an empty actualProtocolVersion.
+            pos("5A8F30C21E7B4D09A6C3F1E2D4B5A697-1", None, 120),
             r#"<?xml version="1.0" encoding="UTF-8"?><StartApplicationSessionPosResponse xmlns="http://www.ecma-international.org/standards/ecma-354/appl_session"><sessionID>5A8F30C21E7B4D09A6C3F1E2D4B5A697-1</sessionID><actualProtocolVersion></actualProtocolVersion><actualSessionDuration>120</actualSessionDuration></StartApplicationSessionPosResponse>"#,
         ),
         (
-            // The prefix declared, the root left unqualified.
-            "StartApplicationSessionPosResponse",
+            // OpenScape Voice: the prefix declared, the root left unqualified, actualHBT.
+            pos(
+                "007743120",
+                Some("http://www.ecma-international.org/standards/ecma-323/csta/ed4"),
+                300,
+            ),
             r#"<?xml version="1.0" encoding="UTF-8"?><StartApplicationSessionPosResponse xmlns:aps="http://www.ecma-international.org/standards/ecma-354/appl_session"><sessionID>007743120</sessionID><actualProtocolVersion>http://www.ecma-international.org/standards/ecma-323/csta/ed4</actualProtocolVersion><actualSessionDuration>300</actualSessionDuration><extensions><actualHBT>0</actualHBT></extensions></StartApplicationSessionPosResponse>"#,
         ),
         (
-            "StartApplicationSessionNegResponse",
+            Message::AppSession(AppSession::StartNeg(SessionError::Defined(
+                "invalidApplicationInfo".to_owned(),
+            ))),
             r#"<?xml version="1.0" encoding="UTF-8"?><StartApplicationSessionNegResponse xmlns="http://www.ecma-international.org/standards/ecma-354/appl_session"><errorCode><definedError>invalidApplicationInfo</definedError></errorCode></StartApplicationSessionNegResponse>"#,
         ),
     ] {
         let m = Message::decode(doc.as_bytes(), &Dialect::default()).unwrap();
-        assert_eq!(m.name(), root, "{m:?}");
+        assert_eq!(m, expected, "{doc}");
     }
 }
 
