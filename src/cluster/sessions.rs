@@ -52,6 +52,12 @@ pub struct SessionRecord {
     /// published more than [`CLOCK_MARGIN`] before, events before were never the session's.
     #[serde(default)]
     pub opened_ms: u64,
+    /// While the node that took the session over registers its DNs again: the (node, local
+    /// session) whose registrations are still the session's. A node taking the session from
+    /// it at that moment reads those as well, so that it does not resume with only the DNs
+    /// registered again so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<(String, String)>,
 }
 
 /// How far the nodes' and the NATS server's clocks may differ before a replay misses

@@ -7,7 +7,10 @@
 //! 2. held here from now on, by a compare-and-set on the record (of two nodes resuming it at
 //!    once, the other gets `resumed: false`);
 //! 3. its registrations (those of the previous node's session) registered again, for this
-//!    node, while no connection is attached: the replies are not sent, the events are kept;
+//!    node, while no connection is attached: the replies are not sent, the events are kept.
+//!    When the previous node had itself just taken the session over and was still
+//!    registering them again, the record names where they were before (`prev`), and those
+//!    count too;
 //! 4. the events of its DNs since the client's `lastEventSeq` read back from the event stream
 //!    and kept with those (each once, in order);
 //! 5. the previous node told to give the session up (close its connection with 4009, release
@@ -19,11 +22,12 @@ use super::requests::{Elsewhere, Next, Resuming, State};
 use crate::audit::LogStr;
 use crate::client::{ClientHandle, ClientInner, ReadBack};
 use crate::cluster::node::{Node, SessionGiveUp};
+use crate::cluster::records::Registration;
 use crate::cluster::sessions::{Replayed, SessionRecord};
 use crate::protocol::{self, CloseCause};
 use crate::router::messages::{DnOp, ToDn};
 use crate::router::Shared;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -107,6 +111,7 @@ impl State {
             node: node.node_id().to_string(),
             session: record.client.id.to_string(),
             opened_ms: record.opened_ms,
+            prev: None,
         };
         tokio::spawn(async move {
             if let Err(e) = node.sessions().put(&id, &value).await {
@@ -188,6 +193,7 @@ impl super::Session {
             node: node.node_id().to_string(),
             session: client.id.to_string(),
             opened_ms: held.opened_ms,
+            prev: Some((held.node.clone(), held.session.clone())),
         };
         if !matches!(
             node.sessions().claim(&e.session_id, revision, &mine).await,
@@ -279,13 +285,14 @@ async fn register_again(
     client: &ClientHandle,
     record: &super::registry::Record,
 ) -> HashMap<u16, HashMap<Arc<str>, bool>> {
-    let regs = match node.records().list_session(&held.node, &held.session).await {
-        Ok(regs) => regs,
-        Err(e) => {
-            warn!("a resumed session's registrations could not be read from the cluster: {e}");
-            Vec::new()
-        }
-    };
+    let mut regs = list_registrations(node, &held.node, &held.session).await;
+    if let Some((prev_node, prev_session)) = &held.prev {
+        // The holder may still be registering the DNs again: what it has not yet are the
+        // previous holder's.
+        let have: HashSet<String> = regs.iter().map(|r| r.dn.clone()).collect();
+        let earlier = list_registrations(node, prev_node, prev_session).await;
+        regs.extend(earlier.into_iter().filter(|r| !have.contains(&r.dn)));
+    }
     let mut by_switch: HashMap<u16, HashMap<Arc<str>, bool>> = HashMap::new();
     let mut sent = 0usize;
     for (i, reg) in regs.iter().enumerate() {
@@ -328,6 +335,18 @@ async fn register_again(
         "a session resumed from another node registered again"
     );
     by_switch
+}
+
+/// The registrations the cluster records for one node's local session (none, logged, when
+/// they cannot be read).
+async fn list_registrations(node: &Arc<Node>, node_id: &str, session: &str) -> Vec<Registration> {
+    match node.records().list_session(node_id, session).await {
+        Ok(regs) => regs,
+        Err(e) => {
+            warn!("a resumed session's registrations could not be read from the cluster: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// The events read back, and where the owner changed between two of them (or since the
