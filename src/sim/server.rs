@@ -188,19 +188,12 @@ fn on_session_request(switch: &Arc<Switch>, conn: ConnId, invoke: InvokeId, requ
             ResetMode::Ignore => return,
             ResetMode::Delay(delay) => {
                 drop(st);
-                let switch = switch.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = switch.shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(delay) => {
-                            let mut st = switch.lock();
-                            let now = std::time::Instant::now();
-                            let answer = st.sessions.reset(conn, &session_id, now);
-                            st.reply(conn, invoke, &Message::AppSession(answer));
-                        }
-                    }
+                return later(switch, delay, move |st| {
+                    let answer = st
+                        .sessions
+                        .reset(conn, &session_id, std::time::Instant::now());
+                    st.reply(conn, invoke, &Message::AppSession(answer));
                 });
-                return;
             }
         },
         // Responses and anything else a client has no business sending: ignored.
@@ -263,21 +256,30 @@ fn on_frame(switch: &Arc<Switch>, conn: ConnId, link: usize, frame: Frame) {
         }
         Decision::Answer { delay, reject } => {
             let reject = reject.or(refusal);
-            let switch = switch.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = switch.shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(delay) => {
-                        let mut st = switch.lock();
-                        // A request whose link went away while it waited is not carried out
-                        // (the caller was told the switch may or may not have acted; this one
-                        // did not), so that tests can tell what state the switch is in.
-                        if st.has_conn(conn) {
-                            st.answer(conn, invoke, msg, reject);
-                        }
-                    }
+            later(switch, delay, move |st| {
+                // A request whose link went away while it waited is not carried out (the
+                // caller was told the switch may or may not have acted; this one did not), so
+                // that tests can tell what state the switch is in.
+                if st.has_conn(conn) {
+                    st.answer(conn, invoke, msg, reject);
                 }
             });
         }
     }
+}
+
+/// Do `f` on the switch's state after `delay` (a delayed answer), unless the simulator stops
+/// first.
+fn later(
+    switch: &Arc<Switch>,
+    delay: Duration,
+    f: impl FnOnce(&mut super::SwitchState) + Send + 'static,
+) {
+    let switch = switch.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = switch.shutdown.cancelled() => {}
+            _ = tokio::time::sleep(delay) => f(&mut switch.lock()),
+        }
+    });
 }

@@ -171,6 +171,38 @@ impl ClientResult {
         self.w.error(progress, what);
     }
 
+    /// The track of the DN an event (`what`) names; an error when the client did not register it.
+    fn track<'t>(
+        &mut self,
+        tracks: &'t mut HashMap<u64, Track, BuildHasherDefault<DnHasher>>,
+        m: &ws::Incoming<'_>,
+        what: &str,
+        text: &str,
+        index: usize,
+        progress: &Progress,
+    ) -> Option<&'t mut Track> {
+        let t = m
+            .monitored_dn
+            .and_then(|d| d.parse::<u64>().ok())
+            .and_then(|d| tracks.get_mut(&d));
+        if t.is_none() {
+            self.error(progress, || {
+                format!(
+                    "monitor {index}: {what} for a DN not registered: {}",
+                    ws::describe(text)
+                )
+            });
+        }
+        t
+    }
+
+    /// An event out of order: counted, and the first five described.
+    fn disorder(&mut self, progress: &Progress, sample: impl FnOnce() -> String) {
+        self.out_of_order += 1;
+        progress.error();
+        self.w.sample(sample);
+    }
+
     /// The latency of an event of `round` on `t`'s DN, read `now`: from the moment the burst
     /// it belongs to was due (nothing when that moment is not known yet).
     fn record_latency(&mut self, shared: &Shared, round: usize, t: &Track, now: Instant) {
@@ -217,34 +249,19 @@ impl ClientResult {
             return None;
         }
         let now = Instant::now();
-        let Some(t) = m
-            .monitored_dn
-            .and_then(|d| d.parse::<u64>().ok())
-            .and_then(|d| tracks.get_mut(&d))
-        else {
-            self.error(progress, || {
-                format!(
-                    "monitor {index}: event for a DN not registered: {}",
-                    ws::describe(text)
-                )
-            });
-            return None;
-        };
+        let t = self.track(tracks, &m, "event", text, index, progress)?;
         let layout = &shared.layout;
         let seq = m.event_seq.unwrap_or(0);
         let kind_ok = m.private_msg_id == Some(if t.count % 2 == 0 { 1 } else { 2 });
         let switch_ok = m.switch == layout.switch_names.get(t.switch).map(String::as_str);
         if seq <= t.last_seq || !kind_ok || !switch_ok {
-            self.out_of_order += 1;
-            progress.error();
-            if self.w.samples.len() < 5 {
-                self.w.samples.push(format!(
-                    "monitor {index}: out of order after eventSeq {} (event {} of its DN): {}",
-                    t.last_seq,
-                    t.count + 1,
+            let (last, nth) = (t.last_seq, t.count + 1);
+            self.disorder(progress, || {
+                format!(
+                    "monitor {index}: out of order after eventSeq {last} (event {nth} of its DN): {}",
                     ws::describe(text)
-                ));
-            }
+                )
+            });
         }
         let round = usize::try_from(t.count / 2).unwrap_or(usize::MAX);
         self.record_latency(shared, round, t, now);
@@ -274,31 +291,17 @@ impl ClientResult {
         progress: &Progress,
     ) -> Option<Instant> {
         let now = Instant::now();
-        let Some(t) = m
-            .monitored_dn
-            .and_then(|d| d.parse::<u64>().ok())
-            .and_then(|d| tracks.get_mut(&d))
-        else {
-            self.error(progress, || {
-                format!(
-                    "monitor {index}: call event for a DN not registered: {}",
-                    ws::describe(text)
-                )
-            });
-            return None;
-        };
+        let t = self.track(tracks, m, "call event", text, index, progress)?;
         let layout = &shared.layout;
         let seq = m.event_seq.unwrap_or(0);
         if seq <= t.last_seq {
-            self.out_of_order += 1;
-            progress.error();
-            if self.w.samples.len() < 5 {
-                self.w.samples.push(format!(
-                    "monitor {index}: call event out of order after eventSeq {}: {}",
-                    t.last_seq,
+            let last = t.last_seq;
+            self.disorder(progress, || {
+                format!(
+                    "monitor {index}: call event out of order after eventSeq {last}: {}",
                     ws::describe(text)
-                ));
-            }
+                )
+            });
         }
         // The call of a round comes after the round's cancel.
         let round = usize::try_from(t.count.saturating_sub(1) / 2).unwrap_or(usize::MAX);

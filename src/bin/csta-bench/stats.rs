@@ -341,6 +341,11 @@ impl WorkerResult {
     pub fn error(&mut self, progress: &Progress, what: impl FnOnce() -> String) {
         self.errors += 1;
         progress.error();
+        self.sample(what);
+    }
+
+    /// Keep a description if it is among the first few (made only then).
+    pub fn sample(&mut self, what: impl FnOnce() -> String) {
         if self.samples.len() < 5 {
             self.samples.push(what());
         }
