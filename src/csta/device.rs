@@ -85,8 +85,19 @@ impl DeviceNaming {
     /// `otherDn`: the DN when the plan has it, else the undecorated number (keeping a leading
     /// `+`, so that it stays dialable); `None` for `notKnown`, `notRequired` or empty.
     pub fn other_dn(&self, raw: &str, plan_has: impl Fn(&str) -> bool) -> Option<String> {
-        self.dn_in(raw, &plan_has)
-            .or_else(|| undecorated(raw).map(str::to_owned))
+        self.normalized(raw, plan_has).map(str::to_owned)
+    }
+
+    /// What [`other_dn`](Self::other_dn) gives, borrowed from `raw`: the number without
+    /// prefix/suffix when the plan has it, else the undecorated number.
+    fn normalized<'a>(&self, raw: &'a str, plan_has: impl Fn(&str) -> bool) -> Option<&'a str> {
+        let number = undecorated(raw)?;
+        let stripped = self.strip_affixes(number);
+        Some(if stripped != number && plan_has(stripped) {
+            stripped
+        } else {
+            number
+        })
     }
 
     /// The call event with every device it names (subject, other, the connection's and the
@@ -102,14 +113,8 @@ impl DeviceNaming {
         // written; without allocating when it does not (the hot path of bare DNs).
         let fix = |v: &Option<String>| -> Option<Option<String>> {
             let raw = v.as_deref()?;
-            let Some(number) = undecorated(raw) else {
+            let Some(norm) = self.normalized(raw, &plan_has) else {
                 return Some(None);
-            };
-            let stripped = self.strip_affixes(number);
-            let norm = if stripped != number && plan_has(stripped) {
-                stripped
-            } else {
-                number
             };
             (norm != raw).then(|| Some(norm.to_owned()))
         };
