@@ -466,6 +466,10 @@ fn metrics_listener(
             .route("/metrics", web::get().to(metrics_endpoint))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route(
+                "/asyncapi.json",
+                web::get().to(crate::protocol::asyncapi::asyncapi_endpoint),
+            )
     })
     .workers(1)
     // Scrapers and health checks cannot hold more descriptors than this (one worker).

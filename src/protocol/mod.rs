@@ -12,6 +12,7 @@
 //! This module is a codec and nothing else: it counts nothing and sends nothing, so what it
 //! builds can be tested alone and used by whoever sends it.
 
+pub mod asyncapi;
 pub mod calls;
 pub mod read;
 pub mod write;
