@@ -468,7 +468,7 @@ fn metrics_listener(
             .route("/readyz", web::get().to(readyz))
             .route(
                 "/asyncapi.json",
-                web::get().to(crate::protocol::asyncapi::asyncapi_endpoint),
+                web::get().to(crate::protocol::asyncapi::endpoint),
             )
     })
     .workers(1)

@@ -16,7 +16,7 @@ pub const ASYNCAPI_JSON: &str = include_str!("asyncapi.json");
 /// `GET /asyncapi.json`: the document, as `application/json`. Why a constant body: the
 /// document describes the protocol of this build, not of a configuration, so every router of
 /// one version serves the same bytes (cacheable, comparable across nodes).
-pub async fn asyncapi_endpoint() -> HttpResponse {
+pub async fn endpoint() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(ASYNCAPI_JSON)
