@@ -201,26 +201,22 @@ fn query(dn: &str) -> Value {
 /// tokens, short timers (so that a stalled switch answers 57 within a second).
 fn session_config(tokens: bool) -> String {
     let options = "request-timeout = \"800ms\"\nkpl-interval = \"0s\"\nreconnect-min = \"20ms\"\nreconnect-max = \"200ms\"";
-    let extra = if tokens {
-        config::TWO_APPLICATIONS
-    } else {
-        ""
-    };
+    let extra = if tokens { config::TWO_APPLICATIONS } else { "" };
     process::two_switches("client-ping-interval = \"10s\"", options, extra, 1)
 }
 
 /// Hot-desking from a desktop, and every refusal the router or the switch makes easily.
 async fn hotdesk_and_errors<'a>(r: &RouterProcess, desk: &mut Desk<'a>) {
     let sw1 = r.controls[0];
-    let server = desk
-        .request(json!({"message": "RequestQueryServer"}))
-        .await;
+    let server = desk.request(json!({"message": "RequestQueryServer"})).await;
     assert_eq!(server["message"], "EventServerInfo", "{server}");
     for dn in ["5001", "4001", "5002"] {
         let reply = desk.request(register(dn, false)).await;
         assert_eq!(reply["message"], "EventRegistered", "{reply}");
     }
-    let reply = desk.request(private("5001", 1, json!({"HOST_DN": "4001"}))).await;
+    let reply = desk
+        .request(private("5001", 1, json!({"HOST_DN": "4001"})))
+        .await;
     assert_eq!(reply["message"], "EventPrivateInfo", "{reply}");
     desk.drain().await;
     let info = desk.request(query("4001")).await;
@@ -318,7 +314,8 @@ async fn access_version_and_link_down<'a>(r: &RouterProcess, log: &'a Log, desk:
     let url = r.url();
     let (mut wall, _) = Desk::open(&url, log, Some(WALL_TOKEN), None).await;
     wall.refused(register("5004", false), 53).await;
-    let monitor = json!({"message": "RequestRegisterAddress", "thisDn": "5004", "registerMode": "monitor"});
+    let monitor =
+        json!({"message": "RequestRegisterAddress", "thisDn": "5004", "registerMode": "monitor"});
     let reply = wall.request(monitor).await;
     assert_eq!(reply["registerMode"], "monitor", "{reply}");
     wall.close().await;
@@ -356,7 +353,10 @@ async fn calls<'a>(r: &RouterProcess, log: &'a Log, desk: &mut Desk<'a>) {
     }
     desk.request(register("4010", false)).await;
     let made = sw1
-        .post_ok("/calls", json!({"from": "4010", "to": "5010", "answer": false}))
+        .post_ok(
+            "/calls",
+            json!({"from": "4010", "to": "5010", "answer": false}),
+        )
         .await;
     let id = made["callId"].as_str().unwrap().to_owned();
     agent.until(|m| m["message"] == "EventRinging").await;
@@ -389,7 +389,10 @@ async fn calls<'a>(r: &RouterProcess, log: &'a Log, desk: &mut Desk<'a>) {
     agent.until(|m| m["message"] == "EventPartyChanged").await;
     let new_id = moved["callId"].as_str().unwrap().to_owned();
     let made = sw1
-        .post_ok("/calls", json!({"from": "4012", "to": "5012", "answer": false}))
+        .post_ok(
+            "/calls",
+            json!({"from": "4012", "to": "5012", "answer": false}),
+        )
         .await;
     let diverted = made["callId"].as_str().unwrap().to_owned();
     sw1.post_ok(
@@ -399,7 +402,8 @@ async fn calls<'a>(r: &RouterProcess, log: &'a Log, desk: &mut Desk<'a>) {
     .await;
     agent.until(|m| m["message"] == "EventDiverted").await;
     for call in [new_id, diverted] {
-        sw1.post_ok(&format!("/calls/{call}/clear"), json!({})).await;
+        sw1.post_ok(&format!("/calls/{call}/clear"), json!({}))
+            .await;
     }
     agent.drain().await;
     desk.drain().await;
@@ -420,7 +424,11 @@ async fn resume_and_link_loss<'a>(r: &RouterProcess, log: &'a Log, desk: &mut De
     desk.until(|m| m["monitoredDn"] == "5020").await;
     let resume = json!({"sessionId": id, "lastEventSeq": {"sw1": 0}});
     let (mut back, reply) = Desk::open(&r.url(), log, Some(DESK_TOKEN), Some(resume)).await;
-    assert_eq!((&reply["resumed"], &reply["replayed"]), (&json!(true), &json!(1)), "{reply}");
+    assert_eq!(
+        (&reply["resumed"], &reply["replayed"]),
+        (&json!(true), &json!(1)),
+        "{reply}"
+    );
     let replayed = back.recv().await;
     assert_eq!(replayed["monitoredDn"], "5020", "{replayed}");
     back.close().await;
@@ -536,7 +544,11 @@ fn validate(document: &str, cases: &[(Kind, Value)]) -> Vec<Verdict> {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["schemaErrors"], json!([]), "schemas that are not JSON Schema");
+    assert_eq!(
+        report["schemaErrors"],
+        json!([]),
+        "schemas that are not JSON Schema"
+    );
     report["cases"]
         .as_array()
         .unwrap()
@@ -550,7 +562,10 @@ fn validate(document: &str, cases: &[(Kind, Value)]) -> Vec<Verdict> {
                 .map(|k| {
                     let errors = k["errors"].as_array().unwrap();
                     let errors = errors.iter().map(|e| e.as_str().unwrap().to_owned());
-                    (k["component"].as_str().unwrap().to_owned(), errors.collect())
+                    (
+                        k["component"].as_str().unwrap().to_owned(),
+                        errors.collect(),
+                    )
                 })
                 .collect();
             Verdict {
@@ -562,12 +577,13 @@ fn validate(document: &str, cases: &[(Kind, Value)]) -> Vec<Verdict> {
         .collect()
 }
 
-/// Every failure among the verdicts (one line each, with the message and the reasons), and the
-/// schemas that valid messages exercised.
-fn judge(verdicts: &[Verdict]) -> (Vec<String>, BTreeSet<String>) {
+/// Every failure among the verdicts (the verdict's index, and a line with the message and the
+/// reasons), and the schemas that valid messages exercised.
+fn judge(verdicts: &[Verdict]) -> (Vec<(usize, String)>, BTreeSet<String>) {
     let mut failures = Vec::new();
     let mut exercised = BTreeSet::new();
-    for v in verdicts {
+    for (i, v) in verdicts.iter().enumerate() {
+        let mut fail = |text: String| failures.push((i, text));
         let valid: Vec<&str> = v
             .candidates
             .iter()
@@ -583,20 +599,32 @@ fn judge(verdicts: &[Verdict]) -> (Vec<String>, BTreeSet<String>) {
         match v.kind {
             Kind::Received | Kind::Sent | Kind::Example => {
                 if v.candidates.is_empty() {
-                    failures.push(format!("{:?} with no schema of its name: {}", v.kind, v.message));
+                    fail(format!(
+                        "{:?} with no schema of its name: {}",
+                        v.kind, v.message
+                    ));
                 } else if valid.is_empty() {
-                    failures.push(format!("{:?} rejected: {}{}", v.kind, v.message, reasons()));
+                    fail(format!("{:?} rejected: {}{}", v.kind, v.message, reasons()));
                 } else if valid.len() > 1 {
-                    failures.push(format!("{:?} matches several schemas {valid:?}: {}", v.kind, v.message));
+                    fail(format!(
+                        "{:?} matches several schemas {valid:?}: {}",
+                        v.kind, v.message
+                    ));
                 } else if v.kind != Kind::Example {
                     exercised.insert(valid[0].to_owned());
                 }
             }
             Kind::Malformed | Kind::Broken => {
                 if !valid.is_empty() {
-                    failures.push(format!("{:?} message accepted by {valid:?}: {}", v.kind, v.message));
+                    fail(format!(
+                        "{:?} message accepted by {valid:?}: {}",
+                        v.kind, v.message
+                    ));
                 } else if v.kind == Kind::Broken && v.candidates.is_empty() {
-                    failures.push(format!("broken message with no schema of its name: {}", v.message));
+                    fail(format!(
+                        "broken message with no schema of its name: {}",
+                        v.message
+                    ));
                 }
             }
         }
@@ -648,10 +676,14 @@ fn broken(received: &[Value]) -> Vec<(&'static str, Value)> {
     let mut e = first("EventLinkDisconnected", &any);
     e["referenceId"] = json!(3);
     out.push(("event with a referenceId", e));
-    let mut e = first("EventPrivateInfo", &|m| m["privateMsgId"] == 1 && m.get("eventSeq").is_some());
+    let mut e = first("EventPrivateInfo", &|m| {
+        m["privateMsgId"] == 1 && m.get("eventSeq").is_some()
+    });
     e.as_object_mut().unwrap().remove("eventSeq");
     out.push(("hot-desk event without eventSeq", e));
-    let mut e = first("EventAddressInfo", &|m| m["calls"].as_array().is_some_and(|c| !c.is_empty()));
+    let mut e = first("EventAddressInfo", &|m| {
+        m["calls"].as_array().is_some_and(|c| !c.is_empty())
+    });
     e["calls"] = json!([123]);
     out.push(("calls of numbers", e));
     let mut e = first("EventServerInfo", &any);
@@ -671,11 +703,16 @@ fn every_message_of_a_scripted_session_validates_and_every_schema_is_exercised()
         .filter(|m| m["message"] == "EventError")
         .map(|m| m["errorCode"].as_u64().unwrap())
         .collect();
-    assert_eq!(codes, BTreeSet::from(CODES_PROVOKED), "error codes provoked");
+    assert_eq!(
+        codes,
+        BTreeSet::from(CODES_PROVOKED),
+        "error codes provoked"
+    );
     let broken = broken(&received);
     cases.extend(broken.iter().map(|(_, v)| (Kind::Broken, v.clone())));
     let verdicts = validate(&document, &cases);
     let (failures, exercised) = judge(&verdicts);
+    let failures: Vec<String> = failures.into_iter().map(|(_, f)| f).collect();
     let doc: Value = serde_json::from_str(&document).unwrap();
     let all: BTreeSet<String> = doc["components"]["messages"]
         .as_object()
@@ -684,8 +721,14 @@ fn every_message_of_a_scripted_session_validates_and_every_schema_is_exercised()
         .cloned()
         .collect();
     let exempt: BTreeSet<String> = NOT_PROVOKED.iter().map(|(k, _)| (*k).to_owned()).collect();
-    assert!(exempt.is_subset(&all), "NOT_PROVOKED names a message the document lacks");
-    let never: Vec<&String> = all.difference(&exercised).filter(|k| !exempt.contains(*k)).collect();
+    assert!(
+        exempt.is_subset(&all),
+        "NOT_PROVOKED names a message the document lacks"
+    );
+    let never: Vec<&String> = all
+        .difference(&exercised)
+        .filter(|k| !exempt.contains(*k))
+        .collect();
     let stale: Vec<&String> = exempt.intersection(&exercised).collect();
     println!(
         "{} messages received, {} requests sent, {} broken on purpose; {} schemas exercised",
@@ -700,4 +743,142 @@ fn every_message_of_a_scripted_session_validates_and_every_schema_is_exercised()
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// JSON examples of the README that are not protocol messages (no top-level `message`), by a
+/// key that tells what they are. Any other JSON example must be a protocol message.
+const NOT_PROTOCOL: &[(&str, &str)] = &[
+    (
+        "clients",
+        "the router's line on stdout with the addresses it bound",
+    ),
+    (
+        "links",
+        "pbx-sim's line on stdout with the addresses it bound",
+    ),
+    ("timestamp", "a log line in --log-format json"),
+    ("switches", "the answer of GET /status on metrics-listen"),
+    ("generation", "the answer of POST /admin/reload"),
+];
+
+/// The README's JSON examples: every line of a ```json block, and every `<< `/`>> ` line (a
+/// message received or sent in a transcript) of any block; with their line numbers.
+fn readme_examples() -> Vec<(usize, Value)> {
+    let readme = include_str!("../README.md");
+    let mut out = Vec::new();
+    let mut block: Option<&str> = None;
+    for (i, line) in readme.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if let Some(lang) = trimmed.strip_prefix("```") {
+            block = if block.is_some() { None } else { Some(lang) };
+            continue;
+        }
+        let Some(lang) = block else { continue };
+        let text = match trimmed
+            .strip_prefix("<< ")
+            .or_else(|| trimmed.strip_prefix(">> "))
+        {
+            Some(message) => message,
+            None if lang == "json" && !trimmed.is_empty() => trimmed,
+            None => continue,
+        };
+        let v: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("README line {}: not JSON ({e}): {text}", i + 1));
+        out.push((i + 1, v));
+    }
+    out
+}
+
+#[test]
+fn every_protocol_message_of_the_readme_validates() {
+    let mut cases = Vec::new();
+    let mut lines = Vec::new();
+    for (line, v) in readme_examples() {
+        if v.get("message").is_some_and(Value::is_string) {
+            cases.push((Kind::Example, v));
+            lines.push(line);
+        } else {
+            assert!(
+                NOT_PROTOCOL.iter().any(|(key, _)| v.get(key).is_some()),
+                "README line {line}: a JSON example that is neither a protocol message nor listed in NOT_PROTOCOL: {v}"
+            );
+        }
+    }
+    let names: BTreeSet<&str> = cases
+        .iter()
+        .map(|(_, v)| v["message"].as_str().unwrap())
+        .collect();
+    println!("{} protocol messages in the README: {names:?}", cases.len());
+    // The transcript of "Trying it" alone has 24.
+    assert!(cases.len() >= 25, "only {} examples found", cases.len());
+    let verdicts = validate(DOCUMENT, &cases);
+    let (failures, _) = judge(&verdicts);
+    let failures: Vec<String> = failures
+        .iter()
+        .map(|(i, f)| format!("README line {}: {f}", lines[*i]))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The README's program that checks messages (the ```python block of "Protocol description
+/// (AsyncAPI)"), run on the document: what it prints for a valid message, an invalid one (as
+/// the README says), an event and an unknown name.
+#[test]
+fn the_readme_program_checks_messages_as_it_says() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n## Protocol description (AsyncAPI)\n")
+        .nth(1)
+        .expect("the README has a section \"Protocol description (AsyncAPI)\"");
+    let program = section
+        .split("```python\n")
+        .nth(1)
+        .and_then(|s| s.split("\n```").next())
+        .expect("the section has a Python program");
+    let error = readme_examples()
+        .into_iter()
+        .map(|(_, v)| v)
+        .find(|v| v["message"] == "EventError" && v["errorCode"] == 41)
+        .expect("the README shows an EventError 41");
+    let mut wrong = error.clone();
+    wrong["errorCode"] = json!("41");
+    let event = json!({"message":"EventPrivateInfo","time":"2026-12-06T02:30:28.577Z","privateMsgId":1,"monitoredDn":"4001","switch":"sw1","eventSeq":3,"thisDn":"5001","otherDn":"4001"});
+    let input: String = [error, wrong, event, json!({"message": "EventFoo"})]
+        .iter()
+        .map(|v| format!("{v}\n"))
+        .collect();
+    let dir = process::files(&[("check.py", program), ("asyncapi.json", DOCUMENT)]);
+    let mut child = Command::new("python3")
+        .args(["check.py", "asyncapi.json"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (Debian package python3) runs the README's program");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines[0], "valid: EventError");
+    let prose = section.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        prose.contains(&format!("it prints `{}`", lines[1])),
+        "the README says what the program prints for errorCode \"41\"; it prints {}",
+        lines[1]
+    );
+    assert_eq!(lines[2], "valid: EventPrivateInfoHotDeskStarted");
+    assert_eq!(lines[3], "no schema named EventFoo");
 }
