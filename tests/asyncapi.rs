@@ -15,7 +15,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "asyncapi/validation.rs"]
+mod validation;
 use common::{config, http, process, router};
+use validation::{judge, validate, Kind};
 
 use futures_util::SinkExt;
 use process::RouterProcess;
@@ -39,21 +42,6 @@ const CODES_PROVOKED: [u64; 13] = [41, 42, 43, 50, 51, 53, 54, 55, 56, 57, 58, 5
 /// The tokens of the configuration's two applications.
 const DESK_TOKEN: &str = "desk-secret-0001";
 const WALL_TOKEN: &str = "wall-secret-0002";
-
-/// What a recorded message is, and so what the validator must say of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Sent by the router: valid against exactly one schema of its name.
-    Received,
-    /// A request the test sent as a well-behaved client: valid likewise.
-    Sent,
-    /// A request malformed on purpose: rejected by every schema of its name.
-    Malformed,
-    /// A real message broken on purpose: rejected by every schema of its name.
-    Broken,
-    /// A protocol message of the README: valid against exactly one schema.
-    Example,
-}
 
 /// Every message of the session, in order.
 #[derive(Default)]
@@ -432,6 +420,10 @@ async fn resume_and_link_loss<'a>(r: &RouterProcess, log: &'a Log, desk: &mut De
     let replayed = back.recv().await;
     assert_eq!(replayed["monitoredDn"], "5020", "{replayed}");
     back.close().await;
+    let unknown = json!({"sessionId": "0123456789abcdef0123456789abcdef"});
+    let (gone, reply) = Desk::open(&r.url(), log, Some(DESK_TOKEN), Some(unknown)).await;
+    assert_eq!(reply["resumed"], false, "{reply}");
+    gone.close().await;
     sw1.post_ok("/hotdesk/cancel", json!({"guest": "5020"}))
         .await;
     desk.drain().await;
@@ -498,140 +490,6 @@ async fn open_without_token(r: &RouterProcess, log: &Log) {
     c.close().await;
 }
 
-/// What the validator said of one case: for each schema of its name, its errors (none: valid).
-#[derive(Debug)]
-struct Verdict {
-    kind: Kind,
-    message: Value,
-    candidates: Vec<(String, Vec<String>)>,
-}
-
-/// Validate `cases` against `document` with `tests/asyncapi/validate.py`. Fails naming the
-/// package when `python3` or `jsonschema` is missing, and when a schema of the document is not
-/// a valid JSON Schema.
-fn validate(document: &str, cases: &[(Kind, Value)]) -> Vec<Verdict> {
-    match Command::new("python3")
-        .args(["-c", "import jsonschema, referencing"])
-        .output()
-    {
-        Err(e) => panic!("python3 is needed to validate messages (Debian package python3): {e}"),
-        Ok(out) if !out.status.success() => panic!(
-            "the Python package jsonschema (4.18 or newer) is needed: pip install 'jsonschema>=4.18'\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Ok(_) => {}
-    }
-    let list: Vec<Value> = cases
-        .iter()
-        .enumerate()
-        .map(|(i, (_, v))| json!({"id": i, "message": v}))
-        .collect();
-    let dir = process::files(&[
-        ("asyncapi.json", document),
-        ("cases.json", &Value::from(list).to_string()),
-    ]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/asyncapi/validate.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(dir.path().join("asyncapi.json"))
-        .arg(dir.path().join("cases.json"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(
-        report["schemaErrors"],
-        json!([]),
-        "schemas that are not JSON Schema"
-    );
-    report["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let (kind, message) = cases[c["id"].as_u64().unwrap() as usize].clone();
-            let candidates = c["candidates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| {
-                    let errors = k["errors"].as_array().unwrap();
-                    let errors = errors.iter().map(|e| e.as_str().unwrap().to_owned());
-                    (
-                        k["component"].as_str().unwrap().to_owned(),
-                        errors.collect(),
-                    )
-                })
-                .collect();
-            Verdict {
-                kind,
-                message,
-                candidates,
-            }
-        })
-        .collect()
-}
-
-/// Every failure among the verdicts (the verdict's index, and a line with the message and the
-/// reasons), and the schemas that valid messages exercised.
-fn judge(verdicts: &[Verdict]) -> (Vec<(usize, String)>, BTreeSet<String>) {
-    let mut failures = Vec::new();
-    let mut exercised = BTreeSet::new();
-    for (i, v) in verdicts.iter().enumerate() {
-        let mut fail = |text: String| failures.push((i, text));
-        let valid: Vec<&str> = v
-            .candidates
-            .iter()
-            .filter(|(_, errors)| errors.is_empty())
-            .map(|(k, _)| k.as_str())
-            .collect();
-        let reasons = || {
-            v.candidates
-                .iter()
-                .map(|(k, errors)| format!("\n    against {k}: {}", errors.join("; ")))
-                .collect::<String>()
-        };
-        match v.kind {
-            Kind::Received | Kind::Sent | Kind::Example => {
-                if v.candidates.is_empty() {
-                    fail(format!(
-                        "{:?} with no schema of its name: {}",
-                        v.kind, v.message
-                    ));
-                } else if valid.is_empty() {
-                    fail(format!("{:?} rejected: {}{}", v.kind, v.message, reasons()));
-                } else if valid.len() > 1 {
-                    fail(format!(
-                        "{:?} matches several schemas {valid:?}: {}",
-                        v.kind, v.message
-                    ));
-                } else if v.kind != Kind::Example {
-                    exercised.insert(valid[0].to_owned());
-                }
-            }
-            Kind::Malformed | Kind::Broken => {
-                if !valid.is_empty() {
-                    fail(format!(
-                        "{:?} message accepted by {valid:?}: {}",
-                        v.kind, v.message
-                    ));
-                } else if v.kind == Kind::Broken && v.candidates.is_empty() {
-                    fail(format!(
-                        "broken message with no schema of its name: {}",
-                        v.message
-                    ));
-                }
-            }
-        }
-    }
-    (failures, exercised)
-}
-
 /// Real messages of the session, each broken in one way the document must catch.
 fn broken(received: &[Value]) -> Vec<(&'static str, Value)> {
     let first = |name: &str, extra: &dyn Fn(&Value) -> bool| -> Value {
@@ -670,6 +528,12 @@ fn broken(received: &[Value]) -> Vec<(&'static str, Value)> {
     let mut e = first("EventServerConnected", &any);
     e["time"] = json!(e["time"].as_str().unwrap().replace('T', " "));
     out.push(("time not RFC 3339", e));
+    let mut e = first("EventServerConnected", &|m| m["resumed"] == true);
+    e.as_object_mut().unwrap().remove("replayed");
+    out.push(("a resume's reply without replayed", e));
+    let mut e = first("EventServerConnected", &any);
+    e["sessionId"] = json!(7);
+    out.push(("sessionId a number", e));
     let mut e = first("EventLinkConnected", &any);
     e["reason"] = json!("exploded");
     out.push(("link event with an unknown reason", e));
@@ -709,10 +573,17 @@ fn every_message_of_a_scripted_session_validates_and_every_schema_is_exercised()
         "error codes provoked"
     );
     let broken = broken(&received);
+    let first_broken = cases.len();
     cases.extend(broken.iter().map(|(_, v)| (Kind::Broken, v.clone())));
     let verdicts = validate(&document, &cases);
     let (failures, exercised) = judge(&verdicts);
-    let failures: Vec<String> = failures.into_iter().map(|(_, f)| f).collect();
+    let failures: Vec<String> = failures
+        .into_iter()
+        .map(|(i, f)| match i.checked_sub(first_broken) {
+            Some(b) => format!("{} — {f}", broken[b].0),
+            None => f,
+        })
+        .collect();
     let doc: Value = serde_json::from_str(&document).unwrap();
     let all: BTreeSet<String> = doc["components"]["messages"]
         .as_object()
