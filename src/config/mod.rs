@@ -218,6 +218,14 @@ impl Config {
         if self.options.accode_name.trim().is_empty() {
             return bad("options.accode-name", "must not be empty".into());
         }
+        if let Some(url) = &self.server.console_client_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) || url.contains(['"', '<', '>']) {
+                return bad(
+                    "server.console-client-url",
+                    "must be a WebSocket URL starting with ws:// or wss://, such as \"wss://cti.example.com/v1\"".into(),
+                );
+            }
+        }
         if self.options.request_timeout.0.is_zero() {
             return bad("options.request-timeout", "must be more than 0".into());
         }
