@@ -219,7 +219,9 @@ impl Config {
             return bad("options.accode-name", "must not be empty".into());
         }
         if let Some(url) = &self.server.console_client_url {
-            if !(url.starts_with("ws://") || url.starts_with("wss://")) || url.contains(['"', '<', '>']) {
+            if !(url.starts_with("ws://") || url.starts_with("wss://"))
+                || url.contains(['"', '<', '>'])
+            {
                 return bad(
                     "server.console-client-url",
                     "must be a WebSocket URL starting with ws:// or wss://, such as \"wss://cti.example.com/v1\"".into(),

@@ -258,22 +258,66 @@ mod tests {
 
     #[test]
     fn the_console_origin_is_the_metrics_port_on_the_upgrade_host() {
-        assert!(same_host_on_port("http://127.0.0.1:9464", "127.0.0.1:7700", 9464));
-        assert!(same_host_on_port("http://LocalHost:9464/", "localhost:7700", 9464));
+        assert!(same_host_on_port(
+            "http://127.0.0.1:9464",
+            "127.0.0.1:7700",
+            9464
+        ));
+        assert!(same_host_on_port(
+            "http://LocalHost:9464/",
+            "localhost:7700",
+            9464
+        ));
         assert!(same_host_on_port("http://[::1]:9464", "[::1]:7700", 9464));
-        assert!(same_host_on_port("https://cti.example.com", "cti.example.com", 443));
-        assert!(same_host_on_port("http://cti.example.com", "cti.example.com:7700", 80));
+        assert!(same_host_on_port(
+            "https://cti.example.com",
+            "cti.example.com",
+            443
+        ));
+        assert!(same_host_on_port(
+            "http://cti.example.com",
+            "cti.example.com:7700",
+            80
+        ));
         // Another port on the same host: another origin.
-        assert!(!same_host_on_port("http://127.0.0.1:8080", "127.0.0.1:7700", 9464));
+        assert!(!same_host_on_port(
+            "http://127.0.0.1:8080",
+            "127.0.0.1:7700",
+            9464
+        ));
         // The metrics port on another host than the one the upgrade names.
-        assert!(!same_host_on_port("http://evil.example:9464", "127.0.0.1:7700", 9464));
-        assert!(!same_host_on_port("http://127.0.0.2:9464", "127.0.0.1:7700", 9464));
-        assert!(!same_host_on_port("http://127.0.0.1.evil:9464", "127.0.0.1", 9464));
+        assert!(!same_host_on_port(
+            "http://evil.example:9464",
+            "127.0.0.1:7700",
+            9464
+        ));
+        assert!(!same_host_on_port(
+            "http://127.0.0.2:9464",
+            "127.0.0.1:7700",
+            9464
+        ));
+        assert!(!same_host_on_port(
+            "http://127.0.0.1.evil:9464",
+            "127.0.0.1",
+            9464
+        ));
         // Not an origin.
         assert!(!same_host_on_port("null", "127.0.0.1:7700", 9464));
-        assert!(!same_host_on_port("file://127.0.0.1:9464", "127.0.0.1", 9464));
-        assert!(!same_host_on_port("http://u@127.0.0.1:9464", "127.0.0.1", 9464));
-        assert!(!same_host_on_port("http://127.0.0.1:9464/x", "127.0.0.1", 9464));
+        assert!(!same_host_on_port(
+            "file://127.0.0.1:9464",
+            "127.0.0.1",
+            9464
+        ));
+        assert!(!same_host_on_port(
+            "http://u@127.0.0.1:9464",
+            "127.0.0.1",
+            9464
+        ));
+        assert!(!same_host_on_port(
+            "http://127.0.0.1:9464/x",
+            "127.0.0.1",
+            9464
+        ));
         assert!(!same_host_on_port("http://127.0.0.1:x", "127.0.0.1", 9464));
         assert!(!same_host_on_port("http://:9464", ":7700", 9464));
     }
