@@ -11,7 +11,8 @@ use common::devtools::Browser;
 use common::process::{two_switches, RouterProcess};
 use common::router::Client;
 use common::sim_control::SimControl;
-use serde_json::json;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -236,6 +237,30 @@ async fn the_console_shows_the_router_live_and_drives_it_in_a_real_browser() {
     router.stop();
 }
 
+/// Every key of a JSON value as a path (`switches[].links[].state`; an array's elements merged).
+fn key_paths(v: &Value) -> BTreeSet<String> {
+    fn walk(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    let path = format!("{prefix}{k}");
+                    out.insert(path.clone());
+                    walk(child, &format!("{path}."), out);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(item, &format!("{}[].", prefix.trim_end_matches('.')), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(v, "", &mut out);
+    out
+}
+
 /// Upgrade `/v1` at `clients` with this `Origin` (and `Host`, when given): the HTTP status
 /// (101 when the WebSocket opened).
 async fn upgrade_status(clients: SocketAddr, origin: &str, host: Option<&str>) -> u16 {
@@ -295,6 +320,24 @@ async fn v1_accepts_the_console_origin_and_refuses_others() {
         .await;
     assert_eq!(reply["message"], "EventServerConnected", "{reply}");
     drop(plain);
+    // The README's /status example has the fields the router's /status has.
+    router.wait_connected(&["sw1", "sw2"]).await;
+    let (status, body) = router.http_get("/status").await;
+    assert_eq!(status, 200, "{body}");
+    let live: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(live["switches"][1]["links"][0]["state"], "up", "{live}");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let example = readme
+        .lines()
+        .find(|l| l.starts_with("{\"clientsConnected\""))
+        .expect("the README's /status example");
+    let example: Value = serde_json::from_str(example).unwrap();
+    assert_eq!(
+        key_paths(&example),
+        key_paths(&live),
+        "README: {example}\nrouter: {live}"
+    );
     let log = router.stop();
     assert!(log.contains("WebSocket upgrade refused (403)"), "{log}");
 }

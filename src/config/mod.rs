@@ -410,6 +410,28 @@ mod tests {
     }
 
     #[test]
+    fn the_console_client_url_must_be_a_websocket_url() {
+        let base = "[[switch]]\nname = \"a\"\ndns = [\"5000-5999\"]\n[[switch.link]]\naddress = \"127.0.0.1:1\"\n";
+        let url = |u: &str| format!("[server]\nconsole-client-url = \"{u}\"\n{base}");
+        let c = Config::parse(&url("wss://cti.example.com/v1"), "x.toml").unwrap();
+        assert_eq!(
+            c.server.console_client_url.as_deref(),
+            Some("wss://cti.example.com/v1")
+        );
+        for bad in [
+            "https://cti.example.com/v1",
+            "cti.example.com:7700",
+            "ws://a/<b>",
+        ] {
+            let e = Config::parse(&url(bad), "x.toml").unwrap_err().to_string();
+            assert!(
+                e.contains("x.toml") && e.contains("server.console-client-url"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn call_limits_must_be_at_least_one() {
         let base = "[[switch]]\nname = \"a\"\ndns = [\"5000-5999\"]\n[[switch.link]]\naddress = \"127.0.0.1:1\"\n";
         let c = Config::parse(base, "x.toml").unwrap();
