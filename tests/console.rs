@@ -33,8 +33,9 @@ fn screenshot_path() -> PathBuf {
     target.join("console-test").join("console.png")
 }
 
-/// Wait until the rendered text of `selector` satisfies `check` (within 5 s, polled every
-/// 10 ms); the text. The failure shows the whole page's text.
+/// Wait until the rendered text of `selector` satisfies `check` (within 10 s, polled every
+/// 10 ms: the page polls `/status` every 2 s, and the machine may be busy); the text. The
+/// failure shows the whole page's text.
 async fn text_until(
     page: &Browser,
     selector: &str,
@@ -42,7 +43,7 @@ async fn text_until(
     check: impl Fn(&str) -> bool,
 ) -> String {
     let mut last = String::new();
-    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             last = page.text(selector).await;
             if check(&last) {
@@ -54,13 +55,13 @@ async fn text_until(
     .await;
     assert!(
         waited.is_ok(),
-        "no {what} after 5 s: {selector} shows {last:?}; the page shows:\n{}",
+        "no {what} after 10 s: {selector} shows {last:?}; the page shows:\n{}",
         page.text("body").await
     );
     last
 }
 
-/// Wait until the rendered text of `selector` is exactly `expected` (within 5 s).
+/// Wait until the rendered text of `selector` is exactly `expected` (within 10 s).
 async fn text_is(page: &Browser, selector: &str, expected: &str) {
     text_until(page, selector, &format!("{expected:?}"), |t| {
         t.trim() == expected
@@ -184,11 +185,17 @@ async fn the_console_shows_the_router_live_and_drives_it_in_a_real_browser() {
     );
 
     // A switch whose simulator drops the link turns "disconnected" within a few seconds.
+    let dropped = std::time::Instant::now();
     sw2.post_ok("/faults/link", json!({"link": 0, "up": false}))
         .await;
     text_is(&page, "#switch-sw2 .link-state", "disconnected").await;
+    assert!(
+        dropped.elapsed() < Duration::from_secs(5),
+        "sw2 turned disconnected only after {:?}",
+        dropped.elapsed()
+    );
     text_is(&page, "#switch-sw1 .link-state", "connected").await;
-    assert!(page.text("#switch-sw2 .active").await == "none");
+    assert_eq!(page.text("#switch-sw2 .active").await, "none");
     // /status has the link layer's own state of each link.
     text_until(&page, "#switch-sw2 .links", "sw2's link down", |t| {
         t.ends_with(": down")
