@@ -136,11 +136,18 @@ fn split_host_port(text: &str, default: u16) -> Option<(&str, u16)> {
     Some((host, port))
 }
 
+/// What the page may do (`Content-Security-Policy`): its own inline script and style, requests
+/// to its own origin and WebSockets, nothing loaded from elsewhere; and no other site may
+/// frame it (a framed hot-desk form could be clicked through a decoy).
+const POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 /// `GET /console`: the page, told where `/v1` is.
 pub async fn page(console: web::Data<Arc<Console>>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Content-Security-Policy", POLICY))
+        .insert_header(("X-Frame-Options", "DENY"))
         .body(PAGE.replacen(CONFIG_PLACEHOLDER, &console.page_config(), 1))
 }
 
@@ -352,6 +359,16 @@ mod tests {
         let text = console.page_config();
         assert!(!text.contains("</script>"), "{text}");
         assert!(text.contains("wss://cti.example.com/v1"), "{text}");
+        let tls = Console {
+            tls: true,
+            ..Console::new(&ServerConfig::default(), &[])
+        };
+        tls.listening(
+            SocketAddr::from(([127, 0, 0, 1], 7712)),
+            SocketAddr::from(([127, 0, 0, 1], 9464)),
+        );
+        let v: Value = serde_json::from_str(&tls.page_config()).unwrap_or_default();
+        assert_eq!(v, json!({"url": null, "scheme": "wss", "port": 7712}));
     }
 
     #[test]
