@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::bed::{self, Bed};
 use common::config::TWO_APPLICATIONS;
 use common::devtools::Browser;
 use common::process::{two_switches, RouterProcess};
@@ -347,4 +348,28 @@ async fn v1_accepts_the_console_origin_and_refuses_others() {
     );
     let log = router.stop();
     assert!(log.contains("WebSocket upgrade refused (403)"), "{log}");
+}
+
+/// In a cluster, `/status` names the node that answers and each switch's owner, on the owner
+/// and on the other node alike (the console shows both).
+#[test]
+fn status_names_the_node_and_each_switch_owner_in_a_cluster() {
+    let mut bed = Bed::start(1, 2);
+    let rt = bed::runtime();
+    rt.block_on(async {
+        let (owner, other, _) = bed.one_switch_ready().await;
+        for name in [&owner, &other] {
+            let (status, body) = bed.node(name).http_get("/status").await;
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["node"], json!(name), "{v}");
+            let sw = &v["switches"][0];
+            assert_eq!(
+                (&sw["name"], &sw["owner"], &sw["linkState"]),
+                (&json!("sw1"), &json!(owner), &json!("connected")),
+                "{name}: {v}"
+            );
+        }
+    });
+    bed.stop();
 }
