@@ -1,8 +1,8 @@
 //! A headless Chromium driven through its DevTools protocol: one WebSocket (tokio-tungstenite)
 //! to the browser, one page attached in flat mode, commands answered by id, events kept for the
-//! test to read. The browser runs in its own process group, killed (with its child processes) when the
-//! [`Browser`] is dropped, so a failed test leaves no browser behind. A machine without
-//! `chromium` fails the test naming the Debian package.
+//! test to read. The browser runs in its own process group, killed (with its child processes)
+//! when the [`Browser`] is dropped, so a failed test leaves no browser behind. A machine
+//! without `chromium` fails the test naming the Debian package.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use futures_util::stream::SplitSink;
