@@ -43,6 +43,8 @@
 //! - [`session`]: one task per WebSocket connection, and the sessions that outlive their
 //!   connections for `session-linger` and are resumed by later ones ([`session::registry`];
 //!   in a cluster, on any node); [`server`]: process wiring.
+//! - [`console`]: the operator's web console (`/console`, one page in the binary) and
+//!   `/status`.
 //! - [`sim`]: the PBX simulator, a real CSTA peer over TCP (embedded or `pbx-sim`), beside
 //!   the stack: it uses only [`csta`], [`tls`] and [`dnplan`], and only [`server`] uses it.
 //!
@@ -61,7 +63,7 @@
 //! 8. `client`
 //! 9. `router`
 //! 10. `cluster`
-//! 11. `session`
+//! 11. `session`, `console`
 //! 12. `server`
 //!
 //! Threads: client sessions run on actix-web workers (one per core); the CSTA side runs on a
@@ -74,6 +76,7 @@ pub mod audit;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod csta;
 pub mod dnplan;
 pub mod errors;

@@ -6,6 +6,7 @@ use crate::client::Hub;
 use crate::cluster::node::Node;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
+use crate::console::Console;
 use crate::link::{Switch, SwitchConfig};
 use crate::router::{Router, Shared, SwitchCtx};
 use crate::session;
@@ -195,6 +196,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
     // cores only adds wake-ups and context switches.
     let pool: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let switch_configs = switch_configs(&config, &simulators);
+    let console = Arc::new(Console::new(&config.server, &switch_configs));
     crate::metrics::install(config.options.request_timeout.0);
     crate::metrics::init_labels(
         &config
@@ -234,9 +236,12 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
         clients: session_clients.clone(),
         sessions: sessions.clone(),
         node: slot.clone(),
+        console: console.clone(),
     };
     let (client_server, client_addr) = client_listener(clients, threads)?;
-    let (metrics_server, metrics_addr) = metrics_listener(shared.clone(), slot.clone())?;
+    let (metrics_server, metrics_addr) =
+        metrics_listener(shared.clone(), slot.clone(), console.clone())?;
+    console.listening(client_addr, metrics_addr);
     let http = vec![client_server.handle(), metrics_server.handle()];
     actix_rt::spawn(client_server);
     actix_rt::spawn(metrics_server);
@@ -372,6 +377,8 @@ struct ClientEndpoint {
     clients: session::Clients,
     /// Cancelled to close every session with 1001.
     sessions: CancellationToken,
+    /// The web console, whose origin `/v1` accepts.
+    console: Arc<Console>,
     /// In a cluster: this node (no client is taken before it joined or while it is not
     /// ready).
     node: NodeSlot,
@@ -452,10 +459,12 @@ fn client_listener(
     Ok((client_server.run(), addr))
 }
 
-/// Bind the metrics listener (`/metrics`, `/healthz`, `/readyz`).
+/// Bind the metrics listener (`/metrics`, `/healthz`, `/readyz`, the console's `/status` and
+/// `/console`).
 fn metrics_listener(
     shared: Arc<Shared>,
     node: NodeSlot,
+    console: Arc<Console>,
 ) -> Result<(actix_web::dev::Server, SocketAddr), ServerError> {
     let server = &shared.config.server;
     let (listen, max) = (server.metrics_listen, server.max_http_connections);
@@ -463,6 +472,7 @@ fn metrics_listener(
         App::new()
             .app_data(web::Data::new(shared.clone()))
             .app_data(web::Data::new(node.clone()))
+            .app_data(web::Data::new(console.clone()))
             .route("/metrics", web::get().to(metrics_endpoint))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -470,6 +480,8 @@ fn metrics_listener(
                 "/asyncapi.json",
                 web::get().to(crate::protocol::asyncapi::endpoint),
             )
+            .route("/status", web::get().to(crate::console::status))
+            .route("/console", web::get().to(crate::console::page))
     })
     .workers(1)
     // Scrapers and health checks cannot hold more descriptors than this (one worker).
@@ -498,8 +510,14 @@ async fn ws_endpoint(
     let shared = state.shared.clone();
     // A browser says which page opens the socket; a page from a site not listed must not
     // drive the router with the user's network access. Other clients send no Origin.
+    // The web console's own origin (a page of the metrics listener) is always allowed.
     if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
-        if !origin_allowed(&shared.config.server.allowed_origins, origin.as_bytes()) {
+        let host = req.headers().get(actix_web::http::header::HOST);
+        if !origin_allowed(&shared.config.server.allowed_origins, origin.as_bytes())
+            && !state
+                .console
+                .own_origin(origin.as_bytes(), host.map(|h| h.as_bytes()))
+        {
             let origin = String::from_utf8_lossy(origin.as_bytes());
             info!(
                 origin = %LogStr(&crate::protocol::echo(&origin)),

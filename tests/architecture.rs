@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["client"],
     &["router"],
     &["cluster"],
-    &["session"],
+    &["session", "console"],
     &["server"],
 ];
 

@@ -383,7 +383,7 @@ impl Proxy {
 
     /// `EventLinkDisconnected` (`reason: "failover"`) to every client of this node.
     fn tell_failover(&self) {
-        self.switch.link_up.store(false, Ordering::Relaxed);
+        self.switch.set_link_up(false);
         self.shared.hub.broadcast(protocol::link_event(
             &self.switch.name,
             false,
@@ -412,7 +412,7 @@ impl Proxy {
             st.failover_told = false;
             self.switch.active_link.store(link, Ordering::Relaxed);
         }
-        self.switch.link_up.store(up, Ordering::Relaxed);
+        self.switch.set_link_up(up);
         drop(st);
         // A change seen only in the periodic state lost its event: say the plain reason.
         let reason = match (event, up) {

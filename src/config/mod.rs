@@ -218,6 +218,16 @@ impl Config {
         if self.options.accode_name.trim().is_empty() {
             return bad("options.accode-name", "must not be empty".into());
         }
+        if let Some(url) = &self.server.console_client_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://"))
+                || url.contains(['"', '<', '>'])
+            {
+                return bad(
+                    "server.console-client-url",
+                    "must be a WebSocket URL starting with ws:// or wss://, such as \"wss://cti.example.com/v1\"".into(),
+                );
+            }
+        }
         if self.options.request_timeout.0.is_zero() {
             return bad("options.request-timeout", "must be more than 0".into());
         }
@@ -397,6 +407,28 @@ mod tests {
         let two = format!("{base}[[switch]]\nname = \"b\"\ndns = [\"5500\"]\n[[switch.link]]\naddress = \"127.0.0.1:2\"\n");
         let e = Config::parse(&two, "x.toml").unwrap_err().to_string();
         assert!(e.contains("switch[1].dns") && e.contains("overlaps"), "{e}");
+    }
+
+    #[test]
+    fn the_console_client_url_must_be_a_websocket_url() {
+        let base = "[[switch]]\nname = \"a\"\ndns = [\"5000-5999\"]\n[[switch.link]]\naddress = \"127.0.0.1:1\"\n";
+        let url = |u: &str| format!("[server]\nconsole-client-url = \"{u}\"\n{base}");
+        let c = Config::parse(&url("wss://cti.example.com/v1"), "x.toml").unwrap();
+        assert_eq!(
+            c.server.console_client_url.as_deref(),
+            Some("wss://cti.example.com/v1")
+        );
+        for bad in [
+            "https://cti.example.com/v1",
+            "cti.example.com:7700",
+            "ws://a/<b>",
+        ] {
+            let e = Config::parse(&url(bad), "x.toml").unwrap_err().to_string();
+            assert!(
+                e.contains("x.toml") && e.contains("server.console-client-url"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub struct ServerConfig {
     /// (everything but browsers) are not affected.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// The WebSocket URL the web console (`GET /console`) opens (`console-client-url`), for a
+    /// router behind a proxy whose clients do not reach `client-listen` directly; by default
+    /// the console opens the host it was loaded from on the `client-listen` port.
+    #[serde(default)]
+    pub console_client_url: Option<String>,
     /// How long a disconnected client's registrations are kept (`session-linger`): with
     /// `[cluster]`, the sessions of a node that died are disconnected sessions like any other,
     /// and a client that comes back within this time finds its DNs still monitored.
@@ -92,6 +97,7 @@ impl Default for ServerConfig {
             open_timeout: default_open_timeout(),
             max_http_connections: default_max_http_connections(),
             allowed_origins: Vec::new(),
+            console_client_url: None,
             session_linger: default_session_linger(),
         }
     }

@@ -148,7 +148,7 @@ impl Router {
         if up {
             self.switch.active_link.store(link, Ordering::Relaxed);
         }
-        self.switch.link_up.store(up, Ordering::Relaxed);
+        self.switch.set_link_up(up);
         if !up {
             // The switch is the authority: what we knew may be stale now.
             self.switch.forget_associations();

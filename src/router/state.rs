@@ -16,7 +16,7 @@ use crate::protocol::{RegisterMode, SharedText, SwitchView};
 use crate::services::Service;
 use actix::Recipient;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// How sessions and extension actors reach a switch's router shard: one recipient per message
@@ -54,6 +54,13 @@ pub struct SwitchCtx {
     pub link_up: AtomicBool,
     /// The active link's index (meaningful while `link_up`).
     pub active_link: AtomicUsize,
+    /// When `link_up` last changed, in milliseconds since the Unix epoch (0: not since the
+    /// start), so that an operator (`GET /status`, the console) sees how long a switch has
+    /// been down or up.
+    pub link_changed_ms: AtomicU64,
+    /// DNs with at least one client registered (the `csta_router_registered_dns` gauge, kept
+    /// here too because a gauge cannot be read back for `GET /status`).
+    pub registered: AtomicUsize,
     /// Call IDs in use and their connIds.
     pub calls: CallTable,
     /// The switch's router shard (set once at start).
@@ -113,6 +120,8 @@ impl SwitchCtx {
             handle: OnceLock::new(),
             link_up: AtomicBool::new(false),
             active_link: AtomicUsize::new(0),
+            link_changed_ms: AtomicU64::new(0),
+            registered: AtomicUsize::new(0),
             calls: CallTable::default(),
             shard: OnceLock::new(),
             extensions: AtomicUsize::new(0),
@@ -184,6 +193,16 @@ impl SwitchCtx {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+    }
+
+    /// Set whether the switch has an operational link, noting the time when that changes.
+    pub fn set_link_up(&self, up: bool) {
+        if self.link_up.swap(up, Ordering::Relaxed) != up {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.link_changed_ms.store(now, Ordering::Relaxed);
+        }
     }
 
     /// Whether the switch has an operational, announced link.

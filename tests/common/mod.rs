@@ -16,12 +16,14 @@
 //! - [`nats_auth`]: a secured NATS (test CA, operator and `.creds`) and nodes that never join;
 //! - [`default_ports`]: the embedded default configuration's fixed ports, and their lock;
 //! - [`observability`]: the dashboard, the Prometheus files and promtool;
-//! - [`spec`]: names the product contract fixes, for the tests that check them.
+//! - [`spec`]: names the product contract fixes, for the tests that check them;
+//! - [`devtools`]: a headless Chromium driven through its DevTools protocol.
 #![allow(dead_code)]
 
 pub mod bed;
 pub mod config;
 pub mod default_ports;
+pub mod devtools;
 #[path = "../../src/bin/csta-bench/http.rs"]
 pub mod http;
 pub mod log_capture;

@@ -15,6 +15,7 @@ use crate::protocol::{ErrorCode, RegisterMode};
 use crate::router::messages::DnOp;
 use actix::prelude::*;
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 
 #[derive(Debug)]
 struct Subscriber {
@@ -351,8 +352,10 @@ impl Extension {
             self.subs.counted = registered;
             if registered {
                 self.switch.metrics.registered_dns.increment(1.0);
+                self.switch.registered.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.switch.metrics.registered_dns.decrement(1.0);
+                self.switch.registered.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
