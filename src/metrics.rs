@@ -100,6 +100,12 @@ pub const SESSION_RESUMES: &str = "csta_router_session_resumes_total";
 pub const RESUME_RESULTS: [&str; 4] = ["resumed", "gap", "unknown", "refused"];
 /// Events sent again to resumed sessions.
 pub const EVENTS_REPLAYED: &str = "csta_router_events_replayed_total";
+/// Configuration reloads (SIGHUP, `POST /admin/reload`), by result.
+pub const CONFIG_RELOADS: &str = "csta_router_config_reloads_total";
+/// The results of a reload: applied, or the file refused whole.
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
+/// The configuration's generation: 1 at start, one more per applied reload.
+pub const CONFIG_GENERATION: &str = "csta_router_config_generation";
 /// Calls forgotten because a DN or a switch had more than its limit.
 pub const CALLS_EVICTED: &str = "csta_router_calls_evicted_total";
 
@@ -181,7 +187,7 @@ pub fn install(request_timeout: Duration) -> PrometheusHandle {
 
 /// Every metric with its type and HELP text: a new metric is its name above and one line here
 /// (and its handle or its labels exported at 0 below).
-const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 34] = [
     (
         PRIVATE_SERVICE_REQUESTS,
         Kind::Counter,
@@ -338,6 +344,16 @@ const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
         "Call events made for clients registered with callEvents, by event (off_hook, dialing, ringing, established, held, retrieved, party_changed, diverted, released): once per CSTA event, however many clients get it.",
     ),
     (
+        CONFIG_RELOADS,
+        Kind::Counter,
+        "Configuration reloads (SIGHUP or POST /admin/reload), by result: ok (applied; an unchanged file too), rejected (the file did not parse or check: the running configuration stays).",
+    ),
+    (
+        CONFIG_GENERATION,
+        Kind::Gauge,
+        "The running configuration's generation: 1 at start, one more per applied reload.",
+    ),
+    (
         CALLS_EVICTED,
         Kind::Counter,
         "Calls forgotten because a DN had more than max-calls-per-dn or the switch more than max-calls-per-switch active calls (the call idle the longest goes); a steady rise means the switch does not report calls clearing.",
@@ -376,6 +392,10 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
         metrics::counter!(SESSION_RESUMES, "result" => result).absolute(0);
     }
     metrics::counter!(EVENTS_REPLAYED).absolute(0);
+    for result in RELOAD_RESULTS {
+        metrics::counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+    }
+    metrics::gauge!(CONFIG_GENERATION).set(1.0);
     for code in ErrorCode::ALL {
         metrics::counter!(ERRORS, "switch" => "", "code" => code.code().to_string()).absolute(0);
     }
@@ -452,6 +472,13 @@ pub fn session_resume(result: &'static str) {
 /// Count events replayed to a resumed session.
 pub fn events_replayed(n: usize) {
     metrics::counter!(EVENTS_REPLAYED).increment(n as u64);
+}
+
+/// Count a reload (`result`: one of [`RELOAD_RESULTS`]) and, when applied, set the
+/// generation.
+pub fn config_reload(result: &'static str, generation: u64) {
+    metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
+    metrics::gauge!(CONFIG_GENERATION).set(generation as f64);
 }
 
 /// Set the number of lingering sessions.

@@ -18,8 +18,8 @@
 
 use super::extension::Extension;
 use super::messages::{
-    Answer, CstaEvent, Delivery, Disowned, DnOp, ExtensionOp, FanOut, ForgetCall, LinkChange,
-    MonitorLost, RetireAck, Retiring, SweepCalls, ToDn,
+    Answer, CstaEvent, Delivery, Disowned, DnOp, ExtensionOp, FanOut, ForgetCall, LeftPlan,
+    LinkChange, MonitorLost, Replanned, RetireAck, Retiring, SweepCalls, ToDn,
 };
 use super::ordering::Reorder;
 use super::state::{ShardInbox, Shared, SwitchCtx};
@@ -71,6 +71,7 @@ impl Router {
             retiring: addr.clone().recipient(),
             forget: addr.clone().recipient(),
             disown: addr.clone().recipient(),
+            replan: addr.clone().recipient(),
         });
         addr
     }
@@ -154,7 +155,7 @@ impl Router {
             self.switch.forget_associations();
             self.switch
                 .calls
-                .link_lost(self.shared.config.options.call_grace.0);
+                .link_lost(self.shared.config().options.call_grace.0);
         }
         for (_, ext) in self.extensions.values() {
             ext.do_send(LinkChange { up });
@@ -183,7 +184,7 @@ impl Actor for Router {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // One timer per switch for the periodic call sweep of its extension actors.
-        let options = &self.shared.config.options;
+        let options = &self.shared.config().options;
         let every = |d: Duration| (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
         ctx.run_interval(every(options.call_cleanup_idle.0), |act, _| {
             for (_, ext) in act.extensions.values() {
@@ -267,6 +268,24 @@ impl Router {
             }
         }
         self.switch.metrics.events_delivered.increment(delivered);
+    }
+}
+
+impl Handler<Replanned> for Router {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: Replanned, _: &mut Self::Context) -> Self::Result {
+        let left: Vec<_> = self
+            .extensions
+            .iter()
+            .filter(|(dn, _)| !self.switch.owns(dn))
+            .map(|(_, (_, ext))| ext.send(LeftPlan))
+            .collect();
+        Box::pin(async move {
+            let n = left.len();
+            futures_util::future::join_all(left).await;
+            n
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! changes it and read by everyone (link state, associations, call table).
 
 use super::calls::CallTable;
-use super::messages::{Delivery, Disowned, ForgetCall, Retiring, ToDn};
+use super::messages::{Delivery, Disowned, ForgetCall, Replanned, Retiring, ToDn};
 use crate::client::{ClientHandle, Hub};
 use crate::config::Config;
 use crate::csta::DeviceNaming;
@@ -17,7 +17,7 @@ use crate::services::Service;
 use actix::Recipient;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 /// How sessions and extension actors reach a switch's router shard: one recipient per message
 /// it takes. Why recipients and not the shard's address: the extension actors and the
@@ -33,6 +33,8 @@ pub struct ShardInbox {
     pub forget: Recipient<ForgetCall>,
     /// The switch is no longer owned here (cluster): drop every DN's state.
     pub disown: Recipient<Disowned>,
+    /// A reload replaced the plan: end the registrations of the DNs that left it.
+    pub replan: Recipient<Replanned>,
 }
 
 /// Everything about one switch that sessions and actors read without asking an actor.
@@ -41,8 +43,8 @@ pub struct SwitchCtx {
     pub index: usize,
     /// The switch's name.
     pub name: Arc<str>,
-    /// Its DN plan.
-    pub plan: DnPlan,
+    /// Its DN plan, replaced by a reload (read through [`SwitchCtx::plan`]).
+    plan: RwLock<Arc<DnPlan>>,
     /// How the switch names devices (`device-id-form`, `dn-prefix`, `dn-suffix`): requests
     /// are written so, and DNs found so in its events.
     pub naming: DeviceNaming,
@@ -107,7 +109,7 @@ impl SwitchCtx {
             index,
             metrics: crate::metrics::SwitchMetrics::new(&name),
             name,
-            plan,
+            plan: RwLock::new(Arc::new(plan)),
             naming: DeviceNaming::default(),
             simulated,
             handle: OnceLock::new(),
@@ -129,6 +131,27 @@ impl SwitchCtx {
     pub fn with_naming(mut self, naming: DeviceNaming) -> SwitchCtx {
         self.naming = naming;
         self
+    }
+
+    /// The switch's DN plan as it is now (a reload may replace it).
+    pub fn plan(&self) -> Arc<DnPlan> {
+        self.plan
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the DN is in the switch's plan now.
+    pub fn owns(&self, dn: &str) -> bool {
+        self.plan
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(dn)
+    }
+
+    /// Replace the plan (a reload): DNs that left it are unregistered by the reload.
+    pub fn set_plan(&self, plan: DnPlan) {
+        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(plan);
     }
 
     /// Whether requests for the switch are served here (see [`SwitchCtx::owned_here`]).
@@ -213,10 +236,11 @@ impl SwitchCtx {
     }
 }
 
-/// Configuration and switches, shared read-only by every actor and session.
+/// Configuration and switches, shared by every actor and session.
 pub struct Shared {
-    /// The configuration.
-    pub config: Config,
+    /// The configuration, replaced whole by a reload (read through [`Shared::config`]):
+    /// readers take the current one, so a connection or request sees one configuration.
+    config: RwLock<Arc<Config>>,
     /// The switches, in configuration order.
     pub switches: Vec<Arc<SwitchCtx>>,
     /// Every open client session.
@@ -224,14 +248,36 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a configuration, its switches and no client yet.
+    pub fn new(config: Config, switches: Vec<Arc<SwitchCtx>>) -> Shared {
+        Shared {
+            config: RwLock::new(Arc::new(config)),
+            switches,
+            hub: Hub::default(),
+        }
+    }
+
+    /// The configuration now (a reload replaces it; what a reader took stays consistent).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replace the configuration (a reload, once its changes are applied to the switches).
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
     /// The switch owning a DN.
     pub fn switch_of(&self, dn: &str) -> Option<&Arc<SwitchCtx>> {
-        self.switches.iter().find(|s| s.plan.contains(dn))
+        self.switches.iter().find(|s| s.owns(dn))
     }
 
     /// The private services offered, for `EventServerConnected`.
     pub fn private_services(&self) -> Vec<u32> {
-        Service::offered(self.config.options.accode_privateservice)
+        Service::offered(self.config().options.accode_privateservice)
     }
 
     /// Every switch as clients see it.

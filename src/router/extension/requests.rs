@@ -129,7 +129,7 @@ impl Extension {
                 ),
             ));
         };
-        let options = &self.shared.config.options;
+        let options = &self.shared.config().options;
         let account_codes = AccountCodes {
             enabled: options.accode_privateservice,
             name: &options.accode_name,
@@ -156,7 +156,7 @@ impl Extension {
 
     /// The host of a hot-desk request must be a DN of this switch.
     fn check_host(&self, host: &str) -> Result<(), Refusal> {
-        if self.switch.plan.contains(host) {
+        if self.switch.owns(host) {
             return Ok(());
         }
         Err(match self.shared.switch_of(host) {

@@ -1,0 +1,471 @@
+//! Live reload (README, "Live reload"): the real binary on a configuration file that the test
+//! rewrites, reloaded by `POST /admin/reload` and by SIGHUP, with live clients and a `pbx-sim`
+//! process whose control API shows the monitors and the TCP connections.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::process::{RouterProcess, SimProcess};
+use common::router::{eventually, Client};
+use common::sim_control::SimControl;
+use common::{config, http};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+const ADMIN: &str = "[[admin]]\nname = \"ops\"\ntoken = \"ops-secret-000001\"\n";
+const BEARER: &str = "Bearer ops-secret-000001";
+
+/// A `pbx-sim` process for sw1 knowing 4000-6999, a router on a configuration file in its own
+/// folder, and what a test asks of them.
+struct Bed {
+    sim: SimProcess,
+    router: RouterProcess,
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl Bed {
+    /// `extra`: lines after `[options]` (applications, admins); `dns`: sw1's plan.
+    fn start(extra: &str, dns: &[&str]) -> Bed {
+        let sim = SimProcess::start(
+            &[
+                "--name",
+                "sw1",
+                "--link",
+                "127.0.0.1:0",
+                "--control",
+                "127.0.0.1:0",
+                "--dns",
+                "4000-6999",
+            ],
+            Stdio::null(),
+        );
+        let dir = common::process::files(&[]);
+        let file = dir.path().join("router.toml");
+        let bed_text = Self::text_for(&sim, extra, dns, "");
+        std::fs::write(&file, bed_text).unwrap();
+        let router = RouterProcess::start_with(
+            None,
+            &["--config", file.to_str().unwrap()],
+            &[("RUST_LOG", "info")],
+        );
+        Bed {
+            sim,
+            router,
+            _dir: dir,
+            file,
+        }
+    }
+
+    fn text_for(sim: &SimProcess, extra: &str, dns: &[&str], options: &str) -> String {
+        format!(
+            "{}{extra}\n{}",
+            config::head("session-linger = \"5s\"", options),
+            config::switch("sw1", dns, "", &[&sim.link()])
+        )
+    }
+
+    /// Rewrite the file: the same switch with `dns`, `extra` and `[options]` lines.
+    fn write(&self, extra: &str, dns: &[&str], options: &str) {
+        std::fs::write(&self.file, Self::text_for(&self.sim, extra, dns, options)).unwrap();
+    }
+
+    fn control(&self) -> SimControl {
+        self.sim.control()
+    }
+
+    /// `POST /admin/reload` with these header fields: status and body.
+    async fn post(&self, headers: &[(&str, &str)]) -> (u16, String) {
+        let r = http::request(
+            self.router.metrics,
+            "POST",
+            "/admin/reload",
+            headers,
+            b"",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        (r.status, r.text())
+    }
+
+    /// A reload that must be applied: the answer.
+    async fn reload(&self) -> Value {
+        let (status, body) = self.post(&[("Authorization", BEARER)]).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let (_, map) = self.router.scrape().await;
+        *map.get(series)
+            .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    }
+
+    /// The DNs the simulator monitors, with their cross-references.
+    async fn monitors(&self) -> Vec<(String, String)> {
+        let state = self.control().state().await;
+        let mut m: Vec<(String, String)> = state["monitors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["device"].as_str().unwrap().to_owned(),
+                    m["crossRef"].to_string(),
+                )
+            })
+            .collect();
+        m.sort();
+        m
+    }
+
+    /// The simulator's links: connections and requests received.
+    async fn link_counts(&self) -> Value {
+        self.control().state().await["links"].clone()
+    }
+
+    async fn client(&self) -> Client {
+        Client::open(&self.router.url(), None, 1).await
+    }
+}
+
+fn empty_changes() -> Value {
+    json!({
+        "switchesAdded": [], "switchesRemoved": [], "dnRangesAdded": [], "dnRangesRemoved": [],
+        "linksChanged": [], "applicationsChanged": [], "optionsChanged": []
+    })
+}
+
+/// The next message that is not a reply, within 5 s.
+async fn next_event(c: &mut Client) -> Value {
+    loop {
+        let m = c.recv().await;
+        if m.get("referenceId").is_none() {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn ranges_added_and_removed_with_live_clients() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let mut a = bed.client().await;
+    a.register("5001").await;
+    let mut b = bed.client().await;
+    b.register("5500").await;
+    eventually("two monitors", async || bed.monitors().await.len() == 2).await;
+    let before = bed.monitors().await;
+    let links = bed.link_counts().await;
+    let reconnects = bed
+        .metric("csta_router_link_reconnects_total{link=\"0\",switch=\"sw1\"}")
+        .await;
+    assert_eq!(bed.metric("csta_router_config_generation").await, 1.0);
+    // Unregistered DN 6001 is refused before the reload.
+    let r = a
+        .request(json!({"message": "RequestRegisterAddress", "thisDn": "6001"}))
+        .await;
+    assert_eq!(r["errorCode"], 59, "{r}");
+
+    bed.write(ADMIN, &["5500-5999", "6000-6099"], "");
+    let answer = bed.reload().await;
+    assert_eq!(answer["generation"], 2, "{answer}");
+    assert_eq!(
+        answer["changed"]["dnRangesAdded"],
+        json!([{"switch": "sw1", "range": "5500-5999"}, {"switch": "sw1", "range": "6000-6099"}]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["changed"]["dnRangesRemoved"],
+        json!([{"switch": "sw1", "range": "5000-5999"}])
+    );
+    assert_eq!(answer["restartRequired"], json!([]));
+    // The client on 5001 is unregistered by the router: no referenceId, 59.
+    let ev = next_event(&mut a).await;
+    assert_eq!(
+        (&ev["message"], &ev["thisDn"], &ev["errorCode"]),
+        (&json!("EventUnregistered"), &json!("5001"), &json!(59)),
+        "{ev}"
+    );
+    assert!(ev.get("referenceId").is_none(), "{ev}");
+    // Its monitor is stopped; 5500 keeps its monitor (same cross-reference).
+    eventually("5001's MonitorStop", async || {
+        bed.monitors().await.len() == 1
+    })
+    .await;
+    let kept: Vec<_> = before
+        .iter()
+        .filter(|(d, _)| d == "5500")
+        .cloned()
+        .collect();
+    assert_eq!(bed.monitors().await, kept);
+    b.expect_nothing().await;
+    // The added range is usable at once, the removed one is not.
+    a.register("6001").await;
+    let r = a
+        .request(json!({"message": "RequestRegisterAddress", "thisDn": "5001"}))
+        .await;
+    assert_eq!(r["errorCode"], 59, "{r}");
+    // The link was not touched.
+    let after = bed.link_counts().await;
+    assert_eq!(after[0]["connections"], links[0]["connections"]);
+    assert_eq!(
+        bed.metric("csta_router_link_reconnects_total{link=\"0\",switch=\"sw1\"}")
+            .await,
+        reconnects
+    );
+    assert_eq!(bed.metric("csta_router_config_generation").await, 2.0);
+    assert_eq!(
+        bed.metric("csta_router_config_reloads_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    let log = bed.router.log();
+    assert!(
+        log.contains("configuration reloaded") && log.contains("\"dnRangesRemoved\""),
+        "{log}"
+    );
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn an_unchanged_file_is_an_applied_reload_that_touches_nothing() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let mut a = bed.client().await;
+    a.register("5002").await;
+    eventually("a monitor", async || bed.monitors().await.len() == 1).await;
+    let (monitors, links) = (bed.monitors().await, bed.link_counts().await);
+    for generation in [2, 3] {
+        let answer = bed.reload().await;
+        assert_eq!(answer["generation"], generation, "{answer}");
+        assert_eq!(answer["changed"], empty_changes(), "{answer}");
+        assert_eq!(answer["restartRequired"], json!([]));
+    }
+    a.expect_nothing().await;
+    // No MonitorStart or MonitorStop (the same cross-reference), the same TCP connection,
+    // and no request at all reached the switch.
+    assert_eq!(bed.monitors().await, monitors);
+    assert_eq!(bed.link_counts().await, links);
+    assert_eq!(bed.metric("csta_router_config_generation").await, 3.0);
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn admin_tokens_and_origins() {
+    let bed = Bed::start(
+        &format!("{ADMIN}{}", config::TWO_APPLICATIONS),
+        &["5000-5999"],
+    );
+    // No token, an application's token, a wrong one: 401, nothing applied.
+    for headers in [
+        vec![],
+        vec![("Authorization", "Bearer desk-secret-0001")],
+        vec![("Authorization", "Bearer ops-secret-000002")],
+    ] {
+        let (status, body) = bed.post(&headers).await;
+        assert_eq!(status, 401, "{headers:?}: {body}");
+    }
+    assert_eq!(bed.metric("csta_router_config_generation").await, 1.0);
+    // A page of another origin: 403, even with the token.
+    let (status, _) = bed
+        .post(&[
+            ("Authorization", BEARER),
+            ("Origin", "https://evil.example"),
+        ])
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(bed.metric("csta_router_config_generation").await, 1.0);
+    // The console's own origin (the metrics listener's) is allowed.
+    let own = format!("http://{}", bed.router.metrics);
+    let (status, body) = bed
+        .post(&[("Authorization", BEARER), ("Origin", &own)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!bed.router.log().contains("ops-secret-000001"));
+    assert!(!bed.router.log().contains("open to anyone"));
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn without_admins_reload_is_open_and_a_warning_says_so() {
+    let bed = Bed::start("", &["5000-5999"]);
+    assert!(bed.router.log().contains(
+        "no [[admin]] configured: POST /admin/reload is open to anyone who can reach server.metrics-listen"
+    ));
+    let (status, body) = bed.post(&[]).await;
+    assert_eq!(status, 200, "{body}");
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn a_rejected_file_keeps_the_running_configuration() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    std::fs::write(
+        &bed.file,
+        std::fs::read_to_string(&bed.file)
+            .unwrap()
+            .replace("[options]\n", "[options]\nrequest-timeout = \"4x\"\n")
+            .replace("5000-5999", "6000-6999"),
+    )
+    .unwrap();
+    let (status, body) = bed.post(&[("Authorization", BEARER)]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("request-timeout") && body.contains(bed.file.to_str().unwrap()),
+        "the key and the file: {body}"
+    );
+    assert_eq!(bed.metric("csta_router_config_generation").await, 1.0);
+    assert_eq!(
+        bed.metric("csta_router_config_reloads_total{result=\"rejected\"}")
+            .await,
+        1.0
+    );
+    // The old plan still serves.
+    let mut a = bed.client().await;
+    a.register("5003").await;
+    let r = a
+        .request(json!({"message": "RequestRegisterAddress", "thisDn": "6003"}))
+        .await;
+    assert_eq!(r["errorCode"], 59, "{r}");
+    assert!(bed.router.log().contains("configuration reload rejected"));
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn restart_only_keys_are_listed_and_the_rest_applied() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let text = std::fs::read_to_string(&bed.file).unwrap().replace(
+        "client-listen = \"127.0.0.1:0\"",
+        "client-listen = \"127.0.0.1:1\"",
+    );
+    std::fs::write(
+        &bed.file,
+        text.replace("[options]\n", "[options]\ncall-grace = \"5s\"\n")
+            .replace("5000-5999", "5000-5998"),
+    )
+    .unwrap();
+    let answer = bed.reload().await;
+    assert_eq!(answer["restartRequired"], json!(["server.client-listen"]));
+    assert_eq!(
+        answer["changed"]["optionsChanged"],
+        json!(["options.call-grace"])
+    );
+    assert_eq!(answer["changed"]["dnRangesAdded"][0]["range"], "5000-5998");
+    // The listener stays where it was.
+    let mut a = bed.client().await;
+    let r = a
+        .request(json!({"message": "RequestRegisterAddress", "thisDn": "5999"}))
+        .await;
+    assert_eq!(r["errorCode"], 59, "{r}");
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn tokens_removed_keep_their_clients_and_new_ones_apply() {
+    let apps = config::TWO_APPLICATIONS;
+    let bed = Bed::start(&format!("{ADMIN}{apps}"), &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let mut desk = Client::open(&bed.router.url(), Some("desk-secret-0001"), 1).await;
+    let changed = apps
+        .replace("desk-secret-0001", "desk-secret-0003")
+        .replace("wallboard", "wall2");
+    bed.write(&format!("{ADMIN}{changed}"), &["5000-5999"], "");
+    let answer = bed.reload().await;
+    assert_eq!(
+        answer["changed"]["applicationsChanged"],
+        json!(["desk", "wall2", "wallboard"]),
+        "{answer}"
+    );
+    // The client opened with the removed token stays open and served.
+    desk.register("5004").await;
+    // The old token is refused from now on, the new one accepted.
+    let mut old = Client::connect(&bed.router.url()).await;
+    old.send(&json!({"message": "RequestOpen", "referenceId": 1, "protocolVersion": 1, "application": "desk", "token": "desk-secret-0001"}))
+        .await;
+    assert_eq!(old.closed().await, 1008);
+    let mut new = Client::open(&bed.router.url(), Some("desk-secret-0003"), 1).await;
+    new.register("5005").await;
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_a_hot_desk_is_answered_during_reloads() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let mut a = bed.client().await;
+    for guest in ["5010", "5011", "5012"] {
+        a.register(guest).await;
+    }
+    bed.write(ADMIN, &["5000-5999", "6000-6009"], "");
+    let kill = std::process::Command::new("kill")
+        .args(["-HUP", &bed.router.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    eventually("the generation after SIGHUP", async || {
+        bed.metric("csta_router_config_generation").await == 2.0
+    })
+    .await;
+    assert!(bed.router.log().contains("\"6000-6009\""));
+    // Hot-desks while reloads run one after the other.
+    let reloads = async {
+        for _ in 0..5 {
+            bed.reload().await;
+        }
+    };
+    let desks = async {
+        for (guest, host) in [("5010", "5901"), ("5011", "5902"), ("5012", "5903")] {
+            a.send(&json!({"message": "RequestPrivateService", "referenceId": 900, "thisDn": guest, "privateMsgId": 1, "extensions": {"HOST_DN": host}}))
+                .await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let (_, r) = a.next_reply(deadline, || "no hot-desk reply".into()).await;
+            assert_eq!(r["message"], "EventPrivateInfo", "{r}");
+        }
+    };
+    tokio::join!(reloads, desks);
+    assert_eq!(bed.metric("csta_router_config_generation").await, 7.0);
+    let state = bed.control().state().await;
+    assert_eq!(
+        state["associations"].as_array().unwrap().len(),
+        3,
+        "{state}"
+    );
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn a_lingering_session_on_a_removed_dn_gets_the_unregistration_in_its_replay() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let (mut c, reply) = Client::open_as(&bed.router.url(), "desk", None, 1).await;
+    let id = reply["sessionId"].as_str().unwrap().to_owned();
+    c.register("5020").await;
+    drop(c);
+    bed.write(ADMIN, &["5100-5999"], "");
+    bed.reload().await;
+    eventually("5020's MonitorStop", async || {
+        bed.monitors().await.is_empty()
+    })
+    .await;
+    let (mut c, reply) = Client::open_as(
+        &bed.router.url(),
+        "desk",
+        Some(json!({"sessionId": id, "lastEventSeq": {}})),
+        1,
+    )
+    .await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let ev = next_event(&mut c).await;
+    assert_eq!(
+        (&ev["message"], &ev["thisDn"], &ev["errorCode"]),
+        (&json!("EventUnregistered"), &json!("5020"), &json!(59)),
+        "{ev}"
+    );
+    bed.router.stop();
+}
