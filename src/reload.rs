@@ -104,7 +104,17 @@ impl Reloader {
     /// Apply a checked configuration: the new one is read by connections and requests from
     /// now on; the plans that changed are replaced, and the DNs that left them unregistered
     /// (their MonitorStops sent before this returns).
-    async fn apply(&self, _old: &Config, new: Config, d: &Diff) {
+    async fn apply(&self, old: &Config, new: Config, d: &Diff) {
+        let timers = crate::link::Retime::of(&new.link_settings(false));
+        if timers != crate::link::Retime::of(&old.link_settings(false)) {
+            let sent = self
+                .shared
+                .switches
+                .iter()
+                .filter_map(|s| s.handle.get())
+                .map(|h| h.addr.send(timers));
+            futures_util::future::join_all(sent).await;
+        }
         let plans: Vec<(String, crate::dnplan::DnPlan)> = new
             .switch
             .iter()

@@ -469,3 +469,41 @@ async fn a_lingering_session_on_a_removed_dn_gets_the_unregistration_in_its_repl
     );
     bed.router.stop();
 }
+
+#[tokio::test]
+async fn option_timers_apply_to_the_running_links_without_touching_them() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let mut a = bed.client().await;
+    a.register("5030").await;
+    let links = bed.link_counts().await;
+    bed.control()
+        .post_ok("/faults/stall", json!({"on": true}))
+        .await;
+    bed.write(ADMIN, &["5000-5999"], "request-timeout = \"300ms\"");
+    let answer = bed.reload().await;
+    assert_eq!(
+        answer["changed"]["optionsChanged"],
+        json!(["options.request-timeout"])
+    );
+    // The switch does not answer: the request times out after the new 300 ms (57), not the
+    // 4 s the link started with.
+    let sent = std::time::Instant::now();
+    let r = a
+        .request(json!({"message": "RequestPrivateService", "thisDn": "5030", "privateMsgId": 1, "extensions": {"HOST_DN": "5931"}}))
+        .await;
+    assert_eq!(r["errorCode"], 57, "{r}");
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "{:?} {r}",
+        sent.elapsed()
+    );
+    bed.control()
+        .post_ok("/faults/stall", json!({"on": false}))
+        .await;
+    assert_eq!(
+        bed.link_counts().await[0]["connections"],
+        links[0]["connections"]
+    );
+    bed.router.stop();
+}

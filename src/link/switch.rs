@@ -585,6 +585,20 @@ impl SwitchRoute for SwitchHandle {
     }
 }
 
+impl Handler<super::Retime> for Switch {
+    type Result = ResponseFuture<()>;
+
+    /// New timers for every link (a reload): no connection is touched. Answered once every
+    /// link has them.
+    fn handle(&mut self, retime: super::Retime, _: &mut Self::Context) -> Self::Result {
+        self.config.settings = retime.apply(&self.config.settings);
+        let sent: Vec<_> = self.links.iter().map(|s| s.addr.send(retime)).collect();
+        Box::pin(async move {
+            futures_util::future::join_all(sent).await;
+        })
+    }
+}
+
 impl Handler<Own> for Switch {
     type Result = ();
 

@@ -30,7 +30,7 @@ use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The router shard of one switch (see the [module docs](self)).
 pub struct Router {
@@ -41,6 +41,14 @@ pub struct Router {
     /// Events and answers handed out, waiting for their turn to reach the clients; each holds
     /// its frame's place in the link queue (given back once delivered, see [`QueueSlot`]).
     reorder: Reorder<(Arc<str>, Vec<FanOut>), QueueSlot>,
+    /// When the extension actors' calls were last swept, and the calls kept after a link
+    /// loss.
+    swept: (Instant, Instant),
+}
+
+/// How often calls idle for `d` (or kept for `d` after a link loss) are swept.
+fn sweep_every(d: Duration) -> Duration {
+    (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(60))
 }
 
 impl Router {
@@ -59,6 +67,7 @@ impl Router {
                 extensions: HashMap::new(),
                 next_id: 0,
                 reorder: Reorder::default(),
+                swept: (Instant::now(), Instant::now()),
             }
         };
         let addr = match arbiter {
@@ -179,22 +188,41 @@ impl Router {
     }
 }
 
+impl Router {
+    /// One timer per switch for the periodic call sweep of its extension actors
+    /// (`call-cleanup-idle`) and of the calls kept after a link loss whose `call-grace` has
+    /// run out. Both periods are read again at every tick, at least once a second, so that a
+    /// reload's new values apply within a second.
+    fn sweep_later(&mut self, ctx: &mut Context<Self>) {
+        let options = &self.shared.config().options;
+        let (idle, grace) = (
+            sweep_every(options.call_cleanup_idle.0),
+            sweep_every(options.call_grace.0),
+        );
+        let now = Instant::now();
+        if now >= self.swept.0 + idle {
+            self.swept.0 = now;
+            for (_, ext) in self.extensions.values() {
+                ext.do_send(SweepCalls);
+            }
+        }
+        if now >= self.swept.1 + grace {
+            self.swept.1 = now;
+            self.switch.calls.sweep();
+        }
+        let next = (self.swept.0 + idle)
+            .min(self.swept.1 + grace)
+            .saturating_duration_since(now)
+            .min(Duration::from_secs(1));
+        ctx.run_later(next, |act, ctx| act.sweep_later(ctx));
+    }
+}
+
 impl Actor for Router {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // One timer per switch for the periodic call sweep of its extension actors.
-        let options = &self.shared.config().options;
-        let every = |d: Duration| (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
-        ctx.run_interval(every(options.call_cleanup_idle.0), |act, _| {
-            for (_, ext) in act.extensions.values() {
-                ext.do_send(SweepCalls);
-            }
-        });
-        // And one for the calls kept after a link loss whose `call-grace` has run out.
-        ctx.run_interval(every(options.call_grace.0), |act, _| {
-            act.switch.calls.sweep();
-        });
+        self.sweep_later(ctx);
     }
 }
 
