@@ -106,6 +106,9 @@ pub const CONFIG_RELOADS: &str = "csta_router_config_reloads_total";
 pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
 /// The configuration's generation: 1 at start, one more per applied reload.
 pub const CONFIG_GENERATION: &str = "csta_router_config_generation";
+/// 1 when the last reload was applied (or none was asked for), 0 when it was rejected: what the
+/// "last reload rejected" alert watches (a counter cannot say which came last).
+pub const CONFIG_LAST_RELOAD_OK: &str = "csta_router_config_last_reload_successful";
 /// Calls forgotten because a DN or a switch had more than its limit.
 pub const CALLS_EVICTED: &str = "csta_router_calls_evicted_total";
 
@@ -187,7 +190,7 @@ pub fn install(request_timeout: Duration) -> PrometheusHandle {
 
 /// Every metric with its type and HELP text: a new metric is its name above and one line here
 /// (and its handle or its labels exported at 0 below).
-const DESCRIPTIONS: [(&str, Kind, &str); 34] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 35] = [
     (
         PRIVATE_SERVICE_REQUESTS,
         Kind::Counter,
@@ -354,6 +357,11 @@ const DESCRIPTIONS: [(&str, Kind, &str); 34] = [
         "The running configuration's generation: 1 at start, one more per applied reload.",
     ),
     (
+        CONFIG_LAST_RELOAD_OK,
+        Kind::Gauge,
+        "1 when the last configuration reload was applied (or none was asked for since the start), 0 when it was rejected: the file on disk is not the configuration running.",
+    ),
+    (
         CALLS_EVICTED,
         Kind::Counter,
         "Calls forgotten because a DN had more than max-calls-per-dn or the switch more than max-calls-per-switch active calls (the call idle the longest goes); a steady rise means the switch does not report calls clearing.",
@@ -396,6 +404,7 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
         metrics::counter!(CONFIG_RELOADS, "result" => result).absolute(0);
     }
     metrics::gauge!(CONFIG_GENERATION).set(1.0);
+    metrics::gauge!(CONFIG_LAST_RELOAD_OK).set(1.0);
     for code in ErrorCode::ALL {
         metrics::counter!(ERRORS, "switch" => "", "code" => code.code().to_string()).absolute(0);
     }
@@ -479,6 +488,8 @@ pub fn events_replayed(n: usize) {
 pub fn config_reload(result: &'static str, generation: u64) {
     metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
     metrics::gauge!(CONFIG_GENERATION).set(generation as f64);
+    let ok = if result == "ok" { 1.0 } else { 0.0 };
+    metrics::gauge!(CONFIG_LAST_RELOAD_OK).set(ok);
 }
 
 /// Set the number of lingering sessions.

@@ -11,7 +11,7 @@
 
 use crate::audit::LogStr;
 use crate::config::reload::{diff, Changes, Diff};
-use crate::config::{Config, ConfigError, EMBEDDED_DEFAULT};
+use crate::config::{Config, ConfigError, SwitchEntry, EMBEDDED_DEFAULT};
 use crate::router::Shared;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -164,8 +164,20 @@ fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
             new.plans.push(old.plans[i].clone());
         }
     }
-    let known = |s: &str| new.switch.iter().any(|n| n.name == s);
-    c.links_changed.retain(|l| known(&l.switch));
+    // Link restarts are not done yet: their keys need a restart, the links keep their
+    // settings.
+    c.links_changed.clear();
+    d.relink.clear();
+    d.restart_required.append(&mut d.relink_keys);
+    for sw in &mut new.switch {
+        if let Some(o) = old.switch.iter().find(|o| o.name == sw.name) {
+            let dns = std::mem::take(&mut sw.dns);
+            *sw = SwitchEntry { dns, ..o.clone() };
+        }
+    }
+    if d.restart_required.iter().any(|k| k == "options.link-queue") {
+        new.options.link_queue = old.options.link_queue;
+    }
     let s = &mut new.server;
     s.client_listen = old.server.client_listen;
     s.metrics_listen = old.server.metrics_listen;
@@ -174,19 +186,6 @@ fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
     s.tls_config.clone_from(&old.server.tls_config);
     s.max_http_connections = old.server.max_http_connections;
     new.cluster.clone_from(&old.cluster);
-    for sw in &mut new.switch {
-        if let Some(o) = old.switch.iter().find(|o| o.name == sw.name) {
-            sw.simulated = o.simulated;
-            sw.simulator_control = o.simulator_control;
-            sw.simulator_vendor = o.simulator_vendor;
-            sw.simulator_tls_cert.clone_from(&o.simulator_tls_cert);
-            sw.simulator_tls_key.clone_from(&o.simulator_tls_key);
-            sw.simulator_tls.clone_from(&o.simulator_tls);
-            if o.simulated {
-                sw.link.clone_from(&o.link);
-            }
-        }
-    }
     new
 }
 

@@ -163,7 +163,17 @@ async fn ranges_added_and_removed_with_live_clients() {
     let reconnects = bed
         .metric("csta_router_link_reconnects_total{link=\"0\",switch=\"sw1\"}")
         .await;
+    // Every reload series is exported from the start.
     assert_eq!(bed.metric("csta_router_config_generation").await, 1.0);
+    for result in ["ok", "rejected"] {
+        let series = format!("csta_router_config_reloads_total{{result=\"{result}\"}}");
+        assert_eq!(bed.metric(&series).await, 0.0);
+    }
+    assert_eq!(
+        bed.metric("csta_router_config_last_reload_successful")
+            .await,
+        1.0
+    );
     // Unregistered DN 6001 is refused before the reload.
     let r = a
         .request(json!({"message": "RequestRegisterAddress", "thisDn": "6001"}))
@@ -324,6 +334,11 @@ async fn a_rejected_file_keeps_the_running_configuration() {
         bed.metric("csta_router_config_reloads_total{result=\"rejected\"}")
             .await,
         1.0
+    );
+    assert_eq!(
+        bed.metric("csta_router_config_last_reload_successful")
+            .await,
+        0.0
     );
     // The old plan still serves.
     let mut a = bed.client().await;
@@ -505,5 +520,36 @@ async fn option_timers_apply_to_the_running_links_without_touching_them() {
         bed.link_counts().await[0]["connections"],
         links[0]["connections"]
     );
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn link_settings_and_switches_not_yet_applied_are_listed_and_touch_nothing() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let mut a = bed.client().await;
+    a.register("5040").await;
+    eventually("a monitor", async || bed.monitors().await.len() == 1).await;
+    let (monitors, links) = (bed.monitors().await, bed.link_counts().await);
+    let text = std::fs::read_to_string(&bed.file).unwrap().replace(
+        "name = \"sw1\"\n",
+        "name = \"sw1\"\ndevice-id-form = \"osv\"\n",
+    );
+    let other = config::switch("sw9", &["8000-8099"], "", &["127.0.0.1:9"]);
+    std::fs::write(&bed.file, format!("{text}{other}")).unwrap();
+    let answer = bed.reload().await;
+    assert_eq!(
+        answer["restartRequired"],
+        json!(["switch[1]", "switch[0].device-id-form"]),
+        "{answer}"
+    );
+    assert_eq!(answer["changed"], empty_changes(), "{answer}");
+    a.expect_nothing().await;
+    assert_eq!(bed.monitors().await, monitors);
+    assert_eq!(bed.link_counts().await, links);
+    let r = a
+        .request(json!({"message": "RequestRegisterAddress", "thisDn": "8001"}))
+        .await;
+    assert_eq!(r["errorCode"], 59, "{r}");
     bed.router.stop();
 }
