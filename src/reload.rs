@@ -12,12 +12,13 @@
 use crate::audit::LogStr;
 use crate::config::reload::{diff, Changes, Diff};
 use crate::config::{Config, ConfigError, SwitchEntry, EMBEDDED_DEFAULT};
-use crate::router::Shared;
+use crate::router::{Shared, SwitchCtx};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// The answer of an applied reload (SPEC §12), also the content of its log line.
@@ -121,10 +122,14 @@ impl Reloader {
             .zip(&new.plans)
             .map(|(s, p)| (s.name.clone(), p.clone()))
             .collect();
+        let limit = new.options.request_timeout.0 + Duration::from_millis(200);
         self.shared.set_config(Arc::new(new));
+        let gone = |s: &SwitchCtx| d.changed.switches_removed.iter().any(|n| **n == *s.name);
         let mut replanned = Vec::new();
         for sw in &self.shared.switches {
-            if !d.plan_changed(&sw.name) {
+            if gone(sw) {
+                sw.set_plan(crate::dnplan::DnPlan::default());
+            } else if !d.plan_changed(&sw.name) {
                 continue;
             }
             if let Some((_, plan)) = plans.iter().find(|(n, _)| **n == *sw.name) {
@@ -142,6 +147,45 @@ impl Reloader {
         if ended > 0 {
             info!("{ended} DNs unregistered: no longer in any DN plan");
         }
+        for sw in self
+            .shared
+            .switches
+            .iter()
+            .filter(|s| gone(s) && !s.is_removed())
+        {
+            self.remove_switch(sw, limit).await;
+        }
+    }
+
+    /// Close a removed switch's links, its DNs already unregistered: their MonitorStops go out
+    /// first (within `limit`), then each link closes as on shutdown (an ECMA-354 session is
+    /// stopped), and every client is told the switch is gone (`EventLinkDisconnected`,
+    /// `reason: "removed"`).
+    async fn remove_switch(&self, sw: &SwitchCtx, limit: Duration) {
+        let Some(handle) = sw.handle.get() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            match handle.addr.send(crate::link::SwitchStatusQuery).await {
+                Ok(st) if st.monitored > 0 || st.monitor_ops > 0 => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                _ => break,
+            }
+        }
+        sw.set_removed();
+        let closing = handle.addr.send(crate::link::CloseLinks);
+        let _ = tokio::time::timeout_at(deadline + limit, closing).await;
+        sw.link_up
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.shared.hub.broadcast(crate::protocol::link_event(
+            &sw.name,
+            false,
+            None,
+            Some("removed"),
+        ));
+        info!(switch = %sw.name, "switch removed: its links are closed");
     }
 }
 
@@ -157,16 +201,21 @@ fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
             new.plans.remove(i);
         }
     }
-    for name in c.switches_removed.drain(..) {
-        if let Some(i) = old.switch.iter().position(|s| s.name == name) {
-            d.restart_required.push(format!("switch[{i}]"));
-            new.switch.push(old.switch[i].clone());
-            new.plans.push(old.plans[i].clone());
+    // In a cluster, a switch's removal needs every node's agreement and the owner's clean-up
+    // in NATS: not done yet.
+    if old.cluster.is_some() {
+        for name in c.switches_removed.drain(..) {
+            if let Some(i) = old.switch.iter().position(|s| s.name == name) {
+                d.restart_required.push(format!("switch[{i}]"));
+                new.switch.push(old.switch[i].clone());
+                new.plans.push(old.plans[i].clone());
+            }
         }
     }
     // Link restarts are not done yet: their keys need a restart, the links keep their
-    // settings.
-    c.links_changed.clear();
+    // settings. A removed switch's links close.
+    let removed = c.switches_removed.clone();
+    c.links_changed.retain(|l| removed.contains(&l.switch));
     d.relink.clear();
     d.restart_required.append(&mut d.relink_keys);
     for sw in &mut new.switch {

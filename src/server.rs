@@ -619,7 +619,7 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(shared: web::Data<Arc<Shared>>, node: web::Data<NodeSlot>) -> HttpResponse {
     let mut body = String::new();
-    for s in &shared.switches {
+    for s in shared.live_switches() {
         let up = s.link_up.load(Ordering::Relaxed);
         body.push_str(&format!(
             "switch {} link {}\n",

@@ -29,6 +29,11 @@ struct Bed {
 impl Bed {
     /// `extra`: lines after `[options]` (applications, admins); `dns`: sw1's plan.
     fn start(extra: &str, dns: &[&str]) -> Bed {
+        Self::start_with(extra, dns, "")
+    }
+
+    /// [`Bed::start`] with `tail` (more switches) at the end of the file.
+    fn start_with(extra: &str, dns: &[&str], tail: &str) -> Bed {
         let sim = SimProcess::start(
             &[
                 "--name",
@@ -44,7 +49,7 @@ impl Bed {
         );
         let dir = common::process::files(&[]);
         let file = dir.path().join("router.toml");
-        let bed_text = Self::text_for(&sim, extra, dns, "");
+        let bed_text = Self::text_for(&sim, extra, dns, "") + tail;
         std::fs::write(&file, bed_text).unwrap();
         let router = RouterProcess::start_with(
             None,
@@ -552,4 +557,93 @@ async fn link_settings_and_switches_not_yet_applied_are_listed_and_touch_nothing
         .await;
     assert_eq!(r["errorCode"], 59, "{r}");
     bed.router.stop();
+}
+
+#[tokio::test]
+async fn a_removed_switch_unregisters_its_dns_closes_its_links_and_tells_every_client() {
+    let sim2 = SimProcess::start(
+        &[
+            "--name",
+            "sw2",
+            "--link",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--dns",
+            "7000-7999",
+        ],
+        Stdio::null(),
+    );
+    let sw2 = config::switch("sw2", &["7000-7999"], "", &[&sim2.link()]);
+    let bed = Bed::start_with(ADMIN, &["5000-5999"], &sw2);
+    bed.router.wait_connected(&["sw1", "sw2"]).await;
+    let mut a = Client::open(&bed.router.url(), None, 2).await;
+    a.register("7001").await;
+    let mut b = Client::open(&bed.router.url(), None, 2).await;
+    b.register("5050").await;
+    let control2 = sim2.control();
+    eventually("7001 monitored", async || {
+        control2.state().await["monitors"].as_array().unwrap().len() == 1
+    })
+    .await;
+    // The file without sw2.
+    bed.write(ADMIN, &["5000-5999"], "");
+    let answer = bed.reload().await;
+    assert_eq!(
+        answer["changed"]["switchesRemoved"],
+        json!(["sw2"]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["changed"]["linksChanged"],
+        json!([{"switch": "sw2", "address": sim2.link()}])
+    );
+    // The client on 7001: EventUnregistered (59), then the switch is gone.
+    let ev = next_event(&mut a).await;
+    assert_eq!(
+        (&ev["message"], &ev["thisDn"], &ev["errorCode"]),
+        (&json!("EventUnregistered"), &json!("7001"), &json!(59)),
+        "{ev}"
+    );
+    let ev = next_event(&mut a).await;
+    assert_eq!(
+        (&ev["message"], &ev["switch"], &ev["reason"]),
+        (
+            &json!("EventLinkDisconnected"),
+            &json!("sw2"),
+            &json!("removed")
+        ),
+        "{ev}"
+    );
+    a.expect_nothing().await;
+    // Every other client too, once.
+    let ev = next_event(&mut b).await;
+    assert_eq!(
+        (&ev["message"], &ev["reason"]),
+        (&json!("EventLinkDisconnected"), &json!("removed")),
+        "{ev}"
+    );
+    b.expect_nothing().await;
+    // The MonitorStop went out and the link is closed.
+    let state = control2.state().await;
+    assert_eq!(state["monitors"], json!([]), "{state}");
+    eventually("sw2's link closed", async || {
+        control2.state().await["links"][0]["connections"] == 0
+    })
+    .await;
+    // New clients no longer see sw2; its DNs are in no plan; sw1 was not touched.
+    let mut c = Client::open(&bed.router.url(), None, 1).await;
+    c.expect_nothing().await;
+    let r = c
+        .request(json!({"message": "RequestRegisterAddress", "thisDn": "7001"}))
+        .await;
+    assert_eq!(r["errorCode"], 59, "{r}");
+    let (_, ready) = bed.router.http_get("/readyz").await;
+    assert!(
+        !ready.contains("sw2") && ready.contains("switch sw1 link connected"),
+        "{ready}"
+    );
+    assert_eq!(bed.monitors().await.len(), 1);
+    let log = bed.router.stop();
+    assert!(log.contains("switch removed"), "{log}");
 }

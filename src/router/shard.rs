@@ -169,6 +169,10 @@ impl Router {
         for (_, ext) in self.extensions.values() {
             ext.do_send(LinkChange { up });
         }
+        if self.switch.is_removed() {
+            // The reload that removed the switch told the clients.
+            return;
+        }
         let reason = self.switch.take_link_reason();
         let reason = match (reason, self.switch.cluster.get()) {
             (Some(reason), _) => Some(reason),

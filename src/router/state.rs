@@ -78,6 +78,10 @@ pub struct SwitchCtx {
     pub link_reason: Mutex<Option<&'static str>>,
     /// In a cluster: the name of the node that owns the switch, as this node knows it.
     pub owner: Mutex<Option<Arc<str>>>,
+    /// A reload removed the switch: its plan is empty, its links closed, and clients no
+    /// longer see it (its place in [`Shared::switches`] stays, so that the other switches
+    /// keep theirs).
+    removed: AtomicBool,
 }
 
 /// What a switch's shard tells the rest of a cluster (implemented by the cluster, which the
@@ -124,6 +128,7 @@ impl SwitchCtx {
             cluster: OnceLock::new(),
             link_reason: Mutex::new(None),
             owner: Mutex::new(None),
+            removed: AtomicBool::new(false),
         }
     }
 
@@ -152,6 +157,17 @@ impl SwitchCtx {
     /// Replace the plan (a reload): DNs that left it are unregistered by the reload.
     pub fn set_plan(&self, plan: DnPlan) {
         *self.plan.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(plan);
+    }
+
+    /// Whether a reload removed the switch (see [`SwitchCtx::removed`]).
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// A reload removes the switch: clients no longer see it, and its link events are no
+    /// longer broadcast (the reload tells every client once, with `reason: "removed"`).
+    pub fn set_removed(&self) {
+        self.removed.store(true, Ordering::Release);
     }
 
     /// Whether requests for the switch are served here (see [`SwitchCtx::owned_here`]).
@@ -280,9 +296,14 @@ impl Shared {
         Service::offered(self.config().options.accode_privateservice)
     }
 
-    /// Every switch as clients see it.
+    /// Every switch as clients see it (not those a reload removed).
     pub fn views(&self) -> Vec<SwitchView<'_>> {
-        self.switches.iter().map(|s| s.view()).collect()
+        self.live_switches().map(|s| s.view()).collect()
+    }
+
+    /// The switches clients see: those of the configuration, not those a reload removed.
+    pub fn live_switches(&self) -> impl Iterator<Item = &Arc<SwitchCtx>> {
+        self.switches.iter().filter(|s| !s.is_removed())
     }
 
     /// The scrape-time gauges of `/metrics`: open clients, and per switch its calls tracked,

@@ -385,7 +385,7 @@ impl State {
                 resumed,
             },
         ));
-        for s in &self.shared.switches {
+        for s in self.shared.live_switches() {
             let view = s.view();
             let link = view.link_up.then_some(view.active_link);
             out.push(protocol::link_event(&s.name, view.link_up, link, None));
