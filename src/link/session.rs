@@ -462,9 +462,7 @@ impl<C> Session<C> {
         self.flush()
     }
 
-    /// New timers (a reload): requests sent from now on time out after the new
-    /// `request-timeout` (those in flight keep their deadline), keep-alives follow the new
-    /// interval and tolerance from the next check.
+    /// New timers (a reload), for requests sent and keep-alive checks from now on.
     pub fn retime(&mut self, settings: &LinkSettings) {
         self.timers = Timers {
             request_timeout: settings.request_timeout,
@@ -582,8 +580,7 @@ impl<C> Session<C> {
         };
         self.pending.insert(id.get(), pending);
         let deadline = now + self.timers.request_timeout;
-        // In order of deadline: at the end unless a reload shortened `request-timeout` while
-        // requests with the longer one are in flight.
+        // In order (a reload may have shortened request-timeout with requests in flight).
         let at = self.deadlines.partition_point(|(d, _, _)| *d <= deadline);
         self.deadlines.insert(at, (deadline, id, self.serial));
         self.out.push(Output::Send(frame));
