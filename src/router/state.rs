@@ -159,7 +159,8 @@ impl SwitchCtx {
         *self.plan.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(plan);
     }
 
-    /// Whether a reload removed the switch (see [`SwitchCtx::removed`]).
+    /// Whether a reload removed the switch: its plan is empty, its links are closed, and
+    /// clients no longer see it.
     pub fn is_removed(&self) -> bool {
         self.removed.load(Ordering::Acquire)
     }
