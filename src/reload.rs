@@ -12,11 +12,14 @@
 use crate::audit::LogStr;
 use crate::config::reload::{diff, Changes, Diff};
 use crate::config::{Config, ConfigError, SwitchEntry, EMBEDDED_DEFAULT};
+use crate::csta::DeviceNaming;
+use crate::link::SwitchConfig;
 use crate::router::{Shared, SwitchCtx};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -123,6 +126,13 @@ impl Reloader {
             .map(|(s, p)| (s.name.clone(), p.clone()))
             .collect();
         let limit = new.options.request_timeout.0 + Duration::from_millis(200);
+        let relinks: Vec<_> = new
+            .switch
+            .iter()
+            .zip(new.switch_configs())
+            .filter(|(s, _)| d.relink.contains(&s.name))
+            .map(|(s, config)| (s.dialect().device, config))
+            .collect();
         self.shared.set_config(Arc::new(new));
         let gone = |s: &SwitchCtx| d.changed.switches_removed.iter().any(|n| **n == *s.name);
         let mut replanned = Vec::new();
@@ -154,6 +164,28 @@ impl Reloader {
             .filter(|s| gone(s) && !s.is_removed())
         {
             self.remove_switch(sw, limit).await;
+        }
+        self.relink(relinks, limit).await;
+    }
+
+    /// Restart the links of each switch whose link settings changed, with the new ones: its
+    /// clients get `EventLinkDisconnected` and `EventLinkConnected` with `reason:
+    /// "reconfigured"`, and its registrations stay (monitored again on the new link).
+    async fn relink(&self, relinks: Vec<(DeviceNaming, SwitchConfig)>, limit: Duration) {
+        for (naming, config) in relinks {
+            let Some(sw) = self.shared.switches.iter().find(|s| s.name == config.name) else {
+                continue;
+            };
+            let Some(handle) = sw.handle.get() else {
+                continue;
+            };
+            sw.set_naming(naming);
+            sw.reconfiguring.store(true, Ordering::Release);
+            let relink = crate::link::Relink {
+                config,
+                keep_addresses: sw.simulated,
+            };
+            let _ = tokio::time::timeout(limit, handle.addr.send(relink)).await;
         }
     }
 
@@ -195,6 +227,7 @@ impl Reloader {
 fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
     let c = &mut d.changed;
     for name in c.switches_added.drain(..) {
+        c.links_changed.retain(|l| l.switch != name);
         if let Some(i) = new.switch.iter().position(|s| s.name == name) {
             d.restart_required.push(format!("switch[{i}]"));
             new.switch.remove(i);
@@ -212,20 +245,34 @@ fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
             }
         }
     }
-    // Link restarts are not done yet: their keys need a restart, the links keep their
-    // settings. A removed switch's links close.
-    let removed = c.switches_removed.clone();
-    c.links_changed.retain(|l| removed.contains(&l.switch));
-    d.relink.clear();
-    d.restart_required.append(&mut d.relink_keys);
+    // In a cluster, restarting links needs the owner's lease handling: not done yet, their
+    // keys need a restart and the links keep their settings.
+    if old.cluster.is_some() {
+        let removed = c.switches_removed.clone();
+        c.links_changed.retain(|l| removed.contains(&l.switch));
+        d.relink.clear();
+        d.restart_required.append(&mut d.relink_keys);
+        for sw in &mut new.switch {
+            if let Some(o) = old.switch.iter().find(|o| o.name == sw.name) {
+                let dns = std::mem::take(&mut sw.dns);
+                *sw = SwitchEntry { dns, ..o.clone() };
+            }
+        }
+        new.options.link_queue = old.options.link_queue;
+    }
+    // An embedded simulator is started with the process: its switch keeps its simulator.
     for sw in &mut new.switch {
         if let Some(o) = old.switch.iter().find(|o| o.name == sw.name) {
-            let dns = std::mem::take(&mut sw.dns);
-            *sw = SwitchEntry { dns, ..o.clone() };
+            sw.simulated = o.simulated;
+            sw.simulator_control = o.simulator_control;
+            sw.simulator_vendor = o.simulator_vendor;
+            sw.simulator_tls_cert.clone_from(&o.simulator_tls_cert);
+            sw.simulator_tls_key.clone_from(&o.simulator_tls_key);
+            sw.simulator_tls.clone_from(&o.simulator_tls);
+            if o.simulated {
+                sw.link.clone_from(&o.link);
+            }
         }
-    }
-    if d.restart_required.iter().any(|k| k == "options.link-queue") {
-        new.options.link_queue = old.options.link_queue;
     }
     let s = &mut new.server;
     s.client_listen = old.server.client_listen;

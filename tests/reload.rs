@@ -529,25 +529,59 @@ async fn option_timers_apply_to_the_running_links_without_touching_them() {
 }
 
 #[tokio::test]
-async fn link_settings_and_switches_not_yet_applied_are_listed_and_touch_nothing() {
+async fn changed_link_settings_restart_the_links_and_keep_the_registrations() {
     let bed = Bed::start(ADMIN, &["5000-5999"]);
     bed.router.wait_connected(&["sw1"]).await;
     let mut a = bed.client().await;
     a.register("5040").await;
     eventually("a monitor", async || bed.monitors().await.len() == 1).await;
-    let (monitors, links) = (bed.monitors().await, bed.link_counts().await);
-    let text = std::fs::read_to_string(&bed.file).unwrap().replace(
-        "name = \"sw1\"\n",
-        "name = \"sw1\"\ndevice-id-form = \"osv\"\n",
+    let before = bed.monitors().await;
+    let text = std::fs::read_to_string(&bed.file)
+        .unwrap()
+        .replace("name = \"sw1\"\n", "name = \"sw1\"\nwire-trace = true\n");
+    std::fs::write(&bed.file, text).unwrap();
+    let answer = bed.reload().await;
+    assert_eq!(
+        answer["changed"]["linksChanged"],
+        json!([{"switch": "sw1", "address": bed.sim.link()}]),
+        "{answer}"
     );
+    assert_eq!(answer["restartRequired"], json!([]), "{answer}");
+    for expected in ["EventLinkDisconnected", "EventLinkConnected"] {
+        let ev = next_event(&mut a).await;
+        assert_eq!(
+            (&ev["message"], &ev["switch"], &ev["reason"]),
+            (&json!(expected), &json!("sw1"), &json!("reconfigured")),
+            "{ev}"
+        );
+    }
+    // Monitored again on the new connection (a new cross-reference), still registered.
+    let after = bed.monitors().await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].0, "5040");
+    assert_ne!(after, before);
+    let r = a
+        .request(json!({"message": "RequestPrivateService", "thisDn": "5040", "privateMsgId": 1, "extensions": {"HOST_DN": "5941"}}))
+        .await;
+    assert_eq!(r["message"], "EventPrivateInfo", "{r}");
+    // The new links follow the new settings: every frame is logged now.
+    bed.router.wait_log("csta_wire", 1);
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn an_added_switch_is_listed_as_needing_a_restart_and_touches_nothing() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let mut a = bed.client().await;
+    a.register("5045").await;
+    eventually("a monitor", async || bed.monitors().await.len() == 1).await;
+    let (monitors, links) = (bed.monitors().await, bed.link_counts().await);
+    let text = std::fs::read_to_string(&bed.file).unwrap();
     let other = config::switch("sw9", &["8000-8099"], "", &["127.0.0.1:9"]);
     std::fs::write(&bed.file, format!("{text}{other}")).unwrap();
     let answer = bed.reload().await;
-    assert_eq!(
-        answer["restartRequired"],
-        json!(["switch[1]", "switch[0].device-id-form"]),
-        "{answer}"
-    );
+    assert_eq!(answer["restartRequired"], json!(["switch[1]"]), "{answer}");
     assert_eq!(answer["changed"], empty_changes(), "{answer}");
     a.expect_nothing().await;
     assert_eq!(bed.monitors().await, monitors);

@@ -56,8 +56,8 @@ pub use route::{MonitorOutcome, SwitchRoute};
 pub use session::{Delivery, Disconnect, LinkState, Loss, Output, Session, Unsent, Waiter};
 pub use stats::LinkStats;
 pub use switch::{
-    CloseLinks, StartMonitor, StopMonitor, Switch, SwitchHandle, SwitchRequest, SwitchStatus,
-    SwitchStatusQuery,
+    CloseLinks, Relink, StartMonitor, StopMonitor, Switch, SwitchHandle, SwitchRequest,
+    SwitchStatus, SwitchStatusQuery,
 };
 
 use crate::csta::{CstaError, Dialect, Message};

@@ -173,7 +173,14 @@ impl Router {
             // The reload that removed the switch told the clients.
             return;
         }
-        let reason = self.switch.take_link_reason();
+        let reason = if self.switch.reconfiguring.load(Ordering::Acquire) {
+            if up {
+                self.switch.reconfiguring.store(false, Ordering::Release);
+            }
+            Some("reconfigured")
+        } else {
+            self.switch.take_link_reason()
+        };
         let reason = match (reason, self.switch.cluster.get()) {
             (Some(reason), _) => Some(reason),
             // In a cluster every link event says why; a lost link is the plain case.

@@ -46,8 +46,9 @@ pub struct SwitchCtx {
     /// Its DN plan, replaced by a reload (read through [`SwitchCtx::plan`]).
     plan: RwLock<Arc<DnPlan>>,
     /// How the switch names devices (`device-id-form`, `dn-prefix`, `dn-suffix`): requests
-    /// are written so, and DNs found so in its events.
-    pub naming: DeviceNaming,
+    /// are written so, and DNs found so in its events; replaced by a reload (read through
+    /// [`SwitchCtx::naming`]).
+    naming: RwLock<Arc<DeviceNaming>>,
     /// Whether it is an embedded simulator.
     pub simulated: bool,
     /// The link layer (set once at start, before any client can connect).
@@ -78,6 +79,9 @@ pub struct SwitchCtx {
     pub link_reason: Mutex<Option<&'static str>>,
     /// In a cluster: the name of the node that owns the switch, as this node knows it.
     pub owner: Mutex<Option<Arc<str>>>,
+    /// A reload is restarting the switch's links with new settings: its next link events say
+    /// `reason: "reconfigured"` (until the link is up again).
+    pub reconfiguring: AtomicBool,
     /// A reload removed the switch: its plan is empty, its links closed, and clients no
     /// longer see it (its place in [`Shared::switches`] stays, so that the other switches
     /// keep theirs).
@@ -114,7 +118,7 @@ impl SwitchCtx {
             metrics: crate::metrics::SwitchMetrics::new(&name),
             name,
             plan: RwLock::new(Arc::new(plan)),
-            naming: DeviceNaming::default(),
+            naming: RwLock::new(Arc::new(DeviceNaming::default())),
             simulated,
             handle: OnceLock::new(),
             link_up: AtomicBool::new(false),
@@ -129,13 +133,27 @@ impl SwitchCtx {
             link_reason: Mutex::new(None),
             owner: Mutex::new(None),
             removed: AtomicBool::new(false),
+            reconfiguring: AtomicBool::new(false),
         }
     }
 
     /// The context with the switch's device naming (default: bare DNs).
-    pub fn with_naming(mut self, naming: DeviceNaming) -> SwitchCtx {
-        self.naming = naming;
+    pub fn with_naming(self, naming: DeviceNaming) -> SwitchCtx {
+        self.set_naming(naming);
         self
+    }
+
+    /// How the switch names devices now.
+    pub fn naming(&self) -> Arc<DeviceNaming> {
+        self.naming
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replace the device naming (a reload that restarts the links with a new form).
+    pub fn set_naming(&self, naming: DeviceNaming) {
+        *self.naming.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(naming);
     }
 
     /// The switch's DN plan as it is now (a reload may replace it).

@@ -119,7 +119,7 @@ impl Extension {
                 // The rules compare devices with DNs, whatever form the switch wrote.
                 let call = self
                     .switch
-                    .naming
+                    .naming()
                     .normalize_call(call, |d| self.switch.owns(d));
                 self.on_call_event(seq, &call)
             }
@@ -130,7 +130,7 @@ impl Extension {
                 ..
             } => {
                 // The device by `device`, else `connection/deviceID`, in the switch's form.
-                let naming = &self.switch.naming;
+                let naming = &self.switch.naming();
                 let at = [device.as_deref(), connection.device_id.as_deref()]
                     .into_iter()
                     .flatten()
@@ -173,7 +173,7 @@ impl Extension {
     fn dn_or_number(&self, raw: &str) -> String {
         let switch = &self.switch;
         switch
-            .naming
+            .naming()
             .other_dn(raw, |d| switch.owns(d))
             .unwrap_or_else(|| raw.to_owned())
     }

@@ -150,7 +150,7 @@ impl Extension {
             Params::AccountCode { .. } => (None, Some(self.call_for(ask.conn_id.as_deref())?)),
         };
         let call_id = call.as_ref().map(|(id, _)| &**id);
-        let message = services::request(&params, &self.dn, call_id, &self.switch.naming);
+        let message = services::request(&params, &self.dn, call_id, &self.switch.naming());
         Ok((service, message, other_dn, call.map(|(_, conn)| conn)))
     }
 
