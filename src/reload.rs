@@ -10,6 +10,7 @@
 //! ([`crate::config::reload`] classifies every key).
 
 use crate::audit::LogStr;
+use crate::cluster::node::Node;
 use crate::config::reload::{diff, Changes, Diff};
 use crate::config::{Config, ConfigError, SwitchEntry, EMBEDDED_DEFAULT};
 use crate::csta::DeviceNaming;
@@ -20,7 +21,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -43,23 +44,29 @@ pub struct Reloader {
     file: Mutex<Option<PathBuf>>,
     /// The generation running; held while a reload runs, so reloads run one after the other.
     generation: tokio::sync::Mutex<u64>,
+    /// In a cluster: this node, once it has joined (it announces the reloaded switches).
+    node: Arc<OnceLock<Arc<Node>>>,
 }
 
 impl Reloader {
-    /// The reloader of a router started on generation 1; without `[[admin]]` a WARN says that
-    /// anyone reaching `metrics-listen` may reload.
-    pub fn new(shared: Arc<Shared>) -> Reloader {
-        let config = shared.config();
-        if config.admin.is_empty() {
-            warn!(
-                metrics = %config.server.metrics_listen,
-                "no [[admin]] configured: POST /admin/reload is open to anyone who can reach server.metrics-listen; add an [[admin]] entry (name, token) to require a token"
-            );
-        }
+    /// The reloader of a router started on generation 1.
+    pub fn new(shared: Arc<Shared>, node: Arc<OnceLock<Arc<Node>>>) -> Reloader {
         Reloader {
             shared,
             file: Mutex::new(None),
             generation: tokio::sync::Mutex::new(1),
+            node,
+        }
+    }
+
+    /// Without `[[admin]]`, a WARN at start: anyone reaching `metrics` (the metrics listener's
+    /// address) may reload.
+    pub fn warn_if_open(&self, metrics: std::net::SocketAddr) {
+        if self.shared.config().admin.is_empty() {
+            warn!(
+                %metrics,
+                "no [[admin]] configured: POST /admin/reload is open to anyone who can reach server.metrics-listen; add an [[admin]] entry (name, token) to require a token"
+            );
         }
     }
 
@@ -133,6 +140,15 @@ impl Reloader {
             .filter(|(s, _)| d.relink.contains(&s.name))
             .map(|(s, config)| (s.dialect().device, config))
             .collect();
+        if let Some(node) = self.node.get() {
+            // Each node reloads its own file: the others compare its switches with theirs.
+            node.reload_definitions(
+                new.switch
+                    .iter()
+                    .map(|sw| (sw.name.clone(), sw.dns.join(",")))
+                    .collect(),
+            );
+        }
         self.shared.set_config(Arc::new(new));
         let gone = |s: &SwitchCtx| d.changed.switches_removed.iter().any(|n| **n == *s.name);
         let mut replanned = Vec::new();

@@ -234,9 +234,13 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
         node: slot.clone(),
     };
     let (client_server, client_addr) = client_listener(clients, threads)?;
-    let reloader = Arc::new(crate::reload::Reloader::new(shared.clone()));
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        shared.clone(),
+        slot.node.clone(),
+    ));
     let (metrics_server, metrics_addr) =
         metrics_listener(shared.clone(), slot.clone(), reloader.clone())?;
+    reloader.warn_if_open(metrics_addr);
     let http = vec![client_server.handle(), metrics_server.handle()];
     actix_rt::spawn(client_server);
     actix_rt::spawn(metrics_server);

@@ -681,3 +681,77 @@ async fn a_removed_switch_unregisters_its_dns_closes_its_links_and_tells_every_c
     let log = bed.router.stop();
     assert!(log.contains("switch removed"), "{log}");
 }
+
+/// `POST /admin/reload` on a node without `[[admin]]`: the answer.
+async fn reload_node(node: &RouterProcess) -> Value {
+    let r = http::request(
+        node.metrics,
+        "POST",
+        "/admin/reload",
+        &[],
+        b"",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_str(&r.text()).unwrap()
+}
+
+/// Wait until every live node's `csta_router_cluster_config_mismatch{switch="sw1"}` is `want`.
+async fn mismatch_everywhere(bed: &common::bed::Bed, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for (name, node) in bed.live() {
+        loop {
+            let (_, m) = node.scrape().await;
+            let got = m
+                .get("csta_router_cluster_config_mismatch{switch=\"sw1\"}")
+                .copied();
+            if got == Some(want) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {name}: mismatch {got:?}, not {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[test]
+fn each_cluster_node_reloads_its_own_file_and_the_mismatch_gauge_follows() {
+    common::bed::runtime().block_on(each_node_reloads_its_own_file());
+}
+
+async fn each_node_reloads_its_own_file() {
+    let mut bed = common::bed::Bed::start(1, 3);
+    bed.settled(common::bed::LEASE_TTL * 3 + Duration::from_secs(5))
+        .await;
+    mismatch_everywhere(&bed, 0.0).await;
+    let names = ["a", "b", "c"];
+    for (k, name) in names.into_iter().enumerate() {
+        let i = bed.index(name);
+        let text = bed.config(i).replace(
+            "dns = [\"4000-4999\"]",
+            "dns = [\"4000-4999\", \"5000-5099\"]",
+        );
+        let node = bed.node(name);
+        std::fs::write(node.config_file().unwrap(), text).unwrap();
+        let answer = reload_node(node).await;
+        assert_eq!(
+            answer["changed"]["dnRangesAdded"],
+            json!([{"switch": "sw1", "range": "5000-5099"}]),
+            "{answer}"
+        );
+        assert_eq!(answer["restartRequired"], json!([]), "{answer}");
+        // Until the last node is reloaded, the plans differ, and every node says so.
+        mismatch_everywhere(&bed, if k < 2 { 1.0 } else { 0.0 }).await;
+        if k == 0 {
+            node.wait_log("switch sw1 is defined differently on node", 1);
+        }
+    }
+    bed.node("a")
+        .wait_log("switch sw1 is defined alike on every live node again", 1);
+    bed.stop();
+}
