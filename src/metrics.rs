@@ -409,62 +409,67 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
         metrics::counter!(ERRORS, "switch" => "", "code" => code.code().to_string()).absolute(0);
     }
     for (switch, links) in switches {
-        let sw = switch.clone();
-        for service in Service::ALL {
-            metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => "ok").absolute(0);
-            for code in ErrorCode::ALL {
-                metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => code.code().to_string()).absolute(0);
-            }
-        }
-        for op in Service::ALL
-            .into_iter()
-            .filter_map(Service::latency_operation)
-        {
-            // Registers the histogram so its buckets render at 0.
-            let _ =
-                metrics::histogram!(ASSOCIATION_LATENCY, "switch" => sw.clone(), "operation" => op);
-        }
-        for code in ErrorCode::ALL {
-            metrics::counter!(ERRORS, "switch" => sw.clone(), "code" => code.code().to_string())
-                .absolute(0);
-        }
-        for service in Service::ALL {
-            metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => service.event_label()).absolute(0);
-        }
-        for event in CallEventName::ALL {
-            metrics::counter!(CALL_EVENTS, "switch" => sw.clone(), "event" => event.label())
-                .absolute(0);
-        }
-        for request in CSTA_REQUESTS {
-            let _ =
-                metrics::histogram!(CSTA_ROUNDTRIP, "switch" => sw.clone(), "request" => request);
-        }
-        metrics::counter!(LINK_FAILOVERS, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(KEEPALIVE_MISSES, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(FRAMING_RESETS, "switch" => sw.clone()).absolute(0);
-        for link in 0..*links {
-            metrics::gauge!(LINK_UP, "switch" => sw.clone(), "link" => link.to_string()).set(0.0);
-            metrics::gauge!(LINK_CONNECTED, "switch" => sw.clone(), "link" => link.to_string())
-                .set(0.0);
-            metrics::counter!(LINK_RECONNECTS, "switch" => sw.clone(), "link" => link.to_string())
-                .absolute(0);
-        }
-        metrics::counter!(EVENTS_DELIVERED, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(CSTA_EVENTS_RECEIVED, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(CSTA_DECODE_ERRORS, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(CSTA_LATE_ANSWERS, "switch" => sw.clone()).absolute(0);
-        metrics::gauge!(CSTA_IN_FLIGHT, "switch" => sw.clone()).set(0.0);
-        for state in INVOKE_ID_STATES {
-            metrics::gauge!(INVOKE_IDS_RESERVED, "switch" => sw.clone(), "state" => state).set(0.0);
-        }
-        metrics::gauge!(LINK_QUEUE_FRAMES, "switch" => sw.clone()).set(0.0);
-        metrics::counter!(LINK_READ_PAUSES, "switch" => sw.clone()).absolute(0);
-        metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()).set(0.0);
-        metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()).set(0.0);
-        metrics::gauge!(ACTIVE_CALLS, "switch" => sw.clone()).set(0.0);
-        metrics::counter!(CALLS_EVICTED, "switch" => sw.clone()).absolute(0);
-        metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()).set(0.0);
+        init_switch_labels(switch, *links);
     }
+}
+
+/// Register every label value of one switch known in advance at 0 (at start, and for a switch
+/// a reload adds).
+pub fn init_switch_labels(switch: &Arc<str>, links: usize) {
+    let sw = switch.clone();
+    for service in Service::ALL {
+        metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => "ok").absolute(0);
+        for code in ErrorCode::ALL {
+            metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => code.code().to_string()).absolute(0);
+        }
+    }
+    for op in Service::ALL
+        .into_iter()
+        .filter_map(Service::latency_operation)
+    {
+        // Registers the histogram so its buckets render at 0.
+        let _ = metrics::histogram!(ASSOCIATION_LATENCY, "switch" => sw.clone(), "operation" => op);
+    }
+    for code in ErrorCode::ALL {
+        metrics::counter!(ERRORS, "switch" => sw.clone(), "code" => code.code().to_string())
+            .absolute(0);
+    }
+    for service in Service::ALL {
+        metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => service.event_label())
+            .absolute(0);
+    }
+    for event in CallEventName::ALL {
+        metrics::counter!(CALL_EVENTS, "switch" => sw.clone(), "event" => event.label())
+            .absolute(0);
+    }
+    for request in CSTA_REQUESTS {
+        let _ = metrics::histogram!(CSTA_ROUNDTRIP, "switch" => sw.clone(), "request" => request);
+    }
+    metrics::counter!(LINK_FAILOVERS, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(KEEPALIVE_MISSES, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(FRAMING_RESETS, "switch" => sw.clone()).absolute(0);
+    for link in 0..links {
+        metrics::gauge!(LINK_UP, "switch" => sw.clone(), "link" => link.to_string()).set(0.0);
+        metrics::gauge!(LINK_CONNECTED, "switch" => sw.clone(), "link" => link.to_string())
+            .set(0.0);
+        metrics::counter!(LINK_RECONNECTS, "switch" => sw.clone(), "link" => link.to_string())
+            .absolute(0);
+    }
+    metrics::counter!(EVENTS_DELIVERED, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(CSTA_EVENTS_RECEIVED, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(CSTA_DECODE_ERRORS, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(CSTA_LATE_ANSWERS, "switch" => sw.clone()).absolute(0);
+    metrics::gauge!(CSTA_IN_FLIGHT, "switch" => sw.clone()).set(0.0);
+    for state in INVOKE_ID_STATES {
+        metrics::gauge!(INVOKE_IDS_RESERVED, "switch" => sw.clone(), "state" => state).set(0.0);
+    }
+    metrics::gauge!(LINK_QUEUE_FRAMES, "switch" => sw.clone()).set(0.0);
+    metrics::counter!(LINK_READ_PAUSES, "switch" => sw.clone()).absolute(0);
+    metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()).set(0.0);
+    metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()).set(0.0);
+    metrics::gauge!(ACTIVE_CALLS, "switch" => sw.clone()).set(0.0);
+    metrics::counter!(CALLS_EVICTED, "switch" => sw.clone()).absolute(0);
+    metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()).set(0.0);
 }
 
 /// Count an `EventError` (called where every one is built).

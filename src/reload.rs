@@ -14,6 +14,7 @@ use crate::cluster::node::Node;
 use crate::config::reload::{diff, Changes, Diff};
 use crate::config::{Config, ConfigError, SwitchEntry, EMBEDDED_DEFAULT};
 use crate::csta::DeviceNaming;
+use crate::dnplan::DnPlan;
 use crate::link::SwitchConfig;
 use crate::router::{Shared, SwitchCtx};
 use actix_web::http::header;
@@ -46,16 +47,23 @@ pub struct Reloader {
     generation: tokio::sync::Mutex<u64>,
     /// In a cluster: this node, once it has joined (it announces the reloaded switches).
     node: Arc<OnceLock<Arc<Node>>>,
+    /// The CSTA side's threads, where a switch a reload adds runs.
+    pool: Vec<actix::ArbiterHandle>,
 }
 
 impl Reloader {
     /// The reloader of a router started on generation 1.
-    pub fn new(shared: Arc<Shared>, node: Arc<OnceLock<Arc<Node>>>) -> Reloader {
+    pub fn new(
+        shared: Arc<Shared>,
+        node: Arc<OnceLock<Arc<Node>>>,
+        pool: Vec<actix::ArbiterHandle>,
+    ) -> Reloader {
         Reloader {
             shared,
             file: Mutex::new(None),
             generation: tokio::sync::Mutex::new(1),
             node,
+            pool,
         }
     }
 
@@ -140,6 +148,14 @@ impl Reloader {
             .filter(|(s, _)| d.relink.contains(&s.name))
             .map(|(s, config)| (s.dialect().device, config))
             .collect();
+        let added: Vec<_> = new
+            .switch
+            .iter()
+            .zip(new.switch_configs())
+            .zip(&new.plans)
+            .filter(|((s, _), _)| d.changed.switches_added.contains(&s.name))
+            .map(|((s, config), plan)| (s.dialect().device, config, plan.clone()))
+            .collect();
         if let Some(node) = self.node.get() {
             // Each node reloads its own file: the others compare its switches with theirs.
             node.reload_definitions(
@@ -181,7 +197,35 @@ impl Reloader {
         {
             self.remove_switch(sw, limit).await;
         }
+        for (naming, config, plan) in added {
+            self.add_switch(naming, config, plan);
+        }
         self.relink(relinks, limit).await;
+    }
+
+    /// Start a switch a reload added, as at start: its router shard and its links on the CSTA
+    /// threads; every client gets `EventLinkConnected` when a link is up.
+    fn add_switch(&self, naming: DeviceNaming, config: SwitchConfig, plan: DnPlan) {
+        let switches = &self.shared.switches;
+        let index = switches.next_index();
+        let name = config.name.clone();
+        crate::metrics::init_switch_labels(&name, config.links.len());
+        let ctx = Arc::new(SwitchCtx::new(index, name.clone(), plan, false).with_naming(naming));
+        let mut pool = self.pool.clone();
+        let threads = pool.len().max(1);
+        pool.rotate_left(index % threads);
+        let router =
+            crate::router::Router::start_for(self.shared.clone(), ctx.clone(), pool.first());
+        let _ = ctx.handle.set(crate::link::Switch::start(
+            config,
+            router.recipient(),
+            &pool,
+        ));
+        if switches.push(ctx) {
+            info!(switch = %name, "switch added: its links are starting");
+        } else {
+            warn!(switch = %name, "switch not added: the router runs {} switches at most", crate::router::state::MAX_SWITCHES);
+        }
     }
 
     /// Restart the links of each switch whose link settings changed, with the new ones: its
@@ -242,12 +286,16 @@ impl Reloader {
 /// restart keep their running values.
 fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
     let c = &mut d.changed;
-    for name in c.switches_added.drain(..) {
-        c.links_changed.retain(|l| l.switch != name);
-        if let Some(i) = new.switch.iter().position(|s| s.name == name) {
-            d.restart_required.push(format!("switch[{i}]"));
-            new.switch.remove(i);
-            new.plans.remove(i);
+    // In a cluster, a switch's addition needs every node's agreement and a lease: not done
+    // yet.
+    if old.cluster.is_some() {
+        for name in c.switches_added.drain(..) {
+            c.links_changed.retain(|l| l.switch != name);
+            if let Some(i) = new.switch.iter().position(|s| s.name == name) {
+                d.restart_required.push(format!("switch[{i}]"));
+                new.switch.remove(i);
+                new.plans.remove(i);
+            }
         }
     }
     // In a cluster, a switch's removal needs every node's agreement and the owner's clean-up

@@ -237,6 +237,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
     let reloader = Arc::new(crate::reload::Reloader::new(
         shared.clone(),
         slot.node.clone(),
+        pool.iter().map(Arbiter::handle).collect(),
     ));
     let (metrics_server, metrics_addr) =
         metrics_listener(shared.clone(), slot.clone(), reloader.clone())?;

@@ -569,8 +569,26 @@ async fn changed_link_settings_restart_the_links_and_keep_the_registrations() {
     bed.router.stop();
 }
 
+/// A `pbx-sim` process for switch `name` owning `dns`.
+fn another_sim(name: &str, dns: &str) -> SimProcess {
+    SimProcess::start(
+        &[
+            "--name",
+            name,
+            "--link",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--dns",
+            dns,
+        ],
+        Stdio::null(),
+    )
+}
+
 #[tokio::test]
-async fn an_added_switch_is_listed_as_needing_a_restart_and_touches_nothing() {
+async fn an_added_switch_starts_its_links_and_serves_at_once() {
+    let sim2 = another_sim("sw2", "7000-7999");
     let bed = Bed::start(ADMIN, &["5000-5999"]);
     bed.router.wait_connected(&["sw1"]).await;
     let mut a = bed.client().await;
@@ -578,18 +596,39 @@ async fn an_added_switch_is_listed_as_needing_a_restart_and_touches_nothing() {
     eventually("a monitor", async || bed.monitors().await.len() == 1).await;
     let (monitors, links) = (bed.monitors().await, bed.link_counts().await);
     let text = std::fs::read_to_string(&bed.file).unwrap();
-    let other = config::switch("sw9", &["8000-8099"], "", &["127.0.0.1:9"]);
-    std::fs::write(&bed.file, format!("{text}{other}")).unwrap();
+    let sw2 = config::switch("sw2", &["7000-7999"], "", &[&sim2.link()]);
+    std::fs::write(&bed.file, format!("{text}{sw2}")).unwrap();
     let answer = bed.reload().await;
-    assert_eq!(answer["restartRequired"], json!(["switch[1]"]), "{answer}");
-    assert_eq!(answer["changed"], empty_changes(), "{answer}");
-    a.expect_nothing().await;
+    assert_eq!(
+        answer["changed"]["switchesAdded"],
+        json!(["sw2"]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["changed"]["linksChanged"],
+        json!([{"switch": "sw2", "address": sim2.link()}])
+    );
+    assert_eq!(answer["restartRequired"], json!([]), "{answer}");
+    // Every open client hears of it when its link is up, and can use it.
+    let ev = next_event(&mut a).await;
+    assert_eq!(
+        (&ev["message"], &ev["switch"]),
+        (&json!("EventLinkConnected"), &json!("sw2")),
+        "{ev}"
+    );
+    a.register("7001").await;
+    assert_eq!(
+        sim2.control().state().await["monitors"][0]["device"],
+        "7001"
+    );
+    // New clients see both switches; sw1 was not touched.
+    let mut c = Client::open(&bed.router.url(), None, 2).await;
+    c.expect_nothing().await;
+    bed.router.wait_connected(&["sw1", "sw2"]).await;
     assert_eq!(bed.monitors().await, monitors);
     assert_eq!(bed.link_counts().await, links);
-    let r = a
-        .request(json!({"message": "RequestRegisterAddress", "thisDn": "8001"}))
-        .await;
-    assert_eq!(r["errorCode"], 59, "{r}");
+    let (_, m) = bed.router.scrape().await;
+    assert_eq!(m["csta_router_link_up{link=\"0\",switch=\"sw2\"}"], 1.0);
     bed.router.stop();
 }
 

@@ -271,13 +271,106 @@ impl SwitchCtx {
     }
 }
 
+/// The most switches a router runs, those a reload adds included.
+pub const MAX_SWITCHES: usize = 1024;
+
+/// The switches: those of the configuration in its order, then those reloads added. Why not a
+/// `Vec`: a reload appends while sessions and actors read without a lock, so each place is set
+/// once and never moves (a switch removed keeps its place, see [`SwitchCtx::is_removed`]), and
+/// a switch's index stays what clients' event numbering uses.
+pub struct Switches {
+    slots: Box<[OnceLock<Arc<SwitchCtx>>]>,
+    len: AtomicUsize,
+    adding: Mutex<()>,
+}
+
+/// The iterator of [`Switches::iter`].
+pub type SwitchIter<'a> = std::iter::FilterMap<
+    std::slice::Iter<'a, OnceLock<Arc<SwitchCtx>>>,
+    fn(&OnceLock<Arc<SwitchCtx>>) -> Option<&Arc<SwitchCtx>>,
+>;
+
+impl Switches {
+    /// The switches of the configuration, with room for those reloads add.
+    pub fn new(switches: Vec<Arc<SwitchCtx>>) -> Switches {
+        let slots: Box<[OnceLock<Arc<SwitchCtx>>]> = (0..MAX_SWITCHES.max(switches.len()))
+            .map(|_| OnceLock::new())
+            .collect();
+        let len = switches.len();
+        for (slot, sw) in slots.iter().zip(switches) {
+            let _ = slot.set(sw);
+        }
+        Switches {
+            slots,
+            len: AtomicUsize::new(len),
+            adding: Mutex::new(()),
+        }
+    }
+
+    /// How many switches there are (those a reload removed included).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The switch at `index`.
+    pub fn get(&self, index: usize) -> Option<&Arc<SwitchCtx>> {
+        if index >= self.len() {
+            return None;
+        }
+        self.slots.get(index)?.get()
+    }
+
+    /// Every switch, in order.
+    pub fn iter(&self) -> SwitchIter<'_> {
+        let present: fn(&OnceLock<Arc<SwitchCtx>>) -> Option<&Arc<SwitchCtx>> = OnceLock::get;
+        self.slots
+            .get(..self.len())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(present)
+    }
+
+    /// The index the next switch added takes.
+    pub fn next_index(&self) -> usize {
+        self.len()
+    }
+
+    /// Add a switch (a reload) at [`Switches::next_index`]: `false` when there is no room.
+    pub fn push(&self, switch: Arc<SwitchCtx>) -> bool {
+        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = self.len();
+        let Some(slot) = self.slots.get(index) else {
+            return false;
+        };
+        if slot.set(switch).is_err() {
+            return false;
+        }
+        self.len.store(index + 1, Ordering::Release);
+        true
+    }
+}
+
+impl<'a> IntoIterator for &'a Switches {
+    type Item = &'a Arc<SwitchCtx>;
+    type IntoIter = SwitchIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// Configuration and switches, shared by every actor and session.
 pub struct Shared {
     /// The configuration, replaced whole by a reload (read through [`Shared::config`]):
     /// readers take the current one, so a connection or request sees one configuration.
     config: RwLock<Arc<Config>>,
-    /// The switches, in configuration order.
-    pub switches: Vec<Arc<SwitchCtx>>,
+    /// The switches, in configuration order, then those reloads added.
+    pub switches: Switches,
     /// Every open client session.
     pub hub: Hub,
 }
@@ -287,7 +380,7 @@ impl Shared {
     pub fn new(config: Config, switches: Vec<Arc<SwitchCtx>>) -> Shared {
         Shared {
             config: RwLock::new(Arc::new(config)),
-            switches,
+            switches: Switches::new(switches),
             hub: Hub::default(),
         }
     }
