@@ -168,7 +168,7 @@ impl Reloader {
         self.shared.set_config(Arc::new(new));
         let gone = |s: &SwitchCtx| d.changed.switches_removed.iter().any(|n| **n == *s.name);
         let mut replanned = Vec::new();
-        for sw in &self.shared.switches {
+        for sw in self.shared.live_switches() {
             if gone(sw) {
                 sw.set_plan(crate::dnplan::DnPlan::default());
             } else if !d.plan_changed(&sw.name) {
@@ -233,7 +233,7 @@ impl Reloader {
     /// "reconfigured"`, and its registrations stay (monitored again on the new link).
     async fn relink(&self, relinks: Vec<(DeviceNaming, SwitchConfig)>, limit: Duration) {
         for (naming, config) in relinks {
-            let Some(sw) = self.shared.switches.iter().find(|s| s.name == config.name) else {
+            let Some(sw) = self.shared.live_switches().find(|s| s.name == config.name) else {
                 continue;
             };
             let Some(handle) = sw.handle.get() else {

@@ -794,3 +794,55 @@ async fn each_node_reloads_its_own_file() {
         .wait_log("switch sw1 is defined alike on every live node again", 1);
     bed.stop();
 }
+
+#[tokio::test]
+async fn a_renamed_switch_is_one_removed_and_one_added() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let mut a = bed.client().await;
+    a.register("5060").await;
+    let text = std::fs::read_to_string(&bed.file)
+        .unwrap()
+        .replace("name = \"sw1\"", "name = \"main\"");
+    std::fs::write(&bed.file, text).unwrap();
+    let answer = bed.reload().await;
+    assert_eq!(
+        (
+            &answer["changed"]["switchesRemoved"],
+            &answer["changed"]["switchesAdded"]
+        ),
+        (&json!(["sw1"]), &json!(["main"])),
+        "{answer}"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let ev = next_event(&mut a).await;
+        seen.push(format!(
+            "{} {}",
+            ev["message"].as_str().unwrap(),
+            ev["switch"].as_str().unwrap()
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            "EventUnregistered sw1",
+            "EventLinkDisconnected sw1",
+            "EventLinkConnected main"
+        ]
+    );
+    a.register("5060").await;
+    bed.router.wait_connected(&["main"]).await;
+    // Rename it back: a new place again, the old one stays removed.
+    bed.write(ADMIN, &["5000-5999"], "");
+    let answer = bed.reload().await;
+    assert_eq!(
+        answer["changed"]["switchesAdded"],
+        json!(["sw1"]),
+        "{answer}"
+    );
+    bed.router.wait_connected(&["sw1"]).await;
+    let mut c = Client::open(&bed.router.url(), None, 1).await;
+    c.register("5061").await;
+    bed.router.stop();
+}
