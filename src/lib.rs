@@ -64,7 +64,7 @@
 //! 9. `router`
 //! 10. `cluster`
 //! 11. `session`, `console`
-//! 12. `server`
+//! 12. `server`, `reload`
 //!
 //! Threads: client sessions run on actix-web workers (one per core); the CSTA side runs on a
 //! pool of Arbiters (one per core). Each switch's router shard and its extension actors share
@@ -84,6 +84,7 @@ pub mod link;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod services;

@@ -100,6 +100,15 @@ pub const SESSION_RESUMES: &str = "csta_router_session_resumes_total";
 pub const RESUME_RESULTS: [&str; 4] = ["resumed", "gap", "unknown", "refused"];
 /// Events sent again to resumed sessions.
 pub const EVENTS_REPLAYED: &str = "csta_router_events_replayed_total";
+/// Configuration reloads (SIGHUP, `POST /admin/reload`), by result.
+pub const CONFIG_RELOADS: &str = "csta_router_config_reloads_total";
+/// The results of a reload: applied, or the file refused whole.
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
+/// The configuration's generation: 1 at start, one more per applied reload.
+pub const CONFIG_GENERATION: &str = "csta_router_config_generation";
+/// 1 when the last reload was applied (or none was asked for), 0 when it was rejected: what the
+/// "last reload rejected" alert watches (a counter cannot say which came last).
+pub const CONFIG_LAST_RELOAD_OK: &str = "csta_router_config_last_reload_successful";
 /// Calls forgotten because a DN or a switch had more than its limit.
 pub const CALLS_EVICTED: &str = "csta_router_calls_evicted_total";
 
@@ -181,7 +190,7 @@ pub fn install(request_timeout: Duration) -> PrometheusHandle {
 
 /// Every metric with its type and HELP text: a new metric is its name above and one line here
 /// (and its handle or its labels exported at 0 below).
-const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 35] = [
     (
         PRIVATE_SERVICE_REQUESTS,
         Kind::Counter,
@@ -338,6 +347,21 @@ const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
         "Call events made for clients registered with callEvents, by event (off_hook, dialing, ringing, established, held, retrieved, party_changed, diverted, released): once per CSTA event, however many clients get it.",
     ),
     (
+        CONFIG_RELOADS,
+        Kind::Counter,
+        "Configuration reloads (SIGHUP or POST /admin/reload), by result: ok (applied; an unchanged file too), rejected (the file did not parse or check: the running configuration stays).",
+    ),
+    (
+        CONFIG_GENERATION,
+        Kind::Gauge,
+        "The running configuration's generation: 1 at start, one more per applied reload.",
+    ),
+    (
+        CONFIG_LAST_RELOAD_OK,
+        Kind::Gauge,
+        "1 when the last configuration reload was applied (or none was asked for since the start), 0 when it was rejected: the file on disk is not the configuration running.",
+    ),
+    (
         CALLS_EVICTED,
         Kind::Counter,
         "Calls forgotten because a DN had more than max-calls-per-dn or the switch more than max-calls-per-switch active calls (the call idle the longest goes); a steady rise means the switch does not report calls clearing.",
@@ -376,66 +400,76 @@ pub fn init_labels(switches: &[(Arc<str>, usize)]) {
         metrics::counter!(SESSION_RESUMES, "result" => result).absolute(0);
     }
     metrics::counter!(EVENTS_REPLAYED).absolute(0);
+    for result in RELOAD_RESULTS {
+        metrics::counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+    }
+    metrics::gauge!(CONFIG_GENERATION).set(1.0);
+    metrics::gauge!(CONFIG_LAST_RELOAD_OK).set(1.0);
     for code in ErrorCode::ALL {
         metrics::counter!(ERRORS, "switch" => "", "code" => code.code().to_string()).absolute(0);
     }
     for (switch, links) in switches {
-        let sw = switch.clone();
-        for service in Service::ALL {
-            metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => "ok").absolute(0);
-            for code in ErrorCode::ALL {
-                metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => code.code().to_string()).absolute(0);
-            }
-        }
-        for op in Service::ALL
-            .into_iter()
-            .filter_map(Service::latency_operation)
-        {
-            // Registers the histogram so its buckets render at 0.
-            let _ =
-                metrics::histogram!(ASSOCIATION_LATENCY, "switch" => sw.clone(), "operation" => op);
-        }
-        for code in ErrorCode::ALL {
-            metrics::counter!(ERRORS, "switch" => sw.clone(), "code" => code.code().to_string())
-                .absolute(0);
-        }
-        for service in Service::ALL {
-            metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => service.event_label()).absolute(0);
-        }
-        for event in CallEventName::ALL {
-            metrics::counter!(CALL_EVENTS, "switch" => sw.clone(), "event" => event.label())
-                .absolute(0);
-        }
-        for request in CSTA_REQUESTS {
-            let _ =
-                metrics::histogram!(CSTA_ROUNDTRIP, "switch" => sw.clone(), "request" => request);
-        }
-        metrics::counter!(LINK_FAILOVERS, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(KEEPALIVE_MISSES, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(FRAMING_RESETS, "switch" => sw.clone()).absolute(0);
-        for link in 0..*links {
-            metrics::gauge!(LINK_UP, "switch" => sw.clone(), "link" => link.to_string()).set(0.0);
-            metrics::gauge!(LINK_CONNECTED, "switch" => sw.clone(), "link" => link.to_string())
-                .set(0.0);
-            metrics::counter!(LINK_RECONNECTS, "switch" => sw.clone(), "link" => link.to_string())
-                .absolute(0);
-        }
-        metrics::counter!(EVENTS_DELIVERED, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(CSTA_EVENTS_RECEIVED, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(CSTA_DECODE_ERRORS, "switch" => sw.clone()).absolute(0);
-        metrics::counter!(CSTA_LATE_ANSWERS, "switch" => sw.clone()).absolute(0);
-        metrics::gauge!(CSTA_IN_FLIGHT, "switch" => sw.clone()).set(0.0);
-        for state in INVOKE_ID_STATES {
-            metrics::gauge!(INVOKE_IDS_RESERVED, "switch" => sw.clone(), "state" => state).set(0.0);
-        }
-        metrics::gauge!(LINK_QUEUE_FRAMES, "switch" => sw.clone()).set(0.0);
-        metrics::counter!(LINK_READ_PAUSES, "switch" => sw.clone()).absolute(0);
-        metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()).set(0.0);
-        metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()).set(0.0);
-        metrics::gauge!(ACTIVE_CALLS, "switch" => sw.clone()).set(0.0);
-        metrics::counter!(CALLS_EVICTED, "switch" => sw.clone()).absolute(0);
-        metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()).set(0.0);
+        init_switch_labels(switch, *links);
     }
+}
+
+/// Register every label value of one switch known in advance at 0 (at start, and for a switch
+/// a reload adds).
+pub fn init_switch_labels(switch: &Arc<str>, links: usize) {
+    let sw = switch.clone();
+    for service in Service::ALL {
+        metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => "ok").absolute(0);
+        for code in ErrorCode::ALL {
+            metrics::counter!(PRIVATE_SERVICE_REQUESTS, "switch" => sw.clone(), "service" => service.label(), "result" => code.code().to_string()).absolute(0);
+        }
+    }
+    for op in Service::ALL
+        .into_iter()
+        .filter_map(Service::latency_operation)
+    {
+        // Registers the histogram so its buckets render at 0.
+        let _ = metrics::histogram!(ASSOCIATION_LATENCY, "switch" => sw.clone(), "operation" => op);
+    }
+    for code in ErrorCode::ALL {
+        metrics::counter!(ERRORS, "switch" => sw.clone(), "code" => code.code().to_string())
+            .absolute(0);
+    }
+    for service in Service::ALL {
+        metrics::counter!(PRIVATE_EVENTS, "switch" => sw.clone(), "event" => service.event_label())
+            .absolute(0);
+    }
+    for event in CallEventName::ALL {
+        metrics::counter!(CALL_EVENTS, "switch" => sw.clone(), "event" => event.label())
+            .absolute(0);
+    }
+    for request in CSTA_REQUESTS {
+        let _ = metrics::histogram!(CSTA_ROUNDTRIP, "switch" => sw.clone(), "request" => request);
+    }
+    metrics::counter!(LINK_FAILOVERS, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(KEEPALIVE_MISSES, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(FRAMING_RESETS, "switch" => sw.clone()).absolute(0);
+    for link in 0..links {
+        metrics::gauge!(LINK_UP, "switch" => sw.clone(), "link" => link.to_string()).set(0.0);
+        metrics::gauge!(LINK_CONNECTED, "switch" => sw.clone(), "link" => link.to_string())
+            .set(0.0);
+        metrics::counter!(LINK_RECONNECTS, "switch" => sw.clone(), "link" => link.to_string())
+            .absolute(0);
+    }
+    metrics::counter!(EVENTS_DELIVERED, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(CSTA_EVENTS_RECEIVED, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(CSTA_DECODE_ERRORS, "switch" => sw.clone()).absolute(0);
+    metrics::counter!(CSTA_LATE_ANSWERS, "switch" => sw.clone()).absolute(0);
+    metrics::gauge!(CSTA_IN_FLIGHT, "switch" => sw.clone()).set(0.0);
+    for state in INVOKE_ID_STATES {
+        metrics::gauge!(INVOKE_IDS_RESERVED, "switch" => sw.clone(), "state" => state).set(0.0);
+    }
+    metrics::gauge!(LINK_QUEUE_FRAMES, "switch" => sw.clone()).set(0.0);
+    metrics::counter!(LINK_READ_PAUSES, "switch" => sw.clone()).absolute(0);
+    metrics::gauge!(REGISTERED_DNS, "switch" => sw.clone()).set(0.0);
+    metrics::gauge!(HOTDESK_ASSOCIATIONS, "switch" => sw.clone()).set(0.0);
+    metrics::gauge!(ACTIVE_CALLS, "switch" => sw.clone()).set(0.0);
+    metrics::counter!(CALLS_EVICTED, "switch" => sw.clone()).absolute(0);
+    metrics::gauge!(EXTENSION_ACTORS, "switch" => sw.clone()).set(0.0);
 }
 
 /// Count an `EventError` (called where every one is built).
@@ -452,6 +486,15 @@ pub fn session_resume(result: &'static str) {
 /// Count events replayed to a resumed session.
 pub fn events_replayed(n: usize) {
     metrics::counter!(EVENTS_REPLAYED).increment(n as u64);
+}
+
+/// Count a reload (`result`: one of [`RELOAD_RESULTS`]) and, when applied, set the
+/// generation.
+pub fn config_reload(result: &'static str, generation: u64) {
+    metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
+    metrics::gauge!(CONFIG_GENERATION).set(generation as f64);
+    let ok = if result == "ok" { 1.0 } else { 0.0 };
+    metrics::gauge!(CONFIG_LAST_RELOAD_OK).set(ok);
 }
 
 /// Set the number of lingering sessions.

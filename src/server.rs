@@ -2,7 +2,6 @@
 //! endpoint and the health endpoints; then run until SIGTERM or Ctrl-C.
 
 use crate::audit::LogStr;
-use crate::client::Hub;
 use crate::cluster::node::Node;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
@@ -51,6 +50,8 @@ pub struct Running {
     sessions: CancellationToken,
     /// The client sessions of this node.
     pub clients: session::Clients,
+    /// Reloads the configuration (SIGHUP, `POST /admin/reload`).
+    pub reloader: Arc<crate::reload::Reloader>,
     /// The CSTA side's threads, stopped before the embedded simulators so that a clean stop
     /// does not look like a switch closing its links.
     arbiters: Vec<Arbiter>,
@@ -62,7 +63,8 @@ impl Running {
     /// the node is joining, so that a load balancer or a desktop's URL list moves on to a
     /// node that serves. Without a cluster there is nothing to do.
     pub async fn join(&mut self) -> Result<(), ServerError> {
-        let Some(cfg) = self.shared.config.cluster.as_ref() else {
+        let config = self.shared.config();
+        let Some(cfg) = config.cluster.as_ref() else {
             return Ok(());
         };
         if self.node.is_some() {
@@ -83,7 +85,7 @@ impl Running {
         let started = tokio::time::Instant::now();
         let until = |limit: Duration| {
             let left = (started
-                + self.shared.config.options.request_timeout.0
+                + self.shared.config().options.request_timeout.0
                 + Duration::from_millis(1500))
             .saturating_duration_since(tokio::time::Instant::now());
             limit.min(left)
@@ -110,7 +112,7 @@ impl Running {
                 .sum::<u64>()
                 + forwarded as u64
         };
-        let limit = self.shared.config.options.request_timeout.0 + Duration::from_millis(200);
+        let limit = self.shared.config().options.request_timeout.0 + Duration::from_millis(200);
         wait_until(until(limit), || in_flight(&self.shared) == 0).await;
         // The last answers still travel link → router → extension → client queue.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -152,7 +154,7 @@ impl Running {
             .iter()
             .filter_map(|s| s.handle.get())
             .map(|h| h.addr.send(crate::link::CloseLinks));
-        let limit = self.shared.config.options.request_timeout.0 + Duration::from_millis(200);
+        let limit = self.shared.config().options.request_timeout.0 + Duration::from_millis(200);
         let _ = tokio::time::timeout(limit, futures_util::future::join_all(closing)).await;
         for arbiter in &self.arbiters {
             arbiter.stop();
@@ -216,13 +218,9 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
             Arc::new(ctx.with_naming(sw.dialect().device))
         })
         .collect();
-    let shared = Arc::new(Shared {
-        config,
-        switches,
-        hub: Hub::default(),
-    });
+    let shared = Arc::new(Shared::new(config, switches));
     let slot = NodeSlot {
-        clustered: shared.config.cluster.is_some(),
+        clustered: shared.config().cluster.is_some(),
         node: Arc::new(OnceLock::new()),
     };
     start_switches(&shared, switch_configs, &pool, slot.clustered);
@@ -239,13 +237,23 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
         console: console.clone(),
     };
     let (client_server, client_addr) = client_listener(clients, threads)?;
-    let (metrics_server, metrics_addr) =
-        metrics_listener(shared.clone(), slot.clone(), console.clone())?;
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        shared.clone(),
+        slot.node.clone(),
+        pool.iter().map(Arbiter::handle).collect(),
+    ));
+    let (metrics_server, metrics_addr) = metrics_listener(
+        shared.clone(),
+        slot.clone(),
+        console.clone(),
+        reloader.clone(),
+    )?;
     console.listening(client_addr, metrics_addr);
+    reloader.warn_if_open(metrics_addr);
     let http = vec![client_server.handle(), metrics_server.handle()];
     actix_rt::spawn(client_server);
     actix_rt::spawn(metrics_server);
-    let scheme = if shared.config.server.tls_config.is_some() {
+    let scheme = if shared.config().server.tls_config.is_some() {
         "wss"
     } else {
         "ws"
@@ -262,6 +270,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServerError> {
         http,
         sessions,
         clients: session_clients,
+        reloader,
         arbiters: pool,
     })
 }
@@ -418,9 +427,9 @@ fn client_listener(
     threads: usize,
 ) -> Result<(actix_web::dev::Server, SocketAddr), ServerError> {
     let shared = clients.shared.clone();
-    let server = &shared.config.server;
+    let server = &shared.config().server;
     let client_accept = client_accept_bound(server.max_clients, threads);
-    warn_if_descriptors_short(&shared.config, client_accept.0 * threads, threads);
+    warn_if_descriptors_short(&shared.config(), client_accept.0 * threads, threads);
     let client_server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(clients.clone()))
@@ -465,8 +474,9 @@ fn metrics_listener(
     shared: Arc<Shared>,
     node: NodeSlot,
     console: Arc<Console>,
+    reloader: Arc<crate::reload::Reloader>,
 ) -> Result<(actix_web::dev::Server, SocketAddr), ServerError> {
-    let server = &shared.config.server;
+    let server = &shared.config().server;
     let (listen, max) = (server.metrics_listen, server.max_http_connections);
     let metrics_server = HttpServer::new(move || {
         App::new()
@@ -482,6 +492,8 @@ fn metrics_listener(
             )
             .route("/status", web::get().to(crate::console::status))
             .route("/console", web::get().to(crate::console::page))
+            .app_data(web::Data::new(reloader.clone()))
+            .route("/admin/reload", web::post().to(crate::reload::admin_reload))
     })
     .workers(1)
     // Scrapers and health checks cannot hold more descriptors than this (one worker).
@@ -513,7 +525,7 @@ async fn ws_endpoint(
     // The web console's own origin (a page of the metrics listener) is always allowed.
     if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
         let host = req.headers().get(actix_web::http::header::HOST);
-        if !origin_allowed(&shared.config.server.allowed_origins, origin.as_bytes())
+        if !origin_allowed(&shared.config().server.allowed_origins, origin.as_bytes())
             && !state
                 .console
                 .own_origin(origin.as_bytes(), host.map(|h| h.as_bytes()))
@@ -637,7 +649,7 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(shared: web::Data<Arc<Shared>>, node: web::Data<NodeSlot>) -> HttpResponse {
     let mut body = String::new();
-    for s in &shared.switches {
+    for s in shared.live_switches() {
         let up = s.link_up.load(Ordering::Relaxed);
         body.push_str(&format!(
             "switch {} link {}\n",
@@ -665,11 +677,14 @@ async fn readyz(shared: web::Data<Arc<Shared>>, node: web::Data<NodeSlot>) -> Ht
     }
 }
 
-/// Run the router until a termination signal, then stop it cleanly.
-pub fn run(config: Config) -> Result<(), ServerError> {
+/// Run the router until a termination signal, then stop it cleanly; SIGHUP reloads `file`
+/// (`None`: the embedded default).
+pub fn run(config: Config, file: Option<std::path::PathBuf>) -> Result<(), ServerError> {
     let system = actix::System::new();
     system.block_on(async move {
         let mut running = start_listening(config).await?;
+        running.reloader.set_file(file);
+        crate::reload::on_sighup(running.reloader.clone());
         // Installed before the line below: whoever reads the line may send SIGTERM at once.
         let stop = shutdown_signal();
         tokio::pin!(stop);

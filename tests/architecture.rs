@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["router"],
     &["cluster"],
     &["session", "console"],
-    &["server"],
+    &["server", "reload"],
 ];
 
 /// Modules beside the stack: the modules each may use, and the modules that may use it.

@@ -202,6 +202,32 @@ fn resume_replays_what_a_desktop_missed_on_one_router_and_on_another_node() {
 }
 
 #[test]
+fn reload_of_a_plan_change_with_registered_dns() {
+    let v = bench("reload --spawn --switches 1 --dns 200 --clients 4 --rounds 2");
+    assert_eq!(v["scenario"], "reload");
+    assert_eq!(
+        (&v["registered"], &v["dns_removed"], &v["dns_added"]),
+        (&Value::from(200), &Value::from(200), &Value::from(200)),
+        "{v}"
+    );
+    assert_eq!(v["ops"], 2, "{v}");
+    for key in [
+        "reload_applied_ms",
+        "reload_unregistered_ms",
+        "reload_monitors_stopped_ms",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    // A reload needs the bench's own router.
+    let out = Command::new(BENCH)
+        .args(["reload", "--router", "ws://127.0.0.1:9/v1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reload needs --spawn"));
+}
+
+#[test]
 fn failover_of_a_killed_owner() {
     let v = bench("failover --spawn --cluster 2 --lease-ttl 2 --switches 2 --rounds 1");
     assert_eq!(v["scenario"], "failover");

@@ -574,7 +574,7 @@ async fn calls_kept_after_a_link_loss_are_forgotten_when_their_grace_ends() {
         )
         .await;
     let first_call = burst["first"].as_str().unwrap().to_owned();
-    let table = &r.running.shared.switches[0].calls;
+    let table = &r.running.shared.switches.get(0).unwrap().calls;
     let deadline = Instant::now() + Duration::from_secs(5);
     while table.len() < 50 {
         assert!(Instant::now() < deadline, "{} calls tracked", table.len());
@@ -623,7 +623,7 @@ async fn over_max_calls_per_switch_every_device_forgets_the_call_idle_the_longes
     let mut c = r.client().await;
     c.register("5091").await;
     c.register("5092").await;
-    let table = &r.running.shared.switches[0].calls;
+    let table = &r.running.shared.switches.get(0).unwrap().calls;
     let calls_of = |dn: &'static str| json!({"message": "RequestQueryAddress", "thisDn": dn});
     // Both parties of every call are registered: each call is held by both DNs.
     let burst = json!({"from": "5091", "to": "5092", "count": 10});

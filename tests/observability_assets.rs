@@ -35,6 +35,9 @@ fn metrics() -> Vec<&'static str> {
         LINK_QUEUE_FRAMES,
         LINK_READ_PAUSES,
         CALLS_EVICTED,
+        CONFIG_RELOADS,
+        CONFIG_GENERATION,
+        CONFIG_LAST_RELOAD_OK,
     ];
     spec::METRICS
         .into_iter()
@@ -45,7 +48,7 @@ fn metrics() -> Vec<&'static str> {
 }
 
 /// The metrics that have no `switch` label (every other query filters on `$switch`).
-const NOT_PER_SWITCH: [&str; 7] = [
+const NOT_PER_SWITCH: [&str; 10] = [
     "csta_router_clients_connected",
     "csta_router_client_disconnects_total",
     spec::SESSION_METRICS[0],
@@ -53,12 +56,15 @@ const NOT_PER_SWITCH: [&str; 7] = [
     spec::SESSION_METRICS[2],
     csta_router::metrics::CLUSTER_NODES,
     csta_router::metrics::NATS_CONNECTED,
+    csta_router::metrics::CONFIG_RELOADS,
+    csta_router::metrics::CONFIG_GENERATION,
+    csta_router::metrics::CONFIG_LAST_RELOAD_OK,
 ];
 
 /// The alerts an operator needs at least (SPEC section 7: link health, error rates, latency,
 /// slow consumers; section 10: a switch without an owner, a node without NATS; section 11:
 /// desktops that resumed but missed events, resumes of other applications' sessions).
-const REQUIRED_ALERTS: [&str; 10] = [
+const REQUIRED_ALERTS: [&str; 11] = [
     "CstaRouterTargetDown",
     "CstaRouterTargetMissing",
     "CstaRouterSwitchNoActiveLink",
@@ -69,6 +75,7 @@ const REQUIRED_ALERTS: [&str; 10] = [
     "CstaRouterNodeWithoutNats",
     "CstaRouterResumeGaps",
     "CstaRouterResumesRefused",
+    "CstaRouterConfigReloadRejected",
 ];
 
 fn prometheus_dir() -> PathBuf {

@@ -363,7 +363,7 @@ async fn a_switch_certificate_from_an_unknown_ca_is_refused() {
     let running = start_router(&text).await;
     // Long enough for several attempts (reconnect-max is 200 ms).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let sw = &running.shared.switches[0];
+    let sw = running.shared.switches.get(0).unwrap();
     assert!(!sw.link_up.load(Ordering::Relaxed), "the link came up");
     let status = sw
         .handle

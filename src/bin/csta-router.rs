@@ -119,7 +119,11 @@ fn main() -> ExitCode {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    match csta_router::server::run(config) {
+    let file = match &source {
+        Source::File(path) => Some(path.clone()),
+        Source::Embedded => None,
+    };
+    match csta_router::server::run(config, file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("csta-router: {e}");

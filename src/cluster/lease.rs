@@ -443,7 +443,8 @@ pub struct Presence {
     kv: kv::Store,
     cluster: Arc<str>,
     node: Arc<str>,
-    info: Arc<NodeInfo>,
+    /// What the entry says (the switches change with a reload; shared by the clones).
+    info: Arc<std::sync::RwLock<Arc<NodeInfo>>>,
     ttl: Duration,
     /// The revision of our last write (0: none yet).
     revision: Arc<AtomicU64>,
@@ -460,25 +461,39 @@ impl Presence {
             kv,
             cluster: Arc::from(cluster),
             node: Arc::from(node),
-            info: Arc::new(NodeInfo {
+            info: Arc::new(std::sync::RwLock::new(Arc::new(NodeInfo {
                 id: id.to_owned(),
                 started,
                 switches: std::collections::BTreeMap::new(),
-            }),
+            }))),
             ttl,
             revision: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// This presence, announcing the node's switches (name → DN plan as written).
-    pub fn with_switches(
-        mut self,
-        switches: std::collections::BTreeMap<String, String>,
-    ) -> Presence {
-        let mut info = (*self.info).clone();
-        info.switches = switches;
-        self.info = Arc::new(info);
+    pub fn with_switches(self, switches: std::collections::BTreeMap<String, String>) -> Presence {
+        self.set_switches(switches);
         self
+    }
+
+    /// This node's switches changed (a reload): the next renewal writes them.
+    pub fn set_switches(&self, switches: std::collections::BTreeMap<String, String>) {
+        let mut slot = self
+            .info
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut info = (**slot).clone();
+        info.switches = switches;
+        *slot = Arc::new(info);
+    }
+
+    /// What the entry says now.
+    fn info(&self) -> Arc<NodeInfo> {
+        self.info
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// How often presence is renewed: `lease-ttl`/3.
@@ -504,7 +519,7 @@ impl Presence {
 
     async fn announce_once(&self) -> Result<(), ClusterError> {
         let key = keys::encode(&self.node);
-        let value: bytes::Bytes = serde_json::to_vec(&*self.info).unwrap_or_default().into();
+        let value: bytes::Bytes = serde_json::to_vec(&*self.info()).unwrap_or_default().into();
         for _ in 0..2 {
             match self.kv.create(&key, value.clone()).await {
                 Ok(revision) => {
@@ -513,7 +528,7 @@ impl Presence {
                 }
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
                     if let Some((other, revision)) = self.entry().await? {
-                        if other.id != self.info.id {
+                        if other.id != self.info().id {
                             return Err(self.name_in_use(&other));
                         }
                         self.revision.store(revision, Ordering::Release);
@@ -557,7 +572,7 @@ impl Presence {
         let what = || format!("renewing node {:?}", self.node);
         within(self.renew_interval(), what, async {
             let key = keys::encode(&self.node);
-            let value: bytes::Bytes = serde_json::to_vec(&*self.info).unwrap_or_default().into();
+            let value: bytes::Bytes = serde_json::to_vec(&*self.info()).unwrap_or_default().into();
             let revision = self.revision.load(Ordering::Acquire);
             match self.kv.update(&key, value, revision).await {
                 Ok(revision) => {
@@ -566,7 +581,7 @@ impl Presence {
                 }
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                     match self.entry().await? {
-                        Some((other, _)) if other.id != self.info.id => {
+                        Some((other, _)) if other.id != self.info().id => {
                             Err(self.name_in_use(&other))
                         }
                         Some((_, revision)) => {

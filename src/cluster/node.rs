@@ -145,7 +145,7 @@ impl Node {
         let node_id: Arc<str> = Arc::from(cluster.node_id());
         crate::logging::set_node(&node_name);
         let own: BTreeMap<String, String> = shared
-            .config
+            .config()
             .switch
             .iter()
             .map(|sw| (sw.name.clone(), sw.dns.join(",")))
@@ -176,7 +176,7 @@ impl Node {
             let as_hooks: Arc<dyn ClusterHooks> = hooks.clone();
             let _ = ctx.cluster.set(as_hooks);
             ctx.owned_here.store(false, Ordering::Release);
-            journal_calls(ctx, &writer, shared.config.options.call_grace.0);
+            journal_calls(ctx, &writer, shared.config().options.call_grace.0);
             metrics.set_owned(false);
             switches.push(SwitchNode {
                 ctx: ctx.clone(),
@@ -190,7 +190,7 @@ impl Node {
         }
         let ttl = cluster.lease_ttl();
         let rebalance_after = shared
-            .config
+            .config()
             .cluster
             .as_ref()
             .map_or(Duration::from_secs(30), |c| c.rebalance_after.0);
@@ -568,7 +568,7 @@ impl Node {
         s.hooks.set_owned(Some(owned.clone()));
         s.ctx
             .calls
-            .adopt(calls, self.shared.config.options.call_grace.0);
+            .adopt(calls, self.shared.config().options.call_grace.0);
         s.proxy.owned_here();
         s.ctx.owned_here.store(true, Ordering::Release);
         *s.ctx.owner.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.node_name.clone());
@@ -799,7 +799,7 @@ impl Node {
     /// The access of a client application, from this node's configuration (every client has
     /// control access when no `[[application]]` is configured, as on the node it uses).
     fn access_of(&self, app: &str) -> Access {
-        let apps = &self.shared.config.application;
+        let apps = &self.shared.config().application;
         if apps.is_empty() {
             return Access::Control;
         }

@@ -213,7 +213,7 @@ impl Proxy {
         };
         if let Some(k) = key {
             let now = Instant::now();
-            let limit = self.shared.config.options.request_timeout.0 + Duration::from_secs(1);
+            let limit = self.shared.config().options.request_timeout.0 + Duration::from_secs(1);
             st.waiting.insert(
                 k,
                 Waiting {

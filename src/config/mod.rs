@@ -12,6 +12,7 @@
 //! - `cluster`: the checks of `[cluster]`.
 
 mod cluster;
+pub mod reload;
 pub mod secrets;
 pub mod sections;
 mod tls;
@@ -20,8 +21,8 @@ pub mod values;
 pub use cluster::{host_node_name, is_plain_name};
 pub use secrets::Secret;
 pub use sections::{
-    Access, ApplicationConfig, ClusterConfig, LinkEntry, OptionsConfig, Rebalance, ServerConfig,
-    SwitchEntry,
+    Access, AdminConfig, ApplicationConfig, ClusterConfig, LinkEntry, OptionsConfig, Rebalance,
+    ServerConfig, SwitchEntry,
 };
 pub use values::{Dur, MAX_DURATION, MAX_LONG_DURATION};
 
@@ -89,6 +90,10 @@ pub struct Config {
     /// `[[application]]`; empty means no tokens are required.
     #[serde(default)]
     pub application: Vec<ApplicationConfig>,
+    /// `[[admin]]`: who may reload the configuration; empty means anyone reaching
+    /// `metrics-listen` may (a warning at start says so).
+    #[serde(default)]
+    pub admin: Vec<AdminConfig>,
     /// `[[switch]]`.
     #[serde(default)]
     pub switch: Vec<SwitchEntry>,
@@ -202,6 +207,17 @@ impl Config {
             if app.token.len() < 8 {
                 return Err((
                     format!("application[{i}].token"),
+                    "tokens must be at least 8 characters".into(),
+                ));
+            }
+        }
+        for (i, admin) in self.admin.iter().enumerate() {
+            if admin.name.trim().is_empty() {
+                return Err((format!("admin[{i}].name"), "must not be empty".into()));
+            }
+            if admin.token.expose().chars().count() < 8 {
+                return Err((
+                    format!("admin[{i}].token"),
                     "tokens must be at least 8 characters".into(),
                 ));
             }

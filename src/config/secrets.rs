@@ -91,7 +91,8 @@ pub(super) fn redact_secrets(message: &str, text: &str) -> String {
         let trimmed = line.trim();
         if trimmed.starts_with('[') {
             let table = trimmed.trim_start_matches('[').trim_end_matches(']').trim();
-            in_application = table.eq_ignore_ascii_case("application");
+            in_application =
+                table.eq_ignore_ascii_case("application") || table.eq_ignore_ascii_case("admin");
             in_cluster = table.eq_ignore_ascii_case("cluster");
             continue;
         }

@@ -181,6 +181,17 @@ fn default_access() -> Access {
     Access::Control
 }
 
+/// `[[admin]]`: an operator allowed to reload the configuration (`POST /admin/reload`). Why
+/// separate from `[[application]]`: a desktop's token must not be able to change the plan.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminConfig {
+    /// The operator's name, for the log.
+    pub name: String,
+    /// The token sent as `Authorization: Bearer <token>`.
+    pub token: super::Secret,
+}
+
 /// `[[switch.link]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -9,7 +9,7 @@
 //! `/v1` accepts the console's own origin (the `metrics-listen` port on the host the upgrade
 //! names, see [`Console::own_origin`]) besides `allowed-origins`.
 
-use crate::config::ServerConfig;
+use crate::config::{Config, ServerConfig};
 use crate::link::{LinkState, SwitchConfig, SwitchStatus, SwitchStatusQuery};
 use crate::router::{Shared, SwitchCtx};
 use actix_web::{web, HttpResponse};
@@ -158,8 +158,9 @@ pub async fn status(
     shared: web::Data<Arc<Shared>>,
     console: web::Data<Arc<Console>>,
 ) -> HttpResponse {
+    let config = shared.config();
     let mut switches = Vec::new();
-    for (i, s) in shared.switches.iter().enumerate() {
+    for s in shared.switches.iter().filter(|s| !s.is_removed()) {
         let links = match s.handle.get() {
             Some(h) => tokio::time::timeout(LINK_QUERY_LIMIT, h.addr.send(SwitchStatusQuery))
                 .await
@@ -167,20 +168,21 @@ pub async fn status(
                 .and_then(Result::ok),
             None => None,
         };
-        switches.push(switch_status(&shared, i, s, links.as_ref(), &console));
+        switches.push(switch_status(&config, s, links.as_ref(), &console));
     }
     let registered: usize = shared
         .switches
         .iter()
+        .filter(|s| !s.is_removed())
         .map(|s| s.registered.load(Ordering::Relaxed))
         .sum();
     let mut body = json!({
         "clientsConnected": shared.hub.len(),
         "dnsRegistered": registered,
-        "tokensRequired": !shared.config.application.is_empty(),
+        "tokensRequired": !config.application.is_empty(),
         "switches": switches,
     });
-    if let Some(node) = shared.config.cluster.as_ref().and_then(|c| c.node.clone()) {
+    if let Some(node) = config.cluster.as_ref().and_then(|c| c.node.clone()) {
         body["node"] = json!(node);
     }
     HttpResponse::Ok()
@@ -191,15 +193,21 @@ pub async fn status(
 
 /// One switch of `GET /status` (`links`: its link layer's report, when it answered).
 fn switch_status(
-    shared: &Shared,
-    index: usize,
+    config: &Config,
     s: &SwitchCtx,
     links: Option<&SwitchStatus>,
     console: &Console,
 ) -> Value {
     let view = s.view();
-    let entry = shared.config.switch.get(index);
-    let addresses: Vec<String> = match console.links.get(&*s.name) {
+    let entry = config.switch.iter().find(|e| *e.name == *s.name);
+    // An embedded simulator's links are where it was bound (fixed for the process' life:
+    // `simulated` needs a restart); any other switch's are those of the current file.
+    let started = if s.simulated {
+        console.links.get(&*s.name)
+    } else {
+        None
+    };
+    let addresses: Vec<String> = match started {
         Some(addrs) => addrs.iter().map(ToString::to_string).collect(),
         None => entry
             .map(|e| e.link.iter().map(|l| l.address.to_string()).collect())

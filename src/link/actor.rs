@@ -536,6 +536,24 @@ impl Actor for LinkActor {
     }
 }
 
+impl Handler<super::Retime> for LinkActor {
+    type Result = ();
+
+    fn handle(&mut self, retime: super::Retime, ctx: &mut Self::Context) {
+        self.settings = Arc::new(retime.apply(&self.settings));
+        self.session.retime(&self.settings);
+        self.backoff
+            .set_bounds(self.settings.reconnect_min, self.settings.reconnect_max);
+        self.resolution = (self.settings.request_timeout / 50)
+            .clamp(Duration::from_millis(1), Duration::from_millis(20));
+        // The armed timer was computed with the old values: arm it again.
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.arm(ctx);
+    }
+}
+
 impl Handler<Own> for LinkActor {
     type Result = ();
 

@@ -35,6 +35,12 @@ impl Backoff {
         half + Duration::from_micros(jitter)
     }
 
+    /// New bounds (a reload), the attempts so far kept.
+    pub fn set_bounds(&mut self, min: Duration, max: Duration) {
+        self.min = min;
+        self.max = max.max(min);
+    }
+
     /// Start again from `min` (after a successful connection).
     pub fn reset(&mut self) {
         self.attempt = 0;

@@ -56,8 +56,8 @@ pub use route::{MonitorOutcome, SwitchRoute};
 pub use session::{Delivery, Disconnect, LinkState, Loss, Output, Session, Unsent, Waiter};
 pub use stats::LinkStats;
 pub use switch::{
-    CloseLinks, StartMonitor, StopMonitor, Switch, SwitchHandle, SwitchRequest, SwitchStatus,
-    SwitchStatusQuery,
+    CloseLinks, Relink, StartMonitor, StopMonitor, Switch, SwitchHandle, SwitchRequest,
+    SwitchStatus, SwitchStatusQuery,
 };
 
 use crate::csta::{CstaError, Dialect, Message};
@@ -157,6 +157,50 @@ pub struct LinkSettings {
     /// Send `SystemRegister` once the link is up (`system-register = true`), so that the
     /// switch reports its status changes.
     pub system_register: bool,
+}
+
+/// New timers for the running links of a switch (a reload changed `[options]`): the links keep
+/// their connections, their monitors and their requests; requests sent from now on, the next
+/// keep-alive and the next reconnect follow the new values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ActixMessage)]
+#[rtype(result = "()")]
+pub struct Retime {
+    /// `request-timeout` (also the connect timeout).
+    pub request_timeout: Duration,
+    /// `kpl-interval`.
+    pub kpl_interval: Duration,
+    /// `kpl-tolerance`.
+    pub kpl_tolerance: u32,
+    /// `reconnect-min`.
+    pub reconnect_min: Duration,
+    /// `reconnect-max`.
+    pub reconnect_max: Duration,
+}
+
+impl Retime {
+    /// The timers of these settings.
+    pub fn of(s: &LinkSettings) -> Retime {
+        Retime {
+            request_timeout: s.request_timeout,
+            kpl_interval: s.kpl_interval,
+            kpl_tolerance: s.kpl_tolerance,
+            reconnect_min: s.reconnect_min,
+            reconnect_max: s.reconnect_max,
+        }
+    }
+
+    /// These settings with the new timers.
+    pub fn apply(&self, s: &LinkSettings) -> LinkSettings {
+        LinkSettings {
+            request_timeout: self.request_timeout,
+            connect_timeout: self.request_timeout,
+            kpl_interval: self.kpl_interval,
+            kpl_tolerance: self.kpl_tolerance,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+            ..s.clone()
+        }
+    }
 }
 
 /// What a link asks for when it opens an ECMA-354 application session.

@@ -253,7 +253,7 @@ pub struct Session<C> {
     state: LinkState,
     invokes: InvokeAllocator,
     pending: HashMap<u16, Pending<C>>,
-    /// Request deadlines in the order they fall (the timeout is the same for every request).
+    /// Request deadlines in the order they fall.
     deadlines: VecDeque<(Instant, InvokeId, u64)>,
     serial: u64,
     /// Monitor cross-reference → the DN it monitors, and back.
@@ -462,6 +462,16 @@ impl<C> Session<C> {
         self.flush()
     }
 
+    /// New timers (a reload), for requests sent and keep-alive checks from now on.
+    pub fn retime(&mut self, settings: &LinkSettings) {
+        self.timers = Timers {
+            request_timeout: settings.request_timeout,
+            kpl_interval: settings.kpl_interval,
+            kpl_tolerance: settings.kpl_tolerance.max(1),
+            handshake_retry: settings.reconnect_min,
+        };
+    }
+
     /// The next instant [`tick`](Self::tick) has something to do, if any (it may be earlier
     /// than needed, never later).
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -570,7 +580,9 @@ impl<C> Session<C> {
         };
         self.pending.insert(id.get(), pending);
         let deadline = now + self.timers.request_timeout;
-        self.deadlines.push_back((deadline, id, self.serial));
+        // In order (a reload may have shortened request-timeout with requests in flight).
+        let at = self.deadlines.partition_point(|(d, _, _)| *d <= deadline);
+        self.deadlines.insert(at, (deadline, id, self.serial));
         self.out.push(Output::Send(frame));
         Ok(())
     }

@@ -70,6 +70,7 @@ struct Slot {
 pub struct Switch {
     config: SwitchConfig,
     links: Vec<Slot>,
+    maker: LinkMaker,
     active: Option<usize>,
     announced_up: bool,
     /// The link that was active last (to tell a failover from a reconnect).
@@ -91,6 +92,66 @@ pub struct Switch {
     /// Operations waiting for their DN's operation in flight, in the order they were asked for.
     monitor_parked: HashMap<Arc<str>, VecDeque<MonitorOp>>,
     events: Recipient<SwitchEvent>,
+}
+
+/// What the switch needs to start its links, at start and again when a reload changes their
+/// settings: the one feed into the router shard (so that `eventSeq` goes on), the threads, and
+/// the counters the handle reads.
+struct LinkMaker {
+    feed: ShardFeed,
+    arbiters: Vec<actix::ArbiterHandle>,
+    stats: Arc<Mutex<Vec<Arc<LinkStats>>>>,
+}
+
+impl LinkMaker {
+    /// Start a link actor for each link of `config` (round-robin over the threads), each
+    /// reporting to `owner`.
+    fn links(
+        &self,
+        config: &SwitchConfig,
+        owner: Recipient<LinkStatusChanged>,
+        owned: bool,
+    ) -> Vec<Slot> {
+        let stats: Vec<Arc<LinkStats>> = config
+            .links
+            .iter()
+            .map(|_| Arc::new(LinkStats::default()))
+            .collect();
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = stats.clone();
+        let settings = Arc::new(config.settings.clone());
+        let dialect = Arc::new(config.dialect.clone());
+        let arbiters = &self.arbiters;
+        config
+            .links
+            .iter()
+            .enumerate()
+            .map(|(index, link)| {
+                let parts = LinkParts {
+                    switch: config.name.clone(),
+                    index,
+                    address: link.address,
+                    settings: settings.clone(),
+                    dialect: dialect.clone(),
+                    owner: owner.clone(),
+                    feed: self.feed.clone(),
+                    stats: stats[index].clone(),
+                    owned,
+                };
+                let addr = match arbiters.get(index % arbiters.len().max(1)) {
+                    Some(arbiter) => {
+                        LinkActor::start_in_arbiter(arbiter, move |_| LinkActor::new(parts))
+                    }
+                    None => LinkActor::new(parts).start(),
+                };
+                Slot {
+                    addr,
+                    priority: link.priority,
+                    state: LinkState::Starting,
+                    settled: false,
+                }
+            })
+            .collect()
+    }
 }
 
 /// A monitor operation waiting its turn.
@@ -138,58 +199,28 @@ impl Switch {
         owned: bool,
     ) -> SwitchHandle {
         let name = config.name.clone();
-        let link_stats: Vec<Arc<LinkStats>> = config
-            .links
-            .iter()
-            .map(|_| Arc::new(LinkStats::default()))
-            .collect();
+        let link_stats = Arc::new(Mutex::new(Vec::new()));
         let stats = link_stats.clone();
         let active = Arc::new(std::sync::Mutex::new(None));
         let active_addr = active.clone();
         let arbiters = arbiters.to_vec();
         let addr = Switch::create(move |ctx| {
-            let owner = ctx.address().recipient::<LinkStatusChanged>();
             let feed = ShardFeed::new(
                 config.name.clone(),
                 events.clone(),
                 Sequence::unbounded(),
                 Fence::open(),
             );
-            let settings = Arc::new(config.settings.clone());
-            let dialect = Arc::new(config.dialect.clone());
-            let links = config
-                .links
-                .iter()
-                .enumerate()
-                .map(|(index, link)| {
-                    let parts = LinkParts {
-                        switch: config.name.clone(),
-                        index,
-                        address: link.address,
-                        settings: settings.clone(),
-                        dialect: dialect.clone(),
-                        owner: owner.clone(),
-                        feed: feed.clone(),
-                        stats: stats[index].clone(),
-                        owned,
-                    };
-                    let addr = match arbiters.get(index % arbiters.len().max(1)) {
-                        Some(arbiter) => {
-                            LinkActor::start_in_arbiter(arbiter, move |_| LinkActor::new(parts))
-                        }
-                        None => LinkActor::new(parts).start(),
-                    };
-                    Slot {
-                        addr,
-                        priority: link.priority,
-                        state: LinkState::Starting,
-                        settled: false,
-                    }
-                })
-                .collect();
+            let maker = LinkMaker {
+                feed,
+                arbiters,
+                stats,
+            };
+            let links = maker.links(&config, ctx.address().recipient(), owned);
             Switch {
                 config,
                 links,
+                maker,
                 active: None,
                 announced_up: false,
                 last_active: None,
@@ -203,10 +234,15 @@ impl Switch {
                 events,
             }
         });
+        let first = link_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         SwitchHandle {
             name,
             addr,
-            link_stats,
+            link_stats: first,
+            current_stats: link_stats,
             active,
         }
     }
@@ -508,6 +544,53 @@ impl Handler<CloseLinks> for Switch {
     }
 }
 
+/// Restart every link with new settings (a reload changed the switch's dialect, TLS, session,
+/// device form or links): each closes on purpose as on shutdown, then the new links start and
+/// the DNs monitored are monitored again on whichever becomes active. With `keep_addresses`
+/// (an embedded simulator's switch) the links keep their addresses and priorities. Answered
+/// once the old links are closed and the new ones started.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Relink {
+    /// The switch's new configuration.
+    pub config: SwitchConfig,
+    /// Keep the running links' addresses.
+    pub keep_addresses: bool,
+}
+
+impl Handler<Relink> for Switch {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, relink: Relink, _: &mut Self::Context) -> Self::Result {
+        let closing: Vec<_> = self.links.iter().map(|s| s.addr.send(Close)).collect();
+        let mut config = relink.config;
+        if relink.keep_addresses {
+            config.links.clone_from(&self.config.links);
+        }
+        let closed = async move {
+            for c in closing {
+                let _ = c.await;
+            }
+        };
+        Box::pin(closed.into_actor(self).map(move |_, act, ctx| {
+            let link = act.active.or(act.last_active).unwrap_or(0);
+            act.active = None;
+            act.last_active = None;
+            act.set_active_addr(None);
+            act.epoch += 1;
+            if std::mem::take(&mut act.announced_up) {
+                act.events.do_send(SwitchEvent::LinkDown {
+                    switch: act.config.name.clone(),
+                    link,
+                });
+            }
+            info!(switch = %config.name, links = config.links.len(), "restarting the links with the reloaded configuration");
+            act.links = act.maker.links(&config, ctx.address().recipient(), true);
+            act.config = config;
+        }))
+    }
+}
+
 impl Handler<SwitchStatusQuery> for Switch {
     type Result = MessageResult<SwitchStatusQuery>;
 
@@ -535,8 +618,10 @@ pub struct SwitchHandle {
     pub name: Arc<str>,
     /// The switch actor.
     pub addr: Addr<Switch>,
-    /// Counters of each link, in configuration order.
+    /// Counters of each link as started, in configuration order.
     pub link_stats: Vec<Arc<LinkStats>>,
+    /// Counters of each link now (a reload that restarts the links replaces them).
+    current_stats: Arc<Mutex<Vec<Arc<LinkStats>>>>,
     /// The active link, kept by the switch actor, so that the busiest path (a private
     /// service) goes straight to the link without a hop through the switch actor.
     pub(super) active: Arc<Mutex<Option<Addr<LinkActor>>>>,
@@ -553,7 +638,9 @@ impl SwitchHandle {
 
     /// Requests the switch's links have sent and not yet seen answered or timed out.
     pub fn in_flight(&self) -> u64 {
-        self.link_stats
+        self.current_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|s| s.in_flight.load(std::sync::atomic::Ordering::Relaxed))
             .sum()
@@ -582,6 +669,20 @@ impl SwitchRoute for SwitchHandle {
 
     fn stop_monitor(&self, dn: Arc<str>) {
         self.addr.do_send(StopMonitor(dn));
+    }
+}
+
+impl Handler<super::Retime> for Switch {
+    type Result = ResponseFuture<()>;
+
+    /// New timers for every link (a reload): no connection is touched. Answered once every
+    /// link has them.
+    fn handle(&mut self, retime: super::Retime, _: &mut Self::Context) -> Self::Result {
+        self.config.settings = retime.apply(&self.config.settings);
+        let sent: Vec<_> = self.links.iter().map(|s| s.addr.send(retime)).collect();
+        Box::pin(async move {
+            futures_util::future::join_all(sent).await;
+        })
     }
 }
 

@@ -110,6 +110,19 @@ pub struct Answer {
     pub result: Result<Message, LinkError>,
 }
 
+/// A reload replaced the switch's DN plan: the shard ends the registrations of the DNs that
+/// left it; answered, with how many DNs it ended, once their actors have stopped their
+/// monitors.
+#[derive(Debug, ActixMessage)]
+#[rtype(result = "usize")]
+pub struct Replanned;
+
+/// A reload removed the DN from every plan: its clients get `EventUnregistered` (59), its
+/// monitor is stopped and the actor retires.
+#[derive(Debug, ActixMessage)]
+#[rtype(result = "()")]
+pub struct LeftPlan;
+
 /// The switch's link went down or came back (with monitors restored).
 #[derive(Debug, ActixMessage)]
 #[rtype(result = "()")]

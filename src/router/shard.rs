@@ -18,8 +18,8 @@
 
 use super::extension::Extension;
 use super::messages::{
-    Answer, CstaEvent, Delivery, Disowned, DnOp, ExtensionOp, FanOut, ForgetCall, LinkChange,
-    MonitorLost, RetireAck, Retiring, SweepCalls, ToDn,
+    Answer, CstaEvent, Delivery, Disowned, DnOp, ExtensionOp, FanOut, ForgetCall, LeftPlan,
+    LinkChange, MonitorLost, Replanned, RetireAck, Retiring, SweepCalls, ToDn,
 };
 use super::ordering::Reorder;
 use super::state::{ShardInbox, Shared, SwitchCtx};
@@ -30,7 +30,7 @@ use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The router shard of one switch (see the [module docs](self)).
 pub struct Router {
@@ -41,6 +41,14 @@ pub struct Router {
     /// Events and answers handed out, waiting for their turn to reach the clients; each holds
     /// its frame's place in the link queue (given back once delivered, see [`QueueSlot`]).
     reorder: Reorder<(Arc<str>, Vec<FanOut>), QueueSlot>,
+    /// When the extension actors' calls were last swept, and the calls kept after a link
+    /// loss.
+    swept: (Instant, Instant),
+}
+
+/// How often calls idle for `d` (or kept for `d` after a link loss) are swept.
+fn sweep_every(d: Duration) -> Duration {
+    (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(60))
 }
 
 impl Router {
@@ -59,6 +67,7 @@ impl Router {
                 extensions: HashMap::new(),
                 next_id: 0,
                 reorder: Reorder::default(),
+                swept: (Instant::now(), Instant::now()),
             }
         };
         let addr = match arbiter {
@@ -71,6 +80,7 @@ impl Router {
             retiring: addr.clone().recipient(),
             forget: addr.clone().recipient(),
             disown: addr.clone().recipient(),
+            replan: addr.clone().recipient(),
         });
         addr
     }
@@ -154,12 +164,23 @@ impl Router {
             self.switch.forget_associations();
             self.switch
                 .calls
-                .link_lost(self.shared.config.options.call_grace.0);
+                .link_lost(self.shared.config().options.call_grace.0);
         }
         for (_, ext) in self.extensions.values() {
             ext.do_send(LinkChange { up });
         }
-        let reason = self.switch.take_link_reason();
+        if self.switch.is_removed() {
+            // The reload that removed the switch told the clients.
+            return;
+        }
+        let reason = if self.switch.reconfiguring.load(Ordering::Acquire) {
+            if up {
+                self.switch.reconfiguring.store(false, Ordering::Release);
+            }
+            Some("reconfigured")
+        } else {
+            self.switch.take_link_reason()
+        };
         let reason = match (reason, self.switch.cluster.get()) {
             (Some(reason), _) => Some(reason),
             // In a cluster every link event says why; a lost link is the plain case.
@@ -178,22 +199,41 @@ impl Router {
     }
 }
 
+impl Router {
+    /// One timer per switch for the periodic call sweep of its extension actors
+    /// (`call-cleanup-idle`) and of the calls kept after a link loss whose `call-grace` has
+    /// run out. Both periods are read again at every tick, at least once a second, so that a
+    /// reload's new values apply within a second.
+    fn sweep_later(&mut self, ctx: &mut Context<Self>) {
+        let options = &self.shared.config().options;
+        let (idle, grace) = (
+            sweep_every(options.call_cleanup_idle.0),
+            sweep_every(options.call_grace.0),
+        );
+        let now = Instant::now();
+        if now >= self.swept.0 + idle {
+            self.swept.0 = now;
+            for (_, ext) in self.extensions.values() {
+                ext.do_send(SweepCalls);
+            }
+        }
+        if now >= self.swept.1 + grace {
+            self.swept.1 = now;
+            self.switch.calls.sweep();
+        }
+        let next = (self.swept.0 + idle)
+            .min(self.swept.1 + grace)
+            .saturating_duration_since(now)
+            .min(Duration::from_secs(1));
+        ctx.run_later(next, |act, ctx| act.sweep_later(ctx));
+    }
+}
+
 impl Actor for Router {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // One timer per switch for the periodic call sweep of its extension actors.
-        let options = &self.shared.config.options;
-        let every = |d: Duration| (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
-        ctx.run_interval(every(options.call_cleanup_idle.0), |act, _| {
-            for (_, ext) in act.extensions.values() {
-                ext.do_send(SweepCalls);
-            }
-        });
-        // And one for the calls kept after a link loss whose `call-grace` has run out.
-        ctx.run_interval(every(options.call_grace.0), |act, _| {
-            act.switch.calls.sweep();
-        });
+        self.sweep_later(ctx);
     }
 }
 
@@ -267,6 +307,24 @@ impl Router {
             }
         }
         self.switch.metrics.events_delivered.increment(delivered);
+    }
+}
+
+impl Handler<Replanned> for Router {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: Replanned, _: &mut Self::Context) -> Self::Result {
+        let left: Vec<_> = self
+            .extensions
+            .iter()
+            .filter(|(dn, _)| !self.switch.owns(dn))
+            .map(|(_, (_, ext))| ext.send(LeftPlan))
+            .collect();
+        Box::pin(async move {
+            let n = left.len();
+            futures_util::future::join_all(left).await;
+            n
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! changes it and read by everyone (link state, associations, call table).
 
 use super::calls::CallTable;
-use super::messages::{Delivery, Disowned, ForgetCall, Retiring, ToDn};
+use super::messages::{Delivery, Disowned, ForgetCall, Replanned, Retiring, ToDn};
 use crate::client::{ClientHandle, Hub};
 use crate::config::Config;
 use crate::csta::DeviceNaming;
@@ -17,7 +17,7 @@ use crate::services::Service;
 use actix::Recipient;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 /// How sessions and extension actors reach a switch's router shard: one recipient per message
 /// it takes. Why recipients and not the shard's address: the extension actors and the
@@ -33,6 +33,8 @@ pub struct ShardInbox {
     pub forget: Recipient<ForgetCall>,
     /// The switch is no longer owned here (cluster): drop every DN's state.
     pub disown: Recipient<Disowned>,
+    /// A reload replaced the plan: end the registrations of the DNs that left it.
+    pub replan: Recipient<Replanned>,
 }
 
 /// Everything about one switch that sessions and actors read without asking an actor.
@@ -41,11 +43,12 @@ pub struct SwitchCtx {
     pub index: usize,
     /// The switch's name.
     pub name: Arc<str>,
-    /// Its DN plan.
-    pub plan: DnPlan,
+    /// Its DN plan, replaced by a reload (read through [`SwitchCtx::plan`]).
+    plan: RwLock<Arc<DnPlan>>,
     /// How the switch names devices (`device-id-form`, `dn-prefix`, `dn-suffix`): requests
-    /// are written so, and DNs found so in its events.
-    pub naming: DeviceNaming,
+    /// are written so, and DNs found so in its events; replaced by a reload (read through
+    /// [`SwitchCtx::naming`]).
+    naming: RwLock<Arc<DeviceNaming>>,
     /// Whether it is an embedded simulator.
     pub simulated: bool,
     /// The link layer (set once at start, before any client can connect).
@@ -83,6 +86,13 @@ pub struct SwitchCtx {
     pub link_reason: Mutex<Option<&'static str>>,
     /// In a cluster: the name of the node that owns the switch, as this node knows it.
     pub owner: Mutex<Option<Arc<str>>>,
+    /// A reload is restarting the switch's links with new settings: its next link events say
+    /// `reason: "reconfigured"` (until the link is up again).
+    pub reconfiguring: AtomicBool,
+    /// A reload removed the switch: its plan is empty, its links closed, and clients no
+    /// longer see it (its place in [`Shared::switches`] stays, so that the other switches
+    /// keep theirs).
+    removed: AtomicBool,
 }
 
 /// What a switch's shard tells the rest of a cluster (implemented by the cluster, which the
@@ -114,8 +124,8 @@ impl SwitchCtx {
             index,
             metrics: crate::metrics::SwitchMetrics::new(&name),
             name,
-            plan,
-            naming: DeviceNaming::default(),
+            plan: RwLock::new(Arc::new(plan)),
+            naming: RwLock::new(Arc::new(DeviceNaming::default())),
             simulated,
             handle: OnceLock::new(),
             link_up: AtomicBool::new(false),
@@ -131,13 +141,61 @@ impl SwitchCtx {
             cluster: OnceLock::new(),
             link_reason: Mutex::new(None),
             owner: Mutex::new(None),
+            removed: AtomicBool::new(false),
+            reconfiguring: AtomicBool::new(false),
         }
     }
 
     /// The context with the switch's device naming (default: bare DNs).
-    pub fn with_naming(mut self, naming: DeviceNaming) -> SwitchCtx {
-        self.naming = naming;
+    pub fn with_naming(self, naming: DeviceNaming) -> SwitchCtx {
+        self.set_naming(naming);
         self
+    }
+
+    /// How the switch names devices now.
+    pub fn naming(&self) -> Arc<DeviceNaming> {
+        self.naming
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replace the device naming (a reload that restarts the links with a new form).
+    pub fn set_naming(&self, naming: DeviceNaming) {
+        *self.naming.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(naming);
+    }
+
+    /// The switch's DN plan as it is now (a reload may replace it).
+    pub fn plan(&self) -> Arc<DnPlan> {
+        self.plan
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the DN is in the switch's plan now.
+    pub fn owns(&self, dn: &str) -> bool {
+        self.plan
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(dn)
+    }
+
+    /// Replace the plan (a reload): DNs that left it are unregistered by the reload.
+    pub fn set_plan(&self, plan: DnPlan) {
+        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(plan);
+    }
+
+    /// Whether a reload removed the switch: its plan is empty, its links are closed, and
+    /// clients no longer see it.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// A reload removes the switch: clients no longer see it, and its link events are no
+    /// longer broadcast (the reload tells every client once, with `reason: "removed"`).
+    pub fn set_removed(&self) {
+        self.removed.store(true, Ordering::Release);
     }
 
     /// Whether requests for the switch are served here (see [`SwitchCtx::owned_here`]).
@@ -232,30 +290,151 @@ impl SwitchCtx {
     }
 }
 
-/// Configuration and switches, shared read-only by every actor and session.
+/// The most switches a router runs, those a reload adds included.
+pub const MAX_SWITCHES: usize = 1024;
+
+/// The switches: those of the configuration in its order, then those reloads added. Why not a
+/// `Vec`: a reload appends while sessions and actors read without a lock, so each place is set
+/// once and never moves (a switch removed keeps its place, see [`SwitchCtx::is_removed`]), and
+/// a switch's index stays what clients' event numbering uses.
+pub struct Switches {
+    slots: Box<[OnceLock<Arc<SwitchCtx>>]>,
+    len: AtomicUsize,
+    adding: Mutex<()>,
+}
+
+/// The iterator of [`Switches::iter`].
+pub type SwitchIter<'a> = std::iter::FilterMap<
+    std::slice::Iter<'a, OnceLock<Arc<SwitchCtx>>>,
+    fn(&OnceLock<Arc<SwitchCtx>>) -> Option<&Arc<SwitchCtx>>,
+>;
+
+impl Switches {
+    /// The switches of the configuration, with room for those reloads add.
+    pub fn new(switches: Vec<Arc<SwitchCtx>>) -> Switches {
+        let slots: Box<[OnceLock<Arc<SwitchCtx>>]> = (0..MAX_SWITCHES.max(switches.len()))
+            .map(|_| OnceLock::new())
+            .collect();
+        let len = switches.len();
+        for (slot, sw) in slots.iter().zip(switches) {
+            let _ = slot.set(sw);
+        }
+        Switches {
+            slots,
+            len: AtomicUsize::new(len),
+            adding: Mutex::new(()),
+        }
+    }
+
+    /// How many switches there are (those a reload removed included).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The switch at `index`.
+    pub fn get(&self, index: usize) -> Option<&Arc<SwitchCtx>> {
+        if index >= self.len() {
+            return None;
+        }
+        self.slots.get(index)?.get()
+    }
+
+    /// Every switch, in order.
+    pub fn iter(&self) -> SwitchIter<'_> {
+        let present: fn(&OnceLock<Arc<SwitchCtx>>) -> Option<&Arc<SwitchCtx>> = OnceLock::get;
+        self.slots
+            .get(..self.len())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(present)
+    }
+
+    /// The index the next switch added takes.
+    pub fn next_index(&self) -> usize {
+        self.len()
+    }
+
+    /// Add a switch (a reload) at [`Switches::next_index`]: `false` when there is no room.
+    pub fn push(&self, switch: Arc<SwitchCtx>) -> bool {
+        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = self.len();
+        let Some(slot) = self.slots.get(index) else {
+            return false;
+        };
+        if slot.set(switch).is_err() {
+            return false;
+        }
+        self.len.store(index + 1, Ordering::Release);
+        true
+    }
+}
+
+impl<'a> IntoIterator for &'a Switches {
+    type Item = &'a Arc<SwitchCtx>;
+    type IntoIter = SwitchIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// Configuration and switches, shared by every actor and session.
 pub struct Shared {
-    /// The configuration.
-    pub config: Config,
-    /// The switches, in configuration order.
-    pub switches: Vec<Arc<SwitchCtx>>,
+    /// The configuration, replaced whole by a reload (read through [`Shared::config`]):
+    /// readers take the current one, so a connection or request sees one configuration.
+    config: RwLock<Arc<Config>>,
+    /// The switches, in configuration order, then those reloads added.
+    pub switches: Switches,
     /// Every open client session.
     pub hub: Hub,
 }
 
 impl Shared {
+    /// The shared state of a configuration, its switches and no client yet.
+    pub fn new(config: Config, switches: Vec<Arc<SwitchCtx>>) -> Shared {
+        Shared {
+            config: RwLock::new(Arc::new(config)),
+            switches: Switches::new(switches),
+            hub: Hub::default(),
+        }
+    }
+
+    /// The configuration now (a reload replaces it; what a reader took stays consistent).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replace the configuration (a reload, once its changes are applied to the switches).
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
     /// The switch owning a DN.
     pub fn switch_of(&self, dn: &str) -> Option<&Arc<SwitchCtx>> {
-        self.switches.iter().find(|s| s.plan.contains(dn))
+        self.switches.iter().find(|s| s.owns(dn))
     }
 
     /// The private services offered, for `EventServerConnected`.
     pub fn private_services(&self) -> Vec<u32> {
-        Service::offered(self.config.options.accode_privateservice)
+        Service::offered(self.config().options.accode_privateservice)
     }
 
-    /// Every switch as clients see it.
+    /// Every switch as clients see it (not those a reload removed).
     pub fn views(&self) -> Vec<SwitchView<'_>> {
-        self.switches.iter().map(|s| s.view()).collect()
+        self.live_switches().map(|s| s.view()).collect()
+    }
+
+    /// The switches clients see: those of the configuration, not those a reload removed.
+    pub fn live_switches(&self) -> impl Iterator<Item = &Arc<SwitchCtx>> {
+        self.switches.iter().filter(|s| !s.is_removed())
     }
 
     /// The scrape-time gauges of `/metrics`: open clients, and per switch its calls tracked,

@@ -94,7 +94,7 @@ pub(super) fn forget(slot: &Arc<OnceLock<Arc<Node>>>, record: &super::registry::
 impl State {
     /// Whether this router is a node of a cluster.
     pub(super) fn clustered(&self) -> bool {
-        self.shared.config.cluster.is_some()
+        self.shared.config().cluster.is_some()
     }
 
     /// Record a new session in the cluster (in the background), so any node can resume it.
@@ -102,7 +102,7 @@ impl State {
         let Some(node) = node_of(&self.node) else {
             return;
         };
-        if self.shared.config.server.session_linger.0.is_zero() {
+        if self.shared.config().server.session_linger.0.is_zero() {
             return;
         }
         let id = record.id();
@@ -169,7 +169,7 @@ impl super::Session {
         (held, revision): (&SessionRecord, u64),
     ) -> Option<Resuming> {
         let shared = self.state.shared.clone();
-        let server = &shared.config.server;
+        let server = &shared.config().server;
         let (mut inner, rx) = ClientInner::local(
             crate::client::next_client_id(),
             server.client_queue,
@@ -323,7 +323,7 @@ async fn register_again(
     }
     // A monitoring session may register 100,000 DNs: a millisecond more each.
     let deadline = tokio::time::Instant::now()
-        + shared.config.options.request_timeout.0
+        + shared.config().options.request_timeout.0
         + Duration::from_secs(1)
         + Duration::from_millis(u64::try_from(sent).unwrap_or(u64::MAX));
     while client.replies_away() < sent && tokio::time::Instant::now() < deadline {

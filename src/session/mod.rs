@@ -100,7 +100,7 @@ pub async fn run(
         sessions,
         node,
     } = clients;
-    let server = &shared.config.server;
+    let server = &shared.config().server;
     let mut stream = stream.max_frame_size(server.max_frame_size);
     let id = crate::client::next_client_id();
     if conn.peer.is_some_and(|ip| gate.locked(ip)) {
@@ -186,8 +186,8 @@ fn leave(
         // Taken over: the session is another connection's now.
         return;
     }
-    let linger = shared.config.server.session_linger.0;
-    let stopping = cause == CloseCause::Shutdown && shared.config.cluster.is_none();
+    let linger = shared.config().server.session_linger.0;
+    let stopping = cause == CloseCause::Shutdown && shared.config().cluster.is_none();
     if state.closed || linger.is_zero() || stopping {
         if sessions.end(&record) {
             end_session(shared, &record);
@@ -214,7 +214,7 @@ impl Clients {
     /// The router stops: without a cluster, the lingering sessions end too (their monitors are
     /// stopped: nothing will resume them). In a cluster they stay, for another node to resume.
     pub fn end_lingering(&self, shared: &Shared) {
-        if shared.config.cluster.is_some() {
+        if shared.config().cluster.is_some() {
             return;
         }
         for record in self.sessions.end_lingering() {
@@ -256,7 +256,7 @@ impl Session {
         state: State,
         shared: &Shared,
     ) -> Session {
-        let server = &shared.config.server;
+        let server = &shared.config().server;
         let ping_every = server.client_ping_interval.0.max(Duration::from_millis(10));
         let tolerance = server.client_ping_tolerance.max(1);
         Session {

@@ -371,8 +371,8 @@ impl State {
         session_id: &str,
         resumed: Option<(bool, usize, &[&str])>,
     ) -> Vec<SharedText> {
-        let options = &self.shared.config.options;
-        let linger = self.shared.config.server.session_linger.0;
+        let options = &self.shared.config().options;
+        let linger = self.shared.config().server.session_linger.0;
         let mut out = Vec::with_capacity(1 + self.shared.switches.len());
         out.push(protocol::server_connected(
             reference_id,
@@ -385,7 +385,7 @@ impl State {
                 resumed,
             },
         ));
-        for s in &self.shared.switches {
+        for s in self.shared.live_switches() {
             let view = s.view();
             let link = view.link_up.then_some(view.active_link);
             out.push(protocol::link_event(&s.name, view.link_up, link, None));
@@ -400,7 +400,7 @@ impl State {
         application: &str,
         token: Option<&str>,
     ) -> Result<Option<(String, Access)>, Next> {
-        let apps = &self.shared.config.application;
+        let apps = &self.shared.config().application;
         if apps.is_empty() {
             return Ok(None);
         }
@@ -506,7 +506,7 @@ impl State {
     /// Past `client-max-in-flight` requests in flight, a request (but `RequestQueryServer`
     /// and `RequestOpen`, answered here) gets 111 at once; `true` if this one did.
     fn over_limit(&self, client: &ClientHandle, reference_id: u64, request: &Request) -> bool {
-        let limit = self.shared.config.server.client_max_in_flight;
+        let limit = self.shared.config().server.client_max_in_flight;
         if self.in_flight < limit
             || matches!(
                 request,

@@ -274,6 +274,12 @@ impl RouterProcess {
             .count()
     }
 
+    /// The configuration file it was started on (`None` when started without one).
+    pub fn config_file(&self) -> Option<std::path::PathBuf> {
+        let file = self.dir.path().join("router.toml");
+        file.exists().then_some(file)
+    }
+
     /// Everything the router logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("router.log")).unwrap_or_default()

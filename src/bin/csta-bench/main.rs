@@ -43,6 +43,7 @@ mod procfs;
 mod procfs_tests;
 mod readyz;
 mod redis;
+mod reload;
 mod resume;
 mod spawn;
 mod stats;
@@ -84,6 +85,9 @@ pub enum Scenario {
     /// session (on another node with --cluster 2 or more): time to the first replayed event
     /// and to the last.
     Resume,
+    /// With --spawn: sw1's plan loses the N (--dns) registered guests and gains N others by a
+    /// SIGHUP reload (--rounds times, back and forth): time until the reload is applied.
+    Reload,
 }
 
 impl Scenario {
@@ -97,6 +101,7 @@ impl Scenario {
             Scenario::RedisFanout => "redis-fanout",
             Scenario::Failover => "failover",
             Scenario::Resume => "resume",
+            Scenario::Reload => "reload",
         }
     }
 }
@@ -125,7 +130,8 @@ EXAMPLES:
   csta-bench login-storm --spawn --cluster 3 --switches 3 --clients 60 --dns 6000
   csta-bench failover --spawn --cluster 2 --switches 2 --rounds 10
   csta-bench resume --spawn --switches 1 --rounds 5
-  csta-bench resume --spawn --cluster 2 --switches 1 --rounds 5"
+  csta-bench resume --spawn --cluster 2 --switches 1 --rounds 5
+  csta-bench reload --spawn --switches 1 --dns 10000 --clients 10 --rounds 3"
 )]
 pub struct Args {
     /// The scenario to run.
@@ -337,6 +343,11 @@ fn check(args: Args) -> Result<Settings, BenchError> {
     let plan = Plan::with_numbering(args.switches, args.numbering)?;
     let mode = if args.direct { "direct" } else { "router" };
     check_cluster(&args)?;
+    if args.scenario == Scenario::Reload && (!args.spawn || args.cluster.is_some() || args.direct) {
+        return Err(BenchError::Setup(
+            "reload needs --spawn without --cluster or --direct (it rewrites the router's configuration file and sends it SIGHUP)".into(),
+        ));
+    }
     if !args.spawn {
         if args.direct && args.sim_link.len() != args.switches {
             return Err(BenchError::Setup(format!(
@@ -406,6 +417,7 @@ fn check(args: Args) -> Result<Settings, BenchError> {
             }
         }
         Scenario::RedisFanout | Scenario::Failover | Scenario::Resume => {}
+        Scenario::Reload => {}
     }
     Ok(Settings { args, plan, mode })
 }
@@ -491,6 +503,9 @@ async fn run_scenario(s: &Settings, env: &mut Environment) -> Outcome {
     if s.args.scenario == Scenario::Resume {
         return resume::run(s, env, summary).await;
     }
+    if s.args.scenario == Scenario::Reload {
+        return reload::run(s, env, summary).await;
+    }
     let env = &*env;
     let cpu = |env: &Environment| {
         let pids = env.router_pids();
@@ -521,7 +536,7 @@ async fn run_scenario(s: &Settings, env: &mut Environment) -> Outcome {
         Scenario::Fanout => fanout::run(s, env, summary).await?,
         Scenario::AccountCodes => account_codes::run(s, env, summary).await?,
         Scenario::CallStorm => call_storm::run(s, env, summary).await?,
-        Scenario::RedisFanout | Scenario::Failover | Scenario::Resume => {
+        Scenario::RedisFanout | Scenario::Failover | Scenario::Resume | Scenario::Reload => {
             return Err(BenchError::Setup(format!(
                 "{} runs on its own",
                 s.args.scenario.name()

@@ -86,6 +86,8 @@ pub struct Environment {
     pub router_pid: Option<u32>,
     /// The simulators' process IDs when we spawned them.
     pub sim_pids: Vec<u32>,
+    /// The spawned router's metrics listener (`/metrics`, `/admin/reload`).
+    pub router_metrics: Option<SocketAddr>,
     /// With `--cluster`: the NATS server and the nodes.
     pub cluster: Option<Cluster>,
     /// The measured window's samples of the routers' (and NATS's) cost.
@@ -110,6 +112,11 @@ impl Environment {
             0 => self.router(),
             n => Ok(self.router_urls[index % n].clone()),
         }
+    }
+
+    /// The configuration file of the router the bench started (one router, no cluster).
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config.as_ref().map(|f| f.0.as_path())
     }
 
     /// The router processes the bench started (one, or a cluster's running nodes).
@@ -311,6 +318,7 @@ pub async fn spawn(plan: Plan, routers: Routers) -> Result<Environment, String> 
     }));
     env.children.push(child);
     let clients = addr(&v["clients"], "clients", "csta-router")?;
+    env.router_metrics = Some(addr(&v["metrics"], "metrics", "csta-router")?);
     let url = format!("ws://{clients}/v1");
     wait_links_up(&url, plan.switches).await?;
     env.router_urls = vec![url];

@@ -72,32 +72,53 @@ impl Node {
                 }
             }
         }
-        let all: BTreeSet<String> = d
-            .own
-            .keys()
-            .chain(d.peers.values().flat_map(|m| m.keys()))
-            .cloned()
-            .collect();
-        let mut differing = BTreeSet::new();
-        for switch in all.iter().chain(d.differing.iter()) {
-            match d.difference(switch) {
-                Some((node, why)) => {
-                    if !d.differing.contains(switch) {
-                        warn!(%switch, other_node = %node, "switch {switch} is defined differently on node {node} ({why}): every node of a cluster must load the same switch list and DN plan");
-                    }
-                    crate::metrics::set_config_mismatch(switch, true);
-                    differing.insert(switch.clone());
+        compare(&mut d);
+    }
+
+    /// A reload changed this node's switches (names and DN plans): announce them with the next
+    /// presence renewal, and compare again with the other nodes'.
+    pub fn reload_definitions(&self, own: BTreeMap<String, String>) {
+        self.presence.set_switches(own.clone());
+        let mut d = self
+            .definitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if d.own == own {
+            return;
+        }
+        d.own = own;
+        compare(&mut d);
+    }
+}
+
+/// Compare this node's definitions with the other live nodes': a warning for each switch that
+/// starts to differ, a line when it agrees again, and the mismatch gauge of each.
+fn compare(d: &mut Definitions) {
+    let all: BTreeSet<String> = d
+        .own
+        .keys()
+        .chain(d.peers.values().flat_map(|m| m.keys()))
+        .cloned()
+        .collect();
+    let mut differing = BTreeSet::new();
+    for switch in all.iter().chain(d.differing.iter()) {
+        match d.difference(switch) {
+            Some((node, why)) => {
+                if !d.differing.contains(switch) {
+                    warn!(%switch, other_node = %node, "switch {switch} is defined differently on node {node} ({why}): every node of a cluster must load the same switch list and DN plan");
                 }
-                None => {
-                    if d.differing.contains(switch) {
-                        info!(%switch, "switch {switch} is defined alike on every live node again");
-                    }
-                    crate::metrics::set_config_mismatch(switch, false);
+                crate::metrics::set_config_mismatch(switch, true);
+                differing.insert(switch.clone());
+            }
+            None => {
+                if d.differing.contains(switch) {
+                    info!(%switch, "switch {switch} is defined alike on every live node again");
                 }
+                crate::metrics::set_config_mismatch(switch, false);
             }
         }
-        d.differing = differing;
     }
+    d.differing = differing;
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ impl Node {
     pub(super) fn rebalance(self: &Arc<Self>, now: Instant) {
         let after = self.rebalance_after();
         self.release_unreachable(now, after);
-        if self.shared.config.cluster.as_ref().map(|c| c.rebalance)
+        if self.shared.config().cluster.as_ref().map(|c| c.rebalance)
             != Some(crate::config::Rebalance::Auto)
         {
             return;
@@ -194,7 +194,7 @@ impl Node {
     /// `[cluster] rebalance-after`.
     pub(super) fn rebalance_after(&self) -> Duration {
         self.shared
-            .config
+            .config()
             .cluster
             .as_ref()
             .map_or(Duration::from_secs(30), |c| c.rebalance_after.0)
@@ -207,7 +207,7 @@ impl Node {
         owned.close_to_requests();
         s.ctx.owned_here.store(false, Ordering::Release);
         s.proxy.not_owned_here();
-        let limit = self.shared.config.options.request_timeout.0;
+        let limit = self.shared.config().options.request_timeout.0;
         let deadline = Instant::now() + limit;
         while s.ctx.handle.get().is_some_and(|h| h.in_flight() > 0) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

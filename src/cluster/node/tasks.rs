@@ -17,7 +17,7 @@ impl Node {
         {
             return;
         }
-        let linger = self.shared.config.server.session_linger.0;
+        let linger = self.shared.config().server.session_linger.0;
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(linger).await;

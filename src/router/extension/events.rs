@@ -119,8 +119,8 @@ impl Extension {
                 // The rules compare devices with DNs, whatever form the switch wrote.
                 let call = self
                     .switch
-                    .naming
-                    .normalize_call(call, |d| self.switch.plan.contains(d));
+                    .naming()
+                    .normalize_call(call, |d| self.switch.owns(d));
                 self.on_call_event(seq, &call)
             }
             Message::CallInformation {
@@ -130,7 +130,7 @@ impl Extension {
                 ..
             } => {
                 // The device by `device`, else `connection/deviceID`, in the switch's form.
-                let naming = &self.switch.naming;
+                let naming = &self.switch.naming();
                 let at = [device.as_deref(), connection.device_id.as_deref()]
                     .into_iter()
                     .flatten()
@@ -151,7 +151,7 @@ impl Extension {
                     return;
                 };
                 self.switch.metrics.private_event(Service::SetAccountCode);
-                let options = &self.shared.config.options;
+                let options = &self.shared.config().options;
                 if options.accode_privateservice {
                     let text = crate::protocol::account_code_event(
                         &self.dn,
@@ -173,8 +173,8 @@ impl Extension {
     fn dn_or_number(&self, raw: &str) -> String {
         let switch = &self.switch;
         switch
-            .naming
-            .other_dn(raw, |d| switch.plan.contains(d))
+            .naming()
+            .other_dn(raw, |d| switch.owns(d))
             .unwrap_or_else(|| raw.to_owned())
     }
 
@@ -219,7 +219,7 @@ impl Extension {
             self.switch.calls.touch(call_id, conn_id);
             return conn_id;
         }
-        let options = &self.shared.config.options;
+        let options = &self.shared.config().options;
         let (max_per_dn, max_per_switch) = (options.max_calls_per_dn, options.max_calls_per_switch);
         let call_id: Arc<str> = Arc::from(call_id);
         let hold = self.switch.calls.hold(&call_id, &self.dn, max_per_switch);
@@ -302,7 +302,7 @@ impl Extension {
 
     /// Drop calls idle longer than `call-cleanup-idle`.
     pub(super) fn sweep_calls(&mut self) {
-        let idle = self.shared.config.options.call_cleanup_idle.0;
+        let idle = self.shared.config().options.call_cleanup_idle.0;
         let now = Instant::now();
         while let Some(c) = self
             .state

@@ -25,8 +25,8 @@ use crate::csta::Message;
 use crate::link::{LinkError, MonitorOutcome, RoutedRequest, SwitchRoute};
 use crate::protocol::{ErrorCode, ProtocolError, SharedText};
 use crate::router::messages::{
-    Answer, CstaEvent, Delivery, Disowned, DnOp, ExtensionOp, FanOut, ForgetCall, LinkChange,
-    MonitorLost, RetireAck, Retiring, SweepCalls, ToDn,
+    Answer, CstaEvent, Delivery, Disowned, DnOp, ExtensionOp, FanOut, ForgetCall, LeftPlan,
+    LinkChange, MonitorLost, RetireAck, Retiring, SweepCalls, ToDn,
 };
 use crate::router::state::{Shared, SwitchCtx};
 use actix::prelude::*;
@@ -355,6 +355,14 @@ impl Handler<Disowned> for Extension {
         self.release_calls();
         self.retiring = true;
         ctx.stop();
+    }
+}
+
+impl Handler<LeftPlan> for Extension {
+    type Result = ();
+
+    fn handle(&mut self, _: LeftPlan, _: &mut Self::Context) {
+        self.on_left_plan();
     }
 }
 

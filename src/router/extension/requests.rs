@@ -129,7 +129,7 @@ impl Extension {
                 ),
             ));
         };
-        let options = &self.shared.config.options;
+        let options = &self.shared.config().options;
         let account_codes = AccountCodes {
             enabled: options.accode_privateservice,
             name: &options.accode_name,
@@ -150,13 +150,13 @@ impl Extension {
             Params::AccountCode { .. } => (None, Some(self.call_for(ask.conn_id.as_deref())?)),
         };
         let call_id = call.as_ref().map(|(id, _)| &**id);
-        let message = services::request(&params, &self.dn, call_id, &self.switch.naming);
+        let message = services::request(&params, &self.dn, call_id, &self.switch.naming());
         Ok((service, message, other_dn, call.map(|(_, conn)| conn)))
     }
 
     /// The host of a hot-desk request must be a DN of this switch.
     fn check_host(&self, host: &str) -> Result<(), Refusal> {
-        if self.switch.plan.contains(host) {
+        if self.switch.owns(host) {
             return Ok(());
         }
         Err(match self.shared.switch_of(host) {

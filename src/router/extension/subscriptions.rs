@@ -345,6 +345,45 @@ impl Extension {
         self.maybe_retire();
     }
 
+    /// A reload removed the DN from every plan: every client registered on it (and every
+    /// registration waiting for its MonitorStart) gets `EventUnregistered` (59, no
+    /// `referenceId`), a lingering session when it resumes; the monitor is stopped as the
+    /// actor retires.
+    pub(super) fn on_left_plan(&mut self) {
+        let text = crate::protocol::monitor_lost(
+            &self.dn,
+            &self.switch.name,
+            ErrorCode::NotConfigured,
+            &format!(
+                "{} was removed from the DN plan by a configuration reload, so it is no longer registered.",
+                self.dn
+            ),
+        );
+        let mut clients: Vec<ClientHandle> = Vec::new();
+        if matches!(self.subs.monitor, MonitorState::Starting { .. }) {
+            if let MonitorState::Starting { waiters, .. } = std::mem::take(&mut self.subs.monitor) {
+                clients.extend(waiters.into_iter().map(|(client, ..)| client));
+            }
+        }
+        let cluster = self.switch.cluster.get();
+        for s in std::mem::take(&mut self.subs.subscribers) {
+            if let Some(cluster) = cluster {
+                cluster.unregistered(&self.dn, &s.client);
+            }
+            clients.push(s.client);
+        }
+        for client in clients {
+            client.dropped(text.clone());
+        }
+        let gone = LinkError::NoSwitch {
+            switch: self.switch.name.clone(),
+        };
+        for op in std::mem::take(&mut self.subs.deferred) {
+            self.refuse_op(op, &gone);
+        }
+        self.maybe_retire();
+    }
+
     /// Keep the registered-DNs gauge in step with the subscriber list.
     pub(super) fn count_registration(&mut self) {
         let registered = !self.subs.subscribers.is_empty();
