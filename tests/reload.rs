@@ -846,3 +846,18 @@ async fn a_renamed_switch_is_one_removed_and_one_added() {
     c.register("5061").await;
     bed.router.stop();
 }
+
+#[tokio::test]
+async fn concurrent_reloads_run_one_after_the_other() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let (a, b, c) = tokio::join!(bed.reload(), bed.reload(), bed.reload());
+    let mut generations: Vec<u64> = [a, b, c]
+        .iter()
+        .map(|v| v["generation"].as_u64().unwrap())
+        .collect();
+    generations.sort();
+    assert_eq!(generations, [2, 3, 4]);
+    assert_eq!(bed.metric("csta_router_config_generation").await, 4.0);
+    bed.router.stop();
+}
