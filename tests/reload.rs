@@ -861,3 +861,48 @@ async fn concurrent_reloads_run_one_after_the_other() {
     assert_eq!(bed.metric("csta_router_config_generation").await, 4.0);
     bed.router.stop();
 }
+
+#[tokio::test]
+async fn a_lingering_session_on_a_removed_switch_is_told_when_it_resumes() {
+    let sim2 = another_sim("sw2", "7000-7999");
+    let sw2 = config::switch("sw2", &["7000-7999"], "", &[&sim2.link()]);
+    let bed = Bed::start_with(ADMIN, &["5000-5999"], &sw2);
+    bed.router.wait_connected(&["sw1", "sw2"]).await;
+    let (mut c, reply) = Client::open_as(&bed.router.url(), "desk", None, 2).await;
+    let id = reply["sessionId"].as_str().unwrap().to_owned();
+    c.register("7020").await;
+    drop(c);
+    bed.write(ADMIN, &["5000-5999"], "");
+    let answer = bed.reload().await;
+    assert_eq!(answer["changed"]["switchesRemoved"], json!(["sw2"]));
+    let (mut c, reply) = Client::open_as(
+        &bed.router.url(),
+        "desk",
+        Some(json!({"sessionId": id, "lastEventSeq": {}})),
+        0,
+    )
+    .await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let mut seen = Vec::new();
+    while let Some(m) = c.next(Duration::from_millis(300)).await {
+        seen.push(m);
+    }
+    let has = |message: &str, check: &dyn Fn(&Value) -> bool| {
+        seen.iter().any(|m| m["message"] == message && check(m))
+    };
+    assert!(
+        has("EventLinkDisconnected", &|m| m["switch"] == "sw2"
+            && m["reason"] == "removed"),
+        "{seen:?}"
+    );
+    assert!(
+        has("EventUnregistered", &|m| m["thisDn"] == "7020"
+            && m["errorCode"] == 59),
+        "{seen:?}"
+    );
+    assert!(
+        has("EventLinkConnected", &|m| m["switch"] == "sw1"),
+        "{seen:?}"
+    );
+    bed.router.stop();
+}
