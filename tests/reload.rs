@@ -906,3 +906,61 @@ async fn a_lingering_session_on_a_removed_switch_is_told_when_it_resumes() {
     );
     bed.router.stop();
 }
+
+#[test]
+fn a_dn_a_reload_removed_is_not_monitored_again_when_its_owner_dies() {
+    common::bed::runtime().block_on(removed_dn_after_an_owner_kill());
+}
+
+async fn removed_dn_after_an_owner_kill() {
+    let mut bed = common::bed::Bed::start(1, 2);
+    let (owner, other, sim) = bed.one_switch_ready().await;
+    let mut c = bed.client(&other).await;
+    c.register("4001").await;
+    c.register("4002").await;
+    common::bed::monitors_on(&sim, "4001", 1).await;
+    common::bed::monitors_on(&sim, "4002", 1).await;
+    // Only the surviving node has reloaded when the owner dies.
+    let i = bed.index(&other);
+    let text = bed
+        .config(i)
+        .replace("dns = [\"4000-4999\"]", "dns = [\"4002-4999\"]");
+    std::fs::write(bed.node(&other).config_file().unwrap(), text).unwrap();
+    let answer = reload_node(bed.node(&other)).await;
+    assert_eq!(
+        answer["changed"]["dnRangesRemoved"],
+        json!([{"switch": "sw1", "range": "4000-4999"}]),
+        "{answer}"
+    );
+    bed.kill(&owner);
+    // The new owner tells the client instead of monitoring 4001 again; 4002 is restored.
+    let (ev, _) = common::bed::until(
+        &mut c,
+        Duration::from_secs(15),
+        "4001's unregistration",
+        |m| m["message"] == "EventUnregistered" && m["thisDn"] == "4001",
+    )
+    .await;
+    assert_eq!(ev["errorCode"], 59, "{ev}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = sim.state().await;
+        let devices: Vec<&str> = state["monitors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["device"].as_str().unwrap())
+            .collect();
+        if devices == ["4002"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "monitors: {devices:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bed.node(&other)
+        .wait_log("this node owns the switch now", 1);
+    bed.stop();
+}
