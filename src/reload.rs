@@ -134,7 +134,7 @@ impl Reloader {
                 .map(|h| h.addr.send(timers));
             futures_util::future::join_all(sent).await;
         }
-        let plans: Vec<(String, crate::dnplan::DnPlan)> = new
+        let plans: Vec<(String, DnPlan)> = new
             .switch
             .iter()
             .zip(&new.plans)
@@ -167,10 +167,34 @@ impl Reloader {
         }
         self.shared.set_config(Arc::new(new));
         let gone = |s: &SwitchCtx| d.changed.switches_removed.iter().any(|n| **n == *s.name);
+        self.replan(&plans, d, gone).await;
+        for sw in self
+            .shared
+            .switches
+            .iter()
+            .filter(|s| gone(s) && !s.is_removed())
+        {
+            self.remove_switch(sw, limit).await;
+        }
+        for (naming, config, plan) in added {
+            self.add_switch(naming, config, plan);
+        }
+        self.relink(relinks, limit).await;
+    }
+
+    /// Replace the plans that changed (a removed switch's with an empty one) and end the
+    /// registrations of the DNs that left them: answered once their actors have handed their
+    /// MonitorStops to the links.
+    async fn replan(
+        &self,
+        plans: &[(String, DnPlan)],
+        d: &Diff,
+        gone: impl Fn(&SwitchCtx) -> bool,
+    ) {
         let mut replanned = Vec::new();
         for sw in self.shared.live_switches() {
             if gone(sw) {
-                sw.set_plan(crate::dnplan::DnPlan::default());
+                sw.set_plan(DnPlan::default());
             } else if !d.plan_changed(&sw.name) {
                 continue;
             }
@@ -189,18 +213,6 @@ impl Reloader {
         if ended > 0 {
             info!("{ended} DNs unregistered: no longer in any DN plan");
         }
-        for sw in self
-            .shared
-            .switches
-            .iter()
-            .filter(|s| gone(s) && !s.is_removed())
-        {
-            self.remove_switch(sw, limit).await;
-        }
-        for (naming, config, plan) in added {
-            self.add_switch(naming, config, plan);
-        }
-        self.relink(relinks, limit).await;
     }
 
     /// Start a switch a reload added, as at start: its router shard and its links on the CSTA

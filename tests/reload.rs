@@ -846,3 +846,121 @@ async fn a_renamed_switch_is_one_removed_and_one_added() {
     c.register("5061").await;
     bed.router.stop();
 }
+
+#[tokio::test]
+async fn concurrent_reloads_run_one_after_the_other() {
+    let bed = Bed::start(ADMIN, &["5000-5999"]);
+    bed.router.wait_connected(&["sw1"]).await;
+    let (a, b, c) = tokio::join!(bed.reload(), bed.reload(), bed.reload());
+    let mut generations: Vec<u64> = [a, b, c]
+        .iter()
+        .map(|v| v["generation"].as_u64().unwrap())
+        .collect();
+    generations.sort();
+    assert_eq!(generations, [2, 3, 4]);
+    assert_eq!(bed.metric("csta_router_config_generation").await, 4.0);
+    bed.router.stop();
+}
+
+#[tokio::test]
+async fn a_lingering_session_on_a_removed_switch_is_told_when_it_resumes() {
+    let sim2 = another_sim("sw2", "7000-7999");
+    let sw2 = config::switch("sw2", &["7000-7999"], "", &[&sim2.link()]);
+    let bed = Bed::start_with(ADMIN, &["5000-5999"], &sw2);
+    bed.router.wait_connected(&["sw1", "sw2"]).await;
+    let (mut c, reply) = Client::open_as(&bed.router.url(), "desk", None, 2).await;
+    let id = reply["sessionId"].as_str().unwrap().to_owned();
+    c.register("7020").await;
+    drop(c);
+    bed.write(ADMIN, &["5000-5999"], "");
+    let answer = bed.reload().await;
+    assert_eq!(answer["changed"]["switchesRemoved"], json!(["sw2"]));
+    let (mut c, reply) = Client::open_as(
+        &bed.router.url(),
+        "desk",
+        Some(json!({"sessionId": id, "lastEventSeq": {}})),
+        0,
+    )
+    .await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let mut seen = Vec::new();
+    while let Some(m) = c.next(Duration::from_millis(300)).await {
+        seen.push(m);
+    }
+    let has = |message: &str, check: &dyn Fn(&Value) -> bool| {
+        seen.iter().any(|m| m["message"] == message && check(m))
+    };
+    assert!(
+        has("EventLinkDisconnected", &|m| m["switch"] == "sw2"
+            && m["reason"] == "removed"),
+        "{seen:?}"
+    );
+    assert!(
+        has("EventUnregistered", &|m| m["thisDn"] == "7020"
+            && m["errorCode"] == 59),
+        "{seen:?}"
+    );
+    assert!(
+        has("EventLinkConnected", &|m| m["switch"] == "sw1"),
+        "{seen:?}"
+    );
+    bed.router.stop();
+}
+
+#[test]
+fn a_dn_a_reload_removed_is_not_monitored_again_when_its_owner_dies() {
+    common::bed::runtime().block_on(removed_dn_after_an_owner_kill());
+}
+
+async fn removed_dn_after_an_owner_kill() {
+    let mut bed = common::bed::Bed::start(1, 2);
+    let (owner, other, sim) = bed.one_switch_ready().await;
+    let mut c = bed.client(&other).await;
+    c.register("4001").await;
+    c.register("4002").await;
+    common::bed::monitors_on(&sim, "4001", 1).await;
+    common::bed::monitors_on(&sim, "4002", 1).await;
+    // Only the surviving node has reloaded when the owner dies.
+    let i = bed.index(&other);
+    let text = bed
+        .config(i)
+        .replace("dns = [\"4000-4999\"]", "dns = [\"4002-4999\"]");
+    std::fs::write(bed.node(&other).config_file().unwrap(), text).unwrap();
+    let answer = reload_node(bed.node(&other)).await;
+    assert_eq!(
+        answer["changed"]["dnRangesRemoved"],
+        json!([{"switch": "sw1", "range": "4000-4999"}]),
+        "{answer}"
+    );
+    bed.kill(&owner);
+    // The new owner tells the client instead of monitoring 4001 again; 4002 is restored.
+    let (ev, _) = common::bed::until(
+        &mut c,
+        Duration::from_secs(15),
+        "4001's unregistration",
+        |m| m["message"] == "EventUnregistered" && m["thisDn"] == "4001",
+    )
+    .await;
+    assert_eq!(ev["errorCode"], 59, "{ev}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = sim.state().await;
+        let devices: Vec<&str> = state["monitors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["device"].as_str().unwrap())
+            .collect();
+        if devices == ["4002"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "monitors: {devices:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bed.node(&other)
+        .wait_log("this node owns the switch now", 1);
+    bed.stop();
+}

@@ -657,6 +657,16 @@ impl Node {
                         self.access_of(&reg.app),
                     )
                 };
+                if !s.ctx.owns(&dn) {
+                    // A reload here removed the DN after it was registered: told, not restored.
+                    client.dropped(crate::router::messages::left_plan_notice(&dn, name));
+                    let (node, session) = (
+                        Arc::from(reg.node_id.as_str()),
+                        Arc::from(reg.session.as_str()),
+                    );
+                    self.writer.delete(name, &reg.dn, &node, &session);
+                    continue;
+                }
                 restored += 1;
                 shard.requests.do_send(ToDn {
                     dn,

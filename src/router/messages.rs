@@ -117,6 +117,19 @@ pub struct Answer {
 #[rtype(result = "usize")]
 pub struct Replanned;
 
+/// What a client registered on `dn` of `switch` is told when a reload removed the DN from every
+/// plan: `EventUnregistered` without `referenceId`, `errorCode` 59.
+pub fn left_plan_notice(dn: &str, switch: &str) -> SharedText {
+    crate::protocol::monitor_lost(
+        dn,
+        switch,
+        crate::protocol::ErrorCode::NotConfigured,
+        &format!(
+            "{dn} was removed from the DN plan by a configuration reload, so it is no longer registered."
+        ),
+    )
+}
+
 /// A reload removed the DN from every plan: its clients get `EventUnregistered` (59), its
 /// monitor is stopped and the actor retires.
 #[derive(Debug, ActixMessage)]

@@ -385,7 +385,14 @@ impl State {
                 resumed,
             },
         ));
-        for s in self.shared.live_switches() {
+        for s in self.shared.switches.iter() {
+            if s.is_removed() {
+                // A session resumed may have known the switch a reload removed meanwhile.
+                if resumed.is_some() {
+                    out.push(protocol::link_event(&s.name, false, None, Some("removed")));
+                }
+                continue;
+            }
             let view = s.view();
             let link = view.link_up.then_some(view.active_link);
             out.push(protocol::link_event(&s.name, view.link_up, link, None));

@@ -350,15 +350,7 @@ impl Extension {
     /// `referenceId`), a lingering session when it resumes; the monitor is stopped as the
     /// actor retires.
     pub(super) fn on_left_plan(&mut self) {
-        let text = crate::protocol::monitor_lost(
-            &self.dn,
-            &self.switch.name,
-            ErrorCode::NotConfigured,
-            &format!(
-                "{} was removed from the DN plan by a configuration reload, so it is no longer registered.",
-                self.dn
-            ),
-        );
+        let text = crate::router::messages::left_plan_notice(&self.dn, &self.switch.name);
         let mut clients: Vec<ClientHandle> = Vec::new();
         if matches!(self.subs.monitor, MonitorState::Starting { .. }) {
             if let MonitorState::Starting { waiters, .. } = std::mem::take(&mut self.subs.monitor) {
