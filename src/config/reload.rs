@@ -52,6 +52,13 @@ pub fn server_keys() -> Vec<Key<ServerConfig>> {
             Restart,
             max_http_connections
         ),
+        // The console page is told where `/v1` is when the listeners are bound.
+        key!(
+            ServerConfig,
+            "console-client-url",
+            Restart,
+            console_client_url
+        ),
         key!(ServerConfig, "max-clients", Applied, max_clients),
         key!(ServerConfig, "client-queue", Applied, client_queue),
         key!(
