@@ -638,26 +638,51 @@ fn readme_examples() -> Vec<(usize, Value)> {
     let readme = include_str!("../README.md");
     let mut out = Vec::new();
     let mut block: Option<&str> = None;
+    // The lines of the current ```json block: one JSON value written over several lines, or
+    // one value per line.
+    let mut json_lines: Vec<(usize, &str)> = Vec::new();
     for (i, line) in readme.lines().enumerate() {
         let trimmed = line.trim_start();
         if let Some(lang) = trimmed.strip_prefix("```") {
+            if block.is_some() {
+                out.extend(json_block(&json_lines));
+                json_lines.clear();
+            }
             block = if block.is_some() { None } else { Some(lang) };
             continue;
         }
         let Some(lang) = block else { continue };
-        let text = match trimmed
+        match trimmed
             .strip_prefix("<< ")
             .or_else(|| trimmed.strip_prefix(">> "))
         {
-            Some(message) => message,
-            None if lang == "json" && !trimmed.is_empty() => trimmed,
+            Some(message) => out.push((i + 1, parse_example(i + 1, message))),
+            None if lang == "json" && !trimmed.is_empty() => json_lines.push((i + 1, trimmed)),
             None => continue,
-        };
-        let v: Value = serde_json::from_str(text)
-            .unwrap_or_else(|e| panic!("README line {}: not JSON ({e}): {text}", i + 1));
-        out.push((i + 1, v));
+        }
     }
     out
+}
+
+/// The values of a ```json block: the whole block when it is one value, else each line.
+fn json_block(lines: &[(usize, &str)]) -> Vec<(usize, Value)> {
+    let Some(&(first, _)) = lines.first() else {
+        return Vec::new();
+    };
+    let whole: Vec<&str> = lines.iter().map(|(_, l)| *l).collect();
+    match serde_json::from_str(&whole.join("\n")) {
+        Ok(v) => vec![(first, v)],
+        Err(_) => lines
+            .iter()
+            .map(|&(n, text)| (n, parse_example(n, text)))
+            .collect(),
+    }
+}
+
+/// One JSON example of the README (line `line`), or the test fails naming the line.
+fn parse_example(line: usize, text: &str) -> Value {
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("README line {line}: not JSON ({e}): {text}"))
 }
 
 #[test]
