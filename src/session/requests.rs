@@ -265,15 +265,37 @@ impl State {
         self.client = Some(handle.clone());
         self.publish_session(&record);
         self.record = Some((record, 1));
-        // Only now does the client get link events: its first message is the reply to
-        // RequestOpen. The states are read after joining, so a change in between may arrive
-        // twice but is never missed.
-        self.shared.hub.add(handle.clone());
+        // The client's first message is the reply to RequestOpen, with each link's state;
+        // only then does it join the link events' broadcast. A link that changed between the
+        // two readings is announced again after joining: a change may arrive twice but is
+        // never missed, and nothing comes before the reply.
         let resumed = resumed.map(|()| (false, 0, &[][..]));
+        let before = self.link_states();
         for text in self.opening(reference_id, &session_id, resumed) {
             handle.answer(text);
         }
+        self.shared.hub.add(handle.clone());
+        for (i, s) in self.shared.switches.iter().enumerate() {
+            let view = s.view();
+            let now = (view.link_up, view.active_link);
+            if !s.is_removed() && before.get(i).is_some_and(|b| *b != now) {
+                let link = view.link_up.then_some(view.active_link);
+                handle.answer(protocol::link_event(&s.name, view.link_up, link, None));
+            }
+        }
         Next::Continue
+    }
+
+    /// Each switch's link state and active link, as [`Self::opening`] tells them.
+    fn link_states(&self) -> Vec<(bool, usize)> {
+        self.shared
+            .switches
+            .iter()
+            .map(|s| {
+                let view = s.view();
+                (view.link_up, view.active_link)
+            })
+            .collect()
     }
 
     /// `RequestOpen` resumes session `record`: this connection takes it over (the
