@@ -157,6 +157,11 @@ impl Reloader {
             .map(|((s, config), plan)| (s.dialect().device, config, plan.clone()))
             .collect();
         if let Some(node) = self.node.get() {
+            // A removed switch is contended for no more, and this node's clients served by
+            // another node's links are told now.
+            for name in &d.changed.switches_removed {
+                node.forsake(name);
+            }
             // Each node reloads its own file: the others compare its switches with theirs.
             node.reload_definitions(
                 new.switch
@@ -175,6 +180,9 @@ impl Reloader {
             .filter(|s| gone(s) && !s.is_removed())
         {
             self.remove_switch(sw, limit).await;
+            if let Some(node) = self.node.get() {
+                node.release_removed(&sw.name).await;
+            }
         }
         for (naming, config, plan) in added {
             self.add_switch(naming, config, plan);
@@ -307,17 +315,6 @@ fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
                 d.restart_required.push(format!("switch[{i}]"));
                 new.switch.remove(i);
                 new.plans.remove(i);
-            }
-        }
-    }
-    // In a cluster, a switch's removal needs every node's agreement and the owner's clean-up
-    // in NATS: not done yet.
-    if old.cluster.is_some() {
-        for name in c.switches_removed.drain(..) {
-            if let Some(i) = old.switch.iter().position(|s| s.name == name) {
-                d.restart_required.push(format!("switch[{i}]"));
-                new.switch.push(old.switch[i].clone());
-                new.plans.push(old.plans[i].clone());
             }
         }
     }

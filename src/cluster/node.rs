@@ -34,8 +34,10 @@ use tracing::{info, warn};
 
 mod definitions;
 mod rebalance;
+mod removal;
 mod tasks;
 use definitions::Definitions;
+use removal::removed_or_fenced;
 use tasks::{journal_calls, numbers, renew_presence, tick, watch_leases, watch_nats, watch_nodes};
 
 /// How long a switch stays unowned before a node already at its fair share takes it anyway
@@ -55,8 +57,11 @@ struct SwitchNode {
     seen: Mutex<Seen>,
     /// Whether this node holds the switch's lease (or is taking it).
     held: AtomicBool,
-    /// Woken to hand the switch over (a rebalance, or links down too long).
+    /// Woken to hand the switch over (a rebalance, or links down too long, or a reload
+    /// removed it).
     hand_over: tokio::sync::Notify,
+    /// A reload removed the switch from this node's file: never taken again.
+    removed: AtomicBool,
 }
 
 impl SwitchNode {
@@ -186,6 +191,7 @@ impl Node {
                 seen: Mutex::new(Seen::default()),
                 held: AtomicBool::new(false),
                 hand_over: tokio::sync::Notify::new(),
+                removed: AtomicBool::new(false),
             });
         }
         let ttl = cluster.lease_ttl();
@@ -477,14 +483,14 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
             .max(1);
-        let share = self.switches.len().div_ceil(live);
+        let share = self.kept().div_ceil(live);
         let mut mine = self
             .switches
             .iter()
             .filter(|s| s.held.load(Ordering::Acquire))
             .count();
         for (index, s) in self.switches.iter().enumerate() {
-            if s.held.load(Ordering::Acquire) {
+            if s.held.load(Ordering::Acquire) || s.removed.load(Ordering::Acquire) {
                 continue;
             }
             let (unowned_for, reason) = {
@@ -697,6 +703,9 @@ impl Node {
             }
             tokio::select! {
                 _ = s.hand_over.notified() => {
+                    if s.removed.load(Ordering::Acquire) {
+                        return GiveUp::Removed;
+                    }
                     if !self.stopping.load(Ordering::Acquire) {
                         return GiveUp::Rebalance;
                     }
@@ -735,7 +744,7 @@ impl Node {
         let planned = match why {
             GiveUp::Stopping => Some("shutdown"),
             GiveUp::Rebalance => Some("rebalance"),
-            GiveUp::Lost | GiveUp::Fenced(_) => None,
+            GiveUp::Lost | GiveUp::Fenced(_) | GiveUp::Removed => None,
         };
         if let Some(planned) = planned {
             // The other nodes hear it before the lease goes: their clients get the reason, and
@@ -760,7 +769,7 @@ impl Node {
         lease.fence.close();
         s.hooks.set_owned(None);
         s.ctx.owned_here.store(false, Ordering::Release);
-        let reason = planned.unwrap_or("fenced");
+        let reason = planned.unwrap_or(removed_or_fenced(&why));
         *s.ctx
             .link_reason
             .lock()
@@ -792,6 +801,7 @@ impl Node {
                     warn!(switch = %s.ctx.name, "the lease was not released (it expires by itself): {e}");
                 }
             }
+            GiveUp::Removed => self.forget_removed(s, lease).await,
             GiveUp::Lost => {
                 s.metrics.ownership_change(OwnershipReason::Fenced);
                 warn!(node = %self.node_name, switch = %s.ctx.name, why = "fenced", "this node lost the switch's lease to another node");
@@ -884,4 +894,6 @@ enum GiveUp {
     Rebalance,
     Lost,
     Fenced(String),
+    /// A reload removed the switch from this node's file.
+    Removed,
 }
