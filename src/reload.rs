@@ -224,7 +224,8 @@ impl Reloader {
     }
 
     /// Start a switch a reload added, as at start: its router shard and its links on the CSTA
-    /// threads; every client gets `EventLinkConnected` when a link is up.
+    /// threads (in a cluster, unowned: the node contends for its lease); every client gets
+    /// `EventLinkConnected` when a link is up.
     fn add_switch(&self, naming: DeviceNaming, config: SwitchConfig, plan: DnPlan) {
         let switches = &self.shared.switches;
         let index = switches.next_index();
@@ -236,11 +237,16 @@ impl Reloader {
         pool.rotate_left(index % threads);
         let router =
             crate::router::Router::start_for(self.shared.clone(), ctx.clone(), pool.first());
-        let _ = ctx.handle.set(crate::link::Switch::start(
-            config,
-            router.recipient(),
-            &pool,
-        ));
+        // In a cluster, its links open once this node takes its lease.
+        let handle = if self.shared.config().cluster.is_some() {
+            crate::link::Switch::start_unowned(config, router.recipient(), &pool)
+        } else {
+            crate::link::Switch::start(config, router.recipient(), &pool)
+        };
+        let _ = ctx.handle.set(handle);
+        if let Some(node) = self.node.get() {
+            node.add_switch(&ctx);
+        }
         if switches.push(ctx) {
             info!(switch = %name, "switch added: its links are starting");
         } else {
@@ -301,28 +307,20 @@ impl Reloader {
     }
 }
 
-/// What this version applies of the new file: the switches are those the router started
-/// with (a switch added or removed is listed in `restartRequired`), and the keys that need a
-/// restart keep their running values.
+/// What this version applies of the new file: the keys that need a restart keep their
+/// running values (listed in `restartRequired`).
 fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
     let c = &mut d.changed;
-    // In a cluster, a switch's addition needs every node's agreement and a lease: not done
-    // yet.
-    if old.cluster.is_some() {
-        for name in c.switches_added.drain(..) {
-            c.links_changed.retain(|l| l.switch != name);
-            if let Some(i) = new.switch.iter().position(|s| s.name == name) {
-                d.restart_required.push(format!("switch[{i}]"));
-                new.switch.remove(i);
-                new.plans.remove(i);
-            }
-        }
-    }
     // In a cluster, restarting links needs the owner's lease handling: not done yet, their
     // keys need a restart and the links keep their settings.
     if old.cluster.is_some() {
-        let removed = c.switches_removed.clone();
-        c.links_changed.retain(|l| removed.contains(&l.switch));
+        let whole: Vec<String> = c
+            .switches_removed
+            .iter()
+            .chain(&c.switches_added)
+            .cloned()
+            .collect();
+        c.links_changed.retain(|l| whole.contains(&l.switch));
         d.relink.clear();
         d.restart_required.append(&mut d.relink_keys);
         for sw in &mut new.switch {

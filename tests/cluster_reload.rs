@@ -184,5 +184,45 @@ async fn removed_everywhere() {
     far.expect_nothing().await;
     bed.node(&owner)
         .wait_log("this node gives the switch up: a reload removed it", 1);
+    // Back in every file: a node takes it, every client hears of its link, and it serves.
+    for name in [&other, &owner] {
+        let answer = reload_with(&bed, name, &bed.config(bed.index(name))).await;
+        assert_eq!(
+            answer["changed"]["switchesAdded"],
+            json!(["sw2"]),
+            "{answer}"
+        );
+        assert_eq!(answer["restartRequired"], json!([]), "{answer}");
+    }
+    for c in [&mut far, &mut near] {
+        bed::until(c, Duration::from_secs(10), "sw2's link", |m| {
+            bed::link_connected(m, "sw2")
+        })
+        .await;
+    }
+    let owners = bed.settled(LEASE_TTL * 3 + Duration::from_secs(5)).await;
+    bed.node(&owners["sw2"])
+        .wait_log("this node owns the switch now", 2);
+    keys_become(&js, "CRR_test_LEASES", "sw2", 1).await;
+    for (c, guest, host) in [(&mut far, "6011", "6901"), (&mut near, "6012", "6902")] {
+        c.register(guest).await;
+        hot_desk(c, guest, host).await;
+    }
+    let state = sim2.state().await;
+    assert_eq!(
+        state["associations"].as_array().unwrap().len(),
+        2,
+        "{state}"
+    );
+    keys_become(&js, "CRR_test_REGS", "sw2.", 2).await;
     bed.stop();
+}
+
+/// A hot-desk of `guest` on `host`, answered.
+async fn hot_desk(c: &mut common::router::Client, guest: &str, host: &str) {
+    c.send(&json!({"message": "RequestPrivateService", "referenceId": 900, "thisDn": guest, "privateMsgId": 1, "extensions": {"HOST_DN": host}}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (_, r) = c.next_reply(deadline, || "no hot-desk reply".into()).await;
+    assert_eq!(r["message"], "EventPrivateInfo", "{r}");
 }

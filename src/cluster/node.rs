@@ -14,7 +14,7 @@ use super::forward::{Forwarded, Taken};
 use super::keys::Subjects;
 use super::lease::{Lease, Leases, Owner, Presence};
 use super::owner::{Hooks, LinkMessage, Owned, Publisher};
-use super::proxy::{KnownOwner, Proxy, ProxyParts};
+use super::proxy::{KnownOwner, Proxy};
 use super::records::Records;
 use super::seq::SeqBlocks;
 use super::writer::RecordsWriter;
@@ -24,7 +24,7 @@ use crate::link::{Disown, Own, Sequence};
 use crate::metrics::{ClusterMetrics, OwnershipReason};
 use crate::router::calls::CallNote;
 use crate::router::messages::{Disowned, DnOp, ToDn};
-use crate::router::{ClusterHooks, Shared, SwitchCtx};
+use crate::router::{Shared, SwitchCtx};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,12 +33,14 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 mod definitions;
+mod list;
 mod rebalance;
 mod removal;
 mod tasks;
 use definitions::Definitions;
+use list::SwitchList;
 use removal::removed_or_fenced;
-use tasks::{journal_calls, numbers, renew_presence, tick, watch_leases, watch_nats, watch_nodes};
+use tasks::{numbers, renew_presence, tick, watch_leases, watch_nats, watch_nodes};
 
 /// How long a switch stays unowned before a node already at its fair share takes it anyway
 /// (so that no switch is left without an owner while the node count is out of date).
@@ -99,7 +101,7 @@ pub trait SessionGiveUp: Send + Sync {
 pub struct Node {
     cluster: Cluster,
     shared: Arc<Shared>,
-    switches: Vec<SwitchNode>,
+    switches: SwitchList,
     publisher: Publisher,
     subjects: Subjects,
     leases: Leases,
@@ -164,36 +166,11 @@ impl Node {
         let writer = RecordsWriter::start(cluster.records());
         let names: Vec<Arc<str>> = shared.switches.iter().map(|s| s.name.clone()).collect();
         crate::metrics::init_cluster_labels(&names);
-        let mut switches = Vec::new();
-        for ctx in &shared.switches {
-            let metrics = ClusterMetrics::new(&ctx.name);
-            let proxy = Proxy::start(ProxyParts {
-                switch: ctx.clone(),
-                shared: shared.clone(),
-                node_id: node_id.clone(),
-                metrics: metrics.clone(),
-                client: cluster.client().clone(),
-                events: cluster.events().clone(),
-                subjects: subjects.clone(),
-                records: writer.clone(),
-            });
-            let hooks = Arc::new(Hooks::new(node_id.clone(), writer.clone(), proxy.clone()));
-            let as_hooks: Arc<dyn ClusterHooks> = hooks.clone();
-            let _ = ctx.cluster.set(as_hooks);
-            ctx.owned_here.store(false, Ordering::Release);
-            journal_calls(ctx, &writer, shared.config().options.call_grace.0);
-            metrics.set_owned(false);
-            switches.push(SwitchNode {
-                ctx: ctx.clone(),
-                proxy,
-                hooks,
-                metrics,
-                seen: Mutex::new(Seen::default()),
-                held: AtomicBool::new(false),
-                hand_over: tokio::sync::Notify::new(),
-                removed: AtomicBool::new(false),
-            });
-        }
+        let switches = shared
+            .switches
+            .iter()
+            .map(|ctx| SwitchNode::start(ctx, &shared, &cluster, &node_id, &subjects, &writer))
+            .collect();
         let ttl = cluster.lease_ttl();
         let rebalance_after = shared
             .config()
@@ -208,7 +185,7 @@ impl Node {
             records: cluster.records(),
             cluster,
             shared,
-            switches,
+            switches: SwitchList::new(switches),
             publisher,
             subjects,
             presence,
@@ -280,7 +257,7 @@ impl Node {
             }
         );
         out.push_str(&tasks::jetstream_line(&self.cluster));
-        for s in &self.switches {
+        for s in self.switches.iter() {
             let owner = s
                 .seen
                 .lock()
@@ -358,7 +335,8 @@ impl Node {
     }
 
     fn switch(&self, name: &str) -> Option<&SwitchNode> {
-        self.switches.iter().find(|s| &*s.ctx.name == name)
+        // The last of that name: a switch removed, then added again, is a new one.
+        self.switches.iter().filter(|s| &*s.ctx.name == name).last()
     }
 
     /// A forwarded request: taken (answered `ok`, then done) or refused (`not-owner`).
@@ -460,7 +438,7 @@ impl Node {
     fn on_tick(self: &Arc<Self>) {
         let ttl = self.cluster.lease_ttl();
         let now = Instant::now();
-        for s in &self.switches {
+        for s in self.switches.iter() {
             s.proxy.sweep();
             if s.held.load(Ordering::Acquire) {
                 continue;
