@@ -12,7 +12,7 @@
 use crate::audit::LogStr;
 use crate::cluster::node::Node;
 use crate::config::reload::{diff, Changes, Diff};
-use crate::config::{Config, ConfigError, SwitchEntry, EMBEDDED_DEFAULT};
+use crate::config::{Config, ConfigError, EMBEDDED_DEFAULT};
 use crate::csta::DeviceNaming;
 use crate::dnplan::DnPlan;
 use crate::link::SwitchConfig;
@@ -105,8 +105,8 @@ impl Reloader {
             }
         };
         let old = self.shared.config();
-        let mut d = diff(&old, &new);
-        let new = not_yet_applied(&old, new, &mut d);
+        let d = diff(&old, &new);
+        let new = not_yet_applied(&old, new);
         self.apply(&old, new, &d).await;
         *generation += 1;
         crate::metrics::config_reload("ok", *generation);
@@ -256,7 +256,8 @@ impl Reloader {
 
     /// Restart the links of each switch whose link settings changed, with the new ones: its
     /// clients get `EventLinkDisconnected` and `EventLinkConnected` with `reason:
-    /// "reconfigured"`, and its registrations stay (monitored again on the new link).
+    /// "reconfigured"`, and its registrations stay (monitored again on the new link). In a
+    /// cluster the owner does so without giving its lease up.
     async fn relink(&self, relinks: Vec<(DeviceNaming, SwitchConfig)>, limit: Duration) {
         for (naming, config) in relinks {
             let Some(sw) = self.shared.live_switches().find(|s| s.name == config.name) else {
@@ -266,7 +267,11 @@ impl Reloader {
                 continue;
             };
             sw.set_naming(naming);
-            sw.reconfiguring.store(true, Ordering::Release);
+            // In a cluster, only the owner's links are up to restart: another node keeps the
+            // new settings for when it takes the switch.
+            if sw.owned_here.load(Ordering::Acquire) {
+                sw.reconfiguring.store(true, Ordering::Release);
+            }
             let relink = crate::link::Relink {
                 config,
                 keep_addresses: sw.simulated,
@@ -309,28 +314,7 @@ impl Reloader {
 
 /// What this version applies of the new file: the keys that need a restart keep their
 /// running values (listed in `restartRequired`).
-fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
-    let c = &mut d.changed;
-    // In a cluster, restarting links needs the owner's lease handling: not done yet, their
-    // keys need a restart and the links keep their settings.
-    if old.cluster.is_some() {
-        let whole: Vec<String> = c
-            .switches_removed
-            .iter()
-            .chain(&c.switches_added)
-            .cloned()
-            .collect();
-        c.links_changed.retain(|l| whole.contains(&l.switch));
-        d.relink.clear();
-        d.restart_required.append(&mut d.relink_keys);
-        for sw in &mut new.switch {
-            if let Some(o) = old.switch.iter().find(|o| o.name == sw.name) {
-                let dns = std::mem::take(&mut sw.dns);
-                *sw = SwitchEntry { dns, ..o.clone() };
-            }
-        }
-        new.options.link_queue = old.options.link_queue;
-    }
+fn not_yet_applied(old: &Config, mut new: Config) -> Config {
     // An embedded simulator is started with the process: its switch keeps its simulator.
     for sw in &mut new.switch {
         if let Some(o) = old.switch.iter().find(|o| o.name == sw.name) {

@@ -226,3 +226,75 @@ async fn hot_desk(c: &mut common::router::Client, guest: &str, host: &str) {
     let (_, r) = c.next_reply(deadline, || "no hot-desk reply".into()).await;
     assert_eq!(r["message"], "EventPrivateInfo", "{r}");
 }
+
+#[test]
+fn changed_link_settings_restart_the_owner_s_links_and_keep_its_lease() {
+    bed::runtime().block_on(relinked_in_a_cluster());
+}
+
+async fn relinked_in_a_cluster() {
+    let mut bed = Bed::start(1, 2);
+    let (owner, other, sim) = bed.one_switch_ready().await;
+    let mut near = bed.client(&owner).await;
+    near.register("4001").await;
+    let mut far = bed.client(&other).await;
+    far.register("4002").await;
+    bed::monitors_on(&sim, "4001", 1).await;
+    bed::monitors_on(&sim, "4002", 1).await;
+    let before = sim.state().await["monitors"].clone();
+    let traced = |i: usize| {
+        (bed.config(i)).replace("name = \"sw1\"\n", "name = \"sw1\"\nwire-trace = true\n")
+    };
+    // The other node keeps the new settings for when it takes the switch: nothing moves.
+    let answer = reload_with(&bed, &other, &traced(bed.index(&other))).await;
+    assert_eq!(
+        answer["changed"]["linksChanged"],
+        json!([{"switch": "sw1", "address": bed.pbx("sw1").sim.link()}]),
+        "{answer}"
+    );
+    assert_eq!(answer["restartRequired"], json!([]), "{answer}");
+    far.expect_nothing().await;
+    near.expect_nothing().await;
+    assert_eq!(sim.state().await["monitors"], before);
+    // The owner restarts its links with them, its lease kept.
+    let answer = reload_with(&bed, &owner, &traced(bed.index(&owner))).await;
+    assert_eq!(answer["restartRequired"], json!([]), "{answer}");
+    for expected in ["EventLinkDisconnected", "EventLinkConnected"] {
+        let (ev, _) = bed::until(&mut near, Duration::from_secs(10), expected, |m| {
+            m["message"] == expected
+        })
+        .await;
+        assert_eq!(
+            (&ev["switch"], &ev["reason"]),
+            (&json!("sw1"), &json!("reconfigured")),
+            "{ev}"
+        );
+    }
+    bed::until(&mut far, Duration::from_secs(10), "the link back", |m| {
+        bed::link_connected(m, "sw1")
+    })
+    .await;
+    // Both registrations monitored again on the new connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = sim.state().await["monitors"].clone();
+        if after.as_array().unwrap().len() == 2 && after != before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "monitors: {after}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (c, guest, host) in [(&mut near, "4001", "4901"), (&mut far, "4002", "4902")] {
+        hot_desk(c, guest, host).await;
+    }
+    owner_becomes(&bed, &other, "sw1", Some(&owner)).await;
+    let log = bed.node(&owner).log();
+    assert_eq!(
+        log.matches("this node owns the switch now").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("this node gives the switch up"), "{log}");
+    bed.node(&owner).wait_log("csta_wire", 1);
+    bed.stop();
+}
