@@ -257,7 +257,11 @@ impl Node {
             }
         );
         out.push_str(&tasks::jetstream_line(&self.cluster));
-        for s in self.switches.iter() {
+        let kept = self
+            .switches
+            .iter()
+            .filter(|s| !s.removed.load(Ordering::Acquire));
+        for s in kept {
             let owner = s
                 .seen
                 .lock()
