@@ -12,7 +12,7 @@
 use crate::audit::LogStr;
 use crate::cluster::node::Node;
 use crate::config::reload::{diff, Changes, Diff};
-use crate::config::{Config, ConfigError, SwitchEntry, EMBEDDED_DEFAULT};
+use crate::config::{Config, ConfigError, EMBEDDED_DEFAULT};
 use crate::csta::DeviceNaming;
 use crate::dnplan::DnPlan;
 use crate::link::SwitchConfig;
@@ -105,8 +105,8 @@ impl Reloader {
             }
         };
         let old = self.shared.config();
-        let mut d = diff(&old, &new);
-        let new = not_yet_applied(&old, new, &mut d);
+        let d = diff(&old, &new);
+        let new = not_yet_applied(&old, new);
         self.apply(&old, new, &d).await;
         *generation += 1;
         crate::metrics::config_reload("ok", *generation);
@@ -157,6 +157,11 @@ impl Reloader {
             .map(|((s, config), plan)| (s.dialect().device, config, plan.clone()))
             .collect();
         if let Some(node) = self.node.get() {
+            // A removed switch is contended for no more, and this node's clients served by
+            // another node's links are told now.
+            for name in &d.changed.switches_removed {
+                node.forsake(name);
+            }
             // Each node reloads its own file: the others compare its switches with theirs.
             node.reload_definitions(
                 new.switch
@@ -175,6 +180,9 @@ impl Reloader {
             .filter(|s| gone(s) && !s.is_removed())
         {
             self.remove_switch(sw, limit).await;
+            if let Some(node) = self.node.get() {
+                node.release_removed(&sw.name).await;
+            }
         }
         for (naming, config, plan) in added {
             self.add_switch(naming, config, plan);
@@ -216,7 +224,8 @@ impl Reloader {
     }
 
     /// Start a switch a reload added, as at start: its router shard and its links on the CSTA
-    /// threads; every client gets `EventLinkConnected` when a link is up.
+    /// threads (in a cluster, unowned: the node contends for its lease); every client gets
+    /// `EventLinkConnected` when a link is up.
     fn add_switch(&self, naming: DeviceNaming, config: SwitchConfig, plan: DnPlan) {
         let switches = &self.shared.switches;
         let index = switches.next_index();
@@ -228,11 +237,16 @@ impl Reloader {
         pool.rotate_left(index % threads);
         let router =
             crate::router::Router::start_for(self.shared.clone(), ctx.clone(), pool.first());
-        let _ = ctx.handle.set(crate::link::Switch::start(
-            config,
-            router.recipient(),
-            &pool,
-        ));
+        // In a cluster, its links open once this node takes its lease.
+        let handle = if self.shared.config().cluster.is_some() {
+            crate::link::Switch::start_unowned(config, router.recipient(), &pool)
+        } else {
+            crate::link::Switch::start(config, router.recipient(), &pool)
+        };
+        let _ = ctx.handle.set(handle);
+        if let Some(node) = self.node.get() {
+            node.add_switch(&ctx);
+        }
         if switches.push(ctx) {
             info!(switch = %name, "switch added: its links are starting");
         } else {
@@ -242,7 +256,8 @@ impl Reloader {
 
     /// Restart the links of each switch whose link settings changed, with the new ones: its
     /// clients get `EventLinkDisconnected` and `EventLinkConnected` with `reason:
-    /// "reconfigured"`, and its registrations stay (monitored again on the new link).
+    /// "reconfigured"`, and its registrations stay (monitored again on the new link). In a
+    /// cluster the owner does so without giving its lease up.
     async fn relink(&self, relinks: Vec<(DeviceNaming, SwitchConfig)>, limit: Duration) {
         for (naming, config) in relinks {
             let Some(sw) = self.shared.live_switches().find(|s| s.name == config.name) else {
@@ -252,7 +267,11 @@ impl Reloader {
                 continue;
             };
             sw.set_naming(naming);
-            sw.reconfiguring.store(true, Ordering::Release);
+            // In a cluster, only the owner's links are up to restart: another node keeps the
+            // new settings for when it takes the switch.
+            if sw.owned_here.load(Ordering::Acquire) {
+                sw.reconfiguring.store(true, Ordering::Release);
+            }
             let relink = crate::link::Relink {
                 config,
                 keep_addresses: sw.simulated,
@@ -293,49 +312,9 @@ impl Reloader {
     }
 }
 
-/// What this version applies of the new file: the switches are those the router started
-/// with (a switch added or removed is listed in `restartRequired`), and the keys that need a
-/// restart keep their running values.
-fn not_yet_applied(old: &Config, mut new: Config, d: &mut Diff) -> Config {
-    let c = &mut d.changed;
-    // In a cluster, a switch's addition needs every node's agreement and a lease: not done
-    // yet.
-    if old.cluster.is_some() {
-        for name in c.switches_added.drain(..) {
-            c.links_changed.retain(|l| l.switch != name);
-            if let Some(i) = new.switch.iter().position(|s| s.name == name) {
-                d.restart_required.push(format!("switch[{i}]"));
-                new.switch.remove(i);
-                new.plans.remove(i);
-            }
-        }
-    }
-    // In a cluster, a switch's removal needs every node's agreement and the owner's clean-up
-    // in NATS: not done yet.
-    if old.cluster.is_some() {
-        for name in c.switches_removed.drain(..) {
-            if let Some(i) = old.switch.iter().position(|s| s.name == name) {
-                d.restart_required.push(format!("switch[{i}]"));
-                new.switch.push(old.switch[i].clone());
-                new.plans.push(old.plans[i].clone());
-            }
-        }
-    }
-    // In a cluster, restarting links needs the owner's lease handling: not done yet, their
-    // keys need a restart and the links keep their settings.
-    if old.cluster.is_some() {
-        let removed = c.switches_removed.clone();
-        c.links_changed.retain(|l| removed.contains(&l.switch));
-        d.relink.clear();
-        d.restart_required.append(&mut d.relink_keys);
-        for sw in &mut new.switch {
-            if let Some(o) = old.switch.iter().find(|o| o.name == sw.name) {
-                let dns = std::mem::take(&mut sw.dns);
-                *sw = SwitchEntry { dns, ..o.clone() };
-            }
-        }
-        new.options.link_queue = old.options.link_queue;
-    }
+/// What this version applies of the new file: the keys that need a restart keep their
+/// running values (listed in `restartRequired`).
+fn not_yet_applied(old: &Config, mut new: Config) -> Config {
     // An embedded simulator is started with the process: its switch keeps its simulator.
     for sw in &mut new.switch {
         if let Some(o) = old.switch.iter().find(|o| o.name == sw.name) {

@@ -14,7 +14,7 @@ use super::forward::{Forwarded, Taken};
 use super::keys::Subjects;
 use super::lease::{Lease, Leases, Owner, Presence};
 use super::owner::{Hooks, LinkMessage, Owned, Publisher};
-use super::proxy::{KnownOwner, Proxy, ProxyParts};
+use super::proxy::{KnownOwner, Proxy};
 use super::records::Records;
 use super::seq::SeqBlocks;
 use super::writer::RecordsWriter;
@@ -24,7 +24,7 @@ use crate::link::{Disown, Own, Sequence};
 use crate::metrics::{ClusterMetrics, OwnershipReason};
 use crate::router::calls::CallNote;
 use crate::router::messages::{Disowned, DnOp, ToDn};
-use crate::router::{ClusterHooks, Shared, SwitchCtx};
+use crate::router::{Shared, SwitchCtx};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,10 +33,14 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 mod definitions;
+mod list;
 mod rebalance;
+mod removal;
 mod tasks;
 use definitions::Definitions;
-use tasks::{journal_calls, numbers, renew_presence, tick, watch_leases, watch_nats, watch_nodes};
+use list::SwitchList;
+use removal::removed_or_fenced;
+use tasks::{numbers, renew_presence, tick, watch_leases, watch_nats, watch_nodes};
 
 /// How long a switch stays unowned before a node already at its fair share takes it anyway
 /// (so that no switch is left without an owner while the node count is out of date).
@@ -55,8 +59,11 @@ struct SwitchNode {
     seen: Mutex<Seen>,
     /// Whether this node holds the switch's lease (or is taking it).
     held: AtomicBool,
-    /// Woken to hand the switch over (a rebalance, or links down too long).
+    /// Woken to hand the switch over (a rebalance, or links down too long, or a reload
+    /// removed it).
     hand_over: tokio::sync::Notify,
+    /// A reload removed the switch from this node's file: never taken again.
+    removed: AtomicBool,
 }
 
 impl SwitchNode {
@@ -94,7 +101,7 @@ pub trait SessionGiveUp: Send + Sync {
 pub struct Node {
     cluster: Cluster,
     shared: Arc<Shared>,
-    switches: Vec<SwitchNode>,
+    switches: SwitchList,
     publisher: Publisher,
     subjects: Subjects,
     leases: Leases,
@@ -159,35 +166,11 @@ impl Node {
         let writer = RecordsWriter::start(cluster.records());
         let names: Vec<Arc<str>> = shared.switches.iter().map(|s| s.name.clone()).collect();
         crate::metrics::init_cluster_labels(&names);
-        let mut switches = Vec::new();
-        for ctx in &shared.switches {
-            let metrics = ClusterMetrics::new(&ctx.name);
-            let proxy = Proxy::start(ProxyParts {
-                switch: ctx.clone(),
-                shared: shared.clone(),
-                node_id: node_id.clone(),
-                metrics: metrics.clone(),
-                client: cluster.client().clone(),
-                events: cluster.events().clone(),
-                subjects: subjects.clone(),
-                records: writer.clone(),
-            });
-            let hooks = Arc::new(Hooks::new(node_id.clone(), writer.clone(), proxy.clone()));
-            let as_hooks: Arc<dyn ClusterHooks> = hooks.clone();
-            let _ = ctx.cluster.set(as_hooks);
-            ctx.owned_here.store(false, Ordering::Release);
-            journal_calls(ctx, &writer, shared.config().options.call_grace.0);
-            metrics.set_owned(false);
-            switches.push(SwitchNode {
-                ctx: ctx.clone(),
-                proxy,
-                hooks,
-                metrics,
-                seen: Mutex::new(Seen::default()),
-                held: AtomicBool::new(false),
-                hand_over: tokio::sync::Notify::new(),
-            });
-        }
+        let switches = shared
+            .switches
+            .iter()
+            .map(|ctx| SwitchNode::start(ctx, &shared, &cluster, &node_id, &subjects, &writer))
+            .collect();
         let ttl = cluster.lease_ttl();
         let rebalance_after = shared
             .config()
@@ -202,7 +185,7 @@ impl Node {
             records: cluster.records(),
             cluster,
             shared,
-            switches,
+            switches: SwitchList::new(switches),
             publisher,
             subjects,
             presence,
@@ -274,7 +257,11 @@ impl Node {
             }
         );
         out.push_str(&tasks::jetstream_line(&self.cluster));
-        for s in &self.switches {
+        let kept = self
+            .switches
+            .iter()
+            .filter(|s| !s.removed.load(Ordering::Acquire));
+        for s in kept {
             let owner = s
                 .seen
                 .lock()
@@ -352,7 +339,8 @@ impl Node {
     }
 
     fn switch(&self, name: &str) -> Option<&SwitchNode> {
-        self.switches.iter().find(|s| &*s.ctx.name == name)
+        // The last of that name: a switch removed, then added again, is a new one.
+        self.switches.iter().filter(|s| &*s.ctx.name == name).last()
     }
 
     /// A forwarded request: taken (answered `ok`, then done) or refused (`not-owner`).
@@ -454,7 +442,7 @@ impl Node {
     fn on_tick(self: &Arc<Self>) {
         let ttl = self.cluster.lease_ttl();
         let now = Instant::now();
-        for s in &self.switches {
+        for s in self.switches.iter() {
             s.proxy.sweep();
             if s.held.load(Ordering::Acquire) {
                 continue;
@@ -477,14 +465,14 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
             .max(1);
-        let share = self.switches.len().div_ceil(live);
+        let share = self.kept().div_ceil(live);
         let mut mine = self
             .switches
             .iter()
             .filter(|s| s.held.load(Ordering::Acquire))
             .count();
         for (index, s) in self.switches.iter().enumerate() {
-            if s.held.load(Ordering::Acquire) {
+            if s.held.load(Ordering::Acquire) || s.removed.load(Ordering::Acquire) {
                 continue;
             }
             let (unowned_for, reason) = {
@@ -697,6 +685,9 @@ impl Node {
             }
             tokio::select! {
                 _ = s.hand_over.notified() => {
+                    if s.removed.load(Ordering::Acquire) {
+                        return GiveUp::Removed;
+                    }
                     if !self.stopping.load(Ordering::Acquire) {
                         return GiveUp::Rebalance;
                     }
@@ -735,7 +726,7 @@ impl Node {
         let planned = match why {
             GiveUp::Stopping => Some("shutdown"),
             GiveUp::Rebalance => Some("rebalance"),
-            GiveUp::Lost | GiveUp::Fenced(_) => None,
+            GiveUp::Lost | GiveUp::Fenced(_) | GiveUp::Removed => None,
         };
         if let Some(planned) = planned {
             // The other nodes hear it before the lease goes: their clients get the reason, and
@@ -760,7 +751,7 @@ impl Node {
         lease.fence.close();
         s.hooks.set_owned(None);
         s.ctx.owned_here.store(false, Ordering::Release);
-        let reason = planned.unwrap_or("fenced");
+        let reason = planned.unwrap_or(removed_or_fenced(&why));
         *s.ctx
             .link_reason
             .lock()
@@ -792,6 +783,7 @@ impl Node {
                     warn!(switch = %s.ctx.name, "the lease was not released (it expires by itself): {e}");
                 }
             }
+            GiveUp::Removed => self.forget_removed(s, lease).await,
             GiveUp::Lost => {
                 s.metrics.ownership_change(OwnershipReason::Fenced);
                 warn!(node = %self.node_name, switch = %s.ctx.name, why = "fenced", "this node lost the switch's lease to another node");
@@ -884,4 +876,6 @@ enum GiveUp {
     Rebalance,
     Lost,
     Fenced(String),
+    /// A reload removed the switch from this node's file.
+    Removed,
 }

@@ -91,6 +91,8 @@ struct State {
     waiting: HashMap<(u64, u64), Waiting>,
     /// When the flow last delivered something (where a repair starts reading the stream).
     last_delivery: Option<std::time::SystemTime>,
+    /// A reload removed the switch from this node's file: nothing more is delivered.
+    removed: bool,
 }
 
 /// A forwarded request on its way to the forwarder task.
@@ -312,6 +314,9 @@ impl Proxy {
     /// The owner of the switch as the lease says (`None`: no node holds it).
     pub fn set_owner(&self, owner: Option<KnownOwner>) {
         let mut st = self.lock();
+        if st.removed {
+            return;
+        }
         let before = st.owner.clone();
         match (&before, &owner) {
             (Some(b), Some(o)) if b.epoch == o.epoch => {
@@ -397,6 +402,7 @@ impl Proxy {
     pub fn link_state(&self, epoch: u64, up: bool, link: usize, reason: Option<&str>, event: bool) {
         let mut st = self.lock();
         if st.here
+            || st.removed
             || epoch < st.receiver.epoch()
             || st.owner.as_ref().is_some_and(|o| o.epoch > epoch)
         {
@@ -452,6 +458,32 @@ impl Proxy {
         st.owner = None;
     }
 
+    /// A reload removed the switch from this node's file: this node's clients registered on
+    /// its DNs get `EventUnregistered` (59) and their records go, requests waiting on the
+    /// owner get 54, and no flow, owner or link state of the switch reaches the clients any
+    /// more (another node may still serve it until its own reload).
+    pub fn removed(&self) {
+        let mut st = self.lock();
+        st.removed = true;
+        st.here = false;
+        st.owner = None;
+        let interest = std::mem::take(&mut st.interest);
+        let failed = Proxy::fail_all_waiting(&mut st);
+        drop(st);
+        self.answer_54(failed, "The switch was removed from the configuration");
+        for (dn, clients) in interest {
+            let text = crate::router::messages::left_plan_notice(&dn, &self.switch.name);
+            for (client, _) in clients {
+                if client.remote_session().is_none() {
+                    let session: Arc<str> = Arc::from(client.id.to_string());
+                    self.records
+                        .delete(&self.switch.name, &dn, &self.node_id, &session);
+                }
+                client.dropped(text.clone());
+            }
+        }
+    }
+
     /// A client of this node registered a DN in this node's shard (the switch is owned here).
     pub fn local_registered(&self, dn: &Arc<str>, client: &ClientHandle, call_events: bool) {
         add_interest(&mut self.lock().interest, dn, client, call_events);
@@ -465,7 +497,7 @@ impl Proxy {
     /// A message of the owner's flow to this node, for this switch.
     pub fn on_flow(self: &Arc<Self>, m: FlowMessage) {
         let mut st = self.lock();
-        if st.here {
+        if st.here || st.removed {
             return;
         }
         let steps = st.receiver.on_message(m);

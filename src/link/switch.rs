@@ -99,6 +99,10 @@ pub struct Switch {
 /// the counters the handle reads.
 struct LinkMaker {
     feed: ShardFeed,
+    /// A cluster node's switch: links open only while it is owned here ([`Own`]).
+    clustered: bool,
+    /// The ownership in force, given to links started again while it lasts.
+    own: Option<Own>,
     arbiters: Vec<actix::ArbiterHandle>,
     stats: Arc<Mutex<Vec<Arc<LinkStats>>>>,
 }
@@ -213,6 +217,8 @@ impl Switch {
             );
             let maker = LinkMaker {
                 feed,
+                clustered: !owned,
+                own: None,
                 arbiters,
                 stats,
             };
@@ -585,7 +591,14 @@ impl Handler<Relink> for Switch {
                 });
             }
             info!(switch = %config.name, links = config.links.len(), "restarting the links with the reloaded configuration");
-            act.links = act.maker.links(&config, ctx.address().recipient(), true);
+            // In a cluster, the new links number and fence as the ownership in force.
+            let clustered = act.maker.clustered;
+            act.links = act.maker.links(&config, ctx.address().recipient(), !clustered);
+            if let Some(own) = &act.maker.own {
+                for slot in &act.links {
+                    slot.addr.do_send(own.clone());
+                }
+            }
             act.config = config;
         }))
     }
@@ -695,6 +708,7 @@ impl Handler<Own> for Switch {
         for slot in &self.links {
             slot.addr.do_send(own.clone());
         }
+        self.maker.own = Some(own);
     }
 }
 
@@ -704,6 +718,7 @@ impl Handler<Disown> for Switch {
     /// The switch is no longer owned here: every link closes and stays closed, and the DNs
     /// monitored are forgotten (a next owner restores them from the cluster's records).
     fn handle(&mut self, disown: Disown, _: &mut Self::Context) {
+        self.maker.own = None;
         self.monitored.clear();
         let parked = std::mem::take(&mut self.monitor_parked);
         for op in std::mem::take(&mut self.monitor_ops)

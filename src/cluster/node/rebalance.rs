@@ -110,6 +110,7 @@ impl Node {
         let seen: Vec<(Option<String>, bool)> = self
             .switches
             .iter()
+            .filter(|s| !s.removed.load(Ordering::Acquire))
             .map(|s| {
                 let seen = s.seen.lock().unwrap_or_else(PoisonError::into_inner);
                 (
@@ -147,8 +148,11 @@ impl Node {
         if last_move.is_some_and(|t| now.duration_since(t) < SHARE_WAIT * 2) {
             return;
         }
-        if let Some(index) = self.switches.iter().rposition(|s| s.is_held_here()) {
-            info!(node = %self.node_name, switch = %self.switches[index].ctx.name, "the switches have been spread unevenly for {}: this node hands one over", humantime::format_duration(after));
+        let last = (self.switches.iter().enumerate())
+            .filter(|(_, s)| s.is_held_here())
+            .last();
+        if let Some((index, s)) = last {
+            info!(node = %self.node_name, switch = %s.ctx.name, "the switches have been spread unevenly for {}: this node hands one over", humantime::format_duration(after));
             self.hand_over(index, now);
         }
     }
