@@ -262,8 +262,6 @@ pub struct Diff {
     pub restart_required: Vec<String>,
     /// Switches (in both files) whose links restart with the new settings.
     pub relink: Vec<String>,
-    /// The keys (dotted paths) that restart links.
-    pub relink_keys: Vec<String>,
 }
 
 impl Diff {
@@ -294,7 +292,6 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         changed_key(&mut d, "options", name, effect, changed);
         if changed && effect == Effect::Links {
             d.relink.extend(old.switch.iter().map(|s| s.name.clone()));
-            d.relink_keys.push(format!("options.{name}"));
         }
     }
     applications(&mut d, &old.application, &new.application);
@@ -445,10 +442,7 @@ fn same_switch(d: &mut Diff, i: usize, o: &SwitchEntry, n: &SwitchEntry) {
         }
         match effect {
             Effect::Restart => d.restart_required.push(format!("switch[{i}].{key}")),
-            Effect::Links => {
-                d.relink.push(name.clone());
-                d.relink_keys.push(format!("switch[{i}].{key}"));
-            }
+            Effect::Links => d.relink.push(name.clone()),
             Effect::Applied => {}
         }
     }
@@ -468,7 +462,6 @@ fn same_switch(d: &mut Diff, i: usize, o: &SwitchEntry, n: &SwitchEntry) {
     let addresses =
         |s: &SwitchEntry| -> Vec<String> { s.link.iter().map(|l| l.address.to_string()).collect() };
     let (before, after) = (addresses(o), addresses(n));
-    d.relink_keys.push(format!("switch[{i}].link"));
     for gone in before.iter().filter(|a| !after.contains(a)) {
         d.changed.links_changed.push(SwitchLink {
             switch: name.clone(),
