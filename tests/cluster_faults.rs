@@ -7,7 +7,7 @@
 //! generous correctness bounds.
 
 mod common;
-use common::nats::{NatsCluster, NatsServer};
+use common::nats::{bucket_keys, NatsCluster, NatsServer};
 use common::process::{self, RouterProcess, SimProcess};
 use common::readyz::parse_owners;
 use common::router::Client;
@@ -895,21 +895,6 @@ fn jetstream_without_quorum_fences_every_owner_until_a_server_is_back() {
     });
 }
 
-/// The keys of a bucket whose latest entry is a value.
-async fn keys_of(js: &async_nats::jetstream::Context, bucket: &str) -> Vec<String> {
-    use futures_util::StreamExt;
-    let kv = js.get_key_value(bucket).await.unwrap();
-    let mut keys: Vec<String> = kv
-        .keys()
-        .await
-        .unwrap()
-        .filter_map(|k| async { k.ok() })
-        .collect()
-        .await;
-    keys.sort();
-    keys
-}
-
 #[test]
 fn a_single_nats_server_restarted_on_its_store_or_an_empty_one_gets_everything_back() {
     let _guard = serial();
@@ -938,7 +923,7 @@ fn a_single_nats_server_restarted_on_its_store_or_an_empty_one_gets_everything_b
             ));
         }
         let js = jetstream(&[server.url()]).await;
-        let regs = keys_of(&js, "CRR_f4_REGS").await;
+        let regs = bucket_keys(&js, "CRR_f4_REGS", "").await;
         assert_eq!(regs.len(), 4, "{regs:?}");
         drop(js);
         for empty in [false, true] {
@@ -974,9 +959,9 @@ fn a_single_nats_server_restarted_on_its_store_or_an_empty_one_gets_everything_b
                 restarted.elapsed()
             );
             let js = jetstream(&[server.url()]).await;
-            let now = keys_of(&js, "CRR_f4_REGS").await;
+            let now = bucket_keys(&js, "CRR_f4_REGS", "").await;
             assert_eq!(now.len(), 4, "{now:?}");
-            let nodes = keys_of(&js, "CRR_f4_NODES").await;
+            let nodes = bucket_keys(&js, "CRR_f4_NODES", "").await;
             assert_eq!(nodes, ["a", "b"]);
             assert!(js.get_stream("CRR_f4_EVENTS").await.is_ok());
         }

@@ -7,32 +7,14 @@
 mod common;
 
 use common::bed::{self, Bed, LEASE_TTL};
-use common::http;
-use common::process::RouterProcess;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-/// `POST /admin/reload` on a node without `[[admin]]`: the answer.
-async fn reload_node(node: &RouterProcess) -> Value {
-    let r = http::request(
-        node.metrics,
-        "POST",
-        "/admin/reload",
-        &[],
-        b"",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    serde_json::from_str(&r.text()).unwrap()
-}
 
 /// Write node `name`'s file as `text` and reload it: the answer.
 async fn reload_with(bed: &Bed, name: &str, text: &str) -> Value {
     let node = bed.node(name);
     std::fs::write(node.config_file().unwrap(), text).unwrap();
-    reload_node(node).await
+    node.reload().await
 }
 
 /// Node `i`'s file without switch `switch` (the last one the bed writes).
@@ -50,27 +32,11 @@ async fn jetstream(bed: &Bed) -> async_nats::jetstream::Context {
     async_nats::jetstream::new(client)
 }
 
-/// The keys of a bucket that start with `prefix`.
-async fn keys_of(js: &async_nats::jetstream::Context, bucket: &str, prefix: &str) -> Vec<String> {
-    use futures_util::StreamExt;
-    let kv = js.get_key_value(bucket).await.unwrap();
-    let mut keys: Vec<String> = kv
-        .keys()
-        .await
-        .unwrap()
-        .filter_map(|k| async { k.ok() })
-        .filter(|k| std::future::ready(k.starts_with(prefix)))
-        .collect()
-        .await;
-    keys.sort();
-    keys
-}
-
 /// Wait until the keys of `bucket` starting with `prefix` are `n`.
 async fn keys_become(js: &async_nats::jetstream::Context, bucket: &str, prefix: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let keys = keys_of(js, bucket, prefix).await;
+        let keys = common::nats::bucket_keys(js, bucket, prefix).await;
         if keys.len() == n {
             return;
         }

@@ -721,22 +721,6 @@ async fn a_removed_switch_unregisters_its_dns_closes_its_links_and_tells_every_c
     assert!(log.contains("switch removed"), "{log}");
 }
 
-/// `POST /admin/reload` on a node without `[[admin]]`: the answer.
-async fn reload_node(node: &RouterProcess) -> Value {
-    let r = http::request(
-        node.metrics,
-        "POST",
-        "/admin/reload",
-        &[],
-        b"",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    serde_json::from_str(&r.text()).unwrap()
-}
-
 /// Wait until every live node's `csta_router_cluster_config_mismatch{switch="sw1"}` is `want`.
 async fn mismatch_everywhere(bed: &common::bed::Bed, want: f64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -777,7 +761,7 @@ async fn each_node_reloads_its_own_file() {
         );
         let node = bed.node(name);
         std::fs::write(node.config_file().unwrap(), text).unwrap();
-        let answer = reload_node(node).await;
+        let answer = node.reload().await;
         assert_eq!(
             answer["changed"]["dnRangesAdded"],
             json!([{"switch": "sw1", "range": "5000-5099"}]),
@@ -926,7 +910,7 @@ async fn removed_dn_after_an_owner_kill() {
         .config(i)
         .replace("dns = [\"4000-4999\"]", "dns = [\"4002-4999\"]");
     std::fs::write(bed.node(&other).config_file().unwrap(), text).unwrap();
-    let answer = reload_node(bed.node(&other)).await;
+    let answer = bed.node(&other).reload().await;
     assert_eq!(
         answer["changed"]["dnRangesRemoved"],
         json!([{"switch": "sw1", "range": "4000-4999"}]),

@@ -470,3 +470,24 @@ impl Drop for NatsCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The keys of a JetStream key-value bucket that start with `prefix` (`""`: all) and whose
+/// latest entry is a value, sorted.
+pub async fn bucket_keys(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<String> {
+    use futures_util::StreamExt;
+    let kv = js.get_key_value(bucket).await.unwrap();
+    let mut keys: Vec<String> = kv
+        .keys()
+        .await
+        .unwrap()
+        .filter_map(|k| async { k.ok() })
+        .filter(|k| std::future::ready(k.starts_with(prefix)))
+        .collect()
+        .await;
+    keys.sort();
+    keys
+}

@@ -326,6 +326,23 @@ impl RouterProcess {
         }
     }
 
+    /// `POST /admin/reload` on a router without `[[admin]]`: the answer (the test fails unless
+    /// it is 200).
+    pub async fn reload(&self) -> Value {
+        let r = http::request(
+            self.metrics,
+            "POST",
+            "/admin/reload",
+            &[],
+            b"",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_str(&r.text()).unwrap()
+    }
+
     /// `GET path` on the metrics listener: status and body, or why there is none.
     pub async fn try_http_get(&self, path: &str) -> Result<(u16, String), String> {
         http::get(self.metrics, path, Duration::from_secs(5))
