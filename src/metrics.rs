@@ -746,6 +746,8 @@ pub struct SwitchGauges<'a> {
     pub associations: usize,
     /// Extension actors alive.
     pub extension_actors: usize,
+    /// DNs with at least one client registered.
+    pub registered_dns: usize,
 }
 
 /// The text exposition, after setting the scrape-time gauges.
@@ -755,6 +757,7 @@ pub fn render(gauges: &Gauges<'_>) -> String {
         s.metrics.active_calls.set(s.active_calls as f64);
         s.metrics.hotdesk_associations.set(s.associations as f64);
         s.metrics.extension_actors.set(s.extension_actors as f64);
+        s.metrics.registered_dns.set(s.registered_dns as f64);
     }
     match HANDLE.get() {
         Some(h) => {

@@ -96,7 +96,7 @@ impl Reloader {
             Some(path) => Config::load(path),
             None => Config::parse(EMBEDDED_DEFAULT, "the embedded default configuration"),
         };
-        let new = match loaded {
+        let mut new = match loaded {
             Ok(new) => new,
             Err(e) => {
                 crate::metrics::config_reload("rejected", *generation);
@@ -106,7 +106,7 @@ impl Reloader {
         };
         let old = self.shared.config();
         let d = diff(&old, &new);
-        let new = not_yet_applied(&old, new);
+        crate::config::reload::keep_restart_only(&old, &mut new);
         self.apply(&old, new, &d).await;
         *generation += 1;
         crate::metrics::config_reload("ok", *generation);
@@ -247,7 +247,7 @@ impl Reloader {
         if let Some(node) = self.node.get() {
             node.add_switch(&ctx);
         }
-        if switches.push(ctx) {
+        if switches.push(ctx).is_some() {
             info!(switch = %name, "switch added: its links are starting");
         } else {
             warn!(switch = %name, "switch not added: the router runs {} switches at most", crate::router::state::MAX_SWITCHES);
@@ -310,34 +310,6 @@ impl Reloader {
         ));
         info!(switch = %sw.name, "switch removed: its links are closed");
     }
-}
-
-/// What this version applies of the new file: the keys that need a restart keep their
-/// running values (listed in `restartRequired`).
-fn not_yet_applied(old: &Config, mut new: Config) -> Config {
-    // An embedded simulator is started with the process: its switch keeps its simulator.
-    for sw in &mut new.switch {
-        if let Some(o) = old.switch.iter().find(|o| o.name == sw.name) {
-            sw.simulated = o.simulated;
-            sw.simulator_control = o.simulator_control;
-            sw.simulator_vendor = o.simulator_vendor;
-            sw.simulator_tls_cert.clone_from(&o.simulator_tls_cert);
-            sw.simulator_tls_key.clone_from(&o.simulator_tls_key);
-            sw.simulator_tls.clone_from(&o.simulator_tls);
-            if o.simulated {
-                sw.link.clone_from(&o.link);
-            }
-        }
-    }
-    let s = &mut new.server;
-    s.client_listen = old.server.client_listen;
-    s.metrics_listen = old.server.metrics_listen;
-    s.tls_cert.clone_from(&old.server.tls_cert);
-    s.tls_key.clone_from(&old.server.tls_key);
-    s.tls_config.clone_from(&old.server.tls_config);
-    s.max_http_connections = old.server.max_http_connections;
-    new.cluster.clone_from(&old.cluster);
-    new
 }
 
 /// `POST /admin/reload` (on `metrics-listen`): 403 for a page of a foreign origin, 401

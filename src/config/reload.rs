@@ -25,8 +25,13 @@ pub enum Effect {
 /// Reads one key's value in a comparable form.
 type Get<T> = fn(&T) -> String;
 
-/// One key of a section: its name in the file, what a change does, and its value.
-type Key<T> = (&'static str, Effect, Get<T>);
+/// Puts the running value of one key back into the file just read (`new`, `old`): what a
+/// reload does with a key that needs a restart.
+type Keep<T> = fn(&mut T, &T);
+
+/// One key of a section: its name in the file, what a change does, its value, and how to
+/// keep the running value.
+type Key<T> = (&'static str, Effect, Get<T>, Keep<T>);
 
 macro_rules! key {
     ($ty:ty, $name:literal, $effect:ident, $field:ident) => {
@@ -34,6 +39,7 @@ macro_rules! key {
             $name,
             Effect::$effect,
             (|c: &$ty| format!("{:?}", c.$field)) as Get<$ty>,
+            (|new: &mut $ty, old: &$ty| new.$field.clone_from(&old.$field)) as Keep<$ty>,
         )
     };
 }
@@ -129,6 +135,9 @@ pub fn application_keys() -> Vec<Key<ApplicationConfig>> {
             "token",
             Effect::Applied,
             (|c: &ApplicationConfig| c.token.clone()) as Get<ApplicationConfig>,
+            (|new: &mut ApplicationConfig, old: &ApplicationConfig| {
+                new.token.clone_from(&old.token);
+            }) as Keep<ApplicationConfig>,
         ),
         key!(ApplicationConfig, "access", Applied, access),
     ]
@@ -275,10 +284,41 @@ impl Diff {
     }
 }
 
+/// Put the running value of every key that needs a restart back into the file just read, so
+/// that what runs after the reload is what the answer says: those keys are listed in
+/// `restartRequired`, not applied.
+pub fn keep_restart_only(old: &Config, new: &mut Config) {
+    keep(&server_keys(), &mut new.server, &old.server);
+    // Loaded at start from `tls-cert`/`tls-key`.
+    new.server.tls_config.clone_from(&old.server.tls_config);
+    new.cluster.clone_from(&old.cluster);
+    for sw in &mut new.switch {
+        let Some(o) = old.switch.iter().find(|o| o.name == sw.name) else {
+            continue;
+        };
+        keep(&switch_keys(), sw, o);
+        // Loaded at start from `simulator-tls-cert`/`-key`.
+        sw.simulator_tls.clone_from(&o.simulator_tls);
+        // An embedded simulator keeps the addresses it was started on.
+        if o.simulated {
+            sw.link.clone_from(&o.link);
+        }
+    }
+}
+
+/// Keep the running value of each key of `keys` that needs a restart.
+fn keep<T>(keys: &[Key<T>], new: &mut T, old: &T) {
+    for (_, effect, _, keep) in keys {
+        if *effect == Effect::Restart {
+            keep(new, old);
+        }
+    }
+}
+
 /// Compare the running configuration with the one just read.
 pub fn diff(old: &Config, new: &Config) -> Diff {
     let mut d = Diff::default();
-    for (name, effect, get) in server_keys() {
+    for (name, effect, get, _) in server_keys() {
         changed_key(
             &mut d,
             "server",
@@ -287,7 +327,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
             get(&old.server) != get(&new.server),
         );
     }
-    for (name, effect, get) in options_keys() {
+    for (name, effect, get, _) in options_keys() {
         let changed = get(&old.options) != get(&new.options);
         changed_key(&mut d, "options", name, effect, changed);
         if changed && effect == Effect::Links {
@@ -342,7 +382,7 @@ fn applications(d: &mut Diff, old: &[ApplicationConfig], new: &[ApplicationConfi
     let values = |a: &ApplicationConfig| -> Vec<String> {
         application_keys()
             .iter()
-            .map(|(_, _, get)| get(a))
+            .map(|(_, _, get, _)| get(a))
             .collect()
     };
     let mut names: Vec<&String> = old.iter().chain(new).map(|a| &a.name).collect();
@@ -436,7 +476,7 @@ fn same_switch(d: &mut Diff, i: usize, o: &SwitchEntry, n: &SwitchEntry) {
             range: e.clone(),
         });
     }
-    for (key, effect, get) in switch_keys() {
+    for (key, effect, get, _) in switch_keys() {
         if key == "dns" || get(o) == get(n) {
             continue;
         }
@@ -449,7 +489,7 @@ fn same_switch(d: &mut Diff, i: usize, o: &SwitchEntry, n: &SwitchEntry) {
     let links = |s: &SwitchEntry| -> Vec<Vec<String>> {
         s.link
             .iter()
-            .map(|l| link_keys().iter().map(|(_, _, get)| get(l)).collect())
+            .map(|l| link_keys().iter().map(|(_, _, get, _)| get(l)).collect())
             .collect()
     };
     if links(o) == links(n) {

@@ -40,7 +40,7 @@ fn fields_of<'de, T: Deserialize<'de>>() -> Vec<&'static str> {
 }
 
 fn names<T>(keys: Vec<Key<T>>) -> Vec<&'static str> {
-    keys.into_iter().map(|(name, _, _)| name).collect()
+    keys.into_iter().map(|(name, _, _, _)| name).collect()
 }
 
 fn same_set(what: &str, mut from_struct: Vec<&str>, mut classified: Vec<&str>) {

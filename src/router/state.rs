@@ -61,8 +61,8 @@ pub struct SwitchCtx {
     /// start), so that an operator (`GET /status`, the console) sees how long a switch has
     /// been down or up.
     pub link_changed_ms: AtomicU64,
-    /// DNs with at least one client registered (the `csta_router_registered_dns` gauge, kept
-    /// here too because a gauge cannot be read back for `GET /status`).
+    /// DNs with at least one client registered: `GET /status` reads it, and `/metrics` exports
+    /// it as the `csta_router_registered_dns` gauge when scraped.
     pub registered: AtomicUsize,
     /// Call IDs in use and their connIds.
     pub calls: CallTable,
@@ -293,40 +293,38 @@ impl SwitchCtx {
 /// The most switches a router runs, those a reload adds included.
 pub const MAX_SWITCHES: usize = 1024;
 
-/// The switches: those of the configuration in its order, then those reloads added. Why not a
-/// `Vec`: a reload appends while sessions and actors read without a lock, so each place is set
-/// once and never moves (a switch removed keeps its place, see [`SwitchCtx::is_removed`]), and
-/// a switch's index stays what clients' event numbering uses.
-pub struct Switches {
-    slots: Box<[OnceLock<Arc<SwitchCtx>>]>,
+/// A list that only grows, read without a lock: each place is set once and never moves, so an
+/// index taken by a reader stays valid while a writer appends. Why: a reload adds switches
+/// while sessions, actors and the cluster's tasks read the list by index (a switch removed
+/// keeps its place, see [`SwitchCtx::is_removed`]); room for [`MAX_SWITCHES`] is made at start.
+pub struct AppendOnly<T> {
+    slots: Box<[OnceLock<T>]>,
     len: AtomicUsize,
     adding: Mutex<()>,
 }
 
-/// The iterator of [`Switches::iter`].
-pub type SwitchIter<'a> = std::iter::FilterMap<
-    std::slice::Iter<'a, OnceLock<Arc<SwitchCtx>>>,
-    fn(&OnceLock<Arc<SwitchCtx>>) -> Option<&Arc<SwitchCtx>>,
->;
+/// The iterator of [`AppendOnly::iter`].
+pub type AppendIter<'a, T> =
+    std::iter::FilterMap<std::slice::Iter<'a, OnceLock<T>>, fn(&OnceLock<T>) -> Option<&T>>;
 
-impl Switches {
-    /// The switches of the configuration, with room for those reloads add.
-    pub fn new(switches: Vec<Arc<SwitchCtx>>) -> Switches {
-        let slots: Box<[OnceLock<Arc<SwitchCtx>>]> = (0..MAX_SWITCHES.max(switches.len()))
+impl<T> AppendOnly<T> {
+    /// The list of `items`, with room for [`MAX_SWITCHES`] in all.
+    pub fn new(items: Vec<T>) -> AppendOnly<T> {
+        let slots: Box<[OnceLock<T>]> = (0..MAX_SWITCHES.max(items.len()))
             .map(|_| OnceLock::new())
             .collect();
-        let len = switches.len();
-        for (slot, sw) in slots.iter().zip(switches) {
-            let _ = slot.set(sw);
+        let len = items.len();
+        for (slot, item) in slots.iter().zip(items) {
+            let _ = slot.set(item);
         }
-        Switches {
+        AppendOnly {
             slots,
             len: AtomicUsize::new(len),
             adding: Mutex::new(()),
         }
     }
 
-    /// How many switches there are (those a reload removed included).
+    /// How many items there are.
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
     }
@@ -336,17 +334,17 @@ impl Switches {
         self.len() == 0
     }
 
-    /// The switch at `index`.
-    pub fn get(&self, index: usize) -> Option<&Arc<SwitchCtx>> {
+    /// The item at `index`.
+    pub fn get(&self, index: usize) -> Option<&T> {
         if index >= self.len() {
             return None;
         }
         self.slots.get(index)?.get()
     }
 
-    /// Every switch, in order.
-    pub fn iter(&self) -> SwitchIter<'_> {
-        let present: fn(&OnceLock<Arc<SwitchCtx>>) -> Option<&Arc<SwitchCtx>> = OnceLock::get;
+    /// Every item, in order.
+    pub fn iter(&self) -> AppendIter<'_, T> {
+        let present: fn(&OnceLock<T>) -> Option<&T> = OnceLock::get;
         self.slots
             .get(..self.len())
             .unwrap_or_default()
@@ -354,34 +352,33 @@ impl Switches {
             .filter_map(present)
     }
 
-    /// The index the next switch added takes.
+    /// The index the next item pushed takes.
     pub fn next_index(&self) -> usize {
         self.len()
     }
 
-    /// Add a switch (a reload) at [`Switches::next_index`]: `false` when there is no room.
-    pub fn push(&self, switch: Arc<SwitchCtx>) -> bool {
+    /// Append an item: its index, `None` when there is no room.
+    pub fn push(&self, item: T) -> Option<usize> {
         let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
         let index = self.len();
-        let Some(slot) = self.slots.get(index) else {
-            return false;
-        };
-        if slot.set(switch).is_err() {
-            return false;
-        }
+        self.slots.get(index)?.set(item).ok()?;
         self.len.store(index + 1, Ordering::Release);
-        true
+        Some(index)
     }
 }
 
-impl<'a> IntoIterator for &'a Switches {
-    type Item = &'a Arc<SwitchCtx>;
-    type IntoIter = SwitchIter<'a>;
+impl<'a, T> IntoIterator for &'a AppendOnly<T> {
+    type Item = &'a T;
+    type IntoIter = AppendIter<'a, T>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
 }
+
+/// The switches: those of the configuration in its order, then those reloads added; a
+/// switch's index stays what clients' event numbering uses.
+pub type Switches = AppendOnly<Arc<SwitchCtx>>;
 
 /// Configuration and switches, shared by every actor and session.
 pub struct Shared {
@@ -450,6 +447,7 @@ impl Shared {
                     active_calls: s.calls.len(),
                     associations: s.associations_len(),
                     extension_actors: s.extension_count(),
+                    registered_dns: s.registered.load(Ordering::Relaxed),
                 })
                 .collect(),
         }

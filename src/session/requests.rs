@@ -393,8 +393,8 @@ impl State {
         session_id: &str,
         resumed: Option<(bool, usize, &[&str])>,
     ) -> Vec<SharedText> {
-        let options = &self.shared.config().options;
-        let linger = self.shared.config().server.session_linger.0;
+        let config = self.shared.config();
+        let (options, linger) = (&config.options, config.server.session_linger.0);
         let mut out = Vec::with_capacity(1 + self.shared.switches.len());
         out.push(protocol::server_connected(
             reference_id,

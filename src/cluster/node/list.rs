@@ -9,60 +9,14 @@ use crate::cluster::proxy::{Proxy, ProxyParts};
 use crate::cluster::writer::RecordsWriter;
 use crate::cluster::Cluster;
 use crate::metrics::ClusterMetrics;
+use crate::router::state::AppendOnly;
 use crate::router::{ClusterHooks, Shared, SwitchCtx};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
-/// An append-only list of the node's switches, read without a lock.
-pub(super) struct SwitchList {
-    slots: Box<[OnceLock<SwitchNode>]>,
-    len: AtomicUsize,
-    adding: Mutex<()>,
-}
-
-impl SwitchList {
-    /// The switches the node starts with, with room for as many as the router may run.
-    pub(super) fn new(switches: Vec<SwitchNode>) -> SwitchList {
-        let room = crate::router::state::MAX_SWITCHES.max(switches.len());
-        let slots: Box<[OnceLock<SwitchNode>]> = (0..room).map(|_| OnceLock::new()).collect();
-        let len = switches.len();
-        for (slot, s) in slots.iter().zip(switches) {
-            let _ = slot.set(s);
-        }
-        SwitchList {
-            slots,
-            len: AtomicUsize::new(len),
-            adding: Mutex::new(()),
-        }
-    }
-
-    /// The switch at `index`.
-    pub(super) fn get(&self, index: usize) -> Option<&SwitchNode> {
-        if index >= self.len.load(Ordering::Acquire) {
-            return None;
-        }
-        self.slots.get(index)?.get()
-    }
-
-    /// Every switch, in order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &SwitchNode> + '_ {
-        self.slots
-            .get(..self.len.load(Ordering::Acquire))
-            .unwrap_or_default()
-            .iter()
-            .filter_map(OnceLock::get)
-    }
-
-    /// Add a switch: its index, `None` when there is no room.
-    pub(super) fn push(&self, switch: SwitchNode) -> Option<usize> {
-        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = self.len.load(Ordering::Acquire);
-        self.slots.get(index)?.set(switch).ok()?;
-        self.len.store(index + 1, Ordering::Release);
-        Some(index)
-    }
-}
+/// The node's switches, in the same append-only list as the router's.
+pub(super) type SwitchList = AppendOnly<SwitchNode>;
 
 impl SwitchNode {
     /// A switch of this node, not owned: its proxy serves it from another node until this

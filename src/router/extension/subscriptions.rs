@@ -376,16 +376,14 @@ impl Extension {
         self.maybe_retire();
     }
 
-    /// Keep the registered-DNs gauge in step with the subscriber list.
+    /// Keep the switch's count of registered DNs in step with the subscriber list.
     pub(super) fn count_registration(&mut self) {
         let registered = !self.subs.subscribers.is_empty();
         if registered != self.subs.counted {
             self.subs.counted = registered;
             if registered {
-                self.switch.metrics.registered_dns.increment(1.0);
                 self.switch.registered.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.switch.metrics.registered_dns.decrement(1.0);
                 self.switch.registered.fetch_sub(1, Ordering::Relaxed);
             }
         }
