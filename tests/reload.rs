@@ -109,6 +109,15 @@ impl Bed {
             .unwrap_or_else(|| panic!("no {series} in /metrics"))
     }
 
+    /// Until the router holds the one session dropped as lingering: what happens from now on
+    /// reaches it in its replay, not on the connection that was closing.
+    async fn wait_lingering(&self) {
+        eventually("the session lingering", async || {
+            self.metric("csta_router_sessions_lingering").await == 1.0
+        })
+        .await;
+    }
+
     /// The DNs the simulator monitors, with their cross-references.
     async fn monitors(&self) -> Vec<(String, String)> {
         let state = self.control().state().await;
@@ -467,6 +476,7 @@ async fn a_lingering_session_on_a_removed_dn_gets_the_unregistration_in_its_repl
     let id = reply["sessionId"].as_str().unwrap().to_owned();
     c.register("5020").await;
     drop(c);
+    bed.wait_lingering().await;
     bed.write(ADMIN, &["5100-5999"], "");
     bed.reload().await;
     eventually("5020's MonitorStop", async || {
@@ -856,6 +866,7 @@ async fn a_lingering_session_on_a_removed_switch_is_told_when_it_resumes() {
     let id = reply["sessionId"].as_str().unwrap().to_owned();
     c.register("7020").await;
     drop(c);
+    bed.wait_lingering().await;
     bed.write(ADMIN, &["5000-5999"], "");
     let answer = bed.reload().await;
     assert_eq!(answer["changed"]["switchesRemoved"], json!(["sw2"]));
