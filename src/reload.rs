@@ -300,14 +300,15 @@ impl Reloader {
         sw.set_removed();
         let closing = handle.addr.send(crate::link::CloseLinks);
         let _ = tokio::time::timeout_at(deadline + limit, closing).await;
-        sw.link_up
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.shared.hub.broadcast(crate::protocol::link_event(
-            &sw.name,
-            false,
-            None,
-            Some("removed"),
-        ));
+        self.shared.hub.announce(|| {
+            sw.set_link_up(false);
+            Some(crate::protocol::link_event(
+                &sw.name,
+                false,
+                None,
+                Some("removed"),
+            ))
+        });
         info!(switch = %sw.name, "switch removed: its links are closed");
     }
 }

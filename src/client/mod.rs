@@ -549,18 +549,24 @@ pub struct Hub {
 
 impl Hub {
     fn all(&self) -> Vec<ClientHandle> {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.lock().values().cloned().collect()
     }
 
-    /// Send one message to every open client.
-    pub fn broadcast(&self, text: SharedText) {
-        for c in self.all() {
-            c.push(text.clone(), false);
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ClientHandle>> {
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Change what clients are told of the links (`change`: a switch's link state) and send
+    /// every open client the message it returns, in one step as far as [`Hub::join`] is
+    /// concerned: a client opening meanwhile reads the state either before the change (and
+    /// gets the message) or after it (and does not), so it never misses a change nor hears
+    /// one twice. Link changes are rare: the clients are sent to with the lock held.
+    pub fn announce(&self, change: impl FnOnce() -> Option<SharedText>) {
+        let clients = self.lock();
+        if let Some(text) = change() {
+            for c in clients.values() {
+                c.push(text.clone(), false);
+            }
         }
     }
 
@@ -574,10 +580,7 @@ impl Hub {
 
     /// How many clients are open.
     pub fn len(&self) -> usize {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.lock().len()
     }
 
     /// Whether no client is open.
@@ -585,29 +588,23 @@ impl Hub {
         self.len() == 0
     }
 
-    /// A client opened its session: it gets link events from now on.
-    pub fn add(&self, c: ClientHandle) {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(c.id, c);
+    /// A client opened its session: `first` runs (it reads the link states the client is
+    /// told first), then the client gets link events, with no [`Hub::announce`] in between.
+    pub fn join<R>(&self, c: ClientHandle, first: impl FnOnce() -> R) -> R {
+        let mut clients = self.lock();
+        let r = first();
+        clients.insert(c.id, c);
+        r
     }
 
     /// The open client with this id.
     pub fn get(&self, id: u64) -> Option<ClientHandle> {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned()
+        self.lock().get(&id).cloned()
     }
 
     /// A client's session ended.
     pub fn remove(&self, id: u64) {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.lock().remove(&id);
     }
 }
 
@@ -685,13 +682,51 @@ mod tests {
         let hub = Hub::default();
         let (a, _, mut ra) = local(1, 4);
         let (b, _, mut rb) = local(2, 4);
-        hub.add(a.clone());
-        hub.add(b.clone());
-        hub.broadcast("x".into());
+        hub.join(a.clone(), || ());
+        hub.join(b.clone(), || ());
+        hub.announce(|| Some("x".into()));
         hub.remove(1);
-        hub.broadcast("y".into());
+        hub.announce(|| Some("y".into()));
+        hub.announce(|| None);
         assert_eq!(hub.len(), 1);
         assert_eq!(taken(&a, &mut ra), ["x"]);
         assert_eq!(taken(&b, &mut rb), ["x", "y"]);
+    }
+
+    /// Clients join while another thread flips a link's state: each hears the state it read
+    /// on joining, then every later change once, so what it is told alternates.
+    #[test]
+    fn a_client_joining_during_link_changes_misses_none_and_hears_none_twice() {
+        use std::sync::atomic::AtomicBool;
+        let hub = Arc::new(Hub::default());
+        let up = Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (hub, up) = (hub.clone(), up.clone());
+            std::thread::spawn(move || {
+                for _ in 0..20_000 {
+                    hub.announce(|| {
+                        let now = !up.load(Ordering::Relaxed);
+                        up.store(now, Ordering::Relaxed);
+                        Some(if now { "up" } else { "down" }.into())
+                    });
+                }
+            })
+        };
+        let mut clients = Vec::new();
+        for id in 0..200 {
+            let (c, _, rx) = local(id, 30_000);
+            let first = hub.join(c.clone(), || up.load(Ordering::Relaxed));
+            clients.push((c, rx, first));
+            std::thread::yield_now();
+        }
+        flipper.join().unwrap();
+        for (c, mut rx, first) in clients {
+            let mut state = first;
+            for told in taken(&c, &mut rx) {
+                assert_eq!(told == "up", !state, "client {} heard {told} twice", c.id);
+                state = !state;
+            }
+            assert_eq!(state, up.load(Ordering::Relaxed), "client {} missed a change", c.id);
+        }
     }
 }

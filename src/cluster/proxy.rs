@@ -388,13 +388,15 @@ impl Proxy {
 
     /// `EventLinkDisconnected` (`reason: "failover"`) to every client of this node.
     fn tell_failover(&self) {
-        self.switch.set_link_up(false);
-        self.shared.hub.broadcast(protocol::link_event(
-            &self.switch.name,
-            false,
-            None,
-            Some("failover"),
-        ));
+        self.shared.hub.announce(|| {
+            self.switch.set_link_up(false);
+            Some(protocol::link_event(
+                &self.switch.name,
+                false,
+                None,
+                Some("failover"),
+            ))
+        });
     }
 
     /// The owner's link state (`epoch`: the owner's; `event`: a change, else the periodic
@@ -416,22 +418,26 @@ impl Proxy {
         }
         if up {
             st.failover_told = false;
-            self.switch.active_link.store(link, Ordering::Relaxed);
         }
-        self.switch.set_link_up(up);
-        drop(st);
         // A change seen only in the periodic state lost its event: say the plain reason.
         let reason = match (event, up) {
             (true, _) => reason,
             (false, false) => Some("link_lost"),
             (false, true) => None,
         };
-        self.shared.hub.broadcast(protocol::link_event(
-            &self.switch.name,
-            up,
-            Some(link),
-            reason,
-        ));
+        self.shared.hub.announce(|| {
+            if up {
+                self.switch.active_link.store(link, Ordering::Relaxed);
+            }
+            self.switch.set_link_up(up);
+            Some(protocol::link_event(
+                &self.switch.name,
+                up,
+                Some(link),
+                reason,
+            ))
+        });
+        drop(st);
     }
 
     /// This node took the switch: requests go to its shard from now on; those waiting on the

@@ -155,10 +155,6 @@ impl Router {
     }
 
     fn link_changed(&mut self, up: bool, link: usize) {
-        if up {
-            self.switch.active_link.store(link, Ordering::Relaxed);
-        }
-        self.switch.set_link_up(up);
         if !up {
             // The switch is the authority: what we knew may be stale now.
             self.switch.forget_associations();
@@ -169,10 +165,8 @@ impl Router {
         for (_, ext) in self.extensions.values() {
             ext.do_send(LinkChange { up });
         }
-        if self.switch.is_removed() {
-            // The reload that removed the switch told the clients.
-            return;
-        }
+        // The reload that removed a switch told the clients.
+        let removed = self.switch.is_removed();
         let reason = if self.switch.reconfiguring.load(Ordering::Acquire) {
             if up {
                 self.switch.reconfiguring.store(false, Ordering::Release);
@@ -187,12 +181,17 @@ impl Router {
             (None, Some(_)) if !up => Some("link_lost"),
             (None, _) => None,
         };
-        self.shared.hub.broadcast(protocol::link_event(
-            &self.switch.name,
-            up,
-            Some(link),
-            reason,
-        ));
+        let switch = &self.switch;
+        self.shared.hub.announce(|| {
+            if up {
+                switch.active_link.store(link, Ordering::Relaxed);
+            }
+            switch.set_link_up(up);
+            (!removed).then(|| protocol::link_event(&switch.name, up, Some(link), reason))
+        });
+        if removed {
+            return;
+        }
         if let Some(cluster) = self.switch.cluster.get() {
             cluster.link_changed(up, link, reason);
         }

@@ -266,36 +266,15 @@ impl State {
         self.publish_session(&record);
         self.record = Some((record, 1));
         // The client's first message is the reply to RequestOpen, with each link's state;
-        // only then does it join the link events' broadcast. A link that changed between the
-        // two readings is announced again after joining: a change may arrive twice but is
-        // never missed, and nothing comes before the reply.
+        // then come the link events of the changes after that reading, none missed and none
+        // told twice (the hub makes the two one step).
         let resumed = resumed.map(|()| (false, 0, &[][..]));
-        let before = self.link_states();
-        for text in self.opening(reference_id, &session_id, resumed) {
-            handle.answer(text);
-        }
-        self.shared.hub.add(handle.clone());
-        for (i, s) in self.shared.switches.iter().enumerate() {
-            let view = s.view();
-            let now = (view.link_up, view.active_link);
-            if !s.is_removed() && before.get(i).is_some_and(|b| *b != now) {
-                let link = view.link_up.then_some(view.active_link);
-                handle.answer(protocol::link_event(&s.name, view.link_up, link, None));
+        self.shared.hub.join(handle.clone(), || {
+            for text in self.opening(reference_id, &session_id, resumed) {
+                handle.answer(text);
             }
-        }
+        });
         Next::Continue
-    }
-
-    /// Each switch's link state and active link, as [`Self::opening`] tells them.
-    fn link_states(&self) -> Vec<(bool, usize)> {
-        self.shared
-            .switches
-            .iter()
-            .map(|s| {
-                let view = s.view();
-                (view.link_up, view.active_link)
-            })
-            .collect()
     }
 
     /// `RequestOpen` resumes session `record`: this connection takes it over (the
@@ -342,26 +321,27 @@ impl State {
             return Err(None);
         };
         let client = r.record.client.clone();
-        // Link events from now on; the states are read below, after joining.
-        self.shared.hub.add(client.clone());
+        // The link states are read as the client joins the link events (one step).
         let last = &r.last;
-        let resumed = client.resume(
-            &self.conn,
-            |switch| last.get(usize::from(switch)).copied().unwrap_or(0),
-            |plan| {
-                let gap: Vec<&str> = plan
-                    .gap
-                    .iter()
-                    .filter_map(|i| self.shared.switches.get(usize::from(*i)))
-                    .map(|s| &*s.name)
-                    .collect();
-                self.opening(
-                    r.reference_id,
-                    &r.session_id,
-                    Some((true, plan.replayed, &gap)),
-                )
-            },
-        );
+        let resumed = self.shared.hub.join(client.clone(), || {
+            client.resume(
+                &self.conn,
+                |switch| last.get(usize::from(switch)).copied().unwrap_or(0),
+                |plan| {
+                    let gap: Vec<&str> = plan
+                        .gap
+                        .iter()
+                        .filter_map(|i| self.shared.switches.get(usize::from(*i)))
+                        .map(|s| &*s.name)
+                        .collect();
+                    self.opening(
+                        r.reference_id,
+                        &r.session_id,
+                        Some((true, plan.replayed, &gap)),
+                    )
+                },
+            )
+        });
         let (rx, first, plan) = match resumed {
             Resumed::Busy(older) => return Err(older),
             Resumed::Attached { rx, first, plan } => (rx, first, plan),
