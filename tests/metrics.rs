@@ -389,7 +389,9 @@ async fn every_series_matches_what_the_script_did() {
     let (status, body) = r.http_get("/readyz").await;
     assert_eq!(status, 200);
     assert!(
-        body.contains("switch sw1 link connected") && body.contains("switch sw2 link connected")
+        body.contains("switch sw1 link connected") && body.contains("switch sw2 link connected"),
+        "{body}\n{}",
+        r.log()
     );
     drop(c1);
     let log = r.stop();
