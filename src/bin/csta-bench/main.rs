@@ -30,6 +30,7 @@
 mod account_codes;
 mod call_storm;
 mod cluster;
+mod compare;
 mod direct;
 mod failover;
 mod fanout;
@@ -37,6 +38,7 @@ mod http;
 #[cfg(test)]
 mod http_tests;
 mod login_storm;
+mod memory;
 mod plan;
 mod procfs;
 #[cfg(test)]
@@ -88,6 +90,13 @@ pub enum Scenario {
     /// With --spawn: sw1's plan loses the N (--dns) registered guests and gains N others by a
     /// SIGHUP reload (--rounds times, back and forth): time until the reload is applied.
     Reload,
+    /// With --spawn: one client registers N DNs (--dns, default 200,000: N/2 guests and N/2
+    /// hosts of sw1) in share mode; the router's resident memory before and after, per DN.
+    Memory,
+    /// Runs the other scenarios as child processes, alternately and --repeat times each
+    /// (router and direct, fanout and redis-fanout, memory, 1 and 8 switches) and prints the
+    /// medians and ratios (README, "Benchmark").
+    Compare,
 }
 
 impl Scenario {
@@ -102,6 +111,8 @@ impl Scenario {
             Scenario::Failover => "failover",
             Scenario::Resume => "resume",
             Scenario::Reload => "reload",
+            Scenario::Memory => "memory",
+            Scenario::Compare => "compare",
         }
     }
 }
@@ -193,6 +204,11 @@ pub struct Args {
     /// counted from each request's slot); default: as fast as the window allows.
     #[arg(long, value_name = "OPS")]
     pub rate: Option<f64>,
+    /// login-storm: go on with whole rounds (after --rounds) while the next request falls due
+    /// (with --rate) or comes (without) within D of the start. fanout: go on with whole rounds
+    /// while D has not passed. E.g. 10s, 1m.
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
     /// fanout: the monitors register with callEvents and every pair's round also has a call
     /// from the guest to the host (answered and cleared): call events besides the hot-desk ones.
     #[arg(long)]
@@ -220,9 +236,22 @@ pub struct Args {
     /// switch); fanout and account-codes need them.
     #[arg(long = "sim-control", value_name = "ADDR")]
     pub sim_control: Vec<SocketAddr>,
-    /// redis-fanout: the running redis-server to compare with.
+    /// redis-fanout: the running redis-server to compare with (or --spawn to start one).
     #[arg(long, value_name = "ADDR")]
     pub redis: Option<SocketAddr>,
+    /// redis-fanout with --redis: the redis-server's process ID, for its CPU per delivery.
+    #[arg(long, value_name = "PID")]
+    pub redis_pid: Option<u32>,
+    /// fanout: write the text of one event a monitor received to FILE. redis-fanout: publish
+    /// these bytes (a real router event; its eventSeq replaced by the message's number).
+    #[arg(long, value_name = "FILE")]
+    pub payload_file: Option<std::path::PathBuf>,
+    /// compare: how many times each run is made (the medians are reported).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub repeat: usize,
+    /// compare: also write the Markdown table to FILE (it always goes to stderr).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<std::path::PathBuf>,
     /// How long to wait for missing replies or events before counting them lost, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub drain: f64,
@@ -277,7 +306,7 @@ pub struct Settings {
 /// Run `csta-bench` on its own runtime (2 worker threads); the process exit code. The summary
 /// line goes to stdout, messages to stderr.
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = memory::with_defaults(&<Args as clap::CommandFactory>::command().get_matches());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -326,6 +355,9 @@ pub async fn run(args: Args) -> Outcome {
     if args.scenario == Scenario::RedisFanout {
         return redis::run(&args).await;
     }
+    if args.scenario == Scenario::Compare {
+        return compare::run(&args).await;
+    }
     let settings = check(args)?;
     let mut env = tokio::select! {
         env = prepare(&settings) => env?,
@@ -340,6 +372,7 @@ pub async fn run(args: Args) -> Outcome {
 }
 
 fn check(args: Args) -> Result<Settings, BenchError> {
+    check_more(&args)?;
     let plan = Plan::with_numbering(args.switches, args.numbering)?;
     let mode = if args.direct { "direct" } else { "router" };
     check_cluster(&args)?;
@@ -417,9 +450,31 @@ fn check(args: Args) -> Result<Settings, BenchError> {
             }
         }
         Scenario::RedisFanout | Scenario::Failover | Scenario::Resume => {}
-        Scenario::Reload => {}
+        Scenario::Reload | Scenario::Memory | Scenario::Compare => {}
     }
     Ok(Settings { args, plan, mode })
+}
+
+/// The rules of `--duration` and of `memory`.
+fn check_more(args: &Args) -> Result<(), BenchError> {
+    if args.duration.is_some_and(|d| d.is_zero()) {
+        return Err(BenchError::Setup("--duration must be longer than 0".into()));
+    }
+    if args.scenario == Scenario::Memory {
+        if !args.spawn || args.cluster.is_some() || args.direct {
+            return Err(BenchError::Setup(
+                "memory needs --spawn without --cluster or --direct (it reads the router's resident memory)".into(),
+            ));
+        }
+        if args.dns < 2 || args.window == 0 {
+            return Err(BenchError::Setup(
+                "memory needs --dns of at least 2 (guests and hosts) and --window of at least 1"
+                    .into(),
+            ));
+        }
+        Plan::new(1)?.check_fits(args.dns / 2, "guest/host pairs of sw1")?;
+    }
+    Ok(())
 }
 
 /// The rules of `--cluster` (and of the scenario that needs it).
@@ -536,7 +591,12 @@ async fn run_scenario(s: &Settings, env: &mut Environment) -> Outcome {
         Scenario::Fanout => fanout::run(s, env, summary).await?,
         Scenario::AccountCodes => account_codes::run(s, env, summary).await?,
         Scenario::CallStorm => call_storm::run(s, env, summary).await?,
-        Scenario::RedisFanout | Scenario::Failover | Scenario::Resume | Scenario::Reload => {
+        Scenario::Memory => memory::run(s, env, summary).await?,
+        Scenario::RedisFanout
+        | Scenario::Failover
+        | Scenario::Resume
+        | Scenario::Reload
+        | Scenario::Compare => {
             return Err(BenchError::Setup(format!(
                 "{} runs on its own",
                 s.args.scenario.name()
