@@ -1,8 +1,9 @@
 //! `memory`: what a registered DN costs the router in resident memory. One client (with
 //! `--spawn`, one switch by default) registers N DNs (`--dns`, default 200,000: the first N/2
-//! guests and the first N/2 hosts of sw1's plan) in share mode, with `--window`
-//! registrations in flight; the router's RSS (`/proc/PID/status`, `VmRSS`) is read once the
-//! client is open and before the first registration, and again once every registration is
+//! guests and the first N/2 hosts of sw1's plan) in share mode, with `--window` (at most 256,
+//! the router's default `client-max-in-flight`) registrations in flight; the router's
+//! RSS (`/proc/PID/status`, `VmRSS`) is read once the client is open and before the first
+//! registration, and again once every registration is
 //! answered and the router has settled for a moment. `bytes_per_dn` is the difference over N.
 //! The registrations are the measured operations: `ops_per_s` is registrations per second and
 //! `cpu_router_us_per_op` the router's CPU per registration (its MonitorStart included).
@@ -18,6 +19,9 @@ use std::time::{Duration, Instant};
 
 /// DNs registered by default.
 pub const DEFAULT_DNS: usize = 200_000;
+/// The most registrations in flight: the router's `client-max-in-flight` by default (beyond,
+/// it answers 111).
+const MAX_IN_FLIGHT: u64 = 256;
 /// How long the router is left to settle before its memory is read again.
 const SETTLE: Duration = Duration::from_millis(300);
 
@@ -63,7 +67,7 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     progress.set_phase(Phase::Run);
     let started = Instant::now();
     let registered = c
-        .register_all(&dns, "share", a.window.clamp(1, 4000) as usize, &progress)
+        .register_all(&dns, "share", a.window.clamp(1, MAX_IN_FLIGHT) as usize, &progress)
         .await;
     let elapsed = started.elapsed();
     progress.end_window().await;
@@ -73,7 +77,7 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     let n = dns.len();
     summary.set("clients", 1);
     summary.set("dns", n);
-    summary.set("window", a.window.clamp(1, 4000));
+    summary.set("window", a.window.clamp(1, MAX_IN_FLIGHT));
     summary.set("setup_events", events);
     summary.set_measure(n as u64, elapsed, &stats::Latency::new());
     for key in ["p50_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms"] {
