@@ -143,6 +143,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// The state of a run with this layout and `monitors` clients, before it starts.
+    fn new(layout: Layout, monitors: usize) -> Shared {
+        let slots = layout.ring * layout.switches * layout.batches;
+        Shared {
+            layout,
+            due: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+            expected: AtomicU64::new(0),
+            received: (0..monitors).map(|_| AtomicU64::new(0)).collect(),
+            dead: (0..monitors).map(|_| AtomicBool::new(false)).collect(),
+            abort: AtomicBool::new(false),
+            rounds_begun: AtomicUsize::new(0),
+            rounds_closed: AtomicBool::new(false),
+            round_lock: std::sync::Mutex::new(()),
+        }
+    }
+
     /// Whether `round` (0-based) is generated: the first switch to reach it decides for all,
     /// from `--rounds` and, with `--duration`, whether `until` has passed.
     fn may_begin(&self, round: usize, until: Option<Instant>) -> bool {
@@ -383,44 +400,13 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     let plan = s.plan;
     let pairs = a.dns / 2;
     let layout = Layout::new(s)?;
-    let (batch, batches) = (layout.batch, layout.batches);
+    let batch = layout.batch;
     let controls = env.controls(plan.switches, "fanout")?;
     let urls = (0..a.monitors)
         .map(|i| env.router_for(i))
         .collect::<Result<Vec<_>, _>>()?;
-    let slots = layout.ring * plan.switches * batches;
-    let shared = Arc::new(Shared {
-        layout,
-        due: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-        epoch: Instant::now(),
-        expected: AtomicU64::new(0),
-        received: (0..a.monitors).map(|_| AtomicU64::new(0)).collect(),
-        dead: (0..a.monitors).map(|_| AtomicBool::new(false)).collect(),
-        abort: AtomicBool::new(false),
-        rounds_begun: AtomicUsize::new(0),
-        rounds_closed: AtomicBool::new(false),
-        round_lock: std::sync::Mutex::new(()),
-    });
-    // Every DN with its switch and burst.
-    let mut dns: Vec<(String, Track)> = Vec::with_capacity(pairs * 2);
-    for k in 0..pairs {
-        let p = plan.pair(k);
-        let t = Track {
-            switch: p.switch,
-            batch: p.local / batch,
-            count: 0,
-            last_seq: 0,
-            calls: 0,
-            calls_per_round: 0,
-        };
-        let calls = |n: u64| Track {
-            calls_per_round: if a.call_events { n } else { 0 },
-            ..t
-        };
-        dns.push((p.guest, calls(GUEST_CALL_EVENTS)));
-        dns.push((p.host, calls(HOST_CALL_EVENTS)));
-    }
-    let dns = Arc::new(dns);
+    let shared = Arc::new(Shared::new(layout, a.monitors));
+    let dns = Arc::new(tracked_dns(s, batch));
     // With --duration the rounds are not known in advance: the clients go on until stopped.
     let per_round = per_pair(a.call_events) * pairs as u64;
     let per_client = match a.duration {
@@ -498,6 +484,32 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
         summary.set("payload_bytes", text.len());
     }
     Ok(summary)
+}
+
+/// Every DN of the run with its switch and burst (bursts of `batch` pairs), and the call
+/// events each round gives it with `--call-events`.
+fn tracked_dns(s: &Settings, batch: usize) -> Vec<(String, Track)> {
+    let (a, plan) = (&s.args, s.plan);
+    let pairs = a.dns / 2;
+    let mut dns: Vec<(String, Track)> = Vec::with_capacity(pairs * 2);
+    for k in 0..pairs {
+        let p = plan.pair(k);
+        let t = Track {
+            switch: p.switch,
+            batch: p.local / batch,
+            count: 0,
+            last_seq: 0,
+            calls: 0,
+            calls_per_round: 0,
+        };
+        let calls = |n: u64| Track {
+            calls_per_round: if a.call_events { n } else { 0 },
+            ..t
+        };
+        dns.push((p.guest, calls(GUEST_CALL_EVENTS)));
+        dns.push((p.host, calls(HOST_CALL_EVENTS)));
+    }
+    dns
 }
 
 /// Run one generator per switch to its end: the bursts sent, and the generators' errors (the
