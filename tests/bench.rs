@@ -402,3 +402,22 @@ fn registered_dns_stay_within_the_memory_budget() {
         "the router grew by {kib_per_dn:.2} KiB per registered DN ({small:.1} MiB with 1,000 DNs, {large:.1} MiB with 20,000)"
     );
 }
+
+/// Driving a running router: its CPU per operation with `--router-pid`, null without.
+#[test]
+fn a_running_router_cpu_per_operation_with_its_pid() {
+    let r =
+        process::RouterProcess::start("bench-router-pid", &process::two_switches("", "", "", 1));
+    let args = format!(
+        "login-storm --router {} --numbering shipped --switches 2 --clients 2 --dns 100 --rounds 5",
+        r.url()
+    );
+    let v = bench(&format!("{args} --router-pid {}", r.child.id()));
+    assert_eq!(v["ops"], 1000, "{v}");
+    assert!(
+        v["cpu_router_us_per_op"].as_f64().is_some_and(|c| c > 0.0),
+        "{v}"
+    );
+    let v = bench(&args);
+    assert!(v["cpu_router_us_per_op"].is_null(), "{v}");
+}

@@ -18,6 +18,10 @@
 //!   set by the clients (private service 501); replies and events checked.
 //! - [`call_storm`]: hot-desk requests on N items while one DN of `sw1` takes a storm of calls
 //!   (`POST /calls/burst`); the latency of the other DNs' requests during the storm.
+//! - [`redis`]: `redis-fanout`, fanout's yardstick: redis-server publishing a router event's
+//!   bytes to as many subscribers, with its own CPU per delivery.
+//! - [`memory`]: the router's resident memory per registered DN.
+//! - [`compare`]: the scenarios above as child runs, side by side, their medians and ratios.
 //!
 //! Latency is measured from the moment each request was due (its slot in the open-loop
 //! schedule with `--rate`, otherwise the moment it could be sent), so queueing is not hidden,
@@ -142,7 +146,11 @@ EXAMPLES:
   csta-bench failover --spawn --cluster 2 --switches 2 --rounds 10
   csta-bench resume --spawn --switches 1 --rounds 5
   csta-bench resume --spawn --cluster 2 --switches 1 --rounds 5
-  csta-bench reload --spawn --switches 1 --dns 10000 --clients 10 --rounds 3"
+  csta-bench reload --spawn --switches 1 --dns 10000 --clients 10 --rounds 3
+  csta-bench login-storm --spawn --switches 4 --clients 200 --dns 10000 --rate 30000 --duration 10s
+  csta-bench redis-fanout --spawn --monitors 100 --dns 4000 --payload-file event.json
+  csta-bench memory --spawn
+  csta-bench compare --markdown compare.md"
 )]
 pub struct Args {
     /// The scenario to run.
@@ -155,6 +163,10 @@ pub struct Args {
     /// Drive this running router, e.g. ws://127.0.0.1:7700/v1.
     #[arg(long, value_name = "URL")]
     pub router: Option<String>,
+    /// With --router: a router process's ID (repeat for each), whose CPU over the measured
+    /// window gives cpu_router_us_per_op; without, that figure is null.
+    #[arg(long = "router-pid", value_name = "PID", conflicts_with = "spawn")]
+    pub router_pid: Vec<u32>,
     /// With --spawn: start a nats-server (JetStream, from the PATH) and N router nodes with a
     /// [cluster] section in front of the same simulators; the clients are spread round-robin
     /// over the nodes, and the summary adds each node's CPU per operation, NATS's and the
@@ -524,6 +536,18 @@ async fn prepare(s: &Settings) -> Result<Environment, BenchError> {
     }
     let mut env = Environment::default();
     env.router_urls = s.args.router.clone().into_iter().collect();
+    if !s.args.router_pid.is_empty() {
+        let routers = s.args.router_pid.iter();
+        env.window = Arc::new(window::Window::new(window::Probe {
+            routers: routers
+                .map(|&pid| window::Watched { pid, metrics: None })
+                .collect(),
+            nats: None,
+        }));
+        if let [pid] = s.args.router_pid[..] {
+            env.router_pid = Some(pid);
+        }
+    }
     let n = s.args.sim_link.len().max(s.args.sim_control.len());
     for i in 0..n {
         env.sims.push(SimAddrs {
@@ -628,6 +652,10 @@ async fn run_scenario(s: &Settings, env: &mut Environment) -> Outcome {
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0);
     env.window.report(&mut summary, ops, env.cluster.is_some());
+    if s.mode == "router" && summary.get("cpu_router_us_per_op").is_none() {
+        // Not known (a running router without --router-pid, or no measured window).
+        summary.set("cpu_router_us_per_op", serde_json::Value::Null);
+    }
     if s.args.scenario == Scenario::Fanout {
         if let Some(v) = summary.get("cpu_router_us_per_op").cloned() {
             summary.set("cpu_router_us_per_delivery", v);
