@@ -421,3 +421,51 @@ fn a_running_router_cpu_per_operation_with_its_pid() {
     let v = bench(&args);
     assert!(v["cpu_router_us_per_op"].is_null(), "{v}");
 }
+
+/// `compare` at toy sizes: every child run succeeds, and the medians, ratios and the Markdown
+/// table come out.
+#[test]
+fn compare_runs_everything_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("compare.md");
+    let (v, stderr) = process::bench_summary(&format!(
+        "compare --switches 2 --clients 2 --dns 40 --rounds 1 --monitors 2 --repeat 1 --duration 500ms --markdown {}",
+        table.display()
+    ));
+    assert_eq!(v["scenario"], "compare");
+    assert_eq!(v["failures"], 0, "{v}\n{stderr}");
+    for key in [
+        "ratio_router_direct_ops_per_s",
+        "ratio_router_redis_deliveries_per_s",
+        "rate_p99_ms",
+        "login_storm_cpu_router_us_per_op",
+        "fanout_cpu_router_us_per_delivery",
+        "cpu_redis_us_per_delivery",
+        "memory_bytes_per_dn",
+    ] {
+        assert!(v[key].as_f64().is_some(), "{key} in {v}");
+    }
+    // Ratios of CPU figures are null when the divisor is 0 (CPU time counts in clock ticks,
+    // which runs this small may not reach).
+    for key in [
+        "ratio_router_redis_cpu_per_delivery",
+        "ratio_8_vs_1_switches_cpu_per_op",
+    ] {
+        assert!(v.get(key).is_some(), "{key} in {v}");
+    }
+    assert_eq!(
+        (&v["fanout_losses"], &v["memory_dns"]),
+        (&0.into(), &800.into()),
+        "{v}"
+    );
+    // Each child's summary went to stderr: 2 login-storms, the rate run, fanout, redis,
+    // memory and the two scaling runs.
+    assert_eq!(stderr.matches("compare [").count(), 8, "{stderr}");
+    let md = std::fs::read_to_string(&table).unwrap();
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| ")).count(),
+        8,
+        "{md}"
+    );
+    assert!(stderr.contains(md.lines().nth(2).unwrap()), "{stderr}");
+}
