@@ -241,16 +241,16 @@ fn failover_of_a_killed_owner() {
     assert_eq!(v["failover_ms"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
-#[test]
-fn redis_fanout_yardstick_smoke() {
-    // A redis-server on a free loopback port (Debian's redis-server; .ci/run installs it).
+/// A redis-server the test starts on a free loopback port (Debian's redis-server; .ci/run
+/// installs it): its address, and the process (killed when dropped).
+fn redis_server() -> (String, process::Killed) {
     let port = process::free_port();
     let redis = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("redis-server is needed for this test ({e}); install Debian's redis-server package (bash .ci/run does)"));
-    let _redis = process::Killed(redis);
+    let redis = process::Killed(redis);
     let addr = format!("127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::net::TcpStream::connect(&addr).is_err() {
@@ -260,8 +260,15 @@ fn redis_fanout_yardstick_smoke() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    (addr, redis)
+}
+
+#[test]
+fn redis_fanout_yardstick_smoke() {
+    let (addr, redis) = redis_server();
     let (v, _) = process::bench_summary(&format!(
-        "redis-fanout --redis {addr} --monitors 5 --dns 200"
+        "redis-fanout --redis {addr} --redis-pid {} --monitors 5 --dns 200",
+        redis.0.id()
     ));
     assert_eq!(v["scenario"], "redis-fanout");
     assert_eq!(v["expected"], 5 * 2 * 200);
@@ -271,6 +278,103 @@ fn redis_fanout_yardstick_smoke() {
         (0.into(), 0.into())
     );
     assert!(v["deliveries_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["payload"], "synthetic", "{v}");
+    // redis-server's own CPU over the measured window (in clock ticks, so it may be 0 here).
+    assert!(
+        v["cpu_redis_us_per_delivery"]
+            .as_f64()
+            .is_some_and(|c| c >= 0.0),
+        "{v}"
+    );
+}
+
+/// fanout for a duration writes one event it received (`--payload-file`); redis-fanout with
+/// a redis-server it starts itself publishes those bytes and reports redis-server's CPU.
+#[test]
+fn fanout_for_a_duration_then_redis_fanout_with_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = dir.path().join("event.json");
+    let v = bench(&format!(
+        "fanout --spawn --switches 2 --dns 50 --monitors 3 --window 64 --duration 1500ms --payload-file {}",
+        payload.display()
+    ));
+    // Whole rounds until 1.5 s had passed: each round 25 pairs x 4 events x 3 monitors.
+    let rounds = v["rounds"].as_u64().unwrap();
+    assert!(rounds >= 1, "{v}");
+    assert_eq!(v["expected"], rounds * 300, "{v}");
+    assert_eq!(v["deliveries"], rounds * 300, "{v}");
+    assert_eq!(
+        (&v["losses"], &v["out_of_order"]),
+        (&0.into(), &0.into()),
+        "{v}"
+    );
+    assert!(v["duration_s"].as_f64().unwrap() >= 1.4, "{v}");
+    let event = std::fs::read_to_string(&payload).unwrap();
+    let e: Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(e["message"], "EventPrivateInfo", "{event}");
+    assert_eq!(v["payload_bytes"], event.len(), "{v}");
+    let (r, _) = process::bench_summary(&format!(
+        "redis-fanout --spawn --monitors 3 --dns 50 --rounds {rounds} --payload-file {}",
+        payload.display()
+    ));
+    assert_eq!(r["payload"], "router event", "{r}");
+    // Its eventSeq renumbered with as many digits: the same size.
+    assert_eq!(r["payload_bytes"], event.len(), "{r}");
+    assert_eq!(r["ops"], rounds * 300, "{r}");
+    assert_eq!((&r["errors"], &r["losses"]), (&0.into(), &0.into()), "{r}");
+    assert!(r["redis_pid"].as_u64().is_some(), "{r}");
+    assert!(
+        r["cpu_redis_us_per_delivery"]
+            .as_f64()
+            .is_some_and(|c| c >= 0.0),
+        "{r}"
+    );
+}
+
+/// `--duration` with `--rate`: whole rounds offered while requests fall due within it.
+#[test]
+fn login_storm_offers_requests_for_the_duration_at_the_rate() {
+    let v = bench("login-storm --spawn --switches 1 --clients 2 --dns 20 --rate 200 --duration 2s");
+    // 200 requests/s for 2 s from 2 clients, each with rounds of 20 (10 associates, 10
+    // cancels): 400 requests due within the 2 s, a whole number of rounds.
+    let ops = v["ops"].as_u64().unwrap();
+    assert!((400..=440).contains(&ops) && ops.is_multiple_of(20), "{v}");
+    assert_eq!(v["offered"], ops, "{v}");
+    assert_eq!(
+        (&v["events"], &v["losses"]),
+        (&ops.into(), &0.into()),
+        "{v}"
+    );
+    assert!(v["duration_s"].as_f64().unwrap() >= 1.9, "{v}");
+    assert_eq!(v["target_duration_s"], 2.0, "{v}");
+    let out = Command::new(BENCH)
+        .args(["login-storm", "--spawn", "--duration", "soon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--duration"), "{stderr}");
+}
+
+/// `memory`: one client registers the DNs in share mode; the router's resident memory
+/// before and after.
+#[test]
+fn memory_reports_bytes_per_registered_dn() {
+    let (v, _) = process::bench_summary("memory --spawn --dns 10000");
+    assert_eq!(v["scenario"], "memory");
+    assert_eq!(
+        (&v["ops"], &v["dns"], &v["errors"]),
+        (&10000.into(), &10000.into(), &0.into()),
+        "{v}"
+    );
+    assert_eq!(v["switches"], 1, "{v}");
+    let (before, after) = (
+        v["router_rss_before_mib"].as_f64().unwrap(),
+        v["router_rss_after_mib"].as_f64().unwrap(),
+    );
+    assert!(before > 0.0 && after > before, "{v}");
+    assert!(v["bytes_per_dn"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["cpu_router_us_per_op"].as_f64().is_some(), "{v}");
 }
 
 /// The memory target of SPEC section 9 (100,000 DNs registered by 10 clients in under 300 MB)
@@ -297,4 +401,23 @@ fn registered_dns_stay_within_the_memory_budget() {
         kib_per_dn > 0.0 && kib_per_dn < 2.6,
         "the router grew by {kib_per_dn:.2} KiB per registered DN ({small:.1} MiB with 1,000 DNs, {large:.1} MiB with 20,000)"
     );
+}
+
+/// Driving a running router: its CPU per operation with `--router-pid`, null without.
+#[test]
+fn a_running_router_cpu_per_operation_with_its_pid() {
+    let r =
+        process::RouterProcess::start("bench-router-pid", &process::two_switches("", "", "", 1));
+    let args = format!(
+        "login-storm --router {} --numbering shipped --switches 2 --clients 2 --dns 100 --rounds 5",
+        r.url()
+    );
+    let v = bench(&format!("{args} --router-pid {}", r.child.id()));
+    assert_eq!(v["ops"], 1000, "{v}");
+    assert!(
+        v["cpu_router_us_per_op"].as_f64().is_some_and(|c| c > 0.0),
+        "{v}"
+    );
+    let v = bench(&args);
+    assert!(v["cpu_router_us_per_op"].is_null(), "{v}");
 }

@@ -31,7 +31,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Barrier};
@@ -47,7 +47,10 @@ struct Layout {
     batch: usize,
     /// The most bursts per switch and round.
     batches: usize,
+    /// The rounds generated in any case (`--rounds`); with `--duration` more may follow.
     rounds: usize,
+    /// The rounds whose bursts' due moments are kept (a ring of slots with `--duration`).
+    ring: usize,
     switch_names: Vec<String>,
     /// `--call-events`: each pair's round also makes a call.
     calls: bool,
@@ -81,6 +84,13 @@ impl Layout {
             None => (fit / plan.switches).clamp(1, most),
         }
         .min(most);
+        // A client is at most `--window` events behind the newest burst, so at most this many
+        // rounds: the due moments of older ones are no longer needed.
+        let per_round = per_pair * (a.dns / 2).max(1) as u64;
+        let ring = match a.duration {
+            None => a.rounds,
+            Some(_) => usize::try_from(a.window / per_round).unwrap_or(usize::MAX) + 3,
+        };
         Ok(Layout {
             plan,
             switches: plan.switches,
@@ -88,13 +98,14 @@ impl Layout {
             batch,
             batches: most.div_ceil(batch),
             rounds: a.rounds,
+            ring,
             switch_names: (0..plan.switches).map(Plan::switch_name).collect(),
             calls: a.call_events,
         })
     }
 
     fn slot(&self, round: usize, switch: usize, batch: usize) -> usize {
-        (round * self.switches + switch) * self.batches + batch
+        ((round % self.ring.max(1)) * self.switches + switch) * self.batches + batch
     }
 }
 
@@ -123,9 +134,58 @@ struct Shared {
     dead: Vec<AtomicBool>,
     /// Set when the generators must stop.
     abort: AtomicBool,
+    /// The rounds begun so far (every switch's generator takes part in each).
+    rounds_begun: AtomicUsize,
+    /// Set once a round was refused (`--rounds` done and `--duration` over).
+    rounds_closed: AtomicBool,
+    /// Taken to decide whether a new round begins.
+    round_lock: std::sync::Mutex<()>,
 }
 
 impl Shared {
+    /// The state of a run with this layout and `monitors` clients, before it starts.
+    fn new(layout: Layout, monitors: usize) -> Shared {
+        let slots = layout.ring * layout.switches * layout.batches;
+        Shared {
+            layout,
+            due: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+            expected: AtomicU64::new(0),
+            received: (0..monitors).map(|_| AtomicU64::new(0)).collect(),
+            dead: (0..monitors).map(|_| AtomicBool::new(false)).collect(),
+            abort: AtomicBool::new(false),
+            rounds_begun: AtomicUsize::new(0),
+            rounds_closed: AtomicBool::new(false),
+            round_lock: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether `round` (0-based) is generated: the first switch to reach it decides for all,
+    /// from `--rounds` and, with `--duration`, whether `until` has passed.
+    fn may_begin(&self, round: usize, until: Option<Instant>) -> bool {
+        let Ok(_guard) = self.round_lock.lock() else {
+            return false;
+        };
+        if round < self.rounds_begun.load(Ordering::Acquire) {
+            return true;
+        }
+        if self.rounds_closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let go = round < self.layout.rounds || until.is_some_and(|u| Instant::now() < u);
+        if go {
+            self.rounds_begun.store(round + 1, Ordering::Release);
+        } else {
+            self.rounds_closed.store(true, Ordering::Release);
+        }
+        go
+    }
+
+    /// The rounds begun so far (all of them once the generators are done).
+    fn rounds(&self) -> usize {
+        self.rounds_begun.load(Ordering::Acquire)
+    }
+
     /// Wait until every connected client has received every event generated, or nothing has
     /// moved for `drain`.
     async fn wait_delivered(&self, drain: Duration) {
@@ -164,6 +224,8 @@ struct ClientResult {
     w: WorkerResult,
     losses: u64,
     out_of_order: u64,
+    /// The first client's last event (the payload of `redis-fanout`).
+    payload: Option<String>,
 }
 
 impl ClientResult {
@@ -230,7 +292,7 @@ impl ClientResult {
         index: usize,
         progress: &Progress,
     ) -> Option<Instant> {
-        let per_dn = 2 * shared.layout.rounds as u64;
+        let per_dn = 2 * shared.rounds() as u64;
         let Some(m) = ws::parse(text) else {
             self.error(progress, || {
                 format!("monitor {index}: unreadable message {}", ws::describe(text))
@@ -292,7 +354,6 @@ impl ClientResult {
     ) -> Option<Instant> {
         let now = Instant::now();
         let t = self.track(tracks, m, "call event", text, index, progress)?;
-        let layout = &shared.layout;
         let seq = m.event_seq.unwrap_or(0);
         if seq <= t.last_seq {
             let last = t.last_seq;
@@ -308,7 +369,7 @@ impl ClientResult {
         self.record_latency(shared, round, t, now);
         t.last_seq = t.last_seq.max(seq);
         t.calls += 1;
-        if t.calls > t.calls_per_round * layout.rounds as u64 {
+        if t.calls > t.calls_per_round * shared.rounds() as u64 {
             self.error(progress, || {
                 format!(
                     "monitor {index}: more call events than its calls make: {}",
@@ -339,42 +400,19 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     let plan = s.plan;
     let pairs = a.dns / 2;
     let layout = Layout::new(s)?;
-    let (batch, batches) = (layout.batch, layout.batches);
+    let batch = layout.batch;
     let controls = env.controls(plan.switches, "fanout")?;
     let urls = (0..a.monitors)
         .map(|i| env.router_for(i))
         .collect::<Result<Vec<_>, _>>()?;
-    let slots = a.rounds * plan.switches * batches;
-    let shared = Arc::new(Shared {
-        layout,
-        due: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-        epoch: Instant::now(),
-        expected: AtomicU64::new(0),
-        received: (0..a.monitors).map(|_| AtomicU64::new(0)).collect(),
-        dead: (0..a.monitors).map(|_| AtomicBool::new(false)).collect(),
-        abort: AtomicBool::new(false),
-    });
-    // Every DN with its switch and burst.
-    let mut dns: Vec<(String, Track)> = Vec::with_capacity(pairs * 2);
-    for k in 0..pairs {
-        let p = plan.pair(k);
-        let t = Track {
-            switch: p.switch,
-            batch: p.local / batch,
-            count: 0,
-            last_seq: 0,
-            calls: 0,
-            calls_per_round: 0,
-        };
-        let calls = |n: u64| Track {
-            calls_per_round: if a.call_events { n } else { 0 },
-            ..t
-        };
-        dns.push((p.guest, calls(GUEST_CALL_EVENTS)));
-        dns.push((p.host, calls(HOST_CALL_EVENTS)));
-    }
-    let dns = Arc::new(dns);
-    let per_client = per_pair(a.call_events) * pairs as u64 * a.rounds as u64;
+    let shared = Arc::new(Shared::new(layout, a.monitors));
+    let dns = Arc::new(tracked_dns(s, batch));
+    // With --duration the rounds are not known in advance: the clients go on until stopped.
+    let per_round = per_pair(a.call_events) * pairs as u64;
+    let per_client = match a.duration {
+        None => per_round * a.rounds as u64,
+        Some(_) => u64::MAX,
+    };
     let (progress, _display) = stats::progress("fanout", &env.window);
     let setup_started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -395,7 +433,8 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     .await?;
     let start = started.start;
     tokio::time::sleep_until(start.into()).await;
-    let (bursts, setup_errors) = generate_all(&controls, &shared, a.window).await;
+    let until = a.duration.map(|d| start + d);
+    let (bursts, setup_errors) = generate_all(&controls, &shared, a.window, until).await;
     progress.set_phase(Phase::Drain);
     shared
         .wait_delivered(Duration::from_secs_f64(a.drain))
@@ -407,7 +446,9 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     }
     let mut total = WorkerResult::default();
     let (mut losses, mut out_of_order) = (0u64, 0u64);
+    let mut payload = None;
     for r in results {
+        payload = payload.or(r.payload);
         total.merge(r.w);
         losses += r.losses;
         out_of_order += r.out_of_order;
@@ -417,7 +458,11 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     summary.set("clients", a.monitors);
     summary.set("monitors", a.monitors);
     summary.set("dns", pairs * 2);
-    summary.set("rounds", a.rounds);
+    let rounds = shared.rounds();
+    summary.set("rounds", rounds);
+    if let Some(d) = a.duration {
+        summary.set_f("target_duration_s", d.as_secs_f64());
+    }
     summary.set("window", a.window);
     summary.set("batch", batch);
     summary.set("call_events", a.call_events);
@@ -425,12 +470,46 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     summary.losses = losses;
     summary.set_workers(&total, start);
     summary.set("deliveries", total.ops);
-    summary.set("expected", per_client * a.monitors as u64);
+    summary.set("expected", per_round * rounds as u64 * a.monitors as u64);
     summary.set("losses", losses);
     summary.set("out_of_order", out_of_order);
     summary.set_f("deliveries_per_s", summary.get_f("ops_per_s"));
     summary.set_setup_time(setup_started, start);
+    if let Some(path) = &a.payload_file {
+        let text = payload.ok_or_else(|| {
+            BenchError::Setup("--payload-file: no event was received to write".into())
+        })?;
+        std::fs::write(path, text.as_bytes())
+            .map_err(|e| BenchError::Setup(format!("--payload-file {}: {e}", path.display())))?;
+        summary.set("payload_bytes", text.len());
+    }
     Ok(summary)
+}
+
+/// Every DN of the run with its switch and burst (bursts of `batch` pairs), and the call
+/// events each round gives it with `--call-events`.
+fn tracked_dns(s: &Settings, batch: usize) -> Vec<(String, Track)> {
+    let (a, plan) = (&s.args, s.plan);
+    let pairs = a.dns / 2;
+    let mut dns: Vec<(String, Track)> = Vec::with_capacity(pairs * 2);
+    for k in 0..pairs {
+        let p = plan.pair(k);
+        let t = Track {
+            switch: p.switch,
+            batch: p.local / batch,
+            count: 0,
+            last_seq: 0,
+            calls: 0,
+            calls_per_round: 0,
+        };
+        let calls = |n: u64| Track {
+            calls_per_round: if a.call_events { n } else { 0 },
+            ..t
+        };
+        dns.push((p.guest, calls(GUEST_CALL_EVENTS)));
+        dns.push((p.host, calls(HOST_CALL_EVENTS)));
+    }
+    dns
 }
 
 /// Run one generator per switch to its end: the bursts sent, and the generators' errors (the
@@ -439,10 +518,11 @@ async fn generate_all(
     controls: &[SocketAddr],
     shared: &Arc<Shared>,
     window: u64,
+    until: Option<Instant>,
 ) -> (u64, Vec<String>) {
     let mut generators = tokio::task::JoinSet::new();
     for (i, control) in controls.iter().copied().enumerate() {
-        generators.spawn(generate(i, control, shared.clone(), window));
+        generators.spawn(generate(i, control, shared.clone(), window, until));
     }
     let mut bursts = 0u64;
     let mut errors = Vec::new();
@@ -465,11 +545,15 @@ async fn generate(
     control: SocketAddr,
     shared: Arc<Shared>,
     window: u64,
+    until: Option<Instant>,
 ) -> Result<u64, String> {
     let layout = &shared.layout;
     let pairs = layout.pairs_on.get(switch).copied().unwrap_or(0);
     let mut sent = 0u64;
-    for round in 0..layout.rounds {
+    let mut next_round = 0;
+    while shared.may_begin(next_round, until) {
+        let round = next_round;
+        next_round += 1;
         let mut first = 0usize;
         let mut batch = 0usize;
         while first < pairs {
@@ -573,8 +657,9 @@ async fn monitor_client(
     if gate.ready(Ok(())).await.is_none() {
         return out;
     }
-    let per_dn = 2 * shared.layout.rounds as u64;
     let received = &shared.received[index];
+    // The first client keeps its last event: a real event's bytes for `--payload-file`.
+    let mut last = None;
     let mut count = 0u64;
     let mut failure = None;
     // Built once: creating it for every event costs more than the check itself.
@@ -592,6 +677,9 @@ async fn monitor_client(
         let Some(now) = out.on_message(&text, &mut tracks, &shared, index, &progress) else {
             continue;
         };
+        if index == 0 {
+            last = Some(text);
+        }
         count += 1;
         out.w.ops += 1;
         out.w.finished = Some(now);
@@ -606,7 +694,10 @@ async fn monitor_client(
         shared.dead[index].store(true, Ordering::Relaxed);
         out.error(&progress, || format!("monitor {index}: {e}"));
     }
-    let rounds = shared.layout.rounds as u64;
+    out.payload = last.map(|t| t.as_str().to_owned());
+    // Every round has begun by now (the generators are done before the clients are stopped).
+    let rounds = shared.rounds() as u64;
+    let per_dn = 2 * rounds;
     out.losses = tracks
         .values()
         .map(|t| {

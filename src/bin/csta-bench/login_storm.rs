@@ -38,20 +38,17 @@ struct Op {
     associate: bool,
 }
 
-fn operations(pairs: usize, rounds: usize) -> Vec<Op> {
-    let mut ops = Vec::with_capacity(pairs * 2 * rounds);
-    for _ in 0..rounds {
-        for associate in [true, false] {
-            ops.extend((0..pairs).map(|pair| Op { pair, associate }));
-        }
-    }
-    ops
-}
-
 /// A worker's operations in order, and which may go when: due by the schedule, and fewer
-/// than `--in-flight` of them awaiting their answers.
+/// than `--in-flight` of them awaiting their answers. A round is an associate for every pair,
+/// then a cancel for every pair; there are `--rounds` rounds, and with `--duration` whole
+/// rounds go on while the next operation falls due (with `--rate`) or comes (without) before
+/// the duration has passed since the start.
 struct Pacer {
-    ops: Vec<Op>,
+    pairs: usize,
+    /// The operations of `--rounds` rounds, sent in any case.
+    least: usize,
+    /// The end of `--duration`, when given.
+    until: Option<Instant>,
     schedule: Schedule,
     window: usize,
     next: usize,
@@ -61,46 +58,70 @@ impl Pacer {
     fn new(s: &Settings, index: usize, pairs: usize, start: Instant) -> Pacer {
         let a = &s.args;
         Pacer {
-            ops: operations(pairs, a.rounds),
+            pairs,
+            least: pairs * 2 * a.rounds,
+            until: a.duration.map(|d| start + d),
             schedule: Schedule::new(start, a.rate, a.clients, index),
             window: a.in_flight,
             next: 0,
         }
     }
 
+    /// Operation `j`: in its round, the associates of every pair, then the cancels.
+    fn op(&self, j: usize) -> Op {
+        let at = j % (2 * self.pairs).max(1);
+        Op {
+            pair: at % self.pairs.max(1),
+            associate: at < self.pairs,
+        }
+    }
+
+    /// Whether there is an operation still to send (`now` for `--duration` without a rate).
+    fn more(&self, now: Instant) -> bool {
+        if self.pairs == 0 {
+            return false;
+        }
+        if self.next < self.least || !self.next.is_multiple_of(2 * self.pairs) {
+            return true;
+        }
+        // A new round while the duration lasts.
+        self.until
+            .is_some_and(|until| self.schedule.due(self.next).unwrap_or(now) < until)
+    }
+
     /// The next operation if it may go now with `in_flight` others unanswered, and when it was
     /// due.
     fn take(&mut self, in_flight: usize, now: Instant) -> Option<(Op, Instant)> {
-        let op = *self
-            .ops
-            .get(self.next)
-            .filter(|_| in_flight < self.window)?;
+        if in_flight >= self.window || !self.more(now) {
+            return None;
+        }
         let due = self.schedule.due(self.next);
         if due.is_some_and(|d| d > now) {
             return None;
         }
+        let op = self.op(self.next);
         self.next += 1;
         Some((op, due.unwrap_or(now)))
     }
 
     /// When the next operation falls due, if the window lets it go then; `None` when it waits
     /// for an answer instead (or there is none).
-    fn wake(&self, in_flight: usize) -> Option<Instant> {
-        if self.next < self.ops.len() && in_flight < self.window {
+    fn wake(&self, in_flight: usize, now: Instant) -> Option<Instant> {
+        if in_flight < self.window && self.more(now) {
             self.schedule.due(self.next)
         } else {
             None
         }
     }
 
-    /// How many operations there are.
-    fn len(&self) -> usize {
-        self.ops.len()
+    /// How many operations were sent.
+    fn sent(&self) -> usize {
+        self.next
     }
 
-    /// How many operations are still to be sent.
+    /// How many operations of the `--rounds` rounds are still to be sent.
     fn unsent(&self) -> usize {
-        self.ops.len() - self.next
+        self.least.saturating_sub(self.next)
     }
 }
 
@@ -150,11 +171,16 @@ pub async fn run(s: &Settings, env: &Environment, mut summary: Summary) -> Outco
     if let Some(rate) = a.rate {
         summary.set_f("target_rate", rate);
     }
+    if let Some(d) = a.duration {
+        summary.set_f("target_duration_s", d.as_secs_f64());
+    }
+    // With --duration the clients go on for whole rounds: what they sent.
+    summary.set("offered", total.offered);
     summary.set_workers(&total, start);
     summary.set_setup_time(setup_started, start);
     if !a.direct {
         // One event per operation, on the guest's monitor, to the client that registered it.
-        let expected = (a.dns * 2 * a.rounds) as u64;
+        let expected = total.offered;
         summary.set("events", total.events);
         summary.set("expected", expected);
         summary.set("losses", expected.saturating_sub(total.events));
@@ -203,7 +229,7 @@ async fn router_client(
     // referenceId → (operation, when it was due)
     let mut pending: HashMap<u64, (Op, Instant)> = HashMap::with_capacity(s.args.in_flight * 2);
     let mut failure: Option<String> = None;
-    while pacer.unsent() > 0 || !pending.is_empty() {
+    while pacer.more(Instant::now()) || !pending.is_empty() {
         let now = Instant::now();
         let mut fed = false;
         while let Some((op, due)) = pacer.take(pending.len(), now) {
@@ -227,7 +253,7 @@ async fn router_client(
                 break;
             }
         }
-        let wake = pacer.wake(pending.len());
+        let wake = pacer.wake(pending.len(), now);
         // Silence is only a failure while replies are awaited.
         let patience = if pending.is_empty() {
             Duration::from_secs(86_400)
@@ -253,8 +279,9 @@ async fn router_client(
     }
     // The last operations' events may still be on their way: each operation makes exactly
     // one event for this client (on its guest's monitor), so wait for them, within the drain.
+    out.offered = pacer.sent() as u64;
     if failure.is_none() {
-        await_events(&mut c, &mut out, pacer.len() as u64, drain).await;
+        await_events(&mut c, &mut out, pacer.sent() as u64, drain).await;
     }
     if let Some(e) = failure {
         let lost = (pacer.unsent() + pending.len()) as u64;
@@ -399,7 +426,7 @@ async fn direct_worker(
     };
     let mut pacer = Pacer::new(&s, index, pairs.len(), start);
     let mut inflight = FuturesUnordered::new();
-    while pacer.unsent() > 0 || !inflight.is_empty() {
+    while pacer.more(Instant::now()) || !inflight.is_empty() {
         let now = Instant::now();
         while let Some((op, due)) = pacer.take(inflight.len(), now) {
             let p = &pairs[op.pair];
@@ -424,7 +451,7 @@ async fn direct_worker(
                 (op, due, r)
             });
         }
-        let wake = pacer.wake(inflight.len());
+        let wake = pacer.wake(inflight.len(), now);
         tokio::select! {
             done = inflight.next(), if !inflight.is_empty() => {
                 let Some((op, due, r)) = done else { continue };
@@ -446,5 +473,6 @@ async fn direct_worker(
             else => {}
         }
     }
+    out.offered = pacer.sent() as u64;
     out
 }

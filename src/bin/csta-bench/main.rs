@@ -18,6 +18,10 @@
 //!   set by the clients (private service 501); replies and events checked.
 //! - [`call_storm`]: hot-desk requests on N items while one DN of `sw1` takes a storm of calls
 //!   (`POST /calls/burst`); the latency of the other DNs' requests during the storm.
+//! - [`redis`]: `redis-fanout`, fanout's yardstick: redis-server publishing a router event's
+//!   bytes to as many subscribers, with its own CPU per delivery.
+//! - [`memory`]: the router's resident memory per registered DN.
+//! - [`compare`]: the scenarios above as child runs, side by side, their medians and ratios.
 //!
 //! Latency is measured from the moment each request was due (its slot in the open-loop
 //! schedule with `--rate`, otherwise the moment it could be sent), so queueing is not hidden,
@@ -30,6 +34,7 @@
 mod account_codes;
 mod call_storm;
 mod cluster;
+mod compare;
 mod direct;
 mod failover;
 mod fanout;
@@ -37,6 +42,7 @@ mod http;
 #[cfg(test)]
 mod http_tests;
 mod login_storm;
+mod memory;
 mod plan;
 mod procfs;
 #[cfg(test)]
@@ -88,6 +94,13 @@ pub enum Scenario {
     /// With --spawn: sw1's plan loses the N (--dns) registered guests and gains N others by a
     /// SIGHUP reload (--rounds times, back and forth): time until the reload is applied.
     Reload,
+    /// With --spawn: one client registers N DNs (--dns, default 200,000: N/2 guests and N/2
+    /// hosts of sw1) in share mode; the router's resident memory before and after, per DN.
+    Memory,
+    /// Runs the other scenarios as child processes, alternately and --repeat times each
+    /// (router and direct, fanout and redis-fanout, memory, 1 and 8 switches) and prints the
+    /// medians and ratios (README, "Benchmark").
+    Compare,
 }
 
 impl Scenario {
@@ -102,6 +115,8 @@ impl Scenario {
             Scenario::Failover => "failover",
             Scenario::Resume => "resume",
             Scenario::Reload => "reload",
+            Scenario::Memory => "memory",
+            Scenario::Compare => "compare",
         }
     }
 }
@@ -131,7 +146,11 @@ EXAMPLES:
   csta-bench failover --spawn --cluster 2 --switches 2 --rounds 10
   csta-bench resume --spawn --switches 1 --rounds 5
   csta-bench resume --spawn --cluster 2 --switches 1 --rounds 5
-  csta-bench reload --spawn --switches 1 --dns 10000 --clients 10 --rounds 3"
+  csta-bench reload --spawn --switches 1 --dns 10000 --clients 10 --rounds 3
+  csta-bench login-storm --spawn --switches 4 --clients 200 --dns 10000 --rate 30000 --duration 10s
+  csta-bench redis-fanout --spawn --monitors 100 --dns 4000 --payload-file event.json
+  csta-bench memory --spawn
+  csta-bench compare --markdown compare.md"
 )]
 pub struct Args {
     /// The scenario to run.
@@ -144,6 +163,10 @@ pub struct Args {
     /// Drive this running router, e.g. ws://127.0.0.1:7700/v1.
     #[arg(long, value_name = "URL")]
     pub router: Option<String>,
+    /// With --router: a router process's ID (repeat for each), whose CPU over the measured
+    /// window gives cpu_router_us_per_op; without, that figure is null.
+    #[arg(long = "router-pid", value_name = "PID", conflicts_with = "spawn")]
+    pub router_pid: Vec<u32>,
     /// With --spawn: start a nats-server (JetStream, from the PATH) and N router nodes with a
     /// [cluster] section in front of the same simulators; the clients are spread round-robin
     /// over the nodes, and the summary adds each node's CPU per operation, NATS's and the
@@ -193,6 +216,11 @@ pub struct Args {
     /// counted from each request's slot); default: as fast as the window allows.
     #[arg(long, value_name = "OPS")]
     pub rate: Option<f64>,
+    /// login-storm: go on with whole rounds (after --rounds) while the next request falls due
+    /// (with --rate) or comes (without) within D of the start. fanout: go on with whole rounds
+    /// while D has not passed. E.g. 10s, 1m.
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
     /// fanout: the monitors register with callEvents and every pair's round also has a call
     /// from the guest to the host (answered and cleared): call events besides the hot-desk ones.
     #[arg(long)]
@@ -220,9 +248,22 @@ pub struct Args {
     /// switch); fanout and account-codes need them.
     #[arg(long = "sim-control", value_name = "ADDR")]
     pub sim_control: Vec<SocketAddr>,
-    /// redis-fanout: the running redis-server to compare with.
+    /// redis-fanout: the running redis-server to compare with (or --spawn to start one).
     #[arg(long, value_name = "ADDR")]
     pub redis: Option<SocketAddr>,
+    /// redis-fanout with --redis: the redis-server's process ID, for its CPU per delivery.
+    #[arg(long, value_name = "PID")]
+    pub redis_pid: Option<u32>,
+    /// fanout: write the text of one event a monitor received to FILE. redis-fanout: publish
+    /// these bytes (a real router event; its eventSeq replaced by the message's number).
+    #[arg(long, value_name = "FILE")]
+    pub payload_file: Option<std::path::PathBuf>,
+    /// compare: how many times each run is made (the medians are reported).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub repeat: usize,
+    /// compare: also write the Markdown table to FILE (it always goes to stderr).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<std::path::PathBuf>,
     /// How long to wait for missing replies or events before counting them lost, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub drain: f64,
@@ -277,7 +318,7 @@ pub struct Settings {
 /// Run `csta-bench` on its own runtime (2 worker threads); the process exit code. The summary
 /// line goes to stdout, messages to stderr.
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = memory::with_defaults(&<Args as clap::CommandFactory>::command().get_matches());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -326,6 +367,9 @@ pub async fn run(args: Args) -> Outcome {
     if args.scenario == Scenario::RedisFanout {
         return redis::run(&args).await;
     }
+    if args.scenario == Scenario::Compare {
+        return compare::run(&args).await;
+    }
     let settings = check(args)?;
     let mut env = tokio::select! {
         env = prepare(&settings) => env?,
@@ -340,6 +384,7 @@ pub async fn run(args: Args) -> Outcome {
 }
 
 fn check(args: Args) -> Result<Settings, BenchError> {
+    check_more(&args)?;
     let plan = Plan::with_numbering(args.switches, args.numbering)?;
     let mode = if args.direct { "direct" } else { "router" };
     check_cluster(&args)?;
@@ -417,9 +462,31 @@ fn check(args: Args) -> Result<Settings, BenchError> {
             }
         }
         Scenario::RedisFanout | Scenario::Failover | Scenario::Resume => {}
-        Scenario::Reload => {}
+        Scenario::Reload | Scenario::Memory | Scenario::Compare => {}
     }
     Ok(Settings { args, plan, mode })
+}
+
+/// The rules of `--duration` and of `memory`.
+fn check_more(args: &Args) -> Result<(), BenchError> {
+    if args.duration.is_some_and(|d| d.is_zero()) {
+        return Err(BenchError::Setup("--duration must be longer than 0".into()));
+    }
+    if args.scenario == Scenario::Memory {
+        if !args.spawn || args.cluster.is_some() || args.direct {
+            return Err(BenchError::Setup(
+                "memory needs --spawn without --cluster or --direct (it reads the router's resident memory)".into(),
+            ));
+        }
+        if args.dns < 2 || args.window == 0 {
+            return Err(BenchError::Setup(
+                "memory needs --dns of at least 2 (guests and hosts) and --window of at least 1"
+                    .into(),
+            ));
+        }
+        Plan::new(1)?.check_fits(args.dns / 2, "guest/host pairs of sw1")?;
+    }
+    Ok(())
 }
 
 /// The rules of `--cluster` (and of the scenario that needs it).
@@ -469,6 +536,18 @@ async fn prepare(s: &Settings) -> Result<Environment, BenchError> {
     }
     let mut env = Environment::default();
     env.router_urls = s.args.router.clone().into_iter().collect();
+    if !s.args.router_pid.is_empty() {
+        let routers = s.args.router_pid.iter();
+        env.window = Arc::new(window::Window::new(window::Probe {
+            routers: routers
+                .map(|&pid| window::Watched { pid, metrics: None })
+                .collect(),
+            nats: None,
+        }));
+        if let [pid] = s.args.router_pid[..] {
+            env.router_pid = Some(pid);
+        }
+    }
     let n = s.args.sim_link.len().max(s.args.sim_control.len());
     for i in 0..n {
         env.sims.push(SimAddrs {
@@ -536,7 +615,12 @@ async fn run_scenario(s: &Settings, env: &mut Environment) -> Outcome {
         Scenario::Fanout => fanout::run(s, env, summary).await?,
         Scenario::AccountCodes => account_codes::run(s, env, summary).await?,
         Scenario::CallStorm => call_storm::run(s, env, summary).await?,
-        Scenario::RedisFanout | Scenario::Failover | Scenario::Resume | Scenario::Reload => {
+        Scenario::Memory => memory::run(s, env, summary).await?,
+        Scenario::RedisFanout
+        | Scenario::Failover
+        | Scenario::Resume
+        | Scenario::Reload
+        | Scenario::Compare => {
             return Err(BenchError::Setup(format!(
                 "{} runs on its own",
                 s.args.scenario.name()
@@ -568,6 +652,10 @@ async fn run_scenario(s: &Settings, env: &mut Environment) -> Outcome {
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0);
     env.window.report(&mut summary, ops, env.cluster.is_some());
+    if s.mode == "router" && summary.get("cpu_router_us_per_op").is_none() {
+        // Not known (a running router without --router-pid, or no measured window).
+        summary.set("cpu_router_us_per_op", serde_json::Value::Null);
+    }
     if s.args.scenario == Scenario::Fanout {
         if let Some(v) = summary.get("cpu_router_us_per_op").cloned() {
             summary.set("cpu_router_us_per_delivery", v);

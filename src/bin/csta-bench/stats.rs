@@ -330,6 +330,8 @@ pub struct WorkerResult {
     pub errors: u64,
     /// Unsolicited events received.
     pub events: u64,
+    /// Operations sent (login-storm: each makes one event for its client).
+    pub offered: u64,
     /// When the worker's last operation completed.
     pub finished: Option<Instant>,
     /// A few error descriptions.
@@ -365,6 +367,7 @@ impl WorkerResult {
         self.ops += w.ops;
         self.errors += w.errors;
         self.events += w.events;
+        self.offered += w.offered;
         self.finished = later(self.finished, w.finished);
         for s in w.samples {
             if self.samples.len() < 5 {

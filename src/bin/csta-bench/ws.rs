@@ -82,8 +82,13 @@ pub struct WsClient {
 /// (128 KiB by default) before every read, which took a fifth of the bench's CPU with messages of
 /// a few hundred bytes; 16 KiB still reads many events per call.
 fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024)
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
 }
+
+/// How many bytes a bench client reads from its socket at most per call (`redis-fanout`'s
+/// subscribers read with the same).
+pub const READ_BUFFER: usize = 16 * 1024;
 
 impl WsClient {
     /// Connect, send `RequestOpen` and check the `EventServerConnected` reply.
