@@ -16,7 +16,7 @@
 //! ([`Retiring`] → [`RetireAck`]) so that a request the shard forwarded just before it learned
 //! of the retirement is bounced back and re-dispatched, never lost.
 
-use super::extension::Extension;
+use super::extension::{Env, Extension};
 use super::messages::{
     Answer, CstaEvent, Delivery, Disowned, DnOp, ExtensionOp, FanOut, ForgetCall, LeftPlan,
     LinkChange, MonitorLost, Replanned, RetireAck, Retiring, SweepCalls, ToDn,
@@ -36,8 +36,11 @@ use std::time::{Duration, Instant};
 pub struct Router {
     shared: Arc<Shared>,
     switch: Arc<SwitchCtx>,
-    extensions: HashMap<Arc<str>, (u64, Addr<Extension>)>,
-    next_id: u64,
+    extensions: HashMap<Arc<str>, (u32, Addr<Extension>)>,
+    /// Numbers the extension actors (wrapping: two actors of a DN are never 2^32 apart).
+    next_id: u32,
+    /// What the extension actors refer to (see [`Env`]).
+    env: Arc<Env>,
     /// Events and answers handed out, waiting for their turn to reach the clients; each holds
     /// its frame's place in the link queue (given back once delivered, see [`QueueSlot`]).
     reorder: Reorder<(Arc<str>, Vec<FanOut>), QueueSlot>,
@@ -62,6 +65,10 @@ impl Router {
         let make = {
             let switch = switch.clone();
             move || Router {
+                env: Arc::new(Env {
+                    shared: shared.clone(),
+                    switch: switch.clone(),
+                }),
                 shared,
                 switch,
                 extensions: HashMap::new(),
@@ -87,16 +94,16 @@ impl Router {
 
     fn extension(&mut self, dn: &Arc<str>) -> &Addr<Extension> {
         // No `Addr` clone: each one allocates, and there is one actor per DN.
-        let (shared, switch, next_id) = (&self.shared, &self.switch, &mut self.next_id);
+        let (env, switch, next_id) = (&self.env, &self.switch, &mut self.next_id);
         &self
             .extensions
             .entry(dn.clone())
             .or_insert_with(|| {
-                *next_id += 1;
+                *next_id = next_id.wrapping_add(1);
                 let id = *next_id;
                 switch.extensions.fetch_add(1, Ordering::Relaxed);
                 // On this shard's Arbiter: all of a switch's per-DN work shares one thread.
-                let ext = Extension::new(dn.clone(), id, shared.clone(), switch.clone());
+                let ext = Extension::new(dn.clone(), id, env.clone());
                 (id, ext.start())
             })
             .1
@@ -249,7 +256,7 @@ impl Handler<Retiring> for Router {
 
     fn handle(&mut self, msg: Retiring, _: &mut Self::Context) {
         if let Some((id, addr)) = self.extensions.get(&msg.dn) {
-            if *id == msg.id {
+            if u64::from(*id) == msg.id {
                 // Everything forwarded to it so far is already in its mailbox, ahead of this.
                 addr.do_send(RetireAck);
                 self.extensions.remove(&msg.dn);

@@ -129,7 +129,12 @@ impl Extension {
         if ev.kind == CallEventKind::Transferred && self.moved_by_transfer(seq, ev) {
             return;
         }
-        let held = self.state.calls.as_ref().and_then(|list| list.get(call_id));
+        let held = self
+            .more()
+            .state
+            .calls
+            .as_ref()
+            .and_then(|list| list.get(call_id));
         let seen = client_event(ev, |d| self.is_here(d), held.map(|c| c.state));
         // What a call leaving the list takes with it (copied only then).
         let before = held.map(|c| {
@@ -155,12 +160,7 @@ impl Extension {
             Other::Set(raw) => self.other_dn(raw),
             Other::Keep => None,
         };
-        let (conn_id, other) = match self
-            .state
-            .calls
-            .as_mut()
-            .and_then(|list| list.get_mut(call_id))
-        {
+        let (conn_id, other) = match self.calls_mut().and_then(|list| list.get_mut(call_id)) {
             Some(call) => {
                 call.state = seen.state;
                 if other.is_some() {
@@ -184,13 +184,11 @@ impl Extension {
             }
             CallRule::Touch => {
                 if let Some(call) = self
-                    .state
-                    .calls
-                    .as_mut()
+                    .calls_mut()
                     .and_then(|list| list.touch(call_id, false, Instant::now()))
                 {
                     let conn_id = call.conn_id;
-                    self.switch.calls.touch(call_id, conn_id);
+                    self.env.switch.calls.touch(call_id, conn_id);
                 }
             }
             CallRule::Drop => self.drop_call(call_id),
@@ -205,7 +203,7 @@ impl Extension {
         if self.is_here(ev.device.as_deref()) {
             return false;
         }
-        let Some(list) = self.state.calls.as_ref() else {
+        let Some(list) = self.more().state.calls.as_ref() else {
             return false;
         };
         // The change of this device's connection; else one of a call the device holds that
@@ -228,16 +226,18 @@ impl Extension {
         let Some((old_id, new_id)) = chosen else {
             return false;
         };
-        let Some(list) = self.state.calls.as_mut() else {
+        let Some(list) = self.more.as_mut().and_then(|m| m.state.calls.as_mut()) else {
             return false;
         };
         let Some(old) = list.remove(old_id) else {
             return false;
         };
-        self.switch
+        self.env
+            .switch
             .calls
             .release(&old.call_id, old.conn_id, &self.dn);
         let active = self
+            .more()
             .state
             .calls
             .as_ref()
@@ -249,12 +249,7 @@ impl Extension {
             Some(to) if !self.is_here(Some(to)) => self.other_dn(to).or(old.other),
             _ => old.other,
         };
-        if let Some(call) = self
-            .state
-            .calls
-            .as_mut()
-            .and_then(|list| list.get_mut(new_id))
-        {
+        if let Some(call) = self.calls_mut().and_then(|list| list.get_mut(new_id)) {
             call.state = old.state;
             call.other = other.clone();
         }
@@ -286,12 +281,12 @@ impl Extension {
         if !self.subs.wants_call_events() {
             return;
         }
-        self.switch.metrics.call_event(name);
+        self.env.switch.metrics.call_event(name);
         let (conn_id, previous) = (conn_id.to_string(), previous.map(|p| p.to_string()));
         let text = crate::protocol::call_event(&CallEventOut {
             name,
             dn: &self.dn,
-            switch: &self.switch.name,
+            switch: &self.env.switch.name,
             seq,
             conn_id: &conn_id,
             previous_conn_id: previous.as_deref(),

@@ -19,14 +19,19 @@ use tracing::debug;
 pub(super) struct DnState {
     /// The association last reported for the DN, as (guest, host).
     pub(super) hotdesk: Option<(String, String)>,
-    /// Whether `hotdesk` is known: false from the monitor's start (or a link loss) until the
-    /// switch reports an event for the DN.
-    pub(super) hotdesk_known: bool,
-    /// Boxed: most DNs have no call, and the actor should stay small.
+    /// Boxed: most DNs with requests have no call.
     pub(super) calls: Option<Box<DeviceCalls>>,
 }
 
 impl DnState {
+    /// Nothing known.
+    pub(super) const fn new() -> DnState {
+        DnState {
+            hotdesk: None,
+            calls: None,
+        }
+    }
+
     /// The association as `(guest, host)` borrowed, for messages.
     pub(super) fn hotdesk(&self) -> Option<(&str, &str)> {
         self.hotdesk.as_ref().map(|(g, h)| (g.as_str(), h.as_str()))
@@ -118,9 +123,10 @@ impl Extension {
             Message::Call(call) => {
                 // The rules compare devices with DNs, whatever form the switch wrote.
                 let call = self
+                    .env
                     .switch
                     .naming()
-                    .normalize_call(call, |d| self.switch.owns(d));
+                    .normalize_call(call, |d| self.env.switch.owns(d));
                 self.on_call_event(seq, &call)
             }
             Message::CallInformation {
@@ -130,7 +136,7 @@ impl Extension {
                 ..
             } => {
                 // The device by `device`, else `connection/deviceID`, in the switch's form.
-                let naming = &self.switch.naming();
+                let naming = &self.env.switch.naming();
                 let at = [device.as_deref(), connection.device_id.as_deref()]
                     .into_iter()
                     .flatten()
@@ -150,12 +156,15 @@ impl Extension {
                     // Call information without a code: a call event like any other.
                     return;
                 };
-                self.switch.metrics.private_event(Service::SetAccountCode);
-                let options = &self.shared.config().options;
+                self.env
+                    .switch
+                    .metrics
+                    .private_event(Service::SetAccountCode);
+                let options = &self.env.shared.config().options;
                 if options.accode_privateservice {
                     let text = crate::protocol::account_code_event(
                         &self.dn,
-                        &self.switch.name,
+                        &self.env.switch.name,
                         seq,
                         &conn_id.to_string(),
                         &options.accode_name,
@@ -171,7 +180,7 @@ impl Extension {
     /// The DN a device of the switch names when the plan has it, else its number (or the
     /// value as written when it is no number at all).
     fn dn_or_number(&self, raw: &str) -> String {
-        let switch = &self.switch;
+        let switch = &self.env.switch;
         switch
             .naming()
             .other_dn(raw, |d| switch.owns(d))
@@ -181,22 +190,26 @@ impl Extension {
     fn on_hotdesk_event(&mut self, seq: u64, event: &HotDeskEvent) {
         let service = match event.state {
             HotDeskState::Established => {
-                self.switch
+                self.env
+                    .switch
                     .note_association(&event.guest, event.host.as_deref());
-                self.state.hotdesk = event.host.clone().map(|h| (event.guest.clone(), h));
+                self.more_mut().state.hotdesk =
+                    event.host.clone().map(|h| (event.guest.clone(), h));
                 Service::HotdeskInitiate
             }
             HotDeskState::Cancelled => {
-                self.switch.note_association(&event.guest, None);
-                self.state.hotdesk = None;
+                self.env.switch.note_association(&event.guest, None);
+                if let Some(more) = &mut self.more {
+                    more.state.hotdesk = None;
+                }
                 Service::HotdeskCancel
             }
         };
-        self.switch.metrics.private_event(service);
-        self.state.hotdesk_known = true;
+        self.env.switch.metrics.private_event(service);
+        self.hotdesk_known = true;
         let text = crate::protocol::hotdesk_event(
             &self.dn,
-            &self.switch.name,
+            &self.env.switch.name,
             seq,
             service.id(),
             &event.guest,
@@ -210,30 +223,33 @@ impl Extension {
     pub(super) fn touch_call(&mut self, call_id: &str, activated: bool) -> ConnId {
         let now = Instant::now();
         if let Some(call) = self
-            .state
-            .calls
-            .as_mut()
+            .calls_mut()
             .and_then(|list| list.touch(call_id, activated, now))
         {
             let conn_id = call.conn_id;
-            self.switch.calls.touch(call_id, conn_id);
+            self.env.switch.calls.touch(call_id, conn_id);
             return conn_id;
         }
-        let options = &self.shared.config().options;
+        let options = &self.env.shared.config().options;
         let (max_per_dn, max_per_switch) = (options.max_calls_per_dn, options.max_calls_per_switch);
         let call_id: Arc<str> = Arc::from(call_id);
-        let hold = self.switch.calls.hold(&call_id, &self.dn, max_per_switch);
+        let hold = self
+            .env
+            .switch
+            .calls
+            .hold(&call_id, &self.dn, max_per_switch);
         let conn_id = hold.conn_id;
         self.forget_evicted(hold.evicted);
-        let list = self.state.calls.get_or_insert_with(Box::default);
+        let list = self.more_mut().state.calls.get_or_insert_with(Box::default);
         list.add(call_id, conn_id, activated, now);
         if list.len() > max_per_dn {
             if let Some(old) = list.pop_idlest() {
                 debug!(dn = %self.dn, call = %old.call_id, "more than max-calls-per-dn active calls: the call idle the longest is forgotten");
-                self.switch
+                self.env
+                    .switch
                     .calls
                     .release(&old.call_id, old.conn_id, &self.dn);
-                self.switch.metrics.calls_evicted.increment(1);
+                self.env.switch.metrics.calls_evicted.increment(1);
             }
         }
         conn_id
@@ -243,12 +259,12 @@ impl Extension {
     /// one forgets it, this one at once, the others through the shard.
     fn forget_evicted(&mut self, evicted: Vec<Evicted>) {
         for e in evicted {
-            debug!(switch = %self.switch.name, call = %e.call_id, "more than max-calls-per-switch active calls: the call idle the longest is forgotten");
-            self.switch.metrics.calls_evicted.increment(1);
+            debug!(switch = %self.env.switch.name, call = %e.call_id, "more than max-calls-per-switch active calls: the call idle the longest is forgotten");
+            self.env.switch.metrics.calls_evicted.increment(1);
             for dn in e.holders {
                 if dn == self.dn {
                     self.forget_call(&e.call_id, e.conn_id);
-                } else if let Some(shard) = self.switch.shard.get() {
+                } else if let Some(shard) = self.env.switch.shard.get() {
                     shard.forget.do_send(ForgetCall {
                         dn,
                         call_id: e.call_id.clone(),
@@ -261,7 +277,7 @@ impl Extension {
 
     /// Forget a call the switch's table evicted (a newer call reusing its ID is left alone).
     pub(super) fn forget_call(&mut self, call_id: &str, conn_id: ConnId) {
-        if let Some(list) = &mut self.state.calls {
+        if let Some(list) = self.more.as_mut().and_then(|m| m.state.calls.as_mut()) {
             list.forget(call_id, conn_id);
             self.shrink_calls();
         }
@@ -270,47 +286,52 @@ impl Extension {
     /// Free the call list's memory once it is empty.
     fn shrink_calls(&mut self) {
         if self
+            .more()
             .state
             .calls
             .as_ref()
             .is_some_and(|list| list.is_empty())
         {
-            self.state.calls = None;
+            if let Some(more) = &mut self.more {
+                more.state.calls = None;
+            }
         }
     }
 
     pub(super) fn drop_call(&mut self, call_id: &str) {
-        if let Some(c) = self
-            .state
-            .calls
-            .as_mut()
-            .and_then(|list| list.remove(call_id))
-        {
-            self.switch.calls.release(&c.call_id, c.conn_id, &self.dn);
+        if let Some(c) = self.calls_mut().and_then(|list| list.remove(call_id)) {
+            self.env
+                .switch
+                .calls
+                .release(&c.call_id, c.conn_id, &self.dn);
             self.shrink_calls();
         }
     }
 
     /// Let go of every call (the link was lost, or the actor retires).
     pub(super) fn release_calls(&mut self) {
-        if let Some(mut list) = self.state.calls.take() {
+        if let Some(mut list) = self.more.as_mut().and_then(|m| m.state.calls.take()) {
             for c in list.drain() {
-                self.switch.calls.release(&c.call_id, c.conn_id, &self.dn);
+                self.env
+                    .switch
+                    .calls
+                    .release(&c.call_id, c.conn_id, &self.dn);
             }
         }
     }
 
     /// Drop calls idle longer than `call-cleanup-idle`.
     pub(super) fn sweep_calls(&mut self) {
-        let idle = self.shared.config().options.call_cleanup_idle.0;
+        let idle = self.env.shared.config().options.call_cleanup_idle.0;
         let now = Instant::now();
         while let Some(c) = self
-            .state
-            .calls
-            .as_mut()
+            .calls_mut()
             .and_then(|list| list.pop_idle_longer_than(idle, now))
         {
-            self.switch.calls.release(&c.call_id, c.conn_id, &self.dn);
+            self.env
+                .switch
+                .calls
+                .release(&c.call_id, c.conn_id, &self.dn);
         }
         self.shrink_calls();
     }

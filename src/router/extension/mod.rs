@@ -37,35 +37,82 @@ use std::sync::Arc;
 use subscriptions::Subscriptions;
 use tracing::warn;
 
+/// What every extension actor of a switch refers to: one allocation per switch, so that each
+/// actor holds one pointer to it rather than two.
+pub struct Env {
+    /// The process state.
+    pub shared: Arc<Shared>,
+    /// The switch the actors' DNs are on.
+    pub switch: Arc<SwitchCtx>,
+}
+
 /// The extension actor (see the [module docs](self)).
+///
+/// One lives for every registered DN, so its size is most of the router's memory per
+/// registered DN: the actor is kept to 72 bytes (its task, with actix's context, then fits in
+/// 512 bytes; `tests/dn_memory.rs` checks it). What most DNs never use (requests, calls, the
+/// hot-desk association, a MonitorStart in flight) is boxed and allocated on first use.
 pub struct Extension {
     dn: Arc<str>,
-    id: u64,
-    shared: Arc<Shared>,
-    switch: Arc<SwitchCtx>,
+    env: Arc<Env>,
     subs: Subscriptions,
+    /// Requests, calls and the association: `None` until the DN first has one of them.
+    more: Option<Box<More>>,
+    /// The shard's number for this actor (its retirement names it).
+    id: u32,
+    retiring: bool,
+    /// Whether the association (`more.state.hotdesk`) is known: false from the monitor's
+    /// start (or a link loss) until the switch reports an event for the DN.
+    hotdesk_known: bool,
+}
+
+/// The parts of an extension actor's state that most DNs never use.
+#[derive(Debug, Default)]
+struct More {
     requests: Pipeline,
     state: DnState,
-    retiring: bool,
-    /// While handling an event or answer: what it makes clients receive, handed to the shard
-    /// to be queued in order (see [`Delivery`]).
-    outbox: Option<Vec<FanOut>>,
+}
+
+/// What a DN without [`More`] reads.
+static NO_MORE: More = More {
+    requests: Pipeline::new(),
+    state: DnState::new(),
+};
+
+thread_local! {
+    /// While an extension actor of this thread handles an event or answer: what it makes
+    /// clients receive, handed to the shard to be queued in order (see [`Delivery`]). Kept
+    /// here rather than in every actor (actors of a thread run one at a time).
+    static OUTBOX: std::cell::RefCell<Option<Vec<FanOut>>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Extension {
-    /// The actor for `dn` on `switch`.
-    pub fn new(dn: Arc<str>, id: u64, shared: Arc<Shared>, switch: Arc<SwitchCtx>) -> Extension {
+    /// The actor for `dn` on the switch of `env`; `id` is the shard's number for it.
+    pub fn new(dn: Arc<str>, id: u32, env: Arc<Env>) -> Extension {
         Extension {
             dn,
-            id,
-            shared,
-            switch,
+            env,
             subs: Subscriptions::default(),
-            requests: Pipeline::default(),
-            state: DnState::default(),
+            more: None,
+            id,
             retiring: false,
-            outbox: None,
+            hotdesk_known: false,
         }
+    }
+
+    /// Requests, calls and association, as read.
+    fn more(&self) -> &More {
+        self.more.as_deref().unwrap_or(&NO_MORE)
+    }
+
+    /// The DN's calls, to change, if it has any.
+    fn calls_mut(&mut self) -> Option<&mut crate::router::calls::DeviceCalls> {
+        self.more.as_mut()?.state.calls.as_deref_mut()
+    }
+
+    /// Requests, calls and association, to change (allocated on first use, then kept).
+    fn more_mut(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
     }
 
     fn error(&self, reference_id: u64, code: ErrorCode, message: String) -> ProtocolError {
@@ -75,12 +122,12 @@ impl Extension {
     /// Start the DN's monitor on the switch (now, or when a link comes up); `None` while the
     /// switch's link layer is not started (only during start-up).
     fn start_monitor(&self) -> Option<BoxFuture<'static, Result<MonitorOutcome, LinkError>>> {
-        Some(self.switch.handle.get()?.start_monitor(self.dn.clone()))
+        Some(self.env.switch.handle.get()?.start_monitor(self.dn.clone()))
     }
 
     /// Stop the DN's monitor on the switch.
     fn stop_monitor(&self) {
-        if let Some(handle) = self.switch.handle.get() {
+        if let Some(handle) = self.env.switch.handle.get() {
             handle.stop_monitor(self.dn.clone());
         }
     }
@@ -93,10 +140,10 @@ impl Extension {
             dn: self.dn.clone(),
             tag,
         };
-        match self.switch.handle.get() {
+        match self.env.switch.handle.get() {
             Some(handle) => handle.route(request),
             None => Err(LinkError::NoSwitch {
-                switch: self.switch.name.clone(),
+                switch: self.env.switch.name.clone(),
             }),
         }
     }
@@ -104,12 +151,16 @@ impl Extension {
     /// Queue a message to some clients: through the shard's ordering stage while handling an
     /// event or answer, directly otherwise.
     fn emit(&mut self, to: Vec<ClientHandle>, text: SharedText, reply: bool) {
-        match &mut self.outbox {
-            Some(out) => out.push(FanOut { text, to, reply }),
-            None => {
-                for c in &to {
-                    c.push(text.clone(), reply);
-                }
+        let direct = OUTBOX.with_borrow_mut(|outbox| match outbox {
+            Some(out) => {
+                out.push(FanOut { text, to, reply });
+                None
+            }
+            None => Some((to, text)),
+        });
+        if let Some((to, text)) = direct {
+            for c in &to {
+                c.push(text.clone(), reply);
             }
         }
     }
@@ -122,10 +173,10 @@ impl Extension {
 
     /// Run `f` collecting what it sends, and hand that to the shard for ordered delivery.
     fn ordered(&mut self, seq: u64, f: impl FnOnce(&mut Self)) {
-        self.outbox = Some(Vec::new());
+        let outer = OUTBOX.replace(Some(Vec::new()));
         f(self);
-        let out = self.outbox.take().unwrap_or_default();
-        match self.switch.shard.get() {
+        let out = OUTBOX.replace(outer).unwrap_or_default();
+        match self.env.switch.shard.get() {
             Some(shard) => shard.deliveries.do_send(Delivery {
                 seq,
                 dn: self.dn.clone(),
@@ -157,17 +208,18 @@ impl Extension {
                 client,
                 reference_id,
             } => {
+                let state = &self.more().state;
                 let calls = if self.subs.call_events_of(&client) {
-                    crate::protocol::Calls::Objects(self.state.call_views())
+                    crate::protocol::Calls::Objects(state.call_views())
                 } else {
-                    crate::protocol::Calls::ConnIds(self.state.conn_ids())
+                    crate::protocol::Calls::ConnIds(state.conn_ids())
                 };
                 client.reply(crate::protocol::address_info(
                     reference_id,
                     &self.dn,
-                    &self.switch.name,
-                    self.state.hotdesk(),
-                    self.state.hotdesk_known,
+                    &self.env.switch.name,
+                    state.hotdesk(),
+                    self.hotdesk_known,
                     &calls,
                 ));
                 self.maybe_retire();
@@ -197,7 +249,7 @@ impl Extension {
         let (code, message) = crate::errors::link_error(gone, None, &self.dn);
         let refuse = |client: &ClientHandle, reference_id: u64| {
             let e = self.error(reference_id, code, message.clone());
-            client.reply_error(&e, Some(&self.switch.name), None);
+            client.reply_error(&e, Some(&self.env.switch.name), None);
         };
         match op {
             DnOp::Register {
@@ -228,7 +280,7 @@ impl Extension {
     /// The monitor is stopped, the calls let go, and the shard asked to forget the actor.
     fn maybe_retire(&mut self) {
         self.count_registration();
-        if self.retiring || !self.subs.is_idle() || !self.requests.is_idle() {
+        if self.retiring || !self.subs.is_idle() || !self.more().requests.is_idle() {
             return;
         }
         if self.subs.is_monitored() {
@@ -237,10 +289,10 @@ impl Extension {
         }
         self.release_calls();
         self.retiring = true;
-        if let Some(shard) = self.switch.shard.get() {
+        if let Some(shard) = self.env.switch.shard.get() {
             shard.retiring.do_send(Retiring {
                 dn: self.dn.clone(),
-                id: self.id,
+                id: u64::from(self.id),
             });
         }
     }
@@ -254,7 +306,7 @@ impl Handler<SweepCalls> for Extension {
     type Result = ();
 
     fn handle(&mut self, _: SweepCalls, _: &mut Self::Context) {
-        if self.state.calls.is_some() {
+        if self.more().state.calls.is_some() {
             self.sweep_calls();
         }
     }
@@ -275,7 +327,7 @@ impl Handler<ExtensionOp> for Extension {
         if self.retiring {
             // The shard forwarded this before it learned of the retirement: back for
             // re-dispatch to a new actor.
-            if let Some(shard) = self.switch.shard.get() {
+            if let Some(shard) = self.env.switch.shard.get() {
                 shard.requests.do_send(ToDn {
                     dn: self.dn.clone(),
                     op,
@@ -322,7 +374,7 @@ impl Handler<LinkChange> for Extension {
         if !change.up {
             // The switch is the authority and we may have missed events: forget what we knew
             // (the switch's call table keeps the connIds for `call-grace`).
-            self.state.hotdesk_known = false;
+            self.hotdesk_known = false;
             self.release_calls();
         }
     }
@@ -343,7 +395,7 @@ impl Handler<Disowned> for Extension {
         // Nothing may reach the switch any more: every request waiting here is answered now
         // (54), and the registrations are forgotten (the cluster's records keep them).
         let gone = LinkError::NoSwitch {
-            switch: self.switch.name.clone(),
+            switch: self.env.switch.name.clone(),
         };
         let (waiters, deferred) = self.subs.forget_all();
         self.registrations_failed(waiters, &gone);

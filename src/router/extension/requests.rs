@@ -40,6 +40,15 @@ pub(super) struct Pipeline {
 }
 
 impl Pipeline {
+    /// No request.
+    pub(super) const fn new() -> Pipeline {
+        Pipeline {
+            queue: VecDeque::new(),
+            in_flight: None,
+            next_tag: 0,
+        }
+    }
+
     /// Whether no request is queued or in flight.
     pub(super) fn is_idle(&self) -> bool {
         self.in_flight.is_none() && self.queue.is_empty()
@@ -89,12 +98,12 @@ impl Extension {
             },
             Err(refusal) => return self.refuse(&ask, refusal),
         };
-        if self.requests.is_idle() {
+        if self.more().requests.is_idle() {
             // The usual case: nothing waiting, so the queue is not touched (a push would
             // allocate its buffer, about a kilobyte, for every request).
             self.send(req);
         } else {
-            self.requests.queue.push_back(req);
+            self.more_mut().requests.queue.push_back(req);
             self.next_request();
         }
     }
@@ -125,11 +134,11 @@ impl Extension {
                 format!(
                     "Private service {} is not supported; this router offers {:?}.",
                     ask.msg_id,
-                    self.shared.private_services()
+                    self.env.shared.private_services()
                 ),
             ));
         };
-        let options = &self.shared.config().options;
+        let options = &self.env.shared.config().options;
         let account_codes = AccountCodes {
             enabled: options.accode_privateservice,
             name: &options.accode_name,
@@ -141,7 +150,8 @@ impl Extension {
                 (Some(host.clone()), None)
             }
             Params::Cancel => (
-                self.state
+                self.more()
+                    .state
                     .hotdesk()
                     .filter(|(g, _)| *g == &*self.dn)
                     .map(|(_, h)| h.to_owned()),
@@ -150,18 +160,18 @@ impl Extension {
             Params::AccountCode { .. } => (None, Some(self.call_for(ask.conn_id.as_deref())?)),
         };
         let call_id = call.as_ref().map(|(id, _)| &**id);
-        let message = services::request(&params, &self.dn, call_id, &self.switch.naming());
+        let message = services::request(&params, &self.dn, call_id, &self.env.switch.naming());
         Ok((service, message, other_dn, call.map(|(_, conn)| conn)))
     }
 
     /// The host of a hot-desk request must be a DN of this switch.
     fn check_host(&self, host: &str) -> Result<(), Refusal> {
-        if self.switch.owns(host) {
+        if self.env.switch.owns(host) {
             return Ok(());
         }
-        Err(match self.shared.switch_of(host) {
+        Err(match self.env.shared.switch_of(host) {
             Some(other) => Refusal::new(ErrorCode::InvalidAttr, format!(
-                "Host {host} is on switch {}, guest {} on switch {}; hot-desking needs both on the same switch.", other.name, self.dn, self.switch.name)),
+                "Host {host} is on switch {}, guest {} on switch {}; hot-desking needs both on the same switch.", other.name, self.dn, self.env.switch.name)),
             None => Refusal::new(ErrorCode::NotConfigured, format!(
                 "Host {} is in no switch's DN plan; check the number.", crate::protocol::echo(host))),
         })
@@ -170,7 +180,7 @@ impl Extension {
     /// The call an account code goes to: `connId`, else the DN's most recent active call (56
     /// when there is none). Its switch call ID and connId.
     fn call_for(&self, conn_id: Option<&str>) -> Result<(std::sync::Arc<str>, String), Refusal> {
-        let calls = self.state.calls.as_deref();
+        let calls = self.more().state.calls.as_deref();
         let call = match conn_id {
             Some(cid) => ConnId::parse(cid)
                 .and_then(|c| calls?.by_conn_id(c))
@@ -191,7 +201,8 @@ impl Extension {
     /// Answer a request the router refuses itself, counted and audited like the switch's.
     fn refuse(&self, ask: &Ask, refusal: Refusal) {
         if let Some(service) = Service::from_id(ask.msg_id) {
-            self.switch
+            self.env
+                .switch
                 .metrics
                 .private_service(service, Some(refusal.code));
         }
@@ -203,31 +214,37 @@ impl Extension {
             Duration::ZERO,
         );
         let e = self.error(ask.reference_id, refusal.code, refusal.message);
-        ask.client.reply_error(&e, Some(&self.switch.name), None);
+        ask.client
+            .reply_error(&e, Some(&self.env.switch.name), None);
     }
 
     /// Send a request to the switch's active link; answer it at once if there is none.
     /// Returns whether it is now in flight.
     fn send(&mut self, req: PendingRequest) -> bool {
-        self.requests.next_tag += 1;
-        let tag = self.requests.next_tag;
+        let requests = &mut self.more_mut().requests;
+        requests.next_tag += 1;
+        let tag = requests.next_tag;
         // Straight to the active link; its answer (or failure) comes back as an `Answer`
         // through the shard, in frame order.
         if let Err(e) = self.route(req.message.clone(), tag) {
             self.finish(req, Err(e));
             return false;
         }
-        self.requests.in_flight = Some(Box::new((tag, req)));
+        self.more_mut().requests.in_flight = Some(Box::new((tag, req)));
         true
     }
 
     /// Send the next queued request if none is in flight.
     pub(super) fn next_request(&mut self) {
-        while self.requests.in_flight.is_none() {
-            let Some(req) = self.requests.queue.pop_front() else {
-                if self.requests.queue.capacity() > 0 {
+        while self.more().requests.in_flight.is_none() {
+            let Some(more) = self.more.as_mut() else {
+                return;
+            };
+            let queue = &mut more.requests.queue;
+            let Some(req) = queue.pop_front() else {
+                if queue.capacity() > 0 {
                     // A burst queued here is over: give its buffer back.
-                    self.requests.queue = VecDeque::new();
+                    *queue = VecDeque::new();
                 }
                 return;
             };
@@ -241,15 +258,20 @@ impl Extension {
     /// have acted) and the queued ones are answered with 54.
     pub(super) fn fail_requests(&mut self) {
         let gone = || LinkError::LinkLost {
-            switch: self.switch.name.clone(),
+            switch: self.env.switch.name.clone(),
         };
-        if let Some(b) = self.requests.in_flight.take() {
+        let Some(more) = self.more.as_mut() else {
+            return;
+        };
+        let in_flight = more.requests.in_flight.take();
+        let queued = std::mem::take(&mut more.requests.queue);
+        if let Some(b) = in_flight {
             let (_, req) = *b;
             self.finish(req, Err(gone()));
         }
-        while let Some(req) = self.requests.queue.pop_front() {
+        for req in queued {
             let e = LinkError::NoSwitch {
-                switch: self.switch.name.clone(),
+                switch: self.env.switch.name.clone(),
             };
             self.finish(req, Err(e));
         }
@@ -257,11 +279,17 @@ impl Extension {
 
     /// The switch's answer to request `tag` (or why there is none).
     pub(super) fn on_answer(&mut self, tag: u64, result: Result<Message, LinkError>) {
-        if self.requests.in_flight.as_ref().is_none_or(|b| b.0 != tag) {
+        if self
+            .more()
+            .requests
+            .in_flight
+            .as_ref()
+            .is_none_or(|b| b.0 != tag)
+        {
             debug!(dn = %self.dn, tag, "answer for a request no longer in flight ignored");
             return;
         }
-        if let Some(b) = self.requests.in_flight.take() {
+        if let Some(b) = self.more.as_mut().and_then(|m| m.requests.in_flight.take()) {
             let (_, req) = *b;
             self.finish(req, result);
         }
@@ -275,15 +303,16 @@ impl Extension {
             Ok(answer) if req.service.accepts(answer) => Ok(()),
             Ok(other) => Err((ErrorCode::UnknownError, format!(
                 "Switch {} answered {} to a {} request; the switch may or may not have acted, so query {} before retrying.",
-                self.switch.name, other.name(), req.service.label(), self.dn), None)),
+                self.env.switch.name, other.name(), req.service.label(), self.dn), None)),
             Err(e) => {
                 let (code, message) = crate::errors::link_error(e, Some(req.service), &self.dn);
                 Err((code, message, csta_extension(e)))
             }
         };
         let code = outcome.as_ref().err().map(|(code, _, _)| *code);
-        self.switch.metrics.private_service(req.service, code);
-        self.switch
+        self.env.switch.metrics.private_service(req.service, code);
+        self.env
+            .switch
             .metrics
             .association_latency(req.service, elapsed);
         crate::audit::private_service(
@@ -298,14 +327,14 @@ impl Extension {
                 req.reference_id,
                 req.service.id(),
                 &self.dn,
-                &self.switch.name,
+                &self.env.switch.name,
                 &req.extensions,
                 req.other_dn.as_deref(),
                 req.conn_id.as_deref(),
             ),
             Err((code, message, ext)) => {
                 let e = self.error(req.reference_id, code, message);
-                crate::client::error_text(&e, Some(&self.switch.name), ext.as_ref())
+                crate::client::error_text(&e, Some(&self.env.switch.name), ext.as_ref())
             }
         };
         self.emit(vec![req.client], text, true);

@@ -25,31 +25,111 @@ struct Subscriber {
     call_events: bool,
 }
 
+/// The clients registered on a DN. Almost every DN has one, kept inline (16 bytes, no heap);
+/// a DN shared by several clients keeps them on the heap.
+#[derive(Debug, Default)]
+enum SubList {
+    #[default]
+    Empty,
+    One(Subscriber),
+    // Boxed: a `Vec` here would make every DN's list 32 bytes rather than 16.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Subscriber>>),
+}
+
+impl SubList {
+    fn as_slice(&self) -> &[Subscriber] {
+        match self {
+            SubList::Empty => &[],
+            SubList::One(s) => std::slice::from_ref(s),
+            SubList::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Subscriber] {
+        match self {
+            SubList::Empty => &mut [],
+            SubList::One(s) => std::slice::from_mut(s),
+            SubList::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, s: Subscriber) {
+        *self = match std::mem::take(self) {
+            SubList::Empty => SubList::One(s),
+            SubList::One(first) => SubList::Many(Box::new(vec![first, s])),
+            SubList::Many(mut v) => {
+                v.push(s);
+                SubList::Many(v)
+            }
+        };
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Subscriber) -> bool) {
+        *self = match std::mem::take(self) {
+            SubList::Empty => SubList::Empty,
+            SubList::One(s) if keep(&s) => SubList::One(s),
+            SubList::One(_) => SubList::Empty,
+            SubList::Many(v) => SubList::from(*v, keep),
+        };
+    }
+
+    /// The kept ones of `v`, in the smallest form.
+    fn from(mut v: Vec<Subscriber>, keep: impl FnMut(&Subscriber) -> bool) -> SubList {
+        v.retain(keep);
+        match v.len() {
+            0 => SubList::Empty,
+            1 => v.pop().map_or(SubList::Empty, SubList::One),
+            _ => SubList::Many(Box::new(v)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, SubList::Empty)
+    }
+
+    fn into_vec(self) -> Vec<Subscriber> {
+        match self {
+            SubList::Empty => Vec::new(),
+            SubList::One(s) => vec![s],
+            SubList::Many(v) => *v,
+        }
+    }
+}
+
 /// A registration waiting for a MonitorStart: the client, its `referenceId` (`None` for a
 /// registration restored by a new owner of the switch: no reply), the mode, `callEvents`.
 type Waiter = (ClientHandle, Option<u64>, RegisterMode, bool);
 
-#[derive(Debug, Default)]
-enum MonitorState {
-    /// No monitor.
-    #[default]
-    Idle,
-    /// A MonitorStart (number `start`) is in flight; these registrations wait for it.
-    Starting { start: u64, waiters: Vec<Waiter> },
-    /// Monitored (or to be monitored as soon as the link is up).
-    Active,
+/// A MonitorStart in flight (boxed: only while a registration starts the monitor).
+#[derive(Debug)]
+struct Starting {
+    /// Its number (see [`Subscriptions::starts`]).
+    start: u16,
+    /// The registrations waiting for it, in arrival order.
+    waiters: Vec<Waiter>,
+    /// Client operations that arrived while it was in flight, in arrival order: they run once
+    /// it is answered.
+    deferred: VecDeque<DnOp>,
 }
 
-/// The DN's registrations and monitor.
+/// The DN's registrations and monitor, in 32 bytes: the extension actor lives as long as the
+/// DN is registered, so its size is the router's memory per registered DN.
 #[derive(Debug, Default)]
 pub(super) struct Subscriptions {
-    subscribers: Vec<Subscriber>,
-    monitor: MonitorState,
-    /// Client operations that arrived while a MonitorStart was in flight, in arrival order:
-    /// they run once it is answered.
-    deferred: VecDeque<DnOp>,
-    /// Numbers the MonitorStarts, so that a late outcome is never taken for a newer one's.
-    starts: u64,
+    subscribers: SubList,
+    /// `Some` while a MonitorStart is in flight.
+    starting: Option<Box<Starting>>,
+    /// Numbers the MonitorStarts (wrapping), so that a late outcome is never taken for a
+    /// newer one's.
+    starts: u16,
+    /// Monitored (or to be monitored as soon as the link is up); false while idle or
+    /// starting.
+    active: bool,
     /// Whether this DN counts in the registered-DNs gauge.
     counted: bool,
 }
@@ -58,6 +138,7 @@ impl Subscriptions {
     /// The mode `client` registered the DN in, if it did.
     pub(super) fn mode_of(&self, client: &ClientHandle) -> Option<RegisterMode> {
         self.subscribers
+            .as_slice()
             .iter()
             .find(|s| s.client.id == client.id)
             .map(|s| s.mode)
@@ -66,19 +147,21 @@ impl Subscriptions {
     /// Whether `client` registered the DN with `callEvents: true`.
     pub(super) fn call_events_of(&self, client: &ClientHandle) -> bool {
         self.subscribers
+            .as_slice()
             .iter()
             .any(|s| s.client.id == client.id && s.call_events)
     }
 
     /// Whether any subscriber wants the DN's call events (most do not: then none is built).
     pub(super) fn wants_call_events(&self) -> bool {
-        self.subscribers.iter().any(|s| s.call_events)
+        self.subscribers.as_slice().iter().any(|s| s.call_events)
     }
 
     /// The clients still open that registered with `callEvents: true`.
     pub(super) fn call_event_clients(&mut self) -> Vec<ClientHandle> {
         self.subscribers.retain(|s| s.client.is_open());
         self.subscribers
+            .as_slice()
             .iter()
             .filter(|s| s.call_events)
             .map(|s| s.client.clone())
@@ -88,49 +171,54 @@ impl Subscriptions {
     /// Whether `op` must wait for the MonitorStart in flight: anything but a registration
     /// (which joins it), and a registration behind something already waiting.
     pub(super) fn must_defer(&self, op: &DnOp) -> bool {
-        matches!(self.monitor, MonitorState::Starting { .. })
-            && (!self.deferred.is_empty() || !matches!(op, DnOp::Register { .. }))
+        self.starting
+            .as_ref()
+            .is_some_and(|st| !st.deferred.is_empty() || !matches!(op, DnOp::Register { .. }))
     }
 
     /// Keep `op` until the MonitorStart in flight is answered.
     pub(super) fn defer(&mut self, op: DnOp) {
-        self.deferred.push_back(op);
+        if let Some(st) = &mut self.starting {
+            st.deferred.push_back(op);
+        }
     }
 
     /// The clients still open, forgetting the others.
     pub(super) fn open_clients(&mut self) -> Vec<ClientHandle> {
         self.subscribers.retain(|s| s.client.is_open());
-        self.subscribers.iter().map(|s| s.client.clone()).collect()
+        self.subscribers
+            .as_slice()
+            .iter()
+            .map(|s| s.client.clone())
+            .collect()
     }
 
     /// Whether the DN has nothing left to do here: no subscriber, no MonitorStart in flight,
     /// nothing deferred.
     pub(super) fn is_idle(&self) -> bool {
-        self.subscribers.is_empty()
-            && matches!(self.monitor, MonitorState::Idle | MonitorState::Active)
-            && self.deferred.is_empty()
+        self.subscribers.is_empty() && self.starting.is_none()
     }
 
     /// Whether the switch monitors the DN (or will as soon as its link is up).
     pub(super) fn is_monitored(&self) -> bool {
-        matches!(self.monitor, MonitorState::Active)
+        self.active
     }
 
     /// The monitor is stopped (the actor retires).
     pub(super) fn stopped(&mut self) {
-        self.monitor = MonitorState::Idle;
+        self.active = false;
     }
 
     /// Forget every registration and the monitor (the switch is no longer owned here; the
     /// owner restores the registrations from the cluster's records). Returns the registrations
     /// that waited for a MonitorStart and the operations deferred behind it, still to answer.
     pub(super) fn forget_all(&mut self) -> (Vec<Waiter>, VecDeque<DnOp>) {
-        self.subscribers.clear();
-        let waiters = match std::mem::take(&mut self.monitor) {
-            MonitorState::Starting { waiters, .. } => waiters,
-            _ => Vec::new(),
-        };
-        (waiters, std::mem::take(&mut self.deferred))
+        self.subscribers = SubList::Empty;
+        self.active = false;
+        match self.starting.take() {
+            Some(st) => (st.waiters, st.deferred),
+            None => (Vec::new(), VecDeque::new()),
+        }
     }
 }
 
@@ -148,20 +236,24 @@ impl Extension {
         client.reply(crate::protocol::registered(
             reference_id,
             &self.dn,
-            &self.switch.name,
+            &self.env.switch.name,
             (mode, call_events),
-            self.switch.is_up(),
-            self.state.hotdesk(),
-            self.state.hotdesk_known,
+            self.env.switch.is_up(),
+            self.more().state.hotdesk(),
+            self.hotdesk_known,
         ));
     }
 
     fn subscribe(&mut self, client: ClientHandle, mode: RegisterMode, call_events: bool) {
-        if let Some(cluster) = self.switch.cluster.get() {
+        if let Some(cluster) = self.env.switch.cluster.get() {
             cluster.registered(&self.dn, &client, mode, call_events);
         }
         let subs = &mut self.subs.subscribers;
-        match subs.iter_mut().find(|s| s.client.id == client.id) {
+        match subs
+            .as_mut_slice()
+            .iter_mut()
+            .find(|s| s.client.id == client.id)
+        {
             Some(s) => {
                 s.mode = mode;
                 s.call_events = call_events;
@@ -184,29 +276,26 @@ impl Extension {
         call_events: bool,
         ctx: &mut Context<Self>,
     ) {
-        match &mut self.subs.monitor {
-            MonitorState::Active => {
-                self.subscribe(client.clone(), mode, call_events);
-                self.registered(&client, reference_id, mode, call_events);
-            }
-            MonitorState::Starting { waiters, .. } => {
-                waiters.push((client, reference_id, mode, call_events))
-            }
-            MonitorState::Idle => {
-                self.subs.starts += 1;
-                let start = self.subs.starts;
-                self.subs.monitor = MonitorState::Starting {
-                    start,
-                    waiters: vec![(client, reference_id, mode, call_events)],
-                };
-                self.state.hotdesk_known = false;
-                let Some(started) = self.start_monitor() else {
-                    return self.not_started();
-                };
-                ctx.spawn(started.into_actor(self).map(move |res, act, ctx| {
-                    act.started(start, res, ctx);
-                }));
-            }
+        if let Some(st) = &mut self.subs.starting {
+            st.waiters.push((client, reference_id, mode, call_events));
+        } else if self.subs.active {
+            self.subscribe(client.clone(), mode, call_events);
+            self.registered(&client, reference_id, mode, call_events);
+        } else {
+            self.subs.starts = self.subs.starts.wrapping_add(1);
+            let start = self.subs.starts;
+            self.subs.starting = Some(Box::new(Starting {
+                start,
+                waiters: vec![(client, reference_id, mode, call_events)],
+                deferred: VecDeque::new(),
+            }));
+            self.hotdesk_known = false;
+            let Some(started) = self.start_monitor() else {
+                return self.not_started();
+            };
+            ctx.spawn(started.into_actor(self).map(move |res, act, ctx| {
+                act.started(start, res, ctx);
+            }));
         }
     }
 
@@ -214,21 +303,24 @@ impl Extension {
     /// then run what was deferred behind it.
     fn started(
         &mut self,
-        start: u64,
+        start: u16,
         res: Result<MonitorOutcome, LinkError>,
         ctx: &mut Context<Self>,
     ) {
-        let waiters = match std::mem::take(&mut self.subs.monitor) {
-            MonitorState::Starting { start: s, waiters } if s == start => waiters,
+        let st = match self.subs.starting.take() {
+            Some(st) if st.start == start => st,
             other => {
                 // Already settled (the monitor was lost meanwhile).
-                self.subs.monitor = other;
+                self.subs.starting = other;
                 return;
             }
         };
+        let Starting {
+            waiters, deferred, ..
+        } = *st;
         match res {
             Ok(MonitorOutcome::Started) | Ok(MonitorOutcome::Pending) => {
-                self.subs.monitor = MonitorState::Active;
+                self.subs.active = true;
                 for (client, reference_id, mode, call_events) in waiters {
                     if client.is_open() {
                         self.subscribe(client.clone(), mode, call_events);
@@ -238,7 +330,7 @@ impl Extension {
             }
             Err(e) => self.registrations_failed(waiters, &e),
         }
-        self.run_deferred(ctx);
+        self.run_deferred(deferred, ctx);
         self.maybe_retire();
     }
 
@@ -249,30 +341,32 @@ impl Extension {
         let extensions = csta_extension(e);
         for (client, reference_id, _, _) in waiters {
             let Some(reference_id) = reference_id else {
-                tracing::warn!(switch = %self.switch.name, dn = %self.dn, "a restored registration could not be monitored again: {message}");
+                tracing::warn!(switch = %self.env.switch.name, dn = %self.dn, "a restored registration could not be monitored again: {message}");
                 continue;
             };
             let err = self.error(reference_id, code, message.clone());
-            client.reply_error(&err, Some(&self.switch.name), extensions.as_ref());
+            client.reply_error(&err, Some(&self.env.switch.name), extensions.as_ref());
         }
     }
 
     /// Run the operations deferred behind a MonitorStart, in order, until one starts another.
-    fn run_deferred(&mut self, ctx: &mut Context<Self>) {
-        while !matches!(self.subs.monitor, MonitorState::Starting { .. }) {
-            let Some(op) = self.subs.deferred.pop_front() else {
-                break;
-            };
+    fn run_deferred(&mut self, mut deferred: VecDeque<DnOp>, ctx: &mut Context<Self>) {
+        while let Some(op) = deferred.pop_front() {
             self.run_op(op, ctx);
-        }
-        if self.subs.deferred.is_empty() && self.subs.deferred.capacity() > 0 {
-            self.subs.deferred = VecDeque::new();
+            if let Some(st) = &mut self.subs.starting {
+                // It started another MonitorStart: the rest waits for that one.
+                deferred.append(&mut st.deferred);
+                st.deferred = deferred;
+                return;
+            }
         }
     }
 
     /// The switch's link layer is not started yet (only possible during start-up).
     fn not_started(&mut self) {
-        if let MonitorState::Starting { waiters, .. } = std::mem::take(&mut self.subs.monitor) {
+        if let Some(st) = self.subs.starting.take() {
+            // Nothing was deferred behind a start that never began.
+            let Starting { waiters, .. } = *st;
             for (client, reference_id, _, _) in waiters {
                 let Some(reference_id) = reference_id else {
                     continue;
@@ -282,7 +376,7 @@ impl Extension {
                     ErrorCode::Internal,
                     "The router is still starting; retry in a moment.".into(),
                 );
-                client.reply_error(&e, Some(&self.switch.name), None);
+                client.reply_error(&e, Some(&self.env.switch.name), None);
             }
         }
         self.maybe_retire();
@@ -296,7 +390,7 @@ impl Extension {
         let removed = self.subs.subscribers.len() != before;
         // A client that left may have been dropped already as closed: its record goes too.
         if removed || reference_id.is_none() {
-            if let Some(cluster) = self.switch.cluster.get() {
+            if let Some(cluster) = self.env.switch.cluster.get() {
                 cluster.unregistered(&self.dn, &client);
             }
         }
@@ -313,7 +407,7 @@ impl Extension {
                         self.dn
                     ),
                 );
-                client.reply_error(&e, Some(&self.switch.name), None);
+                client.reply_error(&e, Some(&self.env.switch.name), None);
             }
             None => {}
         }
@@ -322,26 +416,29 @@ impl Extension {
 
     /// The switch refused to monitor the DN again on a new link: its registrations are gone.
     pub(super) fn on_monitor_lost(&mut self, error: &LinkError, ctx: &mut Context<Self>) {
-        if let MonitorState::Starting { waiters, .. } = std::mem::take(&mut self.subs.monitor) {
+        if let Some(st) = self.subs.starting.take() {
             // The switch refused the monitor these registrations were waiting for.
+            let Starting {
+                waiters, deferred, ..
+            } = *st;
             self.registrations_failed(waiters, error);
-            self.run_deferred(ctx);
+            self.run_deferred(deferred, ctx);
             self.maybe_retire();
             return;
         }
         let (code, message) = crate::errors::link_error(error, None, &self.dn);
         let text = crate::protocol::monitor_lost(
             &self.dn,
-            &self.switch.name,
+            &self.env.switch.name,
             code,
             &format!("The switch refused to monitor {} again after the link was restored, so it is no longer registered: {message}", self.dn),
         );
         // A lingering session gets it when it resumes.
-        for s in &self.subs.subscribers {
+        for s in self.subs.subscribers.as_slice() {
             s.client.dropped(text.clone());
         }
-        self.subs.subscribers.clear();
-        self.subs.monitor = MonitorState::Idle;
+        self.subs.subscribers = SubList::Empty;
+        self.subs.active = false;
         self.maybe_retire();
     }
 
@@ -350,15 +447,16 @@ impl Extension {
     /// `referenceId`), a lingering session when it resumes; the monitor is stopped as the
     /// actor retires.
     pub(super) fn on_left_plan(&mut self) {
-        let text = crate::router::messages::left_plan_notice(&self.dn, &self.switch.name);
+        let text = crate::router::messages::left_plan_notice(&self.dn, &self.env.switch.name);
         let mut clients: Vec<ClientHandle> = Vec::new();
-        if matches!(self.subs.monitor, MonitorState::Starting { .. }) {
-            if let MonitorState::Starting { waiters, .. } = std::mem::take(&mut self.subs.monitor) {
-                clients.extend(waiters.into_iter().map(|(client, ..)| client));
-            }
+        let mut deferred = VecDeque::new();
+        if let Some(st) = self.subs.starting.take() {
+            let st = *st;
+            clients.extend(st.waiters.into_iter().map(|(client, ..)| client));
+            deferred = st.deferred;
         }
-        let cluster = self.switch.cluster.get();
-        for s in std::mem::take(&mut self.subs.subscribers) {
+        let cluster = self.env.switch.cluster.get();
+        for s in std::mem::take(&mut self.subs.subscribers).into_vec() {
             if let Some(cluster) = cluster {
                 cluster.unregistered(&self.dn, &s.client);
             }
@@ -368,9 +466,9 @@ impl Extension {
             client.dropped(text.clone());
         }
         let gone = LinkError::NoSwitch {
-            switch: self.switch.name.clone(),
+            switch: self.env.switch.name.clone(),
         };
-        for op in std::mem::take(&mut self.subs.deferred) {
+        for op in deferred {
             self.refuse_op(op, &gone);
         }
         self.maybe_retire();
@@ -382,9 +480,9 @@ impl Extension {
         if registered != self.subs.counted {
             self.subs.counted = registered;
             if registered {
-                self.switch.registered.fetch_add(1, Ordering::Relaxed);
+                self.env.switch.registered.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.switch.registered.fetch_sub(1, Ordering::Relaxed);
+                self.env.switch.registered.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
