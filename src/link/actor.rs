@@ -344,11 +344,11 @@ impl LinkActor {
     /// shard, or is given back here when the frame goes to nobody.
     fn carry_out(
         &mut self,
-        outputs: Vec<Output<Reply>>,
+        mut outputs: Vec<Output<Reply>>,
         mut slot: Option<QueueSlot>,
         ctx: &mut Context<Self>,
     ) {
-        for output in outputs {
+        for output in outputs.drain(..) {
             match output {
                 Output::Send(frame) => self.send(frame, ctx),
                 Output::Reply(frame) => self.reply(frame),
@@ -371,6 +371,7 @@ impl LinkActor {
                 }
             }
         }
+        self.session.recycle(outputs);
         self.export.publish(self.session.stats());
         let state = self.session.state();
         if state != self.told {
