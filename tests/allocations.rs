@@ -112,7 +112,7 @@ static GLOBAL: Counting = Counting;
 /// A change that adds an allocation anywhere on the path makes the measured average exceed
 /// this by more than the one allowed, and the test fails: measure again, and lower this
 /// figure when a change removes some.
-const PER_REQUEST: u64 = 134;
+const PER_REQUEST: u64 = 125;
 
 /// The fewest allocations a request can take: at least the JSON of its reply. A count below
 /// it means the counter is not counting.

@@ -6,6 +6,7 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A request from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub enum Request {
     /// `RequestRegisterAddress`.
     Register {
         /// `thisDn`.
-        dn: String,
+        dn: Arc<str>,
         /// `registerMode`.
         mode: RegisterMode,
         /// `callEvents`: the client wants the DN's call events (default false).
@@ -33,12 +34,12 @@ pub enum Request {
     /// `RequestUnregisterAddress`.
     Unregister {
         /// `thisDn`.
-        dn: String,
+        dn: Arc<str>,
     },
     /// `RequestPrivateService`.
     PrivateService {
         /// `thisDn`.
-        dn: String,
+        dn: Arc<str>,
         /// `privateMsgId`.
         msg_id: u64,
         /// `connId`.
@@ -49,7 +50,7 @@ pub enum Request {
     /// `RequestQueryAddress`.
     QueryAddress {
         /// `thisDn`.
-        dn: String,
+        dn: Arc<str>,
     },
     /// `RequestQueryServer`.
     QueryServer,
@@ -137,13 +138,39 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'a>, A::Error> {
                 let mut fields = Vec::new();
-                while let Some((k, v)) = map.next_entry::<Cow<'a, str>, Field<'a>>()? {
+                while let Some((Key(k), v)) = map.next_entry::<Key<'a>, Field<'a>>()? {
                     fields.push((k, v));
                 }
                 Ok(Field::Object(fields))
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A key of an object inside a request, borrowed from the frame unless it has escapes (serde's
+/// own `Cow<str>` always copies).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 
@@ -293,9 +320,20 @@ impl Fields<'_, '_> {
         }
     }
 
-    /// `thisDn`: 1 to [`MAX_DN_LEN`] characters without spaces or control characters.
-    fn dn(&self) -> Result<String, ProtocolError> {
-        let dn = self.string("thisDn", &self.wire.this_dn)?.ok_or_else(|| {
+    /// `thisDn`: 1 to [`MAX_DN_LEN`] characters without spaces or control characters, in
+    /// the one allocation the router keeps it in from here on.
+    fn dn(&self) -> Result<Arc<str>, ProtocolError> {
+        let dn = match &self.wire.this_dn {
+            None => None,
+            Some(Field::Str(s)) => Some(&**s),
+            Some(_) => {
+                return Err(self.err(
+                    ErrorCode::InvalidAttr,
+                    "\"thisDn\" must be a string.".to_owned(),
+                ))
+            }
+        };
+        let dn = dn.ok_or_else(|| {
             self.err(
                 ErrorCode::InvalidAttr,
                 format!(
@@ -313,7 +351,7 @@ impl Fields<'_, '_> {
                 format!("\"thisDn\" must be 1 to {MAX_DN_LEN} characters without spaces or control characters."),
             ));
         }
-        Ok(dn)
+        Ok(Arc::from(dn))
     }
 
     fn open(&self) -> Result<Request, ProtocolError> {
