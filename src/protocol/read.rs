@@ -87,8 +87,8 @@ pub enum Resume {
 ///
 /// Why not `serde_json::Value`: every request is read on the hot path, and a `Value` builds a
 /// tree map and owned strings for every field before we look at the four we need.
-#[derive(Debug)]
-enum Field<'a> {
+#[derive(Debug, PartialEq)]
+pub(super) enum Field<'a> {
     Str(Cow<'a, str>),
     Uint(u64),
     Object(Vec<(Cow<'a, str>, Field<'a>)>),
@@ -175,33 +175,33 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
 }
 
 /// The fields of a request the router reads (`null` reads as absent); others are ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-struct Wire<'a> {
+pub(super) struct Wire<'a> {
     #[serde(borrow, default)]
-    message: Option<Field<'a>>,
+    pub(super) message: Option<Field<'a>>,
     #[serde(borrow, default)]
-    reference_id: Option<Field<'a>>,
+    pub(super) reference_id: Option<Field<'a>>,
     #[serde(borrow, default)]
-    this_dn: Option<Field<'a>>,
+    pub(super) this_dn: Option<Field<'a>>,
     #[serde(borrow, default)]
-    register_mode: Option<Field<'a>>,
+    pub(super) register_mode: Option<Field<'a>>,
     #[serde(borrow, default)]
-    call_events: Option<Field<'a>>,
+    pub(super) call_events: Option<Field<'a>>,
     #[serde(borrow, default)]
-    private_msg_id: Option<Field<'a>>,
+    pub(super) private_msg_id: Option<Field<'a>>,
     #[serde(borrow, default)]
-    conn_id: Option<Field<'a>>,
+    pub(super) conn_id: Option<Field<'a>>,
     #[serde(borrow, default)]
-    extensions: Option<Field<'a>>,
+    pub(super) extensions: Option<Field<'a>>,
     #[serde(borrow, default)]
-    protocol_version: Option<Field<'a>>,
+    pub(super) protocol_version: Option<Field<'a>>,
     #[serde(borrow, default)]
-    application: Option<Field<'a>>,
+    pub(super) application: Option<Field<'a>>,
     #[serde(borrow, default)]
-    token: Option<Field<'a>>,
+    pub(super) token: Option<Field<'a>>,
     #[serde(borrow, default)]
-    resume: Option<Field<'a>>,
+    pub(super) resume: Option<Field<'a>>,
 }
 
 /// Read one text frame as a request: `(referenceId, request)`.
@@ -272,6 +272,11 @@ fn read_wire(text: &str) -> Result<Wire<'_>, ProtocolError> {
             "The frame is not a JSON object; send one object with a \"message\" field per text frame.",
         )
     };
+    // The common request (flat, no escapes) is read without serde; anything else, and every
+    // error, is serde's.
+    if let Some(wire) = super::scan::simple_wire(text) {
+        return Ok(wire);
+    }
     // A struct would also read an array positionally: only an object is a request.
     if !text.trim_start().starts_with('{') {
         return Err(match serde_json::from_str::<IgnoredAny>(text) {
