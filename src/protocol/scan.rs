@@ -211,6 +211,32 @@ mod tests {
             assert!(fast.is_some(), "not taken: {text}");
             assert_eq!(fast, by_serde(text), "{text}");
         }
+        // Every frame one byte away from those (deleted or replaced by a character that
+        // matters to JSON): whatever the fast path takes, serde reads the same.
+        let mut tried = 0;
+        for text in taken {
+            for at in 0..text.len() {
+                if !text.is_char_boundary(at) {
+                    continue;
+                }
+                let rest = &text[at..];
+                let skip = rest.chars().next().map_or(0, char::len_utf8);
+                let mut variants = vec![format!("{}{}", &text[..at], &rest[skip..])];
+                for c in [
+                    '"', '\\', '{', '}', '[', ',', ':', '0', '1', ' ', '-', '.', 'n', '\n',
+                ] {
+                    variants.push(format!("{}{c}{}", &text[..at], &rest[skip..]));
+                    variants.push(format!("{}{c}{}", &text[..at], rest));
+                }
+                for v in &variants {
+                    tried += 1;
+                    if let Some(fast) = simple_wire(v) {
+                        assert_eq!(Some(fast), by_serde(v), "{v}");
+                    }
+                }
+            }
+        }
+        assert!(tried > 10_000, "{tried}");
         // Left to serde: each one differs from a simple request in one way.
         let left = [
             r#"{"message":"Req\"uest"}"#,
