@@ -371,7 +371,11 @@ impl LinkActor {
                 }
             }
         }
-        self.session.recycle(outputs);
+        // The emptied vector takes the session's next outputs (a small one only): a frame
+        // read or a request sent then costs no allocation for them.
+        if self.session.out.capacity() == 0 && outputs.capacity() <= 64 {
+            self.session.out = outputs;
+        }
         self.export.publish(self.session.stats());
         let state = self.session.state();
         if state != self.told {

@@ -51,10 +51,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-/// The largest vector of outputs kept for the next input ([`Session::recycle`]): one input
-/// that produced many (a link restoring its monitors) does not keep its memory.
-const RECYCLED_OUTPUTS: usize = 64;
-
 mod app;
 #[cfg(test)]
 mod tests;
@@ -269,7 +265,8 @@ pub struct Session<C> {
     reading: Reading,
     app: app::App,
     stats: Arc<LinkStats>,
-    out: Vec<Output<C>>,
+    /// What the last input produced; the driver gives the vector back emptied (no allocation).
+    pub(super) out: Vec<Output<C>>,
 }
 
 impl<C> Session<C> {
@@ -511,15 +508,6 @@ impl<C> Session<C> {
             level.store(value as u64, Ordering::Relaxed);
         }
         std::mem::take(&mut self.out)
-    }
-
-    /// Give back the vector of outputs the driver has carried out, emptied, for the next
-    /// input's outputs: an input that produces any then costs no allocation for them.
-    pub fn recycle(&mut self, mut spent: Vec<Output<C>>) {
-        if self.out.capacity() == 0 && spent.capacity() <= RECYCLED_OUTPUTS {
-            spent.clear();
-            self.out = spent;
-        }
     }
 
     fn connected_now(&self) -> bool {

@@ -1,10 +1,9 @@
 //! Reading a client's request (README, "Client protocol v1"): one text frame into a [`Request`]
 //! and its `referenceId`, or a [`ProtocolError`] that says what is wrong.
 
+use super::wire::{simple_wire, Field, Wire};
 use super::{echo, ErrorCode, ProtocolError, RegisterMode, MAX_DN_LEN};
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-use std::borrow::Cow;
+use serde::de::IgnoredAny;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -82,128 +81,6 @@ pub enum Resume {
     Malformed(String),
 }
 
-/// One field of a request as read: just what is needed to accept it or say what is wrong with
-/// it. Strings are borrowed from the frame unless they contain escapes.
-///
-/// Why not `serde_json::Value`: every request is read on the hot path, and a `Value` builds a
-/// tree map and owned strings for every field before we look at the four we need.
-#[derive(Debug, PartialEq)]
-pub(super) enum Field<'a> {
-    Str(Cow<'a, str>),
-    Uint(u64),
-    Object(Vec<(Cow<'a, str>, Field<'a>)>),
-    /// A boolean.
-    Bool(bool),
-    /// A negative or fractional number.
-    Number,
-    /// `null` (inside an object) or an array.
-    Other,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Field<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'a>, E> {
-                Ok(Field::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Field<'a>, E> {
-                Ok(Field::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Field<'a>, E> {
-                Ok(Field::Str(Cow::Owned(v)))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Field<'a>, E> {
-                Ok(Field::Uint(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Field<'a>, E> {
-                Ok(u64::try_from(v).map_or(Field::Number, Field::Uint))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
-                Ok(Field::Number)
-            }
-            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
-                Ok(Field::Other)
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Field<'a>, E> {
-                Ok(Field::Bool(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'a>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Field::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'a>, A::Error> {
-                let mut fields = Vec::new();
-                while let Some((Key(k), v)) = map.next_entry::<Key<'a>, Field<'a>>()? {
-                    fields.push((k, v));
-                }
-                Ok(Field::Object(fields))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-/// A key of an object inside a request, borrowed from the frame unless it has escapes (serde's
-/// own `Cow<str>` always copies).
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Key<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
-/// The fields of a request the router reads (`null` reads as absent); others are ignored.
-#[derive(Deserialize, Default, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Wire<'a> {
-    #[serde(borrow, default)]
-    pub(super) message: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) reference_id: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) this_dn: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) register_mode: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) call_events: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) private_msg_id: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) conn_id: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) extensions: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) protocol_version: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) application: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) token: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    pub(super) resume: Option<Field<'a>>,
-}
-
 /// Read one text frame as a request: `(referenceId, request)`.
 pub fn parse_request(text: &str) -> Result<(u64, Request), ProtocolError> {
     let wire = read_wire(text)?;
@@ -274,7 +151,7 @@ fn read_wire(text: &str) -> Result<Wire<'_>, ProtocolError> {
     };
     // The common request (flat, no escapes) is read without serde; anything else, and every
     // error, is serde's.
-    if let Some(wire) = super::scan::simple_wire(text) {
+    if let Some(wire) = simple_wire(text) {
         return Ok(wire);
     }
     // A struct would also read an array positionally: only an object is a request.

@@ -1,16 +1,140 @@
-//! The fast path of reading a request: a frame as clients send nearly all of them (one flat
-//! JSON object, strings without escapes, non-negative integers, booleans, `null`, objects one
-//! level deep) is read straight into the request's fields, borrowing every string from the
-//! frame.
+//! A request's fields as read from its frame, before the router makes sense of them
+//! ([`Wire`]), and the fast path that reads them.
 //!
-//! Why: every request is read on the hot path, and serde's general reader spent more
-//! instructions on a hot-desk request than the rest of the session's handling of it. Anything
-//! the fast path does not take (escapes, arrays, negative or fractional numbers, a field twice,
-//! anything malformed) is read by serde as before, which also words every error, so the two
-//! agree on every frame the fast path takes (a test checks it).
+//! The fast path: a frame as clients send nearly all of them (one flat JSON object, strings
+//! without escapes, non-negative integers, booleans, `null`, objects one level deep) is read
+//! straight into the request's fields, borrowing every string from the frame. Why: every
+//! request is read on the hot path, and serde's general reader spent more instructions on a
+//! hot-desk request than the rest of the session's handling of it. Anything the fast path does
+//! not take (escapes, arrays, negative or fractional numbers, a field twice, anything
+//! malformed) is read by serde as before, which also words every error, so the two agree on
+//! every frame the fast path takes (a test checks it).
 
-use super::read::{Field, Wire};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use std::borrow::Cow;
+
+/// One field of a request as read: just what is needed to accept it or say what is wrong with
+/// it. Strings are borrowed from the frame unless they contain escapes.
+///
+/// Why not `serde_json::Value`: every request is read on the hot path, and a `Value` builds a
+/// tree map and owned strings for every field before we look at the four we need.
+#[derive(Debug, PartialEq)]
+pub(super) enum Field<'a> {
+    Str(Cow<'a, str>),
+    Uint(u64),
+    Object(Vec<(Cow<'a, str>, Field<'a>)>),
+    /// A boolean.
+    Bool(bool),
+    /// A negative or fractional number.
+    Number,
+    /// `null` (inside an object) or an array.
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Field<'a>, E> {
+                Ok(Field::Uint(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Field<'a>, E> {
+                Ok(u64::try_from(v).map_or(Field::Number, Field::Uint))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
+                Ok(Field::Number)
+            }
+            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Field<'a>, E> {
+                Ok(Field::Bool(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'a>, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((Key(k), v)) = map.next_entry::<Key<'a>, Field<'a>>()? {
+                    fields.push((k, v));
+                }
+                Ok(Field::Object(fields))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A key of an object inside a request, borrowed from the frame unless it has escapes (serde's
+/// own `Cow<str>` always copies).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// The fields of a request the router reads (`null` reads as absent); others are ignored.
+#[derive(Deserialize, Default, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Wire<'a> {
+    #[serde(borrow, default)]
+    pub(super) message: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) reference_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) this_dn: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) register_mode: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) call_events: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) private_msg_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) conn_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) extensions: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) protocol_version: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) application: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) token: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    pub(super) resume: Option<Field<'a>>,
+}
 
 /// The frame's fields, when it is a simple request; `None` to let serde read it.
 pub(super) fn simple_wire(text: &str) -> Option<Wire<'_>> {
