@@ -57,7 +57,8 @@ const SCRATCH_KEPT: usize = 64 * 1024;
 impl MessageBuilder {
     /// Start a message with its name.
     pub(super) fn new(message: &str) -> MessageBuilder {
-        let mut out = SCRATCH.with(std::cell::Cell::take);
+        // `try_with`: during the thread's teardown a message gets a buffer of its own.
+        let mut out = SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default();
         out.clear();
         out.extend_from_slice(b"{\"message\":");
         push_json(&mut out, message);
@@ -103,7 +104,7 @@ impl MessageBuilder {
         let mut scratch = std::mem::take(&mut self.0);
         if scratch.capacity() <= SCRATCH_KEPT {
             scratch.clear();
-            SCRATCH.with(|s| s.set(scratch));
+            let _ = SCRATCH.try_with(|s| s.set(scratch));
         }
         // Everything written is UTF-8 (JSON from serde_json, keys and time from `str`s).
         ByteString::try_from(bytes).unwrap_or_else(|_| ByteString::from_static("{}"))
