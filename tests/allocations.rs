@@ -102,16 +102,17 @@ static GLOBAL: Counting = Counting;
 ///
 /// - about 70: the CSTA text, reading the switch's answer and its two events (an element
 ///   tree with owned names and texts) and writing the request;
-/// - about 31: the router shard and the DN's extension actor: actix mailbox envelopes (two
+/// - 28: the router shard and the DN's extension actor: actix mailbox envelopes (two
 ///   allocations per message), the events' DNs and the fan-out lists;
 /// - 8: the link handing the answer and the two events to the shard (two per actix message)
 ///   and the events' `Arc`s;
+/// - 6: the JSON of the reply and of the two events, each its bytes and the shared header of
+///   the `Bytes` every recipient clones;
 /// - 5: actix-ws, reading the client's frame (2) and framing each message it writes (3);
-/// - 3: the JSON of the reply and of the two events, one allocation each for the bytes every
-///   recipient shares;
 /// - 3: the request read (its DN, the `extensions` of an associate);
 /// - 2: the request handed to the shard (an actix message);
-/// - the rest: the association the switch reported noted on an associate (its two DNs).
+/// - the rest: the association the switch reported noted on an associate (its two DNs), the
+///   service's device names.
 ///
 /// A change that adds an allocation anywhere on the path makes the measured average exceed
 /// this by more than the one allowed, and the test fails: measure again, and lower this

@@ -44,22 +44,10 @@ fn with_now<R>(f: impl FnOnce(&str) -> R) -> R {
 #[derive(Debug)]
 pub(super) struct MessageBuilder(Vec<u8>);
 
-thread_local! {
-    /// The buffer messages are written into on this thread, kept between messages: a message
-    /// costs one allocation, its final bytes, instead of a growing buffer and a copy.
-    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// The largest scratch buffer kept for the next message: one very large message (a long
-/// `EventServerInfo`) does not keep its memory on the thread.
-const SCRATCH_KEPT: usize = 64 * 1024;
-
 impl MessageBuilder {
     /// Start a message with its name.
     pub(super) fn new(message: &str) -> MessageBuilder {
-        // `try_with`: during the thread's teardown a message gets a buffer of its own.
-        let mut out = SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default();
-        out.clear();
+        let mut out = Vec::with_capacity(192);
         out.extend_from_slice(b"{\"message\":");
         push_json(&mut out, message);
         out.extend_from_slice(b",\"time\":\"");
@@ -97,17 +85,8 @@ impl MessageBuilder {
     /// Serialize once.
     pub(super) fn finish(mut self) -> SharedText {
         self.0.push(b'}');
-        // One allocation of the exact size: a `Bytes` made from a vector whose length is its
-        // capacity takes it over as is (a longer vector would cost a second allocation for
-        // the shared header).
-        let bytes = bytes::Bytes::from(self.0.as_slice().to_vec());
-        let mut scratch = std::mem::take(&mut self.0);
-        if scratch.capacity() <= SCRATCH_KEPT {
-            scratch.clear();
-            let _ = SCRATCH.try_with(|s| s.set(scratch));
-        }
         // Everything written is UTF-8 (JSON from serde_json, keys and time from `str`s).
-        ByteString::try_from(bytes).unwrap_or_else(|_| ByteString::from_static("{}"))
+        ByteString::try_from(self.0).unwrap_or_else(|_| ByteString::from_static("{}"))
     }
 }
 
