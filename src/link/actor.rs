@@ -344,11 +344,11 @@ impl LinkActor {
     /// shard, or is given back here when the frame goes to nobody.
     fn carry_out(
         &mut self,
-        outputs: Vec<Output<Reply>>,
+        mut outputs: Vec<Output<Reply>>,
         mut slot: Option<QueueSlot>,
         ctx: &mut Context<Self>,
     ) {
-        for output in outputs {
+        for output in outputs.drain(..) {
             match output {
                 Output::Send(frame) => self.send(frame, ctx),
                 Output::Reply(frame) => self.reply(frame),
@@ -370,6 +370,11 @@ impl LinkActor {
                     self.export.metrics().roundtrip(request, elapsed);
                 }
             }
+        }
+        // The emptied vector takes the session's next outputs (a small one only): a frame
+        // read or a request sent then costs no allocation for them.
+        if self.session.out.capacity() == 0 && outputs.capacity() <= 64 {
+            self.session.out = outputs;
         }
         self.export.publish(self.session.stats());
         let state = self.session.state();

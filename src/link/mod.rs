@@ -258,7 +258,7 @@ pub struct SwitchConfig {
 }
 
 /// What a switch tells its subscriber (the router).
-#[derive(Debug, Clone, ActixMessage)]
+#[derive(Debug, ActixMessage)]
 #[rtype(result = "()")]
 pub enum SwitchEvent {
     /// A link became the active link and every monitored DN has been restored on it.
@@ -319,14 +319,17 @@ pub enum SwitchEvent {
 /// A frame's place among the `link-queue` frames a link may have read ahead of the router.
 ///
 /// The link takes one before it reads each frame and stops reading when none is left; the
-/// place is given back when the last clone of the slot is dropped, which the router does once
-/// the event or answer the frame carried has been handed to the clients (frames that go to
-/// nobody give theirs back at once). This is how a slow router slows the switch down over TCP
-/// instead of queueing its frames without bound.
-#[derive(Debug, Clone, Default)]
+/// place is given back when the slot is dropped, which the router does once the event or
+/// answer the frame carried has been handed to the clients (frames that go to nobody give
+/// theirs back at once). This is how a slow router slows the switch down over TCP instead of
+/// queueing its frames without bound.
+///
+/// Not `Clone`: a frame carries at most one event or answer, so its slot has one owner, and
+/// taking a slot costs no allocation (every frame read takes one).
+#[derive(Debug, Default)]
 pub struct QueueSlot {
     /// Held for its `Drop` (`None` for answers the link made itself).
-    _held: Option<Arc<HeldSlot>>,
+    _held: Option<HeldSlot>,
 }
 
 #[derive(Debug)]
@@ -346,10 +349,10 @@ impl QueueSlot {
     fn held(permit: OwnedSemaphorePermit, gauge: metrics::Gauge) -> QueueSlot {
         gauge.increment(1.0);
         QueueSlot {
-            _held: Some(Arc::new(HeldSlot {
+            _held: Some(HeldSlot {
                 _permit: permit,
                 gauge,
-            })),
+            }),
         }
     }
 }

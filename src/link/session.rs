@@ -265,7 +265,8 @@ pub struct Session<C> {
     reading: Reading,
     app: app::App,
     stats: Arc<LinkStats>,
-    out: Vec<Output<C>>,
+    /// What the last input produced; the driver gives the vector back emptied (no allocation).
+    pub(super) out: Vec<Output<C>>,
 }
 
 impl<C> Session<C> {

@@ -15,6 +15,7 @@
 pub mod asyncapi;
 pub mod calls;
 pub mod read;
+mod wire;
 pub mod write;
 
 pub use calls::{

@@ -1,11 +1,11 @@
 //! Reading a client's request (README, "Client protocol v1"): one text frame into a [`Request`]
 //! and its `referenceId`, or a [`ProtocolError`] that says what is wrong.
 
+use super::wire::{simple_wire, Field, Wire};
 use super::{echo, ErrorCode, ProtocolError, RegisterMode, MAX_DN_LEN};
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-use std::borrow::Cow;
+use serde::de::IgnoredAny;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A request from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub enum Request {
     /// `RequestRegisterAddress`.
     Register {
         /// `thisDn`.
-        dn: String,
+        dn: Arc<str>,
         /// `registerMode`.
         mode: RegisterMode,
         /// `callEvents`: the client wants the DN's call events (default false).
@@ -33,12 +33,12 @@ pub enum Request {
     /// `RequestUnregisterAddress`.
     Unregister {
         /// `thisDn`.
-        dn: String,
+        dn: Arc<str>,
     },
     /// `RequestPrivateService`.
     PrivateService {
         /// `thisDn`.
-        dn: String,
+        dn: Arc<str>,
         /// `privateMsgId`.
         msg_id: u64,
         /// `connId`.
@@ -49,7 +49,7 @@ pub enum Request {
     /// `RequestQueryAddress`.
     QueryAddress {
         /// `thisDn`.
-        dn: String,
+        dn: Arc<str>,
     },
     /// `RequestQueryServer`.
     QueryServer,
@@ -79,102 +79,6 @@ pub enum Resume {
     },
     /// A `resume` that cannot be read: why, as a sentence for `EventError` 53.
     Malformed(String),
-}
-
-/// One field of a request as read: just what is needed to accept it or say what is wrong with
-/// it. Strings are borrowed from the frame unless they contain escapes.
-///
-/// Why not `serde_json::Value`: every request is read on the hot path, and a `Value` builds a
-/// tree map and owned strings for every field before we look at the four we need.
-#[derive(Debug)]
-enum Field<'a> {
-    Str(Cow<'a, str>),
-    Uint(u64),
-    Object(Vec<(Cow<'a, str>, Field<'a>)>),
-    /// A boolean.
-    Bool(bool),
-    /// A negative or fractional number.
-    Number,
-    /// `null` (inside an object) or an array.
-    Other,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Field<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'a>, E> {
-                Ok(Field::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Field<'a>, E> {
-                Ok(Field::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Field<'a>, E> {
-                Ok(Field::Str(Cow::Owned(v)))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Field<'a>, E> {
-                Ok(Field::Uint(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Field<'a>, E> {
-                Ok(u64::try_from(v).map_or(Field::Number, Field::Uint))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
-                Ok(Field::Number)
-            }
-            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
-                Ok(Field::Other)
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Field<'a>, E> {
-                Ok(Field::Bool(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'a>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Field::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'a>, A::Error> {
-                let mut fields = Vec::new();
-                while let Some((k, v)) = map.next_entry::<Cow<'a, str>, Field<'a>>()? {
-                    fields.push((k, v));
-                }
-                Ok(Field::Object(fields))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-/// The fields of a request the router reads (`null` reads as absent); others are ignored.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Wire<'a> {
-    #[serde(borrow, default)]
-    message: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    reference_id: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    this_dn: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    register_mode: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    call_events: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    private_msg_id: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    conn_id: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    extensions: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    protocol_version: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    application: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    token: Option<Field<'a>>,
-    #[serde(borrow, default)]
-    resume: Option<Field<'a>>,
 }
 
 /// Read one text frame as a request: `(referenceId, request)`.
@@ -245,6 +149,11 @@ fn read_wire(text: &str) -> Result<Wire<'_>, ProtocolError> {
             "The frame is not a JSON object; send one object with a \"message\" field per text frame.",
         )
     };
+    // The common request (flat, no escapes) is read without serde; anything else, and every
+    // error, is serde's.
+    if let Some(wire) = simple_wire(text) {
+        return Ok(wire);
+    }
     // A struct would also read an array positionally: only an object is a request.
     if !text.trim_start().starts_with('{') {
         return Err(match serde_json::from_str::<IgnoredAny>(text) {
@@ -293,9 +202,20 @@ impl Fields<'_, '_> {
         }
     }
 
-    /// `thisDn`: 1 to [`MAX_DN_LEN`] characters without spaces or control characters.
-    fn dn(&self) -> Result<String, ProtocolError> {
-        let dn = self.string("thisDn", &self.wire.this_dn)?.ok_or_else(|| {
+    /// `thisDn`: 1 to [`MAX_DN_LEN`] characters without spaces or control characters, in
+    /// the one allocation the router keeps it in from here on.
+    fn dn(&self) -> Result<Arc<str>, ProtocolError> {
+        let dn = match &self.wire.this_dn {
+            None => None,
+            Some(Field::Str(s)) => Some(&**s),
+            Some(_) => {
+                return Err(self.err(
+                    ErrorCode::InvalidAttr,
+                    "\"thisDn\" must be a string.".to_owned(),
+                ))
+            }
+        };
+        let dn = dn.ok_or_else(|| {
             self.err(
                 ErrorCode::InvalidAttr,
                 format!(
@@ -313,7 +233,7 @@ impl Fields<'_, '_> {
                 format!("\"thisDn\" must be 1 to {MAX_DN_LEN} characters without spaces or control characters."),
             ));
         }
-        Ok(dn)
+        Ok(Arc::from(dn))
     }
 
     fn open(&self) -> Result<Request, ProtocolError> {

@@ -477,7 +477,7 @@ impl State {
             }
             Request::Unregister { dn } => {
                 if let Some((record, _)) = &self.record {
-                    record.registered().remove(dn.as_str());
+                    record.registered().remove(&*dn);
                 }
                 self.forward(client, reference_id, dn, |c| DnOp::Unregister {
                     client: c,
@@ -496,16 +496,16 @@ impl State {
                 conn_id,
                 extensions,
             } => {
-                let audit_dn = dn.clone();
-                let refused = self.forward(client, reference_id, dn, |c| DnOp::PrivateService {
-                    client: c,
-                    reference_id,
-                    msg_id,
-                    conn_id,
-                    extensions,
-                });
+                let refused =
+                    self.forward(client, reference_id, dn.clone(), |c| DnOp::PrivateService {
+                        client: c,
+                        reference_id,
+                        msg_id,
+                        conn_id,
+                        extensions,
+                    });
                 if let Some(code) = refused {
-                    audit_refusal(client, &audit_dn, msg_id, code);
+                    audit_refusal(client, &dn, msg_id, code);
                 }
             }
         }
@@ -525,10 +525,10 @@ impl State {
             return false;
         }
         let (dn, msg_id) = match request {
-            Request::PrivateService { dn, msg_id, .. } => (Some(dn.as_str()), Some(*msg_id)),
+            Request::PrivateService { dn, msg_id, .. } => (Some(&**dn), Some(*msg_id)),
             Request::Register { dn, .. }
             | Request::Unregister { dn }
-            | Request::QueryAddress { dn } => (Some(dn.as_str()), None),
+            | Request::QueryAddress { dn } => (Some(&**dn), None),
             _ => (None, None),
         };
         let switch = dn.and_then(|d| self.shared.switch_of(d));
@@ -554,7 +554,7 @@ impl State {
         &mut self,
         client: &ClientHandle,
         reference_id: u64,
-        dn: String,
+        dn: Arc<str>,
         op: impl FnOnce(ClientHandle) -> DnOp,
     ) -> Option<ErrorCode> {
         let Some(switch) = self.shared.switch_of(&dn) else {
@@ -577,7 +577,6 @@ impl State {
             );
             return Some(ErrorCode::Internal);
         };
-        let dn: Arc<str> = Arc::from(dn.as_str());
         let op = op(client.clone());
         if let (DnOp::Register { call_events, .. }, Some((record, _))) = (&op, &self.record) {
             record
