@@ -2,9 +2,11 @@
 //! Property tests of the CSTA codec: message and frame round trips, and no panic on hostile
 //! input (arbitrary bytes, XML-like token soup, mutations of valid messages and frames).
 
+mod csta_common;
+
 use bytes::BytesMut;
+use csta_common::tree::Element;
 use csta_router::csta::message::ERROR_CATEGORIES;
-use csta_router::csta::xml::Element;
 use csta_router::csta::{
     encode_frame, AccodeEncoding, CallEvent, CallEventKind, Connection, ConnectionChange,
     CstaCodec, CstaError, Dialect, EscapeRoot, Frame, HotDeskAction, HotDeskEvent, HotDeskRequest,

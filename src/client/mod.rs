@@ -726,7 +726,12 @@ mod tests {
                 assert_eq!(told == "up", !state, "client {} heard {told} twice", c.id);
                 state = !state;
             }
-            assert_eq!(state, up.load(Ordering::Relaxed), "client {} missed a change", c.id);
+            assert_eq!(
+                state,
+                up.load(Ordering::Relaxed),
+                "client {} missed a change",
+                c.id
+            );
         }
     }
 }
