@@ -14,8 +14,17 @@ use super::message::{
 use super::reader::Step::Name as N;
 use super::reader::{List, Query, Scan, Step};
 
-/// Read a message from an XML document (see [`Message::decode`]).
-pub(super) fn decode(bytes: &[u8], d: &Dialect) -> Result<Message, DecodeError> {
+impl Message {
+    /// Read a message from an XML document. The namespace and prefixes are ignored; only the
+    /// account-code encoding is taken from the dialect. One pass over the bytes, with no tree:
+    /// values are sliced from the document and copied once, into the message.
+    pub fn decode(bytes: &[u8], d: &Dialect) -> Result<Message, DecodeError> {
+        decode(bytes, d)
+    }
+}
+
+/// See [`Message::decode`].
+fn decode(bytes: &[u8], d: &Dialect) -> Result<Message, DecodeError> {
     let mut scan = Scan::new(bytes)?;
     let root = scan.root()?;
     let name: &str = &root;

@@ -363,13 +363,6 @@ impl Message {
             Message::Other { name } => XmlWriter::empty(out, name, ns),
         }
     }
-
-    /// Read a message from an XML document. The namespace and prefixes are ignored; only the
-    /// account-code encoding is taken from the dialect. One pass over the bytes, with no tree:
-    /// values are sliced from the document and copied once, into the message.
-    pub fn decode(bytes: &[u8], d: &Dialect) -> Result<Message, DecodeError> {
-        super::decode::decode(bytes, d)
-    }
 }
 
 /// `<name>code</name>`, the code in the dialect's account-code encoding.

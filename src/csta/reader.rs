@@ -402,10 +402,8 @@ impl<'a> Scan<'a> {
                     return Err(XmlError::Malformed("text outside the root element".into()));
                 }
             }
-            Event::CData(c) => {
-                if self.depth > 0 {
-                    self.slots[self.depth].push(c.xml10_content());
-                }
+            Event::CData(c) if self.depth > 0 => {
+                self.slots[self.depth].push(c.xml10_content());
             }
             Event::GeneralRef(r) => {
                 let resolved: Cow<'a, str> = match r.resolve_char_ref() {

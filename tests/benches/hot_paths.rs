@@ -22,7 +22,7 @@
 mod tree;
 
 use bytes::BytesMut;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use csta_router::csta::{
     encode_frame, encode_frame_into, CallEvent, CallEventKind, Connection, ConnectionChange,
     CstaCodec, CstaError, Dialect, HotDeskAction, HotDeskEvent, HotDeskRequest, HotDeskState,
@@ -432,8 +432,11 @@ fn json_encode(c: &mut Criterion) {
     g.finish();
 }
 
+/// (name, JSON text, what it must read as).
+type RequestInput = (&'static str, &'static str, fn(&Request) -> bool);
+
 fn json_decode(c: &mut Criterion) {
-    let requests: [(&str, &str, fn(&Request) -> bool); 4] = [
+    let requests: [RequestInput; 4] = [
         (
             "RequestPrivateService",
             r#"{"message":"RequestPrivateService","referenceId":17,"thisDn":"5001","privateMsgId":1,"extensions":{"HOST_DN":"4001"}}"#,
@@ -467,6 +470,67 @@ fn json_decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// Every CSTA input as a frame, with what it decodes to.
+fn csta_frames() -> Vec<(&'static str, Vec<u8>, Message)> {
+    let hot_desk = Message::PrivateEvent {
+        cross_ref: Some("77".into()),
+        event: HotDeskEvent {
+            state: HotDeskState::Established,
+            guest: "5001".into(),
+            host: Some("4001".into()),
+        },
+    };
+    let mut inputs = vec![(
+        "PrivateEvent (hot-desk)",
+        PRIVATE_EVENT_FRAME.to_vec(),
+        hot_desk,
+    )];
+    for (name, invoke, xml, expected) in csta_inputs() {
+        inputs.push((name, frame(invoke, &xml), expected));
+    }
+    inputs
+}
+
+/// `HOT_PATHS_DECODE=new|old HOT_PATHS_LOOP=n [HOT_PATHS_MESSAGE=name]`: decode each CSTA
+/// input (or those whose name starts with `name`) `n` times with one reader and exit, for
+/// `perf stat -e instructions:u` (instructions per decode: the difference between two loop
+/// counts' instructions, divided by the difference in decodes).
+fn decode_loop() -> bool {
+    let (Ok(reader), Ok(n)) = (
+        std::env::var("HOT_PATHS_DECODE"),
+        std::env::var("HOT_PATHS_LOOP"),
+    ) else {
+        return false;
+    };
+    let n: u64 = n.parse().unwrap();
+    let only = std::env::var("HOT_PATHS_MESSAGE").unwrap_or_default();
+    let decode = if reader == "old" {
+        tree::decode
+    } else {
+        Message::decode
+    };
+    let d = Dialect::default();
+    let inputs: Vec<_> = csta_frames()
+        .into_iter()
+        .filter(|(name, _, _)| name.starts_with(&only))
+        .collect();
+    assert!(!inputs.is_empty(), "no message {only:?}");
+    for (name, wire, expected) in &inputs {
+        assert_eq!(&read_frame(wire, &d, decode), expected, "{name}");
+    }
+    for _ in 0..n {
+        for (_, wire, _) in &inputs {
+            black_box(read_frame(black_box(wire), &d, decode));
+        }
+    }
+    println!(
+        "{} decodes ({reader} reader, {} messages)",
+        n * inputs.len() as u64,
+        inputs.len()
+    );
+    true
+}
+
 criterion_group!(
     hot_paths,
     csta_decode,
@@ -474,4 +538,11 @@ criterion_group!(
     json_encode,
     json_decode
 );
-criterion_main!(hot_paths);
+
+fn main() {
+    if decode_loop() {
+        return;
+    }
+    hot_paths();
+    Criterion::default().configure_from_args().final_summary();
+}
