@@ -33,6 +33,14 @@ pub enum XmlError {
 /// Attributes carry nothing we read, but a document whose attributes are not well-formed
 /// (`a="1"b="2"`, a duplicate, a missing quote) is not XML, and is refused like any other.
 pub(crate) fn check_attributes(start: &quick_xml::events::BytesStart<'_>) -> Result<(), XmlError> {
+    // Most elements have no attribute at all: nothing to check (and no iterator to build).
+    let raw = start.attributes_raw().as_bytes();
+    if raw
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
+        return Ok(());
+    }
     for attribute in start.attributes() {
         attribute.map_err(|e| XmlError::Malformed(e.to_string()))?;
     }

@@ -21,6 +21,33 @@
 #[path = "../csta_common/tree.rs"]
 mod tree;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The system allocator, counting allocations: the decode loop reports allocations per decode
+/// (a figure that does not depend on the machine's load).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 use bytes::BytesMut;
 use criterion::{criterion_group, Criterion, Throughput};
 use csta_router::csta::{
@@ -517,6 +544,13 @@ fn decode_loop() -> bool {
     assert!(!inputs.is_empty(), "no message {only:?}");
     for (name, wire, expected) in &inputs {
         assert_eq!(&read_frame(wire, &d, decode), expected, "{name}");
+    }
+    for (name, wire, _) in &inputs {
+        let body = &wire[8..];
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        black_box(decode(black_box(body), &d).unwrap());
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        println!("{name}: {allocations} allocations per decode ({reader} reader, the message's own included)");
     }
     for _ in 0..n {
         for (_, wire, _) in &inputs {
