@@ -47,6 +47,9 @@ impl Step {
 /// The longest path a decoder asks for.
 const MAX_PATH: usize = 5;
 
+/// No depth: a query that waits for nothing.
+const NEVER: usize = usize::MAX;
+
 /// One field a decoder wants: the value of the element at the end of a path of first
 /// children, from an anchor (the root, or an item of a list).
 #[derive(Debug, Clone)]
@@ -55,8 +58,11 @@ pub(crate) struct Query<'a> {
     len: usize,
     /// Steps matched so far (the scan is inside those elements, or was).
     matched: usize,
-    /// The path's first element closed: nothing later can match.
-    done: bool,
+    /// The depth at which the next step may match ([`NEVER`] once the path is found or can
+    /// no longer be).
+    open_at: usize,
+    /// The depth of the last matched element, whose end settles the query.
+    close_at: usize,
     /// The name the last step matched, once it did.
     hit: Option<&'static str>,
     /// The value of the element at the end of the path, once it closed.
@@ -64,19 +70,23 @@ pub(crate) struct Query<'a> {
 }
 
 impl<'a> Query<'a> {
-    /// A query of this path (at most [`MAX_PATH`] steps; an empty path never matches).
+    /// A query of this path from the root (at most [`MAX_PATH`] steps; an empty path never
+    /// matches).
     pub(crate) fn new(path: &[Step]) -> Query<'a> {
         let mut steps = [Step::Any; MAX_PATH];
         let len = path.len().min(MAX_PATH);
         steps[..len].copy_from_slice(&path[..len]);
-        Query {
+        let mut q = Query {
             steps,
             len,
             matched: 0,
-            done: len == 0,
+            open_at: NEVER,
+            close_at: NEVER,
             hit: None,
             value: None,
-        }
+        };
+        q.reset(1);
+        q
     }
 
     /// A query of one child's name.
@@ -84,36 +94,48 @@ impl<'a> Query<'a> {
         Query::new(&[Step::Name(name)])
     }
 
-    /// Start again (for the next item of a list).
-    fn reset(&mut self) {
+    /// Start again from an anchor at depth `base` (the next item of a list).
+    fn reset(&mut self, base: usize) {
         self.matched = 0;
-        self.done = self.len == 0;
+        self.open_at = if self.len == 0 { NEVER } else { base + 1 };
+        self.close_at = NEVER;
         self.hit = None;
         self.value = None;
     }
 
-    /// An element `name` opened at `depth`; the anchor is at `base`.
-    fn open(&mut self, depth: usize, base: usize, name: &str) {
-        if self.done || self.matched >= self.len || depth != base + self.matched + 1 {
+    /// An element `name` opened at `depth`.
+    fn open(&mut self, depth: usize, name: &str) {
+        if depth != self.open_at {
             return;
         }
         if let Some(hit) = self.steps[self.matched].matches(name) {
             self.matched += 1;
+            self.close_at = depth;
             if self.matched == self.len {
                 self.hit = Some(hit);
+                self.open_at = NEVER;
+            } else {
+                self.open_at = depth + 1;
             }
         }
     }
 
-    /// The element at `depth` closed with `value`; the anchor is at `base`.
-    fn close(&mut self, depth: usize, base: usize, value: &Option<Cow<'a, str>>) {
-        if self.done || self.matched == 0 || depth != base + self.matched {
+    /// The element at `depth` closed with `value`: when it is the last matched one, the
+    /// query is settled (a later element of the same name is not the first).
+    fn close(&mut self, depth: usize, value: &Option<Cow<'a, str>>) {
+        if depth != self.close_at {
             return;
         }
         if self.matched == self.len {
             self.value = value.clone();
         }
-        self.done = true;
+        self.open_at = NEVER;
+        self.close_at = NEVER;
+    }
+
+    /// Whether the query is settled.
+    fn done(&self) -> bool {
+        self.open_at == NEVER && self.close_at == NEVER
     }
 
     /// Whether the first `steps` steps of the path were found (the elements exist).
@@ -155,12 +177,12 @@ impl<'a> Fields<'a> for () {
 impl<'a, const N: usize> Fields<'a> for [Query<'a>; N] {
     fn open(&mut self, depth: usize, name: &str) {
         for q in self.iter_mut() {
-            q.open(depth, 1, name);
+            q.open(depth, name);
         }
     }
     fn close(&mut self, depth: usize, value: &Option<Cow<'a, str>>) {
         for q in self.iter_mut() {
-            q.close(depth, 1, value);
+            q.close(depth, value);
         }
     }
 }
@@ -194,7 +216,7 @@ impl<'a, const N: usize, F: FnMut(&mut [Query<'a>; N])> List<'a, N, F> {
     }
 
     fn inside(&self) -> bool {
-        self.container.reached(1) && !self.container.done
+        self.container.reached(1) && !self.container.done()
     }
 }
 
@@ -202,13 +224,13 @@ impl<'a, const N: usize, F: FnMut(&mut [Query<'a>; N])> Fields<'a> for List<'a, 
     fn open(&mut self, depth: usize, name: &str) {
         if self.in_item {
             for q in self.queries.iter_mut() {
-                q.open(depth, 3, name);
+                q.open(depth, name);
             }
         } else if self.inside() && depth == 3 && name == self.item {
             self.in_item = true;
-            self.queries.iter_mut().for_each(Query::reset);
+            self.queries.iter_mut().for_each(|q| q.reset(3));
         }
-        self.container.open(depth, 1, name);
+        self.container.open(depth, name);
     }
     fn close(&mut self, depth: usize, value: &Option<Cow<'a, str>>) {
         if self.in_item {
@@ -217,11 +239,11 @@ impl<'a, const N: usize, F: FnMut(&mut [Query<'a>; N])> Fields<'a> for List<'a, 
                 (self.on_item)(&mut self.queries);
             } else {
                 for q in self.queries.iter_mut() {
-                    q.close(depth, 3, value);
+                    q.close(depth, value);
                 }
             }
         }
-        self.container.close(depth, 1, value);
+        self.container.close(depth, value);
     }
 }
 
