@@ -519,9 +519,11 @@ fn csta_frames() -> Vec<(&'static str, Vec<u8>, Message)> {
 }
 
 /// `HOT_PATHS_DECODE=new|old HOT_PATHS_LOOP=n [HOT_PATHS_MESSAGE=name]`: decode each CSTA
-/// input (or those whose name starts with `name`) `n` times with one reader and exit, for
-/// `perf stat -e instructions:u` (instructions per decode: the difference between two loop
-/// counts' instructions, divided by the difference in decodes).
+/// input (or those whose name starts with `name`) `n` times with one reader and exit, printing
+/// the allocations of one decode of each. For an instruction count that does not depend on
+/// the machine's load: `perf stat -e instructions:u` where the CPU's counters are available,
+/// else `valgrind --tool=cachegrind --cache-sim=no` (instructions per decode: the difference
+/// between two loop counts' instructions, divided by the difference in decodes).
 fn decode_loop() -> bool {
     let (Ok(reader), Ok(n)) = (
         std::env::var("HOT_PATHS_DECODE"),
