@@ -28,12 +28,12 @@ fn decode(bytes: &[u8], d: &Dialect) -> Result<Message, DecodeError> {
     let mut scan = Scan::new(bytes)?;
     let root = scan.root()?;
     let name: &str = &root;
-    let empty = |scan: Scan<'_>, m: Message| -> Result<Message, DecodeError> {
+    let empty = |scan: &mut Scan<'_>, m: Message| -> Result<Message, DecodeError> {
         scan.finish(&mut ())?;
         Ok(m)
     };
     match name {
-        "RequestSystemStatus" => empty(scan, Message::RequestSystemStatus),
+        "RequestSystemStatus" => empty(&mut scan, Message::RequestSystemStatus),
         "RequestSystemStatusResponse" | "SystemStatus" => {
             let mut q = [Query::child("systemStatus")];
             scan.finish(&mut q)?;
@@ -48,7 +48,7 @@ fn decode(bytes: &[u8], d: &Dialect) -> Result<Message, DecodeError> {
                 })?,
             })
         }
-        "SystemStatusResponse" => empty(scan, Message::SystemStatusResponse),
+        "SystemStatusResponse" => empty(&mut scan, Message::SystemStatusResponse),
         "MonitorStart" => {
             let mut q = [Query::child("monitorObject")];
             scan.finish(&mut q)?;
@@ -77,20 +77,20 @@ fn decode(bytes: &[u8], d: &Dialect) -> Result<Message, DecodeError> {
                 Message::MonitorStartResponse { cross_ref }
             })
         }
-        "MonitorStopResponse" => empty(scan, Message::MonitorStopResponse),
-        "Escape" | "EscapeService" => decode_escape(scan),
-        "EscapeResponse" | "EscapeServiceResponse" => empty(scan, Message::EscapeResponse),
-        "PrivateEvent" => decode_private_event(scan),
-        "CallInformationEvent" => decode_call_information(scan, d),
-        "AssociateData" => decode_associate_data(scan, d),
-        "AssociateDataResponse" => empty(scan, Message::AssociateDataResponse),
-        "CSTAErrorCode" => decode_error(scan),
-        name if is_root(name) => decode_session(scan, name),
+        "MonitorStopResponse" => empty(&mut scan, Message::MonitorStopResponse),
+        "Escape" | "EscapeService" => decode_escape(&mut scan),
+        "EscapeResponse" | "EscapeServiceResponse" => empty(&mut scan, Message::EscapeResponse),
+        "PrivateEvent" => decode_private_event(&mut scan),
+        "CallInformationEvent" => decode_call_information(&mut scan, d),
+        "AssociateData" => decode_associate_data(&mut scan, d),
+        "AssociateDataResponse" => empty(&mut scan, Message::AssociateDataResponse),
+        "CSTAErrorCode" => decode_error(&mut scan),
+        name if is_root(name) => decode_session(&mut scan, name),
         name => match CallEventKind::from_root(name) {
-            Some(kind) => decode_call(scan, kind),
+            Some(kind) => decode_call(&mut scan, kind),
             None => {
                 let name = name.to_owned();
-                empty(scan, Message::Other { name })
+                empty(&mut scan, Message::Other { name })
             }
         },
     }
@@ -140,7 +140,7 @@ fn payload_fields<'q, 'a>(q: &'q mut [Query<'a>; 6]) -> Option<&'q mut [Query<'a
     }
 }
 
-fn decode_escape(scan: Scan<'_>) -> Result<Message, DecodeError> {
+fn decode_escape(scan: &mut Scan<'_>) -> Result<Message, DecodeError> {
     let mut q = payload_queries(
         "guestAssociatedExtension",
         ["guestDevice", "action", "hostDevice"],
@@ -167,7 +167,7 @@ fn decode_escape(scan: Scan<'_>) -> Result<Message, DecodeError> {
     Ok(Message::Escape(HotDeskRequest { guest, action }))
 }
 
-fn decode_private_event(scan: Scan<'_>) -> Result<Message, DecodeError> {
+fn decode_private_event(scan: &mut Scan<'_>) -> Result<Message, DecodeError> {
     let mut q = (
         [Query::child("monitorCrossRefID")],
         payload_queries(
@@ -240,7 +240,7 @@ fn connection(q: &mut [Query<'_>]) -> Connection {
     }
 }
 
-fn decode_call_information(scan: Scan<'_>, d: &Dialect) -> Result<Message, DecodeError> {
+fn decode_call_information(scan: &mut Scan<'_>, d: &Dialect) -> Result<Message, DecodeError> {
     let [c0, c1] = connection_queries("connection");
     let mut q = [
         Query::child("accountInfo"),
@@ -267,7 +267,7 @@ fn decode_call_information(scan: Scan<'_>, d: &Dialect) -> Result<Message, Decod
     })
 }
 
-fn decode_associate_data(scan: Scan<'_>, d: &Dialect) -> Result<Message, DecodeError> {
+fn decode_associate_data(scan: &mut Scan<'_>, d: &Dialect) -> Result<Message, DecodeError> {
     let [c0, c1] = connection_queries("existingCall");
     let mut q = [Query::child("accountCode"), c0, c1];
     scan.finish(&mut q)?;
@@ -277,7 +277,7 @@ fn decode_associate_data(scan: Scan<'_>, d: &Dialect) -> Result<Message, DecodeE
     })
 }
 
-fn decode_error(scan: Scan<'_>) -> Result<Message, DecodeError> {
+fn decode_error(scan: &mut Scan<'_>) -> Result<Message, DecodeError> {
     let mut q = [Query::new(&[Step::OneOf(&ERROR_CATEGORIES)])];
     scan.finish(&mut q)?;
     let category = q[0].hit().ok_or(DecodeError::Missing {
@@ -292,7 +292,7 @@ fn decode_error(scan: Scan<'_>) -> Result<Message, DecodeError> {
 
 /// A call event of `kind` (every part optional: switches leave out what they like), with the
 /// `transferredConnections` of a transfer (an item with neither connection is skipped).
-fn decode_call(scan: Scan<'_>, kind: CallEventKind) -> Result<Message, DecodeError> {
+fn decode_call(scan: &mut Scan<'_>, kind: CallEventKind) -> Result<Message, DecodeError> {
     let (_, conn, dev, other, _) = kind.layout();
     let [c0, c1] = connection_queries(conn);
     let optional = |name: Option<&'static str>| match name {
@@ -340,7 +340,7 @@ fn decode_call(scan: Scan<'_>, kind: CallEventKind) -> Result<Message, DecodeErr
 }
 
 /// An ECMA-354 or system-register message (a root of that family we do not know is `Other`).
-fn decode_session(scan: Scan<'_>, name: &str) -> Result<Message, DecodeError> {
+fn decode_session(scan: &mut Scan<'_>, name: &str) -> Result<Message, DecodeError> {
     let mut q = [
         Query::new(&[N("applicationInfo"), N("applicationID")]),
         Query::new(&[N("requestedProtocolVersions"), N("protocolVersion")]),

@@ -344,7 +344,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Read the rest of the document, telling `fields` about every element.
-    pub(crate) fn finish<F: Fields<'a>>(mut self, fields: &mut F) -> Result<(), XmlError> {
+    pub(crate) fn finish<F: Fields<'a>>(&mut self, fields: &mut F) -> Result<(), XmlError> {
         loop {
             if let Progress::Eof = self.event(fields)? {
                 return Ok(());
