@@ -491,7 +491,7 @@ mod tests {
         let refused = |doc: &[u8]| {
             Scan::new(doc)
                 .and_then(|mut s| s.root().map(|_| s))
-                .and_then(|s| s.finish(&mut ()))
+                .and_then(|mut s| s.finish(&mut ()))
         };
         assert!(refused(b"<a><b></a>").is_err());
         assert!(refused(b"<a>").is_err());
