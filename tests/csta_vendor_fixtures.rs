@@ -8,8 +8,10 @@
 //! well-formed. For each, what was read is asserted by value, devices through the switch's
 //! [`DeviceNaming`].
 
+mod csta_common;
+
 use bytes::BytesMut;
-use csta_router::csta::xml::Element;
+use csta_common::tree::Element;
 use csta_router::csta::{
     AppSession, Connection, ConnectionChange, CstaCodec, DecodeError, DeviceForm, DeviceNaming,
     Dialect, Message, SessionError,

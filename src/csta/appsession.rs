@@ -32,7 +32,7 @@
 //! ignored; a register ID is any text (OpenScape Voice sends `27ss`).
 
 use super::dialect::Dialect;
-use super::xml::{Element, XmlWriter};
+use super::xml::{XmlOut, XmlWriter};
 
 /// The ECMA-354 namespace.
 pub const APPL_SESSION_NAMESPACE: &str =
@@ -74,20 +74,7 @@ impl SessionError {
         }
     }
 
-    fn read(root: &Element) -> SessionError {
-        let code = root.child("errorCode");
-        match code.and_then(|c| c.child_value("definedError")) {
-            Some(v) => SessionError::Defined(v.to_owned()),
-            None => SessionError::Private(
-                code.and_then(|c| c.children.first())
-                    .and_then(Element::value)
-                    .unwrap_or_default()
-                    .to_owned(),
-            ),
-        }
-    }
-
-    fn write(&self, w: &mut XmlWriter) {
+    fn write<O: XmlOut + ?Sized>(&self, w: &mut XmlWriter<'_, O>) {
         w.open("errorCode");
         match self {
             SessionError::Defined(v) => w.leaf("definedError", v),
@@ -195,8 +182,18 @@ impl AppSession {
 
     /// Write the message (always in the ECMA-354 namespace).
     pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(256);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Append the message (always in the ECMA-354 namespace) to `out`.
+    pub fn encode_into<O: XmlOut + ?Sized>(&self, out: &mut O) {
         let root = self.name();
-        let mut w = XmlWriter::new(root, APPL_SESSION_NAMESPACE);
+        if *self == AppSession::StopPos {
+            return XmlWriter::empty(out, root, APPL_SESSION_NAMESPACE);
+        }
+        let mut w = XmlWriter::new(out, root, APPL_SESSION_NAMESPACE);
         match self {
             AppSession::Start {
                 application_id,
@@ -209,7 +206,7 @@ impl AppSession {
                 w.open("requestedProtocolVersions")
                     .leaf("protocolVersion", protocol_version)
                     .close("requestedProtocolVersions");
-                w.leaf("requestedSessionDuration", &duration.to_string());
+                w.number("requestedSessionDuration", *duration);
             }
             AppSession::StartPos {
                 session_id,
@@ -218,19 +215,21 @@ impl AppSession {
             } => {
                 w.leaf("sessionID", session_id);
                 w.opt_leaf("actualProtocolVersion", protocol_version.as_deref());
-                let duration = duration.map(|d| d.to_string());
-                w.opt_leaf("actualSessionDuration", duration.as_deref());
+                if let Some(d) = duration {
+                    w.number("actualSessionDuration", *d);
+                }
             }
             AppSession::Reset {
                 session_id,
                 duration,
             } => {
                 w.leaf("sessionID", session_id);
-                w.leaf("requestedSessionDuration", &duration.to_string());
+                w.number("requestedSessionDuration", *duration);
             }
             AppSession::ResetPos { duration } => {
-                let duration = duration.map(|d| d.to_string());
-                w.opt_leaf("actualSessionDuration", duration.as_deref());
+                if let Some(d) = duration {
+                    w.number("actualSessionDuration", *d);
+                }
             }
             AppSession::Stop { session_id } => {
                 w.leaf("sessionID", session_id);
@@ -241,52 +240,9 @@ impl AppSession {
             AppSession::StartNeg(e) | AppSession::ResetNeg(e) | AppSession::StopNeg(e) => {
                 e.write(&mut w)
             }
-            AppSession::StopPos => return XmlWriter::empty(root, APPL_SESSION_NAMESPACE),
+            AppSession::StopPos => {}
         }
         w.finish(root)
-    }
-
-    /// Read an ECMA-354 message whose root is `root`; `None` when the root is not one.
-    pub fn decode(root: &Element) -> Option<AppSession> {
-        let text = |name: &str| root.child_value(name).map(str::to_owned);
-        let seconds = |name: &str| root.child_value(name).and_then(|v| v.parse::<u32>().ok());
-        Some(match root.name.as_str() {
-            "StartApplicationSession" => AppSession::Start {
-                application_id: root
-                    .path(&["applicationInfo", "applicationID"])
-                    .and_then(Element::value)
-                    .unwrap_or_default()
-                    .to_owned(),
-                protocol_version: root
-                    .path(&["requestedProtocolVersions", "protocolVersion"])
-                    .and_then(Element::value)
-                    .unwrap_or_default()
-                    .to_owned(),
-                duration: seconds("requestedSessionDuration").unwrap_or(0),
-            },
-            "StartApplicationSessionPosResponse" => AppSession::StartPos {
-                session_id: text("sessionID").unwrap_or_default(),
-                protocol_version: text("actualProtocolVersion").filter(|v| !v.is_empty()),
-                duration: seconds("actualSessionDuration"),
-            },
-            "StartApplicationSessionNegResponse" => AppSession::StartNeg(SessionError::read(root)),
-            "ResetApplicationSessionTimer" => AppSession::Reset {
-                session_id: text("sessionID").unwrap_or_default(),
-                duration: seconds("requestedSessionDuration").unwrap_or(0),
-            },
-            "ResetApplicationSessionTimerPosResponse" => AppSession::ResetPos {
-                duration: seconds("actualSessionDuration"),
-            },
-            "ResetApplicationSessionTimerNegResponse" => {
-                AppSession::ResetNeg(SessionError::read(root))
-            }
-            "StopApplicationSession" => AppSession::Stop {
-                session_id: text("sessionID").unwrap_or_default(),
-            },
-            "StopApplicationSessionPosResponse" => AppSession::StopPos,
-            "StopApplicationSessionNegResponse" => AppSession::StopNeg(SessionError::read(root)),
-            _ => return None,
-        })
     }
 }
 
@@ -302,26 +258,22 @@ impl SystemRegister {
 
     /// Write the message in the dialect's CSTA namespace.
     pub fn encode(&self, d: &Dialect) -> String {
+        let mut out = String::with_capacity(160);
+        self.encode_into(d, &mut out);
+        out
+    }
+
+    /// Append the message in the dialect's CSTA namespace to `out`.
+    pub fn encode_into<O: XmlOut + ?Sized>(&self, d: &Dialect, out: &mut O) {
         let root = self.name();
         match self {
-            SystemRegister::Request => XmlWriter::empty(root, &d.csta_namespace),
+            SystemRegister::Request => XmlWriter::empty(out, root, &d.csta_namespace),
             SystemRegister::Response { register_id } | SystemRegister::Abort { register_id } => {
-                let mut w = XmlWriter::new(root, &d.csta_namespace);
+                let mut w = XmlWriter::new(out, root, &d.csta_namespace);
                 w.opt_leaf("sysStatRegisterID", register_id.as_deref());
                 w.finish(root)
             }
         }
-    }
-
-    /// Read a system-register message whose root is `root`; `None` when it is not one.
-    pub fn decode(root: &Element) -> Option<SystemRegister> {
-        let register_id = root.child_value("sysStatRegisterID").map(str::to_owned);
-        Some(match root.name.as_str() {
-            "SystemRegister" => SystemRegister::Request,
-            "SystemRegisterResponse" => SystemRegister::Response { register_id },
-            "SystemRegisterAbort" => SystemRegister::Abort { register_id },
-            _ => return None,
-        })
     }
 }
 
@@ -338,12 +290,11 @@ mod tests {
     }
 
     fn read(xml: &str) -> Read {
-        let root = Element::parse(xml.as_bytes()).unwrap();
-        assert!(is_root(&root.name), "{}", root.name);
-        AppSession::decode(&root)
-            .map(Read::AppSession)
-            .or_else(|| SystemRegister::decode(&root).map(Read::SystemRegister))
-            .unwrap()
+        match crate::csta::Message::decode(xml.as_bytes(), &Dialect::default()).unwrap() {
+            crate::csta::Message::AppSession(m) => Read::AppSession(m),
+            crate::csta::Message::SystemRegister(m) => Read::SystemRegister(m),
+            other => unreachable!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Call events: the CSTA events that tell what happens to calls at a monitored device, read
 //! for the router's call lists and the desktops' call events (README, "The CSTA link").
 
-use super::xml::{Element, XmlWriter};
+use super::xml::{XmlOut, XmlWriter};
 
 /// A connection: a call at a device. Both parts are opaque strings chosen by the switch and
 /// both are optional in the schema.
@@ -22,14 +22,7 @@ impl Connection {
         }
     }
 
-    pub(super) fn read(e: &Element) -> Connection {
-        Connection {
-            call_id: e.child_value("callID").map(str::to_owned),
-            device_id: e.child_value("deviceID").map(str::to_owned),
-        }
-    }
-
-    pub(super) fn write(&self, w: &mut XmlWriter, name: &str) {
+    pub(super) fn write<O: XmlOut + ?Sized>(&self, w: &mut XmlWriter<'_, O>, name: &str) {
         w.open(name);
         w.opt_leaf("callID", self.call_id.as_deref());
         w.opt_leaf("deviceID", self.device_id.as_deref());
@@ -216,9 +209,9 @@ pub struct ConnectionChange {
 }
 
 /// A call event, laid out as its kind says.
-pub(super) fn encode_call(c: &CallEvent, ns: &str) -> String {
+pub(super) fn encode_call<O: XmlOut + ?Sized>(c: &CallEvent, ns: &str, out: &mut O) {
     let (root, conn, dev, other, _) = c.kind.layout();
-    let mut w = XmlWriter::new(root, ns);
+    let mut w = XmlWriter::new(out, root, ns);
     w.opt_leaf("monitorCrossRefID", c.cross_ref.as_deref());
     c.connection.write(&mut w, conn);
     for (name, value) in [(dev, &c.device), (other, &c.other_device)] {
@@ -242,35 +235,4 @@ pub(super) fn encode_call(c: &CallEvent, ns: &str) -> String {
     }
     w.opt_leaf("cause", c.cause.as_deref());
     w.finish(root)
-}
-
-/// The `transferredConnections` of a transfer (an item with neither connection is skipped).
-fn read_changes(root: &Element) -> Vec<ConnectionChange> {
-    let Some(list) = root.child("transferredConnections") else {
-        return Vec::new();
-    };
-    list.children
-        .iter()
-        .filter(|item| item.name == "connectionListItem")
-        .map(|item| ConnectionChange {
-            old: item.child("oldConnection").map(Connection::read),
-            new: item.child("newConnection").map(Connection::read),
-        })
-        .filter(|c| c.old.is_some() || c.new.is_some())
-        .collect()
-}
-
-/// A call event of `kind` read from its document (every part optional: switches leave out
-/// what they like).
-pub(super) fn decode_call(kind: CallEventKind, root: &Element) -> CallEvent {
-    let (_, conn, dev, other, _) = kind.layout();
-    CallEvent {
-        kind,
-        cross_ref: root.child_value("monitorCrossRefID").map(str::to_owned),
-        connection: root.child(conn).map(Connection::read).unwrap_or_default(),
-        device: dev.and_then(|n| root.child_value(n)).map(str::to_owned),
-        other_device: other.and_then(|n| root.child_value(n)).map(str::to_owned),
-        cause: root.child_value("cause").map(str::to_owned),
-        changes: read_changes(root),
-    }
 }

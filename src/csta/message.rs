@@ -37,9 +37,9 @@
 
 pub use super::call::{CallEvent, CallEventKind, Connection, ConnectionChange};
 
-use super::call::{decode_call, encode_call};
+use super::call::encode_call;
 use super::dialect::Dialect;
-use super::xml::{Element, XmlError, XmlWriter};
+use super::xml::{XmlError, XmlOut, XmlWriter};
 
 /// What a hot-desk escape asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,52 +281,60 @@ impl Message {
 
     /// Write the message as an XML document in the given dialect.
     pub fn encode(&self, d: &Dialect) -> String {
+        let mut out = String::with_capacity(256);
+        self.encode_into(d, &mut out);
+        out
+    }
+
+    /// Append the message as an XML document in the given dialect to `out`: a link reuses one
+    /// buffer (a `String`, or its connection's write buffer) for every message it sends.
+    pub fn encode_into<O: XmlOut + ?Sized>(&self, d: &Dialect, out: &mut O) {
         let ns = d.csta_namespace.as_str();
         match self {
-            Message::RequestSystemStatus => XmlWriter::empty("RequestSystemStatus", ns),
-            Message::SystemStatusResponse => XmlWriter::empty("SystemStatusResponse", ns),
-            Message::MonitorStopResponse => XmlWriter::empty("MonitorStopResponse", ns),
-            Message::AssociateDataResponse => XmlWriter::empty("AssociateDataResponse", ns),
-            Message::EscapeResponse => XmlWriter::empty(d.escape_root.response(), ns),
+            Message::RequestSystemStatus => XmlWriter::empty(out, "RequestSystemStatus", ns),
+            Message::SystemStatusResponse => XmlWriter::empty(out, "SystemStatusResponse", ns),
+            Message::MonitorStopResponse => XmlWriter::empty(out, "MonitorStopResponse", ns),
+            Message::AssociateDataResponse => XmlWriter::empty(out, "AssociateDataResponse", ns),
+            Message::EscapeResponse => XmlWriter::empty(out, d.escape_root.response(), ns),
             Message::RequestSystemStatusResponse { status } => {
-                let mut w = XmlWriter::new("RequestSystemStatusResponse", ns);
+                let mut w = XmlWriter::new(out, "RequestSystemStatusResponse", ns);
                 w.leaf("systemStatus", status);
                 w.finish("RequestSystemStatusResponse")
             }
             Message::SystemStatus { status } => {
-                let mut w = XmlWriter::new("SystemStatus", ns);
+                let mut w = XmlWriter::new(out, "SystemStatus", ns);
                 w.opt_leaf("systemStatus", status.as_deref());
                 w.finish("SystemStatus")
             }
             Message::MonitorStart { device } => {
-                let mut w = XmlWriter::new("MonitorStart", ns);
+                let mut w = XmlWriter::new(out, "MonitorStart", ns);
                 w.open("monitorObject")
                     .leaf("deviceObject", device)
                     .close("monitorObject");
                 w.finish("MonitorStart")
             }
             Message::MonitorStartResponse { cross_ref } => {
-                let mut w = XmlWriter::new("MonitorStartResponse", ns);
+                let mut w = XmlWriter::new(out, "MonitorStartResponse", ns);
                 w.leaf("monitorCrossRefID", cross_ref);
                 w.finish("MonitorStartResponse")
             }
             Message::MonitorStop { cross_ref } => {
-                let mut w = XmlWriter::new("MonitorStop", ns);
+                let mut w = XmlWriter::new(out, "MonitorStop", ns);
                 w.leaf("monitorCrossRefID", cross_ref);
                 w.finish("MonitorStop")
             }
-            Message::Escape(req) => encode_escape(req, d),
+            Message::Escape(req) => encode_escape(req, d, out),
             Message::PrivateEvent { cross_ref, event } => {
-                encode_private_event(cross_ref.as_deref(), event, d)
+                encode_private_event(cross_ref.as_deref(), event, d, out)
             }
-            Message::Call(c) => encode_call(c, ns),
+            Message::Call(c) => encode_call(c, ns, out),
             Message::CallInformation {
                 cross_ref,
                 connection,
                 device,
                 account_code,
             } => {
-                let mut w = XmlWriter::new("CallInformationEvent", ns);
+                let mut w = XmlWriter::new(out, "CallInformationEvent", ns);
                 w.opt_leaf("monitorCrossRefID", cross_ref.as_deref());
                 connection.write(&mut w, "connection");
                 if let Some(device) = device {
@@ -335,109 +343,58 @@ impl Message {
                         .close("device");
                 }
                 if let Some(code) = account_code {
-                    w.leaf("accountInfo", &d.accode_encoding.encode(code));
+                    account_code_leaf(&mut w, "accountInfo", code, d);
                 }
                 w.finish("CallInformationEvent")
             }
             Message::AssociateData { call, account_code } => {
-                let mut w = XmlWriter::new("AssociateData", ns);
+                let mut w = XmlWriter::new(out, "AssociateData", ns);
                 call.write(&mut w, "existingCall");
-                w.leaf("accountCode", &d.accode_encoding.encode(account_code));
+                account_code_leaf(&mut w, "accountCode", account_code, d);
                 w.finish("AssociateData")
             }
             Message::Error(e) => {
-                let mut w = XmlWriter::new("CSTAErrorCode", ns);
+                let mut w = XmlWriter::new(out, "CSTAErrorCode", ns);
                 w.leaf(&e.category, &e.value);
                 w.finish("CSTAErrorCode")
             }
-            Message::AppSession(m) => m.encode(),
-            Message::SystemRegister(m) => m.encode(d),
-            Message::Other { name } => XmlWriter::empty(name, ns),
+            Message::AppSession(m) => m.encode_into(out),
+            Message::SystemRegister(m) => m.encode_into(d, out),
+            Message::Other { name } => XmlWriter::empty(out, name, ns),
         }
-    }
-
-    /// Read a message from an XML document. The namespace and prefixes are ignored; only the
-    /// account-code encoding is taken from the dialect.
-    pub fn decode(bytes: &[u8], d: &Dialect) -> Result<Message, DecodeError> {
-        let root = Element::parse(bytes)?;
-        Message::from_element(&root, d)
-    }
-
-    fn from_element(root: &Element, d: &Dialect) -> Result<Message, DecodeError> {
-        let status = |message: &'static str| {
-            root.child_value("systemStatus")
-                .map(str::to_owned)
-                .ok_or(DecodeError::Missing {
-                    message,
-                    missing: "systemStatus",
-                })
-        };
-        let cross_ref = || root.child_value("monitorCrossRefID").map(str::to_owned);
-        Ok(match root.name.as_str() {
-            "RequestSystemStatus" => Message::RequestSystemStatus,
-            "RequestSystemStatusResponse" => Message::RequestSystemStatusResponse {
-                status: status("RequestSystemStatusResponse")?,
-            },
-            "SystemStatus" => Message::SystemStatus {
-                status: root.child_value("systemStatus").map(str::to_owned),
-            },
-            "SystemStatusResponse" => Message::SystemStatusResponse,
-            "MonitorStart" => Message::MonitorStart {
-                device: root
-                    .child("monitorObject")
-                    .and_then(Element::value)
-                    .map(str::to_owned)
-                    .ok_or(DecodeError::Missing {
-                        message: "MonitorStart",
-                        missing: "monitorObject/deviceObject",
-                    })?,
-            },
-            "MonitorStartResponse" => Message::MonitorStartResponse {
-                cross_ref: cross_ref().ok_or(DecodeError::Missing {
-                    message: "MonitorStartResponse",
-                    missing: "monitorCrossRefID",
-                })?,
-            },
-            "MonitorStop" => Message::MonitorStop {
-                cross_ref: cross_ref().ok_or(DecodeError::Missing {
-                    message: "MonitorStop",
-                    missing: "monitorCrossRefID",
-                })?,
-            },
-            "MonitorStopResponse" => Message::MonitorStopResponse,
-            "Escape" | "EscapeService" => decode_escape(root)?,
-            "EscapeResponse" | "EscapeServiceResponse" => Message::EscapeResponse,
-            "PrivateEvent" => decode_private_event(root)?,
-            "CallInformationEvent" => decode_call_information(root, d)?,
-            "AssociateData" => decode_associate_data(root, d)?,
-            "AssociateDataResponse" => Message::AssociateDataResponse,
-            "CSTAErrorCode" => decode_error(root)?,
-            name if super::appsession::is_root(name) => decode_session(root),
-            name => match CallEventKind::from_root(name) {
-                Some(kind) => Message::Call(decode_call(kind, root)),
-                None => Message::Other {
-                    name: name.to_owned(),
-                },
-            },
-        })
     }
 }
 
-/// An ECMA-354 or system-register message (a root of that family we do not know is `Other`).
-fn decode_session(root: &Element) -> Message {
-    use super::appsession::{AppSession, SystemRegister};
-    AppSession::decode(root)
-        .map(Message::AppSession)
-        .or_else(|| SystemRegister::decode(root).map(Message::SystemRegister))
-        .unwrap_or_else(|| Message::Other {
-            name: root.name.clone(),
-        })
+/// `<name>code</name>`, the code in the dialect's account-code encoding.
+fn account_code_leaf<O: XmlOut + ?Sized>(
+    w: &mut XmlWriter<'_, O>,
+    name: &str,
+    code: &str,
+    d: &Dialect,
+) {
+    w.open(name);
+    match d.accode_encoding {
+        super::dialect::AccodeEncoding::Text => {
+            w.text(code);
+        }
+        super::dialect::AccodeEncoding::Hex => {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            for b in code.bytes() {
+                let pair = [HEX[(b >> 4) as usize], HEX[(b & 0x0f) as usize]];
+                // Two ASCII hex digits.
+                if let Ok(s) = std::str::from_utf8(&pair) {
+                    w.raw(s);
+                }
+            }
+        }
+    }
+    w.close(name);
 }
 
 /// The hot-desk request in an `Escape` (or `EscapeService`).
-fn encode_escape(req: &HotDeskRequest, d: &Dialect) -> String {
+fn encode_escape<O: XmlOut + ?Sized>(req: &HotDeskRequest, d: &Dialect, out: &mut O) {
     let root = d.escape_root.request();
-    let mut w = XmlWriter::new(root, &d.csta_namespace);
+    let mut w = XmlWriter::new(out, root, &d.csta_namespace);
     open_private(&mut w, d);
     w.open_ns("guestAssociatedExtension", &d.hotdesk_namespace);
     match &req.action {
@@ -456,8 +413,13 @@ fn encode_escape(req: &HotDeskRequest, d: &Dialect) -> String {
 }
 
 /// A hot-desk `PrivateEvent`.
-fn encode_private_event(cross_ref: Option<&str>, event: &HotDeskEvent, d: &Dialect) -> String {
-    let mut w = XmlWriter::new("PrivateEvent", &d.csta_namespace);
+fn encode_private_event<O: XmlOut + ?Sized>(
+    cross_ref: Option<&str>,
+    event: &HotDeskEvent,
+    d: &Dialect,
+    out: &mut O,
+) {
+    let mut w = XmlWriter::new(out, "PrivateEvent", &d.csta_namespace);
     w.opt_leaf("monitorCrossRefID", cross_ref);
     open_private(&mut w, d);
     w.open_ns("guestAssociatedEvent", &d.hotdesk_namespace);
@@ -475,159 +437,14 @@ fn encode_private_event(cross_ref: Option<&str>, event: &HotDeskEvent, d: &Diale
     w.finish("PrivateEvent")
 }
 
-/// `value`, or the error naming what is missing from `message`.
-fn required(
-    value: Option<&str>,
-    message: &'static str,
-    missing: &'static str,
-) -> Result<String, DecodeError> {
-    value
-        .map(str::to_owned)
-        .ok_or(DecodeError::Missing { message, missing })
-}
-
-fn decode_escape(root: &Element) -> Result<Message, DecodeError> {
-    let payload =
-        private_payload(root, "guestAssociatedExtension").ok_or(DecodeError::Missing {
-            message: "Escape",
-            missing: "privateData/private/guestAssociatedExtension",
-        })?;
-    let guest = required(payload.child_value("guestDevice"), "Escape", "guestDevice")?;
-    let action = match payload.child_value("action") {
-        Some("associate") => HotDeskAction::Associate {
-            host: required(payload.child_value("hostDevice"), "Escape", "hostDevice")?,
-        },
-        Some("cancel") => HotDeskAction::Cancel,
-        other => {
-            return Err(DecodeError::Invalid {
-                message: "Escape",
-                field: "action",
-                value: other.unwrap_or_default().to_owned(),
-            })
-        }
-    };
-    Ok(Message::Escape(HotDeskRequest { guest, action }))
-}
-
-fn decode_private_event(root: &Element) -> Result<Message, DecodeError> {
-    let Some(payload) = private_payload(root, "guestAssociatedEvent") else {
-        // A private event of another vendor feature: not ours.
-        return Ok(Message::Other {
-            name: root.name.clone(),
-        });
-    };
-    let state = match payload.child_value("state") {
-        Some("established") => HotDeskState::Established,
-        Some("cancelled") | Some("canceled") => HotDeskState::Cancelled,
-        other => {
-            return Err(DecodeError::Invalid {
-                message: "PrivateEvent",
-                field: "state",
-                value: other.unwrap_or_default().to_owned(),
-            })
-        }
-    };
-    let guest = required(
-        payload.child_value("guestDevice"),
-        "PrivateEvent",
-        "guestDevice",
-    )?;
-    Ok(Message::PrivateEvent {
-        cross_ref: root.child_value("monitorCrossRefID").map(str::to_owned),
-        event: HotDeskEvent {
-            state,
-            guest,
-            host: payload.child_value("hostDevice").map(str::to_owned),
-        },
-    })
-}
-
-/// An account code in the dialect's encoding.
-fn account_code(
-    root: &Element,
-    d: &Dialect,
-    message: &'static str,
-    field: &'static str,
-) -> Result<String, DecodeError> {
-    let wire = root.child_value(field).ok_or(DecodeError::Missing {
-        message,
-        missing: field,
-    })?;
-    d.accode_encoding
-        .decode(wire)
-        .ok_or_else(|| DecodeError::Invalid {
-            message,
-            field,
-            value: wire.to_owned(),
-        })
-}
-
-fn decode_call_information(root: &Element, d: &Dialect) -> Result<Message, DecodeError> {
-    let account_code = match root.child_value("accountInfo") {
-        Some(_) => Some(account_code(
-            root,
-            d,
-            "CallInformationEvent",
-            "accountInfo",
-        )?),
-        None => None,
-    };
-    Ok(Message::CallInformation {
-        account_code,
-        cross_ref: root.child_value("monitorCrossRefID").map(str::to_owned),
-        connection: root
-            .child("connection")
-            .map(Connection::read)
-            .unwrap_or_default(),
-        device: root.child_value("device").map(str::to_owned),
-    })
-}
-
-fn decode_associate_data(root: &Element, d: &Dialect) -> Result<Message, DecodeError> {
-    Ok(Message::AssociateData {
-        account_code: account_code(root, d, "AssociateData", "accountCode")?,
-        call: root
-            .child("existingCall")
-            .map(Connection::read)
-            .unwrap_or_default(),
-    })
-}
-
-fn decode_error(root: &Element) -> Result<Message, DecodeError> {
-    let e = root
-        .children
-        .iter()
-        .find(|c| ERROR_CATEGORIES.contains(&c.name.as_str()))
-        .ok_or(DecodeError::Missing {
-            message: "CSTAErrorCode",
-            missing: "an error category",
-        })?;
-    Ok(Message::Error(CstaError {
-        category: e.name.clone(),
-        value: e.value().unwrap_or_default().to_owned(),
-    }))
-}
-
-/// The named payload under `privateData/private`, directly under the root or under
-/// `extensions`, whichever the switch used.
-fn private_payload<'a>(root: &'a Element, payload: &str) -> Option<&'a Element> {
-    [
-        root.path(&["privateData", "private"]),
-        root.path(&["extensions", "privateData", "private"]),
-    ]
-    .into_iter()
-    .flatten()
-    .find_map(|p| p.child(payload))
-}
-
-fn open_private(w: &mut XmlWriter, d: &Dialect) {
+fn open_private<O: XmlOut + ?Sized>(w: &mut XmlWriter<'_, O>, d: &Dialect) {
     if d.private_data == super::dialect::PrivateDataPosition::Extensions {
         w.open("extensions");
     }
     w.open("privateData").open("private");
 }
 
-fn close_private(w: &mut XmlWriter, d: &Dialect) {
+fn close_private<O: XmlOut + ?Sized>(w: &mut XmlWriter<'_, O>, d: &Dialect) {
     w.close("private").close("privateData");
     if d.private_data == super::dialect::PrivateDataPosition::Extensions {
         w.close("extensions");

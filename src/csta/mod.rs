@@ -2,7 +2,9 @@
 //!
 //! Three layers, each usable alone:
 //! - [`frame`]: the 8-byte header that cuts a TCP byte stream into frames ([`CstaCodec`]);
-//! - [`xml`]: a tolerant reader (local names only, depth-limited) and a strict compact writer;
+//! - [`xml`]: what the tolerant reader refuses (local names only, depth-limited) and a strict
+//!   compact writer into a caller's buffer; the reader itself is one streaming pass that
+//!   extracts the fields each message needs, with no tree;
 //! - [`call`]: the call events (part of [`message`]);
 //! - [`device`]: device identifiers in a switch's form, mapped to and from the DN plan;
 //! - [`message`]: the messages the product uses, as a Rust enum ([`Message`]), written in a
@@ -13,10 +15,12 @@
 
 pub mod appsession;
 pub mod call;
+mod decode;
 pub mod device;
 pub mod dialect;
 pub mod frame;
 pub mod message;
+mod reader;
 pub mod xml;
 
 pub use appsession::{AppSession, SessionError, SystemRegister};
@@ -39,4 +43,28 @@ pub fn encode_frame(
         return Err(FrameError::TooLong(xml.len()));
     }
     Ok(Frame::new(invoke_id, xml))
+}
+
+/// Append a message as a complete frame (header and XML) to `dst`, typically a connection's
+/// write buffer: nothing is allocated when the buffer has room, so a link can send every
+/// frame through one reused buffer. On error `dst` is left as it was.
+pub fn encode_frame_into(
+    invoke_id: InvokeId,
+    message: &Message,
+    dialect: &Dialect,
+    dst: &mut bytes::BytesMut,
+) -> Result<(), FrameError> {
+    let start = dst.len();
+    dst.extend_from_slice(&[0, 0, 0, 0]);
+    dst.extend_from_slice(&invoke_id.digits());
+    message.encode_into(dialect, dst);
+    let len = dst.len() - start;
+    if len > frame::MAX_FRAME_LEN {
+        dst.truncate(start);
+        return Err(FrameError::TooLong(len - frame::HEADER_LEN));
+    }
+    let len = (len as u16).to_be_bytes();
+    dst[start + 2] = len[0];
+    dst[start + 3] = len[1];
+    Ok(())
 }
