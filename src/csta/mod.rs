@@ -45,6 +45,38 @@ pub fn encode_frame(
     Ok(Frame::new(invoke_id, xml))
 }
 
+/// Frames encoded one after another into one reused buffer: a link sends every request
+/// through one, so a frame costs no allocation of its own while the buffer has room (each
+/// frame's bytes are a slice of the buffer, shared until written).
+#[derive(Debug, Default)]
+pub struct FrameEncoder {
+    buf: bytes::BytesMut,
+}
+
+impl FrameEncoder {
+    /// Room made at once when the buffer runs low: several frames' worth.
+    const CHUNK: usize = 16 * 1024;
+
+    /// Encode a message as a complete frame with the given invoke ID.
+    pub fn encode(
+        &mut self,
+        invoke_id: InvokeId,
+        message: &Message,
+        dialect: &Dialect,
+    ) -> Result<Frame, FrameError> {
+        if self.buf.capacity() < Self::CHUNK / 4 {
+            self.buf.reserve(Self::CHUNK);
+        }
+        encode_frame_into(invoke_id, message, dialect, &mut self.buf)?;
+        let mut body = self.buf.split();
+        bytes::Buf::advance(&mut body, frame::HEADER_LEN);
+        Ok(Frame {
+            invoke_id,
+            body: body.freeze(),
+        })
+    }
+}
+
 /// Append a message as a complete frame (header and XML) to `dst`, typically a connection's
 /// write buffer: nothing is allocated when the buffer has room, so a link can send every
 /// frame through one reused buffer. On error `dst` is left as it was.

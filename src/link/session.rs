@@ -2,12 +2,11 @@
 //!
 //! [`Session`] is to the link actor what a protocol state machine is to its event loop: it holds
 //! every rule of the link and touches nothing outside itself. The driver tells it what happened
-//! (the transport connected or went away, a frame was read, a request is to be sent, the reader
-//! paused or resumed, time passed), each time with the instant it happened, and carries out what
-//! it asks for ([`Output`]): frames to write, answers to hand to a caller, events and answers
-//! for the router shard, the link up or lost, round trips to record. [`Session::poll_timeout`]
-//! says when the driver must call [`Session::tick`] next. So every rule below is unit-tested
-//! with made-up instants and literal frames, without a socket or a timer.
+//! (connected or gone, a frame read, a request to send, reading paused or resumed, time passed),
+//! each time with the instant it happened, and carries out what it asks for ([`Output`]):
+//! frames to write, answers for a caller, events and answers for the router shard, the link up
+//! or lost, round trips. [`Session::poll_timeout`] says when to call [`Session::tick`] next. So
+//! every rule below is unit-tested with made-up instants and literal frames, no socket or timer.
 //!
 //! The rules it owns:
 //!
@@ -44,7 +43,7 @@
 use super::invoke::{Exhaustion, InvokeAllocator};
 use super::stats::{count, LinkStats};
 use super::{LinkError, LinkSettings};
-use crate::csta::{encode_frame, Dialect, Frame, InvokeId, Message};
+use crate::csta::{Dialect, Frame, FrameEncoder, InvokeId, Message};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -249,6 +248,7 @@ pub struct Session<C> {
     switch: Arc<str>,
     link: usize,
     dialect: Arc<Dialect>,
+    frames: FrameEncoder,
     timers: Timers,
     state: LinkState,
     invokes: InvokeAllocator,
@@ -284,6 +284,7 @@ impl<C> Session<C> {
             switch,
             link,
             dialect,
+            frames: FrameEncoder::default(),
             timers: Timers {
                 request_timeout: settings.request_timeout,
                 kpl_interval: settings.kpl_interval,
@@ -563,7 +564,7 @@ impl<C> Session<C> {
         let Some(id) = id else {
             return Err((self.overload(), waiting));
         };
-        let frame = match encode_frame(id, &message, &self.dialect) {
+        let frame = match self.frames.encode(id, &message, &self.dialect) {
             Ok(frame) => frame,
             Err(e) => {
                 self.invokes.release(id);
@@ -616,7 +617,7 @@ impl<C> Session<C> {
     }
 
     fn reply(&mut self, id: InvokeId, message: &Message) {
-        match encode_frame(id, message, &self.dialect) {
+        match self.frames.encode(id, message, &self.dialect) {
             Ok(frame) => self.out.push(Output::Reply(frame)),
             Err(e) => warn!(switch = %self.switch, "cannot encode {}: {e}", message.name()),
         }

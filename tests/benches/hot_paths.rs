@@ -472,17 +472,17 @@ fn json_decode(c: &mut Criterion) {
         (
             "RequestRegisterAddress",
             r#"{"message":"RequestRegisterAddress","referenceId":2,"thisDn":"5001","registerMode":"share","callEvents":true}"#,
-            |r| matches!(r, Request::Register { dn, mode: RegisterMode::Share, call_events: true } if dn == "5001"),
+            |r| matches!(r, Request::Register { dn, mode: RegisterMode::Share, call_events: true } if &**dn == "5001"),
         ),
         (
             "RequestUnregisterAddress",
             r#"{"message":"RequestUnregisterAddress","referenceId":3,"thisDn":"5001"}"#,
-            |r| matches!(r, Request::Unregister { dn } if dn == "5001"),
+            |r| matches!(r, Request::Unregister { dn } if &**dn == "5001"),
         ),
         (
             "RequestQueryAddress",
             r#"{"message":"RequestQueryAddress","referenceId":4,"thisDn":"5001"}"#,
-            |r| matches!(r, Request::QueryAddress { dn } if dn == "5001"),
+            |r| matches!(r, Request::QueryAddress { dn } if &**dn == "5001"),
         ),
     ];
     let mut g = c.benchmark_group("json decode");
