@@ -26,7 +26,6 @@ use router::{assert_no_panic, wait_links_up, watch_panics};
 use serde_json::Value;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -248,17 +247,7 @@ async fn client(url: String, rounds: usize) -> Vec<u64> {
 #[actix_rt::test]
 async fn a_hot_desk_request_takes_a_fixed_number_of_allocations() {
     watch_panics();
-    let sim = SimProcess::start(
-        &[
-            "--name",
-            "sw1",
-            "--dns",
-            "4000-4999",
-            "--link",
-            "127.0.0.1:0",
-        ],
-        Stdio::null(),
-    );
+    let sim = SimProcess::sw1();
     // No timers that would allocate during the measurement: no keep-alive on the link, no
     // client pings.
     let text = config::head(

@@ -42,17 +42,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 
 /// The switch of every test: sw1, DNs 4000-4999, a `pbx-sim` process.
 fn switch() -> SimProcess {
-    SimProcess::start(
-        &[
-            "--name",
-            "sw1",
-            "--dns",
-            "4000-4999",
-            "--link",
-            "127.0.0.1:0",
-        ],
-        Stdio::null(),
-    )
+    SimProcess::sw1()
 }
 
 /// Node `node`'s configuration: NATS at `url` with the `[cluster]` lines `auth`, and sw1.

@@ -130,6 +130,21 @@ pub struct SimProcess {
 }
 
 impl SimProcess {
+    /// A `pbx-sim` named sw1 with DNs 4000-4999 on a free loopback port, its stderr dropped.
+    pub fn sw1() -> SimProcess {
+        SimProcess::start(
+            &[
+                "--name",
+                "sw1",
+                "--dns",
+                "4000-4999",
+                "--link",
+                "127.0.0.1:0",
+            ],
+            Stdio::null(),
+        )
+    }
+
     /// Start `pbx-sim` with these arguments, its stderr to `stderr`.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S], stderr: Stdio) -> SimProcess {
         let mut child = Command::new(PBX_SIM)
