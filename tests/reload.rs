@@ -109,13 +109,27 @@ impl Bed {
             .unwrap_or_else(|| panic!("no {series} in /metrics"))
     }
 
-    /// Until the router holds the one session dropped as lingering: what happens from now on
-    /// reaches it in its replay, not on the connection that was closing.
-    async fn wait_lingering(&self) {
+    /// A session of `desk` (told of `switches` links) that registered `dn`, then lost its
+    /// connection: its id, once the router holds it as lingering (what happens from then on
+    /// reaches it in its replay, not on the connection that was closing).
+    async fn lingering(&self, dn: &str, switches: usize) -> String {
+        let (mut c, reply) = Client::open_as(&self.router.url(), "desk", None, switches).await;
+        let id = reply["sessionId"].as_str().unwrap().to_owned();
+        c.register(dn).await;
+        drop(c);
         eventually("the session lingering", async || {
             self.metric("csta_router_sessions_lingering").await == 1.0
         })
         .await;
+        id
+    }
+
+    /// Resume session `id` (told of `switches` links) and check it was.
+    async fn resume(&self, id: &str, switches: usize) -> Client {
+        let resume = json!({"sessionId": id, "lastEventSeq": {}});
+        let (c, reply) = Client::open_as(&self.router.url(), "desk", Some(resume), switches).await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        c
     }
 
     /// The DNs the simulator monitors, with their cross-references.
@@ -472,25 +486,14 @@ async fn sighup_reloads_and_a_hot_desk_is_answered_during_reloads() {
 async fn a_lingering_session_on_a_removed_dn_gets_the_unregistration_in_its_replay() {
     let bed = Bed::start(ADMIN, &["5000-5999"]);
     bed.router.wait_connected(&["sw1"]).await;
-    let (mut c, reply) = Client::open_as(&bed.router.url(), "desk", None, 1).await;
-    let id = reply["sessionId"].as_str().unwrap().to_owned();
-    c.register("5020").await;
-    drop(c);
-    bed.wait_lingering().await;
+    let id = bed.lingering("5020", 1).await;
     bed.write(ADMIN, &["5100-5999"], "");
     bed.reload().await;
     eventually("5020's MonitorStop", async || {
         bed.monitors().await.is_empty()
     })
     .await;
-    let (mut c, reply) = Client::open_as(
-        &bed.router.url(),
-        "desk",
-        Some(json!({"sessionId": id, "lastEventSeq": {}})),
-        1,
-    )
-    .await;
-    assert_eq!(reply["resumed"], true, "{reply}");
+    let mut c = bed.resume(&id, 1).await;
     let ev = next_event(&mut c).await;
     assert_eq!(
         (&ev["message"], &ev["thisDn"], &ev["errorCode"]),
@@ -862,22 +865,11 @@ async fn a_lingering_session_on_a_removed_switch_is_told_when_it_resumes() {
     let sw2 = config::switch("sw2", &["7000-7999"], "", &[&sim2.link()]);
     let bed = Bed::start_with(ADMIN, &["5000-5999"], &sw2);
     bed.router.wait_connected(&["sw1", "sw2"]).await;
-    let (mut c, reply) = Client::open_as(&bed.router.url(), "desk", None, 2).await;
-    let id = reply["sessionId"].as_str().unwrap().to_owned();
-    c.register("7020").await;
-    drop(c);
-    bed.wait_lingering().await;
+    let id = bed.lingering("7020", 2).await;
     bed.write(ADMIN, &["5000-5999"], "");
     let answer = bed.reload().await;
     assert_eq!(answer["changed"]["switchesRemoved"], json!(["sw2"]));
-    let (mut c, reply) = Client::open_as(
-        &bed.router.url(),
-        "desk",
-        Some(json!({"sessionId": id, "lastEventSeq": {}})),
-        0,
-    )
-    .await;
-    assert_eq!(reply["resumed"], true, "{reply}");
+    let mut c = bed.resume(&id, 0).await;
     let mut seen = Vec::new();
     while let Some(m) = c.next(Duration::from_millis(300)).await {
         seen.push(m);

@@ -45,7 +45,6 @@ pub(crate) fn check_attributes(start: &quick_xml::events::BytesStart<'_>) -> Res
         attribute.map_err(|e| XmlError::Malformed(e.to_string()))?;
     }
     // The parser above does not insist on whitespace between attributes: XML does.
-    let raw = start.attributes_raw().as_bytes();
     let mut quote: Option<u8> = None;
     for (i, &b) in raw.iter().enumerate() {
         match quote {

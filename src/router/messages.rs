@@ -164,8 +164,8 @@ pub struct SweepCalls;
 pub struct Retiring {
     /// Its DN.
     pub dn: Arc<str>,
-    /// Its instance.
-    pub id: u64,
+    /// Its instance (the shard's number for it).
+    pub id: u32,
 }
 
 /// The switch is no longer owned here (a cluster node lost or gave up its lease): the actor

@@ -256,7 +256,7 @@ impl Handler<Retiring> for Router {
 
     fn handle(&mut self, msg: Retiring, _: &mut Self::Context) {
         if let Some((id, addr)) = self.extensions.get(&msg.dn) {
-            if u64::from(*id) == msg.id {
+            if *id == msg.id {
                 // Everything forwarded to it so far is already in its mailbox, ahead of this.
                 addr.do_send(RetireAck);
                 self.extensions.remove(&msg.dn);

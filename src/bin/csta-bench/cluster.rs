@@ -318,9 +318,7 @@ pub fn node_config(
 /// Start `nats-server` with JetStream (its store and log in `dir`) on a free port: the process
 /// (possibly a wrapper), its URL, and the real server's process ID.
 async fn start_nats(dir: &Path) -> Result<(ChildGuard, String, Option<u32>), String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    let port = super::spawn::free_port()
         .map_err(|e| format!("cannot find a free port for nats-server: {e}"))?;
     let log = dir.join("nats.log");
     let child = Command::new("nats-server")

@@ -113,10 +113,7 @@ async fn server(args: &Args) -> Result<(SocketAddr, Option<u32>, Option<ChildGua
             "--spawn starts a redis-server: give --redis and --redis-pid without it",
         ));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(setup)?
-        .port();
+    let port = super::spawn::free_port().map_err(setup)?;
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])

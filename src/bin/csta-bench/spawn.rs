@@ -175,6 +175,13 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// A free loopback port for a server the bench starts (bound, read, released).
+pub fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+}
+
 /// Start a program, wait for the JSON line it prints once it listens, and keep draining its
 /// stdout (so it never writes into a closed pipe).
 pub async fn start_program(

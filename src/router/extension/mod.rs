@@ -292,7 +292,7 @@ impl Extension {
         if let Some(shard) = self.env.switch.shard.get() {
             shard.retiring.do_send(Retiring {
                 dn: self.dn.clone(),
-                id: u64::from(self.id),
+                id: self.id,
             });
         }
     }
